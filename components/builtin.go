@@ -1,0 +1,48 @@
+package components
+
+import (
+	cronbinding "github.com/dapr/components-contrib/bindings/cron"
+	httpbinding "github.com/dapr/components-contrib/bindings/http"
+	kafkabinding "github.com/dapr/components-contrib/bindings/kafka"
+	inmemorypubsub "github.com/dapr/components-contrib/pubsub/in-memory"
+	kafkapubsub "github.com/dapr/components-contrib/pubsub/kafka"
+	redispubsub "github.com/dapr/components-contrib/pubsub/redis"
+	envsecrets "github.com/dapr/components-contrib/secretstores/local/env"
+	filesecrets "github.com/dapr/components-contrib/secretstores/local/file"
+	inmemorystate "github.com/dapr/components-contrib/state/in-memory"
+	mysqlstate "github.com/dapr/components-contrib/state/mysql"
+	postgresv1 "github.com/dapr/components-contrib/state/postgresql/v1"
+	postgresv2 "github.com/dapr/components-contrib/state/postgresql/v2"
+	redisstate "github.com/dapr/components-contrib/state/redis"
+	"github.com/dapr/kit/logger"
+)
+
+// RegisterContrib registers the curated set of components-contrib
+// components that mecha ships with.
+func RegisterContrib(r *Registry) {
+	r.Register("state.in-memory", "v1", func(l logger.Logger) any { return inmemorystate.NewInMemoryStateStore(l) })
+	r.Register("state.redis", "v1", func(l logger.Logger) any { return redisstate.NewRedisStateStore(l) })
+	r.Register("state.mysql", "v1", func(l logger.Logger) any { return mysqlstate.NewMySQLStateStore(l) })
+	r.Register("state.postgresql", "v1", func(l logger.Logger) any { return postgresv1.NewPostgreSQLStateStore(l) })
+	r.Register("state.postgresql", "v2", func(l logger.Logger) any { return postgresv2.NewPostgreSQLStateStore(l) })
+	r.Register("pubsub.in-memory", "v1", func(l logger.Logger) any { return inmemorypubsub.New(l) })
+	r.Register("pubsub.kafka", "v1", func(l logger.Logger) any { return kafkapubsub.NewKafka(l) })
+	r.Register("pubsub.redis", "v1", func(l logger.Logger) any { return redispubsub.NewRedisStreams(l) })
+	r.Register("bindings.kafka", "v1", func(l logger.Logger) any { return kafkabinding.NewKafka(l) })
+	r.Register("bindings.cron", "v1", func(l logger.Logger) any { return cronbinding.NewCron(l) })
+	r.Register("bindings.http", "v1", func(l logger.Logger) any { return httpbinding.NewHTTP(l) })
+	r.Register("secretstores.local.env", "v1", func(l logger.Logger) any { return envsecrets.NewEnvSecretStore(l) })
+	r.Register("secretstores.local.file", "v1", func(l logger.Logger) any { return filesecrets.NewLocalSecretStore(l) })
+}
+
+// EmbeddedDefaults are the components `mecha run` serves when no resources
+// path is given, so that Dapr quickstarts run unchanged. The Crux and broker
+// subsystems replace these types with their own when they are wired in.
+func EmbeddedDefaults() []*Component {
+	return []*Component{
+		{APIVersion: "dapr.io/v1alpha1", Kind: "Component", Metadata: ObjectMeta{Name: "statestore"},
+			Spec: ComponentSpec{Type: "state.in-memory", Version: "v1"}},
+		{APIVersion: "dapr.io/v1alpha1", Kind: "Component", Metadata: ObjectMeta{Name: "pubsub"},
+			Spec: ComponentSpec{Type: "pubsub.in-memory", Version: "v1"}},
+	}
+}

@@ -1,0 +1,525 @@
+package components
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dapr/components-contrib/bindings"
+	contribmeta "github.com/dapr/components-contrib/metadata"
+	"github.com/dapr/components-contrib/pubsub"
+	"github.com/dapr/components-contrib/secretstores"
+	"github.com/dapr/components-contrib/state"
+	"github.com/fsnotify/fsnotify"
+	"github.com/google/uuid"
+)
+
+// Categories of components, the part of spec.type before the first dot.
+const (
+	CategoryState    = "state"
+	CategoryPubSub   = "pubsub"
+	CategoryBindings = "bindings"
+	CategorySecrets  = "secretstores"
+)
+
+// ErrInit is wrapped by errors from a component's Init.
+var ErrInit = errors.New("component init failed")
+
+// Options configure a Manager.
+type Options struct {
+	// AppID substitutes {appID} tags and filters by scopes.
+	AppID string
+	// Paths are the resources folders. When empty, Defaults are loaded.
+	Paths []string
+	// Defaults are the embedded components used when Paths is empty.
+	Defaults []*Component
+	// Registry maps types to factories.
+	Registry *Registry
+	// Logger receives the manager's and the components' logs.
+	Logger *slog.Logger
+	// Debounce is how long the watcher waits for a burst of file events to
+	// settle before reloading; 100ms when zero.
+	Debounce time.Duration
+}
+
+// Change says what happened to one component during a reload.
+type Change struct {
+	Category string
+	Name     string
+	Op       ChangeOp
+}
+
+// ChangeOp is the kind of a Change.
+type ChangeOp int
+
+// Change operations.
+const (
+	Added ChangeOp = iota + 1
+	Updated
+	Removed
+)
+
+func (o ChangeOp) String() string {
+	switch o {
+	case Added:
+		return "added"
+	case Updated:
+		return "updated"
+	case Removed:
+		return "removed"
+	}
+	return "unknown"
+}
+
+// ChangeSet is what a reload did, plus every non-Component document now on
+// disk (Subscriptions and others) for their own consumers.
+type ChangeSet struct {
+	Changes []Change
+	Docs    []Document
+}
+
+type instance struct {
+	comp  *Component
+	value any
+	// key is the canonical JSON of the manifest plus resolved metadata:
+	// when it changes the component is re-created.
+	key string
+}
+
+// Manager owns the live components. Reads go through Snapshot, an
+// immutable view swapped atomically, so the request path takes no lock.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+
+	current atomic.Pointer[Snapshot]
+
+	// mu serializes loads, reloads and Close; it guards the fields below.
+	mu        sync.Mutex
+	instances map[string]*instance // category/name -> instance
+	listeners []func(ChangeSet)
+	closed    bool
+}
+
+// NewManager returns a manager with an empty snapshot.
+func NewManager(opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Debounce == 0 {
+		opts.Debounce = 100 * time.Millisecond
+	}
+	m := &Manager{opts: opts, log: opts.Logger, instances: map[string]*instance{}}
+	m.current.Store(buildSnapshot(opts.AppID, nil))
+	return m
+}
+
+// Snapshot returns the current immutable view of the live components.
+func (m *Manager) Snapshot() *Snapshot { return m.current.Load() }
+
+// OnChange registers fn to be called after every successful reload.
+func (m *Manager) OnChange(fn func(ChangeSet)) {
+	m.mu.Lock()
+	m.listeners = append(m.listeners, fn)
+	m.mu.Unlock()
+}
+
+// Load reads the resources paths (or the embedded defaults) and initializes
+// every component. It fails on the first invalid file, unknown type or
+// failed init, naming the file and field, unless the component sets
+// ignoreErrors. It returns the non-Component documents.
+func (m *Manager) Load(ctx context.Context) ([]Document, error) {
+	comps, docs, err := m.read()
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.apply(ctx, comps, true); err != nil {
+		m.closeAllLocked()
+		return nil, err
+	}
+	return docs, nil
+}
+
+// read loads and decodes the component documents from disk.
+func (m *Manager) read() ([]*Component, []Document, error) {
+	if len(m.opts.Paths) == 0 {
+		return m.opts.Defaults, nil, nil
+	}
+	docs, err := ReadDocuments(m.opts.Paths)
+	if err != nil {
+		return nil, nil, err
+	}
+	var comps []*Component
+	var rest []Document
+	seen := map[string]string{}
+	for _, d := range docs {
+		if d.Kind != "Component" {
+			rest = append(rest, d)
+			continue
+		}
+		c, err := DecodeComponent(d)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !c.inScope(m.opts.AppID) {
+			continue
+		}
+		key := c.Category() + "/" + c.Metadata.Name
+		if prev, dup := seen[key]; dup {
+			return nil, nil, fmt.Errorf("%w: %s: metadata.name: component %q is already declared in %s", ErrInvalidResource, d.Where(), c.Metadata.Name, prev)
+		}
+		seen[key] = d.Where()
+		comps = append(comps, c)
+	}
+	return comps, rest, nil
+}
+
+func (c *Component) inScope(appID string) bool {
+	if len(c.Scopes) == 0 {
+		return true
+	}
+	for _, s := range c.Scopes {
+		if s == appID {
+			return true
+		}
+	}
+	return false
+}
+
+// apply brings the live set to comps. Secret stores go first so that other
+// components can resolve secretKeyRef against them. With strict set, the
+// first error aborts; otherwise (hot reload) a bad component is logged and
+// its previous instance, if any, stays.
+func (m *Manager) apply(ctx context.Context, comps []*Component, strict bool) ([]Change, error) {
+	sort.SliceStable(comps, func(i, j int) bool {
+		return comps[i].Category() == CategorySecrets && comps[j].Category() != CategorySecrets
+	})
+	wanted := map[string]bool{}
+	var changes []Change
+	var toClose []any
+	for _, c := range comps {
+		key := c.Category() + "/" + c.Metadata.Name
+		wanted[key] = true
+		props, err := m.resolveMetadata(ctx, c)
+		if err != nil {
+			if err = m.failed(c, err, strict); err != nil {
+				return changes, err
+			}
+			continue
+		}
+		canon := canonical(c, props)
+		old := m.instances[key]
+		if old != nil && old.key == canon {
+			continue
+		}
+		v, err := m.create(ctx, c, props)
+		if err != nil {
+			if err = m.failed(c, err, strict); err != nil {
+				return changes, err
+			}
+			continue
+		}
+		m.instances[key] = &instance{comp: c, value: v, key: canon}
+		op := Added
+		if old != nil {
+			op = Updated
+			toClose = append(toClose, old.value)
+		}
+		changes = append(changes, Change{Category: c.Category(), Name: c.Metadata.Name, Op: op})
+		m.log.Info("component loaded", "name", c.Metadata.Name, "type", c.Spec.Type, "version", versionOf(c), "op", op.String())
+		// Publish as we go so later components see earlier secret stores.
+		m.publishLocked()
+	}
+	for key, inst := range m.instances {
+		if !wanted[key] {
+			delete(m.instances, key)
+			toClose = append(toClose, inst.value)
+			changes = append(changes, Change{Category: inst.comp.Category(), Name: inst.comp.Metadata.Name, Op: Removed})
+			m.log.Info("component removed", "name", inst.comp.Metadata.Name, "type", inst.comp.Spec.Type)
+		}
+	}
+	m.publishLocked()
+	for _, v := range toClose {
+		closeComponent(v, m.log)
+	}
+	return changes, nil
+}
+
+func (m *Manager) failed(c *Component, err error, strict bool) error {
+	where := c.File
+	if where == "" {
+		where = "embedded default"
+	}
+	err = fmt.Errorf("%s: component %q (%s): %w", where, c.Metadata.Name, c.TypeVersion(), err)
+	if c.Spec.IgnoreErrors {
+		m.log.Warn("component failed and is skipped (ignoreErrors)", "error", err)
+		return nil
+	}
+	if strict {
+		return err
+	}
+	m.log.Error("component reload failed; keeping the previous state", "error", err)
+	return nil
+}
+
+func (m *Manager) publishLocked() {
+	m.current.Store(buildSnapshot(m.opts.AppID, m.instances))
+}
+
+func canonical(c *Component, props map[string]string) string {
+	b, _ := json.Marshal(struct {
+		T, V  string
+		Props map[string]string
+	}{c.Spec.Type, versionOf(c), props})
+	return string(b)
+}
+
+// resolveMetadata turns spec.metadata into the properties map a component
+// gets: values with tags substituted, envRef read from the environment and
+// secretKeyRef looked up in auth.secretStore.
+func (m *Manager) resolveMetadata(ctx context.Context, c *Component) (map[string]string, error) {
+	props := make(map[string]string, len(c.Spec.Metadata))
+	for i, item := range c.Spec.Metadata {
+		switch {
+		case item.SecretKeyRef != nil:
+			storeName := c.Auth.SecretStore
+			if storeName == "" {
+				return nil, fmt.Errorf("spec.metadata[%d] (%s): secretKeyRef needs auth.secretStore to name a secret store", i, item.Name)
+			}
+			store, ok := m.current.Load().Secrets[storeName]
+			if !ok {
+				return nil, fmt.Errorf("auth.secretStore: secret store %q is not loaded", storeName)
+			}
+			resp, err := store.GetSecret(ctx, secretstores.GetSecretRequest{Name: item.SecretKeyRef.Name})
+			if err != nil {
+				return nil, fmt.Errorf("spec.metadata[%d] (%s): secretKeyRef %q: %v", i, item.Name, item.SecretKeyRef.Name, err)
+			}
+			k := item.SecretKeyRef.Key
+			if k == "" {
+				k = item.SecretKeyRef.Name
+			}
+			v, ok := resp.Data[k]
+			if !ok {
+				return nil, fmt.Errorf("spec.metadata[%d] (%s): secret %q has no key %q", i, item.Name, item.SecretKeyRef.Name, k)
+			}
+			props[item.Name] = v
+		case item.EnvRef != "":
+			props[item.Name] = os.Getenv(item.EnvRef)
+		default:
+			props[item.Name] = substituteTags(item.Value.S, m.opts.AppID)
+		}
+	}
+	return props, nil
+}
+
+// substituteTags replaces Dapr's metadata tags: {uuid}, {appID}, {podName}
+// and {namespace}.
+func substituteTags(v, appID string) string {
+	if !strings.Contains(v, "{") {
+		return v
+	}
+	for strings.Contains(v, "{uuid}") {
+		v = strings.Replace(v, "{uuid}", uuid.NewString(), 1)
+	}
+	v = strings.ReplaceAll(v, "{appID}", appID)
+	if strings.Contains(v, "{podName}") {
+		pod := os.Getenv("POD_NAME")
+		if pod == "" {
+			pod, _ = os.Hostname()
+		}
+		v = strings.ReplaceAll(v, "{podName}", pod)
+	}
+	if strings.Contains(v, "{namespace}") {
+		ns := os.Getenv("NAMESPACE")
+		if ns == "" {
+			ns = "default"
+		}
+		v = strings.ReplaceAll(v, "{namespace}", ns)
+	}
+	return v
+}
+
+// create builds and initializes one component within its initTimeout.
+func (m *Manager) create(ctx context.Context, c *Component, props map[string]string) (any, error) {
+	clog := NewContribLogger(m.log.With("component", c.Metadata.Name))
+	v, err := m.opts.Registry.create(c, clog)
+	if err != nil {
+		return nil, err
+	}
+	base := contribmeta.Base{Name: c.Metadata.Name, Properties: props}
+	ictx, cancel := context.WithTimeout(ctx, c.InitTimeoutDuration())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("panic during init: %v", r)
+			}
+		}()
+		done <- initComponent(ictx, c.Category(), v, base)
+	}()
+	select {
+	case err = <-done:
+		if err != nil {
+			closeComponent(v, m.log)
+		}
+	case <-ictx.Done():
+		err = fmt.Errorf("init did not finish within spec.initTimeout (%s)", c.InitTimeoutDuration())
+		// Init is still running; close the component once it returns,
+		// never concurrently with it.
+		go func() { <-done; closeComponent(v, m.log) }()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInit, err)
+	}
+	return v, nil
+}
+
+func initComponent(ctx context.Context, category string, v any, base contribmeta.Base) error {
+	switch category {
+	case CategoryState:
+		s, ok := v.(state.Store)
+		if !ok {
+			return fmt.Errorf("spec.type: not a state store")
+		}
+		return s.Init(ctx, state.Metadata{Base: base})
+	case CategoryPubSub:
+		p, ok := v.(pubsub.PubSub)
+		if !ok {
+			return fmt.Errorf("spec.type: not a pubsub")
+		}
+		return p.Init(ctx, pubsub.Metadata{Base: base})
+	case CategoryBindings:
+		if b, ok := v.(bindings.InputBinding); ok {
+			return b.Init(ctx, bindings.Metadata{Base: base})
+		}
+		if b, ok := v.(bindings.OutputBinding); ok {
+			return b.Init(ctx, bindings.Metadata{Base: base})
+		}
+		return fmt.Errorf("spec.type: not a binding")
+	case CategorySecrets:
+		s, ok := v.(secretstores.SecretStore)
+		if !ok {
+			return fmt.Errorf("spec.type: not a secret store")
+		}
+		return s.Init(ctx, secretstores.Metadata{Base: base})
+	}
+	return fmt.Errorf("spec.type: unsupported building block %q", category)
+}
+
+// closeComponent closes v if it can be closed. Some contrib components
+// panic when closed after a failed Init; that must not take mecha down.
+func closeComponent(v any, log *slog.Logger) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Debug("component panicked on close", "panic", r)
+		}
+	}()
+	if c, ok := v.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			log.Warn("closing component", "error", err)
+		}
+	}
+}
+
+// Reload re-reads the resources paths and applies the difference: new
+// components start, changed ones are re-created, deleted ones close. A bad
+// file is logged and leaves the running set as it was.
+func (m *Manager) Reload(ctx context.Context) error {
+	comps, docs, err := m.read()
+	if err != nil {
+		m.log.Error("hot reload: resources not applied", "error", err)
+		return err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	changes, _ := m.apply(ctx, comps, false)
+	listeners := append([]func(ChangeSet){}, m.listeners...)
+	m.mu.Unlock()
+	cs := ChangeSet{Changes: changes, Docs: docs}
+	for _, fn := range listeners {
+		fn(cs)
+	}
+	return nil
+}
+
+// Watch reloads whenever a file in the resources paths changes, until ctx
+// ends. With no paths it returns at once.
+func (m *Manager) Watch(ctx context.Context) error {
+	if len(m.opts.Paths) == 0 {
+		return nil
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watching resources: %w", err)
+	}
+	defer w.Close()
+	for _, p := range m.opts.Paths {
+		if err := w.Add(p); err != nil {
+			return fmt.Errorf("watching resources path %s: %w", p, err)
+		}
+	}
+	var timer *time.Timer
+	var fire <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if ev.Op == fsnotify.Chmod {
+				continue
+			}
+			if timer == nil {
+				timer = time.NewTimer(m.opts.Debounce)
+			} else {
+				timer.Reset(m.opts.Debounce)
+			}
+			fire = timer.C
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			m.log.Warn("resources watcher", "error", err)
+		case <-fire:
+			fire = nil
+			_ = m.Reload(ctx)
+		}
+	}
+}
+
+// Close closes every component.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	m.closeAllLocked()
+	return nil
+}
+
+func (m *Manager) closeAllLocked() {
+	for key, inst := range m.instances {
+		closeComponent(inst.value, m.log)
+		delete(m.instances, key)
+	}
+	m.publishLocked()
+}

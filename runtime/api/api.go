@@ -1,0 +1,94 @@
+// Package api holds what the HTTP and gRPC API servers share: their
+// dependencies and the metadata document.
+package api
+
+import (
+	"log/slog"
+
+	"mecha/runtime/blocks"
+	"mecha/runtime/invoke"
+	"mecha/runtime/metrics"
+	"mecha/runtime/subscriptions"
+)
+
+// Deps are the runtime services an API server calls.
+type Deps struct {
+	AppID    string
+	Blocks   *blocks.Blocks
+	Invoker  *invoke.Invoker
+	Local    *invoke.Local
+	Subs     *subscriptions.Manager
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
+	Metadata MetadataProvider
+	// APILogging logs every API call at info level.
+	APILogging bool
+	// MaxRequestBytes caps request bodies.
+	MaxRequestBytes int
+	// Shutdown starts a graceful shutdown of the runtime; it returns at once.
+	Shutdown func()
+	// Ready reports whether the runtime finished starting (healthz).
+	Ready func() bool
+	// OutboundReady reports whether the outbound API serves (healthz/outbound).
+	OutboundReady func() bool
+}
+
+// MetadataProvider serves the metadata API.
+type MetadataProvider interface {
+	Metadata() *Metadata
+	SetExtended(key, value string)
+}
+
+// Metadata is Dapr's metadata document (GET /v1.0/metadata).
+type Metadata struct {
+	ID                      string                   `json:"id"`
+	RuntimeVersion          string                   `json:"runtimeVersion"`
+	EnabledFeatures         []string                 `json:"enabledFeatures"`
+	Actors                  []any                    `json:"actors"`
+	Components              []ComponentInfo          `json:"components"`
+	Extended                map[string]string        `json:"extended"`
+	Subscriptions           []SubscriptionInfo       `json:"subscriptions"`
+	HTTPEndpoints           []any                    `json:"httpEndpoints"`
+	AppConnectionProperties *AppConnectionProperties `json:"appConnectionProperties,omitempty"`
+}
+
+// ComponentInfo is a loaded component.
+type ComponentInfo struct {
+	Name         string   `json:"name"`
+	Type         string   `json:"type"`
+	Version      string   `json:"version"`
+	Capabilities []string `json:"capabilities,omitempty"`
+}
+
+// SubscriptionInfo is an active subscription.
+type SubscriptionInfo struct {
+	PubsubName      string            `json:"pubsubname"`
+	Topic           string            `json:"topic"`
+	Metadata        map[string]string `json:"metadata,omitempty"`
+	Rules           []RuleInfo        `json:"rules,omitempty"`
+	DeadLetterTopic string            `json:"deadLetterTopic,omitempty"`
+	Type            string            `json:"type"`
+}
+
+// RuleInfo is a routing rule.
+type RuleInfo struct {
+	Match string `json:"match,omitempty"`
+	Path  string `json:"path"`
+}
+
+// AppConnectionProperties describes how the runtime reaches its app.
+type AppConnectionProperties struct {
+	Port           int        `json:"port,omitempty"`
+	Protocol       string     `json:"protocol,omitempty"`
+	ChannelAddress string     `json:"channelAddress,omitempty"`
+	MaxConcurrency int        `json:"maxConcurrency,omitempty"`
+	Health         *AppHealth `json:"health,omitempty"`
+}
+
+// AppHealth is the app health check configuration.
+type AppHealth struct {
+	HealthCheckPath     string `json:"healthCheckPath,omitempty"`
+	HealthProbeInterval string `json:"healthProbeInterval,omitempty"`
+	HealthProbeTimeout  string `json:"healthProbeTimeout,omitempty"`
+	HealthThreshold     int32  `json:"healthThreshold,omitempty"`
+}

@@ -1,0 +1,54 @@
+package grpcapi
+
+import (
+	"context"
+
+	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"mecha/runtime/blocks"
+	"mecha/runtime/tracecontext"
+)
+
+// traceParent is the caller's W3C traceparent from the incoming gRPC
+// metadata, or a fresh one, so that every published event is traceable.
+func traceParent(ctx context.Context) string {
+	return tracecontext.Ensure(firstMD(ctx, "traceparent"))
+}
+
+// PublishEvent publishes one event. The data content type is passed
+// through unchanged; the envelope treats an empty one as JSON.
+func (s *Server) PublishEvent(ctx context.Context, in *runtimev1pb.PublishEventRequest) (*emptypb.Empty, error) {
+	err := s.d.Blocks.Publish(ctx, &blocks.PublishRequest{
+		PubsubName:  in.GetPubsubName(),
+		Topic:       in.GetTopic(),
+		Data:        in.GetData(),
+		ContentType: in.GetDataContentType(),
+		Metadata:    in.GetMetadata(),
+		TraceParent: traceParent(ctx),
+		TraceState:  firstMD(ctx, "tracestate"),
+	})
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// BulkPublishEventAlpha1 publishes several events to one topic. Entries
+// that failed are listed in the response; the call itself fails only when
+// the request is invalid.
+func (s *Server) BulkPublishEventAlpha1(ctx context.Context, in *runtimev1pb.BulkPublishRequest) (*runtimev1pb.BulkPublishResponse, error) {
+	entries := make([]blocks.BulkEntry, len(in.GetEntries()))
+	for i, e := range in.GetEntries() {
+		entries[i] = blocks.BulkEntry{EntryID: e.GetEntryId(), Data: e.GetEvent(), ContentType: e.GetContentType(), Metadata: e.GetMetadata()}
+	}
+	failed, err := s.d.Blocks.BulkPublish(ctx, in.GetPubsubName(), in.GetTopic(), entries, in.GetMetadata(), traceParent(ctx))
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	out := &runtimev1pb.BulkPublishResponse{FailedEntries: make([]*runtimev1pb.BulkPublishResponseFailedEntry, len(failed))}
+	for i, f := range failed {
+		out.FailedEntries[i] = &runtimev1pb.BulkPublishResponseFailedEntry{EntryId: f.EntryID, Error: f.Error}
+	}
+	return out, nil
+}

@@ -1,0 +1,156 @@
+package grpcapi
+
+import (
+	"context"
+
+	"github.com/dapr/components-contrib/state"
+	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
+	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"mecha/runtime/blocks"
+)
+
+// consistency maps Dapr's enum to the components' strings; unspecified is
+// "" (the store's default).
+func consistency(c commonv1pb.StateOptions_StateConsistency) string {
+	switch c {
+	case commonv1pb.StateOptions_CONSISTENCY_EVENTUAL:
+		return "eventual"
+	case commonv1pb.StateOptions_CONSISTENCY_STRONG:
+		return "strong"
+	}
+	return ""
+}
+
+// concurrency maps Dapr's enum to the components' strings; unspecified is
+// "" (the store's default).
+func concurrency(c commonv1pb.StateOptions_StateConcurrency) string {
+	switch c {
+	case commonv1pb.StateOptions_CONCURRENCY_FIRST_WRITE:
+		return "first-write"
+	case commonv1pb.StateOptions_CONCURRENCY_LAST_WRITE:
+		return "last-write"
+	}
+	return ""
+}
+
+func etagPtr(e *commonv1pb.Etag) *string {
+	if e == nil {
+		return nil
+	}
+	v := e.GetValue()
+	return &v
+}
+
+func strOrEmpty(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// setRequest converts a StateItem. The value stays raw bytes: the store
+// keeps exactly what the app sent.
+func setRequest(it *commonv1pb.StateItem) state.SetRequest {
+	req := state.SetRequest{Key: it.GetKey(), Value: it.GetValue(), Metadata: it.GetMetadata(), ETag: etagPtr(it.GetEtag())}
+	if o := it.GetOptions(); o != nil {
+		req.Options = state.SetStateOption{Concurrency: concurrency(o.GetConcurrency()), Consistency: consistency(o.GetConsistency())}
+	}
+	return req
+}
+
+func deleteRequest(key string, etag *commonv1pb.Etag, opts *commonv1pb.StateOptions, meta map[string]string) state.DeleteRequest {
+	req := state.DeleteRequest{Key: key, ETag: etagPtr(etag), Metadata: meta}
+	if opts != nil {
+		req.Options = state.DeleteStateOption{Concurrency: concurrency(opts.GetConcurrency()), Consistency: consistency(opts.GetConsistency())}
+	}
+	return req
+}
+
+// GetState reads one key. A missing key is an empty response, not an
+// error, as in Dapr.
+func (s *Server) GetState(ctx context.Context, in *runtimev1pb.GetStateRequest) (*runtimev1pb.GetStateResponse, error) {
+	resp, err := s.d.Blocks.GetState(ctx, in.GetStoreName(), in.GetKey(), consistency(in.GetConsistency()), in.GetMetadata())
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	out := &runtimev1pb.GetStateResponse{}
+	if resp != nil {
+		out.Data, out.Etag, out.Metadata = resp.Data, strOrEmpty(resp.ETag), resp.Metadata
+	}
+	return out, nil
+}
+
+// GetBulkState reads several keys; a key that failed carries its error
+// string in its item instead of failing the call.
+func (s *Server) GetBulkState(ctx context.Context, in *runtimev1pb.GetBulkStateRequest) (*runtimev1pb.GetBulkStateResponse, error) {
+	items, err := s.d.Blocks.BulkGetState(ctx, in.GetStoreName(), in.GetKeys(), int(in.GetParallelism()), in.GetMetadata())
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	out := &runtimev1pb.GetBulkStateResponse{Items: make([]*runtimev1pb.BulkStateItem, len(items))}
+	for i, it := range items {
+		out.Items[i] = &runtimev1pb.BulkStateItem{
+			Key: it.Key, Data: it.Data, Etag: strOrEmpty(it.ETag), Error: it.Error, Metadata: it.Metadata,
+		}
+	}
+	return out, nil
+}
+
+// SaveState writes the items.
+func (s *Server) SaveState(ctx context.Context, in *runtimev1pb.SaveStateRequest) (*emptypb.Empty, error) {
+	items := make([]state.SetRequest, len(in.GetStates()))
+	for i, it := range in.GetStates() {
+		items[i] = setRequest(it)
+	}
+	if err := s.d.Blocks.SaveState(ctx, in.GetStoreName(), items); err != nil {
+		return nil, grpcErr(err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// DeleteState deletes one key, with an optional ETag.
+func (s *Server) DeleteState(ctx context.Context, in *runtimev1pb.DeleteStateRequest) (*emptypb.Empty, error) {
+	req := deleteRequest(in.GetKey(), in.GetEtag(), in.GetOptions(), in.GetMetadata())
+	if err := s.d.Blocks.DeleteState(ctx, in.GetStoreName(), &req); err != nil {
+		return nil, grpcErr(err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// DeleteBulkState deletes several keys.
+func (s *Server) DeleteBulkState(ctx context.Context, in *runtimev1pb.DeleteBulkStateRequest) (*emptypb.Empty, error) {
+	reqs := make([]state.DeleteRequest, len(in.GetStates()))
+	for i, it := range in.GetStates() {
+		reqs[i] = deleteRequest(it.GetKey(), it.GetEtag(), it.GetOptions(), it.GetMetadata())
+	}
+	if err := s.d.Blocks.DeleteBulkState(ctx, in.GetStoreName(), reqs); err != nil {
+		return nil, grpcErr(err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// ExecuteStateTransaction runs upserts and deletes atomically. An unknown
+// operation type is Unimplemented, as in Dapr.
+func (s *Server) ExecuteStateTransaction(ctx context.Context, in *runtimev1pb.ExecuteStateTransactionRequest) (*emptypb.Empty, error) {
+	ops := make([]blocks.TxOp, len(in.GetOperations()))
+	for i, op := range in.GetOperations() {
+		it := op.GetRequest()
+		switch state.OperationType(op.GetOperationType()) {
+		case state.OperationUpsert:
+			ops[i] = blocks.TxOp{Operation: string(state.OperationUpsert), Set: setRequest(it)}
+		case state.OperationDelete:
+			ops[i] = blocks.TxOp{Operation: string(state.OperationDelete),
+				Delete: deleteRequest(it.GetKey(), it.GetEtag(), it.GetOptions(), it.GetMetadata())}
+		default:
+			return nil, status.Errorf(codes.Unimplemented, "operation type %s not supported", op.GetOperationType())
+		}
+	}
+	if err := s.d.Blocks.Transaction(ctx, in.GetStoreName(), ops, in.GetMetadata()); err != nil {
+		return nil, grpcErr(err)
+	}
+	return &emptypb.Empty{}, nil
+}

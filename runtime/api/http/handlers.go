@@ -1,0 +1,237 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+
+	"github.com/valyala/fasthttp"
+
+	"mecha/runtime/apierr"
+	"mecha/runtime/appchannel"
+	"mecha/runtime/blocks"
+	"mecha/runtime/tracecontext"
+)
+
+var hContentType = []byte("Content-Type")
+
+func (s *Server) publish(ctx *fasthttp.RequestCtx, ps, topic string) {
+	tp := string(ctx.Request.Header.PeekBytes(hTraceP))
+	err := s.d.Blocks.Publish(ctx, &blocks.PublishRequest{
+		PubsubName:  ps,
+		Topic:       topic,
+		Data:        ctx.PostBody(),
+		ContentType: string(ctx.Request.Header.ContentType()),
+		Metadata:    queryMetadata(ctx),
+		TraceParent: tracecontext.Ensure(tp),
+		TraceState:  string(ctx.Request.Header.Peek("tracestate")),
+	})
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+type bulkPublishEntry struct {
+	EntryID     string            `json:"entryId"`
+	Event       json.RawMessage   `json:"event"`
+	ContentType string            `json:"contentType"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+}
+
+func (s *Server) bulkPublish(ctx *fasthttp.RequestCtx, ps, topic string) {
+	var entries []bulkPublishEntry
+	if err := json.Unmarshal(ctx.PostBody(), &entries); err != nil {
+		writeError(ctx, apierr.Malformed("failed deserializing HTTP body: %v", err))
+		return
+	}
+	in := make([]blocks.BulkEntry, len(entries))
+	for i, e := range entries {
+		data := []byte(e.Event)
+		if len(data) > 0 && data[0] == '"' {
+			// A JSON string event carries its text, as in Dapr.
+			var str string
+			if json.Unmarshal(data, &str) == nil {
+				data = []byte(str)
+			}
+		}
+		in[i] = blocks.BulkEntry{EntryID: e.EntryID, Data: data, ContentType: e.ContentType, Metadata: e.Metadata}
+	}
+	tp := tracecontext.Ensure(string(ctx.Request.Header.PeekBytes(hTraceP)))
+	failed, err := s.d.Blocks.BulkPublish(ctx, ps, topic, in, queryMetadata(ctx), tp)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	if len(failed) > 0 {
+		writeJSON(ctx, fasthttp.StatusInternalServerError, struct {
+			FailedEntries []blocks.FailedEntry `json:"failedEntries"`
+			ErrorCode     string               `json:"errorCode"`
+		}{failed, "ERR_PUBSUB_PUBLISH_MESSAGE"})
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+type bindingRequest struct {
+	Data      json.RawMessage   `json:"data"`
+	Metadata  map[string]string `json:"metadata"`
+	Operation string            `json:"operation"`
+}
+
+func (s *Server) invokeBinding(ctx *fasthttp.RequestCtx, name string) {
+	var req bindingRequest
+	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
+		writeError(ctx, apierr.Malformed("failed deserializing HTTP body: %v", err))
+		return
+	}
+	data := []byte(req.Data)
+	if len(data) > 0 && data[0] == '"' {
+		var str string
+		if json.Unmarshal(data, &str) == nil {
+			data = []byte(str)
+		}
+	} else if bytes.Equal(data, []byte("null")) {
+		data = nil
+	}
+	if tp := ctx.Request.Header.PeekBytes(hTraceP); len(tp) > 0 {
+		if req.Metadata == nil {
+			req.Metadata = map[string]string{}
+		}
+		req.Metadata["traceparent"] = string(tp)
+	}
+	resp, err := s.d.Blocks.InvokeBinding(ctx, name, req.Operation, data, req.Metadata)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	for k, v := range resp.Metadata {
+		ctx.Response.Header.Set("metadata."+k, v)
+	}
+	if len(resp.Data) == 0 {
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		return
+	}
+	if resp.ContentType != nil {
+		ctx.Response.Header.SetContentType(*resp.ContentType)
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetBody(resp.Data)
+}
+
+// hop-by-hop and Dapr routing headers are not forwarded to the app.
+var dropHeaders = [][]byte{[]byte("dapr-app-id"), []byte("Connection"), []byte("Keep-Alive"), []byte("Proxy-Connection"),
+	[]byte("Transfer-Encoding"), []byte("Upgrade"), []byte("dapr-api-token")}
+
+func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
+	target, err := s.d.Invoker.Resolve(ctx, appID)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	tp := ctx.Request.Header.PeekBytes(hTraceP)
+	if !tracecontext.Valid(string(tp)) {
+		ctx.Request.Header.SetBytesK(hTraceP, tracecontext.New())
+	}
+	if h, ok := target.Channel.(*appchannel.HTTP); ok {
+		s.proxyHTTP(ctx, h, appID, method)
+		return
+	}
+	req := &appchannel.InvokeRequest{
+		Method:      string(method),
+		Verb:        string(ctx.Method()),
+		Query:       string(ctx.URI().QueryString()),
+		ContentType: string(ctx.Request.Header.ContentType()),
+		Body:        ctx.PostBody(),
+	}
+	for k, v := range ctx.Request.Header.All() {
+		if skipHeader(k) || bytes.EqualFold(k, hContentType) {
+			continue
+		}
+		req.Headers = append(req.Headers, appchannel.Header{Key: string(k), Value: string(v)})
+	}
+	resp, err := target.Channel.Invoke(ctx, req)
+	if err != nil {
+		writeError(ctx, apierr.DirectInvoke(appID, err))
+		return
+	}
+	for _, h := range resp.Headers {
+		ctx.Response.Header.Add(h.Key, h.Value)
+	}
+	if resp.ContentType != "" {
+		ctx.Response.Header.SetContentType(resp.ContentType)
+	}
+	ctx.SetStatusCode(resp.Status)
+	ctx.SetBody(resp.Body)
+}
+
+func skipHeader(k []byte) bool {
+	for _, d := range dropHeaders {
+		if bytes.EqualFold(k, d) {
+			return true
+		}
+	}
+	return bytes.EqualFold(k, []byte("Host")) || bytes.EqualFold(k, []byte("Content-Length"))
+}
+
+var (
+	hCaller = []byte("dapr-caller-app-id")
+	hCallee = []byte("dapr-callee-app-id")
+)
+
+// proxyHTTP forwards the incoming request object itself to the app and the
+// app's response object itself back: no copies of headers or bodies.
+func (s *Server) proxyHTTP(ctx *fasthttp.RequestCtx, h *appchannel.HTTP, appID string, method []byte) {
+	req := &ctx.Request
+	uri := req.URI()
+	q := uri.QueryString()
+	p := make([]byte, 0, 1+len(method)+1+len(q))
+	p = append(p, '/')
+	p = append(p, method...)
+	if len(q) > 0 {
+		p = append(p, '?')
+		p = append(p, q...)
+	}
+	req.SetRequestURIBytes(p)
+	for _, d := range dropHeaders {
+		req.Header.DelBytes(d)
+	}
+	req.Header.SetBytesKV(hCaller, []byte(s.d.AppID))
+	req.Header.SetBytesKV(hCallee, []byte(appID))
+	var c context.Context = ctx
+	if err := h.Do(c, req, &ctx.Response); err != nil {
+		ctx.Response.Reset()
+		writeError(ctx, apierr.DirectInvoke(appID, err))
+		return
+	}
+	// The app's connection policy is not the caller's.
+	ctx.Response.Header.ResetConnectionClose()
+}
+
+func (s *Server) secret(ctx *fasthttp.RequestCtx, store, key string) {
+	data, err := s.d.Blocks.GetSecret(ctx, store, key, queryMetadata(ctx))
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, data)
+}
+
+func (s *Server) bulkSecret(ctx *fasthttp.RequestCtx, store string) {
+	data, err := s.d.Blocks.BulkGetSecret(ctx, store, queryMetadata(ctx))
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, data)
+}
+
+func (s *Server) metadataGet(ctx *fasthttp.RequestCtx) {
+	writeJSON(ctx, fasthttp.StatusOK, s.d.Metadata.Metadata())
+}
+
+func (s *Server) metadataPut(ctx *fasthttp.RequestCtx, key string) {
+	s.d.Metadata.SetExtended(key, string(ctx.PostBody()))
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}

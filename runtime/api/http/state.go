@@ -1,0 +1,212 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/dapr/components-contrib/state"
+	"github.com/valyala/fasthttp"
+
+	"mecha/runtime/apierr"
+	"mecha/runtime/blocks"
+)
+
+// saveItem is one entry of POST /v1.0/state/{store}.
+type saveItem struct {
+	Key      string            `json:"key"`
+	Value    json.RawMessage   `json:"value"`
+	ETag     *string           `json:"etag,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	Options  *stateOptions     `json:"options,omitempty"`
+}
+
+type stateOptions struct {
+	Concurrency string `json:"concurrency,omitempty"`
+	Consistency string `json:"consistency,omitempty"`
+}
+
+func validOptions(o *stateOptions) error {
+	if o == nil {
+		return nil
+	}
+	switch o.Concurrency {
+	case "", state.FirstWrite, state.LastWrite:
+	default:
+		return apierr.Malformed("options.concurrency %q is not first-write or last-write", o.Concurrency)
+	}
+	switch o.Consistency {
+	case "", state.Eventual, state.Strong:
+	default:
+		return apierr.Malformed("options.consistency %q is not eventual or strong", o.Consistency)
+	}
+	return nil
+}
+
+func (s *Server) stateSave(ctx *fasthttp.RequestCtx, store string) {
+	var items []saveItem
+	if err := json.Unmarshal(ctx.PostBody(), &items); err != nil {
+		writeError(ctx, apierr.Malformed("failed deserializing HTTP body: %v", err))
+		return
+	}
+	reqs := make([]state.SetRequest, len(items))
+	for i := range items {
+		it := &items[i]
+		if it.Key == "" {
+			writeError(ctx, apierr.Malformed("failed saving state in state store %s: item %d has no key", store, i))
+			return
+		}
+		if err := validOptions(it.Options); err != nil {
+			writeError(ctx, err)
+			return
+		}
+		r := &reqs[i]
+		r.Key, r.ETag, r.Metadata = it.Key, it.ETag, it.Metadata
+		r.Value = []byte(it.Value)
+		if it.Options != nil {
+			r.Options.Concurrency, r.Options.Consistency = it.Options.Concurrency, it.Options.Consistency
+		}
+	}
+	if err := s.d.Blocks.SaveState(ctx, store, reqs); err != nil {
+		writeError(ctx, err)
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func (s *Server) stateGet(ctx *fasthttp.RequestCtx, store, key string) {
+	consistency := string(ctx.QueryArgs().Peek("consistency"))
+	resp, err := s.d.Blocks.GetState(ctx, store, key, consistency, queryMetadata(ctx))
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	if resp == nil || resp.Data == nil {
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		return
+	}
+	if resp.ETag != nil {
+		ctx.Response.Header.SetBytesK(hETag, *resp.ETag)
+	}
+	for k, v := range resp.Metadata {
+		ctx.Response.Header.Set("metadata."+k, v)
+	}
+	if resp.ContentType != nil && *resp.ContentType != "" {
+		ctx.Response.Header.SetContentType(*resp.ContentType)
+	} else {
+		ctx.Response.Header.SetContentTypeBytes(ctJSON)
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetBody(resp.Data)
+}
+
+func (s *Server) stateDelete(ctx *fasthttp.RequestCtx, store, key string) {
+	args := ctx.QueryArgs()
+	req := &state.DeleteRequest{Key: key, Metadata: queryMetadata(ctx)}
+	req.Options.Concurrency = string(args.Peek("concurrency"))
+	req.Options.Consistency = string(args.Peek("consistency"))
+	if err := validOptions(&stateOptions{Concurrency: req.Options.Concurrency, Consistency: req.Options.Consistency}); err != nil {
+		writeError(ctx, err)
+		return
+	}
+	if etag := ctx.Request.Header.PeekBytes(hIfMatch); len(etag) > 0 {
+		e := string(etag)
+		req.ETag = &e
+	}
+	if err := s.d.Blocks.DeleteState(ctx, store, req); err != nil {
+		writeError(ctx, err)
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+type bulkGetRequest struct {
+	Keys        []string          `json:"keys"`
+	Parallelism int               `json:"parallelism,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+}
+
+type bulkGetItem struct {
+	Key      string            `json:"key"`
+	Data     json.RawMessage   `json:"data,omitempty"`
+	ETag     *string           `json:"etag,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	Error    string            `json:"error,omitempty"`
+}
+
+// rawOrString embeds stored bytes that are JSON as is, and anything else as
+// a JSON string, so the response stays valid JSON.
+func rawOrString(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	if json.Valid(b) {
+		return b
+	}
+	out, _ := json.Marshal(string(b))
+	return out
+}
+
+func (s *Server) stateBulkGet(ctx *fasthttp.RequestCtx, store string) {
+	var req bulkGetRequest
+	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
+		writeError(ctx, apierr.Malformed("failed deserializing HTTP body: %v", err))
+		return
+	}
+	meta := queryMetadata(ctx)
+	if meta == nil {
+		meta = req.Metadata
+	}
+	resp, err := s.d.Blocks.BulkGetState(ctx, store, req.Keys, req.Parallelism, meta)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	out := make([]bulkGetItem, len(resp))
+	for i, r := range resp {
+		out[i] = bulkGetItem{Key: r.Key, Data: rawOrString(r.Data), ETag: r.ETag, Metadata: r.Metadata, Error: r.Error}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+type txRequest struct {
+	Operations []struct {
+		Operation string   `json:"operation"`
+		Request   saveItem `json:"request"`
+	} `json:"operations"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+func (s *Server) stateTransaction(ctx *fasthttp.RequestCtx, store string) {
+	var req txRequest
+	body := bytes.TrimSpace(ctx.PostBody())
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(ctx, apierr.Malformed("failed deserializing HTTP body: %v", err))
+		return
+	}
+	ops := make([]blocks.TxOp, len(req.Operations))
+	for i, o := range req.Operations {
+		if err := validOptions(o.Request.Options); err != nil {
+			writeError(ctx, err)
+			return
+		}
+		op := blocks.TxOp{Operation: o.Operation}
+		var opts stateOptions
+		if o.Request.Options != nil {
+			opts = *o.Request.Options
+		}
+		switch o.Operation {
+		case string(state.OperationUpsert):
+			op.Set = state.SetRequest{Key: o.Request.Key, Value: []byte(o.Request.Value), ETag: o.Request.ETag, Metadata: o.Request.Metadata,
+				Options: state.SetStateOption{Concurrency: opts.Concurrency, Consistency: opts.Consistency}}
+		case string(state.OperationDelete):
+			op.Delete = state.DeleteRequest{Key: o.Request.Key, ETag: o.Request.ETag, Metadata: o.Request.Metadata,
+				Options: state.DeleteStateOption{Concurrency: opts.Concurrency, Consistency: opts.Consistency}}
+		}
+		ops[i] = op
+	}
+	if err := s.d.Blocks.Transaction(ctx, store, ops, req.Metadata); err != nil {
+		writeError(ctx, err)
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}

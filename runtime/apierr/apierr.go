@@ -1,0 +1,220 @@
+// Package apierr is the table that maps building-block failures to Dapr's
+// error codes, HTTP statuses and gRPC codes. Both API edges render these
+// errors; nothing below the edge inspects them.
+package apierr
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Error is an API failure with Dapr's error code.
+type Error struct {
+	// Code is Dapr's errorCode, e.g. ERR_STATE_STORE_NOT_FOUND.
+	Code string
+	// HTTP is the HTTP status.
+	HTTP int
+	// GRPC is the gRPC status code.
+	GRPC codes.Code
+	// Message is the human-readable message.
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// GRPCStatus lets grpc-go render the error as a status.
+func (e *Error) GRPCStatus() *status.Status { return status.New(e.GRPC, e.Message) }
+
+// As returns err as an *Error, wrapping anything else as ERR_INTERNAL.
+func As(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: "ERR_INTERNAL", HTTP: http.StatusInternalServerError, GRPC: codes.Internal, Message: err.Error()}
+}
+
+func mk(code string, httpStatus int, grpcCode codes.Code, format string, args ...any) *Error {
+	return &Error{Code: code, HTTP: httpStatus, GRPC: grpcCode, Message: fmt.Sprintf(format, args...)}
+}
+
+// Malformed reports a request body or field that could not be decoded.
+func Malformed(format string, args ...any) *Error {
+	return mk("ERR_MALFORMED_REQUEST", http.StatusBadRequest, codes.InvalidArgument, format, args...)
+}
+
+// BadRequest reports an invalid request.
+func BadRequest(format string, args ...any) *Error {
+	return mk("ERR_BAD_REQUEST", http.StatusBadRequest, codes.InvalidArgument, "invalid request: "+format, args...)
+}
+
+// BodyTooLarge reports a body over --dapr-http-max-request-size.
+func BodyTooLarge(limit int) *Error {
+	return mk("ERR_BODY_TOO_LARGE", http.StatusRequestEntityTooLarge, codes.ResourceExhausted,
+		"request body exceeds the limit of %d bytes (--dapr-http-max-request-size)", limit)
+}
+
+// Unimplemented reports an API mecha does not serve.
+func Unimplemented(what string) *Error {
+	return mk("ERR_API_UNIMPLEMENTED", http.StatusNotImplemented, codes.Unimplemented, "this API is currently not implemented: %s", what)
+}
+
+// State errors.
+
+// StateStoresNotConfigured: no state store is loaded at all.
+func StateStoresNotConfigured() *Error {
+	return mk("ERR_STATE_STORE_NOT_CONFIGURED", http.StatusInternalServerError, codes.FailedPrecondition, "state store is not configured")
+}
+
+// StateStoreNotFound: the named store is not loaded.
+func StateStoreNotFound(name string) *Error {
+	return mk("ERR_STATE_STORE_NOT_FOUND", http.StatusBadRequest, codes.InvalidArgument, "state store %s is not found", name)
+}
+
+// StateGet wraps a store's Get failure.
+func StateGet(key, store string, err error) *Error {
+	return mk("ERR_STATE_GET", http.StatusInternalServerError, codes.Internal, "fail to get %s from state store %s: %v", key, store, err)
+}
+
+// StateSave wraps a store's Set failure.
+func StateSave(store string, err error) *Error {
+	return mk("ERR_STATE_SAVE", http.StatusInternalServerError, codes.Internal, "failed saving state in state store %s: %v", store, err)
+}
+
+// StateDelete wraps a store's Delete failure.
+func StateDelete(key string, err error) *Error {
+	return mk("ERR_STATE_DELETE", http.StatusInternalServerError, codes.Internal, "failed deleting state with key %s: %v", key, err)
+}
+
+// StateBulkGet wraps a store's BulkGet failure.
+func StateBulkGet(store string, err error) *Error {
+	return mk("ERR_STATE_BULK_GET", http.StatusInternalServerError, codes.Internal, "failed getting state in bulk from state store %s: %v", store, err)
+}
+
+// StateTransaction wraps a failed transaction.
+func StateTransaction(err error) *Error {
+	return mk("ERR_STATE_TRANSACTION", http.StatusInternalServerError, codes.Internal, "error while executing state transaction: %v", err)
+}
+
+// StateNotTransactional: the store cannot run transactions.
+func StateNotTransactional(store string) *Error {
+	return mk("ERR_STATE_STORE_NOT_SUPPORTED", http.StatusInternalServerError, codes.Unimplemented, "state store %s doesn't support transaction", store)
+}
+
+// StateTooManyTransactions: more operations than the store allows.
+func StateTooManyTransactions(store string, n, max int) *Error {
+	return mk("ERR_STATE_STORE_TOO_MANY_TRANSACTIONS", http.StatusBadRequest, codes.InvalidArgument,
+		"the transaction contains %d operations, which is more than what the state store %s supports: %d", n, store, max)
+}
+
+// Pub/sub errors.
+
+// PubSubNotConfigured: no pubsub is loaded at all.
+func PubSubNotConfigured() *Error {
+	return mk("ERR_PUBSUB_NOT_CONFIGURED", http.StatusBadRequest, codes.FailedPrecondition, "no pubsub is configured")
+}
+
+// PubSubEmpty: the pubsub name is missing.
+func PubSubEmpty() *Error {
+	return mk("ERR_PUBSUB_EMPTY", http.StatusNotFound, codes.InvalidArgument, "pubsub name is empty")
+}
+
+// TopicEmpty: the topic is missing.
+func TopicEmpty(pubsub string) *Error {
+	return mk("ERR_TOPIC_NAME_EMPTY", http.StatusNotFound, codes.InvalidArgument, "topic is empty in pubsub %s", pubsub)
+}
+
+// PubSubNotFound: the named pubsub is not loaded.
+func PubSubNotFound(name string) *Error {
+	return mk("ERR_PUBSUB_NOT_FOUND", http.StatusBadRequest, codes.InvalidArgument, "pubsub %s is not found", name)
+}
+
+// PublishFailed wraps a component's Publish failure.
+func PublishFailed(topic, pubsub string, err error) *Error {
+	return mk("ERR_PUBSUB_PUBLISH_MESSAGE", http.StatusInternalServerError, codes.Internal,
+		"error when publishing to topic %s in pubsub %s: %v", topic, pubsub, err)
+}
+
+// CloudEventsSer: the event could not be put in a CloudEvent.
+func CloudEventsSer(topic, pubsub string, err error) *Error {
+	return mk("ERR_PUBSUB_CLOUD_EVENTS_SER", http.StatusInternalServerError, codes.InvalidArgument,
+		"error when marshalling cloud event envelope for topic %s pubsub %s: %v", topic, pubsub, err)
+}
+
+// PublishEventsSer: a bulk publish entry is malformed.
+func PublishEventsSer(format string, args ...any) *Error {
+	return mk("ERR_PUBSUB_EVENTS_SER", http.StatusBadRequest, codes.InvalidArgument, format, args...)
+}
+
+// PubSubMetadata: bad metadata on a publish.
+func PubSubMetadata(err error) *Error {
+	return mk("ERR_PUBSUB_REQUEST_METADATA", http.StatusBadRequest, codes.InvalidArgument, "failed deserializing metadata: %v", err)
+}
+
+// Binding errors.
+
+// BindingNotFound: no output binding of that name.
+func BindingNotFound(name string) *Error {
+	return mk("ERR_INVOKE_OUTPUT_BINDING", http.StatusInternalServerError, codes.Internal,
+		"error invoking output binding %s: couldn't find output binding %s", name, name)
+}
+
+// BindingInvoke wraps an output binding failure.
+func BindingInvoke(name string, err error) *Error {
+	return mk("ERR_INVOKE_OUTPUT_BINDING", http.StatusInternalServerError, codes.Internal, "error invoking output binding %s: %v", name, err)
+}
+
+// Secret errors.
+
+// SecretStoresNotConfigured: no secret store is loaded.
+func SecretStoresNotConfigured() *Error {
+	return mk("ERR_SECRET_STORES_NOT_CONFIGURED", http.StatusInternalServerError, codes.FailedPrecondition, "secret store is not configured")
+}
+
+// SecretStoreNotFound: the named secret store is not loaded.
+func SecretStoreNotFound(name string) *Error {
+	return mk("ERR_SECRET_STORE_NOT_FOUND", http.StatusUnauthorized, codes.InvalidArgument, "failed finding secret store with key %s", name)
+}
+
+// SecretGet wraps a secret store failure.
+func SecretGet(key, store string, err error) *Error {
+	return mk("ERR_SECRET_GET", http.StatusInternalServerError, codes.Internal, "failed getting secret with key %s from secret store %s: %v", key, store, err)
+}
+
+// BulkSecretGet wraps a bulk secret failure.
+func BulkSecretGet(store string, err error) *Error {
+	return mk("ERR_SECRET_GET", http.StatusInternalServerError, codes.Internal, "failed getting secrets from secret store %s: %v", store, err)
+}
+
+// Invocation errors.
+
+// DirectInvoke wraps a failed service invocation.
+func DirectInvoke(appID string, err error) *Error {
+	return mk("ERR_DIRECT_INVOKE", http.StatusInternalServerError, codes.Internal, "failed to invoke, id: %s, err: %v", appID, err)
+}
+
+// DirectInvokeNoAppID: neither the path nor dapr-app-id named the target.
+func DirectInvokeNoAppID() *Error {
+	return mk("ERR_DIRECT_INVOKE", http.StatusNotFound, codes.NotFound, "failed getting app id either from the URL path or the header dapr-app-id")
+}
+
+// AppChannelNotFound: the runtime has no app to call.
+func AppChannelNotFound() *Error {
+	return mk("ERR_DIRECT_INVOKE", http.StatusInternalServerError, codes.Internal, "app channel is not initialized")
+}
+
+// Health errors.
+
+// HealthNotReady: the runtime is not ready.
+func HealthNotReady() *Error {
+	return mk("ERR_HEALTH_NOT_READY", http.StatusInternalServerError, codes.Internal, "dapr is not ready")
+}
+
+// OutboundNotReady: the outbound API is not ready.
+func OutboundNotReady() *Error {
+	return mk("ERR_OUTBOUND_HEALTH_NOT_READY", http.StatusInternalServerError, codes.Internal, "dapr outbound is not ready")
+}

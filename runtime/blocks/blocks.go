@@ -1,0 +1,476 @@
+// Package blocks implements the Dapr building blocks (state, pub/sub
+// publishing, output bindings, secrets) independently of the API they are
+// called through. runtime/api/http and runtime/api/grpc translate their
+// requests into these calls and render the *apierr.Error values they return.
+package blocks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/dapr/components-contrib/bindings"
+	"github.com/dapr/components-contrib/pubsub"
+	"github.com/dapr/components-contrib/secretstores"
+	"github.com/dapr/components-contrib/state"
+
+	"mecha/components"
+	"mecha/runtime/apierr"
+	"mecha/runtime/cloudevent"
+)
+
+// Blocks serves the building blocks for one app.
+type Blocks struct {
+	// AppID is the app these blocks serve: state keys are prefixed with it
+	// and it is the source of published CloudEvents.
+	AppID      string
+	Components *components.Manager
+	Log        *slog.Logger
+}
+
+// ---- state ----
+
+func (b *Blocks) stateStore(name string) (*components.StateStore, error) {
+	snap := b.Components.Snapshot()
+	if len(snap.State) == 0 {
+		return nil, apierr.StateStoresNotConfigured()
+	}
+	s, ok := snap.State[name]
+	if !ok {
+		return nil, apierr.StateStoreNotFound(name)
+	}
+	return s, nil
+}
+
+// stateErr maps a store error: ETag mismatches and invalid ETags keep their
+// own statuses (409 and 400); anything else becomes fallback.
+func stateErr(err error, fallback *apierr.Error) error {
+	var ee *state.ETagError
+	if errors.As(err, &ee) {
+		e := *fallback
+		switch ee.Kind() {
+		case state.ETagMismatch:
+			e.HTTP, e.GRPC = 409, 10 // codes.Aborted
+			return &e
+		case state.ETagInvalid:
+			e.HTTP, e.GRPC = 400, 3 // codes.InvalidArgument
+			return &e
+		}
+	}
+	var ke *components.KeyPrefixInvalid
+	if errors.As(err, &ke) {
+		return apierr.Malformed("%v", ke)
+	}
+	return fallback
+}
+
+// GetState reads one key.
+func (b *Blocks) GetState(ctx context.Context, store, key, consistency string, meta map[string]string) (*state.GetResponse, error) {
+	s, err := b.stateStore(store)
+	if err != nil {
+		return nil, err
+	}
+	k, err := s.Key(key)
+	if err != nil {
+		return nil, apierr.Malformed("%v", err)
+	}
+	resp, err := s.Store.Get(ctx, &state.GetRequest{Key: k, Metadata: meta, Options: state.GetStateOption{Consistency: consistency}})
+	if err != nil {
+		return nil, stateErr(err, apierr.StateGet(key, store, err))
+	}
+	return resp, nil
+}
+
+// SaveState writes the items, one Set for a single item and BulkSet for
+// several. Keys are given as the app sees them.
+func (b *Blocks) SaveState(ctx context.Context, store string, items []state.SetRequest) error {
+	s, err := b.stateStore(store)
+	if err != nil {
+		return err
+	}
+	for i := range items {
+		if items[i].Key == "" {
+			return apierr.Malformed("failed saving state in state store %s: key at index %d is empty", store, i)
+		}
+		k, err := s.Key(items[i].Key)
+		if err != nil {
+			return apierr.Malformed("%v", err)
+		}
+		items[i].Key = k
+	}
+	switch len(items) {
+	case 0:
+		return nil
+	case 1:
+		err = s.Store.Set(ctx, &items[0])
+	default:
+		err = s.Store.BulkSet(ctx, items, state.BulkStoreOpts{})
+	}
+	if err != nil {
+		return stateErr(err, apierr.StateSave(store, err))
+	}
+	return nil
+}
+
+// DeleteState deletes one key, with an optional ETag.
+func (b *Blocks) DeleteState(ctx context.Context, store string, req *state.DeleteRequest) error {
+	s, err := b.stateStore(store)
+	if err != nil {
+		return err
+	}
+	orig := req.Key
+	if req.Key, err = s.Key(req.Key); err != nil {
+		return apierr.Malformed("%v", err)
+	}
+	if err := s.Store.Delete(ctx, req); err != nil {
+		return stateErr(err, apierr.StateDelete(orig, err))
+	}
+	return nil
+}
+
+// DeleteBulkState deletes several keys.
+func (b *Blocks) DeleteBulkState(ctx context.Context, store string, reqs []state.DeleteRequest) error {
+	s, err := b.stateStore(store)
+	if err != nil {
+		return err
+	}
+	for i := range reqs {
+		if reqs[i].Key, err = s.Key(reqs[i].Key); err != nil {
+			return apierr.Malformed("%v", err)
+		}
+	}
+	if err := s.Store.BulkDelete(ctx, reqs, state.BulkStoreOpts{}); err != nil {
+		return stateErr(err, apierr.StateDelete("(bulk)", err))
+	}
+	return nil
+}
+
+// BulkGetState reads several keys. Per-key failures are reported in the
+// items; keys come back as the app sees them.
+func (b *Blocks) BulkGetState(ctx context.Context, store string, keys []string, parallelism int, meta map[string]string) ([]state.BulkGetResponse, error) {
+	s, err := b.stateStore(store)
+	if err != nil {
+		return nil, err
+	}
+	reqs := make([]state.GetRequest, len(keys))
+	for i, k := range keys {
+		sk, err := s.Key(k)
+		if err != nil {
+			return nil, apierr.Malformed("%v", err)
+		}
+		reqs[i] = state.GetRequest{Key: sk, Metadata: meta}
+	}
+	if len(reqs) == 0 {
+		return []state.BulkGetResponse{}, nil
+	}
+	resp, err := s.Store.BulkGet(ctx, reqs, state.BulkGetOpts{Parallelism: parallelism})
+	if err != nil {
+		return nil, apierr.StateBulkGet(store, err)
+	}
+	for i := range resp {
+		resp[i].Key = s.OriginalKey(resp[i].Key)
+	}
+	return resp, nil
+}
+
+// TxOp is one operation of a transaction, as the app sends it.
+type TxOp struct {
+	// Operation is "upsert" or "delete".
+	Operation string
+	Set       state.SetRequest    // for upsert
+	Delete    state.DeleteRequest // for delete
+}
+
+// Transaction runs ops atomically on a transactional store.
+func (b *Blocks) Transaction(ctx context.Context, store string, ops []TxOp, meta map[string]string) error {
+	s, err := b.stateStore(store)
+	if err != nil {
+		return err
+	}
+	if s.Txn == nil {
+		return apierr.StateNotTransactional(store)
+	}
+	if s.MultiMaxSize > 0 && len(ops) > s.MultiMaxSize {
+		return apierr.StateTooManyTransactions(store, len(ops), s.MultiMaxSize)
+	}
+	req := &state.TransactionalStateRequest{Metadata: meta, Operations: make([]state.TransactionalStateOperation, 0, len(ops))}
+	for i, op := range ops {
+		switch strings.ToLower(op.Operation) {
+		case string(state.OperationUpsert):
+			if op.Set.Key == "" {
+				return apierr.Malformed("operations[%d]: key is empty", i)
+			}
+			if op.Set.Key, err = s.Key(op.Set.Key); err != nil {
+				return apierr.Malformed("operations[%d]: %v", i, err)
+			}
+			req.Operations = append(req.Operations, op.Set)
+		case string(state.OperationDelete):
+			if op.Delete.Key == "" {
+				return apierr.Malformed("operations[%d]: key is empty", i)
+			}
+			if op.Delete.Key, err = s.Key(op.Delete.Key); err != nil {
+				return apierr.Malformed("operations[%d]: %v", i, err)
+			}
+			req.Operations = append(req.Operations, op.Delete)
+		default:
+			return apierr.BadRequest("operations[%d]: operation type %q not supported", i, op.Operation)
+		}
+	}
+	if err := s.Txn.Multi(ctx, req); err != nil {
+		return stateErr(err, apierr.StateTransaction(err))
+	}
+	return nil
+}
+
+// ---- pub/sub ----
+
+// PublishRequest is one event to publish.
+type PublishRequest struct {
+	PubsubName  string
+	Topic       string
+	Data        []byte
+	ContentType string
+	Metadata    map[string]string
+	TraceParent string
+	TraceState  string
+}
+
+func (b *Blocks) pubsub(name, topic string) (*components.PubSub, error) {
+	if name == "" {
+		return nil, apierr.PubSubEmpty()
+	}
+	snap := b.Components.Snapshot()
+	if len(snap.PubSub) == 0 {
+		return nil, apierr.PubSubNotConfigured()
+	}
+	ps, ok := snap.PubSub[name]
+	if !ok {
+		return nil, apierr.PubSubNotFound(name)
+	}
+	if topic == "" {
+		return nil, apierr.TopicEmpty(name)
+	}
+	return ps, nil
+}
+
+// Envelope wraps data the way Dapr does before publishing: as is with
+// metadata rawPayload=true, completed when the app sent a CloudEvent
+// already, wrapped in a new CloudEvent otherwise.
+func (b *Blocks) Envelope(req *PublishRequest) ([]byte, error) {
+	if isTrue(req.Metadata["rawPayload"]) {
+		return req.Data, nil
+	}
+	if strings.HasPrefix(strings.ToLower(req.ContentType), cloudevent.ContentType) {
+		out, err := cloudevent.Complete(req.Data, b.AppID, req.Topic, req.PubsubName, req.TraceParent)
+		if err != nil {
+			return nil, apierr.CloudEventsSer(req.Topic, req.PubsubName, err)
+		}
+		return out, nil
+	}
+	return cloudevent.Append(make([]byte, 0, len(req.Data)+320), &cloudevent.Envelope{
+		Source: b.AppID, Topic: req.Topic, PubsubName: req.PubsubName, ContentType: req.ContentType,
+		TraceParent: req.TraceParent, TraceState: req.TraceState, Data: req.Data,
+	}), nil
+}
+
+func isTrue(s string) bool {
+	switch strings.ToLower(s) {
+	case "true", "1", "yes", "y", "on":
+		return true
+	}
+	return false
+}
+
+// Publish publishes one event.
+func (b *Blocks) Publish(ctx context.Context, req *PublishRequest) error {
+	ps, err := b.pubsub(req.PubsubName, req.Topic)
+	if err != nil {
+		return err
+	}
+	data, err := b.Envelope(req)
+	if err != nil {
+		return err
+	}
+	ct := cloudevent.ContentType
+	if isTrue(req.Metadata["rawPayload"]) && req.ContentType != "" {
+		ct = req.ContentType
+	}
+	if err := ps.PS.Publish(ctx, &pubsub.PublishRequest{
+		Data: data, PubsubName: req.PubsubName, Topic: req.Topic, Metadata: req.Metadata, ContentType: &ct,
+	}); err != nil {
+		return apierr.PublishFailed(req.Topic, req.PubsubName, err)
+	}
+	return nil
+}
+
+// BulkEntry is one event of a bulk publish.
+type BulkEntry struct {
+	EntryID     string
+	Data        []byte
+	ContentType string
+	Metadata    map[string]string
+}
+
+// FailedEntry reports one entry a bulk publish could not deliver.
+type FailedEntry struct {
+	EntryID string `json:"entryId"`
+	Error   string `json:"error"`
+}
+
+// BulkPublish publishes several events to one topic. It returns the entries
+// that failed; err is set when the whole request is invalid or failed.
+func (b *Blocks) BulkPublish(ctx context.Context, pubsubName, topic string, entries []BulkEntry, meta map[string]string, traceParent string) ([]FailedEntry, error) {
+	ps, err := b.pubsub(pubsubName, topic)
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool, len(entries))
+	msgs := make([]pubsub.BulkMessageEntry, len(entries))
+	for i, e := range entries {
+		if e.EntryID == "" {
+			return nil, apierr.PublishEventsSer("entryId is duplicated or not present for entry %d", i)
+		}
+		if seen[e.EntryID] {
+			return nil, apierr.PublishEventsSer("entryId is duplicated or not present for entry %d (%q)", i, e.EntryID)
+		}
+		seen[e.EntryID] = true
+		em := mergeMeta(meta, e.Metadata)
+		data, err := b.Envelope(&PublishRequest{PubsubName: pubsubName, Topic: topic, Data: e.Data, ContentType: e.ContentType, Metadata: em, TraceParent: traceParent})
+		if err != nil {
+			return nil, err
+		}
+		ct := cloudevent.ContentType
+		if isTrue(em["rawPayload"]) && e.ContentType != "" {
+			ct = e.ContentType
+		}
+		msgs[i] = pubsub.BulkMessageEntry{EntryId: e.EntryID, Event: data, ContentType: ct, Metadata: e.Metadata}
+	}
+	if ps.Bulk != nil {
+		res, err := ps.Bulk.BulkPublish(ctx, &pubsub.BulkPublishRequest{Entries: msgs, PubsubName: pubsubName, Topic: topic, Metadata: meta})
+		var failed []FailedEntry
+		for _, f := range res.FailedEntries {
+			msg := "unknown error"
+			if f.Error != nil {
+				msg = f.Error.Error()
+			}
+			failed = append(failed, FailedEntry{EntryID: f.EntryId, Error: msg})
+		}
+		if err != nil && len(failed) == 0 {
+			for _, m := range msgs {
+				failed = append(failed, FailedEntry{EntryID: m.EntryId, Error: err.Error()})
+			}
+		}
+		return failed, nil
+	}
+	// No native bulk publish: publish concurrently, in bounded parallelism.
+	var mu sync.Mutex
+	var failed []FailedEntry
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range msgs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(m *pubsub.BulkMessageEntry) {
+			defer func() { <-sem; wg.Done() }()
+			ct := m.ContentType
+			err := ps.PS.Publish(ctx, &pubsub.PublishRequest{Data: m.Event, PubsubName: pubsubName, Topic: topic, Metadata: mergeMeta(meta, m.Metadata), ContentType: &ct})
+			if err != nil {
+				mu.Lock()
+				failed = append(failed, FailedEntry{EntryID: m.EntryId, Error: err.Error()})
+				mu.Unlock()
+			}
+		}(&msgs[i])
+	}
+	wg.Wait()
+	return failed, nil
+}
+
+func mergeMeta(a, b map[string]string) map[string]string {
+	if len(b) == 0 {
+		return a
+	}
+	if len(a) == 0 {
+		return b
+	}
+	out := make(map[string]string, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+// ---- bindings ----
+
+// InvokeBinding calls an output binding.
+func (b *Blocks) InvokeBinding(ctx context.Context, name, operation string, data []byte, meta map[string]string) (*bindings.InvokeResponse, error) {
+	ob, ok := b.Components.Snapshot().OutputBindings[name]
+	if !ok {
+		return nil, apierr.BindingNotFound(name)
+	}
+	if operation == "" {
+		return nil, apierr.BadRequest("output binding %s: operation is empty", name)
+	}
+	resp, err := ob.Invoke(ctx, &bindings.InvokeRequest{Data: data, Metadata: meta, Operation: bindings.OperationKind(operation)})
+	if err != nil {
+		return nil, apierr.BindingInvoke(name, err)
+	}
+	if resp == nil {
+		resp = &bindings.InvokeResponse{}
+	}
+	return resp, nil
+}
+
+// ---- secrets ----
+
+func (b *Blocks) secretStore(name string) (secretstores.SecretStore, error) {
+	snap := b.Components.Snapshot()
+	if len(snap.Secrets) == 0 {
+		return nil, apierr.SecretStoresNotConfigured()
+	}
+	s, ok := snap.Secrets[name]
+	if !ok {
+		return nil, apierr.SecretStoreNotFound(name)
+	}
+	return s, nil
+}
+
+// GetSecret reads one secret.
+func (b *Blocks) GetSecret(ctx context.Context, store, key string, meta map[string]string) (map[string]string, error) {
+	s, err := b.secretStore(store)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.GetSecret(ctx, secretstores.GetSecretRequest{Name: key, Metadata: meta})
+	if err != nil {
+		return nil, apierr.SecretGet(key, store, err)
+	}
+	if resp.Data == nil {
+		resp.Data = map[string]string{}
+	}
+	return resp.Data, nil
+}
+
+// BulkGetSecret reads every secret of a store.
+func (b *Blocks) BulkGetSecret(ctx context.Context, store string, meta map[string]string) (map[string]map[string]string, error) {
+	s, err := b.secretStore(store)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.BulkGetSecret(ctx, secretstores.BulkGetSecretRequest{Metadata: meta})
+	if err != nil {
+		return nil, apierr.BulkSecretGet(store, err)
+	}
+	if resp.Data == nil {
+		resp.Data = map[string]map[string]string{}
+	}
+	return resp.Data, nil
+}
+
+// ErrShutdown is returned to callers once the runtime is shutting down.
+var ErrShutdown = fmt.Errorf("runtime is shutting down")

@@ -1,0 +1,304 @@
+// Package cloudevent builds and reads the CloudEvents 1.0 JSON envelopes that
+// Dapr wraps published events in.
+package cloudevent
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// ContentType is the media type of a structured CloudEvent.
+const ContentType = "application/cloudevents+json"
+
+// EventType is the type Dapr gives events it wraps.
+const EventType = "com.dapr.event.sent"
+
+func init() {
+	// The pool amortizes crypto/rand reads over many IDs; publish is hot.
+	uuid.EnableRandPool()
+}
+
+// ErrInvalid is wrapped by every error about a malformed CloudEvent.
+var ErrInvalid = errors.New("invalid cloudevent")
+
+// Envelope holds the fields Dapr puts around published data.
+type Envelope struct {
+	ID          string // generated when empty
+	Source      string // the publishing app-id
+	Type        string // EventType when empty
+	Topic       string
+	PubsubName  string
+	ContentType string // of Data; application/json when empty
+	TraceParent string
+	TraceState  string
+	Data        []byte
+}
+
+// IsJSONContentType reports whether ct is application/json or a +json type.
+func IsJSONContentType(ct string) bool {
+	ct = mediaType(ct)
+	return ct == "application/json" || strings.HasSuffix(ct, "+json") || ct == "text/json"
+}
+
+func isTextContentType(ct string) bool {
+	ct = mediaType(ct)
+	return strings.HasPrefix(ct, "text/") || ct == "application/xml" || strings.HasSuffix(ct, "+xml")
+}
+
+func mediaType(ct string) string {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.ToLower(strings.TrimSpace(ct))
+}
+
+// Append writes the envelope as JSON to dst. JSON data that parses is
+// embedded as is; text data becomes a JSON string; anything else (binary
+// content types) goes to data_base64.
+func Append(dst []byte, e *Envelope) []byte {
+	ct := e.ContentType
+	if ct == "" {
+		ct = "application/json"
+	}
+	typ := e.Type
+	if typ == "" {
+		typ = EventType
+	}
+	dst = append(dst, `{"specversion":"1.0","id":`...)
+	if e.ID != "" {
+		dst = AppendString(dst, e.ID)
+	} else {
+		id := uuid.New()
+		dst = append(dst, '"')
+		dst = appendUUID(dst, id)
+		dst = append(dst, '"')
+	}
+	dst = append(dst, `,"source":`...)
+	dst = AppendString(dst, e.Source)
+	dst = append(dst, `,"type":`...)
+	dst = AppendString(dst, typ)
+	dst = append(dst, `,"topic":`...)
+	dst = AppendString(dst, e.Topic)
+	dst = append(dst, `,"pubsubname":`...)
+	dst = AppendString(dst, e.PubsubName)
+	dst = append(dst, `,"datacontenttype":`...)
+	dst = AppendString(dst, ct)
+	dst = append(dst, `,"time":"`...)
+	dst = time.Now().UTC().AppendFormat(dst, time.RFC3339)
+	dst = append(dst, '"')
+	if e.TraceParent != "" {
+		dst = append(dst, `,"traceid":`...)
+		dst = AppendString(dst, e.TraceParent)
+		dst = append(dst, `,"traceparent":`...)
+		dst = AppendString(dst, e.TraceParent)
+		dst = append(dst, `,"tracestate":`...)
+		dst = AppendString(dst, e.TraceState)
+	}
+	switch {
+	case len(e.Data) == 0:
+		// No data field at all: an empty event.
+	case IsJSONContentType(ct) && json.Valid(e.Data):
+		dst = append(dst, `,"data":`...)
+		dst = appendCompact(dst, e.Data)
+	case IsJSONContentType(ct) || isTextContentType(ct) || utf8.Valid(e.Data) && !isBinary(ct):
+		dst = append(dst, `,"data":`...)
+		dst = AppendString(dst, string(e.Data))
+	default:
+		dst = append(dst, `,"data_base64":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, e.Data)
+		dst = append(dst, '"')
+	}
+	return append(dst, '}')
+}
+
+func isBinary(ct string) bool {
+	ct = mediaType(ct)
+	return ct == "application/octet-stream" || strings.HasPrefix(ct, "image/") || strings.HasPrefix(ct, "audio/") ||
+		strings.HasPrefix(ct, "video/") || ct == "application/protobuf" || ct == "application/x-protobuf"
+}
+
+func appendCompact(dst, src []byte) []byte {
+	// Compact only when there is whitespace to drop: most bodies are
+	// already compact and this keeps the copy cheap.
+	if bytes.ContainsAny(src, " \t\r\n") {
+		var b bytes.Buffer
+		if json.Compact(&b, src) == nil {
+			return append(dst, b.Bytes()...)
+		}
+	}
+	return append(dst, src...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+func appendUUID(dst []byte, u uuid.UUID) []byte {
+	for i, b := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst = append(dst, '-')
+		}
+		dst = append(dst, hexDigits[b>>4], hexDigits[b&0xf])
+	}
+	return dst
+}
+
+// AppendString appends s as a JSON string literal. Invalid UTF-8 becomes
+// U+FFFD, as encoding/json does.
+func AppendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// Event is a parsed CloudEvent, as the runtime needs it for routing and for
+// gRPC delivery.
+type Event struct {
+	ID              string
+	Source          string
+	Type            string
+	SpecVersion     string
+	DataContentType string
+	Topic           string
+	PubsubName      string
+	TraceParent     string
+	// Data is the payload: raw JSON for JSON data, the text for a JSON
+	// string, the decoded bytes for data_base64.
+	Data []byte
+	// Fields is every top-level attribute, data decoded, for CEL routing.
+	Fields map[string]any
+}
+
+// Parse reads a structured CloudEvent. It fails on anything that is not a
+// JSON object or whose core attributes are not strings.
+func Parse(b []byte) (*Event, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("%w: not a JSON object: %v", ErrInvalid, err)
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("%w: null", ErrInvalid)
+	}
+	e := &Event{Fields: make(map[string]any, len(raw))}
+	str := func(name string, dst *string) error {
+		v, ok := raw[name]
+		if !ok || string(v) == "null" {
+			return nil
+		}
+		if err := json.Unmarshal(v, dst); err != nil {
+			return fmt.Errorf("%w: attribute %q must be a string", ErrInvalid, name)
+		}
+		return nil
+	}
+	for name, dst := range map[string]*string{
+		"id": &e.ID, "source": &e.Source, "type": &e.Type, "specversion": &e.SpecVersion,
+		"datacontenttype": &e.DataContentType, "topic": &e.Topic, "pubsubname": &e.PubsubName,
+		"traceparent": &e.TraceParent,
+	} {
+		if err := str(name, dst); err != nil {
+			return nil, err
+		}
+	}
+	for k, v := range raw {
+		var x any
+		if err := json.Unmarshal(v, &x); err != nil {
+			return nil, fmt.Errorf("%w: attribute %q: %v", ErrInvalid, k, err)
+		}
+		e.Fields[k] = x
+	}
+	if d, ok := raw["data"]; ok && string(d) != "null" {
+		if len(d) > 0 && d[0] == '"' {
+			var s string
+			_ = json.Unmarshal(d, &s)
+			if IsJSONContentType(e.DataContentType) {
+				// A JSON string is itself the JSON document.
+				e.Data = d
+			} else {
+				e.Data = []byte(s)
+			}
+		} else {
+			e.Data = d
+		}
+	} else if d, ok := raw["data_base64"]; ok {
+		var s string
+		if err := json.Unmarshal(d, &s); err != nil {
+			return nil, fmt.Errorf("%w: attribute \"data_base64\" must be a string", ErrInvalid)
+		}
+		dec, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: attribute \"data_base64\": %v", ErrInvalid, err)
+		}
+		e.Data = dec
+	}
+	return e, nil
+}
+
+// Complete fills the attributes Dapr adds to an event the app already
+// wrapped (content type application/cloudevents+json): id, source,
+// specversion and type when missing, and always topic and pubsubname.
+func Complete(b []byte, source, topic, pubsubName, traceParent string) ([]byte, error) {
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil || m == nil {
+		return nil, fmt.Errorf("%w: body is not a JSON object", ErrInvalid)
+	}
+	setDefault := func(k string, v string) {
+		if s, ok := m[k].(string); !ok || s == "" {
+			m[k] = v
+		}
+	}
+	setDefault("id", uuid.NewString())
+	setDefault("source", source)
+	setDefault("specversion", "1.0")
+	setDefault("type", EventType)
+	setDefault("datacontenttype", "application/json")
+	if traceParent != "" {
+		setDefault("traceparent", traceParent)
+		setDefault("traceid", traceParent)
+	}
+	m["topic"] = topic
+	m["pubsubname"] = pubsubName
+	return json.Marshal(m)
+}

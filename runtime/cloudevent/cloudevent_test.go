@@ -1,0 +1,122 @@
+package cloudevent
+
+import (
+	"encoding/json"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestAppendRoundTrip(t *testing.T) {
+	cases := []struct {
+		name     string
+		ct       string
+		data     string
+		wantData any
+		b64      bool
+	}{
+		{"json object", "application/json", `{"a": 1}`, map[string]any{"a": 1.0}, false},
+		{"json default ct", "", `[1,2]`, []any{1.0, 2.0}, false},
+		{"invalid json becomes string", "application/json", `{oops`, "{oops", false},
+		{"text", "text/plain", "hello \"world\"\n", "hello \"world\"\n", false},
+		{"binary", "application/octet-stream", "\x00\x01\xff", nil, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := Append(nil, &Envelope{Source: "app", Topic: "t", PubsubName: "ps", ContentType: c.ct, TraceParent: "00-abc-def-01", Data: []byte(c.data)})
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatalf("envelope is not JSON: %v\n%s", err, b)
+			}
+			for k, want := range map[string]string{"specversion": "1.0", "source": "app", "topic": "t", "pubsubname": "ps", "type": EventType, "traceparent": "00-abc-def-01"} {
+				if m[k] != want {
+					t.Errorf("%s = %v, want %v", k, m[k], want)
+				}
+			}
+			if id, _ := m["id"].(string); len(id) != 36 {
+				t.Errorf("id %q is not a uuid", id)
+			}
+			ev, err := Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.b64 {
+				if string(ev.Data) != c.data {
+					t.Errorf("base64 data = %q, want %q", ev.Data, c.data)
+				}
+				return
+			}
+			got, _ := json.Marshal(m["data"])
+			want, _ := json.Marshal(c.wantData)
+			if string(got) != string(want) {
+				t.Errorf("data = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func TestAppendStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{"", "plain", "quo\"te", "back\\slash", "ctl\x01\x1f", "tab\tnl\n", "ünïcødé", "bad\xffutf8", "<html>&"} {
+		got := AppendString(nil, s)
+		var back string
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Fatalf("%q: %v (%s)", s, err, got)
+		}
+		want := s
+		if !utf8.ValidString(s) {
+			want = string([]rune(s))
+		}
+		if back != want {
+			t.Errorf("round trip %q -> %s -> %q", s, got, back)
+		}
+	}
+}
+
+func TestComplete(t *testing.T) {
+	out, err := Complete([]byte(`{"id":"x1","type":"my.type","data":{"n":1}}`), "app", "orders", "pubsub", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	_ = json.Unmarshal(out, &m)
+	if m["id"] != "x1" || m["type"] != "my.type" || m["topic"] != "orders" || m["source"] != "app" || m["specversion"] != "1.0" {
+		t.Errorf("unexpected %v", m)
+	}
+	if _, err := Complete([]byte(`[1]`), "a", "b", "c", ""); err == nil {
+		t.Error("want error for non-object")
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for _, in := range []string{``, `null`, `[1]`, `{"id":5}`, `{"data_base64":"!!"}`, `{"data_base64":3}`} {
+		if _, err := Parse([]byte(in)); err == nil {
+			t.Errorf("Parse(%q) succeeded", in)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"specversion":"1.0","id":"1","data":{"a":1}}`))
+	f.Add([]byte(`{"data_base64":"AAE="}`))
+	f.Add([]byte(`{"data":"text","datacontenttype":"text/plain"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ev, err := Parse(b)
+		if err != nil {
+			return
+		}
+		// Whatever parsed must re-wrap into valid JSON.
+		out := Append(nil, &Envelope{Source: ev.Source, Topic: ev.Topic, PubsubName: ev.PubsubName, ContentType: ev.DataContentType, Data: ev.Data})
+		if !json.Valid(out) {
+			t.Fatalf("re-wrapped event is not JSON: %s", out)
+		}
+	})
+}
+
+func FuzzComplete(f *testing.F) {
+	f.Add([]byte(`{"id":"1"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, err := Complete(b, "s", "t", "p", "")
+		if err == nil && !json.Valid(out) {
+			t.Fatalf("invalid JSON out: %s", out)
+		}
+	})
+}

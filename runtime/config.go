@@ -1,0 +1,189 @@
+// Package runtime is the per-host process: it loads components, starts the
+// API servers, talks to the app, and owns the lifecycle of everything.
+package runtime
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("invalid configuration")
+
+// Config is `mecha run`'s configuration. Flags use daprd's names.
+type Config struct {
+	AppID                string
+	AppPort              int
+	AppProtocol          string
+	AppChannelAddress    string
+	HTTPPort             int
+	GRPCPort             int
+	ListenAddress        string
+	ResourcesPaths       []string
+	ConfigFile           string
+	DataDir              string
+	LogLevel             string
+	LogFormat            string
+	MetricsPort          int
+	EnableMetrics        bool
+	APILogging           bool
+	MaxRequestSizeMB     int
+	EnableAppHealthCheck bool
+	AppHealthCheckPath   string
+	AppHealthInterval    time.Duration
+	AppHealthTimeout     time.Duration
+	AppHealthThreshold   int
+	ShutdownGracePeriod  time.Duration
+	// Command is the app to start as a child process (after "--").
+	Command []string
+}
+
+// DefaultConfig returns the defaults daprd uses where mecha has the flag.
+func DefaultConfig() Config {
+	home, _ := os.UserHomeDir()
+	return Config{
+		AppProtocol:         "http",
+		AppChannelAddress:   "127.0.0.1",
+		HTTPPort:            3500,
+		GRPCPort:            50001,
+		ListenAddress:       "127.0.0.1",
+		DataDir:             filepath.Join(home, ".mecha", "data"),
+		LogLevel:            "info",
+		LogFormat:           "text",
+		MetricsPort:         9090,
+		EnableMetrics:       true,
+		MaxRequestSizeMB:    4,
+		AppHealthCheckPath:  "/healthz",
+		AppHealthInterval:   5 * time.Second,
+		AppHealthTimeout:    500 * time.Millisecond,
+		AppHealthThreshold:  3,
+		ShutdownGracePeriod: 5 * time.Second,
+	}
+}
+
+type stringList struct{ v *[]string }
+
+func (s stringList) String() string {
+	if s.v == nil {
+		return ""
+	}
+	return strings.Join(*s.v, ",")
+}
+
+func (s stringList) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*s.v = append(*s.v, p)
+		}
+	}
+	return nil
+}
+
+// BindFlags registers the run flags on fs.
+func (c *Config) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.AppID, "app-id", c.AppID, "the app's id (required)")
+	fs.IntVar(&c.AppPort, "app-port", c.AppPort, "the port the app listens on; 0 means the app takes no calls")
+	fs.StringVar(&c.AppProtocol, "app-protocol", c.AppProtocol, "how to talk to the app: http or grpc")
+	fs.StringVar(&c.AppChannelAddress, "app-channel-address", c.AppChannelAddress, "the address the app listens on")
+	fs.IntVar(&c.HTTPPort, "dapr-http-port", c.HTTPPort, "HTTP API port (0 picks a free port)")
+	fs.IntVar(&c.GRPCPort, "dapr-grpc-port", c.GRPCPort, "gRPC API port (0 picks a free port)")
+	fs.StringVar(&c.ListenAddress, "dapr-listen-addresses", c.ListenAddress, "the address the APIs listen on")
+	fs.Var(stringList{&c.ResourcesPaths}, "resources-path", "a folder of component and subscription YAML (repeatable)")
+	fs.Var(stringList{&c.ResourcesPaths}, "components-path", "alias of --resources-path")
+	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "a Dapr Configuration YAML file")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "where embedded subsystems keep their data")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+	fs.IntVar(&c.MetricsPort, "metrics-port", c.MetricsPort, "Prometheus /metrics port (0 picks a free port)")
+	fs.BoolVar(&c.EnableMetrics, "enable-metrics", c.EnableMetrics, "serve Prometheus metrics")
+	fs.BoolVar(&c.APILogging, "enable-api-logging", c.APILogging, "log every API call")
+	fs.IntVar(&c.MaxRequestSizeMB, "dapr-http-max-request-size", c.MaxRequestSizeMB, "the largest request body in MB")
+	fs.BoolVar(&c.EnableAppHealthCheck, "enable-app-health-check", c.EnableAppHealthCheck, "probe the app's health periodically")
+	fs.StringVar(&c.AppHealthCheckPath, "app-health-check-path", c.AppHealthCheckPath, "the app's HTTP health path")
+	fs.Var(seconds{&c.AppHealthInterval, time.Second}, "app-health-probe-interval", "time between app health probes, in seconds or as a duration (5, 5s)")
+	fs.Var(seconds{&c.AppHealthTimeout, time.Millisecond}, "app-health-probe-timeout", "timeout of one app health probe, in milliseconds or as a duration (500, 500ms)")
+	fs.IntVar(&c.AppHealthThreshold, "app-health-threshold", c.AppHealthThreshold, "failed probes before the app counts as unhealthy")
+	fs.Var(seconds{&c.ShutdownGracePeriod, time.Second}, "dapr-graceful-shutdown-seconds", "how long shutdown waits for work in flight, in seconds or as a duration")
+}
+
+// Validate checks the configuration and names the bad flag.
+func (c *Config) Validate() error {
+	var errs []string
+	if c.AppID == "" {
+		errs = append(errs, "--app-id is required")
+	} else if strings.ContainsAny(c.AppID, "|/ \t") {
+		errs = append(errs, fmt.Sprintf("--app-id %q must not contain '|', '/' or spaces", c.AppID))
+	}
+	switch c.AppProtocol {
+	case "http", "grpc":
+	default:
+		errs = append(errs, fmt.Sprintf("--app-protocol %q is not http or grpc", c.AppProtocol))
+	}
+	for name, p := range map[string]int{"--app-port": c.AppPort, "--dapr-http-port": c.HTTPPort, "--dapr-grpc-port": c.GRPCPort, "--metrics-port": c.MetricsPort} {
+		if p < 0 || p > 65535 {
+			errs = append(errs, fmt.Sprintf("%s %d is not a port", name, p))
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Sprintf("--log-level %q is not debug, info, warn or error", c.LogLevel))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Sprintf("--log-format %q is not text or json", c.LogFormat))
+	}
+	if c.MaxRequestSizeMB <= 0 {
+		errs = append(errs, fmt.Sprintf("--dapr-http-max-request-size %d must be positive", c.MaxRequestSizeMB))
+	}
+	if c.EnableAppHealthCheck && c.AppPort == 0 {
+		errs = append(errs, "--enable-app-health-check needs --app-port")
+	}
+	if c.AppHealthInterval <= 0 || c.AppHealthTimeout <= 0 || c.AppHealthThreshold <= 0 {
+		errs = append(errs, "--app-health-probe-interval, --app-health-probe-timeout and --app-health-threshold must be positive")
+	}
+	for _, p := range c.ResourcesPaths {
+		st, err := os.Stat(p)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("--resources-path %s: %v", p, err))
+		} else if !st.IsDir() {
+			errs = append(errs, fmt.Sprintf("--resources-path %s: not a folder", p))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// seconds is a duration flag that also takes a bare number in unit, the
+// way daprd's integer flags are written.
+type seconds struct {
+	d    *time.Duration
+	unit time.Duration
+}
+
+func (s seconds) String() string {
+	if s.d == nil {
+		return ""
+	}
+	return s.d.String()
+}
+
+func (s seconds) Set(v string) error {
+	if n, err := strconv.Atoi(v); err == nil {
+		*s.d = time.Duration(n) * s.unit
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%q is neither a number nor a duration", v)
+	}
+	*s.d = d
+	return nil
+}

@@ -1,0 +1,109 @@
+// Package invoke routes service invocations to their target app. Today the
+// only target is the runtime's own app; the Resolver seam is where the
+// cluster's catalog (membership) plugs in remote runtimes.
+package invoke
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"mecha/runtime/apierr"
+	"mecha/runtime/appchannel"
+)
+
+// ErrAppNotFound means no runtime hosts the requested app-id.
+var ErrAppNotFound = errors.New("app not found")
+
+// ErrNoAppChannel means the target is local but the runtime has no app
+// channel (no --app-port).
+var ErrNoAppChannel = errors.New("app channel is not initialized")
+
+// Target is where an invocation goes.
+type Target struct {
+	AppID string
+	// Channel reaches the app. For a local HTTP app it is an
+	// *appchannel.HTTP, which the HTTP API proxies to without copying.
+	Channel appchannel.Channel
+}
+
+// Resolver finds the target of an app-id.
+type Resolver interface {
+	Resolve(ctx context.Context, appID string) (Target, error)
+}
+
+// Local resolves the runtime's own app-id (optionally suffixed with a
+// namespace, "app.default") to its app channel.
+type Local struct {
+	AppID   string
+	channel atomic.Pointer[appchannel.Channel]
+}
+
+// SetChannel installs the app channel once the app is known to be up.
+func (l *Local) SetChannel(c appchannel.Channel) { l.channel.Store(&c) }
+
+// Channel returns the app channel, or nil before it is set.
+func (l *Local) Channel() appchannel.Channel {
+	if p := l.channel.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// IsSelf reports whether appID names this runtime's app.
+func (l *Local) IsSelf(appID string) bool {
+	if appID == l.AppID {
+		return true
+	}
+	if i := strings.LastIndexByte(appID, '.'); i > 0 {
+		return appID[:i] == l.AppID
+	}
+	return false
+}
+
+// Resolve implements Resolver.
+func (l *Local) Resolve(_ context.Context, appID string) (Target, error) {
+	if !l.IsSelf(appID) {
+		return Target{}, fmt.Errorf("%w: %q (remote invocation needs cluster membership)", ErrAppNotFound, appID)
+	}
+	c := l.Channel()
+	if c == nil {
+		return Target{}, ErrNoAppChannel
+	}
+	return Target{AppID: l.AppID, Channel: c}, nil
+}
+
+// Invoker sends invocations to the target its Resolver picks.
+type Invoker struct {
+	Resolver Resolver
+}
+
+// Resolve finds the target and maps failures to API errors.
+func (i *Invoker) Resolve(ctx context.Context, appID string) (Target, error) {
+	if appID == "" {
+		return Target{}, apierr.DirectInvokeNoAppID()
+	}
+	t, err := i.Resolver.Resolve(ctx, appID)
+	if err != nil {
+		if errors.Is(err, ErrNoAppChannel) {
+			return Target{}, apierr.AppChannelNotFound()
+		}
+		return Target{}, apierr.DirectInvoke(appID, err)
+	}
+	return t, nil
+}
+
+// Invoke calls method on appID.
+func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, error) {
+	t, err := i.Resolve(ctx, appID)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := t.Channel.Invoke(ctx, req)
+	if err != nil {
+		return nil, apierr.DirectInvoke(appID, err)
+	}
+	return resp, nil
+}

@@ -1,0 +1,143 @@
+// Package metrics holds mecha's Prometheus metrics. Handles for each
+// (protocol, block, operation) are resolved once and cached, so that the
+// request path pays two atomic adds and no label hashing.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics is the runtime's metric set, registered on its own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	apiTotal    *prometheus.CounterVec
+	apiLatency  *prometheus.HistogramVec
+	delTotal    *prometheus.CounterVec
+	delLatency  *prometheus.HistogramVec
+	appHealthy  prometheus.Gauge
+	compsLoaded *prometheus.GaugeVec
+
+	ops sync.Map // opKey -> *Op
+}
+
+var latencyBuckets = []float64{
+	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+}
+
+// New builds and registers the metrics, plus Go runtime and process
+// collectors.
+func New() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.apiTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mecha_api_requests_total",
+		Help: "API calls from apps, by protocol, building block, operation and status (HTTP status or gRPC code).",
+	}, []string{"protocol", "block", "op", "status"})
+	m.apiLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "mecha_api_request_duration_seconds",
+		Help:    "Latency of API calls from apps, by protocol, building block and operation.",
+		Buckets: latencyBuckets,
+	}, []string{"protocol", "block", "op"})
+	m.delTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mecha_app_deliveries_total",
+		Help: "Deliveries to the app (pub/sub events, input binding events), by kind, component, and outcome.",
+	}, []string{"kind", "component", "status"})
+	m.delLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "mecha_app_delivery_duration_seconds",
+		Help:    "Latency of deliveries to the app, by kind and component.",
+		Buckets: latencyBuckets,
+	}, []string{"kind", "component"})
+	m.appHealthy = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mecha_app_healthy",
+		Help: "1 when the app's last health probe passed.",
+	})
+	m.compsLoaded = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "mecha_components_loaded",
+		Help: "Loaded components by building block.",
+	}, []string{"block"})
+	m.Registry.MustRegister(m.apiTotal, m.apiLatency, m.delTotal, m.delLatency, m.appHealthy, m.compsLoaded,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+type opKey struct{ protocol, block, op string }
+
+// Op is a cached handle for one API operation.
+type Op struct {
+	m       *Metrics
+	key     opKey
+	latency prometheus.Observer
+	// byStatus caches the counter per status; statuses are few.
+	byStatus sync.Map // string -> prometheus.Counter
+}
+
+// API returns the handle for (protocol, block, op). Call it once per route
+// and keep the handle.
+func (m *Metrics) API(protocol, block, op string) *Op {
+	k := opKey{protocol, block, op}
+	if v, ok := m.ops.Load(k); ok {
+		return v.(*Op)
+	}
+	o := &Op{m: m, key: k, latency: m.apiLatency.WithLabelValues(protocol, block, op)}
+	v, _ := m.ops.LoadOrStore(k, o)
+	return v.(*Op)
+}
+
+// Observe records one call that ended with status after d.
+func (o *Op) Observe(status string, d time.Duration) {
+	o.latency.Observe(d.Seconds())
+	c, ok := o.byStatus.Load(status)
+	if !ok {
+		c, _ = o.byStatus.LoadOrStore(status, o.m.apiTotal.WithLabelValues(o.key.protocol, o.key.block, o.key.op, status))
+	}
+	c.(prometheus.Counter).Inc()
+}
+
+var httpStatus [600]string
+
+func init() {
+	for i := range httpStatus {
+		httpStatus[i] = strconv.Itoa(i)
+	}
+}
+
+// ObserveHTTP records a call that ended with an HTTP status code.
+func (o *Op) ObserveHTTP(code int, d time.Duration) {
+	s := "other"
+	if code >= 0 && code < len(httpStatus) {
+		s = httpStatus[code]
+	}
+	o.Observe(s, d)
+}
+
+// Delivery records one delivery to the app.
+func (m *Metrics) Delivery(kind, component, status string, d time.Duration) {
+	m.delTotal.WithLabelValues(kind, component, status).Inc()
+	m.delLatency.WithLabelValues(kind, component).Observe(d.Seconds())
+}
+
+// SetAppHealthy records the app's health.
+func (m *Metrics) SetAppHealthy(ok bool) {
+	if ok {
+		m.appHealthy.Set(1)
+	} else {
+		m.appHealthy.Set(0)
+	}
+}
+
+// SetComponents records how many components of a block are loaded.
+func (m *Metrics) SetComponents(block string, n int) {
+	m.compsLoaded.WithLabelValues(block).Set(float64(n))
+}

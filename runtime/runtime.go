@@ -1,0 +1,481 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"mecha/components"
+	"mecha/runtime/api"
+	grpcapi "mecha/runtime/api/grpc"
+	httpapi "mecha/runtime/api/http"
+	"mecha/runtime/appchannel"
+	"mecha/runtime/blocks"
+	"mecha/runtime/inputbindings"
+	"mecha/runtime/invoke"
+	"mecha/runtime/metrics"
+	"mecha/runtime/subscriptions"
+)
+
+// Version is the runtime version reported by the metadata API.
+var Version = "0.1.0-dev"
+
+// Runtime is one `mecha run` process.
+type Runtime struct {
+	cfg Config
+	log *slog.Logger
+
+	registry *components.Registry
+	comps    *components.Manager
+	metrics  *metrics.Metrics
+	local    *invoke.Local
+	blocks   *blocks.Blocks
+	subs     *subscriptions.Manager
+	bindings *inputbindings.Runner
+	features []string
+
+	ready    atomic.Bool
+	outbound atomic.Bool
+
+	// Addresses chosen at listen time; set before Started is closed.
+	httpAddr, grpcAddr, metricsAddr net.Addr
+	started                         chan struct{}
+
+	shutdownOnce sync.Once
+	shutdownCh   chan struct{}
+
+	// extMu guards extended.
+	extMu    sync.Mutex
+	extended map[string]string
+
+	// child is the app process started from Command; owned by Run.
+	child *exec.Cmd
+}
+
+// New builds a runtime from cfg. Register extra component types on
+// Registry() before Run.
+func New(cfg Config, log *slog.Logger) *Runtime {
+	reg := components.NewRegistry()
+	components.RegisterContrib(reg)
+	return &Runtime{
+		cfg: cfg, log: log, registry: reg,
+		started:    make(chan struct{}),
+		shutdownCh: make(chan struct{}),
+		extended:   map[string]string{},
+	}
+}
+
+// Registry is the component registry, for subsystems to add their types.
+func (r *Runtime) Registry() *components.Registry { return r.registry }
+
+// Started is closed once the API servers listen.
+func (r *Runtime) Started() <-chan struct{} { return r.started }
+
+// HTTPAddr is the HTTP API's address once Started is closed.
+func (r *Runtime) HTTPAddr() net.Addr { return r.httpAddr }
+
+// GRPCAddr is the gRPC API's address once Started is closed.
+func (r *Runtime) GRPCAddr() net.Addr { return r.grpcAddr }
+
+// Shutdown starts a graceful shutdown; Run returns when it is done.
+func (r *Runtime) Shutdown() {
+	r.shutdownOnce.Do(func() { close(r.shutdownCh) })
+}
+
+// Run starts everything and blocks until ctx ends, Shutdown is called or
+// the child app exits. Then it shuts down gracefully.
+func (r *Runtime) Run(ctx context.Context) error {
+	if err := r.cfg.Validate(); err != nil {
+		return err
+	}
+	if r.cfg.ConfigFile != "" {
+		feats, err := loadConfiguration(r.cfg.ConfigFile)
+		if err != nil {
+			return err
+		}
+		r.features = feats
+	}
+	r.metrics = metrics.New()
+	r.comps = components.NewManager(components.Options{
+		AppID: r.cfg.AppID, Paths: r.cfg.ResourcesPaths, Defaults: components.EmbeddedDefaults(),
+		Registry: r.registry, Logger: r.log,
+	})
+	docs, err := r.comps.Load(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.comps.Close()
+	declared, err := subscriptions.ParseDeclarative(docs, r.cfg.AppID)
+	if err != nil {
+		return err
+	}
+	r.recordComponents()
+
+	r.local = &invoke.Local{AppID: r.cfg.AppID}
+	r.blocks = &blocks.Blocks{AppID: r.cfg.AppID, Components: r.comps, Log: r.log}
+	r.subs = subscriptions.New(subscriptions.Options{AppID: r.cfg.AppID, Components: r.comps, Metrics: r.metrics, Logger: r.log})
+	r.subs.SetDeclarative(declared)
+	r.bindings = inputbindings.New(inputbindings.Options{Components: r.comps, Blocks: r.blocks, Metrics: r.metrics, Logger: r.log})
+
+	deps := &api.Deps{
+		AppID: r.cfg.AppID, Blocks: r.blocks, Invoker: &invoke.Invoker{Resolver: r.local}, Local: r.local,
+		Subs: r.subs, Metrics: r.metrics, Log: r.log, Metadata: r, APILogging: r.cfg.APILogging,
+		MaxRequestBytes: r.cfg.MaxRequestSizeMB << 20, Shutdown: r.Shutdown,
+		Ready: r.ready.Load, OutboundReady: r.outbound.Load,
+	}
+
+	// Listen first, so that the outbound API serves before the app is up
+	// (Dapr #1933) and the child learns the real ports.
+	httpLis, err := net.Listen("tcp", net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(r.cfg.HTTPPort)))
+	if err != nil {
+		return fmt.Errorf("--dapr-http-port %d: %w", r.cfg.HTTPPort, err)
+	}
+	grpcLis, err := net.Listen("tcp", net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(r.cfg.GRPCPort)))
+	if err != nil {
+		httpLis.Close()
+		return fmt.Errorf("--dapr-grpc-port %d: %w", r.cfg.GRPCPort, err)
+	}
+	var metricsLis net.Listener
+	if r.cfg.EnableMetrics {
+		metricsLis, err = net.Listen("tcp", net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(r.cfg.MetricsPort)))
+		if err != nil {
+			httpLis.Close()
+			grpcLis.Close()
+			return fmt.Errorf("--metrics-port %d: %w", r.cfg.MetricsPort, err)
+		}
+		r.metricsAddr = metricsLis.Addr()
+	}
+	r.httpAddr, r.grpcAddr = httpLis.Addr(), grpcLis.Addr()
+
+	httpSrv := httpapi.New(deps)
+	grpcSrv := grpcapi.New(deps)
+	var servers sync.WaitGroup
+	serve := func(name string, f func() error) {
+		servers.Add(1)
+		go func() {
+			defer servers.Done()
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				r.log.Error("server stopped", "server", name, "error", err)
+			}
+		}()
+	}
+	serve("http", func() error { return httpSrv.Serve(httpLis) })
+	serve("grpc", func() error { return grpcSrv.Serve(grpcLis) })
+	var metricsSrv *http.Server
+	if metricsLis != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", r.metrics.Handler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		serve("metrics", func() error { return metricsSrv.Serve(metricsLis) })
+	}
+	r.outbound.Store(true)
+	r.log.Info("API listening", "http_port", port(r.httpAddr), "grpc_port", port(r.grpcAddr), "metrics_port", port(r.metricsAddr))
+	close(r.started)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var workers sync.WaitGroup
+	childDone := make(chan error, 1)
+	if len(r.cfg.Command) > 0 {
+		if err := r.startChild(childDone); err != nil {
+			cancel()
+			r.stopServers(httpSrv, grpcSrv, metricsSrv)
+			servers.Wait()
+			return err
+		}
+	}
+
+	// Hot reload, owned by Run through workers.
+	r.comps.OnChange(func(cs components.ChangeSet) {
+		r.recordComponents()
+		if decl, err := subscriptions.ParseDeclarative(cs.Docs, r.cfg.AppID); err != nil {
+			r.log.Error("hot reload: subscriptions not applied", "error", err)
+		} else {
+			r.subs.SetDeclarative(decl)
+		}
+		r.subs.Sync(runCtx)
+		r.bindings.Sync(runCtx)
+	})
+	workers.Add(1)
+	go func() {
+		defer workers.Done()
+		if err := r.comps.Watch(runCtx); err != nil {
+			r.log.Error("hot reload is off", "error", err)
+		}
+	}()
+
+	workers.Add(1)
+	go func() {
+		defer workers.Done()
+		r.connectApp(runCtx)
+	}()
+
+	var exitErr error
+	select {
+	case <-ctx.Done():
+		r.log.Info("shutting down", "reason", "signal")
+	case <-r.shutdownCh:
+		r.log.Info("shutting down", "reason", "shutdown API")
+	case err := <-childDone:
+		r.log.Info("shutting down", "reason", "app exited", "error", err)
+		exitErr = err
+		childDone = nil
+	}
+
+	// Graceful shutdown: stop taking events, let deliveries and requests in
+	// flight finish, then stop the app and close components.
+	r.ready.Store(false)
+	grace, graceCancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGracePeriod)
+	defer graceCancel()
+	r.subs.Drain(grace)
+	r.bindings.Drain(grace)
+	r.stopServers(httpSrv, grpcSrv, metricsSrv)
+	cancel()
+	workers.Wait()
+	servers.Wait()
+	if childDone != nil {
+		r.stopChild(childDone)
+	}
+	if ch := r.local.Channel(); ch != nil {
+		_ = ch.Close()
+	}
+	r.log.Info("shutdown complete")
+	return exitErr
+}
+
+func (r *Runtime) stopServers(h *httpapi.Server, g *grpcapi.Server, m *http.Server) {
+	grace, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGracePeriod)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = h.Shutdown(grace) }()
+	go func() { defer wg.Done(); g.GracefulStop(grace) }()
+	if m != nil {
+		_ = m.Shutdown(grace)
+	}
+	wg.Wait()
+}
+
+func port(a net.Addr) int {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.Port
+	}
+	return 0
+}
+
+// connectApp waits for the app, builds the channel, loads its
+// subscriptions, starts deliveries and marks the runtime ready.
+func (r *Runtime) connectApp(ctx context.Context) {
+	if r.cfg.AppPort == 0 {
+		r.ready.Store(true)
+		r.log.Info("mecha ready", "app_port", 0)
+		return
+	}
+	addr := net.JoinHostPort(r.cfg.AppChannelAddress, strconv.Itoa(r.cfg.AppPort))
+	r.log.Info("waiting for the app", "address", addr)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	var ch appchannel.Channel
+	if r.cfg.AppProtocol == "grpc" {
+		g, err := appchannel.NewGRPC(ctx, appchannel.GRPCOptions{Address: addr, MaxMessageBytes: r.cfg.MaxRequestSizeMB << 20})
+		if err != nil {
+			r.log.Error("app channel", "error", err)
+			return
+		}
+		ch = g
+	} else {
+		ch = appchannel.NewHTTP(appchannel.HTTPOptions{Address: addr, HealthPath: r.cfg.AppHealthCheckPath, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20})
+	}
+	r.local.SetChannel(ch)
+	r.bindings.SetChannel(ch)
+	if r.cfg.EnableAppHealthCheck {
+		r.healthLoop(ctx, ch)
+		return
+	}
+	r.metrics.SetAppHealthy(true)
+	r.startDeliveries(ctx, ch)
+	r.ready.Store(true)
+	r.log.Info("mecha ready", "app_port", r.cfg.AppPort)
+}
+
+func (r *Runtime) startDeliveries(ctx context.Context, ch appchannel.Channel) {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	subs, err := ch.Subscriptions(sctx)
+	cancel()
+	if err != nil {
+		r.log.Error("reading the app's subscriptions", "error", err)
+	}
+	r.subs.SetApp(ch, subs)
+	r.subs.Sync(ctx)
+	r.bindings.Sync(ctx)
+}
+
+// healthLoop probes the app every interval. Deliveries start when it turns
+// healthy and stop after threshold failed probes, as Dapr's app health
+// checks do.
+func (r *Runtime) healthLoop(ctx context.Context, ch appchannel.Channel) {
+	healthy := false
+	failures := 0
+	t := time.NewTicker(r.cfg.AppHealthInterval)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.AppHealthTimeout)
+		err := ch.Health(pctx)
+		cancel()
+		switch {
+		case err == nil && !healthy:
+			healthy, failures = true, 0
+			r.metrics.SetAppHealthy(true)
+			r.log.Info("app is healthy")
+			r.startDeliveries(ctx, ch)
+			if !r.ready.Load() {
+				r.ready.Store(true)
+				r.log.Info("mecha ready", "app_port", r.cfg.AppPort)
+			}
+		case err == nil:
+			failures = 0
+		case healthy:
+			failures++
+			if failures >= r.cfg.AppHealthThreshold {
+				healthy = false
+				r.metrics.SetAppHealthy(false)
+				r.log.Warn("app is unhealthy; pausing deliveries", "error", err)
+				r.subs.Pause()
+				r.bindings.Pause()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Runtime) recordComponents() {
+	snap := r.comps.Snapshot()
+	r.metrics.SetComponents("state", len(snap.State))
+	r.metrics.SetComponents("pubsub", len(snap.PubSub))
+	r.metrics.SetComponents("bindings", len(snap.InputBindings)+len(snap.OutputBindings))
+	r.metrics.SetComponents("secretstores", len(snap.Secrets))
+}
+
+// startChild starts the app command with the API ports in its environment.
+func (r *Runtime) startChild(done chan<- error) error {
+	cmd := exec.Command(r.cfg.Command[0], r.cfg.Command[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(),
+		"DAPR_HTTP_PORT="+strconv.Itoa(port(r.httpAddr)),
+		"DAPR_GRPC_PORT="+strconv.Itoa(port(r.grpcAddr)),
+		"APP_ID="+r.cfg.AppID,
+	)
+	if r.cfg.AppPort != 0 {
+		cmd.Env = append(cmd.Env, "APP_PORT="+strconv.Itoa(r.cfg.AppPort))
+	}
+	if r.metricsAddr != nil {
+		cmd.Env = append(cmd.Env, "DAPR_METRICS_PORT="+strconv.Itoa(port(r.metricsAddr)))
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting the app %q: %w", r.cfg.Command[0], err)
+	}
+	r.child = cmd
+	r.log.Info("app started", "command", r.cfg.Command, "pid", cmd.Process.Pid)
+	go func() {
+		err := cmd.Wait()
+		if err != nil {
+			err = fmt.Errorf("app: %w", err)
+		}
+		done <- err
+	}()
+	return nil
+}
+
+// Signal forwards sig to the child app (and its process group).
+func (r *Runtime) Signal(sig os.Signal) {
+	if r.child != nil && r.child.Process != nil {
+		if s, ok := sig.(syscall.Signal); ok {
+			_ = syscall.Kill(-r.child.Process.Pid, s)
+		} else {
+			_ = r.child.Process.Signal(sig)
+		}
+	}
+}
+
+// stopChild asks the app to stop, then kills it after the grace period.
+func (r *Runtime) stopChild(done <-chan error) {
+	if r.child == nil {
+		return
+	}
+	r.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(r.cfg.ShutdownGracePeriod):
+		r.log.Warn("app did not exit in time; killing it")
+		_ = syscall.Kill(-r.child.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// Metadata implements api.MetadataProvider.
+func (r *Runtime) Metadata() *api.Metadata {
+	m := &api.Metadata{
+		ID: r.cfg.AppID, RuntimeVersion: Version, EnabledFeatures: append([]string{}, r.features...),
+		Actors: []any{}, Components: []api.ComponentInfo{}, Subscriptions: []api.SubscriptionInfo{},
+		HTTPEndpoints: []any{}, Extended: map[string]string{},
+	}
+	for _, c := range r.comps.Snapshot().Infos {
+		m.Components = append(m.Components, api.ComponentInfo{Name: c.Name, Type: c.Type, Version: c.Version, Capabilities: c.Capabilities})
+	}
+	for _, s := range r.subs.List() {
+		si := api.SubscriptionInfo{PubsubName: s.PubsubName, Topic: s.Topic, Metadata: s.Metadata, DeadLetterTopic: s.DeadLetterTopic, Type: s.Type}
+		for _, ru := range s.Rules {
+			si.Rules = append(si.Rules, api.RuleInfo{Match: ru.Match, Path: ru.Path})
+		}
+		m.Subscriptions = append(m.Subscriptions, si)
+	}
+	r.extMu.Lock()
+	for k, v := range r.extended {
+		m.Extended[k] = v
+	}
+	r.extMu.Unlock()
+	m.Extended["appCommand"] = fmt.Sprint(r.cfg.Command)
+	m.Extended["daprRuntimeVersion"] = Version
+	if r.cfg.AppPort != 0 {
+		acp := &api.AppConnectionProperties{Port: r.cfg.AppPort, Protocol: r.cfg.AppProtocol, ChannelAddress: r.cfg.AppChannelAddress}
+		if r.cfg.EnableAppHealthCheck {
+			acp.Health = &api.AppHealth{HealthCheckPath: r.cfg.AppHealthCheckPath, HealthProbeInterval: r.cfg.AppHealthInterval.String(),
+				HealthProbeTimeout: r.cfg.AppHealthTimeout.String(), HealthThreshold: int32(r.cfg.AppHealthThreshold)}
+		}
+		m.AppConnectionProperties = acp
+	}
+	return m
+}
+
+// SetExtended implements api.MetadataProvider.
+func (r *Runtime) SetExtended(key, value string) {
+	r.extMu.Lock()
+	r.extended[key] = value
+	r.extMu.Unlock()
+}

@@ -1,0 +1,554 @@
+// Package subscriptions keeps the app's topic subscriptions running: it
+// collects them from the app and from Subscription YAML, subscribes to the
+// pubsub components, routes each event with CEL rules, delivers CloudEvents
+// to the app with retries, dead-letters what keeps failing, and batches
+// events for bulk subscriptions.
+package subscriptions
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dapr/components-contrib/pubsub"
+	"github.com/google/uuid"
+
+	"mecha/components"
+	"mecha/runtime/appchannel"
+	"mecha/runtime/cloudevent"
+	"mecha/runtime/metrics"
+)
+
+// Sink receives events: the app channel, or a streaming gRPC subscriber.
+type Sink interface {
+	DeliverEvent(ctx context.Context, ev *appchannel.TopicEvent) (appchannel.EventStatus, error)
+	DeliverBulk(ctx context.Context, ev *appchannel.BulkEvent) (map[string]appchannel.EventStatus, error)
+}
+
+// Retry is the delivery retry policy applied before an event is
+// dead-lettered or handed back to the component.
+type Retry struct {
+	// MaxRetries after the first attempt.
+	MaxRetries int
+	// Initial backoff, doubled each retry up to Max.
+	Initial, Max time.Duration
+}
+
+// DefaultRetry retries three times: after 100ms, 200ms and 400ms.
+var DefaultRetry = Retry{MaxRetries: 3, Initial: 100 * time.Millisecond, Max: 2 * time.Second}
+
+// Info describes an active subscription for the metadata API.
+type Info struct {
+	PubsubName      string
+	Topic           string
+	DeadLetterTopic string
+	Metadata        map[string]string
+	Rules           []appchannel.Rule
+	// Type is DECLARATIVE, PROGRAMMATIC or STREAMING, as Dapr reports it.
+	Type string
+}
+
+// Options configure a Manager.
+type Options struct {
+	AppID      string
+	Components *components.Manager
+	Metrics    *metrics.Metrics
+	Logger     *slog.Logger
+	Retry      Retry
+}
+
+// Manager owns the running subscriptions.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+
+	// inflight counts deliveries under way, for graceful drain.
+	inflight sync.WaitGroup
+
+	// mu guards the fields below.
+	mu           sync.Mutex
+	sink         Sink
+	declarative  []appchannel.Subscription
+	declScopes   [][]string
+	programmatic []appchannel.Subscription
+	active       map[string]*running // key: pubsub/topic/type
+	draining     bool
+}
+
+type running struct {
+	sub    appchannel.Subscription
+	typ    string
+	sink   Sink
+	cancel context.CancelFunc
+	// sig identifies the declaration and the component instance; a change
+	// of either restarts the subscription.
+	sig string
+}
+
+// New returns a manager with no subscriptions.
+func New(opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Retry.MaxRetries == 0 && opts.Retry.Initial == 0 {
+		opts.Retry = DefaultRetry
+	}
+	return &Manager{opts: opts, log: opts.Logger, active: map[string]*running{}}
+}
+
+// declared is one Subscription document: v1alpha1 (route) and v2alpha1
+// (routes) share this shape.
+type declared struct {
+	APIVersion string                `json:"apiVersion"`
+	Kind       string                `json:"kind"`
+	Metadata   components.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		PubsubName      string                    `json:"pubsubname"`
+		Topic           string                    `json:"topic"`
+		Route           string                    `json:"route,omitempty"`
+		Routes          *appchannel.Routes        `json:"routes,omitempty"`
+		Metadata        map[string]string         `json:"metadata,omitempty"`
+		DeadLetterTopic string                    `json:"deadLetterTopic,omitempty"`
+		BulkSubscribe   *appchannel.BulkSubscribe `json:"bulkSubscribe,omitempty"`
+	} `json:"spec"`
+	Scopes []string `json:"scopes,omitempty"`
+}
+
+// ParseDeclarative decodes the Subscription documents among docs and
+// validates them; errors name the file and field.
+func ParseDeclarative(docs []components.Document, appID string) ([]appchannel.Subscription, error) {
+	var out []appchannel.Subscription
+	for _, d := range docs {
+		if d.Kind != "Subscription" {
+			continue
+		}
+		var s declared
+		dec := json.NewDecoder(strings.NewReader(string(d.Raw)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&s); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidSubscription, d.Where(), strings.TrimPrefix(err.Error(), "json: "))
+		}
+		sub := appchannel.Subscription{
+			PubsubName: s.Spec.PubsubName, Topic: s.Spec.Topic, Route: s.Spec.Route, Routes: s.Spec.Routes,
+			Metadata: s.Spec.Metadata, DeadLetterTopic: s.Spec.DeadLetterTopic, BulkSubscribe: s.Spec.BulkSubscribe,
+		}
+		switch {
+		case sub.PubsubName == "":
+			return nil, fmt.Errorf("%w: %s: subscription %q: spec.pubsubname: must be set", ErrInvalidSubscription, d.Where(), s.Metadata.Name)
+		case sub.Topic == "":
+			return nil, fmt.Errorf("%w: %s: subscription %q: spec.topic: must be set", ErrInvalidSubscription, d.Where(), s.Metadata.Name)
+		}
+		if _, err := newRouter(&sub); err != nil {
+			return nil, fmt.Errorf("%s: subscription %q: spec.%v", d.Where(), s.Metadata.Name, err)
+		}
+		if len(s.Scopes) > 0 && !contains(s.Scopes, appID) {
+			continue
+		}
+		out = append(out, sub)
+	}
+	return out, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// SetDeclarative replaces the declarative subscriptions.
+func (m *Manager) SetDeclarative(subs []appchannel.Subscription) {
+	m.mu.Lock()
+	m.declarative = subs
+	m.mu.Unlock()
+}
+
+// SetApp sets the sink for declarative and programmatic subscriptions and
+// the app's programmatic subscriptions.
+func (m *Manager) SetApp(sink Sink, programmatic []appchannel.Subscription) {
+	m.mu.Lock()
+	m.sink = sink
+	m.programmatic = programmatic
+	m.mu.Unlock()
+}
+
+// Sync starts, restarts or stops subscriptions so that the running set
+// matches the declarations and the loaded components. Call it after the
+// app is up and after every component reload.
+func (m *Manager) Sync(ctx context.Context) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.draining || m.sink == nil {
+		return
+	}
+	snap := m.opts.Components.Snapshot()
+	want := map[string]*running{}
+	add := func(subs []appchannel.Subscription, typ string) {
+		for _, s := range subs {
+			key := s.PubsubName + "/" + s.Topic
+			if _, dup := want[key]; dup {
+				m.log.Warn("duplicate subscription ignored", "pubsub", s.PubsubName, "topic", s.Topic, "type", typ)
+				continue
+			}
+			ps, ok := snap.PubSub[s.PubsubName]
+			if !ok {
+				m.log.Warn("subscription to a pubsub that is not loaded", "pubsub", s.PubsubName, "topic", s.Topic)
+				continue
+			}
+			decl, _ := json.Marshal(s)
+			want[key] = &running{sub: s, typ: typ, sink: m.sink, sig: fmt.Sprintf("%s|%p", decl, ps.PS)}
+		}
+	}
+	add(m.declarative, "DECLARATIVE")
+	add(m.programmatic, "PROGRAMMATIC")
+	for key, r := range m.active {
+		if r.typ == "STREAMING" {
+			continue
+		}
+		if w, ok := want[key]; !ok || w.sig != r.sig {
+			r.cancel()
+			delete(m.active, key)
+		}
+	}
+	for key, w := range want {
+		if _, ok := m.active[key]; ok {
+			continue
+		}
+		if err := m.startLocked(ctx, key, w); err != nil {
+			m.log.Error("subscription not started", "pubsub", w.sub.PubsubName, "topic", w.sub.Topic, "error", err)
+		}
+	}
+}
+
+func (m *Manager) startLocked(ctx context.Context, key string, r *running) error {
+	ps, ok := m.opts.Components.Snapshot().PubSub[r.sub.PubsubName]
+	if !ok {
+		return fmt.Errorf("pubsub %q is not loaded", r.sub.PubsubName)
+	}
+	rt, err := newRouter(&r.sub)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	r.cancel = cancel
+	d := &deliverer{m: m, sub: r.sub, router: rt, sink: r.sink, ps: ps}
+	req := pubsub.SubscribeRequest{Topic: r.sub.Topic, Metadata: r.sub.Metadata}
+	if bs := r.sub.BulkSubscribe; bs != nil && bs.Enabled {
+		req.BulkSubscribeConfig = pubsub.BulkSubscribeConfig{MaxMessagesCount: int(bs.MaxMessagesCount), MaxAwaitDurationMs: int(bs.MaxAwaitDurationMs)}
+		if req.BulkSubscribeConfig.MaxMessagesCount <= 0 {
+			req.BulkSubscribeConfig.MaxMessagesCount = 100
+		}
+		if req.BulkSubscribeConfig.MaxAwaitDurationMs <= 0 {
+			req.BulkSubscribeConfig.MaxAwaitDurationMs = 1000
+		}
+		if ps.BulkSub != nil {
+			err = ps.BulkSub.BulkSubscribe(sctx, req, d.handleBulk)
+		} else {
+			b := newBatcher(sctx, req.BulkSubscribeConfig, d.handleBulk)
+			err = ps.PS.Subscribe(sctx, req, b.handle)
+		}
+	} else {
+		err = ps.PS.Subscribe(sctx, req, d.handle)
+	}
+	if err != nil {
+		cancel()
+		return fmt.Errorf("subscribing to %s/%s: %w", r.sub.PubsubName, r.sub.Topic, err)
+	}
+	m.active[key] = r
+	m.log.Info("subscribed", "pubsub", r.sub.PubsubName, "topic", r.sub.Topic, "type", r.typ, "deadLetterTopic", r.sub.DeadLetterTopic)
+	return nil
+}
+
+// AddStream subscribes a streaming subscriber (gRPC
+// SubscribeTopicEventsAlpha1) and returns the function that removes it.
+func (m *Manager) AddStream(ctx context.Context, sub appchannel.Subscription, sink Sink) (func(), error) {
+	if sub.Route == "" && sub.Routes == nil {
+		sub.Route = "/"
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.draining {
+		return nil, fmt.Errorf("runtime is shutting down")
+	}
+	key := sub.PubsubName + "/" + sub.Topic + "/stream/" + uuid.NewString()
+	r := &running{sub: sub, typ: "STREAMING", sink: sink}
+	if err := m.startLocked(ctx, key, r); err != nil {
+		return nil, err
+	}
+	return func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if a, ok := m.active[key]; ok {
+			a.cancel()
+			delete(m.active, key)
+		}
+	}, nil
+}
+
+// List describes the active subscriptions, sorted by pubsub and topic.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Info, 0, len(m.active))
+	for _, r := range m.active {
+		info := Info{PubsubName: r.sub.PubsubName, Topic: r.sub.Topic, DeadLetterTopic: r.sub.DeadLetterTopic, Metadata: r.sub.Metadata, Type: r.typ}
+		if r.sub.Routes != nil {
+			info.Rules = append(info.Rules, r.sub.Routes.Rules...)
+			if r.sub.Routes.Default != "" {
+				info.Rules = append(info.Rules, appchannel.Rule{Path: r.sub.Routes.Default})
+			}
+		}
+		if r.sub.Route != "" {
+			info.Rules = append(info.Rules, appchannel.Rule{Path: r.sub.Route})
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].PubsubName != out[j].PubsubName {
+			return out[i].PubsubName < out[j].PubsubName
+		}
+		return out[i].Topic < out[j].Topic
+	})
+	return out
+}
+
+// Drain stops every subscription, so no new event is taken, and waits for
+// the deliveries under way to finish or for ctx to end.
+func (m *Manager) Drain(ctx context.Context) {
+	m.mu.Lock()
+	m.draining = true
+	for key, r := range m.active {
+		r.cancel()
+		delete(m.active, key)
+	}
+	m.mu.Unlock()
+	done := make(chan struct{})
+	go func() { m.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		m.log.Warn("shutdown: deliveries still in flight at the drain deadline")
+	}
+}
+
+// deliverer runs the delivery of one subscription.
+type deliverer struct {
+	m      *Manager
+	sub    appchannel.Subscription
+	router *router
+	sink   Sink
+	ps     *components.PubSub
+}
+
+// prepare turns a component message into the CloudEvent to deliver and
+// finds its route. Raw payloads (metadata rawPayload=true) are wrapped in a
+// CloudEvent with data_base64 first, as Dapr does.
+func (d *deliverer) prepare(data []byte, topic string, contentType *string) (ce []byte, path string, ev *cloudevent.Event, err error) {
+	ce = data
+	if isTrue(d.sub.Metadata["rawPayload"]) {
+		ct := "application/octet-stream"
+		ce = cloudevent.Append(nil, &cloudevent.Envelope{Source: d.m.opts.AppID, Topic: topic, PubsubName: d.sub.PubsubName, ContentType: ct, Data: data})
+	}
+	if d.router.needsFields() {
+		ev, err = cloudevent.Parse(ce)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		path, err = d.router.route(ev.Fields)
+		return ce, path, ev, err
+	}
+	return ce, d.router.def, nil, nil
+}
+
+func isTrue(s string) bool {
+	switch strings.ToLower(s) {
+	case "true", "1", "yes":
+		return true
+	}
+	return false
+}
+
+// handle is the component's per-message handler. Returning nil acks the
+// message; an error hands it back to the component for redelivery.
+func (d *deliverer) handle(ctx context.Context, msg *pubsub.NewMessage) error {
+	d.m.inflight.Add(1)
+	defer d.m.inflight.Done()
+	start := time.Now()
+	ce, path, ev, err := d.prepare(msg.Data, msg.Topic, msg.ContentType)
+	if err != nil {
+		// An event that cannot be read will never be deliverable.
+		d.m.log.Warn("dropping undecodable event", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "error", err)
+		d.deadLetter(ctx, msg.Data)
+		d.observe("drop", start)
+		return nil
+	}
+	if path == "" {
+		d.m.log.Debug("no route matched; event dropped", "pubsub", d.sub.PubsubName, "topic", msg.Topic)
+		d.observe("drop", start)
+		return nil
+	}
+	te := &appchannel.TopicEvent{Path: strings.TrimPrefix(path, "/"), PubsubName: d.sub.PubsubName, Topic: msg.Topic, CloudEvent: ce, Metadata: msg.Metadata}
+	if ev != nil {
+		te.TraceParent = ev.TraceParent
+	}
+	backoff := d.m.opts.Retry.Initial
+	for attempt := 0; ; attempt++ {
+		st, err := d.sink.DeliverEvent(ctx, te)
+		switch {
+		case err == nil && st == appchannel.StatusSuccess:
+			d.observe("success", start)
+			return nil
+		case err == nil && st == appchannel.StatusDrop:
+			d.m.log.Warn("app dropped event", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "route", path)
+			d.observe("drop", start)
+			return nil
+		}
+		if attempt >= d.m.opts.Retry.MaxRetries || ctx.Err() != nil {
+			d.m.log.Warn("delivery failed after retries", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "route", path, "attempts", attempt+1, "error", err)
+			if d.sub.DeadLetterTopic != "" && ctx.Err() == nil {
+				d.deadLetter(ctx, ce)
+				d.observe("deadletter", start)
+				return nil
+			}
+			d.observe("retry", start)
+			if err == nil {
+				err = fmt.Errorf("app asked to retry the event")
+			}
+			return err
+		}
+		d.observe("retry", start)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(backoff*2, d.m.opts.Retry.Max)
+	}
+}
+
+func (d *deliverer) observe(status string, start time.Time) {
+	if d.m.opts.Metrics != nil {
+		d.m.opts.Metrics.Delivery("pubsub", d.sub.PubsubName, status, time.Since(start))
+	}
+}
+
+// deadLetter publishes the event to the subscription's dead-letter topic on
+// the same pubsub.
+func (d *deliverer) deadLetter(ctx context.Context, data []byte) {
+	if d.sub.DeadLetterTopic == "" {
+		return
+	}
+	ct := cloudevent.ContentType
+	if err := d.ps.PS.Publish(context.WithoutCancel(ctx), &pubsub.PublishRequest{Data: data, PubsubName: d.sub.PubsubName, Topic: d.sub.DeadLetterTopic, ContentType: &ct}); err != nil {
+		d.m.log.Error("publishing to dead-letter topic failed", "pubsub", d.sub.PubsubName, "topic", d.sub.DeadLetterTopic, "error", err)
+	}
+}
+
+// handleBulk delivers a batch and reports a result per entry; failed
+// entries are retried, then dead-lettered.
+func (d *deliverer) handleBulk(ctx context.Context, msg *pubsub.BulkMessage) ([]pubsub.BulkSubscribeResponseEntry, error) {
+	d.m.inflight.Add(1)
+	defer d.m.inflight.Done()
+	start := time.Now()
+	results := make(map[string]error, len(msg.Entries))
+	byRoute := map[string]*appchannel.BulkEvent{}
+	ceByID := map[string][]byte{}
+	for _, e := range msg.Entries {
+		ce, path, _, err := d.prepare(e.Event, msg.Topic, nil)
+		if err != nil {
+			d.deadLetter(ctx, e.Event)
+			results[e.EntryId] = nil
+			continue
+		}
+		if path == "" {
+			results[e.EntryId] = nil
+			continue
+		}
+		be := byRoute[path]
+		if be == nil {
+			be = &appchannel.BulkEvent{ID: uuid.NewString(), Path: strings.TrimPrefix(path, "/"), PubsubName: d.sub.PubsubName, Topic: msg.Topic, Metadata: msg.Metadata}
+			byRoute[path] = be
+		}
+		ct := e.ContentType
+		if ct == "" {
+			ct = cloudevent.ContentType
+		}
+		be.Entries = append(be.Entries, appchannel.BulkEntry{EntryID: e.EntryId, Event: ce, ContentType: ct, Metadata: e.Metadata})
+		ceByID[e.EntryId] = ce
+	}
+	for _, be := range byRoute {
+		pending := be
+		backoff := d.m.opts.Retry.Initial
+		for attempt := 0; ; attempt++ {
+			statuses, err := d.sink.DeliverBulk(ctx, pending)
+			var retry []appchannel.BulkEntry
+			for _, e := range pending.Entries {
+				st, ok := statuses[e.EntryID]
+				switch {
+				case err == nil && ok && st == appchannel.StatusSuccess:
+					results[e.EntryID] = nil
+					d.observe("success", start)
+				case err == nil && ok && st == appchannel.StatusDrop:
+					results[e.EntryID] = nil
+					d.observe("drop", start)
+				default:
+					retry = append(retry, e)
+				}
+			}
+			if len(retry) == 0 {
+				break
+			}
+			if attempt >= d.m.opts.Retry.MaxRetries || ctx.Err() != nil {
+				for _, e := range retry {
+					if d.sub.DeadLetterTopic != "" && ctx.Err() == nil {
+						d.deadLetter(ctx, ceByID[e.EntryID])
+						results[e.EntryID] = nil
+						d.observe("deadletter", start)
+					} else {
+						results[e.EntryID] = fmt.Errorf("delivery of entry %s failed", e.EntryID)
+						d.observe("retry", start)
+					}
+				}
+				break
+			}
+			next := *pending
+			next.Entries = retry
+			pending = &next
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			backoff = min(backoff*2, d.m.opts.Retry.Max)
+		}
+	}
+	out := make([]pubsub.BulkSubscribeResponseEntry, 0, len(msg.Entries))
+	var anyErr error
+	for _, e := range msg.Entries {
+		err := results[e.EntryId]
+		if err != nil {
+			anyErr = err
+		}
+		out = append(out, pubsub.BulkSubscribeResponseEntry{EntryId: e.EntryId, Error: err})
+	}
+	return out, anyErr
+}
+
+// Pause stops the app's subscriptions (not streaming ones) without
+// draining; the next Sync starts them again. Used while the app is
+// unhealthy.
+func (m *Manager) Pause() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key, r := range m.active {
+		if r.typ != "STREAMING" {
+			r.cancel()
+			delete(m.active, key)
+		}
+	}
+}
