@@ -379,3 +379,41 @@ func TestAppHealthCheck(t *testing.T) {
 	writeFile(t, filepath.Dir(sick), "sick", "")
 	m.waitLine(regexp.MustCompile(`app is unhealthy; pausing deliveries`), 5*time.Second)
 }
+
+// TestGracefulShutdownDrains checks that a SIGTERM lets an invocation and a
+// pub/sub delivery that are under way finish before mecha exits (Dapr
+// #8332).
+func TestGracefulShutdownDrains(t *testing.T) {
+	appPort := startHTTPApp(t)
+	m := startMecha(t, "--app-id", "drain", "--app-port", fmt.Sprint(appPort))
+	inflight := func() string {
+		return string(do(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/inflight", appPort), nil).Body)
+	}
+	expectStatus(t, do(t, "POST", m.url("/v1.0/publish/pubsub/slow-topic"), `{"slow":1}`, "Content-Type", "application/json"), 204)
+	invoked := make(chan response, 1)
+	go func() {
+		invoked <- do(t, "GET", m.url("/v1.0/invoke/drain/method/echo/slow?sleepms=1000"), nil)
+	}()
+	eventually(t, 10*time.Second, func() error {
+		if n := inflight(); n != "2" {
+			return fmt.Errorf("%s requests in flight at the app, want 2", n)
+		}
+		return nil
+	})
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	r := <-invoked
+	expectStatus(t, r, 200)
+	if code := m.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, m.output())
+	}
+	// mecha exited only after the app answered both.
+	if n := inflight(); n != "0" {
+		t.Fatalf("mecha exited with %s requests still in flight at the app", n)
+	}
+	if n := len(received(t, appPort, "slow")); n != 1 {
+		t.Fatalf("slow delivery finished %d times, want 1", n)
+	}
+	if strings.Contains(m.output(), "still in flight") {
+		t.Fatalf("drain gave up:\n%s", m.output())
+	}
+}

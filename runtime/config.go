@@ -32,6 +32,7 @@ type Config struct {
 	LogFormat            string
 	MetricsPort          int
 	EnableMetrics        bool
+	EnableProfiling      bool
 	APILogging           bool
 	MaxRequestSizeMB     int
 	EnableAppHealthCheck bool
@@ -102,6 +103,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.IntVar(&c.MetricsPort, "metrics-port", c.MetricsPort, "Prometheus /metrics port (0 picks a free port)")
 	fs.BoolVar(&c.EnableMetrics, "enable-metrics", c.EnableMetrics, "serve Prometheus metrics")
+	fs.BoolVar(&c.EnableProfiling, "enable-profiling", c.EnableProfiling, "serve Go's pprof at /debug/pprof on the metrics port")
 	fs.BoolVar(&c.APILogging, "enable-api-logging", c.APILogging, "log every API call")
 	fs.IntVar(&c.MaxRequestSizeMB, "dapr-http-max-request-size", c.MaxRequestSizeMB, "the largest request body in MB")
 	fs.BoolVar(&c.EnableAppHealthCheck, "enable-app-health-check", c.EnableAppHealthCheck, "probe the app's health periodically")

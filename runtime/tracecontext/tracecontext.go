@@ -4,14 +4,24 @@
 package tracecontext
 
 import (
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
+	"math/rand/v2"
 )
 
 // New returns a fresh sampled traceparent: 00-<trace id>-<span id>-01.
+// Trace ids need to be unique, not secret, so they come from the fast
+// per-thread ChaCha8 source rather than crypto/rand.
 func New() string {
 	var b [24]byte
-	_, _ = rand.Read(b[:])
+	for {
+		binary.LittleEndian.PutUint64(b[0:], rand.Uint64())
+		binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
+		binary.LittleEndian.PutUint64(b[16:], rand.Uint64())
+		if b != [24]byte{} {
+			break
+		}
+	}
 	out := make([]byte, 0, 55)
 	out = append(out, "00-"...)
 	out = hex.AppendEncode(out, b[:16])

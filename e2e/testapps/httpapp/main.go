@@ -12,7 +12,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 type received struct {
@@ -22,6 +25,7 @@ type received struct {
 }
 
 type app struct {
+	inflight atomic.Int64
 	mu       sync.Mutex
 	received []received
 	attempts map[string]int
@@ -56,7 +60,8 @@ func main() {
  {"pubsubname":"pubsub","topic":"gone-topic","route":"/no-such-route"},
  {"pubsubname":"pubsub","topic":"routed","routes":{"rules":[{"match":"event.data.kind == \"big\"","path":"/big"}],"default":"/small"}},
  {"pubsubname":"pubsub","topic":"bulk-topic","route":"/bulk","bulkSubscribe":{"enabled":true,"maxMessagesCount":10,"maxAwaitDurationMs":50}},
- {"pubsubname":"pubsub","topic":"dead","route":"/dead"}
+ {"pubsubname":"pubsub","topic":"dead","route":"/dead"},
+ {"pubsubname":"pubsub","topic":"slow-topic","route":"/slow"}
 ]`)
 	})
 	ok := func(route string) http.HandlerFunc {
@@ -135,12 +140,30 @@ func main() {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Echo", "yes")
+		if ms, err := strconv.Atoi(r.URL.Query().Get("sleepms")); err == nil {
+			a.inflight.Add(1)
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+			a.inflight.Add(-1)
+		}
 		code := http.StatusOK
 		if r.URL.Query().Get("status") == "418" {
 			code = http.StatusTeapot
 		}
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(map[string]any{"method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery, "headers": h, "body": string(b)})
+	})
+	// slow takes a while to answer, for graceful shutdown tests; GET
+	// /inflight tells how many slow requests are under way.
+	mux.HandleFunc("POST /slow", func(w http.ResponseWriter, r *http.Request) {
+		a.inflight.Add(1)
+		defer a.inflight.Add(-1)
+		b, _ := io.ReadAll(r.Body)
+		time.Sleep(time.Second)
+		a.record("slow", r, b)
+		fmt.Fprint(w, `{"status":"SUCCESS"}`)
+	})
+	mux.HandleFunc("GET /inflight", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, strconv.FormatInt(a.inflight.Load(), 10))
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := os.Stat(os.Getenv("UNHEALTHY_FILE")); os.Getenv("UNHEALTHY_FILE") != "" && err == nil {
