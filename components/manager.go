@@ -202,6 +202,7 @@ func (c *Component) inScope(appID string) bool {
 // first error aborts; otherwise (hot reload) a bad component is logged and
 // its previous instance, if any, stays.
 func (m *Manager) apply(ctx context.Context, comps []*Component, strict bool) ([]Change, error) {
+	comps = append([]*Component(nil), comps...)
 	sort.SliceStable(comps, func(i, j int) bool {
 		return comps[i].Category() == CategorySecrets && comps[j].Category() != CategorySecrets
 	})

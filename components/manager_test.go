@@ -705,11 +705,12 @@ func TestStateStoreKeys(t *testing.T) {
 		{name: "default is the app id", appID: "app", stored: "app||k"},
 		{name: "appid", appID: "app", keyPrefix: "appid", stored: "app||k"},
 		{name: "appid is case-insensitive", appID: "app", keyPrefix: "AppID", stored: "app||k"},
-		{name: "appid without an app id", appID: "", keyPrefix: "appid", stored: "k", allowSep: true},
+		{name: "appid without an app id", appID: "", keyPrefix: "appid", stored: "k"},
 		{name: "name", appID: "app", keyPrefix: "name", stored: "store||k"},
-		{name: "none", appID: "app", keyPrefix: "none", stored: "k", allowSep: true},
-		{name: "NONE", appID: "app", keyPrefix: "NONE", stored: "k", allowSep: true},
-		{name: "custom literal", appID: "app", keyPrefix: "shared", stored: "shared||k"},
+		{name: "none", appID: "app", keyPrefix: "none", stored: "k"},
+		{name: "NONE", appID: "app", keyPrefix: "NONE", stored: "k"},
+		{name: "custom literal is lowercased, as Dapr does", appID: "app", keyPrefix: "Shared", stored: "shared||k"},
+		{name: "namespace without NAMESPACE falls back to the app id", appID: "app", keyPrefix: "namespace", stored: "app||k"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -765,5 +766,31 @@ func TestRegistry(t *testing.T) {
 	}
 	if _, ok := reg.Lookup("state.y@v1"); ok {
 		t.Error("Lookup of an unregistered type succeeded")
+	}
+}
+
+func TestKeyPrefixNamespaceAndInvalidPrefix(t *testing.T) {
+	t.Setenv("NAMESPACE", "prod")
+	comp := &components.Component{APIVersion: "dapr.io/v1alpha1", Kind: "Component",
+		Metadata: components.ObjectMeta{Name: "store"},
+		Spec: components.ComponentSpec{Type: "state.in-memory", Version: "v1",
+			Metadata: []components.MetadataItem{{Name: "keyPrefix", Value: components.DynamicValue{S: "namespace", Set: true}}}}}
+	m := components.NewManager(components.Options{AppID: "app", Defaults: []*components.Component{comp},
+		Registry: testRegistry(&recorder{}), Logger: quietLogger()})
+	t.Cleanup(func() { _ = m.Close() })
+	if _, err := m.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.Snapshot().State["store"].Key("k"); got != "prod.app||k" {
+		t.Fatalf("namespace strategy: Key(k) = %q, want prod.app||k", got)
+	}
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "s.yaml"), []byte("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  metadata:\n  - name: keyPrefix\n    value: a||b\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m2 := components.NewManager(components.Options{AppID: "app", Paths: []string{dir}, Registry: testRegistry(&recorder{}), Logger: quietLogger()})
+	if _, err := m2.Load(t.Context()); err == nil || !strings.Contains(err.Error(), "keyPrefix") || !strings.Contains(err.Error(), "s.yaml") {
+		t.Fatalf("a keyPrefix with || loaded: %v", err)
 	}
 }

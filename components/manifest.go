@@ -172,6 +172,9 @@ func (c *Component) validate() error {
 			return fmt.Errorf("spec.initTimeout: %q is not a positive duration", c.Spec.InitTimeout)
 		}
 	}
+	if c.Category() == CategoryState && strings.Contains(strategy(c), "||") {
+		return fmt.Errorf("spec.metadata keyPrefix %q must not contain '||'", strategy(c))
+	}
 	for i, m := range c.Spec.Metadata {
 		if m.Name == "" {
 			return fmt.Errorf("spec.metadata[%d].name: must be set", i)

@@ -2,6 +2,7 @@ package components
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 
@@ -63,13 +64,15 @@ func (e *KeyPrefixInvalid) Error() string {
 }
 
 // Key returns the key as stored: "prefix||key" where the prefix follows the
-// component's keyPrefix metadata (appid by default, name, none, or a literal).
+// component's keyPrefix metadata exactly as Dapr 1.14 does (appid by
+// default, name, namespace, none, or a literal), so data written by daprd
+// stays readable. Keys containing "||" are refused under every strategy.
 func (s *StateStore) Key(key string) (string, error) {
-	if s.noPrefix {
-		return key, nil
-	}
 	if strings.Contains(key, "||") {
 		return "", &KeyPrefixInvalid{Key: key}
+	}
+	if s.noPrefix {
+		return key, nil
 	}
 	return s.prefix + "||" + key, nil
 }
@@ -80,7 +83,12 @@ func (s *StateStore) OriginalKey(stored string) string {
 		return stored
 	}
 	if i := strings.Index(stored, "||"); i >= 0 {
-		return stored[i+2:]
+		rest := stored[i+2:]
+		// Dapr splits in at most three parts and keeps the second.
+		if j := strings.Index(rest, "||"); j >= 0 {
+			return rest[:j]
+		}
+		return rest
 	}
 	return stored
 }
@@ -153,16 +161,12 @@ func buildSnapshot(appID string, instances map[string]*instance) *Snapshot {
 	return s
 }
 
-// keyPrefix reads the keyPrefix metadata the way Dapr does: appid (the
-// default), name, none, or any other literal.
+// keyPrefix reads the keyPrefix metadata the way Dapr does: the strategy
+// is lowercased; appid (the default), name, namespace (NAMESPACE.appid, or
+// appid when NAMESPACE is unset), none, or any other literal.
 func keyPrefix(c *Component, appID string) (string, bool) {
-	mode := "appid"
-	for _, m := range c.Spec.Metadata {
-		if strings.EqualFold(m.Name, "keyPrefix") && m.Value.S != "" {
-			mode = m.Value.S
-		}
-	}
-	switch strings.ToLower(mode) {
+	mode := strategy(c)
+	switch mode {
 	case "appid":
 		if appID == "" {
 			return "", true
@@ -170,8 +174,25 @@ func keyPrefix(c *Component, appID string) (string, bool) {
 		return appID, false
 	case "name":
 		return c.Metadata.Name, false
+	case "namespace":
+		if appID == "" {
+			return "", true
+		}
+		if ns := os.Getenv("NAMESPACE"); ns != "" {
+			return ns + "." + appID, false
+		}
+		return appID, false
 	case "none":
 		return "", true
 	}
 	return mode, false
+}
+
+func strategy(c *Component) string {
+	for _, m := range c.Spec.Metadata {
+		if strings.EqualFold(m.Name, "keyPrefix") {
+			return strings.ToLower(m.Value.S)
+		}
+	}
+	return "appid"
 }

@@ -85,7 +85,8 @@ func (b *Blocks) GetState(ctx context.Context, store, key, consistency string, m
 }
 
 // SaveState writes the items, one Set for a single item and BulkSet for
-// several. Keys are given as the app sees them.
+// several. Keys are given as the app sees them; SaveState rewrites them in
+// place to the stored form, so the slice must not be reused.
 func (b *Blocks) SaveState(ctx context.Context, store string, items []state.SetRequest) error {
 	s, err := b.stateStore(store)
 	if err != nil {

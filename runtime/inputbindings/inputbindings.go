@@ -19,6 +19,7 @@ import (
 	"mecha/components"
 	"mecha/runtime/appchannel"
 	"mecha/runtime/blocks"
+	"mecha/runtime/inflight"
 	"mecha/runtime/metrics"
 )
 
@@ -34,7 +35,7 @@ type Options struct {
 type Runner struct {
 	opts     Options
 	log      *slog.Logger
-	inflight sync.WaitGroup
+	inflight inflight.Tracker
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -151,8 +152,10 @@ func replyFromProto(p *runtimev1pb.BindingEventResponse) *bindings.AppResponse {
 }
 
 func (r *Runner) deliver(ctx context.Context, ch appchannel.Channel, name string, resp *bindings.ReadResponse) ([]byte, error) {
-	r.inflight.Add(1)
-	defer r.inflight.Done()
+	if !r.inflight.Enter() {
+		return nil, fmt.Errorf("input binding %s: runtime is shutting down; event not taken", name)
+	}
+	defer r.inflight.Leave()
 	start := time.Now()
 	ev := &appchannel.BindingEvent{Name: name, Data: resp.Data, Metadata: resp.Metadata}
 	if resp.ContentType != nil && *resp.ContentType != "" {
@@ -236,11 +239,8 @@ func (r *Runner) Drain(ctx context.Context) {
 		delete(r.active, n)
 	}
 	r.mu.Unlock()
-	done := make(chan struct{})
-	go func() { r.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	if !r.inflight.Close(ctx) {
+		r.log.Warn("shutdown: input binding events still in flight at the drain deadline")
 	}
 }
 

@@ -55,17 +55,17 @@ func newRouter(s *appchannel.Subscription) (*router, error) {
 			}
 			ast, iss := celEnv.Compile(ru.Match)
 			if iss != nil && iss.Err() != nil {
-				return nil, fmt.Errorf("%w: routes.rules[%d].match %q: %v", ErrInvalidSubscription, i, ru.Match, iss.Err())
+				return nil, fmt.Errorf("routes.rules[%d].match %q: %v", i, ru.Match, iss.Err())
 			}
 			prog, err := celEnv.Program(ast)
 			if err != nil {
-				return nil, fmt.Errorf("%w: routes.rules[%d].match %q: %v", ErrInvalidSubscription, i, ru.Match, err)
+				return nil, fmt.Errorf("routes.rules[%d].match %q: %v", i, ru.Match, err)
 			}
 			r.rules = append(r.rules, rule{match: ru.Match, prog: prog, path: trimPath(ru.Path)})
 		}
 	}
 	if r.def == "" && len(r.rules) == 0 {
-		return nil, fmt.Errorf("%w: topic %q has no route: set route, routes.default or routes.rules", ErrInvalidSubscription, s.Topic)
+		return nil, fmt.Errorf("route: topic %q has no route: set route, routes.default or routes.rules", s.Topic)
 	}
 	return r, nil
 }

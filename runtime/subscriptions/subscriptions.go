@@ -8,6 +8,7 @@ package subscriptions
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -21,6 +22,7 @@ import (
 	"mecha/components"
 	"mecha/runtime/appchannel"
 	"mecha/runtime/cloudevent"
+	"mecha/runtime/inflight"
 	"mecha/runtime/metrics"
 )
 
@@ -68,7 +70,7 @@ type Manager struct {
 	log  *slog.Logger
 
 	// inflight counts deliveries under way, for graceful drain.
-	inflight sync.WaitGroup
+	inflight inflight.Tracker
 
 	// mu guards the fields below.
 	mu           sync.Mutex
@@ -144,7 +146,7 @@ func ParseDeclarative(docs []components.Document, appID string) ([]appchannel.Su
 			return nil, fmt.Errorf("%w: %s: subscription %q: spec.topic: must be set", ErrInvalidSubscription, d.Where(), s.Metadata.Name)
 		}
 		if _, err := newRouter(&sub); err != nil {
-			return nil, fmt.Errorf("%s: subscription %q: spec.%v", d.Where(), s.Metadata.Name, err)
+			return nil, fmt.Errorf("%w: %s: subscription %q: spec.%v", ErrInvalidSubscription, d.Where(), s.Metadata.Name, err)
 		}
 		if len(s.Scopes) > 0 && !contains(s.Scopes, appID) {
 			continue
@@ -234,7 +236,7 @@ func (m *Manager) startLocked(ctx context.Context, key string, r *running) error
 	}
 	rt, err := newRouter(&r.sub)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: pubsub %s topic %s: %v", ErrInvalidSubscription, r.sub.PubsubName, r.sub.Topic, err)
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	r.cancel = cancel
@@ -329,14 +331,14 @@ func (m *Manager) Drain(ctx context.Context) {
 		delete(m.active, key)
 	}
 	m.mu.Unlock()
-	done := make(chan struct{})
-	go func() { m.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	if !m.inflight.Close(ctx) {
 		m.log.Warn("shutdown: deliveries still in flight at the drain deadline")
 	}
 }
+
+// errDraining is returned to components for events that arrive after Drain
+// began; they are not acked, so the component keeps them.
+var errDraining = errors.New("runtime is shutting down; event not taken")
 
 // deliverer runs the delivery of one subscription.
 type deliverer struct {
@@ -378,8 +380,10 @@ func isTrue(s string) bool {
 // handle is the component's per-message handler. Returning nil acks the
 // message; an error hands it back to the component for redelivery.
 func (d *deliverer) handle(ctx context.Context, msg *pubsub.NewMessage) error {
-	d.m.inflight.Add(1)
-	defer d.m.inflight.Done()
+	if !d.m.inflight.Enter() {
+		return errDraining
+	}
+	defer d.m.inflight.Leave()
 	start := time.Now()
 	ce, path, ev, err := d.prepare(msg.Data, msg.Topic, msg.ContentType)
 	if err != nil {
@@ -453,8 +457,10 @@ func (d *deliverer) deadLetter(ctx context.Context, data []byte) {
 // handleBulk delivers a batch and reports a result per entry; failed
 // entries are retried, then dead-lettered.
 func (d *deliverer) handleBulk(ctx context.Context, msg *pubsub.BulkMessage) ([]pubsub.BulkSubscribeResponseEntry, error) {
-	d.m.inflight.Add(1)
-	defer d.m.inflight.Done()
+	if !d.m.inflight.Enter() {
+		return nil, errDraining
+	}
+	defer d.m.inflight.Leave()
 	start := time.Now()
 	results := make(map[string]error, len(msg.Entries))
 	byRoute := map[string]*appchannel.BulkEvent{}
