@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mecha/internal/poll"
 	"net/http"
 	"slices"
 	"sync"
@@ -386,15 +387,10 @@ func collect(t *testing.T, b *blocks.Blocks, topic string) func() [][]byte {
 	}
 }
 
+// waitFor polls cond until it holds, for at most 10s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, what, cond)
 }
 
 func TestPublish(t *testing.T) {
