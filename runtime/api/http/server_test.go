@@ -3,6 +3,8 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -25,7 +27,8 @@ func newTestServer(tb testing.TB) *Server {
 	tb.Helper()
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
-	mgr := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: components.EmbeddedDefaults()})
+	mgr := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: components.EmbeddedDefaults(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if _, err := mgr.Load(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
