@@ -343,6 +343,20 @@ func TestPubSubHTTP(t *testing.T) {
 			t.Fatalf("bulk published events = %v", seen)
 		}
 	})
+	t.Run("deliveries are counted", func(t *testing.T) {
+		r := do(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/metrics", m.metricsPort), nil)
+		for _, want := range []string{
+			`mecha_app_deliveries_total{component="pubsub",kind="pubsub",status="success"}`,
+			`mecha_app_deliveries_total{component="pubsub",kind="pubsub",status="retry"}`,
+			`mecha_app_deliveries_total{component="pubsub",kind="pubsub",status="drop"}`,
+			`mecha_app_deliveries_total{component="pubsub",kind="pubsub",status="deadletter"}`,
+			`mecha_api_requests_total{block="pubsub",op="publish",protocol="http",status="204"}`,
+		} {
+			if !strings.Contains(string(r.Body), want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
 	t.Run("metadata lists subscriptions", func(t *testing.T) {
 		r := do(t, "GET", m.url("/v1.0/metadata"), nil)
 		var md struct {

@@ -306,6 +306,20 @@ func TestStartupErrors(t *testing.T) {
 			}
 		})
 	}
+	t.Run("bad --config", func(t *testing.T) {
+		cfg := writeFile(t, t.TempDir(), "config.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  features:\n  - enabled: true\n")
+		p := start(t, bins.mecha, "run", "--app-id", "x", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--config", cfg)
+		if code := p.wait(30 * time.Second); code == 0 || !strings.Contains(p.output(), "config.yaml: spec.features[0].name: must be set") {
+			t.Fatalf("exit %d:\n%s", code, p.output())
+		}
+	})
+	t.Run("a valid --config enables features", func(t *testing.T) {
+		cfg := writeFile(t, t.TempDir(), "config.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  features:\n  - name: HotReload\n    enabled: true\n")
+		m := startMecha(t, "--app-id", "x", "--config", cfg)
+		if r := do(t, "GET", m.url("/v1.0/metadata"), nil); !strings.Contains(string(r.Body), `"enabledFeatures":["HotReload"]`) {
+			t.Fatalf("metadata = %s", r.Body)
+		}
+	})
 	t.Run("ignoreErrors skips a failing component", func(t *testing.T) {
 		dir := t.TempDir()
 		writeFile(t, dir, "redis.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  ignoreErrors: true\n  initTimeout: 1s\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n")
