@@ -1,0 +1,631 @@
+// Package statestore is Crux, mecha's session store: an embedded, durable,
+// memory-first key-value engine, pre-sharded into slots, with a
+// write-ahead log and snapshots, and its Dapr component state.crux.
+//
+// The key space is split into NumSlots slots by a stable hash of the key
+// (or of its {hash tag}, as in Redis Cluster, so that related keys share a
+// slot). The slot is the unit of locking today and of replication,
+// migration and balancing later: every mutation carries (slot, sequence
+// number), a replica can tail a slot's records from the log, and a new
+// owner can copy a slot's snapshot plus the tail.
+package statestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// NumSlots is the fixed number of slots the key space is pre-sharded into.
+const NumSlots = 1024
+
+// MaxKeyBytes is the longest key the store accepts.
+const MaxKeyBytes = 64 << 10
+
+// Errors. Callers map them to API error codes.
+var (
+	ErrClosed       = errors.New("store is closed")
+	ErrFailed       = errors.New("store failed after an I/O error; reopen it")
+	ErrNoSpace      = errors.New("no space for the write")
+	ErrKeyEmpty     = errors.New("key is empty")
+	ErrKeyTooLong   = fmt.Errorf("key is longer than %d bytes", MaxKeyBytes)
+	ErrValueTooBig  = errors.New("value is larger than the configured maximum")
+	ErrETagMismatch = errors.New("etag mismatch")
+	ErrETagInvalid  = errors.New("etag is not a version number")
+	ErrBadTTL       = errors.New("ttl must be -1 (none) or a positive number of seconds")
+	ErrLocked       = errors.New("data directory is in use by another process")
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Dir holds the log segments and snapshots.
+	Dir string
+	// Fsync is the durability policy; FsyncInterval by default.
+	Fsync FsyncPolicy
+	// FsyncInterval is the group commit period; 10ms by default.
+	FsyncInterval time.Duration
+	// SegmentBytes rotates the log past this size; 64 MiB by default.
+	SegmentBytes int64
+	// SnapshotLogBytes takes a snapshot once this much log accumulated
+	// since the last one; 256 MiB by default, negative turns periodic
+	// snapshots off.
+	SnapshotLogBytes int64
+	// MaxValueBytes caps values; 0 means 16 MiB.
+	MaxValueBytes int
+	// ExpiryInterval is how often active expiry runs; 100ms by default.
+	ExpiryInterval time.Duration
+	Logger         *slog.Logger
+	// Now is the clock, for tests.
+	Now func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.FsyncInterval <= 0 {
+		o.FsyncInterval = 10 * time.Millisecond
+	}
+	if o.SegmentBytes <= 0 {
+		o.SegmentBytes = 64 << 20
+	}
+	if o.SnapshotLogBytes == 0 {
+		o.SnapshotLogBytes = 256 << 20
+	}
+	if o.MaxValueBytes <= 0 {
+		o.MaxValueBytes = 16 << 20
+	}
+	if o.ExpiryInterval <= 0 {
+		o.ExpiryInterval = 100 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// entry is one stored value. Values are never modified in place: a write
+// replaces the slice, so readers may hold on to it.
+type entry struct {
+	value   []byte
+	version uint64 // the slot sequence number of the write: the ETag
+	expires int64  // unix ns; 0 means no TTL
+}
+
+func (e *entry) live(now int64) bool { return e.expires == 0 || e.expires > now }
+
+type slot struct {
+	// mu guards m and seq.
+	mu  sync.RWMutex
+	m   map[string]entry
+	seq uint64
+}
+
+// Engine is an open store. It is safe for concurrent use.
+type Engine struct {
+	opts  Options
+	log   *slog.Logger
+	slots [NumSlots]slot
+	wal   *wal
+	lock  *os.File
+
+	// snapMu serializes snapshots; lastSnapLSN is guarded by it.
+	snapMu       sync.Mutex
+	lastSnapLSN  uint64
+	snapshotting atomic.Bool
+
+	done      chan struct{}
+	wg        sync.WaitGroup // the background goroutines: flusher, expiry, snapshotter
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (creating if needed) the store in opts.Dir and recovers it:
+// the newest snapshot is loaded and the log after it replayed. A torn last
+// record is truncated; any other damaged record stops recovery with an
+// error naming the file and offset.
+func Open(opts Options) (*Engine, error) {
+	opts.defaults()
+	if opts.Dir == "" {
+		return nil, errors.New("statestore: Options.Dir is required")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(opts.Dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("%w: %s", ErrLocked, opts.Dir)
+	}
+	e := &Engine{opts: opts, log: opts.Logger, lock: lock, done: make(chan struct{})}
+	for i := range e.slots {
+		e.slots[i].m = make(map[string]entry)
+	}
+	start := time.Now()
+	segStart, fileOff, keys, err := e.recover()
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	e.wal, err = openWAL(opts.Dir, opts.Fsync, opts.SegmentBytes, segStart, fileOff)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	e.log.Info("crux store opened", "dir", opts.Dir, "keys", keys, "fsync", opts.Fsync.String(), "recovery", time.Since(start).Round(time.Millisecond))
+	e.wg.Add(3)
+	go func() {
+		defer e.wg.Done()
+		e.wal.run(opts.FsyncInterval, e.done, func(err error) {
+			e.log.Error("crux log write failed; the store refuses writes until reopened", "error", err)
+		})
+	}()
+	go func() { defer e.wg.Done(); e.expiryLoop() }()
+	go func() { defer e.wg.Done(); e.snapshotLoop() }()
+	return e, nil
+}
+
+// slotOf maps a key to its slot: FNV-1a of the key, or of its hash tag,
+// the part between the first '{' and the next '}' when not empty.
+func slotOf(key string) uint16 {
+	h := key
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			h = key[i+1 : i+1+j]
+		}
+	}
+	var x uint64 = 14695981039346656037
+	for i := 0; i < len(h); i++ {
+		x ^= uint64(h[i])
+		x *= 1099511628211
+	}
+	return uint16(x % NumSlots)
+}
+
+// SlotOf exposes the slot of a key, for routing and tests.
+func SlotOf(key string) int { return int(slotOf(key)) }
+
+func (e *Engine) now() int64 { return e.opts.Now().UnixNano() }
+
+func checkKey(key string) error {
+	if key == "" {
+		return ErrKeyEmpty
+	}
+	if len(key) > MaxKeyBytes {
+		return ErrKeyTooLong
+	}
+	return nil
+}
+
+// Item is a stored value as read.
+type Item struct {
+	Key     string
+	Value   []byte // shared: do not modify
+	Version uint64
+	// Expires is the expiry time; zero when the key has no TTL.
+	Expires time.Time
+}
+
+// ETag renders a version as an ETag.
+func ETag(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// ParseETag reads an ETag made by ETag.
+func ParseETag(s string) (uint64, error) {
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("%w: %q", ErrETagInvalid, s)
+	}
+	return v, nil
+}
+
+func item(key string, en entry) Item {
+	it := Item{Key: key, Value: en.value, Version: en.version}
+	if en.expires != 0 {
+		it.Expires = time.Unix(0, en.expires)
+	}
+	return it
+}
+
+// Get reads a key. ok is false when it does not exist or has expired.
+func (e *Engine) Get(key string) (Item, bool, error) {
+	if err := checkKey(key); err != nil {
+		return Item{}, false, err
+	}
+	s := &e.slots[slotOf(key)]
+	s.mu.RLock()
+	en, ok := s.m[key]
+	s.mu.RUnlock()
+	if !ok || !en.live(e.now()) {
+		return Item{}, false, nil
+	}
+	return item(key, en), true, nil
+}
+
+// Write is one mutation of a Set, Delete or transaction.
+type Write struct {
+	Key    string
+	Delete bool
+	Value  []byte
+	// ETag, when set, must equal the key's current version.
+	ETag *string
+	// FirstWrite without an ETag fails when the key exists.
+	FirstWrite bool
+	// TTL in seconds: 0 keeps no TTL, -1 removes it, >0 expires the key.
+	TTLSeconds int64
+}
+
+// Set writes one key and returns its new version.
+func (e *Engine) Set(w Write) (uint64, error) {
+	w.Delete = false
+	vs, err := e.Apply([]Write{w})
+	if err != nil {
+		return 0, err
+	}
+	return vs[0], nil
+}
+
+// Delete removes one key. Deleting a missing key without an ETag is not
+// an error.
+func (e *Engine) Delete(w Write) error {
+	w.Delete = true
+	_, err := e.Apply([]Write{w})
+	return err
+}
+
+// checkWrite validates a write before any lock is taken.
+func (e *Engine) checkWrite(w *Write) error {
+	if err := checkKey(w.Key); err != nil {
+		return err
+	}
+	if !w.Delete && len(w.Value) > e.opts.MaxValueBytes {
+		return fmt.Errorf("%w: %d > %d bytes", ErrValueTooBig, len(w.Value), e.opts.MaxValueBytes)
+	}
+	if w.TTLSeconds < -1 {
+		return fmt.Errorf("%w: %d", ErrBadTTL, w.TTLSeconds)
+	}
+	if w.ETag != nil && *w.ETag != "" {
+		if _, err := ParseETag(*w.ETag); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Apply runs writes as one atomic transaction, in order: either all are
+// applied and logged as one record, or none (an ETag mismatch anywhere
+// fails the whole transaction). It returns the new version of each write.
+func (e *Engine) Apply(writes []Write) ([]uint64, error) {
+	if len(writes) == 0 {
+		return nil, nil
+	}
+	for i := range writes {
+		if err := e.checkWrite(&writes[i]); err != nil {
+			if len(writes) > 1 {
+				return nil, fmt.Errorf("operation %d (key %q): %w", i, writes[i].Key, err)
+			}
+			return nil, err
+		}
+	}
+	// Lock the slots involved in ascending order: no deadlock between
+	// transactions.
+	slots := make([]uint16, len(writes))
+	for i := range writes {
+		slots[i] = slotOf(writes[i].Key)
+	}
+	locked := append([]uint16(nil), slots...)
+	sort.Slice(locked, func(i, j int) bool { return locked[i] < locked[j] })
+	locked = dedupe(locked)
+	for _, s := range locked {
+		e.slots[s].mu.Lock()
+	}
+	defer func() {
+		for _, s := range locked {
+			e.slots[s].mu.Unlock()
+		}
+	}()
+
+	now := e.now()
+	// Check every condition against the state as the transaction sees it
+	// (earlier writes of the same transaction included).
+	view := map[string]*entry{}
+	lookup := func(key string, s uint16) (entry, bool) {
+		if v, ok := view[key]; ok {
+			if v == nil {
+				return entry{}, false
+			}
+			return *v, true
+		}
+		en, ok := e.slots[s].m[key]
+		if ok && !en.live(now) {
+			ok = false
+		}
+		return en, ok
+	}
+	ops := make([]op, len(writes))
+	next := map[uint16]uint64{}
+	versions := make([]uint64, len(writes))
+	for i := range writes {
+		w, s := &writes[i], slots[i]
+		cur, exists := lookup(w.Key, s)
+		if err := checkConcurrency(w, cur, exists); err != nil {
+			if len(writes) > 1 {
+				return nil, fmt.Errorf("operation %d (key %q): %w", i, w.Key, err)
+			}
+			return nil, err
+		}
+		seq, ok := next[s]
+		if !ok {
+			seq = e.slots[s].seq
+		}
+		seq++
+		next[s] = seq
+		o := op{slot: s, seq: seq, key: w.Key}
+		if w.Delete {
+			o.kind = opDelete
+			view[w.Key] = nil
+		} else {
+			o.kind, o.value = opSet, w.Value
+			if w.TTLSeconds > 0 {
+				o.expires = now + w.TTLSeconds*int64(time.Second)
+			}
+			view[w.Key] = &entry{value: w.Value, version: seq, expires: o.expires}
+		}
+		ops[i] = o
+		versions[i] = seq
+	}
+	if err := e.logOps(ops); err != nil {
+		return nil, err
+	}
+	for i := range ops {
+		e.applyOp(&ops[i])
+	}
+	return versions, nil
+}
+
+func dedupe(s []uint16) []uint16 {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func checkConcurrency(w *Write, cur entry, exists bool) error {
+	if w.ETag != nil && *w.ETag != "" {
+		v, err := ParseETag(*w.ETag)
+		if err != nil {
+			return err
+		}
+		if !exists || cur.version != v {
+			return fmt.Errorf("%w: key %q", ErrETagMismatch, w.Key)
+		}
+		return nil
+	}
+	if w.FirstWrite && exists && !w.Delete {
+		return fmt.Errorf("%w: key %q exists and first-write needs its etag", ErrETagMismatch, w.Key)
+	}
+	return nil
+}
+
+// logOps appends ops as one record and, under FsyncAlways, waits until it
+// is durable. Slot locks are held: the log order of a slot is its apply
+// order.
+func (e *Engine) logOps(ops []op) error {
+	buf := getBuf()
+	rec := appendRecord(buf.b[:0], ops)
+	lsn, err := e.wal.append(rec)
+	buf.b = rec
+	putBuf(buf)
+	if err != nil {
+		return err
+	}
+	if e.opts.Fsync == FsyncAlways {
+		return e.wal.waitDurable(lsn)
+	}
+	return nil
+}
+
+// applyOp applies a logged op to memory. The slot lock is held (or the
+// engine is recovering, single-threaded).
+func (e *Engine) applyOp(o *op) {
+	s := &e.slots[o.slot]
+	if o.seq > s.seq {
+		s.seq = o.seq
+	}
+	switch o.kind {
+	case opSet:
+		s.m[o.key] = entry{value: o.value, version: o.seq, expires: o.expires}
+	case opDelete:
+		delete(s.m, o.key)
+	case opDeletePrefix:
+		for k := range s.m {
+			if strings.HasPrefix(k, o.key) {
+				delete(s.m, k)
+			}
+		}
+	}
+}
+
+// DeletePrefix removes every key starting with prefix and returns how many
+// live keys it removed. Each slot's removal is atomic and logged; the
+// whole is not atomic across slots.
+func (e *Engine) DeletePrefix(prefix string) (int64, error) {
+	if prefix == "" {
+		return 0, errors.New("prefix is empty")
+	}
+	var n int64
+	now := e.now()
+	for _, si := range e.slotsFor(prefix) {
+		s := &e.slots[si]
+		s.mu.Lock()
+		var count int64
+		for k, en := range s.m {
+			if strings.HasPrefix(k, prefix) && en.live(now) {
+				count++
+			}
+		}
+		found := count > 0
+		if !found {
+			for k := range s.m {
+				if strings.HasPrefix(k, prefix) {
+					found = true
+					break
+				}
+			}
+		}
+		if found {
+			o := op{kind: opDeletePrefix, slot: si, seq: s.seq + 1, key: prefix}
+			if err := e.logOps([]op{o}); err != nil {
+				s.mu.Unlock()
+				return n, err
+			}
+			e.applyOp(&o)
+		}
+		s.mu.Unlock()
+		n += count
+	}
+	return n, nil
+}
+
+// slotsFor lists the slots that can hold keys with prefix: one when the
+// prefix contains a complete hash tag, all otherwise.
+func (e *Engine) slotsFor(prefix string) []uint16 {
+	if i := strings.IndexByte(prefix, '{'); i >= 0 {
+		if j := strings.IndexByte(prefix[i+1:], '}'); j > 0 {
+			return []uint16{slotOf(prefix)}
+		}
+	}
+	out := make([]uint16, NumSlots)
+	for i := range out {
+		out[i] = uint16(i)
+	}
+	return out
+}
+
+// Scan returns the live keys starting with prefix, sorted by key, at most
+// limit of them (0 means no limit). With a {hash tag} in the prefix only
+// one slot is read: that is how the IM service lists a user's sessions.
+func (e *Engine) Scan(prefix string, limit int) []Item {
+	now := e.now()
+	var out []Item
+	for _, si := range e.slotsFor(prefix) {
+		s := &e.slots[si]
+		s.mu.RLock()
+		for k, en := range s.m {
+			if strings.HasPrefix(k, prefix) && en.live(now) {
+				out = append(out, item(k, en))
+			}
+		}
+		s.mu.RUnlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// Len counts the live keys.
+func (e *Engine) Len() int {
+	now := e.now()
+	n := 0
+	for i := range e.slots {
+		s := &e.slots[i]
+		s.mu.RLock()
+		for _, en := range s.m {
+			if en.live(now) {
+				n++
+			}
+		}
+		s.mu.RUnlock()
+	}
+	return n
+}
+
+// SlotSeq is a slot's sequence number: the seq of its last mutation.
+func (e *Engine) SlotSeq(slot int) uint64 {
+	s := &e.slots[slot]
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.seq
+}
+
+// expiryLoop removes expired keys in the background, a bounded sample of
+// a few slots per tick, so that it never holds a slot for long and never
+// stalls the store. Expired keys are invisible to reads before that.
+func (e *Engine) expiryLoop() {
+	t := time.NewTicker(e.opts.ExpiryInterval)
+	defer t.Stop()
+	next := 0
+	for {
+		select {
+		case <-e.done:
+			return
+		case <-t.C:
+		}
+		now := e.now()
+		for i := 0; i < 64; i++ {
+			s := &e.slots[next]
+			next = (next + 1) % NumSlots
+			s.mu.Lock()
+			budget := 256
+			for k, en := range s.m {
+				if budget == 0 {
+					break
+				}
+				budget--
+				if !en.live(now) {
+					delete(s.m, k)
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Close flushes the log, stops the background work and releases the
+// directory. It is idempotent.
+func (e *Engine) Close() error {
+	e.closeOnce.Do(func() {
+		close(e.done)
+		e.wg.Wait()
+		e.closeErr = e.wal.close()
+		_ = syscall.Flock(int(e.lock.Fd()), syscall.LOCK_UN)
+		_ = e.lock.Close()
+	})
+	return e.closeErr
+}
+
+// Sync makes everything written so far durable, whatever the policy.
+func (e *Engine) Sync(ctx context.Context) error {
+	e.wal.mu.Lock()
+	lsn := e.wal.appended
+	e.wal.mu.Unlock()
+	return e.wal.waitDurable(lsn)
+}
+
+type bufHolder struct{ b []byte }
+
+var bufPool = sync.Pool{New: func() any { return &bufHolder{b: make([]byte, 0, 512)} }}
+
+func getBuf() *bufHolder { return bufPool.Get().(*bufHolder) }
+
+func putBuf(b *bufHolder) {
+	if cap(b.b) <= 64<<10 {
+		bufPool.Put(b)
+	}
+}

@@ -1,0 +1,345 @@
+package statestore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func open(t testing.TB, dir string, mod ...func(*Options)) *Engine {
+	t.Helper()
+	o := Options{Dir: dir, Logger: quiet(), SnapshotLogBytes: -1}
+	for _, m := range mod {
+		m(&o)
+	}
+	e, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func mustGet(t *testing.T, e *Engine, key string) (string, bool) {
+	t.Helper()
+	it, ok, err := e.Get(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(it.Value), ok
+}
+
+func ptr(s string) *string { return &s }
+
+func TestSetGetDeleteETag(t *testing.T) {
+	e := open(t, t.TempDir())
+	defer e.Close()
+	v1, err := e.Set(Write{Key: "a", Value: []byte("1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := mustGet(t, e, "a"); !ok || got != "1" {
+		t.Fatalf("get a = %q %v", got, ok)
+	}
+	if _, err := e.Set(Write{Key: "a", Value: []byte("2"), ETag: ptr("999")}); !errors.Is(err, ErrETagMismatch) {
+		t.Fatalf("stale etag: %v", err)
+	}
+	if _, err := e.Set(Write{Key: "a", Value: []byte("2"), ETag: ptr("abc")}); !errors.Is(err, ErrETagInvalid) {
+		t.Fatalf("malformed etag: %v", err)
+	}
+	v2, err := e.Set(Write{Key: "a", Value: []byte("2"), ETag: ptr(ETag(v1))})
+	if err != nil || v2 <= v1 {
+		t.Fatalf("etag update: v2=%d v1=%d err=%v", v2, v1, err)
+	}
+	if _, err := e.Set(Write{Key: "a", Value: []byte("3"), FirstWrite: true}); !errors.Is(err, ErrETagMismatch) {
+		t.Fatalf("first-write on existing key: %v", err)
+	}
+	if _, err := e.Set(Write{Key: "new", Value: []byte("x"), FirstWrite: true}); err != nil {
+		t.Fatalf("first-write on new key: %v", err)
+	}
+	if err := e.Delete(Write{Key: "a", ETag: ptr(ETag(v1))}); !errors.Is(err, ErrETagMismatch) {
+		t.Fatalf("delete with stale etag: %v", err)
+	}
+	if err := e.Delete(Write{Key: "a", ETag: ptr(ETag(v2))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := mustGet(t, e, "a"); ok {
+		t.Fatal("deleted key still there")
+	}
+	if err := e.Delete(Write{Key: "missing"}); err != nil {
+		t.Fatalf("deleting a missing key: %v", err)
+	}
+	// A recreated key gets a larger version than it ever had.
+	v3, _ := e.Set(Write{Key: "a", Value: []byte("4")})
+	if v3 <= v2 {
+		t.Fatalf("version went back: %d <= %d", v3, v2)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	e := open(t, t.TempDir(), func(o *Options) { o.MaxValueBytes = 10 })
+	defer e.Close()
+	cases := []struct {
+		w    Write
+		want error
+	}{
+		{Write{Key: ""}, ErrKeyEmpty},
+		{Write{Key: strings.Repeat("k", MaxKeyBytes+1)}, ErrKeyTooLong},
+		{Write{Key: "k", Value: make([]byte, 11)}, ErrValueTooBig},
+		{Write{Key: "k", TTLSeconds: -2}, ErrBadTTL},
+		{Write{Key: "k", ETag: ptr("-1")}, ErrETagInvalid},
+	}
+	for _, c := range cases {
+		if _, err := e.Set(c.w); !errors.Is(err, c.want) {
+			t.Errorf("Set(%.20q) = %v, want %v", c.w.Key, err, c.want)
+		}
+	}
+	if e.Len() != 0 {
+		t.Fatal("a refused write left a key")
+	}
+}
+
+func TestTTL(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { return now }
+	e := open(t, t.TempDir(), func(o *Options) { o.Now = clock })
+	defer e.Close()
+	e.Set(Write{Key: "s", Value: []byte("v"), TTLSeconds: 10})
+	it, ok, _ := e.Get("s")
+	if !ok || !it.Expires.Equal(now.Add(10*time.Second)) {
+		t.Fatalf("ttl item %+v %v", it, ok)
+	}
+	now = now.Add(11 * time.Second)
+	if _, ok := mustGet(t, e, "s"); ok {
+		t.Fatal("expired key readable")
+	}
+	// -1 removes the TTL.
+	e.Set(Write{Key: "p", Value: []byte("v"), TTLSeconds: 5})
+	e.Set(Write{Key: "p", Value: []byte("v"), TTLSeconds: -1})
+	now = now.Add(time.Hour)
+	if _, ok := mustGet(t, e, "p"); !ok {
+		t.Fatal("ttl -1 did not remove the ttl")
+	}
+}
+
+func TestTransactionAllOrNothing(t *testing.T) {
+	e := open(t, t.TempDir())
+	defer e.Close()
+	v, _ := e.Set(Write{Key: "x", Value: []byte("0")})
+	_, err := e.Apply([]Write{
+		{Key: "y", Value: []byte("1")},
+		{Key: "x", Value: []byte("1"), ETag: ptr(ETag(v + 100))},
+	})
+	if !errors.Is(err, ErrETagMismatch) {
+		t.Fatalf("txn with a bad etag: %v", err)
+	}
+	if _, ok := mustGet(t, e, "y"); ok {
+		t.Fatal("part of a failed transaction was applied")
+	}
+	if _, err := e.Apply([]Write{
+		{Key: "y", Value: []byte("1")},
+		{Key: "x", Delete: true, ETag: ptr(ETag(v))},
+		{Key: "y", Value: []byte("2")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := mustGet(t, e, "y"); got != "2" {
+		t.Fatalf("ops not applied in order: y=%q", got)
+	}
+	if _, ok := mustGet(t, e, "x"); ok {
+		t.Fatal("x not deleted")
+	}
+}
+
+func TestPrefixAndHashTags(t *testing.T) {
+	e := open(t, t.TempDir())
+	defer e.Close()
+	for i := 0; i < 5; i++ {
+		e.Set(Write{Key: fmt.Sprintf("im||{user-7}||conn-%d", i), Value: []byte("gw")})
+	}
+	e.Set(Write{Key: "im||{user-8}||conn-0", Value: []byte("gw")})
+	if SlotOf("im||{user-7}||conn-0") != SlotOf("other{user-7}") {
+		t.Fatal("hash tag does not pick the slot")
+	}
+	items := e.Scan("im||{user-7}||", 0)
+	if len(items) != 5 || items[0].Key != "im||{user-7}||conn-0" {
+		t.Fatalf("scan = %+v", items)
+	}
+	if n := len(e.Scan("im||", 0)); n != 6 {
+		t.Fatalf("scan all = %d", n)
+	}
+	n, err := e.DeletePrefix("im||{user-7}||")
+	if err != nil || n != 5 {
+		t.Fatalf("delete prefix = %d, %v", n, err)
+	}
+	if e.Len() != 1 {
+		t.Fatalf("len = %d", e.Len())
+	}
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	for _, policy := range []FsyncPolicy{FsyncInterval, FsyncAlways, FsyncNever} {
+		t.Run(policy.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			e := open(t, dir, func(o *Options) { o.Fsync = policy })
+			for i := 0; i < 100; i++ {
+				e.Set(Write{Key: fmt.Sprint("k", i), Value: []byte(fmt.Sprint(i))})
+			}
+			e.Apply([]Write{{Key: "k1", Delete: true}, {Key: "t", Value: []byte("txn")}})
+			e.DeletePrefix("k9")
+			before := e.SlotSeq(int(slotOf("k5")))
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			e = open(t, dir, func(o *Options) { o.Fsync = policy })
+			defer e.Close()
+			if got, _ := mustGet(t, e, "k5"); got != "5" {
+				t.Fatalf("k5 = %q", got)
+			}
+			if _, ok := mustGet(t, e, "k1"); ok {
+				t.Fatal("k1 came back")
+			}
+			if _, ok := mustGet(t, e, "k95"); ok {
+				t.Fatal("prefix delete lost")
+			}
+			if got, _ := mustGet(t, e, "t"); got != "txn" {
+				t.Fatal("txn lost")
+			}
+			if e.SlotSeq(int(slotOf("k5"))) != before {
+				t.Fatal("slot seq not recovered")
+			}
+		})
+	}
+}
+
+func TestSnapshotAndReplay(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	for i := 0; i < 1000; i++ {
+		e.Set(Write{Key: fmt.Sprint("k", i), Value: []byte(fmt.Sprint(i))})
+	}
+	if err := e.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		e.Set(Write{Key: fmt.Sprint("k", i), Value: []byte("after")})
+	}
+	e.Delete(Write{Key: "k500"})
+	e.Close()
+	segs, _ := listSegments(dir)
+	snaps, _ := listSnapshots(dir)
+	if len(snaps) != 1 || len(segs) != 1 || segs[0] != snaps[0] {
+		t.Fatalf("after snapshot: segments %v snapshots %v", segs, snaps)
+	}
+	e = open(t, dir)
+	defer e.Close()
+	if got, _ := mustGet(t, e, "k3"); got != "after" {
+		t.Fatalf("k3 = %q", got)
+	}
+	if got, _ := mustGet(t, e, "k999"); got != "999" {
+		t.Fatalf("k999 = %q", got)
+	}
+	if _, ok := mustGet(t, e, "k500"); ok {
+		t.Fatal("k500 came back")
+	}
+	if e.Len() != 999 {
+		t.Fatalf("len = %d", e.Len())
+	}
+}
+
+func lastSegment(t *testing.T, dir string) string {
+	segs, _ := listSegments(dir)
+	return filepath.Join(dir, segName(segs[len(segs)-1]))
+}
+
+func TestTornTailIsTruncated(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	e.Set(Write{Key: "a", Value: []byte("1")})
+	e.Set(Write{Key: "b", Value: []byte("2")})
+	e.Close()
+	path := lastSegment(t, dir)
+	data, _ := os.ReadFile(path)
+	// Cut the last record in half, as a crash mid-write would.
+	os.WriteFile(path, data[:len(data)-3], 0o644)
+	e = open(t, dir)
+	if got, _ := mustGet(t, e, "a"); got != "1" {
+		t.Fatal("a lost")
+	}
+	if _, ok := mustGet(t, e, "b"); ok {
+		t.Fatal("torn record applied")
+	}
+	// Appends resume cleanly after the truncation.
+	e.Set(Write{Key: "c", Value: []byte("3")})
+	e.Close()
+	e = open(t, dir)
+	defer e.Close()
+	if got, _ := mustGet(t, e, "c"); got != "3" {
+		t.Fatal("write after truncation lost")
+	}
+}
+
+func TestCorruptionInTheMiddleStopsRecovery(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	for i := 0; i < 10; i++ {
+		e.Set(Write{Key: fmt.Sprint("k", i), Value: []byte("value")})
+	}
+	e.Close()
+	path := lastSegment(t, dir)
+	data, _ := os.ReadFile(path)
+	data[recordHeader+3] ^= 0xff // inside the first record's payload
+	os.WriteFile(path, data, 0o644)
+	_, err := Open(Options{Dir: dir, Logger: quiet()})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "offset 0") {
+		t.Fatalf("recovery error = %v", err)
+	}
+}
+
+func TestDirectoryLock(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	defer e.Close()
+	if _, err := Open(Options{Dir: dir, Logger: quiet()}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v", err)
+	}
+}
+
+func TestActiveExpiry(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	var mu = make(chan struct{}, 1)
+	mu <- struct{}{}
+	clock := func() time.Time { <-mu; defer func() { mu <- struct{}{} }(); return now }
+	e := open(t, t.TempDir(), func(o *Options) { o.Now = clock; o.ExpiryInterval = time.Millisecond })
+	defer e.Close()
+	for i := 0; i < 100; i++ {
+		e.Set(Write{Key: fmt.Sprint("k", i), Value: []byte("v"), TTLSeconds: 1})
+	}
+	<-mu
+	now = now.Add(2 * time.Second)
+	mu <- struct{}{}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.countLocked() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d expired keys still held in memory", e.countLocked())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (e *Engine) countLocked() int {
+	n := 0
+	for i := range e.slots {
+		e.slots[i].mu.RLock()
+		n += len(e.slots[i].m)
+		e.slots[i].mu.RUnlock()
+	}
+	return n
+}
