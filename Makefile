@@ -1,7 +1,7 @@
 # The test command README gives. It needs only Go: the tests build mecha and
 # their apps themselves and bind 127.0.0.1 on free ports.
 GO ?= go
-CORE := ./components/... ./runtime/...
+CORE := ./components/... ./runtime/... ./statestore/...
 
 .PHONY: test build bench fmt vet
 

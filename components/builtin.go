@@ -1,6 +1,8 @@
 package components
 
 import (
+	"log/slog"
+
 	cronbinding "github.com/dapr/components-contrib/bindings/cron"
 	httpbinding "github.com/dapr/components-contrib/bindings/http"
 	kafkabinding "github.com/dapr/components-contrib/bindings/kafka"
@@ -15,6 +17,8 @@ import (
 	postgresv2 "github.com/dapr/components-contrib/state/postgresql/v2"
 	redisstate "github.com/dapr/components-contrib/state/redis"
 	"github.com/dapr/kit/logger"
+
+	"mecha/statestore"
 )
 
 // RegisterContrib registers the curated set of components-contrib
@@ -36,13 +40,31 @@ func RegisterContrib(r *Registry) {
 }
 
 // EmbeddedDefaults are the components `mecha run` serves when no resources
-// path is given, so that Dapr quickstarts run unchanged. The Crux and broker
-// subsystems replace these types with their own when they are wired in.
+// path is given, so that Dapr quickstarts run unchanged: Crux (state.crux,
+// durable in --data-dir) as "statestore", and an in-memory "pubsub" until
+// the embedded broker lands.
 func EmbeddedDefaults() []*Component {
 	return []*Component{
 		{APIVersion: "dapr.io/v1alpha1", Kind: "Component", Metadata: ObjectMeta{Name: "statestore"},
-			Spec: ComponentSpec{Type: "state.in-memory", Version: "v1"}},
+			Spec: ComponentSpec{Type: "state.crux", Version: "v1"}},
 		{APIVersion: "dapr.io/v1alpha1", Kind: "Component", Metadata: ObjectMeta{Name: "pubsub"},
 			Spec: ComponentSpec{Type: "pubsub.in-memory", Version: "v1"}},
 	}
+}
+
+// MechaOptions configure mecha's own components.
+type MechaOptions struct {
+	// DataDir is --data-dir: state.crux keeps each store in
+	// <DataDir>/crux/<component name> unless its metadata sets dataDir.
+	DataDir string
+	// MaxValueBytes is --max-value-bytes.
+	MaxValueBytes int
+	Logger        *slog.Logger
+}
+
+// RegisterMecha registers mecha's own components: state.crux.
+func RegisterMecha(r *Registry, o MechaOptions) {
+	r.Register("state.crux", "v1", func(l logger.Logger) any {
+		return statestore.NewComponent(l, statestore.ComponentDefaults{DataDir: o.DataDir, MaxValueBytes: o.MaxValueBytes, Logger: o.Logger})
+	})
 }

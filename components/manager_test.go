@@ -111,6 +111,13 @@ func testRegistry(rec *recorder) *components.Registry {
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// withMecha adds mecha's own components (state.crux, the default state
+// store) with their data in a temporary folder.
+func withMecha(t *testing.T, r *components.Registry) *components.Registry {
+	components.RegisterMecha(r, components.MechaOptions{DataDir: t.TempDir(), Logger: quietLogger()})
+	return r
+}
+
 // newManager returns a manager over the given folder (none: the embedded
 // defaults) that is closed at the end of the test.
 func newManager(t *testing.T, rec *recorder, appID string, paths ...string) *components.Manager {
@@ -119,7 +126,7 @@ func newManager(t *testing.T, rec *recorder, appID string, paths ...string) *com
 		AppID:    appID,
 		Paths:    paths,
 		Defaults: components.EmbeddedDefaults(),
-		Registry: testRegistry(rec),
+		Registry: withMecha(t, testRegistry(rec)),
 		Logger:   quietLogger(),
 		Debounce: 20 * time.Millisecond,
 	})
@@ -160,7 +167,7 @@ func TestLoadDefaults(t *testing.T) {
 	for _, in := range snap.Infos {
 		infos = append(infos, in.Name+"="+in.Type+"@"+in.Version)
 	}
-	if want := []string{"pubsub=pubsub.in-memory@v1", "statestore=state.in-memory@v1"}; !slices.Equal(infos, want) {
+	if want := []string{"pubsub=pubsub.in-memory@v1", "statestore=state.crux@v1"}; !slices.Equal(infos, want) {
 		t.Errorf("Infos = %v, want %v", infos, want)
 	}
 	ss := snap.State["statestore"]

@@ -35,6 +35,7 @@ type Config struct {
 	EnableProfiling      bool
 	APILogging           bool
 	MaxRequestSizeMB     int
+	MaxValueBytes        int
 	EnableAppHealthCheck bool
 	AppHealthCheckPath   string
 	AppHealthInterval    time.Duration
@@ -60,6 +61,7 @@ func DefaultConfig() Config {
 		MetricsPort:         9090,
 		EnableMetrics:       true,
 		MaxRequestSizeMB:    4,
+		MaxValueBytes:       4 << 20,
 		AppHealthCheckPath:  "/healthz",
 		AppHealthInterval:   5 * time.Second,
 		AppHealthTimeout:    500 * time.Millisecond,
@@ -106,6 +108,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.EnableProfiling, "enable-profiling", c.EnableProfiling, "serve Go's pprof at /debug/pprof on the metrics port")
 	fs.BoolVar(&c.APILogging, "enable-api-logging", c.APILogging, "log every API call")
 	fs.IntVar(&c.MaxRequestSizeMB, "dapr-http-max-request-size", c.MaxRequestSizeMB, "the largest request body in MB")
+	fs.IntVar(&c.MaxValueBytes, "max-value-bytes", c.MaxValueBytes, "the largest value the embedded state store (state.crux) accepts")
 	fs.BoolVar(&c.EnableAppHealthCheck, "enable-app-health-check", c.EnableAppHealthCheck, "probe the app's health periodically")
 	fs.StringVar(&c.AppHealthCheckPath, "app-health-check-path", c.AppHealthCheckPath, "the app's HTTP health path")
 	fs.Var(seconds{&c.AppHealthInterval, time.Second}, "app-health-probe-interval", "time between app health probes, in seconds or as a duration (5, 5s)")
@@ -142,6 +145,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRequestSizeMB <= 0 {
 		errs = append(errs, fmt.Sprintf("--dapr-http-max-request-size %d must be positive", c.MaxRequestSizeMB))
+	}
+	if c.MaxValueBytes <= 0 {
+		errs = append(errs, fmt.Sprintf("--max-value-bytes %d must be positive", c.MaxValueBytes))
 	}
 	if c.EnableAppHealthCheck && c.AppPort == 0 {
 		errs = append(errs, "--enable-app-health-check needs --app-port")

@@ -68,6 +68,7 @@ type Runtime struct {
 func New(cfg Config, log *slog.Logger) *Runtime {
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
+	components.RegisterMecha(reg, components.MechaOptions{DataDir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: log})
 	return &Runtime{
 		cfg: cfg, log: log, registry: reg,
 		started:    make(chan struct{}),

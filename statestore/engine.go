@@ -32,18 +32,28 @@ const NumSlots = 1024
 // MaxKeyBytes is the longest key the store accepts.
 const MaxKeyBytes = 64 << 10
 
-// Errors. Callers map them to API error codes.
+// inputError is an error caused by the request, not the store: APIs map
+// it to a 400 / InvalidArgument through its InvalidInput method.
+type inputError string
+
+func (e inputError) Error() string { return string(e) }
+
+// InvalidInput marks the error as the caller's.
+func (e inputError) InvalidInput() bool { return true }
+
+// Errors. Callers map them to API error codes; the input errors answer
+// InvalidInput() == true.
 var (
-	ErrClosed       = errors.New("store is closed")
-	ErrFailed       = errors.New("store failed after an I/O error; reopen it")
-	ErrNoSpace      = errors.New("no space for the write")
-	ErrKeyEmpty     = errors.New("key is empty")
-	ErrKeyTooLong   = fmt.Errorf("key is longer than %d bytes", MaxKeyBytes)
-	ErrValueTooBig  = errors.New("value is larger than the configured maximum")
-	ErrETagMismatch = errors.New("etag mismatch")
-	ErrETagInvalid  = errors.New("etag is not a version number")
-	ErrBadTTL       = errors.New("ttl must be -1 (none) or a positive number of seconds")
-	ErrLocked       = errors.New("data directory is in use by another process")
+	ErrClosed             = errors.New("store is closed")
+	ErrFailed             = errors.New("store failed after an I/O error; reopen it")
+	ErrNoSpace            = errors.New("no space for the write")
+	ErrKeyEmpty     error = inputError("key is empty")
+	ErrKeyTooLong   error = inputError(fmt.Sprintf("key is longer than %d bytes", MaxKeyBytes))
+	ErrValueTooBig  error = inputError("value is larger than the configured maximum (--max-value-bytes)")
+	ErrETagMismatch       = errors.New("etag mismatch")
+	ErrETagInvalid  error = inputError("etag is not a version number")
+	ErrBadTTL       error = inputError("ttlInSeconds must be -1 (no TTL) or a positive number of seconds")
+	ErrLocked             = errors.New("data directory is in use by another process")
 )
 
 // Options configure an Engine.
@@ -451,19 +461,43 @@ func (e *Engine) applyOp(o *op) {
 		s.m[o.key] = entry{value: o.value, version: o.seq, expires: o.expires}
 	case opDelete:
 		delete(s.m, o.key)
-	case opDeletePrefix:
+	case opDeletePrefix, opDeleteChildren:
 		for k := range s.m {
-			if strings.HasPrefix(k, o.key) {
+			if matchPrefix(k, o.key, o.kind == opDeleteChildren) {
 				delete(s.m, k)
 			}
 		}
 	}
 }
 
+// matchPrefix reports whether key is under prefix; with children only,
+// keys nested deeper (another "||" after the prefix) do not match.
+func matchPrefix(key, prefix string, children bool) bool {
+	if !strings.HasPrefix(key, prefix) {
+		return false
+	}
+	return !children || !strings.Contains(key[len(prefix):], "||")
+}
+
 // DeletePrefix removes every key starting with prefix and returns how many
 // live keys it removed. Each slot's removal is atomic and logged; the
 // whole is not atomic across slots.
 func (e *Engine) DeletePrefix(prefix string) (int64, error) {
+	return e.deletePrefix(prefix, false)
+}
+
+// DeleteChildren removes the keys right under prefix (no further "||"
+// after it), Dapr's DeleteWithPrefix semantics, and returns how many live
+// keys it removed.
+func (e *Engine) DeleteChildren(prefix string) (int64, error) {
+	return e.deletePrefix(prefix, true)
+}
+
+func (e *Engine) deletePrefix(prefix string, children bool) (int64, error) {
+	kind := byte(opDeletePrefix)
+	if children {
+		kind = opDeleteChildren
+	}
 	if prefix == "" {
 		return 0, errors.New("prefix is empty")
 	}
@@ -474,21 +508,21 @@ func (e *Engine) DeletePrefix(prefix string) (int64, error) {
 		s.mu.Lock()
 		var count int64
 		for k, en := range s.m {
-			if strings.HasPrefix(k, prefix) && en.live(now) {
+			if matchPrefix(k, prefix, children) && en.live(now) {
 				count++
 			}
 		}
 		found := count > 0
 		if !found {
 			for k := range s.m {
-				if strings.HasPrefix(k, prefix) {
+				if matchPrefix(k, prefix, children) {
 					found = true
 					break
 				}
 			}
 		}
 		if found {
-			o := op{kind: opDeletePrefix, slot: si, seq: s.seq + 1, key: prefix}
+			o := op{kind: kind, slot: si, seq: s.seq + 1, key: prefix}
 			if err := e.logOps([]op{o}); err != nil {
 				s.mu.Unlock()
 				return n, err

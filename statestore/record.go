@@ -30,6 +30,9 @@ const (
 	opSet          = 1
 	opDelete       = 2
 	opDeletePrefix = 3
+	// opDeleteChildren deletes the keys right under a prefix: those that
+	// start with it and hold no further "||" (Dapr's DeleteWithPrefix).
+	opDeleteChildren = 4
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -90,7 +93,7 @@ func decodePayload(p []byte) ([]op, error) {
 		}
 		o := op{kind: p[0], slot: binary.BigEndian.Uint16(p[1:3])}
 		p = p[3:]
-		if o.kind < opSet || o.kind > opDeletePrefix || int(o.slot) >= NumSlots {
+		if o.kind < opSet || o.kind > opDeleteChildren || int(o.slot) >= NumSlots {
 			return nil, fmt.Errorf("%w: op %d: bad kind or slot", errBadRecord, i)
 		}
 		var k int

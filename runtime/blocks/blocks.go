@@ -64,6 +64,14 @@ func stateErr(err error, fallback *apierr.Error) error {
 	if errors.As(err, &ke) {
 		return apierr.Malformed("%v", ke)
 	}
+	// Stores mark errors the request caused (an oversize value, a bad
+	// TTL): those are the caller's, 400 / InvalidArgument.
+	var in interface{ InvalidInput() bool }
+	if errors.As(err, &in) && in.InvalidInput() {
+		e := *fallback
+		e.HTTP, e.GRPC = 400, 3 // codes.InvalidArgument
+		return &e
+	}
 	return fallback
 }
 

@@ -65,6 +65,7 @@ func newBlocks(t *testing.T, loaded bool, extra ...*components.Component) *block
 	t.Helper()
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
+	components.RegisterMecha(reg, components.MechaOptions{DataDir: t.TempDir()})
 	reg.Register("state.badetag", "v1", func(l logger.Logger) any { return badETagStore{inmemorystate.NewInMemoryStateStore(l)} })
 	reg.Register("bindings.echo", "v1", func(logger.Logger) any { return echoBinding{} })
 	log := slog.New(slog.DiscardHandler)
@@ -198,14 +199,14 @@ func TestStateErrors(t *testing.T) {
 		{
 			name: "etag mismatch on save",
 			run: func(t *testing.T) error {
-				return seeded(t).SaveState(ctx, "statestore", []state.SetRequest{{Key: "k", Value: []byte("2"), ETag: ptr("not-the-etag")}})
+				return seeded(t).SaveState(ctx, "statestore", []state.SetRequest{{Key: "k", Value: []byte("2"), ETag: ptr("999999")}})
 			},
 			code: "ERR_STATE_SAVE", http: http.StatusConflict, grpc: codes.Aborted,
 		},
 		{
 			name: "etag mismatch on delete",
 			run: func(t *testing.T) error {
-				return seeded(t).DeleteState(ctx, "statestore", &state.DeleteRequest{Key: "k", ETag: ptr("not-the-etag")})
+				return seeded(t).DeleteState(ctx, "statestore", &state.DeleteRequest{Key: "k", ETag: ptr("999999")})
 			},
 			code: "ERR_STATE_DELETE", http: http.StatusConflict, grpc: codes.Aborted,
 		},
@@ -213,7 +214,7 @@ func TestStateErrors(t *testing.T) {
 			name: "etag mismatch in a transaction",
 			run: func(t *testing.T) error {
 				return seeded(t).Transaction(ctx, "statestore", []blocks.TxOp{
-					{Operation: "upsert", Set: state.SetRequest{Key: "k", Value: []byte("2"), ETag: ptr("not-the-etag")}},
+					{Operation: "upsert", Set: state.SetRequest{Key: "k", Value: []byte("2"), ETag: ptr("999999")}},
 				}, nil)
 			},
 			code: "ERR_STATE_TRANSACTION", http: http.StatusConflict, grpc: codes.Aborted,

@@ -375,6 +375,7 @@ func start(t *testing.T, sink Sink, subs ...appchannel.Subscription) *testEnv {
 	t.Helper()
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
+	components.RegisterMecha(reg, components.MechaOptions{DataDir: t.TempDir()})
 	log := slog.New(slog.DiscardHandler)
 	cm := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: components.EmbeddedDefaults(), Logger: log})
 	if _, err := cm.Load(t.Context()); err != nil {
@@ -803,6 +804,7 @@ func TestSyncListAndDuplicates(t *testing.T) {
 	sink := &fakeSink{}
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
+	components.RegisterMecha(reg, components.MechaOptions{DataDir: t.TempDir()})
 	log := slog.New(slog.DiscardHandler)
 	cm := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: components.EmbeddedDefaults(), Logger: log})
 	if _, err := cm.Load(t.Context()); err != nil {

@@ -148,6 +148,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 
 	r := components.NewRegistry()
 	components.RegisterContrib(r)
+	components.RegisterMecha(r, components.MechaOptions{DataDir: t.TempDir()})
 	defaults := append(components.EmbeddedDefaults(),
 		&components.Component{APIVersion: "dapr.io/v1alpha1", Kind: "Component",
 			Metadata: components.ObjectMeta{Name: "envsecrets"},
@@ -258,8 +259,11 @@ func TestStateETag(t *testing.T) {
 		t.Fatalf("GetState = %q etag %q", item.Value, item.Etag)
 	}
 
-	err = e.sdk.SaveStateWithETag(ctx, "statestore", "k1", []byte("v2"), "not-"+item.Etag, nil)
+	err = e.sdk.SaveStateWithETag(ctx, "statestore", "k1", []byte("v2"), "9"+item.Etag+"9", nil)
 	wantCode(t, err, codes.Aborted)
+	// A malformed ETag is the caller's error.
+	err = e.sdk.SaveStateWithETag(ctx, "statestore", "k1", []byte("v2"), "not-"+item.Etag, nil)
+	wantCode(t, err, codes.InvalidArgument)
 	if err := e.sdk.SaveStateWithETag(ctx, "statestore", "k1", []byte("v2"), item.Etag, nil); err != nil {
 		t.Fatalf("SaveStateWithETag with the current etag: %v", err)
 	}
@@ -904,7 +908,7 @@ func TestMetadata(t *testing.T) {
 	for _, c := range md.RegisteredComponents {
 		names[c.Name] = c.Type
 	}
-	for name, typ := range map[string]string{"statestore": "state.in-memory", "pubsub": "pubsub.in-memory", "envsecrets": "secretstores.local.env"} {
+	for name, typ := range map[string]string{"statestore": "state.crux", "pubsub": "pubsub.in-memory", "envsecrets": "secretstores.local.env"} {
 		if names[name] != typ {
 			t.Errorf("component %s type %q, want %q (all %v)", name, names[name], typ, names)
 		}

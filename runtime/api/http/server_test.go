@@ -27,6 +27,7 @@ func newTestServer(tb testing.TB) *Server {
 	tb.Helper()
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
+	components.RegisterMecha(reg, components.MechaOptions{DataDir: tb.TempDir()})
 	mgr := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: components.EmbeddedDefaults(),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if _, err := mgr.Load(context.Background()); err != nil {
@@ -107,7 +108,7 @@ func TestQueryMetadataAndHeaders(t *testing.T) {
 		t.Errorf("ttlExpireTime metadata header missing; headers: %s", ctx.Response.Header.String())
 	}
 	// If-Match is honoured in any letter case.
-	ctx = call(s, "DELETE", "/v1.0/state/statestore/ttl", "", "if-match", "wrong")
+	ctx = call(s, "DELETE", "/v1.0/state/statestore/ttl", "", "if-match", "999999")
 	if ctx.Response.StatusCode() != 409 {
 		t.Errorf("DELETE with stale if-match = %d", ctx.Response.StatusCode())
 	}

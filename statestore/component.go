@@ -1,0 +1,248 @@
+package statestore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+
+	"time"
+
+	"github.com/dapr/components-contrib/metadata"
+	"github.com/dapr/components-contrib/state"
+	stateutils "github.com/dapr/components-contrib/state/utils"
+	"github.com/dapr/kit/logger"
+)
+
+// ComponentDefaults are what the runtime knows and a Component YAML may
+// leave out.
+type ComponentDefaults struct {
+	// DataDir is where stores keep their files, one folder per component
+	// name, unless the component's metadata sets dataDir.
+	DataDir string
+	// MaxValueBytes is --max-value-bytes.
+	MaxValueBytes int
+	Logger        *slog.Logger
+}
+
+// Component is state.crux: the Crux engine as a components-contrib
+// state.Store, TransactionalStore, BulkStore and DeleteWithPrefix.
+//
+// Metadata: dataDir (default <--data-dir>/crux/<name>), fsync (always,
+// interval, never), fsyncIntervalMs, maxValueBytes, snapshotLogBytes.
+type Component struct {
+	defaults ComponentDefaults
+	log      logger.Logger
+	engine   *Engine
+}
+
+// NewComponent returns an uninitialized state.crux.
+func NewComponent(l logger.Logger, d ComponentDefaults) *Component {
+	return &Component{defaults: d, log: l}
+}
+
+var (
+	_ state.Store              = (*Component)(nil)
+	_ state.TransactionalStore = (*Component)(nil)
+	_ state.DeleteWithPrefix   = (*Component)(nil)
+)
+
+// Init opens the engine.
+func (c *Component) Init(_ context.Context, md state.Metadata) error {
+	p := md.Properties
+	opts := Options{Logger: c.defaults.Logger, MaxValueBytes: c.defaults.MaxValueBytes}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	opts.Dir = p["dataDir"]
+	if opts.Dir == "" {
+		if c.defaults.DataDir == "" {
+			return errors.New("state.crux: metadata dataDir is required (or run it inside mecha run, which sets --data-dir)")
+		}
+		opts.Dir = filepath.Join(c.defaults.DataDir, "crux", md.Name)
+	}
+	var err error
+	if opts.Fsync, err = ParseFsyncPolicy(p["fsync"]); err != nil {
+		return fmt.Errorf("state.crux: metadata fsync: %w", err)
+	}
+	if v := p["fsyncIntervalMs"]; v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms <= 0 {
+			return fmt.Errorf("state.crux: metadata fsyncIntervalMs %q is not a positive number", v)
+		}
+		opts.FsyncInterval = time.Duration(ms) * time.Millisecond
+	}
+	if v := p["maxValueBytes"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("state.crux: metadata maxValueBytes %q is not a positive number", v)
+		}
+		opts.MaxValueBytes = n
+	}
+	if v := p["snapshotLogBytes"]; v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("state.crux: metadata snapshotLogBytes %q is not a number", v)
+		}
+		opts.SnapshotLogBytes = n
+	}
+	c.engine, err = Open(opts)
+	if err != nil {
+		return fmt.Errorf("state.crux: %w", err)
+	}
+	return nil
+}
+
+// Engine exposes the engine, for the runtime and benchmarks.
+func (c *Component) Engine() *Engine { return c.engine }
+
+// Features implements state.Store.
+func (c *Component) Features() []state.Feature {
+	return []state.Feature{state.FeatureETag, state.FeatureTransactional, state.FeatureTTL, state.FeatureDeleteWithPrefix}
+}
+
+// GetComponentMetadata implements state.Store.
+func (c *Component) GetComponentMetadata() metadata.MetadataMap { return metadata.MetadataMap{} }
+
+// mapErr turns engine errors into what contrib callers expect: ETag
+// errors as *state.ETagError.
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrETagMismatch):
+		return state.NewETagError(state.ETagMismatch, err)
+	case errors.Is(err, ErrETagInvalid):
+		return state.NewETagError(state.ETagInvalid, err)
+	}
+	return err
+}
+
+// Get implements state.Store.
+func (c *Component) Get(_ context.Context, req *state.GetRequest) (*state.GetResponse, error) {
+	it, ok, err := c.engine.Get(req.Key)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return &state.GetResponse{}, nil
+	}
+	etag := ETag(it.Version)
+	resp := &state.GetResponse{Data: it.Value, ETag: &etag}
+	if !it.Expires.IsZero() {
+		resp.Metadata = map[string]string{"ttlExpireTime": it.Expires.UTC().Format(time.RFC3339)}
+	}
+	return resp, nil
+}
+
+func toWrite(key string, value any, etag *string, meta map[string]string, concurrency string, del bool) (Write, error) {
+	w := Write{Key: key, ETag: etag, Delete: del, FirstWrite: concurrency == state.FirstWrite}
+	if !del {
+		b, err := stateutils.Marshal(value, jsonMarshal)
+		if err != nil {
+			return w, err
+		}
+		w.Value = b
+		ttl, err := stateutils.ParseTTL64(meta)
+		if err != nil {
+			return w, fmt.Errorf("%w: %v", ErrBadTTL, err)
+		}
+		if ttl != nil {
+			if *ttl == 0 {
+				return w, fmt.Errorf("%w: 0", ErrBadTTL)
+			}
+			w.TTLSeconds = *ttl
+		}
+	}
+	return w, nil
+}
+
+// Set implements state.Store.
+func (c *Component) Set(_ context.Context, req *state.SetRequest) error {
+	w, err := toWrite(req.Key, req.Value, req.ETag, req.Metadata, req.Options.Concurrency, false)
+	if err != nil {
+		return err
+	}
+	_, err = c.engine.Set(w)
+	return mapErr(err)
+}
+
+// Delete implements state.Store.
+func (c *Component) Delete(_ context.Context, req *state.DeleteRequest) error {
+	w, _ := toWrite(req.Key, nil, req.ETag, req.Metadata, req.Options.Concurrency, true)
+	return mapErr(c.engine.Delete(w))
+}
+
+// BulkGet implements state.BulkStore.
+func (c *Component) BulkGet(ctx context.Context, req []state.GetRequest, opts state.BulkGetOpts) ([]state.BulkGetResponse, error) {
+	out := make([]state.BulkGetResponse, len(req))
+	for i := range req {
+		out[i].Key = req[i].Key
+		resp, err := c.Get(ctx, &req[i])
+		if err != nil {
+			out[i].Error = err.Error()
+			continue
+		}
+		out[i].Data, out[i].ETag, out[i].Metadata = resp.Data, resp.ETag, resp.Metadata
+	}
+	return out, nil
+}
+
+// BulkSet implements state.BulkStore. Each item is its own write, as
+// contrib's bulk semantics say; failures are reported per key.
+func (c *Component) BulkSet(ctx context.Context, req []state.SetRequest, opts state.BulkStoreOpts) error {
+	return state.DoBulkSetDelete(ctx, req, c.Set, opts)
+}
+
+// BulkDelete implements state.BulkStore.
+func (c *Component) BulkDelete(ctx context.Context, req []state.DeleteRequest, opts state.BulkStoreOpts) error {
+	return state.DoBulkSetDelete(ctx, req, c.Delete, opts)
+}
+
+// Multi implements state.TransactionalStore: all operations or none, in
+// order, durable as one log record.
+func (c *Component) Multi(_ context.Context, req *state.TransactionalStateRequest) error {
+	writes := make([]Write, 0, len(req.Operations))
+	for i, o := range req.Operations {
+		var (
+			w   Write
+			err error
+		)
+		switch r := o.(type) {
+		case state.SetRequest:
+			w, err = toWrite(r.Key, r.Value, r.ETag, r.Metadata, r.Options.Concurrency, false)
+		case state.DeleteRequest:
+			w, err = toWrite(r.Key, nil, r.ETag, r.Metadata, r.Options.Concurrency, true)
+		default:
+			err = fmt.Errorf("operation type %T is not supported", o)
+		}
+		if err != nil {
+			return fmt.Errorf("operation %d: %w", i, err)
+		}
+		writes = append(writes, w)
+	}
+	_, err := c.engine.Apply(writes)
+	return mapErr(err)
+}
+
+// DeleteWithPrefix implements state.DeleteWithPrefix.
+func (c *Component) DeleteWithPrefix(_ context.Context, req state.DeleteWithPrefixRequest) (state.DeleteWithPrefixResponse, error) {
+	if err := req.Validate(); err != nil {
+		return state.DeleteWithPrefixResponse{}, err
+	}
+	n, err := c.engine.DeleteChildren(req.Prefix)
+	return state.DeleteWithPrefixResponse{Count: n}, err
+}
+
+// Close implements io.Closer.
+func (c *Component) Close() error {
+	if c.engine == nil {
+		return nil
+	}
+	return c.engine.Close()
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
