@@ -49,6 +49,10 @@ func (d Document) Where() string {
 type ObjectMeta struct {
 	Name      string `json:"name"`
 	Namespace string `json:"namespace,omitempty"`
+	// Labels and Annotations are accepted, as in Kubernetes manifests,
+	// and not used.
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // Component is a dapr.io/v1alpha1 Component.

@@ -59,7 +59,9 @@ type Runtime struct {
 	extMu    sync.Mutex
 	extended map[string]string
 
-	// child is the app process started from Command; owned by Run.
+	// childMu guards child, which Run sets and the signal goroutine reads.
+	childMu sync.Mutex
+	// child is the app process started from Command.
 	child *exec.Cmd
 }
 
@@ -408,7 +410,9 @@ func (r *Runtime) startChild(done chan<- error) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting the app %q: %w", r.cfg.Command[0], err)
 	}
+	r.childMu.Lock()
 	r.child = cmd
+	r.childMu.Unlock()
 	r.log.Info("app started", "command", r.cfg.Command, "pid", cmd.Process.Pid)
 	go func() {
 		err := cmd.Wait()
@@ -422,18 +426,24 @@ func (r *Runtime) startChild(done chan<- error) error {
 
 // Signal forwards sig to the child app (and its process group).
 func (r *Runtime) Signal(sig os.Signal) {
-	if r.child != nil && r.child.Process != nil {
+	r.childMu.Lock()
+	child := r.child
+	r.childMu.Unlock()
+	if child != nil && child.Process != nil {
 		if s, ok := sig.(syscall.Signal); ok {
-			_ = syscall.Kill(-r.child.Process.Pid, s)
+			_ = syscall.Kill(-child.Process.Pid, s)
 		} else {
-			_ = r.child.Process.Signal(sig)
+			_ = child.Process.Signal(sig)
 		}
 	}
 }
 
 // stopChild asks the app to stop, then kills it after the grace period.
 func (r *Runtime) stopChild(done <-chan error) {
-	if r.child == nil {
+	r.childMu.Lock()
+	child := r.child
+	r.childMu.Unlock()
+	if child == nil {
 		return
 	}
 	r.Signal(syscall.SIGTERM)
@@ -441,7 +451,7 @@ func (r *Runtime) stopChild(done <-chan error) {
 	case <-done:
 	case <-time.After(r.cfg.ShutdownGracePeriod):
 		r.log.Warn("app did not exit in time; killing it")
-		_ = syscall.Kill(-r.child.Process.Pid, syscall.SIGKILL)
+		_ = syscall.Kill(-child.Process.Pid, syscall.SIGKILL)
 		<-done
 	}
 }

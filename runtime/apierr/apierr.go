@@ -130,7 +130,7 @@ func TopicEmpty(pubsub string) *Error {
 
 // PubSubNotFound: the named pubsub is not loaded.
 func PubSubNotFound(name string) *Error {
-	return mk("ERR_PUBSUB_NOT_FOUND", http.StatusBadRequest, codes.InvalidArgument, "pubsub %s is not found", name)
+	return mk("ERR_PUBSUB_NOT_FOUND", http.StatusNotFound, codes.InvalidArgument, "pubsub %s is not found", name)
 }
 
 // PublishFailed wraps a component's Publish failure.

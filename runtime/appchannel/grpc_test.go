@@ -629,7 +629,7 @@ func TestGRPCDeliverEventFields(t *testing.T) {
 			ev: TopicEvent{
 				Path: "x",
 				CloudEvent: cloudevent.Append(nil, &cloudevent.Envelope{
-					ID: "id-4", Source: "s", Topic: "ce-topic", PubsubName: "ce-ps", Data: []byte(`1`),
+					ID: "id-4", Source: "s", Topic: "ce-topic", PubsubName: "ce-ps", Data: []byte(`1`), ContentType: "application/json",
 				}),
 			},
 			wantID: "id-4", wantSource: "s", wantType: cloudevent.EventType,

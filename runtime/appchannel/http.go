@@ -22,7 +22,8 @@ type HTTPOptions struct {
 	HealthPath string
 	// MaxResponseBytes caps what the app may answer; 0 means 4 MiB.
 	MaxResponseBytes int
-	// MaxConns caps connections to the app; 0 means 1024.
+	// MaxConns caps connections to the app; 0 means 4096. Calls beyond it
+	// wait up to 5s for a connection.
 	MaxConns int
 }
 
@@ -45,13 +46,14 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 		opts.MaxResponseBytes = 4 << 20
 	}
 	if opts.MaxConns == 0 {
-		opts.MaxConns = 1024
+		opts.MaxConns = 4096
 	}
 	return &HTTP{
 		healthPath: opts.HealthPath,
 		client: &fasthttp.HostClient{
 			Addr:                     opts.Address,
 			MaxConns:                 opts.MaxConns,
+			MaxConnWaitTimeout:       5 * time.Second,
 			MaxResponseBodySize:      opts.MaxResponseBytes,
 			MaxIdleConnDuration:      30 * time.Second,
 			NoDefaultUserAgentHeader: true,

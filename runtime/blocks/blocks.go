@@ -5,6 +5,7 @@
 package blocks
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -270,7 +271,10 @@ func (b *Blocks) pubsub(name, topic string) (*components.PubSub, error) {
 // already, wrapped in a new CloudEvent otherwise.
 func (b *Blocks) Envelope(req *PublishRequest) ([]byte, error) {
 	if isTrue(req.Metadata["rawPayload"]) {
-		return req.Data, nil
+		// Components may keep the data after Publish returns (the
+		// in-memory pubsub delivers and retries on other goroutines):
+		// never hand them the caller's buffer.
+		return bytes.Clone(req.Data), nil
 	}
 	if strings.HasPrefix(strings.ToLower(req.ContentType), cloudevent.ContentType) {
 		out, err := cloudevent.Complete(req.Data, b.AppID, req.Topic, req.PubsubName, req.TraceParent)
@@ -423,15 +427,13 @@ func (b *Blocks) InvokeBinding(ctx context.Context, name, operation string, data
 		return nil, apierr.BindingNotFound(name)
 	}
 	if operation == "" {
-		return nil, apierr.BadRequest("output binding %s: operation is empty", name)
+		return nil, apierr.BindingInvoke(name, errors.New("operation is empty"))
 	}
 	resp, err := ob.Invoke(ctx, &bindings.InvokeRequest{Data: data, Metadata: meta, Operation: bindings.OperationKind(operation)})
 	if err != nil {
 		return nil, apierr.BindingInvoke(name, err)
 	}
-	if resp == nil {
-		resp = &bindings.InvokeResponse{}
-	}
+	// resp may be nil: the binding answered nothing (HTTP 204).
 	return resp, nil
 }
 

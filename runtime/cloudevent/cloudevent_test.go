@@ -15,7 +15,7 @@ func TestAppendRoundTrip(t *testing.T) {
 		b64      bool
 	}{
 		{"json object", "application/json", `{"a": 1}`, map[string]any{"a": 1.0}, false},
-		{"json default ct", "", `[1,2]`, []any{1.0, 2.0}, false},
+		{"text/plain is the default ct, as in Dapr", "", `[1,2]`, "[1,2]", false},
 		{"invalid json becomes string", "application/json", `{oops`, "{oops", false},
 		{"text", "text/plain", "hello \"world\"\n", "hello \"world\"\n", false},
 		{"binary", "application/octet-stream", "\x00\x01\xff", nil, true},

@@ -38,12 +38,17 @@ type Runner struct {
 	inflight inflight.Tracker
 
 	// mu guards the fields below.
+	deliverCtx    context.Context
+	deliverCancel context.CancelFunc
+
 	mu       sync.Mutex
 	channel  appchannel.Channel
 	active   map[string]*reader
 	draining bool
 }
 
+// deliverCtx is what deliveries run under (see subscriptions.Manager):
+// stopping a reader must not abort an event under way.
 type reader struct {
 	binding bindings.InputBinding
 	cancel  context.CancelFunc
@@ -54,7 +59,9 @@ func New(opts Options) *Runner {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Runner{opts: opts, log: opts.Logger, active: map[string]*reader{}}
+	r := &Runner{opts: opts, log: opts.Logger, active: map[string]*reader{}}
+	r.deliverCtx, r.deliverCancel = context.WithCancel(context.Background())
+	return r
 }
 
 // SetChannel sets the app channel events go to.
@@ -96,8 +103,8 @@ func (r *Runner) Sync(ctx context.Context) {
 		}
 		rctx, cancel := context.WithCancel(ctx)
 		ch := r.channel
-		if err := b.Read(rctx, func(ctx context.Context, resp *bindings.ReadResponse) ([]byte, error) {
-			return r.deliver(ctx, ch, name, resp)
+		if err := b.Read(rctx, func(_ context.Context, resp *bindings.ReadResponse) ([]byte, error) {
+			return r.deliver(r.deliverCtx, ch, name, resp)
 		}); err != nil {
 			cancel()
 			r.log.Error("input binding read failed", "binding", name, "error", err)
@@ -242,6 +249,7 @@ func (r *Runner) Drain(ctx context.Context) {
 	if !r.inflight.Close(ctx) {
 		r.log.Warn("shutdown: input binding events still in flight at the drain deadline")
 	}
+	r.deliverCancel()
 }
 
 // Pause stops every reader; the next Sync starts them again.

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dapr/components-contrib/pubsub"
@@ -71,6 +72,12 @@ type Manager struct {
 
 	// inflight counts deliveries under way, for graceful drain.
 	inflight inflight.Tracker
+	// deliverCtx is what deliveries run under, instead of the component's
+	// subscription context: stopping a subscription (drain, hot reload)
+	// must not abort a delivery under way. Drain cancels it once its grace
+	// period is over.
+	deliverCtx    context.Context
+	deliverCancel context.CancelFunc
 
 	// mu guards the fields below.
 	mu           sync.Mutex
@@ -100,7 +107,9 @@ func New(opts Options) *Manager {
 	if opts.Retry.MaxRetries == 0 && opts.Retry.Initial == 0 {
 		opts.Retry = DefaultRetry
 	}
-	return &Manager{opts: opts, log: opts.Logger, active: map[string]*running{}}
+	m := &Manager{opts: opts, log: opts.Logger, active: map[string]*running{}}
+	m.deliverCtx, m.deliverCancel = context.WithCancel(context.Background())
+	return m
 }
 
 // declared is one Subscription document: v1alpha1 (route) and v2alpha1
@@ -239,8 +248,13 @@ func (m *Manager) startLocked(ctx context.Context, key string, r *running) error
 		return fmt.Errorf("%w: pubsub %s topic %s: %v", ErrInvalidSubscription, r.sub.PubsubName, r.sub.Topic, err)
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	r.cancel = cancel
 	d := &deliverer{m: m, sub: r.sub, router: rt, sink: r.sink, ps: ps}
+	// Stopping refuses new events at once (the component may call the
+	// handler until it has unsubscribed); deliveries under way finish.
+	r.cancel = func() {
+		d.stopped.Store(true)
+		cancel()
+	}
 	req := pubsub.SubscribeRequest{Topic: r.sub.Topic, Metadata: r.sub.Metadata}
 	if bs := r.sub.BulkSubscribe; bs != nil && bs.Enabled {
 		req.BulkSubscribeConfig = pubsub.BulkSubscribeConfig{MaxMessagesCount: int(bs.MaxMessagesCount), MaxAwaitDurationMs: int(bs.MaxAwaitDurationMs)}
@@ -334,11 +348,12 @@ func (m *Manager) Drain(ctx context.Context) {
 	if !m.inflight.Close(ctx) {
 		m.log.Warn("shutdown: deliveries still in flight at the drain deadline")
 	}
+	m.deliverCancel()
 }
 
 // errDraining is returned to components for events that arrive after Drain
 // began; they are not acked, so the component keeps them.
-var errDraining = errors.New("runtime is shutting down; event not taken")
+var errDraining = errors.New("subscription stopped (shutdown, pause or reload); event not taken")
 
 // deliverer runs the delivery of one subscription.
 type deliverer struct {
@@ -347,6 +362,9 @@ type deliverer struct {
 	router *router
 	sink   Sink
 	ps     *components.PubSub
+	// stopped is set when the subscription is stopped (pause, drain,
+	// reload): events that still arrive are refused, not acked.
+	stopped atomic.Bool
 }
 
 // prepare turns a component message into the CloudEvent to deliver and
@@ -379,11 +397,12 @@ func isTrue(s string) bool {
 
 // handle is the component's per-message handler. Returning nil acks the
 // message; an error hands it back to the component for redelivery.
-func (d *deliverer) handle(ctx context.Context, msg *pubsub.NewMessage) error {
-	if !d.m.inflight.Enter() {
+func (d *deliverer) handle(_ context.Context, msg *pubsub.NewMessage) error {
+	if d.stopped.Load() || !d.m.inflight.Enter() {
 		return errDraining
 	}
 	defer d.m.inflight.Leave()
+	ctx := d.m.deliverCtx
 	start := time.Now()
 	ce, path, ev, err := d.prepare(msg.Data, msg.Topic, msg.ContentType)
 	if err != nil {
@@ -394,7 +413,10 @@ func (d *deliverer) handle(ctx context.Context, msg *pubsub.NewMessage) error {
 		return nil
 	}
 	if path == "" {
+		// As in Dapr: an event no rule routes is dropped, to the dead
+		// letter topic when there is one.
 		d.m.log.Debug("no route matched; event dropped", "pubsub", d.sub.PubsubName, "topic", msg.Topic)
+		d.deadLetter(ctx, ce)
 		d.observe("drop", start)
 		return nil
 	}
@@ -410,7 +432,10 @@ func (d *deliverer) handle(ctx context.Context, msg *pubsub.NewMessage) error {
 			d.observe("success", start)
 			return nil
 		case err == nil && st == appchannel.StatusDrop:
+			// Dropped events go to the dead letter topic when there is
+			// one (Dapr 1.14 does the same).
 			d.m.log.Warn("app dropped event", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "route", path)
+			d.deadLetter(ctx, ce)
 			d.observe("drop", start)
 			return nil
 		}
@@ -456,11 +481,12 @@ func (d *deliverer) deadLetter(ctx context.Context, data []byte) {
 
 // handleBulk delivers a batch and reports a result per entry; failed
 // entries are retried, then dead-lettered.
-func (d *deliverer) handleBulk(ctx context.Context, msg *pubsub.BulkMessage) ([]pubsub.BulkSubscribeResponseEntry, error) {
-	if !d.m.inflight.Enter() {
+func (d *deliverer) handleBulk(_ context.Context, msg *pubsub.BulkMessage) ([]pubsub.BulkSubscribeResponseEntry, error) {
+	if d.stopped.Load() || !d.m.inflight.Enter() {
 		return nil, errDraining
 	}
 	defer d.m.inflight.Leave()
+	ctx := d.m.deliverCtx
 	start := time.Now()
 	results := make(map[string]error, len(msg.Entries))
 	byRoute := map[string]*appchannel.BulkEvent{}
@@ -473,6 +499,7 @@ func (d *deliverer) handleBulk(ctx context.Context, msg *pubsub.BulkMessage) ([]
 			continue
 		}
 		if path == "" {
+			d.deadLetter(ctx, ce)
 			results[e.EntryId] = nil
 			continue
 		}
@@ -501,6 +528,7 @@ func (d *deliverer) handleBulk(ctx context.Context, msg *pubsub.BulkMessage) ([]
 					results[e.EntryID] = nil
 					d.observe("success", start)
 				case err == nil && ok && st == appchannel.StatusDrop:
+					d.deadLetter(ctx, ceByID[e.EntryID])
 					results[e.EntryID] = nil
 					d.observe("drop", start)
 				default:

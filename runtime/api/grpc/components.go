@@ -31,6 +31,9 @@ func (s *Server) InvokeBinding(ctx context.Context, in *runtimev1pb.InvokeBindin
 	if err != nil {
 		return nil, grpcErr(err)
 	}
+	if resp == nil {
+		return &runtimev1pb.InvokeBindingResponse{}, nil
+	}
 	if len(resp.Metadata) > 0 {
 		md := metadata.MD{}
 		for k, v := range resp.Metadata {

@@ -17,7 +17,8 @@ func traceParent(ctx context.Context) string {
 }
 
 // PublishEvent publishes one event. The data content type is passed
-// through unchanged; the envelope treats an empty one as JSON.
+// through unchanged; the envelope treats an empty one as text/plain, as
+// Dapr does.
 func (s *Server) PublishEvent(ctx context.Context, in *runtimev1pb.PublishEventRequest) (*emptypb.Empty, error) {
 	err := s.d.Blocks.Publish(ctx, &blocks.PublishRequest{
 		PubsubName:  in.GetPubsubName(),

@@ -2,14 +2,16 @@ package httpapi
 
 import (
 	"bytes"
-	"context"
+	"encoding/base64"
 	"encoding/json"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
 	"mecha/runtime/blocks"
+	"mecha/runtime/cloudevent"
 	"mecha/runtime/tracecontext"
 )
 
@@ -17,7 +19,7 @@ var hContentType = []byte("Content-Type")
 
 func (s *Server) publish(ctx *fasthttp.RequestCtx, ps, topic string) {
 	tp := string(ctx.Request.Header.PeekBytes(hTraceP))
-	err := s.d.Blocks.Publish(ctx, &blocks.PublishRequest{
+	err := s.d.Blocks.Publish(bg, &blocks.PublishRequest{
 		PubsubName:  ps,
 		Topic:       topic,
 		Data:        ctx.PostBody(),
@@ -50,16 +52,25 @@ func (s *Server) bulkPublish(ctx *fasthttp.RequestCtx, ps, topic string) {
 	for i, e := range entries {
 		data := []byte(e.Event)
 		if len(data) > 0 && data[0] == '"' {
-			// A JSON string event carries its text, as in Dapr.
+			// A JSON string event carries its text, as in Dapr; for a
+			// non-text, non-JSON content type the text is base64.
 			var str string
 			if json.Unmarshal(data, &str) == nil {
 				data = []byte(str)
+				if !cloudevent.IsJSONContentType(e.ContentType) && !strings.HasPrefix(strings.ToLower(e.ContentType), "text/") && e.ContentType != "" {
+					dec, err := base64.StdEncoding.DecodeString(str)
+					if err != nil {
+						writeError(ctx, apierr.PublishEventsSer("entry %q: event of content type %s must be base64: %v", e.EntryID, e.ContentType, err))
+						return
+					}
+					data = dec
+				}
 			}
 		}
 		in[i] = blocks.BulkEntry{EntryID: e.EntryID, Data: data, ContentType: e.ContentType, Metadata: e.Metadata}
 	}
 	tp := tracecontext.Ensure(string(ctx.Request.Header.PeekBytes(hTraceP)))
-	failed, err := s.d.Blocks.BulkPublish(ctx, ps, topic, in, queryMetadata(ctx), tp)
+	failed, err := s.d.Blocks.BulkPublish(bg, ps, topic, in, queryMetadata(ctx), tp)
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -86,14 +97,11 @@ func (s *Server) invokeBinding(ctx *fasthttp.RequestCtx, name string) {
 		writeError(ctx, apierr.Malformed("failed deserializing HTTP body: %v", err))
 		return
 	}
+	// The binding gets the data as JSON, as Dapr sends it: a string
+	// keeps its quotes, a missing field is null.
 	data := []byte(req.Data)
-	if len(data) > 0 && data[0] == '"' {
-		var str string
-		if json.Unmarshal(data, &str) == nil {
-			data = []byte(str)
-		}
-	} else if bytes.Equal(data, []byte("null")) {
-		data = nil
+	if len(data) == 0 {
+		data = []byte("null")
 	}
 	if tp := ctx.Request.Header.PeekBytes(hTraceP); len(tp) > 0 {
 		if req.Metadata == nil {
@@ -101,20 +109,22 @@ func (s *Server) invokeBinding(ctx *fasthttp.RequestCtx, name string) {
 		}
 		req.Metadata["traceparent"] = string(tp)
 	}
-	resp, err := s.d.Blocks.InvokeBinding(ctx, name, req.Operation, data, req.Metadata)
+	resp, err := s.d.Blocks.InvokeBinding(bg, name, req.Operation, data, req.Metadata)
 	if err != nil {
 		writeError(ctx, err)
+		return
+	}
+	if resp == nil {
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
 		return
 	}
 	for k, v := range resp.Metadata {
 		ctx.Response.Header.Set("metadata."+k, v)
 	}
-	if len(resp.Data) == 0 {
-		ctx.SetStatusCode(fasthttp.StatusNoContent)
-		return
-	}
-	if resp.ContentType != nil {
+	if resp.ContentType != nil && *resp.ContentType != "" {
 		ctx.Response.Header.SetContentType(*resp.ContentType)
+	} else {
+		ctx.Response.Header.SetContentTypeBytes(ctJSON)
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetBody(resp.Data)
@@ -125,7 +135,7 @@ var dropHeaders = [][]byte{[]byte("dapr-app-id"), []byte("Connection"), []byte("
 	[]byte("Transfer-Encoding"), []byte("Upgrade"), []byte("dapr-api-token")}
 
 func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
-	target, err := s.d.Invoker.Resolve(ctx, appID)
+	target, err := s.d.Invoker.Resolve(bg, appID)
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -151,7 +161,7 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 		}
 		req.Headers = append(req.Headers, appchannel.Header{Key: string(k), Value: string(v)})
 	}
-	resp, err := target.Channel.Invoke(ctx, req)
+	resp, err := target.Channel.Invoke(bg, req)
 	if err != nil {
 		writeError(ctx, apierr.DirectInvoke(appID, err))
 		return
@@ -199,8 +209,7 @@ func (s *Server) proxyHTTP(ctx *fasthttp.RequestCtx, h *appchannel.HTTP, appID s
 	}
 	req.Header.SetBytesKV(hCaller, []byte(s.d.AppID))
 	req.Header.SetBytesKV(hCallee, []byte(appID))
-	var c context.Context = ctx
-	if err := h.Do(c, req, &ctx.Response); err != nil {
+	if err := h.Do(bg, req, &ctx.Response); err != nil {
 		ctx.Response.Reset()
 		writeError(ctx, apierr.DirectInvoke(appID, err))
 		return
@@ -210,7 +219,7 @@ func (s *Server) proxyHTTP(ctx *fasthttp.RequestCtx, h *appchannel.HTTP, appID s
 }
 
 func (s *Server) secret(ctx *fasthttp.RequestCtx, store, key string) {
-	data, err := s.d.Blocks.GetSecret(ctx, store, key, queryMetadata(ctx))
+	data, err := s.d.Blocks.GetSecret(bg, store, key, queryMetadata(ctx))
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -219,7 +228,7 @@ func (s *Server) secret(ctx *fasthttp.RequestCtx, store, key string) {
 }
 
 func (s *Server) bulkSecret(ctx *fasthttp.RequestCtx, store string) {
-	data, err := s.d.Blocks.BulkGetSecret(ctx, store, queryMetadata(ctx))
+	data, err := s.d.Blocks.BulkGetSecret(bg, store, queryMetadata(ctx))
 	if err != nil {
 		writeError(ctx, err)
 		return

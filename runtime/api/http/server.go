@@ -77,6 +77,12 @@ func New(d *api.Deps) *Server {
 	return s
 }
 
+// bg is the context building blocks run under. fasthttp's RequestCtx
+// is done as soon as a shutdown starts, which would fail the very
+// requests the shutdown waits for; fasthttp never cancels a single
+// request, so nothing is lost by not passing it.
+var bg = context.Background()
+
 // Serve serves on lis until Shutdown.
 func (s *Server) Serve(lis net.Listener) error { return s.srv.Serve(lis) }
 
@@ -168,9 +174,9 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) *metrics.Op {
 			}
 		case bytes.Equal(block, sInvoke):
 			id, rest := cut(rest)
-			m, method := cut(rest)
+			m, _ := cut(rest)
 			if bytes.Equal(m, sMethod) {
-				s.invoke(ctx, string(id), method)
+				s.invoke(ctx, string(id), rawMethod(ctx, 4))
 				return s.ops.invoke
 			}
 		case bytes.Equal(block, sSecrets):
@@ -202,7 +208,7 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) *metrics.Op {
 				return s.ops.outbound
 			}
 		case bytes.Equal(block, sShutdown):
-			if isPost(method) || bytes.Equal(method, []byte(fasthttp.MethodGet)) {
+			if isPost(method) {
 				ctx.SetStatusCode(fasthttp.StatusNoContent)
 				s.log.Info("shutdown requested through the API")
 				go s.d.Shutdown()
@@ -223,7 +229,7 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) *metrics.Op {
 	// Any other path with a dapr-app-id header is an invocation of that
 	// path on that app.
 	if id := ctx.Request.Header.PeekBytes(hAppID); len(id) > 0 {
-		s.invoke(ctx, string(id), bytes.TrimPrefix(path, []byte("/")))
+		s.invoke(ctx, string(id), rawMethod(ctx, 0))
 		return s.ops.invoke
 	}
 	writeError(ctx, &apierr.Error{Code: "ERR_NOT_FOUND", HTTP: fasthttp.StatusNotFound,
@@ -232,6 +238,22 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) *metrics.Op {
 }
 
 func isPost(m []byte) bool { return bytes.Equal(m, []byte(fasthttp.MethodPost)) }
+
+// rawMethod returns the request path as the client sent it (still
+// percent-encoded), without its leading slash and first skip segments:
+// what is forwarded to the app must not be decoded, or "a%3Fb" would
+// become a query.
+func rawMethod(ctx *fasthttp.RequestCtx, skip int) []byte {
+	p := ctx.Request.URI().PathOriginal()
+	if i := bytes.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	p = bytes.TrimPrefix(p, []byte("/"))
+	for ; skip > 0; skip-- {
+		_, p = cut(p)
+	}
+	return p
+}
 
 // errorBody is Dapr's error response.
 type errorBody struct {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 
 	"github.com/dapr/components-contrib/state"
 	"github.com/valyala/fasthttp"
@@ -66,7 +67,7 @@ func (s *Server) stateSave(ctx *fasthttp.RequestCtx, store string) {
 			r.Options.Concurrency, r.Options.Consistency = it.Options.Concurrency, it.Options.Consistency
 		}
 	}
-	if err := s.d.Blocks.SaveState(ctx, store, reqs); err != nil {
+	if err := s.d.Blocks.SaveState(bg, store, reqs); err != nil {
 		writeError(ctx, err)
 		return
 	}
@@ -75,7 +76,7 @@ func (s *Server) stateSave(ctx *fasthttp.RequestCtx, store string) {
 
 func (s *Server) stateGet(ctx *fasthttp.RequestCtx, store, key string) {
 	consistency := string(ctx.QueryArgs().Peek("consistency"))
-	resp, err := s.d.Blocks.GetState(ctx, store, key, consistency, queryMetadata(ctx))
+	resp, err := s.d.Blocks.GetState(bg, store, key, consistency, queryMetadata(ctx))
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -112,7 +113,7 @@ func (s *Server) stateDelete(ctx *fasthttp.RequestCtx, store, key string) {
 		e := string(etag)
 		req.ETag = &e
 	}
-	if err := s.d.Blocks.DeleteState(ctx, store, req); err != nil {
+	if err := s.d.Blocks.DeleteState(bg, store, req); err != nil {
 		writeError(ctx, err)
 		return
 	}
@@ -156,7 +157,7 @@ func (s *Server) stateBulkGet(ctx *fasthttp.RequestCtx, store string) {
 	if meta == nil {
 		meta = req.Metadata
 	}
-	resp, err := s.d.Blocks.BulkGetState(ctx, store, req.Keys, req.Parallelism, meta)
+	resp, err := s.d.Blocks.BulkGetState(bg, store, req.Keys, req.Parallelism, meta)
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -189,12 +190,12 @@ func (s *Server) stateTransaction(ctx *fasthttp.RequestCtx, store string) {
 			writeError(ctx, err)
 			return
 		}
-		op := blocks.TxOp{Operation: o.Operation}
+		op := blocks.TxOp{Operation: strings.ToLower(o.Operation)}
 		var opts stateOptions
 		if o.Request.Options != nil {
 			opts = *o.Request.Options
 		}
-		switch o.Operation {
+		switch strings.ToLower(o.Operation) {
 		case string(state.OperationUpsert):
 			op.Set = state.SetRequest{Key: o.Request.Key, Value: []byte(o.Request.Value), ETag: o.Request.ETag, Metadata: o.Request.Metadata,
 				Options: state.SetStateOption{Concurrency: opts.Concurrency, Consistency: opts.Consistency}}
@@ -204,7 +205,7 @@ func (s *Server) stateTransaction(ctx *fasthttp.RequestCtx, store string) {
 		}
 		ops[i] = op
 	}
-	if err := s.d.Blocks.Transaction(ctx, store, ops, req.Metadata); err != nil {
+	if err := s.d.Blocks.Transaction(bg, store, ops, req.Metadata); err != nil {
 		writeError(ctx, err)
 		return
 	}
