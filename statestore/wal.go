@@ -95,6 +95,13 @@ func listSegments(dir string) ([]uint64, error) {
 	return out, nil
 }
 
+// The system calls that can fail for reasons outside the store (a full
+// disk, a failing device); tests replace them to inject those faults.
+var (
+	fallocateFn = syscall.Fallocate
+	fdatasyncFn = fdatasync
+)
+
 // preallocChunk is how far ahead of the write position the segment is
 // allocated. Allocating before a record is accepted is what makes a full
 // disk fail the write instead of losing an acknowledged one later.
@@ -165,7 +172,7 @@ func (w *wal) append(rec []byte) (uint64, error) {
 	need := w.fileOff + int64(len(w.buf)) + int64(len(rec))
 	if need > w.allocated && !w.noFalloc {
 		size := need + preallocChunk
-		if err := syscall.Fallocate(int(w.f.Fd()), 0, w.allocated, size-w.allocated); err != nil {
+		if err := fallocateFn(int(w.f.Fd()), 0, w.allocated, size-w.allocated); err != nil {
 			if errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS) {
 				w.noFalloc = true
 			} else {
@@ -204,7 +211,7 @@ func (w *wal) flushLocked() error {
 		_, err = f.WriteAt(data, off)
 	}
 	if err == nil && w.policy != FsyncNever && len(data) > 0 {
-		err = fdatasync(f)
+		err = fdatasyncFn(f)
 	}
 	w.mu.Lock()
 	if err != nil {
