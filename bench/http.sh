@@ -99,3 +99,15 @@ for i in "${!names[@]}"; do
 done
 echo
 echo "idle RSS: $((idle_rss / 1024)) MB; RSS after load: $(( $(awk '/VmRSS/ {print $2}' /proc/$MECHA_PID/status) / 1024 )) MB"
+
+# The reference for a dedicated store, in the same run: redis-server with
+# redis-benchmark, 16 connections, no pipelining.
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+  REDIS_PORT=$(free_port)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null &
+  REDIS_PID=$!
+  for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  echo
+  echo "redis-server (same run): redis-benchmark -t set,get -c $CONNS -n 500000 -d 200"
+  redis-benchmark -p "$REDIS_PORT" -t set,get -c "$CONNS" -n 500000 -d 200 -q 2>/dev/null | tr '\r' '\n' | grep -E '^(SET|GET):' | sed 's/^/  /'
+fi

@@ -103,21 +103,21 @@ func (o *Options) defaults() {
 	}
 }
 
-// entry is one stored value. Values are never modified in place: a write
-// replaces the slice, so readers may hold on to it.
-type entry struct {
-	value   []byte
-	version uint64 // the slot sequence number of the write: the ETag
-	expires int64  // unix ns; 0 means no TTL
+type slot struct {
+	// mu guards m and seq. A map value is never modified: a write
+	// replaces the record, so readers may keep the value they read.
+	mu  sync.RWMutex
+	m   map[string]*recHeader
+	seq uint64
 }
 
-func (e *entry) live(now int64) bool { return e.expires == 0 || e.expires > now }
-
-type slot struct {
-	// mu guards m and seq.
-	mu  sync.RWMutex
-	m   map[string]entry
-	seq uint64
+// put stores a new record for key. The old map key is dropped first: Go
+// keeps the existing key string on update, and it points into the old
+// record.
+func (s *slot) put(key string, value []byte, version uint64, expires int64) {
+	h, k := newRec(key, value, version, expires)
+	delete(s.m, key)
+	s.m[k] = h
 }
 
 // Engine is an open store. It is safe for concurrent use.
@@ -161,7 +161,7 @@ func Open(opts Options) (*Engine, error) {
 	}
 	e := &Engine{opts: opts, log: opts.Logger, lock: lock, done: make(chan struct{})}
 	for i := range e.slots {
-		e.slots[i].m = make(map[string]entry)
+		e.slots[i].m = make(map[string]*recHeader)
 	}
 	start := time.Now()
 	segStart, fileOff, keys, err := e.recover()
@@ -240,8 +240,8 @@ func ParseETag(s string) (uint64, error) {
 	return v, nil
 }
 
-func item(key string, en entry) Item {
-	it := Item{Key: key, Value: en.value, Version: en.version}
+func item(key string, en *recHeader) Item {
+	it := Item{Key: key, Value: en.value(), Version: en.version}
 	if en.expires != 0 {
 		it.Expires = time.Unix(0, en.expires)
 	}
@@ -279,19 +279,61 @@ type Write struct {
 // Set writes one key and returns its new version.
 func (e *Engine) Set(w Write) (uint64, error) {
 	w.Delete = false
-	vs, err := e.Apply([]Write{w})
-	if err != nil {
-		return 0, err
-	}
-	return vs[0], nil
+	return e.writeOne(&w)
 }
 
 // Delete removes one key. Deleting a missing key without an ETag is not
 // an error.
 func (e *Engine) Delete(w Write) error {
 	w.Delete = true
-	_, err := e.Apply([]Write{w})
+	_, err := e.writeOne(&w)
 	return err
+}
+
+// writeOne is Apply for a single write, without the bookkeeping a
+// transaction needs: the hot path of the store.
+func (e *Engine) writeOne(w *Write) (uint64, error) {
+	if err := e.checkWrite(w); err != nil {
+		return 0, err
+	}
+	si := slotOf(w.Key)
+	s := &e.slots[si]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := e.now()
+	cur, exists := s.m[w.Key]
+	if exists && !cur.live(now) {
+		exists = false
+	}
+	var curVersion uint64
+	if exists {
+		curVersion = cur.version
+	}
+	if err := checkConcurrency(w, curVersion, exists); err != nil {
+		return 0, err
+	}
+	var ops [1]op
+	o := &ops[0]
+	*o = op{slot: si, seq: s.seq + 1, key: w.Key}
+	if w.Delete {
+		if !exists {
+			// Nothing to delete: no record, no new version.
+			if _, stale := s.m[w.Key]; !stale {
+				return s.seq, nil
+			}
+		}
+		o.kind = opDelete
+	} else {
+		o.kind, o.value = opSet, w.Value
+		if w.TTLSeconds > 0 {
+			o.expires = now + w.TTLSeconds*int64(time.Second)
+		}
+	}
+	if err := e.logOps(ops[:]); err != nil {
+		return 0, err
+	}
+	e.applyOp(o)
+	return o.seq, nil
 }
 
 // checkWrite validates a write before any lock is taken.
@@ -349,19 +391,18 @@ func (e *Engine) Apply(writes []Write) ([]uint64, error) {
 	now := e.now()
 	// Check every condition against the state as the transaction sees it
 	// (earlier writes of the same transaction included).
-	view := map[string]*entry{}
-	lookup := func(key string, s uint16) (entry, bool) {
+	// view holds the version each key has after the earlier writes of
+	// the transaction; 0 means deleted.
+	view := map[string]uint64{}
+	lookup := func(key string, s uint16) (uint64, bool) {
 		if v, ok := view[key]; ok {
-			if v == nil {
-				return entry{}, false
-			}
-			return *v, true
+			return v, v != 0
 		}
 		en, ok := e.slots[s].m[key]
-		if ok && !en.live(now) {
-			ok = false
+		if !ok || !en.live(now) {
+			return 0, false
 		}
-		return en, ok
+		return en.version, true
 	}
 	ops := make([]op, len(writes))
 	next := map[uint16]uint64{}
@@ -384,13 +425,13 @@ func (e *Engine) Apply(writes []Write) ([]uint64, error) {
 		o := op{slot: s, seq: seq, key: w.Key}
 		if w.Delete {
 			o.kind = opDelete
-			view[w.Key] = nil
+			view[w.Key] = 0
 		} else {
 			o.kind, o.value = opSet, w.Value
 			if w.TTLSeconds > 0 {
 				o.expires = now + w.TTLSeconds*int64(time.Second)
 			}
-			view[w.Key] = &entry{value: w.Value, version: seq, expires: o.expires}
+			view[w.Key] = seq
 		}
 		ops[i] = o
 		versions[i] = seq
@@ -414,13 +455,13 @@ func dedupe(s []uint16) []uint16 {
 	return out
 }
 
-func checkConcurrency(w *Write, cur entry, exists bool) error {
+func checkConcurrency(w *Write, curVersion uint64, exists bool) error {
 	if w.ETag != nil && *w.ETag != "" {
 		v, err := ParseETag(*w.ETag)
 		if err != nil {
 			return err
 		}
-		if !exists || cur.version != v {
+		if !exists || curVersion != v {
 			return fmt.Errorf("%w: key %q", ErrETagMismatch, w.Key)
 		}
 		return nil
@@ -458,7 +499,7 @@ func (e *Engine) applyOp(o *op) {
 	}
 	switch o.kind {
 	case opSet:
-		s.m[o.key] = entry{value: o.value, version: o.seq, expires: o.expires}
+		s.put(o.key, o.value, o.seq, o.expires)
 	case opDelete:
 		delete(s.m, o.key)
 	case opDeletePrefix, opDeleteChildren:

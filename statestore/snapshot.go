@@ -58,7 +58,7 @@ func listSnapshots(dir string) ([]uint64, error) {
 
 type snapEntry struct {
 	key string
-	en  entry
+	en  *recHeader
 }
 
 // Snapshot writes a snapshot of every slot and deletes the log segments
@@ -113,8 +113,9 @@ func (e *Engine) Snapshot() error {
 		for _, se := range entries {
 			block = binary.AppendUvarint(block, uint64(len(se.key)))
 			block = append(block, se.key...)
-			block = binary.AppendUvarint(block, uint64(len(se.en.value)))
-			block = append(block, se.en.value...)
+			v := se.en.value()
+			block = binary.AppendUvarint(block, uint64(len(v)))
+			block = append(block, v...)
 			block = binary.AppendUvarint(block, se.en.version)
 			block = binary.AppendVarint(block, se.en.expires)
 		}
@@ -219,11 +220,8 @@ func (e *Engine) loadBlock(p []byte, want int, now int64) error {
 	s := &e.slots[want]
 	s.seq = seq
 	if count > 0 {
-		s.m = make(map[string]entry, count)
+		s.m = make(map[string]*recHeader, count)
 	}
-	// One allocation for all keys and one for all values of the block:
-	// recovery of millions of keys is bound by allocations otherwise.
-	arena := make([]byte, 0, len(p))
 	for i := uint64(0); i < count; i++ {
 		kl, k := binary.Uvarint(p)
 		if k <= 0 || kl > uint64(len(p)-k) {
@@ -237,9 +235,7 @@ func (e *Engine) loadBlock(p []byte, want int, now int64) error {
 			return errors.New("bad value length")
 		}
 		p = p[k:]
-		start := len(arena)
-		arena = append(arena, p[:vl]...)
-		val := arena[start:len(arena):len(arena)]
+		val := p[:vl]
 		p = p[vl:]
 		ver, k := binary.Uvarint(p)
 		if k <= 0 {
@@ -251,9 +247,9 @@ func (e *Engine) loadBlock(p []byte, want int, now int64) error {
 			return errors.New("bad expiry")
 		}
 		p = p[k:]
-		en := entry{value: val, version: ver, expires: exp}
-		if en.live(now) {
-			s.m[string(keyBytes)] = en
+		if exp == 0 || exp > now {
+			h, k := newRec(string(keyBytes), val, ver, exp)
+			s.m[k] = h
 		}
 	}
 	if len(p) != 0 {

@@ -1,0 +1,104 @@
+// Command crux measures the Crux engine at the IM service's scale: memory
+// per key for N sessions of 200 B and recovery time, from the log alone and
+// from a snapshot. Run: go run ./bench/crux [-n 1000000].
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"time"
+
+	"mecha/statestore"
+)
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+func main() {
+	n := flag.Int("n", 1_000_000, "sessions")
+	dir := flag.String("dir", "", "data folder (default: a temporary one, removed after)")
+	flag.Parse()
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "crux-bench")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer os.RemoveAll(d)
+		*dir = d
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts := statestore.Options{Dir: *dir, Logger: quiet, SnapshotLogBytes: -1}
+	value := make([]byte, 200)
+	for i := range value {
+		value[i] = 'a' + byte(i%26)
+	}
+	before := heapInUse()
+	e, err := statestore.Open(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	var keyBytes int
+	start := time.Now()
+	for i := 0; i < *n; i++ {
+		k := fmt.Sprintf("im||{user-%d}||session", i)
+		keyBytes += len(k)
+		v := make([]byte, len(value))
+		copy(v, value)
+		if _, err := e.Set(statestore.Write{Key: k, Value: v}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	load := time.Since(start)
+	after := heapInUse()
+	payload := uint64(keyBytes + *n*len(value))
+	perKey := float64(after-before-payload) / float64(*n)
+	fmt.Printf("machine: %d cores, %s, %s\n", runtime.NumCPU(), runtime.GOOS, runtime.Version())
+	fmt.Printf("sessions: %d, key %d B avg, value %d B\n", *n, keyBytes / *n, len(value))
+	fmt.Printf("load: %s (%.0f sets/s, one goroutine, fsync=interval)\n", load.Round(time.Millisecond), float64(*n)/load.Seconds())
+	fmt.Printf("heap in use: %.1f MiB for %.1f MiB of keys and values: %.1f B per key beyond key and value\n",
+		float64(after-before)/(1<<20), float64(payload)/(1<<20), perKey)
+	if err := e.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	e = nil
+	debug.FreeOSMemory()
+
+	start = time.Now()
+	e, err = statestore.Open(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fromLog := time.Since(start)
+	fmt.Printf("recovery from the log alone: %s (%d keys)\n", fromLog.Round(time.Millisecond), e.Len())
+	if err := e.Snapshot(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	e.Close()
+	e = nil
+	debug.FreeOSMemory()
+	start = time.Now()
+	e, err = statestore.Open(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fromSnap := time.Since(start)
+	fmt.Printf("recovery from a snapshot: %s (%d keys)\n", fromSnap.Round(time.Millisecond), e.Len())
+	e.Close()
+}
