@@ -33,13 +33,13 @@ var propPrefixes = []string{
 	"x{t}", "x{t}||", "{u}||", "zz",
 }
 
-// fakeClock is Options.Now for the tests: it only moves when the test
+// propClock is Options.Now for the tests: it only moves when the test
 // advances it. The engine's expiry goroutine reads it too, hence atomic.
-type fakeClock struct{ ns atomic.Int64 }
+type propClock struct{ ns atomic.Int64 }
 
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) nanos() int64            { return c.ns.Load() }
-func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+func (c *propClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *propClock) nanos() int64            { return c.ns.Load() }
+func (c *propClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // modelEntry is what the model knows of a key. Expired entries stay in
 // the model (they are invisible, as in the engine) so that their stale
@@ -184,7 +184,7 @@ type propMachine struct {
 	dir   string
 	gen   int
 	e     *Engine
-	clock *fakeClock
+	clock *propClock
 	m     *propModel
 }
 
@@ -365,7 +365,7 @@ func TestPropertyModel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := &propMachine{base: base, clock: &fakeClock{}, m: newPropModel()}
+		p := &propMachine{base: base, clock: &propClock{}, m: newPropModel()}
 		p.clock.ns.Store(time.Unix(1_700_000_000, 0).UnixNano())
 		p.dir = filepath.Join(base, "d0")
 		p.e = p.open(t, p.dir)
@@ -464,8 +464,10 @@ func TestPropertyModel(t *testing.T) {
 				p.clock.advance(d)
 			},
 			"Snapshot": func(t *rapid.T) {
-				// Snapshot fails when the current segment is empty (see
-				// the report on wal.rotate); only take one after a write.
+				// Snapshot fails while the current segment is empty:
+				// wal.rotate names the new segment after the current
+				// one's end, which is its start, and O_EXCL refuses it.
+				// Only take one after a write.
 				if p.e.wal.size() == 0 {
 					t.Skip("current segment empty")
 				}
