@@ -109,5 +109,5 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
   for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
   echo
   echo "redis-server (same run): redis-benchmark -t set,get -c $CONNS -n 500000 -d 200"
-  redis-benchmark -p "$REDIS_PORT" -t set,get -c "$CONNS" -n 500000 -d 200 -q 2>/dev/null | tr '\r' '\n' | grep -E '^(SET|GET):' | sed 's/^/  /'
+  redis-benchmark -p "$REDIS_PORT" -t set,get -c "$CONNS" -n 500000 -d 200 -q 2>/dev/null | tr '\r' '\n' | grep -E '^(SET|GET): [0-9]' | sed 's/^/  /'
 fi

@@ -28,6 +28,11 @@ func newRec(key string, value []byte, version uint64, expires int64) (*recHeader
 	h.version, h.expires, h.klen, h.vlen = version, expires, uint32(len(key)), uint32(len(value))
 	copy(buf[recHeaderSize:], key)
 	copy(buf[recHeaderSize+len(key):], value)
+	if len(key) == 0 {
+		// The API refuses empty keys and recovery treats them as
+		// corruption; never index past the buffer all the same.
+		return h, ""
+	}
 	return h, unsafe.String(&buf[recHeaderSize], len(key))
 }
 

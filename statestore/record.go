@@ -106,7 +106,7 @@ func decodePayload(p []byte) ([]op, error) {
 		}
 		p = p[k:]
 		kl, k := binary.Uvarint(p)
-		if k <= 0 || kl > uint64(len(p)-k) {
+		if k <= 0 || kl == 0 || kl > uint64(len(p)-k) {
 			return nil, fmt.Errorf("%w: op %d: bad key length", errBadRecord, i)
 		}
 		p = p[k:]

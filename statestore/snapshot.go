@@ -167,6 +167,11 @@ func (e *Engine) loadSnapshot(path string, now int64) (uint64, error) {
 		return 0, err
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := st.Size()
 	br := bufio.NewReaderSize(f, 1<<20)
 	hdr := make([]byte, 20)
 	if _, err := io.ReadFull(br, hdr); err != nil || string(hdr[:8]) != snapMagic || binary.BigEndian.Uint32(hdr[8:]) != snapFormat {
@@ -181,8 +186,8 @@ func (e *Engine) loadSnapshot(path string, now int64) (uint64, error) {
 			return 0, fmt.Errorf("%w: %s at offset %d: snapshot ends before slot %d", ErrCorrupt, path, off, i)
 		}
 		n := binary.BigEndian.Uint32(bh[:])
-		if n > maxRecord {
-			return 0, fmt.Errorf("%w: %s at offset %d: block length %d", ErrCorrupt, path, off, n)
+		if n > maxRecord || off+8+int64(n) > size {
+			return 0, fmt.Errorf("%w: %s at offset %d: block length %d runs past the end of the file", ErrCorrupt, path, off, n)
 		}
 		if cap(payload) < int(n) {
 			payload = make([]byte, n)
@@ -224,7 +229,7 @@ func (e *Engine) loadBlock(p []byte, want int, now int64) error {
 	}
 	for i := uint64(0); i < count; i++ {
 		kl, k := binary.Uvarint(p)
-		if k <= 0 || kl > uint64(len(p)-k) {
+		if k <= 0 || kl == 0 || kl > uint64(len(p)-k) {
 			return errors.New("bad key length")
 		}
 		p = p[k:]

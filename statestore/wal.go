@@ -265,6 +265,10 @@ func (w *wal) rotate() (uint64, error) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.fileOff == 0 {
+		// The current segment is empty: it already starts here.
+		return w.segStart, nil
+	}
 	// Appends that raced in after the flush are still buffered: they
 	// belong to the new segment, which starts where the old one ends.
 	start := w.segStart + uint64(w.fileOff)
@@ -356,16 +360,19 @@ func scanSegment(path string, last bool, fn func(ops []op) error) (end int64, to
 		n := binary.BigEndian.Uint32(data[off:])
 		if n == 0 {
 			if off <= lastNonZero {
-				return classify(path, off, last && !hasRecordAfter(data, off), "zero length record followed by data")
+				return classify(path, off, last && !validRecordAfter(data, off+1), "zero length record followed by data")
 			}
 			return int64(off), false, nil
 		}
+		// A damaged record is a torn tail only when no intact record
+		// follows it: a crash tears the last write, it does not leave
+		// good records behind a bad one.
 		if n > maxRecord || off+recordHeader+int(n) > len(data) {
-			return classify(path, off, last, fmt.Sprintf("record length %d runs past the end of the segment", n))
+			return classify(path, off, last && !validRecordAfter(data, off+1), fmt.Sprintf("record length %d runs past the end of the segment", n))
 		}
 		payload := data[off+recordHeader : off+recordHeader+int(n)]
 		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(data[off+4:]) {
-			torn := last && off+recordHeader+int(n) > lastNonZero
+			torn := last && off+recordHeader+int(n) > lastNonZero && !validRecordAfter(data, off+1)
 			return classify(path, off, torn, "checksum mismatch")
 		}
 		ops, derr := decodePayload(payload)
@@ -379,10 +386,20 @@ func scanSegment(path string, last bool, fn func(ops []op) error) (end int64, to
 	}
 }
 
-// hasRecordAfter reports whether a non-zero byte follows the header at off.
-func hasRecordAfter(data []byte, off int) bool {
-	for _, b := range data[off+recordHeader:] {
-		if b != 0 {
+// validRecordAfter reports whether an intact record (sane length, matching
+// checksum, decodable payload) starts anywhere at or after from. It only
+// runs when recovery met a damaged record.
+func validRecordAfter(data []byte, from int) bool {
+	for off := from; off+recordHeader <= len(data); off++ {
+		n := int(binary.BigEndian.Uint32(data[off:]))
+		if n == 0 || n > maxRecord || off+recordHeader+n > len(data) {
+			continue
+		}
+		payload := data[off+recordHeader : off+recordHeader+n]
+		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(data[off+4:]) {
+			continue
+		}
+		if _, err := decodePayload(payload); err == nil {
 			return true
 		}
 	}
