@@ -109,6 +109,9 @@ type slot struct {
 	mu  sync.RWMutex
 	m   map[string]*recHeader
 	seq uint64
+	// scratch encodes the slot's single-write records (under mu), so the
+	// hot path allocates nothing for them.
+	scratch []byte
 }
 
 // put stores a new record for key. The old map key is dropped first: Go
@@ -300,10 +303,14 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 	s := &e.slots[si]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := e.now()
+	// Read the clock only when a TTL is involved.
+	var now int64
 	cur, exists := s.m[w.Key]
-	if exists && !cur.live(now) {
-		exists = false
+	if exists && cur.expires != 0 {
+		now = e.now()
+		if !cur.live(now) {
+			exists = false
+		}
 	}
 	var curVersion uint64
 	if exists {
@@ -326,11 +333,24 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 	} else {
 		o.kind, o.value = opSet, w.Value
 		if w.TTLSeconds > 0 {
+			if now == 0 {
+				now = e.now()
+			}
 			o.expires = now + w.TTLSeconds*int64(time.Second)
 		}
 	}
-	if err := e.logOps(ops[:]); err != nil {
+	s.scratch = appendRecord(s.scratch[:0], ops[:])
+	lsn, err := e.wal.append(s.scratch)
+	if cap(s.scratch) > 64<<10 {
+		s.scratch = nil // do not keep a large value's buffer per slot
+	}
+	if err != nil {
 		return 0, err
+	}
+	if e.opts.Fsync == FsyncAlways {
+		if err := e.wal.waitDurable(lsn); err != nil {
+			return 0, err
+		}
 	}
 	e.applyOp(o)
 	return o.seq, nil
