@@ -168,7 +168,10 @@ func (h *HTTP) DeliverEvent(ctx context.Context, ev *TopicEvent) (EventStatus, e
 	if ev.Raw {
 		ct = "application/octet-stream"
 	}
-	hdr := map[string]string{"pubsubname": ev.PubsubName, "topic": ev.Topic}
+	// Component metadata (Kafka headers, partition, offset...) travels as
+	// headers, as in Dapr.
+	hdr := headerSafe(ev.Metadata)
+	hdr["pubsubname"], hdr["topic"] = ev.PubsubName, ev.Topic
 	if ev.TraceParent != "" {
 		hdr["traceparent"] = ev.TraceParent
 	}

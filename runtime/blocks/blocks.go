@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/pubsub"
@@ -269,7 +271,16 @@ func (b *Blocks) pubsub(name, topic string) (*components.PubSub, error) {
 // Envelope wraps data the way Dapr does before publishing: as is with
 // metadata rawPayload=true, completed when the app sent a CloudEvent
 // already, wrapped in a new CloudEvent otherwise.
+//
+// As in Dapr, metadata ttlInSeconds adds an "expiration" attribute when the
+// component has no message TTL of its own (the runtime drops expired
+// events on delivery), and metadata cloudevent.id, .source, .type,
+// .traceparent and .tracestate override those attributes.
 func (b *Blocks) Envelope(req *PublishRequest) ([]byte, error) {
+	return b.envelope(nil, req)
+}
+
+func (b *Blocks) envelope(ps *components.PubSub, req *PublishRequest) ([]byte, error) {
 	if isTrue(req.Metadata["rawPayload"]) {
 		// Components may keep the data after Publish returns (the
 		// in-memory pubsub delivers and retries on other goroutines):
@@ -283,10 +294,28 @@ func (b *Blocks) Envelope(req *PublishRequest) ([]byte, error) {
 		}
 		return out, nil
 	}
-	return cloudevent.Append(make([]byte, 0, len(req.Data)+320), &cloudevent.Envelope{
+	env := &cloudevent.Envelope{
 		Source: b.AppID, Topic: req.Topic, PubsubName: req.PubsubName, ContentType: req.ContentType,
 		TraceParent: req.TraceParent, TraceState: req.TraceState, Data: req.Data,
-	}), nil
+	}
+	if len(req.Metadata) > 0 {
+		if v := req.Metadata["ttlInSeconds"]; v != "" {
+			secs, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || secs <= 0 {
+				return nil, apierr.PubSubMetadata(fmt.Errorf("ttlInSeconds %q is not a positive number of seconds", v))
+			}
+			if ps == nil || !pubsub.FeatureMessageTTL.IsPresent(ps.PS.Features()) {
+				env.Expiration = time.Now().UTC().Add(time.Duration(secs) * time.Second).Format(time.RFC3339)
+			}
+		}
+		for key, dst := range map[string]*string{"cloudevent.id": &env.ID, "cloudevent.source": &env.Source,
+			"cloudevent.type": &env.Type, "cloudevent.traceparent": &env.TraceParent, "cloudevent.tracestate": &env.TraceState} {
+			if v := req.Metadata[key]; v != "" {
+				*dst = v
+			}
+		}
+	}
+	return cloudevent.Append(make([]byte, 0, len(req.Data)+320), env), nil
 }
 
 func isTrue(s string) bool {
@@ -303,7 +332,7 @@ func (b *Blocks) Publish(ctx context.Context, req *PublishRequest) error {
 	if err != nil {
 		return err
 	}
-	data, err := b.Envelope(req)
+	data, err := b.envelope(ps, req)
 	if err != nil {
 		return err
 	}
@@ -351,7 +380,7 @@ func (b *Blocks) BulkPublish(ctx context.Context, pubsubName, topic string, entr
 		}
 		seen[e.EntryID] = true
 		em := mergeMeta(meta, e.Metadata)
-		data, err := b.Envelope(&PublishRequest{PubsubName: pubsubName, Topic: topic, Data: e.Data, ContentType: e.ContentType, Metadata: em, TraceParent: traceParent})
+		data, err := b.envelope(ps, &PublishRequest{PubsubName: pubsubName, Topic: topic, Data: e.Data, ContentType: e.ContentType, Metadata: em, TraceParent: traceParent})
 		if err != nil {
 			return nil, err
 		}

@@ -541,3 +541,25 @@ func TestSecrets(t *testing.T) {
 		wantAPIErr(t, err, "ERR_SECRET_STORE_NOT_FOUND", http.StatusUnauthorized, codes.InvalidArgument)
 	})
 }
+
+func TestEnvelopeTTLAndOverrides(t *testing.T) {
+	b := newBlocks(t, true)
+	out, err := b.Envelope(&blocks.PublishRequest{PubsubName: "pubsub", Topic: "t", ContentType: "application/json", Data: []byte(`{}`),
+		Metadata: map[string]string{"ttlInSeconds": "60", "cloudevent.id": "my-id", "cloudevent.type": "my.type", "cloudevent.source": "elsewhere"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(out, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev["id"] != "my-id" || ev["type"] != "my.type" || ev["source"] != "elsewhere" {
+		t.Errorf("overrides not applied: %s", out)
+	}
+	exp, err := time.Parse(time.RFC3339, fmt.Sprint(ev["expiration"]))
+	if err != nil || exp.Before(time.Now().Add(50*time.Second)) || exp.After(time.Now().Add(70*time.Second)) {
+		t.Errorf("expiration = %v (%v), want about a minute from now", ev["expiration"], err)
+	}
+	_, err = b.Envelope(&blocks.PublishRequest{PubsubName: "pubsub", Topic: "t", Data: []byte(`x`), Metadata: map[string]string{"ttlInSeconds": "soon"}})
+	wantAPIErr(t, err, "ERR_PUBSUB_REQUEST_METADATA", http.StatusBadRequest, codes.InvalidArgument)
+}

@@ -39,7 +39,10 @@ type Envelope struct {
 	ContentType string // of Data; text/plain when empty, as in Dapr
 	TraceParent string
 	TraceState  string
-	Data        []byte
+	// Expiration is an RFC 3339 time after which the event is dropped;
+	// empty for none.
+	Expiration string
+	Data       []byte
 }
 
 // IsJSONContentType reports whether ct is application/json or a +json type.
@@ -94,6 +97,10 @@ func Append(dst []byte, e *Envelope) []byte {
 	dst = append(dst, `,"time":"`...)
 	dst = time.Now().UTC().AppendFormat(dst, time.RFC3339)
 	dst = append(dst, '"')
+	if e.Expiration != "" {
+		dst = append(dst, `,"expiration":`...)
+		dst = AppendString(dst, e.Expiration)
+	}
 	if e.TraceParent != "" {
 		dst = append(dst, `,"traceid":`...)
 		dst = AppendString(dst, e.TraceParent)
@@ -272,6 +279,23 @@ func Parse(b []byte) (*Event, error) {
 		e.Data = dec
 	}
 	return e, nil
+}
+
+// Expired reports whether a CloudEvent carries an "expiration" attribute
+// that has passed. Events without one, or with one that does not parse,
+// never expire.
+func Expired(b []byte, now time.Time) bool {
+	if !bytes.Contains(b, []byte(`"expiration"`)) {
+		return false
+	}
+	var ev struct {
+		Expiration string `json:"expiration"`
+	}
+	if json.Unmarshal(b, &ev) != nil || ev.Expiration == "" {
+		return false
+	}
+	t, err := time.Parse(time.RFC3339, ev.Expiration)
+	return err == nil && t.Before(now)
 }
 
 // Complete fills the attributes Dapr adds to an event the app already

@@ -3,6 +3,7 @@ package cloudevent
 import (
 	"encoding/json"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -119,4 +120,21 @@ func FuzzComplete(f *testing.F) {
 			t.Fatalf("invalid JSON out: %s", out)
 		}
 	})
+}
+
+func TestExpiration(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := Append(nil, &Envelope{Source: "a", Topic: "t", PubsubName: "p", Expiration: now.Add(-time.Second).Format(time.RFC3339), Data: []byte("x")})
+	if !Expired(b, now) {
+		t.Fatalf("past expiration not expired: %s", b)
+	}
+	if Expired(b, now.Add(-time.Hour)) {
+		t.Fatal("expired before its time")
+	}
+	if Expired(Append(nil, &Envelope{Source: "a", Data: []byte("x")}), now) {
+		t.Fatal("event without expiration expired")
+	}
+	if Expired([]byte(`{"expiration":"not a time"}`), now) {
+		t.Fatal("unparseable expiration expired")
+	}
 }

@@ -412,6 +412,13 @@ func (d *deliverer) handle(_ context.Context, msg *pubsub.NewMessage) error {
 		d.observe("drop", start)
 		return nil
 	}
+	if cloudevent.Expired(ce, time.Now()) {
+		// Published with ttlInSeconds on a component without message
+		// TTL: the runtime enforces it, as Dapr does.
+		d.m.log.Debug("expired event dropped", "pubsub", d.sub.PubsubName, "topic", msg.Topic)
+		d.observe("expired", start)
+		return nil
+	}
 	if path == "" {
 		// As in Dapr: an event no rule routes is dropped, to the dead
 		// letter topic when there is one.

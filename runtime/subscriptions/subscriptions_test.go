@@ -889,3 +889,18 @@ func TestDrainWhilePublishing(t *testing.T) {
 		<-done
 	}
 }
+
+// An event whose expiration passed before delivery is dropped, not
+// delivered (publish ttlInSeconds on a component without message TTL).
+func TestExpiredEventsAreDropped(t *testing.T) {
+	sink := &fakeSink{}
+	env := start(t, sink, appchannel.Subscription{PubsubName: "pubsub", Topic: "orders", Route: "/orders"})
+	old := uuid.NewString()
+	env.publishRaw(t, "orders", cloudevent.Append(nil, &cloudevent.Envelope{ID: old, Source: "p", Topic: "orders", PubsubName: "pubsub",
+		Expiration: time.Now().Add(-time.Minute).UTC().Format(time.RFC3339), Data: []byte("stale")}))
+	marker := env.publish(t, "orders", "order", `1`)
+	waitFor(t, "the marker", func() bool { return sink.count(marker) > 0 })
+	if n := sink.count(old); n != 0 {
+		t.Fatalf("expired event delivered %d times", n)
+	}
+}

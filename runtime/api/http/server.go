@@ -200,6 +200,13 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) *metrics.Op {
 			}
 		case bytes.Equal(block, sHealthz):
 			if len(rest) == 0 {
+				// ?appid= asks whether this runtime serves that app
+				// (Dapr's name resolvers probe with it).
+				if id := ctx.QueryArgs().Peek("appid"); len(id) > 0 && string(id) != s.d.AppID {
+					writeError(ctx, &apierr.Error{Code: "ERR_HEALTH_APPID_NOT_MATCH", HTTP: fasthttp.StatusInternalServerError,
+						Message: "dapr app-id does not match"})
+					return s.ops.health
+				}
 				s.healthz(ctx, s.d.Ready, apierr.HealthNotReady())
 				return s.ops.health
 			}

@@ -153,9 +153,16 @@ func (s *Server) stateBulkGet(ctx *fasthttp.RequestCtx, store string) {
 		writeError(ctx, apierr.Malformed("failed deserializing HTTP body: %v", err))
 		return
 	}
-	meta := queryMetadata(ctx)
-	if meta == nil {
-		meta = req.Metadata
+	// Query metadata.* and body metadata merge; the query wins.
+	meta := req.Metadata
+	if q := queryMetadata(ctx); q != nil {
+		if meta == nil {
+			meta = q
+		} else {
+			for k, v := range q {
+				meta[k] = v
+			}
+		}
 	}
 	resp, err := s.d.Blocks.BulkGetState(bg, store, req.Keys, req.Parallelism, meta)
 	if err != nil {
