@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -107,20 +108,16 @@ type slot struct {
 	// mu guards m and seq. A map value is never modified: a write
 	// replaces the record, so readers may keep the value they read.
 	mu  sync.RWMutex
-	m   map[string]*recHeader
+	m   keyMap
 	seq uint64
 	// scratch encodes the slot's single-write records (under mu), so the
 	// hot path allocates nothing for them.
 	scratch []byte
 }
 
-// put stores a new record for key. The old map key is dropped first: Go
-// keeps the existing key string on update, and it points into the old
-// record.
+// put stores a new record for key.
 func (s *slot) put(key string, value []byte, version uint64, expires int64) {
-	h, k := newRec(key, value, version, expires)
-	delete(s.m, key)
-	s.m[k] = h
+	s.m.put(key, value, version, expires)
 }
 
 // Engine is an open store. It is safe for concurrent use.
@@ -130,6 +127,8 @@ type Engine struct {
 	slots [NumSlots]slot
 	wal   *wal
 	lock  *os.File
+	// seed keys the slots' key hashes; it is per process, never stored.
+	seed maphash.Seed
 
 	// snapMu serializes snapshots; lastSnapLSN is guarded by it.
 	snapMu       sync.Mutex
@@ -162,9 +161,9 @@ func Open(opts Options) (*Engine, error) {
 		lock.Close()
 		return nil, fmt.Errorf("%w: %s", ErrLocked, opts.Dir)
 	}
-	e := &Engine{opts: opts, log: opts.Logger, lock: lock, done: make(chan struct{})}
+	e := &Engine{opts: opts, log: opts.Logger, lock: lock, done: make(chan struct{}), seed: maphash.MakeSeed()}
 	for i := range e.slots {
-		e.slots[i].m = make(map[string]*recHeader)
+		e.slots[i].m = newKeyMap(e.seed, 0)
 	}
 	start := time.Now()
 	segStart, fileOff, keys, err := e.recover()
@@ -258,7 +257,7 @@ func (e *Engine) Get(key string) (Item, bool, error) {
 	}
 	s := &e.slots[slotOf(key)]
 	s.mu.RLock()
-	en, ok := s.m[key]
+	en, ok := s.m.get(key)
 	s.mu.RUnlock()
 	if !ok || !en.live(e.now()) {
 		return Item{}, false, nil
@@ -305,7 +304,7 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 	defer s.mu.Unlock()
 	// Read the clock only when a TTL is involved.
 	var now int64
-	cur, exists := s.m[w.Key]
+	cur, exists := s.m.get(w.Key)
 	if exists && cur.expires != 0 {
 		now = e.now()
 		if !cur.live(now) {
@@ -325,7 +324,7 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 	if w.Delete {
 		if !exists {
 			// Nothing to delete: no record, no new version.
-			if _, stale := s.m[w.Key]; !stale {
+			if _, stale := s.m.get(w.Key); !stale {
 				return s.seq, nil
 			}
 		}
@@ -418,7 +417,7 @@ func (e *Engine) Apply(writes []Write) ([]uint64, error) {
 		if v, ok := view[key]; ok {
 			return v, v != 0
 		}
-		en, ok := e.slots[s].m[key]
+		en, ok := e.slots[s].m.get(key)
 		if !ok || !en.live(now) {
 			return 0, false
 		}
@@ -521,12 +520,17 @@ func (e *Engine) applyOp(o *op) {
 	case opSet:
 		s.put(o.key, o.value, o.seq, o.expires)
 	case opDelete:
-		delete(s.m, o.key)
+		s.m.del(o.key)
 	case opDeletePrefix, opDeleteChildren:
-		for k := range s.m {
+		var doomed []string
+		s.m.each(func(k string, _ *recHeader) bool {
 			if matchPrefix(k, o.key, o.kind == opDeleteChildren) {
-				delete(s.m, k)
+				doomed = append(doomed, k)
 			}
+			return true
+		})
+		for _, k := range doomed {
+			s.m.del(k)
 		}
 	}
 }
@@ -568,20 +572,16 @@ func (e *Engine) deletePrefix(prefix string, children bool) (int64, error) {
 		s := &e.slots[si]
 		s.mu.Lock()
 		var count int64
-		for k, en := range s.m {
-			if matchPrefix(k, prefix, children) && en.live(now) {
-				count++
-			}
-		}
-		found := count > 0
-		if !found {
-			for k := range s.m {
-				if matchPrefix(k, prefix, children) {
-					found = true
-					break
+		found := false
+		s.m.each(func(k string, en *recHeader) bool {
+			if matchPrefix(k, prefix, children) {
+				found = true
+				if en.live(now) {
+					count++
 				}
 			}
-		}
+			return true
+		})
 		if found {
 			o := op{kind: kind, slot: si, seq: s.seq + 1, key: prefix}
 			if err := e.logOps([]op{o}); err != nil {
@@ -620,11 +620,12 @@ func (e *Engine) Scan(prefix string, limit int) []Item {
 	for _, si := range e.slotsFor(prefix) {
 		s := &e.slots[si]
 		s.mu.RLock()
-		for k, en := range s.m {
+		s.m.each(func(k string, en *recHeader) bool {
 			if strings.HasPrefix(k, prefix) && en.live(now) {
 				out = append(out, item(k, en))
 			}
-		}
+			return true
+		})
 		s.mu.RUnlock()
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
@@ -641,11 +642,12 @@ func (e *Engine) Len() int {
 	for i := range e.slots {
 		s := &e.slots[i]
 		s.mu.RLock()
-		for _, en := range s.m {
+		s.m.each(func(_ string, en *recHeader) bool {
 			if en.live(now) {
 				n++
 			}
-		}
+			return true
+		})
 		s.mu.RUnlock()
 	}
 	return n
@@ -678,14 +680,19 @@ func (e *Engine) expiryLoop() {
 			next = (next + 1) % NumSlots
 			s.mu.Lock()
 			budget := 256
-			for k, en := range s.m {
+			var expired []string
+			s.m.each(func(k string, en *recHeader) bool {
 				if budget == 0 {
-					break
+					return false
 				}
 				budget--
 				if !en.live(now) {
-					delete(s.m, k)
+					expired = append(expired, k)
 				}
+				return true
+			})
+			for _, k := range expired {
+				s.m.del(k)
 			}
 			s.mu.Unlock()
 		}

@@ -338,7 +338,7 @@ func (e *Engine) countLocked() int {
 	n := 0
 	for i := range e.slots {
 		e.slots[i].mu.RLock()
-		n += len(e.slots[i].m)
+		n += e.slots[i].m.len()
 		e.slots[i].mu.RUnlock()
 	}
 	return n

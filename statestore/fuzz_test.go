@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"hash/maphash"
 	"os"
 	"path/filepath"
 	"testing"
@@ -288,11 +289,11 @@ func FuzzLoadBlock(f *testing.F) {
 		}
 		off += 8 + n
 	}
-	e := &Engine{opts: Options{Now: time.Now}}
+	e := &Engine{opts: Options{Now: time.Now}, seed: maphash.MakeSeed()}
 	f.Fuzz(func(t *testing.T, input []byte, slot uint16) {
 		want := int(slot % NumSlots)
 		for i := range e.slots {
-			e.slots[i].m, e.slots[i].seq = nil, 0
+			e.slots[i].m, e.slots[i].seq = newKeyMap(e.seed, 0), 0
 		}
 		payload := bytes.Clone(input) // scribbled on below
 		if err := e.loadBlock(payload, want, time.Now().UnixNano()); err != nil {

@@ -1,6 +1,9 @@
 package statestore
 
-import "unsafe"
+import (
+	"hash/maphash"
+	"unsafe"
+)
 
 // recHeader starts the single allocation that holds one stored key: the
 // header, then the key bytes, then the value bytes. The slot's map key is
@@ -48,3 +51,94 @@ func (h *recHeader) value() []byte {
 }
 
 func (h *recHeader) live(now int64) bool { return h.expires == 0 || h.expires > now }
+
+// key returns the key bytes stored in the record, as a string sharing them.
+func (h *recHeader) key() string {
+	if h.klen == 0 {
+		return ""
+	}
+	return unsafe.String((*byte)(unsafe.Add(unsafe.Pointer(h), recHeaderSize)), int(h.klen))
+}
+
+// keyMap is a slot's index: a map from a 64-bit hash of the key to the
+// record, whose own bytes hold the key. A map slot is 16 bytes instead of
+// the 24 a string-keyed map needs, which matters at millions of keys. Two
+// keys with the same hash (about one pair in 10^19 hashes) are handled by
+// keeping the later ones in a small string-keyed map.
+type keyMap struct {
+	seed maphash.Seed
+	m    map[uint64]*recHeader
+	// coll holds the records whose key hash equals that of another key in
+	// m; nil almost always.
+	coll map[string]*recHeader
+}
+
+func newKeyMap(seed maphash.Seed, size int) keyMap {
+	return keyMap{seed: seed, m: make(map[uint64]*recHeader, size)}
+}
+
+func (k *keyMap) get(key string) (*recHeader, bool) {
+	r, ok := k.m[maphash.String(k.seed, key)]
+	if ok && r.key() == key {
+		return r, true
+	}
+	if k.coll != nil {
+		r, ok = k.coll[key]
+		return r, ok
+	}
+	return nil, false
+}
+
+// put stores a new record for key, replacing any old one.
+func (k *keyMap) put(key string, value []byte, version uint64, expires int64) {
+	r, _ := newRec(key, value, version, expires)
+	h := maphash.String(k.seed, key)
+	if old, ok := k.m[h]; !ok || old.key() == key {
+		k.m[h] = r
+		return
+	}
+	if k.coll == nil {
+		k.coll = map[string]*recHeader{}
+	}
+	k.coll[key] = r
+}
+
+// del removes key. When it frees a hash another key shared, that key
+// moves from coll into m.
+func (k *keyMap) del(key string) {
+	h := maphash.String(k.seed, key)
+	if r, ok := k.m[h]; ok && r.key() == key {
+		delete(k.m, h)
+		for ck, cr := range k.coll {
+			if maphash.String(k.seed, ck) == h {
+				delete(k.coll, ck)
+				k.m[h] = cr
+				break
+			}
+		}
+		return
+	}
+	if k.coll != nil {
+		delete(k.coll, key)
+		if len(k.coll) == 0 {
+			k.coll = nil
+		}
+	}
+}
+
+func (k *keyMap) len() int { return len(k.m) + len(k.coll) }
+
+// each calls fn for every record until fn returns false. fn must not
+// modify the map: collect keys and delete them afterwards.
+func (k *keyMap) each(fn func(key string, r *recHeader) bool) {
+	for _, r := range k.m {
+		if !fn(r.key(), r) {
+			return
+		}
+	}
+	for key, r := range k.coll {
+		if !fn(key, r) {
+			return
+		}
+	}
+}

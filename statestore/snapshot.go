@@ -99,11 +99,12 @@ func (e *Engine) Snapshot() error {
 		entries = entries[:0]
 		s.mu.RLock()
 		seq := s.seq
-		for k, en := range s.m {
+		s.m.each(func(k string, en *recHeader) bool {
 			if en.live(now) {
 				entries = append(entries, snapEntry{k, en})
 			}
-		}
+			return true
+		})
 		s.mu.RUnlock()
 		block = block[:0]
 		block = append(block, make([]byte, 8)...)
@@ -225,7 +226,7 @@ func (e *Engine) loadBlock(p []byte, want int, now int64) error {
 	s := &e.slots[want]
 	s.seq = seq
 	if count > 0 {
-		s.m = make(map[string]*recHeader, count)
+		s.m = newKeyMap(e.seed, int(count))
 	}
 	for i := uint64(0); i < count; i++ {
 		kl, k := binary.Uvarint(p)
@@ -253,8 +254,7 @@ func (e *Engine) loadBlock(p []byte, want int, now int64) error {
 		}
 		p = p[k:]
 		if exp == 0 || exp > now {
-			h, k := newRec(string(keyBytes), val, ver, exp)
-			s.m[k] = h
+			s.m.put(string(keyBytes), val, ver, exp)
 		}
 	}
 	if len(p) != 0 {
@@ -304,7 +304,7 @@ func (e *Engine) recover() (segStart uint64, fileOff int64, keys int, err error)
 				}
 				e.applyOp(o)
 				if o.kind == opSet && o.expires != 0 && o.expires <= now {
-					delete(e.slots[o.slot].m, o.key)
+					e.slots[o.slot].m.del(o.key)
 				}
 			}
 			return nil
@@ -343,7 +343,7 @@ func (e *Engine) recover() (segStart uint64, fileOff int64, keys int, err error)
 func (e *Engine) countKeys() int {
 	n := 0
 	for i := range e.slots {
-		n += len(e.slots[i].m)
+		n += e.slots[i].m.len()
 	}
 	return n
 }
