@@ -13,14 +13,7 @@ func TestKeyMapCollisions(t *testing.T) {
 	const h = 42
 	put := func(key, val string) {
 		r, _ := newRec(key, []byte(val), 1, 0)
-		if old, ok := k.m[h]; !ok || old.key() == key {
-			k.m[h] = r
-			return
-		}
-		if k.coll == nil {
-			k.coll = map[string]*recHeader{}
-		}
-		k.coll[key] = r
+		k.insert(h, key, r)
 	}
 	put("a", "1")
 	put("b", "2")

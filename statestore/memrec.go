@@ -92,7 +92,11 @@ func (k *keyMap) get(key string) (*recHeader, bool) {
 // put stores a new record for key, replacing any old one.
 func (k *keyMap) put(key string, value []byte, version uint64, expires int64) {
 	r, _ := newRec(key, value, version, expires)
-	h := maphash.String(k.seed, key)
+	k.insert(maphash.String(k.seed, key), key, r)
+}
+
+// insert stores r for key under hash h.
+func (k *keyMap) insert(h uint64, key string, r *recHeader) {
 	if old, ok := k.m[h]; !ok || old.key() == key {
 		k.m[h] = r
 		return
