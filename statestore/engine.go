@@ -192,15 +192,29 @@ func Open(opts Options) (*Engine, error) {
 // slotOf maps a key to its slot: FNV-1a of the key, or of its hash tag,
 // the part between the first '{' and the next '}' when not empty.
 func slotOf(key string) uint16 {
-	h := key
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			h = key[i+1 : i+1+j]
-		}
-	}
+	// One pass hashes the key and watches for the first '{'; only keys
+	// with a hash tag are looked at again. As in Redis Cluster, only the
+	// first '{' counts, and an empty tag means the whole key.
 	var x uint64 = 14695981039346656037
-	for i := 0; i < len(h); i++ {
-		x ^= uint64(h[i])
+	brace := false
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if c == '{' && !brace {
+			brace = true
+			if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+				return fnvSlot(key[i+1 : i+1+j])
+			}
+		}
+		x ^= uint64(c)
+		x *= 1099511628211
+	}
+	return uint16(x % NumSlots)
+}
+
+func fnvSlot(s string) uint16 {
+	var x uint64 = 14695981039346656037
+	for i := 0; i < len(s); i++ {
+		x ^= uint64(s[i])
 		x *= 1099511628211
 	}
 	return uint16(x % NumSlots)

@@ -385,3 +385,22 @@ func TestSnapshotOfAnEmptyStore(t *testing.T) {
 		t.Fatal("k lost")
 	}
 }
+
+func TestSlotOfHashTags(t *testing.T) {
+	cases := []struct{ a, b string }{
+		{"{user-1}||a", "x{user-1}y"}, // the tag decides
+		{"a{}b{c}", "a{}b{c}"},        // an empty first tag: the whole key
+		{"{a}{b}", "z{a}"},            // only the first tag counts
+	}
+	for _, c := range cases {
+		if slotOf(c.a) != slotOf(c.b) {
+			t.Errorf("slotOf(%q) != slotOf(%q)", c.a, c.b)
+		}
+	}
+	if fnvSlot("a{}b{c}") != slotOf("a{}b{c}") {
+		t.Error("an empty first tag must hash the whole key")
+	}
+	if fnvSlot("plain") != slotOf("plain") {
+		t.Error("keys without tags hash whole")
+	}
+}
