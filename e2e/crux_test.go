@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -100,4 +102,34 @@ spec:
 			t.Fatalf("acknowledged write s%d lost after kill -9: %d %q", i, r.Status, r.Body)
 		}
 	}
+}
+
+// TestCruxScanSessions lists one user's sessions the way the IM service
+// does: keys tagged with the user, scanned by prefix through mecha's
+// extension endpoint.
+func TestCruxScanSessions(t *testing.T) {
+	m := startMecha(t, "--app-id", "im")
+	expectStatus(t, do(t, "POST", m.url("/v1.0/state/statestore"), `[
+		{"key":"{user-7}:conn-1","value":{"gw":"gw-1"}},
+		{"key":"{user-7}:conn-2","value":{"gw":"gw-2"},"metadata":{"ttlInSeconds":"600"}},
+		{"key":"{user-8}:conn-1","value":{"gw":"gw-3"}}]`), 204)
+	r := do(t, "GET", m.url("/v1.0-alpha1/state/statestore/scan?prefix="+url.QueryEscape("{user-7}:")), nil)
+	expectStatus(t, r, 200)
+	var items []struct {
+		Key      string            `json:"key"`
+		Data     json.RawMessage   `json:"data"`
+		ETag     string            `json:"etag"`
+		Metadata map[string]string `json:"metadata"`
+	}
+	r.json(t, &items)
+	if len(items) != 2 || items[0].Key != "{user-7}:conn-1" || string(items[0].Data) != `{"gw":"gw-1"}` ||
+		items[1].Key != "{user-7}:conn-2" || items[0].ETag == "" || items[1].Metadata["ttlExpireTime"] == "" {
+		t.Fatalf("scan = %s", r.Body)
+	}
+	r = do(t, "GET", m.url("/v1.0-alpha1/state/statestore/scan?limit=1&prefix="+url.QueryEscape("{user-")), nil)
+	r.json(t, &items)
+	if len(items) != 1 {
+		t.Fatalf("limit=1 gave %s", r.Body)
+	}
+	expectError(t, do(t, "GET", m.url("/v1.0-alpha1/state/statestore/scan?limit=-1"), nil), 400, "ERR_MALFORMED_REQUEST")
 }

@@ -246,3 +246,20 @@ func (c *Component) Close() error {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// Scan returns the live keys starting with prefix, sorted, at most limit
+// (0: no limit). It is mecha's extension for listing a user's sessions
+// (GET /v1.0-alpha1/state/{store}/scan); a {hash tag} in the prefix reads
+// one slot.
+func (c *Component) Scan(_ context.Context, prefix string, limit int) ([]state.BulkGetResponse, error) {
+	items := c.engine.Scan(prefix, limit)
+	out := make([]state.BulkGetResponse, len(items))
+	for i, it := range items {
+		etag := ETag(it.Version)
+		out[i] = state.BulkGetResponse{Key: it.Key, Data: it.Value, ETag: &etag}
+		if !it.Expires.IsZero() {
+			out[i].Metadata = map[string]string{"ttlExpireTime": it.Expires.UTC().Format(time.RFC3339)}
+		}
+	}
+	return out, nil
+}

@@ -188,6 +188,40 @@ func (b *Blocks) BulkGetState(ctx context.Context, store string, keys []string, 
 	return resp, nil
 }
 
+// Scanner is implemented by stores that list keys by prefix (state.crux).
+type Scanner interface {
+	Scan(ctx context.Context, prefix string, limit int) ([]state.BulkGetResponse, error)
+}
+
+// ScanState lists the app's keys that start with prefix, sorted, with
+// their values: mecha's extension for stores that implement Scanner.
+func (b *Blocks) ScanState(ctx context.Context, store, prefix string, limit int) ([]state.BulkGetResponse, error) {
+	s, err := b.stateStore(store)
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := s.Store.(Scanner)
+	if !ok {
+		return nil, &apierr.Error{Code: "ERR_STATE_STORE_NOT_SUPPORTED", HTTP: 500, GRPC: 12,
+			Message: fmt.Sprintf("state store %s does not support scanning keys by prefix", store)}
+	}
+	if limit < 0 {
+		return nil, apierr.Malformed("limit %d must not be negative", limit)
+	}
+	p, err := s.Key(prefix)
+	if err != nil {
+		return nil, apierr.Malformed("%v", err)
+	}
+	items, err := sc.Scan(ctx, p, limit)
+	if err != nil {
+		return nil, apierr.StateBulkGet(store, err)
+	}
+	for i := range items {
+		items[i].Key = s.OriginalKey(items[i].Key)
+	}
+	return items, nil
+}
+
 // TxOp is one operation of a transaction, as the app sends it.
 type TxOp struct {
 	// Operation is "upsert" or "delete".

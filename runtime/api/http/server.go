@@ -31,6 +31,7 @@ type Server struct {
 // opHandles are the cached metric handles, one per route.
 type opHandles struct {
 	stateGet, stateSave, stateDelete, stateBulk, stateTx *metrics.Op
+	stateScan                                            *metrics.Op
 	publish, bulkPublish, binding, invoke                *metrics.Op
 	secret, bulkSecret, metaGet, metaPut                 *metrics.Op
 	health, outbound, shutdown, notFound                 *metrics.Op
@@ -46,7 +47,7 @@ func New(d *api.Deps) *Server {
 	s.ops = opHandles{
 		stateGet: m.API("http", "state", "get"), stateSave: m.API("http", "state", "save"),
 		stateDelete: m.API("http", "state", "delete"), stateBulk: m.API("http", "state", "bulk_get"),
-		stateTx: m.API("http", "state", "transaction"), publish: m.API("http", "pubsub", "publish"),
+		stateTx: m.API("http", "state", "transaction"), stateScan: m.API("http", "state", "scan"), publish: m.API("http", "pubsub", "publish"),
 		bulkPublish: m.API("http", "pubsub", "bulk_publish"), binding: m.API("http", "bindings", "invoke"),
 		invoke: m.API("http", "invoke", "invoke"), secret: m.API("http", "secrets", "get"),
 		bulkSecret: m.API("http", "secrets", "bulk_get"), metaGet: m.API("http", "metadata", "get"),
@@ -224,6 +225,13 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) *metrics.Op {
 		}
 	case bytes.HasPrefix(path, pV1Alpha1):
 		block, rest := cut(path[len(pV1Alpha1):])
+		if bytes.Equal(block, sState) && bytes.Equal(method, []byte(fasthttp.MethodGet)) {
+			store, what := cut(rest)
+			if bytes.Equal(what, []byte("scan")) {
+				s.stateScan(ctx, string(store))
+				return s.ops.stateScan
+			}
+		}
 		if bytes.Equal(block, sPublish) && isPost(method) {
 			b, rest := cut(rest)
 			if bytes.Equal(b, sBulk) {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
 
 	"github.com/dapr/components-contrib/state"
@@ -217,4 +218,30 @@ func (s *Server) stateTransaction(ctx *fasthttp.RequestCtx, store string) {
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// stateScan serves GET /v1.0-alpha1/state/{store}/scan?prefix=&limit=, a
+// mecha extension: the app's keys starting with prefix, sorted, with
+// their values and ETags, in the bulk get format.
+func (s *Server) stateScan(ctx *fasthttp.RequestCtx, store string) {
+	args := ctx.QueryArgs()
+	limit := 0
+	if v := args.Peek("limit"); len(v) > 0 {
+		n, err := strconv.Atoi(string(v))
+		if err != nil || n < 0 {
+			writeError(ctx, apierr.Malformed("limit %q is not a non-negative number", v))
+			return
+		}
+		limit = n
+	}
+	items, err := s.d.Blocks.ScanState(bg, store, string(args.Peek("prefix")), limit)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	out := make([]bulkGetItem, len(items))
+	for i, r := range items {
+		out[i] = bulkGetItem{Key: r.Key, Data: rawOrString(r.Data), ETag: r.ETag, Metadata: r.Metadata}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
 }
