@@ -47,7 +47,9 @@ func newRouter(s *appchannel.Subscription) (*router, error) {
 		}
 		for i, ru := range s.Routes.Rules {
 			if strings.TrimSpace(ru.Match) == "" {
-				// A rule without match is a default (Dapr accepts this).
+				// A rule without match is taken as the default route.
+				// (Dapr matches it in its place in the list; the two
+				// differ only when it is not the last rule.)
 				if r.def == "" {
 					r.def = trimPath(ru.Path)
 				}
@@ -88,8 +90,10 @@ func (r *router) route(fields map[string]any) (string, error) {
 	for _, ru := range r.rules {
 		out, _, err := ru.prog.Eval(map[string]any{"event": fields})
 		if err != nil {
-			// A rule that cannot evaluate on this event (missing field)
-			// does not match, as in Dapr.
+			// A rule that cannot evaluate on this event (a field it
+			// reads is missing) does not match. Dapr 1.14 fails the
+			// delivery instead, which retries an event no retry can
+			// fix; mecha moves on to the next rule.
 			continue
 		}
 		if b, ok := out.Value().(bool); ok && b {

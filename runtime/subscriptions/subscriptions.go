@@ -97,6 +97,10 @@ type running struct {
 	// sig identifies the declaration and the component instance; a change
 	// of either restarts the subscription.
 	sig string
+	// ps is the component instance a streaming subscription reads, and
+	// ended is closed when a reload replaces or removes it.
+	ps    any
+	ended chan struct{}
 }
 
 // New returns a manager with no subscriptions.
@@ -221,6 +225,13 @@ func (m *Manager) Sync(ctx context.Context) {
 	add(m.programmatic, "PROGRAMMATIC")
 	for key, r := range m.active {
 		if r.typ == "STREAMING" {
+			// A stream cannot move to a new component instance by
+			// itself: end it, and the client subscribes again.
+			if ps, ok := snap.PubSub[r.sub.PubsubName]; !ok || any(ps.PS) != r.ps {
+				r.cancel()
+				close(r.ended)
+				delete(m.active, key)
+			}
 			continue
 		}
 		if w, ok := want[key]; !ok || w.sig != r.sig {
@@ -283,20 +294,24 @@ func (m *Manager) startLocked(ctx context.Context, key string, r *running) error
 }
 
 // AddStream subscribes a streaming subscriber (gRPC
-// SubscribeTopicEventsAlpha1) and returns the function that removes it.
-func (m *Manager) AddStream(ctx context.Context, sub appchannel.Subscription, sink Sink) (func(), error) {
+// SubscribeTopicEventsAlpha1). It returns the function that removes it
+// and a channel closed when a component reload ended the subscription.
+func (m *Manager) AddStream(ctx context.Context, sub appchannel.Subscription, sink Sink) (func(), <-chan struct{}, error) {
 	if sub.Route == "" && sub.Routes == nil {
 		sub.Route = "/"
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.draining {
-		return nil, fmt.Errorf("runtime is shutting down")
+		return nil, nil, fmt.Errorf("runtime is shutting down")
 	}
 	key := sub.PubsubName + "/" + sub.Topic + "/stream/" + uuid.NewString()
-	r := &running{sub: sub, typ: "STREAMING", sink: sink}
+	r := &running{sub: sub, typ: "STREAMING", sink: sink, ended: make(chan struct{})}
+	if ps, ok := m.opts.Components.Snapshot().PubSub[sub.PubsubName]; ok {
+		r.ps = ps.PS
+	}
 	if err := m.startLocked(ctx, key, r); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return func() {
 		m.mu.Lock()
@@ -305,7 +320,7 @@ func (m *Manager) AddStream(ctx context.Context, sub appchannel.Subscription, si
 			a.cancel()
 			delete(m.active, key)
 		}
-	}, nil
+	}, r.ended, nil
 }
 
 // List describes the active subscriptions, sorted by pubsub and topic.

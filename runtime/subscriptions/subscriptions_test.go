@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"mecha/internal/poll"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -902,5 +904,48 @@ func TestExpiredEventsAreDropped(t *testing.T) {
 	waitFor(t, "the marker", func() bool { return sink.count(marker) > 0 })
 	if n := sink.count(old); n != 0 {
 		t.Fatalf("expired event delivered %d times", n)
+	}
+}
+
+// A reload that replaces the pubsub ends its streaming subscriptions, so
+// their clients subscribe again to the new instance.
+func TestStreamEndsWhenItsPubsubIsReloaded(t *testing.T) {
+	dir := t.TempDir()
+	yaml := "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n"
+	if err := os.WriteFile(filepath.Join(dir, "ps.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := components.NewRegistry()
+	components.RegisterContrib(reg)
+	log := slog.New(slog.DiscardHandler)
+	cm := components.NewManager(components.Options{AppID: "app", Paths: []string{dir}, Registry: reg, Logger: log})
+	if _, err := cm.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cm.Close() })
+	m := New(Options{AppID: "app", Components: cm, Logger: log})
+	remove, ended, err := m.AddStream(t.Context(), appchannel.Subscription{PubsubName: "pubsub", Topic: "t"}, &fakeSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	m.SetApp(&fakeSink{}, nil)
+	m.Sync(t.Context())
+	select {
+	case <-ended:
+		t.Fatal("stream ended without a reload")
+	default:
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ps.yaml"), []byte(yaml+"  metadata:\n  - name: changed\n    value: \"1\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := cm.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	m.Sync(t.Context())
+	select {
+	case <-ended:
+	default:
+		t.Fatal("stream still open on the replaced pubsub")
 	}
 }

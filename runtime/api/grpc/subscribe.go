@@ -68,7 +68,7 @@ func (s *Server) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTop
 	// Hold the send lock until the InitialResponse is out, so that no event
 	// delivered right after subscribing overtakes it.
 	sink.sendMu.Lock()
-	remove, err := s.d.Subs.AddStream(ctx, appchannel.Subscription{
+	remove, ended, err := s.d.Subs.AddStream(ctx, appchannel.Subscription{
 		PubsubName:      init.GetPubsubName(),
 		Topic:           init.GetTopic(),
 		Metadata:        init.GetMetadata(),
@@ -107,6 +107,8 @@ func (s *Server) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTop
 		return err
 	case <-s.closing:
 		return status.Error(codes.Unavailable, "runtime is shutting down")
+	case <-ended:
+		return status.Errorf(codes.Unavailable, "pubsub %s was reloaded or removed; subscribe again", init.GetPubsubName())
 	}
 }
 
