@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"hash/maphash"
 	"log/slog"
 	"os"
@@ -25,9 +26,11 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
-// NumSlots is the fixed number of slots the key space is pre-sharded into.
+// NumSlots is the fixed number of slots the key space is pre-sharded into
+// (2^10: hashSlot takes the top 10 bits of a 64-bit product).
 const NumSlots = 1024
 
 // MaxKeyBytes is the longest key the store accepts.
@@ -189,35 +192,24 @@ func Open(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// slotOf maps a key to its slot: FNV-1a of the key, or of its hash tag,
-// the part between the first '{' and the next '}' when not empty.
+// slotOf maps a key to its slot: CRC-32C (hardware accelerated, and
+// stable across processes, which the log needs) of the key, or of its
+// hash tag: as in Redis Cluster, the part between the first '{' and the
+// next '}' when not empty.
 func slotOf(key string) uint16 {
-	// One pass hashes the key and watches for the first '{'; only keys
-	// with a hash tag are looked at again. As in Redis Cluster, only the
-	// first '{' counts, and an empty tag means the whole key.
-	var x uint64 = 14695981039346656037
-	brace := false
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		if c == '{' && !brace {
-			brace = true
-			if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-				return fnvSlot(key[i+1 : i+1+j])
-			}
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return hashSlot(key[i+1 : i+1+j])
 		}
-		x ^= uint64(c)
-		x *= 1099511628211
 	}
-	return uint16(x % NumSlots)
+	return hashSlot(key)
 }
 
-func fnvSlot(s string) uint16 {
-	var x uint64 = 14695981039346656037
-	for i := 0; i < len(s); i++ {
-		x ^= uint64(s[i])
-		x *= 1099511628211
-	}
-	return uint16(x % NumSlots)
+func hashSlot(s string) uint16 {
+	c := crc32.Update(0, castagnoli, unsafe.Slice(unsafe.StringData(s), len(s)))
+	// Fibonacci hashing: the top bits of the product spread keys that
+	// differ in a few bytes across all slots.
+	return uint16((uint64(c) * 0x9E3779B97F4A7C15) >> (64 - 10))
 }
 
 // SlotOf exposes the slot of a key, for routing and tests.
@@ -318,7 +310,8 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 	defer s.mu.Unlock()
 	// Read the clock only when a TTL is involved.
 	var now int64
-	cur, exists := s.m.get(w.Key)
+	hk := s.m.hash(w.Key)
+	cur, exists := s.m.getHashed(hk, w.Key)
 	if exists && cur.expires != 0 {
 		now = e.now()
 		if !cur.live(now) {
@@ -338,7 +331,7 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 	if w.Delete {
 		if !exists {
 			// Nothing to delete: no record, no new version.
-			if _, stale := s.m.get(w.Key); !stale {
+			if _, stale := s.m.getHashed(hk, w.Key); !stale {
 				return s.seq, nil
 			}
 		}
@@ -365,7 +358,13 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 			return 0, err
 		}
 	}
-	e.applyOp(o)
+	s.seq = o.seq
+	if o.kind == opSet {
+		r, _ := newRec(o.key, o.value, o.seq, o.expires)
+		s.m.insert(hk, o.key, r)
+	} else {
+		s.m.del(o.key)
+	}
 	return o.seq, nil
 }
 

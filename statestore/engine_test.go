@@ -397,10 +397,10 @@ func TestSlotOfHashTags(t *testing.T) {
 			t.Errorf("slotOf(%q) != slotOf(%q)", c.a, c.b)
 		}
 	}
-	if fnvSlot("a{}b{c}") != slotOf("a{}b{c}") {
+	if hashSlot("a{}b{c}") != slotOf("a{}b{c}") {
 		t.Error("an empty first tag must hash the whole key")
 	}
-	if fnvSlot("plain") != slotOf("plain") {
+	if hashSlot("plain") != slotOf("plain") {
 		t.Error("keys without tags hash whole")
 	}
 }

@@ -77,8 +77,13 @@ func newKeyMap(seed maphash.Seed, size int) keyMap {
 	return keyMap{seed: seed, m: make(map[uint64]*recHeader, size)}
 }
 
-func (k *keyMap) get(key string) (*recHeader, bool) {
-	r, ok := k.m[maphash.String(k.seed, key)]
+func (k *keyMap) hash(key string) uint64 { return maphash.String(k.seed, key) }
+
+func (k *keyMap) get(key string) (*recHeader, bool) { return k.getHashed(k.hash(key), key) }
+
+// getHashed is get with the key's hash already computed.
+func (k *keyMap) getHashed(h uint64, key string) (*recHeader, bool) {
+	r, ok := k.m[h]
 	if ok && r.key() == key {
 		return r, true
 	}

@@ -219,7 +219,12 @@ func (w *wal) flushLocked() error {
 	} else if end > w.durable {
 		w.durable = end
 	}
-	w.spare = data
+	// Keep the written buffer for reuse while it is about the size the
+	// load needs; after a burst, a mostly empty big buffer is dropped
+	// rather than kept forever.
+	if cap(data) <= 1<<20 || cap(data) <= 4*len(data) {
+		w.spare = data
+	}
 	w.cond.Broadcast()
 	w.mu.Unlock()
 	return err
