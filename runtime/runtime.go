@@ -200,7 +200,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if len(r.cfg.Command) > 0 {
 		if err := r.startChild(childDone); err != nil {
 			cancel()
-			r.stopServers(httpSrv, grpcSrv, metricsSrv)
+			stopCtx, stopCancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGracePeriod)
+			r.stopServers(stopCtx, httpSrv, grpcSrv, metricsSrv)
+			stopCancel()
 			servers.Wait()
 			return err
 		}
@@ -244,18 +246,19 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 
 	// Graceful shutdown: stop taking events, let deliveries and requests in
-	// flight finish, then stop the app and close components.
+	// flight finish, then stop the app and close components. The grace
+	// period is the budget of the whole shutdown, as in daprd.
 	r.ready.Store(false)
 	grace, graceCancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGracePeriod)
 	defer graceCancel()
 	r.subs.Drain(grace)
 	r.bindings.Drain(grace)
-	r.stopServers(httpSrv, grpcSrv, metricsSrv)
+	r.stopServers(grace, httpSrv, grpcSrv, metricsSrv)
 	cancel()
 	workers.Wait()
 	servers.Wait()
 	if childDone != nil {
-		r.stopChild(childDone)
+		r.stopChild(grace, childDone)
 	}
 	if ch := r.local.Channel(); ch != nil {
 		_ = ch.Close()
@@ -264,9 +267,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	return exitErr
 }
 
-func (r *Runtime) stopServers(h *httpapi.Server, g *grpcapi.Server, m *http.Server) {
-	grace, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGracePeriod)
-	defer cancel()
+func (r *Runtime) stopServers(grace context.Context, h *httpapi.Server, g *grpcapi.Server, m *http.Server) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = h.Shutdown(grace) }()
@@ -438,8 +439,9 @@ func (r *Runtime) Signal(sig os.Signal) {
 	}
 }
 
-// stopChild asks the app to stop, then kills it after the grace period.
-func (r *Runtime) stopChild(done <-chan error) {
+// stopChild asks the app to stop, then kills it when the grace period
+// ends (after at least a second: the app got the signal only now).
+func (r *Runtime) stopChild(grace context.Context, done <-chan error) {
 	r.childMu.Lock()
 	child := r.child
 	r.childMu.Unlock()
@@ -447,9 +449,13 @@ func (r *Runtime) stopChild(done <-chan error) {
 		return
 	}
 	r.Signal(syscall.SIGTERM)
+	wait := time.Second
+	if dl, ok := grace.Deadline(); ok && time.Until(dl) > wait {
+		wait = time.Until(dl)
+	}
 	select {
 	case <-done:
-	case <-time.After(r.cfg.ShutdownGracePeriod):
+	case <-time.After(wait):
 		r.log.Warn("app did not exit in time; killing it")
 		_ = syscall.Kill(-child.Process.Pid, syscall.SIGKILL)
 		<-done
