@@ -68,6 +68,7 @@ const (
 	Removed
 )
 
+// String names the operation.
 func (o ChangeOp) String() string {
 	switch o {
 	case Added:

@@ -59,6 +59,7 @@ type PubSub struct {
 // KeyPrefixInvalid is returned by Key for keys that contain the separator.
 type KeyPrefixInvalid struct{ Key string }
 
+// Error implements error.
 func (e *KeyPrefixInvalid) Error() string {
 	return fmt.Sprintf("input key/keyPrefix '%s' can't contain '||'", e.Key)
 }

@@ -40,6 +40,7 @@ const MaxKeyBytes = 64 << 10
 // it to a 400 / InvalidArgument through its InvalidInput method.
 type inputError string
 
+// Error implements error.
 func (e inputError) Error() string { return string(e) }
 
 // InvalidInput marks the error as the caller's.

@@ -50,6 +50,7 @@ func ParseFsyncPolicy(s string) (FsyncPolicy, error) {
 	return 0, fmt.Errorf("fsync policy %q is not always, interval or never", s)
 }
 
+// String names the policy as the fsync metadata spells it.
 func (p FsyncPolicy) String() string {
 	switch p {
 	case FsyncAlways:

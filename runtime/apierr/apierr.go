@@ -24,6 +24,7 @@ type Error struct {
 	Message string
 }
 
+// Error implements error.
 func (e *Error) Error() string { return e.Message }
 
 // GRPCStatus lets grpc-go render the error as a status.

@@ -81,6 +81,7 @@ const (
 	StatusDrop
 )
 
+// String names the status.
 func (s EventStatus) String() string {
 	switch s {
 	case StatusSuccess:
