@@ -9,9 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -36,25 +33,7 @@ const (
 
 func snapName(start uint64) string { return fmt.Sprintf("%s%020d%s", snapPrefix, start, snapSuffix) }
 
-func listSnapshots(dir string) ([]uint64, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []uint64
-	for _, e := range entries {
-		n := e.Name()
-		if !strings.HasPrefix(n, snapPrefix) || !strings.HasSuffix(n, snapSuffix) {
-			continue
-		}
-		v, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(n, snapPrefix), snapSuffix), 10, 64)
-		if err == nil {
-			out = append(out, v)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out, nil
-}
+func listSnapshots(dir string) ([]uint64, error) { return listNumbered(dir, snapPrefix, snapSuffix) }
 
 type snapEntry struct {
 	key string

@@ -75,7 +75,11 @@ const (
 func segName(start uint64) string { return fmt.Sprintf("%s%020d%s", segPrefix, start, segSuffix) }
 
 // listSegments returns the start LSNs of the segments in dir, sorted.
-func listSegments(dir string) ([]uint64, error) {
+func listSegments(dir string) ([]uint64, error) { return listNumbered(dir, segPrefix, segSuffix) }
+
+// listNumbered returns the numbers of the files in dir named
+// <prefix><number><suffix>, sorted.
+func listNumbered(dir, prefix, suffix string) ([]uint64, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -83,14 +87,13 @@ func listSegments(dir string) ([]uint64, error) {
 	var out []uint64
 	for _, e := range entries {
 		n := e.Name()
-		if !strings.HasPrefix(n, segPrefix) || !strings.HasSuffix(n, segSuffix) {
+		if !strings.HasPrefix(n, prefix) || !strings.HasSuffix(n, suffix) {
 			continue
 		}
-		v, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(n, segPrefix), segSuffix), 10, 64)
-		if err != nil {
-			continue
+		v, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(n, prefix), suffix), 10, 64)
+		if err == nil {
+			out = append(out, v)
 		}
-		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out, nil

@@ -80,35 +80,26 @@ func main() {
 	fmt.Printf("load: %s (%.0f sets/s, one goroutine, fsync=interval)\n", load.Round(time.Millisecond), float64(*n)/load.Seconds())
 	fmt.Printf("live heap: %.1f MiB for %.1f MiB of keys and values: %.1f B per key beyond key and value (heap in use, with span slack: %.1f B)\n",
 		float64(afterAlloc-beforeAlloc)/(1<<20), float64(payload)/(1<<20), perKey, perKeyInuse)
-	if err := e.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	e = nil
-	debug.FreeOSMemory()
+	e = reopen(e, opts, "recovery from the log alone")
+	check(e.Snapshot())
+	e = reopen(e, opts, "recovery from a snapshot")
+	check(e.Close())
+}
 
-	start = time.Now()
-	e, err = statestore.Open(opts)
+func check(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fromLog := time.Since(start)
-	fmt.Printf("recovery from the log alone: %s (%d keys)\n", fromLog.Round(time.Millisecond), e.Len())
-	if err := e.Snapshot(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	e.Close()
-	e = nil
+}
+
+// reopen closes e, opens the store again and prints how long recovery took.
+func reopen(e *statestore.Engine, opts statestore.Options, what string) *statestore.Engine {
+	check(e.Close())
 	debug.FreeOSMemory()
-	start = time.Now()
-	e, err = statestore.Open(opts)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fromSnap := time.Since(start)
-	fmt.Printf("recovery from a snapshot: %s (%d keys)\n", fromSnap.Round(time.Millisecond), e.Len())
-	e.Close()
+	start := time.Now()
+	e, err := statestore.Open(opts)
+	check(err)
+	fmt.Printf("%s: %s (%d keys)\n", what, time.Since(start).Round(time.Millisecond), e.Len())
+	return e
 }

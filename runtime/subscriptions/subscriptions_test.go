@@ -373,7 +373,8 @@ type testEnv struct {
 	ps *components.PubSub
 }
 
-func start(t *testing.T, sink Sink, subs ...appchannel.Subscription) *testEnv {
+// loadDefaults loads the embedded default components for a test.
+func loadDefaults(t *testing.T) (*components.Manager, *slog.Logger) {
 	t.Helper()
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
@@ -384,6 +385,12 @@ func start(t *testing.T, sink Sink, subs ...appchannel.Subscription) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cm.Close() })
+	return cm, log
+}
+
+func start(t *testing.T, sink Sink, subs ...appchannel.Subscription) *testEnv {
+	t.Helper()
+	cm, log := loadDefaults(t)
 	m := New(Options{AppID: "app", Components: cm, Logger: log,
 		Retry: Retry{MaxRetries: 2, Initial: time.Millisecond, Max: 5 * time.Millisecond}})
 	t.Cleanup(func() {
@@ -806,15 +813,7 @@ func TestDrainGivesUpAtDeadline(t *testing.T) {
 
 func TestSyncListAndDuplicates(t *testing.T) {
 	sink := &fakeSink{}
-	reg := components.NewRegistry()
-	components.RegisterContrib(reg)
-	components.RegisterMecha(reg, components.MechaOptions{DataDir: t.TempDir()})
-	log := slog.New(slog.DiscardHandler)
-	cm := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: components.EmbeddedDefaults(), Logger: log})
-	if _, err := cm.Load(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cm.Close() })
+	cm, log := loadDefaults(t)
 	m := New(Options{AppID: "app", Components: cm, Logger: log})
 	t.Cleanup(func() { m.Drain(context.Background()) })
 
