@@ -1,0 +1,20 @@
+// DescribeGroups (key 15), v0–v5 (flexible from v5).
+//
+// A group's state, protocol and members with their metadata and current
+// assignment. An unknown group is answered as Kafka does: state "Dead",
+// no error. Authorized operations (v3+) are not computed (no ACLs).
+package broker
+
+import (
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func (b *Broker) handleDescribeGroups(req *kmsg.DescribeGroupsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.DescribeGroupsResponse)
+	for _, name := range req.Groups {
+		g := b.groups.describe(name)
+		g.AuthorizedOperations = -2147483648
+		resp.Groups = append(resp.Groups, g)
+	}
+	return resp
+}

@@ -1,0 +1,160 @@
+// Fetch (key 1), v4–v12 (flexible from v12).
+//
+// For each partition the broker returns whole record batches from the one
+// holding FetchOffset, up to PartitionMaxBytes, within the request's
+// MaxBytes overall. The first batch of the response is returned even when
+// it is larger than either limit (KIP-74), so a consumer never stalls on a
+// big batch.
+//
+// Long poll: when fewer than MinBytes are available the request waits up
+// to MaxWaitMillis for an append to any of its partitions, then answers
+// with what there is. Waiting holds no lock, and a slow partition's disk
+// read delays only the fetches that include it.
+//
+// Errors per partition: OFFSET_OUT_OF_RANGE outside [log start, log end],
+// UNKNOWN_TOPIC_OR_PARTITION. LastStableOffset equals the high watermark
+// (no transactions). Fetch sessions (v7+, KIP-227) are not kept: the
+// broker answers SessionID 0, which tells clients to send full requests; a
+// request naming a session id gets FETCH_SESSION_ID_NOT_FOUND. v13+ (topic
+// ids) is not served.
+package broker
+
+import (
+	"errors"
+	"math"
+	"time"
+
+	"mecha/broker/storage"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func (b *Broker) handleFetch(c *conn, req *kmsg.FetchRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.FetchResponse)
+	if req.Version >= 7 && req.SessionID != 0 {
+		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
+		return resp
+	}
+	var deadline time.Time
+	if req.MaxWaitMillis > 0 {
+		deadline = time.Now().Add(time.Duration(req.MaxWaitMillis) * time.Millisecond)
+	}
+	var wake chan struct{}
+	for {
+		total, failed := b.fillFetch(req, resp)
+		if total >= int(req.MinBytes) || failed || deadline.IsZero() || !time.Now().Before(deadline) {
+			return resp
+		}
+		if wake == nil {
+			wake = make(chan struct{}, 1)
+		}
+		waiting := b.registerFetchWait(req, wake)
+		if len(waiting) == 0 {
+			continue // data arrived since the read
+		}
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-wake:
+		case <-timer.C:
+		case <-c.done:
+		case <-b.ctx.Done():
+		}
+		timer.Stop()
+		for _, p := range waiting {
+			p.Unwait(wake)
+		}
+		select {
+		case <-wake:
+		default:
+		}
+		if c.isClosed() || b.ctx.Err() != nil {
+			return resp
+		}
+	}
+}
+
+// registerFetchWait asks each partition of the request to signal wake on
+// its next append; it returns the partitions registered, or none when one
+// of them already has data past the fetch offset.
+func (b *Broker) registerFetchWait(req *kmsg.FetchRequest, wake chan struct{}) []*storage.Partition {
+	var out []*storage.Partition
+	for _, rt := range req.Topics {
+		t := b.topics.get(rt.Topic)
+		if t == nil {
+			continue
+		}
+		for _, rp := range rt.Partitions {
+			p := t.partition(rp.Partition)
+			if p == nil {
+				continue
+			}
+			if !p.Wait(rp.FetchOffset, wake) {
+				for _, q := range out {
+					q.Unwait(wake)
+				}
+				return nil
+			}
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// fillFetch (re)builds the response's topics and returns the record bytes
+// in it, and whether some partition has an error (answered at once).
+func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (total int, failed bool) {
+	remaining := math.MaxInt32
+	if req.Version >= 3 && req.MaxBytes > 0 {
+		remaining = int(req.MaxBytes)
+	}
+	resp.Topics = resp.Topics[:0]
+	for _, rt := range req.Topics {
+		st := kmsg.NewFetchResponseTopic()
+		st.Topic = rt.Topic
+		t := b.topics.get(rt.Topic)
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewFetchResponseTopicPartition()
+			sp.Partition, sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = rp.Partition, -1, -1, -1
+			sp.PreferredReadReplica = -1
+			var p *storage.Partition
+			if t != nil {
+				p = t.partition(rp.Partition)
+			}
+			if p == nil {
+				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+				failed = true
+				st.Partitions = append(st.Partitions, sp)
+				continue
+			}
+			limit := int(rp.PartitionMaxBytes)
+			if limit > remaining {
+				limit = remaining
+			}
+			if total == 0 && limit <= 0 {
+				limit = 1 // KIP-74: the first batch always goes
+			}
+			res, err := p.Read(rp.FetchOffset, limit)
+			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, res.HighWatermark, res.LogStart
+			switch {
+			case errors.Is(err, storage.ErrOffsetOutOfRange):
+				sp.ErrorCode = kerr.OffsetOutOfRange.Code
+				failed = true
+			case errors.Is(err, storage.ErrClosed):
+				sp.ErrorCode = kerr.NotLeaderForPartition.Code
+				failed = true
+			case err != nil:
+				b.log.Error("broker: fetch read failed", "topic", rt.Topic, "partition", rp.Partition, "offset", rp.FetchOffset, "err", err)
+				sp.ErrorCode = kerr.KafkaStorageError.Code
+				failed = true
+			default:
+				sp.RecordBatches = res.Batches
+				total += len(res.Batches)
+				remaining -= len(res.Batches)
+			}
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return total, failed
+}

@@ -1,0 +1,28 @@
+// FindCoordinator (key 10), v0–v3.
+//
+// The broker coordinates every group itself, so it answers with its own
+// address for any group key. Transaction coordinators (key type 1) get
+// COORDINATOR_NOT_AVAILABLE: transactions are not implemented. v4+
+// (batched keys) is not served.
+package broker
+
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func (b *Broker) handleFindCoordinator(req *kmsg.FindCoordinatorRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
+	if req.CoordinatorType != 0 {
+		resp.ErrorCode, resp.NodeID, resp.Port = kerr.CoordinatorNotAvailable.Code, -1, -1
+		msg := "transactions are not supported"
+		resp.ErrorMessage = &msg
+		return resp
+	}
+	if req.CoordinatorKey == "" {
+		resp.ErrorCode, resp.NodeID, resp.Port = kerr.InvalidGroupID.Code, -1, -1
+		return resp
+	}
+	resp.NodeID, resp.Host, resp.Port = b.cfg.NodeID, b.host, b.port
+	return resp
+}

@@ -1,0 +1,18 @@
+// Heartbeat (key 12), v0–v4 (flexible from v4).
+//
+// Keeps a member's session alive. REBALANCE_IN_PROGRESS tells the member
+// to rejoin; UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION and FENCED_INSTANCE_ID
+// as in Kafka.
+package broker
+
+import (
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func (b *Broker) handleHeartbeat(req *kmsg.HeartbeatRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.HeartbeatResponse)
+	resp.ErrorCode = b.groups.heartbeat(req, time.Now())
+	return resp
+}

@@ -1,0 +1,274 @@
+// Package broker is mecha's Kafka-compatible broker: a protocol server on
+// github.com/twmb/franz-go/pkg/kmsg (one file per API key, named
+// api_<name>.go, each with its behaviour and version notes at the top), a
+// topic registry over the partition logs of broker/storage, and a classic
+// consumer group coordinator.
+//
+// It runs single-node today: the node leads every partition and the high
+// watermark is the log end. Partition logs already expose what a follower
+// needs (read by offset, append with offsets), so replication adds callers.
+//
+// Isolation: each request runs on its own goroutine and responses are
+// written in request order, as Kafka requires per connection. Control
+// requests (metadata, group coordination) never take a partition lock, so
+// they never wait behind data. Produce requests hold a slot in their
+// topic's queue; when a topic's queue is full the request fails at once
+// with a retriable REQUEST_TIMED_OUT for that topic, and other topics in
+// the same request go on.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"mecha/broker/storage"
+)
+
+// Config configures a broker. Zero values take the defaults of
+// DefaultConfig where noted.
+type Config struct {
+	// Addr is the listen address, host:port; port 0 picks a free one.
+	Addr string
+	// AdvertisedHost is the host clients are told to connect to; empty
+	// means the listen host, or 127.0.0.1 when that is unspecified.
+	AdvertisedHost string
+	// DataDir holds the topics and the committed offsets.
+	DataDir string
+	// NodeID is this broker's id in metadata.
+	NodeID int32
+	// MaxRequestBytes bounds one request frame (socket.request.max.bytes);
+	// a larger frame closes the connection.
+	MaxRequestBytes int32
+	// AutoCreateTopics creates a topic on first produce or metadata request.
+	AutoCreateTopics bool
+	// DefaultPartitions is the partition count of auto-created topics.
+	DefaultPartitions int32
+	// Log is the default partition log configuration; topics override it.
+	Log storage.Config
+	// FlushInterval is the periodic fsync of logs and offsets.
+	FlushInterval time.Duration
+	// TopicQueueDepth bounds the produce requests in flight per topic.
+	TopicQueueDepth int32
+	// RetentionCheckInterval is how often retention runs.
+	RetentionCheckInterval time.Duration
+	// MinSessionTimeout and MaxSessionTimeout bound consumer sessions
+	// (group.min/max.session.timeout.ms).
+	MinSessionTimeout, MaxSessionTimeout time.Duration
+	// Logger receives the broker's logs.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns Kafka's defaults where Kafka has one.
+func DefaultConfig() Config {
+	return Config{
+		Addr: "127.0.0.1:9092", NodeID: 1, MaxRequestBytes: 100 << 20,
+		AutoCreateTopics: true, DefaultPartitions: 1, Log: storage.DefaultConfig(),
+		FlushInterval: time.Second, TopicQueueDepth: 512, RetentionCheckInterval: time.Minute,
+		MinSessionTimeout: 6 * time.Second, MaxSessionTimeout: 30 * time.Minute,
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.DataDir == "":
+		return errors.New("broker: data dir is required")
+	case c.MaxRequestBytes <= 0:
+		return fmt.Errorf("broker: max request bytes %d must be positive", c.MaxRequestBytes)
+	case c.DefaultPartitions <= 0:
+		return fmt.Errorf("broker: default partitions %d must be positive", c.DefaultPartitions)
+	case c.FlushInterval <= 0:
+		return fmt.Errorf("broker: flush interval %s must be positive", c.FlushInterval)
+	case c.TopicQueueDepth <= 0:
+		return fmt.Errorf("broker: topic queue depth %d must be positive", c.TopicQueueDepth)
+	case c.MinSessionTimeout > c.MaxSessionTimeout:
+		return fmt.Errorf("broker: min session timeout %s above max %s", c.MinSessionTimeout, c.MaxSessionTimeout)
+	}
+	if err := c.Log.Validate(); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	if c.RetentionCheckInterval <= 0 {
+		c.RetentionCheckInterval = time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Broker is a running broker.
+type Broker struct {
+	cfg     Config
+	log     *slog.Logger
+	ln      net.Listener
+	host    string
+	port    int32
+	offsets *storage.OffsetStore
+	groups  *coordinator
+	topics  *topicRegistry
+	pids    *producerIDs
+
+	ctx    context.Context // ends when the broker closes
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex // guards conns and closed
+	conns  map[*conn]struct{}
+	closed bool
+}
+
+// Start opens the data directory, recovers every partition and starts
+// listening.
+func Start(cfg Config) (*Broker, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("broker: data dir: %w", err)
+	}
+	b := &Broker{cfg: cfg, log: cfg.Logger, conns: map[*conn]struct{}{}}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	var err error
+	if b.offsets, err = storage.OpenOffsetStore(filepath.Join(cfg.DataDir, "groups")); err != nil {
+		return nil, fmt.Errorf("broker: offsets: %w", err)
+	}
+	if b.topics, err = openTopics(filepath.Join(cfg.DataDir, "topics"), cfg, b.log); err != nil {
+		b.offsets.Close()
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if b.pids, err = openProducerIDs(filepath.Join(cfg.DataDir, "producer-ids")); err != nil {
+		b.topics.close()
+		b.offsets.Close()
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	b.groups = newCoordinator(b.offsets, cfg, b.log)
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		b.topics.close()
+		b.offsets.Close()
+		return nil, fmt.Errorf("broker: listen %s: %w", cfg.Addr, err)
+	}
+	b.ln = ln
+	addr := ln.Addr().(*net.TCPAddr)
+	b.port = int32(addr.Port)
+	b.host = cfg.AdvertisedHost
+	if b.host == "" {
+		b.host = addr.IP.String()
+		if addr.IP.IsUnspecified() {
+			b.host = "127.0.0.1"
+		}
+	}
+	b.wg.Add(3)
+	go b.acceptLoop()
+	go b.flushLoop()
+	go b.tickLoop()
+	b.log.Info("broker listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "topics", b.topics.count())
+	return b, nil
+}
+
+// Addr is the address the broker listens on.
+func (b *Broker) Addr() string { return net.JoinHostPort(b.host, strconv.Itoa(int(b.port))) }
+
+func (b *Broker) acceptLoop() {
+	defer b.wg.Done()
+	for {
+		nc, err := b.ln.Accept()
+		if err != nil {
+			if b.ctx.Err() != nil {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			b.log.Error("broker accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		c := newConn(b, nc)
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			nc.Close()
+			return
+		}
+		b.conns[c] = struct{}{}
+		b.mu.Unlock()
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			c.serve()
+			b.mu.Lock()
+			delete(b.conns, c)
+			b.mu.Unlock()
+		}()
+	}
+}
+
+// flushLoop is the periodic fsync of partition logs and group offsets.
+func (b *Broker) flushLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.cfg.FlushInterval)
+	defer t.Stop()
+	retention := time.NewTicker(b.cfg.RetentionCheckInterval)
+	defer retention.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+			b.topics.flush(b.log)
+			if err := b.offsets.Flush(); err != nil {
+				b.log.Error("broker: fsync offsets", "err", err)
+			}
+		case now := <-retention.C:
+			b.topics.enforceRetention(now, b.log)
+		}
+	}
+}
+
+// tickLoop drives group timeouts.
+func (b *Broker) tickLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case now := <-t.C:
+			b.groups.tick(now)
+		}
+	}
+}
+
+// Close stops accepting, closes connections, waits for in-flight requests
+// and closes every log with a final fsync.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	for c := range b.conns {
+		c.close()
+	}
+	b.mu.Unlock()
+	b.cancel()
+	b.ln.Close()
+	b.groups.close()
+	b.wg.Wait()
+	err := b.topics.close()
+	if oerr := b.offsets.Close(); err == nil {
+		err = oerr
+	}
+	return err
+}

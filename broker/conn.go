@@ -1,0 +1,282 @@
+package broker
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// maxInFlight bounds the requests one connection may have in progress;
+// the reader stops reading while the writer catches up.
+const maxInFlight = 128
+
+// conn serves one client connection. The reader goroutine (serve) parses
+// frames and starts a goroutine per request; the writer goroutine writes
+// responses in request order.
+type conn struct {
+	b  *Broker
+	nc net.Conn
+
+	pending chan *pendingResp // requests in order, owned by the writer
+
+	closeOnce sync.Once
+	done      chan struct{} // closed when the connection closes
+}
+
+// pendingResp is a response slot, filled by the request's goroutine.
+type pendingResp struct {
+	corr     int32
+	flexHdr  bool // response header v1 (tagged fields)
+	ready    chan struct{}
+	resp     kmsg.Response // nil for acks=0 produce: no response at all
+	closeNow bool          // the handler asked to drop the connection
+}
+
+func newConn(b *Broker, nc net.Conn) *conn {
+	return &conn{b: b, nc: nc, pending: make(chan *pendingResp, maxInFlight), done: make(chan struct{})}
+}
+
+func (c *conn) close() {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		c.nc.Close()
+	})
+}
+
+// requestHeader is a parsed request header (v1 or v2).
+type requestHeader struct {
+	key      int16
+	version  int16
+	corr     int32
+	clientID string
+}
+
+// errFrame marks a request that cannot be parsed: Kafka closes the
+// connection on those, and so does the broker, after a log line.
+var errFrame = errors.New("malformed request")
+
+// parseRequest parses a request frame body: the header (key, version,
+// correlation id, client id and, for flexible versions, tagged fields)
+// then the body through kmsg. Unknown keys and unsupported versions are
+// reported with the header so the caller can answer or close.
+func parseRequest(frame []byte) (requestHeader, kmsg.Request, error) {
+	var h requestHeader
+	if len(frame) < 8 {
+		return h, nil, fmt.Errorf("%w: %d-byte frame is shorter than a request header", errFrame, len(frame))
+	}
+	h.key = int16(binary.BigEndian.Uint16(frame))
+	h.version = int16(binary.BigEndian.Uint16(frame[2:]))
+	h.corr = int32(binary.BigEndian.Uint32(frame[4:]))
+	rest := frame[8:]
+	if len(rest) < 2 {
+		return h, nil, fmt.Errorf("%w: no client id", errFrame)
+	}
+	idLen := int(int16(binary.BigEndian.Uint16(rest)))
+	rest = rest[2:]
+	if idLen > len(rest) {
+		return h, nil, fmt.Errorf("%w: client id length %d past the frame", errFrame, idLen)
+	}
+	if idLen > 0 {
+		h.clientID = string(rest[:idLen])
+		rest = rest[idLen:]
+	}
+	req := kmsg.RequestForKey(h.key)
+	if req == nil {
+		return h, nil, fmt.Errorf("%w: unknown api key %d", errUnsupported, h.key)
+	}
+	api, ok := supportedAPIs[h.key]
+	if !ok || h.version < api.min || h.version > api.max {
+		return h, req, fmt.Errorf("%w: %s v%d (supported %s)", errUnsupported, kmsg.NameForKey(h.key), h.version, api.rangeString())
+	}
+	req.SetVersion(h.version)
+	if req.IsFlexible() {
+		r := &tagReader{b: rest}
+		kmsg.SkipTags(r)
+		if r.failed {
+			return h, nil, fmt.Errorf("%w: bad tagged fields in the header", errFrame)
+		}
+		rest = r.b
+	}
+	if err := req.ReadFrom(rest); err != nil {
+		return h, nil, fmt.Errorf("%w: %s v%d body: %v", errFrame, kmsg.NameForKey(h.key), h.version, err)
+	}
+	return h, req, nil
+}
+
+// errUnsupported is an unknown API key or an unsupported version.
+var errUnsupported = errors.New("unsupported request")
+
+// tagReader is the minimal reader kmsg.SkipTags needs for the request
+// header's tagged fields.
+type tagReader struct {
+	b      []byte
+	failed bool
+}
+
+func (r *tagReader) Uvarint() uint32 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 || v > 1<<31 {
+		r.failed = true
+		r.b = nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return uint32(v)
+}
+
+func (r *tagReader) Span(n int) []byte {
+	if n < 0 || n > len(r.b) {
+		r.failed = true
+		r.b = nil
+		return nil
+	}
+	s := r.b[:n]
+	r.b = r.b[n:]
+	return s
+}
+
+// serve reads requests until the connection closes.
+func (c *conn) serve() {
+	defer c.close()
+	var wg sync.WaitGroup
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	defer func() {
+		close(c.pending)
+		<-writerDone
+		wg.Wait()
+	}()
+	r := bufio.NewReaderSize(c.nc, 64<<10)
+	var sizeBuf [4]byte
+	log := c.b.log.With("remote", c.nc.RemoteAddr().String())
+	for {
+		if _, err := io.ReadFull(r, sizeBuf[:]); err != nil {
+			return
+		}
+		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
+		if size < 0 || size > c.b.cfg.MaxRequestBytes {
+			log.Warn("broker: closing connection: request size out of bounds", "size", size, "max_request_bytes", c.b.cfg.MaxRequestBytes)
+			return
+		}
+		frame := make([]byte, size)
+		if _, err := io.ReadFull(r, frame); err != nil {
+			log.Warn("broker: closing connection: truncated request", "size", size, "err", err)
+			return
+		}
+		h, req, err := parseRequest(frame)
+		if err != nil {
+			if h.key == 18 && errors.Is(err, errUnsupported) && req != nil {
+				// KIP-511: answer an unsupported ApiVersions with error
+				// 35 and the v0 body listing what is supported.
+				p := &pendingResp{corr: h.corr, ready: make(chan struct{})}
+				p.resp = apiVersionsUnsupported()
+				close(p.ready)
+				if !c.enqueue(p) {
+					return
+				}
+				continue
+			}
+			log.Warn("broker: closing connection", "client_id", h.clientID, "api_key", h.key, "api_version", h.version, "err", err)
+			return
+		}
+		p := &pendingResp{corr: h.corr, flexHdr: req.IsFlexible() && h.key != 18, ready: make(chan struct{})}
+		if !c.enqueue(p) {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(p.ready)
+			defer func() {
+				if rec := recover(); rec != nil {
+					log.Error("broker: request handler panicked; closing connection", "api_key", h.key, "api_version", h.version, "panic", rec)
+					p.resp, p.closeNow = nil, true
+				}
+			}()
+			p.resp = c.b.handle(c, h, req)
+		}()
+	}
+}
+
+func (c *conn) enqueue(p *pendingResp) bool {
+	select {
+	case c.pending <- p:
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+// writeLoop writes responses in request order, flushing when no further
+// response is ready.
+func (c *conn) writeLoop() {
+	w := bufio.NewWriterSize(c.nc, 64<<10)
+	var buf []byte
+	broken := false
+	for p := range c.pending {
+		select {
+		case <-p.ready:
+		default:
+			// Not ready (a long-polling fetch, a join): send what is
+			// buffered before waiting.
+			if !broken && w.Buffered() > 0 && w.Flush() != nil {
+				broken = true
+				c.close()
+			}
+			<-p.ready
+		}
+		if broken {
+			continue
+		}
+		if p.closeNow {
+			broken = true
+			c.close()
+			continue
+		}
+		if p.resp == nil {
+			continue
+		}
+		buf = append(buf[:0], 0, 0, 0, 0)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(p.corr))
+		if p.flexHdr {
+			buf = append(buf, 0) // no tagged fields
+		}
+		buf = p.resp.AppendTo(buf)
+		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+		if _, err := w.Write(buf); err != nil {
+			broken = true
+			c.close()
+			continue
+		}
+		if cap(buf) > 1<<20 {
+			buf = nil
+		}
+		if len(c.pending) == 0 {
+			if err := w.Flush(); err != nil {
+				broken = true
+				c.close()
+			}
+		}
+	}
+	if !broken {
+		_ = w.Flush()
+	}
+}
+
+func (c *conn) isClosed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,702 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config is a partition's log configuration, from the topic's configs.
+type Config struct {
+	// SegmentBytes rolls a new segment when the active one would pass it
+	// (segment.bytes). At most 2 GiB, as index positions are 32-bit.
+	SegmentBytes int64
+	// RetentionMs deletes sealed segments whose newest record is older
+	// (retention.ms); negative keeps them forever.
+	RetentionMs int64
+	// RetentionBytes deletes the oldest sealed segments while the log is
+	// larger (retention.bytes); negative means no bound.
+	RetentionBytes int64
+	// MaxBatchBytes bounds one record batch (max.message.bytes).
+	MaxBatchBytes int
+	// SyncEveryWrite fsyncs before Append returns; otherwise Flush runs
+	// periodically, as Kafka relies on the page cache.
+	SyncEveryWrite bool
+	// IndexIntervalBytes is the log distance between offset index entries.
+	IndexIntervalBytes int64
+}
+
+// DefaultConfig is Kafka's defaults: 1 GiB segments, 7 days, no size
+// bound, 1 MiB batches, 4 KiB index interval.
+func DefaultConfig() Config {
+	return Config{SegmentBytes: 1 << 30, RetentionMs: 7 * 24 * 3600 * 1000, RetentionBytes: -1,
+		MaxBatchBytes: 1048588, IndexIntervalBytes: 4096}
+}
+
+// Validate reports the first bad field by its Kafka config name.
+func (c Config) Validate() error {
+	switch {
+	case c.SegmentBytes < 14 || c.SegmentBytes > 1<<31-1:
+		return fmt.Errorf("segment.bytes: %d is outside [14, 2147483647]", c.SegmentBytes)
+	case c.RetentionMs < -1:
+		return fmt.Errorf("retention.ms: %d is below -1", c.RetentionMs)
+	case c.RetentionBytes < -1:
+		return fmt.Errorf("retention.bytes: %d is below -1", c.RetentionBytes)
+	case c.MaxBatchBytes < 0:
+		return fmt.Errorf("max.message.bytes: %d is negative", c.MaxBatchBytes)
+	case c.IndexIntervalBytes < 0:
+		return fmt.Errorf("index.interval.bytes: %d is negative", c.IndexIntervalBytes)
+	}
+	return nil
+}
+
+// producerBatch is one of the last batches an idempotent producer wrote,
+// kept to answer a retried batch with its original offset.
+type producerBatch struct {
+	firstSeq, lastSeq int32
+	base              int64
+}
+
+// producerState tracks one idempotent producer on one partition.
+type producerState struct {
+	epoch   int16
+	lastSeq int32
+	recent  [5]producerBatch // ring of the last five batches, as Kafka keeps
+	n       int
+}
+
+// AppendResult says where a produce landed.
+type AppendResult struct {
+	// Base is the offset of the first record.
+	Base int64
+	// Duplicate is set when the batch was a retry of one already in the
+	// log: nothing was written and Base is the original offset.
+	Duplicate bool
+}
+
+// ReadResult is the answer to a fetch of one partition.
+type ReadResult struct {
+	// Batches holds whole record batches, the first one containing the
+	// requested offset; empty at the end of the log.
+	Batches       []byte
+	HighWatermark int64
+	LogStart      int64
+}
+
+// Partition is one partition's log.
+type Partition struct {
+	dir string
+
+	// mu guards everything below. Appends take it exclusively; reads take
+	// it shared only to find where to read, then read the file without it.
+	mu        sync.RWMutex
+	cfg       Config
+	segs      []*segment // by base offset; the last one is active
+	next      int64      // log end offset
+	logStart  int64
+	producers map[int64]*producerState
+	waiters   []chan struct{}
+	hint      readHint
+	failed    error // set by a failed fsync or write: the log takes no more writes
+	closed    bool
+	size      int64 // bytes in all segments
+}
+
+// readHint remembers where the last read ended, so a consumer reading on
+// does not search the index.
+type readHint struct {
+	seg    *segment
+	offset int64
+	pos    int64
+}
+
+// Open opens (or creates) the partition log in dir, recovering the active
+// segment: every CRC is checked and a torn tail cut.
+func Open(dir string, cfg Config) (*Partition, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	p := &Partition{dir: dir, cfg: cfg, producers: map[int64]*producerState{}}
+	p.logStart = p.readLogStart()
+	bases, err := listSegments(dir)
+	if err != nil {
+		return nil, err
+	}
+	for i, b := range bases {
+		last := i == len(bases)-1
+		s, err := openSegment(dir, b, last, cfg.IndexIntervalBytes)
+		if err != nil {
+			p.closeFiles()
+			return nil, fmt.Errorf("open partition %s: %w", dir, err)
+		}
+		if n := len(p.segs); n > 0 && p.segs[n-1].next > s.base {
+			s.f.Close()
+			p.closeFiles()
+			return nil, fmt.Errorf("open partition %s: segment %d overlaps the one before it, which ends at %d", dir, s.base, p.segs[n-1].next)
+		}
+		p.segs = append(p.segs, s)
+		p.size += s.size
+	}
+	if len(p.segs) == 0 {
+		s, err := createSegment(dir, p.logStart)
+		if err != nil {
+			return nil, err
+		}
+		p.segs = append(p.segs, s)
+	}
+	active := p.segs[len(p.segs)-1]
+	p.next = active.next
+	if first := p.segs[0].base; p.logStart < first {
+		p.logStart = first
+	}
+	if p.logStart > p.next {
+		p.logStart = p.next
+	}
+	p.rebuildProducers(active)
+	return p, nil
+}
+
+// rebuildProducers restores idempotent producer state from the active
+// segment, so a producer retrying across a broker restart is still
+// de-duplicated.
+func (p *Partition) rebuildProducers(s *segment) {
+	hdr := make([]byte, batchHeaderLen)
+	for pos := int64(0); pos < s.size; {
+		if _, err := s.f.ReadAt(hdr, pos); err != nil {
+			return
+		}
+		base, info, ok := scanBatch(hdr, false)
+		if !ok {
+			return
+		}
+		if info.ProducerID >= 0 {
+			p.remember(info, base)
+		}
+		pos += int64(info.Size)
+	}
+}
+
+func (p *Partition) readLogStart() int64 {
+	b, err := os.ReadFile(filepath.Join(p.dir, "log-start-offset"))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// SetConfig changes the configuration (an altered topic).
+func (p *Partition) SetConfig(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.cfg = cfg
+	p.mu.Unlock()
+	return nil
+}
+
+// Append writes validated batches (from ValidateBatches on buf) at the end
+// of the log, assigning offsets. With SyncEveryWrite it returns only after
+// fsync. An idempotent producer's retry of a batch already written is
+// answered with the original offset and not written again.
+func (p *Partition) Append(buf []byte, infos []BatchInfo) (AppendResult, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return AppendResult{}, ErrClosed
+	}
+	if p.failed != nil {
+		err := p.failed
+		p.mu.Unlock()
+		return AppendResult{}, err
+	}
+	if res, dup, err := p.checkProducers(infos); err != nil || dup {
+		p.mu.Unlock()
+		return res, err
+	}
+	seg := p.segs[len(p.segs)-1]
+	if seg.size > 0 && seg.size+int64(len(buf)) > p.cfg.SegmentBytes {
+		var err error
+		if seg, err = p.roll(); err != nil {
+			p.mu.Unlock()
+			return AppendResult{}, err
+		}
+	}
+	base := p.next
+	off := base
+	for _, in := range infos {
+		binary.BigEndian.PutUint64(buf[in.Pos:], uint64(off))
+		binary.BigEndian.PutUint32(buf[in.Pos+epochOffset:], 0)
+		off += int64(in.LastOffsetDelta) + 1
+	}
+	pos := seg.size
+	if n, err := writeFn(seg.f, buf, pos); err != nil || n != len(buf) {
+		// Take back a partial write so the log never holds half a batch.
+		if terr := seg.f.Truncate(pos); terr != nil {
+			p.failed = fmt.Errorf("%w: write failed (%v) and truncate failed (%v)", ErrLogFailed, err, terr)
+		}
+		p.mu.Unlock()
+		if err == nil {
+			err = fmt.Errorf("short write: %d of %d bytes", n, len(buf))
+		}
+		return AppendResult{}, fmt.Errorf("append to %s: %w", p.dir, err)
+	}
+	off = base
+	for _, in := range infos {
+		seg.account(pos+int64(in.Pos), off, in, p.cfg.IndexIntervalBytes)
+		if in.ProducerID >= 0 {
+			p.remember(in, off)
+		}
+		off += int64(in.LastOffsetDelta) + 1
+	}
+	seg.size += int64(len(buf))
+	p.size += int64(len(buf))
+	p.next = off
+	waiters := p.waiters
+	p.waiters = nil
+	syncNow := p.cfg.SyncEveryWrite
+	p.mu.Unlock()
+	for _, w := range waiters {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+	if syncNow {
+		if err := p.sync(seg); err != nil {
+			return AppendResult{}, err
+		}
+	}
+	return AppendResult{Base: base}, nil
+}
+
+// checkProducers applies Kafka's idempotence rules to the batches of one
+// produce. A lone batch that repeats one of the producer's last five is a
+// duplicate, answered with its first offset.
+func (p *Partition) checkProducers(infos []BatchInfo) (AppendResult, bool, error) {
+	for i, in := range infos {
+		if in.ProducerID < 0 {
+			continue
+		}
+		st, ok := p.producers[in.ProducerID]
+		switch {
+		case !ok:
+			if in.BaseSequence != 0 {
+				return AppendResult{}, false, fmt.Errorf("%w: producer %d starts at sequence %d", ErrUnknownProducerID, in.ProducerID, in.BaseSequence)
+			}
+		case in.ProducerEpoch < st.epoch:
+			return AppendResult{}, false, fmt.Errorf("%w: producer %d epoch %d, log has %d", ErrInvalidProducerEpoch, in.ProducerID, in.ProducerEpoch, st.epoch)
+		case in.ProducerEpoch > st.epoch:
+			if in.BaseSequence != 0 {
+				return AppendResult{}, false, fmt.Errorf("%w: producer %d new epoch %d starts at sequence %d", ErrOutOfOrderSequence, in.ProducerID, in.ProducerEpoch, in.BaseSequence)
+			}
+		default:
+			last := in.BaseSequence + in.LastOffsetDelta
+			for _, b := range st.recent[:st.n] {
+				if b.firstSeq == in.BaseSequence && b.lastSeq == last {
+					if len(infos) == 1 && i == 0 {
+						return AppendResult{Base: b.base, Duplicate: true}, true, nil
+					}
+					return AppendResult{}, false, fmt.Errorf("%w: producer %d sequence %d", ErrDuplicateSequence, in.ProducerID, in.BaseSequence)
+				}
+			}
+			if in.BaseSequence != st.lastSeq+1 && !(st.lastSeq == 1<<31-1 && in.BaseSequence == 0) {
+				if in.BaseSequence <= st.lastSeq {
+					return AppendResult{}, false, fmt.Errorf("%w: producer %d sequence %d, last was %d", ErrDuplicateSequence, in.ProducerID, in.BaseSequence, st.lastSeq)
+				}
+				return AppendResult{}, false, fmt.Errorf("%w: producer %d sequence %d, expected %d", ErrOutOfOrderSequence, in.ProducerID, in.BaseSequence, st.lastSeq+1)
+			}
+		}
+	}
+	return AppendResult{}, false, nil
+}
+
+// remember records a producer's batch written at base.
+func (p *Partition) remember(in BatchInfo, base int64) {
+	st, ok := p.producers[in.ProducerID]
+	if !ok || in.ProducerEpoch != st.epoch {
+		st = &producerState{epoch: in.ProducerEpoch}
+		p.producers[in.ProducerID] = st
+	}
+	last := in.BaseSequence + in.LastOffsetDelta
+	st.lastSeq = last
+	copy(st.recent[1:], st.recent[:len(st.recent)-1])
+	st.recent[0] = producerBatch{firstSeq: in.BaseSequence, lastSeq: last, base: base}
+	if st.n < len(st.recent) {
+		st.n++
+	}
+}
+
+// roll seals the active segment (fsync, index files) and starts a new one.
+// The caller holds mu.
+func (p *Partition) roll() (*segment, error) {
+	old := p.segs[len(p.segs)-1]
+	if err := syncFn(old.f); err != nil {
+		p.failed = fmt.Errorf("%w: fsync %s: %v", ErrLogFailed, p.dir, err)
+		return nil, p.failed
+	}
+	old.flushed = old.size
+	if err := old.saveIndexes(); err != nil {
+		return nil, fmt.Errorf("seal segment %d of %s: %w", old.base, p.dir, err)
+	}
+	s, err := createSegment(p.dir, p.next)
+	if err != nil {
+		return nil, fmt.Errorf("roll %s: %w", p.dir, err)
+	}
+	p.segs = append(p.segs, s)
+	return s, nil
+}
+
+// sync fsyncs seg if it has unflushed bytes. A failed fsync stops the
+// partition: the kernel may have dropped the dirty pages, so nothing after
+// it can be acknowledged.
+func (p *Partition) sync(seg *segment) error {
+	p.mu.RLock()
+	size := seg.size
+	done := seg.flushed >= size
+	p.mu.RUnlock()
+	if done {
+		return nil
+	}
+	if err := syncFn(seg.f); err != nil {
+		p.mu.Lock()
+		p.failed = fmt.Errorf("%w: fsync %s: %v", ErrLogFailed, p.dir, err)
+		p.mu.Unlock()
+		return p.failed
+	}
+	p.mu.Lock()
+	if size > seg.flushed {
+		seg.flushed = size
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// Flush fsyncs the active segment: the periodic flush.
+func (p *Partition) Flush() error {
+	p.mu.RLock()
+	if p.closed {
+		p.mu.RUnlock()
+		return nil
+	}
+	seg := p.segs[len(p.segs)-1]
+	p.mu.RUnlock()
+	return p.sync(seg)
+}
+
+// Offsets returns the log start offset and the high watermark (the log
+// end: a single node's log is committed as soon as it is written).
+func (p *Partition) Offsets() (logStart, hw int64) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.logStart, p.next
+}
+
+// Size returns the bytes in the partition's segments.
+func (p *Partition) Size() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.size
+}
+
+// Read returns whole batches starting with the one that holds offset, up to
+// maxBytes; the first batch is returned whole even when it is larger
+// (KIP-74), so a consumer always makes progress.
+func (p *Partition) Read(offset int64, maxBytes int) (ReadResult, error) {
+	p.mu.RLock()
+	res := ReadResult{HighWatermark: p.next, LogStart: p.logStart}
+	if p.closed {
+		p.mu.RUnlock()
+		return res, ErrClosed
+	}
+	if offset < p.logStart || offset > p.next {
+		p.mu.RUnlock()
+		return res, fmt.Errorf("%w: %d not in [%d, %d]", ErrOffsetOutOfRange, offset, p.logStart, p.next)
+	}
+	if offset == p.next || maxBytes <= 0 {
+		p.mu.RUnlock()
+		return res, nil
+	}
+	i := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].base > offset }) - 1
+	if i < 0 {
+		i = 0
+	}
+	for i < len(p.segs)-1 && p.segs[i].next <= offset {
+		i++
+	}
+	seg := p.segs[i]
+	var pos int64
+	if h := p.hint; h.seg == seg && h.offset == offset {
+		pos = h.pos
+	} else {
+		pos = seg.lookup(offset)
+	}
+	limit := seg.size
+	interval := p.cfg.IndexIntervalBytes
+	p.mu.RUnlock()
+
+	data, end, endOffset, err := readFrom(seg, offset, pos, limit, maxBytes, interval)
+	if err != nil || len(data) == 0 {
+		return res, err
+	}
+	res.Batches = data
+	p.mu.Lock()
+	p.hint = readHint{seg: seg, offset: endOffset, pos: end}
+	p.mu.Unlock()
+	return res, nil
+}
+
+// readFrom reads batches of seg from pos (at or before offset's batch),
+// skipping those wholly before offset and trimming to whole batches within
+// maxBytes. It returns the file position and the offset after the data.
+func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int64) (data []byte, end, endOffset int64, err error) {
+	want := int64(maxBytes) + interval
+	if want > limit-pos {
+		want = limit - pos
+	}
+	if want <= 0 {
+		return nil, 0, 0, nil
+	}
+	buf := make([]byte, want)
+	if _, err := seg.f.ReadAt(buf, pos); err != nil {
+		return nil, 0, 0, fmt.Errorf("read %s at %d: %w", segPath(seg.dir, seg.base, ".log"), pos, err)
+	}
+	// Skip batches that end before offset.
+	skip := 0
+	for skip+batchHeaderLen <= len(buf) {
+		base, info, ok := scanBatch(buf[skip:], false)
+		if !ok {
+			return nil, 0, 0, fmt.Errorf("read %s at %d: no batch header", segPath(seg.dir, seg.base, ".log"), pos+int64(skip))
+		}
+		if base+int64(info.LastOffsetDelta) >= offset {
+			break
+		}
+		skip += info.Size
+	}
+	if skip+batchHeaderLen > len(buf) {
+		// The index pointed further back than maxBytes+interval covers
+		// (a sparse index after huge batches): read again from here.
+		if pos+int64(skip) >= limit {
+			return nil, 0, 0, nil
+		}
+		return readFrom(seg, offset, pos+int64(skip), limit, maxBytes, interval)
+	}
+	buf = buf[skip:]
+	start := pos + int64(skip)
+	// Keep whole batches within maxBytes, but always the first.
+	n := 0
+	for n+batchHeaderLen <= len(buf) {
+		base, info, ok := scanBatch(buf[n:], false)
+		if !ok || n+info.Size > len(buf) {
+			break
+		}
+		if n > 0 && n+info.Size > maxBytes {
+			break
+		}
+		n += info.Size
+		endOffset = base + int64(info.LastOffsetDelta) + 1
+	}
+	if n == 0 {
+		// The first batch is larger than what was read: read it whole.
+		base, info, _ := scanBatch(buf, false)
+		if start+int64(info.Size) > limit {
+			return nil, 0, 0, fmt.Errorf("read %s at %d: batch runs past the segment", segPath(seg.dir, seg.base, ".log"), start)
+		}
+		whole := make([]byte, info.Size)
+		if _, err := seg.f.ReadAt(whole, start); err != nil {
+			return nil, 0, 0, err
+		}
+		return whole, start + int64(info.Size), base + int64(info.LastOffsetDelta) + 1, nil
+	}
+	return buf[:n], start + int64(n), endOffset, nil
+}
+
+// Wait registers ch to be signalled (non-blocking send) by the next append
+// and reports true, or reports false without registering when the log
+// already ends past offset.
+func (p *Partition) Wait(offset int64, ch chan struct{}) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.next > offset || p.closed {
+		return false
+	}
+	p.waiters = append(p.waiters, ch)
+	return true
+}
+
+// Unwait removes ch from the waiters (a fetch that timed out).
+func (p *Partition) Unwait(ch chan struct{}) {
+	p.mu.Lock()
+	for i, w := range p.waiters {
+		if w == ch {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			break
+		}
+	}
+	p.mu.Unlock()
+}
+
+// OffsetForTime returns the base offset and max timestamp of the first
+// batch with a timestamp at or after ts, or (-1, -1) when there is none.
+// Batches are the unit: a batch that straddles ts is returned whole by a
+// fetch, and the client skips the earlier records.
+func (p *Partition) OffsetForTime(ts int64) (offset, maxTs int64) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, s := range p.segs {
+		if s.maxTs >= ts {
+			i := sort.Search(len(s.tindex), func(i int) bool { return s.tindex[i].ts >= ts })
+			e := s.tindex[i]
+			off := s.base + int64(e.rel)
+			if off < p.logStart {
+				off = p.logStart
+			}
+			return off, e.ts
+		}
+	}
+	return -1, -1
+}
+
+// OffsetForMaxTimestamp returns the base offset and timestamp of the
+// batch with the largest timestamp (ListOffsets -3), or (-1, -1) when the
+// log is empty.
+func (p *Partition) OffsetForMaxTimestamp() (offset, maxTs int64) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	offset, maxTs = -1, -1
+	for _, s := range p.segs {
+		if n := len(s.tindex); n > 0 && s.tindex[n-1].ts > maxTs {
+			offset, maxTs = s.base+int64(s.tindex[n-1].rel), s.tindex[n-1].ts
+		}
+	}
+	if offset >= 0 && offset < p.logStart {
+		offset = p.logStart
+	}
+	return offset, maxTs
+}
+
+// DeleteRecords moves the log start to offset (DeleteRecords API) and
+// deletes the segments wholly before it. offset -1 means the high
+// watermark.
+func (p *Partition) DeleteRecords(offset int64) (int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if offset == -1 {
+		offset = p.next
+	}
+	if offset < 0 || offset > p.next {
+		return p.logStart, fmt.Errorf("%w: %d not in [0, %d]", ErrOffsetOutOfRange, offset, p.next)
+	}
+	if offset <= p.logStart {
+		return p.logStart, nil
+	}
+	if err := writeFileSync(filepath.Join(p.dir, "log-start-offset"), []byte(strconv.FormatInt(offset, 10))); err != nil {
+		return p.logStart, err
+	}
+	p.logStart = offset
+	p.dropBefore(offset)
+	return offset, nil
+}
+
+// dropBefore deletes sealed segments that end at or before offset. The
+// caller holds mu.
+func (p *Partition) dropBefore(offset int64) {
+	for len(p.segs) > 1 && p.segs[0].next <= offset {
+		p.removeFirst()
+	}
+}
+
+// removeFirst deletes the oldest segment. Its file is closed a little
+// later: a read that found it just before may still be using it.
+func (p *Partition) removeFirst() {
+	s := p.segs[0]
+	p.segs = p.segs[1:]
+	p.size -= s.size
+	if p.hint.seg == s {
+		p.hint = readHint{}
+	}
+	for _, ext := range []string{".log", ".index", ".timeindex"} {
+		_ = os.Remove(segPath(s.dir, s.base, ext))
+	}
+	time.AfterFunc(30*time.Second, func() { _ = s.f.Close() })
+	if p.logStart < p.segs[0].base {
+		p.logStart = p.segs[0].base
+	}
+}
+
+// EnforceRetention deletes sealed segments past retention.ms or beyond
+// retention.bytes. The active segment is never deleted.
+func (p *Partition) EnforceRetention(now time.Time) (deleted int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0
+	}
+	for len(p.segs) > 1 {
+		s := p.segs[0]
+		byTime := p.cfg.RetentionMs >= 0 && s.maxTs >= 0 && now.UnixMilli()-s.maxTs > p.cfg.RetentionMs
+		if p.cfg.RetentionMs >= 0 && s.maxTs < 0 {
+			byTime = now.Sub(s.modTime).Milliseconds() > p.cfg.RetentionMs
+		}
+		bySize := p.cfg.RetentionBytes >= 0 && p.size-s.size >= p.cfg.RetentionBytes
+		if !byTime && !bySize {
+			break
+		}
+		p.removeFirst()
+		deleted++
+	}
+	return deleted
+}
+
+// Close flushes the log and closes the files. The active segment's indexes
+// are rebuilt by the scan that recovery runs on it anyway.
+func (p *Partition) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	var errs []error
+	if p.failed == nil {
+		active := p.segs[len(p.segs)-1]
+		if err := syncFn(active.f); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.closeFiles()
+	for _, w := range p.waiters {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+	p.waiters = nil
+	return errors.Join(errs...)
+}
+
+func (p *Partition) closeFiles() {
+	for _, s := range p.segs {
+		_ = s.f.Close()
+	}
+}
+
+// Remove closes the partition and deletes its directory (a deleted topic).
+func (p *Partition) Remove() error {
+	_ = p.Close()
+	return os.RemoveAll(p.dir)
+}
