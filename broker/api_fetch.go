@@ -117,6 +117,8 @@ func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (to
 			sp := kmsg.NewFetchResponseTopicPartition()
 			sp.Partition, sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = rp.Partition, -1, -1, -1
 			sp.PreferredReadReplica = -1
+			// An empty record set, never null: librdkafka rejects null.
+			sp.RecordBatches = []byte{}
 			var p *storage.Partition
 			if t != nil {
 				p = t.partition(rp.Partition)
@@ -147,7 +149,7 @@ func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (to
 				b.log.Error("broker: fetch read failed", "topic", rt.Topic, "partition", rp.Partition, "offset", rp.FetchOffset, "err", err)
 				sp.ErrorCode = kerr.KafkaStorageError.Code
 				failed = true
-			default:
+			case len(res.Batches) > 0:
 				sp.RecordBatches = res.Batches
 				total += len(res.Batches)
 				remaining -= len(res.Batches)

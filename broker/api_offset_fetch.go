@@ -22,11 +22,11 @@ func (b *Broker) handleOffsetFetch(req *kmsg.OffsetFetchRequest) kmsg.Response {
 		return resp
 	}
 	fill := func(sp *kmsg.OffsetFetchResponseTopicPartition, c storage.Committed, ok bool) {
-		sp.Offset, sp.LeaderEpoch = -1, -1
+		// Metadata is "" where nothing is committed, never null, as Kafka
+		// answers: sarama rejects a null here.
+		sp.Offset, sp.LeaderEpoch, sp.Metadata = -1, -1, strPtr("")
 		if ok {
-			sp.Offset, sp.LeaderEpoch = c.Offset, c.LeaderEpoch
-			md := c.Metadata
-			sp.Metadata = &md
+			sp.Offset, sp.LeaderEpoch, sp.Metadata = c.Offset, c.LeaderEpoch, strPtr(c.Metadata)
 		}
 	}
 	if req.Topics == nil && req.Version >= 2 {

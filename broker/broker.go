@@ -77,6 +77,12 @@ func DefaultConfig() Config {
 }
 
 func (c *Config) validate() error {
+	if c.RetentionCheckInterval <= 0 {
+		c.RetentionCheckInterval = time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
 	switch {
 	case c.DataDir == "":
 		return errors.New("broker: data dir is required")
@@ -93,12 +99,6 @@ func (c *Config) validate() error {
 	}
 	if err := c.Log.Validate(); err != nil {
 		return fmt.Errorf("broker: %w", err)
-	}
-	if c.RetentionCheckInterval <= 0 {
-		c.RetentionCheckInterval = time.Minute
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return nil
 }

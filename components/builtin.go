@@ -18,6 +18,8 @@ import (
 	redisstate "github.com/dapr/components-contrib/state/redis"
 	"github.com/dapr/kit/logger"
 
+	"mecha/bindings/brokerbinding"
+	"mecha/broker/mechapubsub"
 	"mecha/statestore"
 )
 
@@ -41,14 +43,19 @@ func RegisterContrib(r *Registry) {
 
 // EmbeddedDefaults are the components `mecha run` serves when no resources
 // path is given, so that Dapr quickstarts run unchanged: Crux (state.crux,
-// durable in --data-dir) as "statestore", and an in-memory "pubsub" until
-// the embedded broker lands.
-func EmbeddedDefaults() []*Component {
+// durable in --data-dir) as "statestore", and as "pubsub" the embedded
+// broker (pubsub.mecha), or contrib's in-memory pubsub when the broker is
+// off (--broker-port 0).
+func EmbeddedDefaults(broker bool) []*Component {
+	ps := "pubsub.mecha"
+	if !broker {
+		ps = "pubsub.in-memory"
+	}
 	return []*Component{
 		{APIVersion: "dapr.io/v1alpha1", Kind: "Component", Metadata: ObjectMeta{Name: "statestore"},
 			Spec: ComponentSpec{Type: "state.crux", Version: "v1"}},
 		{APIVersion: "dapr.io/v1alpha1", Kind: "Component", Metadata: ObjectMeta{Name: "pubsub"},
-			Spec: ComponentSpec{Type: "pubsub.in-memory", Version: "v1"}},
+			Spec: ComponentSpec{Type: ps, Version: "v1"}},
 	}
 }
 
@@ -60,11 +67,22 @@ type MechaOptions struct {
 	// MaxValueBytes is --max-value-bytes.
 	MaxValueBytes int
 	Logger        *slog.Logger
+	// Brokers is host:port of the embedded broker; empty when
+	// --broker-port 0.
+	Brokers string
 }
 
-// RegisterMecha registers mecha's own components: state.crux.
+// RegisterMecha registers mecha's own components: state.crux, and on
+// the broker (o.Brokers unless their metadata sets brokers) pubsub.mecha
+// and bindings.mecha.
 func RegisterMecha(r *Registry, o MechaOptions) {
 	r.Register("state.crux", "v1", func(l logger.Logger) any {
 		return statestore.NewComponent(l, statestore.ComponentDefaults{DataDir: o.DataDir, MaxValueBytes: o.MaxValueBytes, Logger: o.Logger})
+	})
+	r.Register("pubsub.mecha", "v1", func(l logger.Logger) any {
+		return mechapubsub.New(l, mechapubsub.Defaults{Brokers: o.Brokers})
+	})
+	r.Register("bindings.mecha", "v1", func(l logger.Logger) any {
+		return brokerbinding.New(l, brokerbinding.Defaults{Brokers: o.Brokers})
 	})
 }

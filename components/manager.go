@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"sort"
 	"strings"
@@ -358,6 +359,12 @@ func (m *Manager) create(ctx context.Context, c *Component, props map[string]str
 	v, err := m.opts.Registry.create(c, clog)
 	if err != nil {
 		return nil, err
+	}
+	if c.Category() == CategoryPubSub && m.opts.AppID != "" && strings.TrimSpace(props[pubsub.RuntimeConsumerIDKey]) == "" {
+		// As daprd: a pubsub's consumer group defaults to the app-id,
+		// so each app receives every event of a topic once.
+		props = maps.Clone(props)
+		props[pubsub.RuntimeConsumerIDKey] = m.opts.AppID
 	}
 	base := contribmeta.Base{Name: c.Metadata.Name, Properties: props}
 	ictx, cancel := context.WithTimeout(ctx, c.InitTimeoutDuration())

@@ -125,7 +125,7 @@ func newManager(t *testing.T, rec *recorder, appID string, paths ...string) *com
 	m := components.NewManager(components.Options{
 		AppID:    appID,
 		Paths:    paths,
-		Defaults: components.EmbeddedDefaults(),
+		Defaults: components.EmbeddedDefaults(false),
 		Registry: withMecha(t, testRegistry(rec)),
 		Logger:   quietLogger(),
 		Debounce: 20 * time.Millisecond,

@@ -180,14 +180,14 @@ func startGRPCApp(t *testing.T) (int, int) {
 // mecha is a running `mecha run`.
 type mecha struct {
 	*proc
-	httpPort, grpcPort, metricsPort int
+	httpPort, grpcPort, metricsPort, brokerPort int
 }
 
 func (m *mecha) url(path string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d%s", m.httpPort, path)
 }
 
-var apiRE = regexp.MustCompile(`msg="API listening".* http_port=(\d+) grpc_port=(\d+) metrics_port=(\d+)`)
+var apiRE = regexp.MustCompile(`msg="API listening".* http_port=(\d+) grpc_port=(\d+) metrics_port=(\d+) broker_port=(\d+)`)
 
 // startMecha starts `mecha run` on free ports and waits until /v1.0/healthz
 // answers 204.
@@ -200,13 +200,14 @@ func startMecha(t *testing.T, args ...string) *mecha {
 
 func startMechaNoWait(t *testing.T, args ...string) *mecha {
 	t.Helper()
-	base := []string{"run", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--data-dir", t.TempDir()}
+	base := []string{"run", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "-1", "--data-dir", t.TempDir()}
 	p := start(t, bins.mecha, append(base, args...)...)
 	g := p.waitLine(apiRE, 20*time.Second)
 	m := &mecha{proc: p}
 	m.httpPort, _ = strconv.Atoi(g[1])
 	m.grpcPort, _ = strconv.Atoi(g[2])
 	m.metricsPort, _ = strconv.Atoi(g[3])
+	m.brokerPort, _ = strconv.Atoi(g[4])
 	return m
 }
 

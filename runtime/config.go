@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"mecha/broker"
 )
 
 // ErrConfig is wrapped by every configuration error.
@@ -42,6 +44,12 @@ type Config struct {
 	AppHealthTimeout     time.Duration
 	AppHealthThreshold   int
 	ShutdownGracePeriod  time.Duration
+	// BrokerPort is the embedded Kafka-compatible broker's port: 0 turns
+	// the broker off, -1 picks a free port.
+	BrokerPort int
+	// Broker configures the embedded broker; Addr and DataDir are set
+	// from BrokerPort, ListenAddress and DataDir.
+	Broker broker.Config
 	// Command is the app to start as a child process (after "--").
 	Command []string
 }
@@ -67,6 +75,8 @@ func DefaultConfig() Config {
 		AppHealthTimeout:    500 * time.Millisecond,
 		AppHealthThreshold:  3,
 		ShutdownGracePeriod: 5 * time.Second,
+		BrokerPort:          9092,
+		Broker:              broker.DefaultConfig(),
 	}
 }
 
@@ -115,6 +125,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Var(seconds{&c.AppHealthTimeout, time.Millisecond}, "app-health-probe-timeout", "timeout of one app health probe, in milliseconds or as a duration (500, 500ms)")
 	fs.IntVar(&c.AppHealthThreshold, "app-health-threshold", c.AppHealthThreshold, "failed probes before the app counts as unhealthy")
 	fs.Var(seconds{&c.ShutdownGracePeriod, time.Second}, "dapr-graceful-shutdown-seconds", "how long shutdown waits for work in flight, in seconds or as a duration")
+	fs.IntVar(&c.BrokerPort, "broker-port", c.BrokerPort, "the embedded Kafka-compatible broker's port (0 turns it off, -1 picks a free port)")
+	c.Broker.BindFlags(fs, "broker-")
 }
 
 // Validate checks the configuration and names the bad flag.
@@ -148,6 +160,16 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxValueBytes <= 0 {
 		errs = append(errs, fmt.Sprintf("--max-value-bytes %d must be positive", c.MaxValueBytes))
+	}
+	if c.BrokerPort < -1 || c.BrokerPort > 65535 {
+		errs = append(errs, fmt.Sprintf("--broker-port %d is not a port (0 turns the broker off, -1 picks a free port)", c.BrokerPort))
+	}
+	if c.BrokerPort != 0 {
+		bc := c.Broker
+		bc.DataDir = c.DataDir
+		if err := bc.Validate(); err != nil {
+			errs = append(errs, err.Error())
+		}
 	}
 	if c.EnableAppHealthCheck && c.AppPort == 0 {
 		errs = append(errs, "--enable-app-health-check needs --app-port")

@@ -10,12 +10,14 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"mecha/broker"
 	"mecha/components"
 	"mecha/runtime/api"
 	grpcapi "mecha/runtime/api/grpc"
@@ -44,6 +46,7 @@ type Runtime struct {
 	subs     *subscriptions.Manager
 	bindings *inputbindings.Runner
 	features []string
+	broker   *broker.Broker // the embedded broker; nil when --broker-port 0
 
 	ready    atomic.Bool
 	outbound atomic.Bool
@@ -70,7 +73,6 @@ type Runtime struct {
 func New(cfg Config, log *slog.Logger) *Runtime {
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
-	components.RegisterMecha(reg, components.MechaOptions{DataDir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: log})
 	return &Runtime{
 		cfg: cfg, log: log, registry: reg,
 		started:    make(chan struct{}),
@@ -110,8 +112,29 @@ func (r *Runtime) Run(ctx context.Context) error {
 		r.features = feats
 	}
 	r.metrics = metrics.New()
+	// The broker starts first: pubsub.mecha and bindings.mecha connect to
+	// it when they initialize, and it closes after them.
+	brokerAddr := ""
+	if r.cfg.BrokerPort != 0 {
+		bc := r.cfg.Broker
+		p := r.cfg.BrokerPort
+		if p < 0 {
+			p = 0
+		}
+		bc.Addr = net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(p))
+		bc.DataDir = filepath.Join(r.cfg.DataDir, "broker")
+		bc.Logger = r.log.With("component", "broker")
+		b, err := broker.Start(bc)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		r.broker = b
+		brokerAddr = b.Addr()
+	}
+	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: brokerAddr})
 	r.comps = components.NewManager(components.Options{
-		AppID: r.cfg.AppID, Paths: r.cfg.ResourcesPaths, Defaults: components.EmbeddedDefaults(),
+		AppID: r.cfg.AppID, Paths: r.cfg.ResourcesPaths, Defaults: components.EmbeddedDefaults(brokerAddr != ""),
 		Registry: r.registry, Logger: r.log,
 	})
 	docs, err := r.comps.Load(ctx)
@@ -189,7 +212,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		serve("metrics", func() error { return metricsSrv.Serve(metricsLis) })
 	}
 	r.outbound.Store(true)
-	r.log.Info("API listening", "http_port", port(r.httpAddr), "grpc_port", port(r.grpcAddr), "metrics_port", port(r.metricsAddr))
+	r.log.Info("API listening", "http_port", port(r.httpAddr), "grpc_port", port(r.grpcAddr), "metrics_port", port(r.metricsAddr), "broker_port", r.brokerPort())
 	close(r.started)
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -265,6 +288,16 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	r.log.Info("shutdown complete")
 	return exitErr
+}
+
+// brokerPort is the embedded broker's port, 0 when it is off.
+func (r *Runtime) brokerPort() int {
+	if r.broker == nil {
+		return 0
+	}
+	_, p, _ := net.SplitHostPort(r.broker.Addr())
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
 func (r *Runtime) stopServers(grace context.Context, h *httpapi.Server, g *grpcapi.Server, m *http.Server) {

@@ -1,5 +1,6 @@
 // Command mecha is the per-host multi-runtime: `mecha run` serves the Dapr
-// APIs to an app; `mecha version` prints the version.
+// APIs to an app; `mecha broker` runs the Kafka-compatible broker alone;
+// `mecha version` prints the version.
 package main
 
 import (
@@ -9,11 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"syscall"
 
+	"mecha/broker"
 	"mecha/runtime"
 )
 
@@ -25,9 +30,10 @@ const usage = `mecha — a per-host multi-runtime that speaks the Dapr APIs
 
 Usage:
   mecha run --app-id ID [flags] [-- app command...]
+  mecha broker [--port 9092] [--data-dir DIR] [flags]
   mecha version
 
-Run 'mecha run -h' for the run flags.
+Run 'mecha run -h' or 'mecha broker -h' for the flags.
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -38,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runCmd(args[1:], stderr)
+	case "broker":
+		return brokerCmd(args[1:], stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mecha", runtime.Version)
 		return 0
@@ -108,4 +116,54 @@ func newLogger(cfg runtime.Config, w io.Writer) *slog.Logger {
 		h = slog.NewTextHandler(w, opts)
 	}
 	return slog.New(h).With("app_id", cfg.AppID)
+}
+
+// brokerCmd runs the embedded broker standalone until SIGINT or SIGTERM.
+func brokerCmd(args []string, stderr io.Writer) int {
+	cfg := broker.DefaultConfig()
+	home, _ := os.UserHomeDir()
+	cfg.DataDir = filepath.Join(home, ".mecha", "data", "broker")
+	host, port, logLevel := "127.0.0.1", 9092, "info"
+	fs := flag.NewFlagSet("mecha broker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&port, "port", port, "the Kafka listener port (0 picks a free port)")
+	fs.StringVar(&host, "listen-address", host, "the address to listen on")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where topics and committed offsets are kept")
+	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
+	cfg.BindFlags(fs, "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mecha broker: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if port < 0 || port > 65535 {
+		fmt.Fprintf(stderr, "mecha broker: --port %d is not a port\n", port)
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintf(stderr, "mecha broker: --log-level %q is not debug, info, warn or error\n", logLevel)
+		return 2
+	}
+	cfg.Addr = net.JoinHostPort(host, strconv.Itoa(port))
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	b, err := broker.Start(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "mecha broker: %v\n", err)
+		return 1
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	<-sigs
+	signal.Stop(sigs)
+	if err := b.Close(); err != nil {
+		fmt.Fprintf(stderr, "mecha broker: close: %v\n", err)
+		return 1
+	}
+	return 0
 }

@@ -70,7 +70,7 @@ func newBlocks(t *testing.T, loaded bool, extra ...*components.Component) *block
 	reg.Register("bindings.echo", "v1", func(logger.Logger) any { return echoBinding{} })
 	log := slog.New(slog.DiscardHandler)
 	m := components.NewManager(components.Options{AppID: "app", Registry: reg,
-		Defaults: append(components.EmbeddedDefaults(), extra...), Logger: log})
+		Defaults: append(components.EmbeddedDefaults(false), extra...), Logger: log})
 	t.Cleanup(func() { _ = m.Close() })
 	if loaded {
 		if _, err := m.Load(t.Context()); err != nil {

@@ -380,7 +380,7 @@ func loadDefaults(t *testing.T) (*components.Manager, *slog.Logger) {
 	components.RegisterContrib(reg)
 	components.RegisterMecha(reg, components.MechaOptions{DataDir: t.TempDir()})
 	log := slog.New(slog.DiscardHandler)
-	cm := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: components.EmbeddedDefaults(), Logger: log})
+	cm := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: components.EmbeddedDefaults(false), Logger: log})
 	if _, err := cm.Load(t.Context()); err != nil {
 		t.Fatal(err)
 	}

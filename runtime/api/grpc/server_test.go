@@ -149,7 +149,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	r := components.NewRegistry()
 	components.RegisterContrib(r)
 	components.RegisterMecha(r, components.MechaOptions{DataDir: t.TempDir()})
-	defaults := append(components.EmbeddedDefaults(),
+	defaults := append(components.EmbeddedDefaults(false),
 		&components.Component{APIVersion: "dapr.io/v1alpha1", Kind: "Component",
 			Metadata: components.ObjectMeta{Name: "envsecrets"},
 			Spec: components.ComponentSpec{Type: "secretstores.local.env", Version: "v1", Metadata: []components.MetadataItem{

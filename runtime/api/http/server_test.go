@@ -28,7 +28,7 @@ func newTestServer(tb testing.TB) *Server {
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
 	components.RegisterMecha(reg, components.MechaOptions{DataDir: tb.TempDir()})
-	mgr := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: components.EmbeddedDefaults(),
+	mgr := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: components.EmbeddedDefaults(false),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if _, err := mgr.Load(context.Background()); err != nil {
 		tb.Fatal(err)
