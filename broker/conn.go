@@ -157,6 +157,7 @@ func (c *conn) serve() {
 	}()
 	r := bufio.NewReaderSize(c.nc, 64<<10)
 	var sizeBuf [4]byte
+	var prev chan struct{} // closed when the previous ordered request is done
 	log := c.b.log.With("remote", c.nc.RemoteAddr().String())
 	for {
 		if _, err := io.ReadFull(r, sizeBuf[:]); err != nil {
@@ -192,16 +193,31 @@ func (c *conn) serve() {
 		if !c.enqueue(p) {
 			return
 		}
+		// Requests on one connection take effect in order, as in Kafka:
+		// an idempotent producer's pipelined batches must append in
+		// sequence, and a commit must precede the fetch sent after it.
+		// Fetches are reads and long polls, so they run at once.
+		var after, mine chan struct{}
+		if h.key != 1 {
+			after, mine = prev, make(chan struct{})
+			prev = mine
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer close(p.ready)
+			if mine != nil {
+				defer close(mine)
+			}
 			defer func() {
 				if rec := recover(); rec != nil {
 					log.Error("broker: request handler panicked; closing connection", "api_key", h.key, "api_version", h.version, "panic", rec)
 					p.resp, p.closeNow = nil, true
 				}
 			}()
+			if after != nil {
+				<-after
+			}
 			p.resp = c.b.handle(c, h, req)
 		}()
 	}
