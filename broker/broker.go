@@ -23,13 +23,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
 	"mecha/broker/storage"
+	"mecha/internal/dirlock"
 )
 
 // Config configures a broker. Zero values take the defaults of
@@ -114,6 +114,7 @@ type Broker struct {
 	groups  *coordinator
 	topics  *topicRegistry
 	pids    *producerIDs
+	lock    *dirlock.Lock // held on DataDir while running
 
 	ctx    context.Context // ends when the broker closes
 	cancel context.CancelFunc
@@ -130,12 +131,18 @@ func Start(cfg Config) (*Broker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("broker: data dir: %w", err)
+	lock, err := dirlock.Acquire(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger, conns: map[*conn]struct{}{}}
+	b := &Broker{cfg: cfg, log: cfg.Logger, conns: map[*conn]struct{}{}, lock: lock}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Release()
+		}
+	}()
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	var err error
 	if b.offsets, err = storage.OpenOffsetStore(filepath.Join(cfg.DataDir, "groups")); err != nil {
 		return nil, fmt.Errorf("broker: offsets: %w", err)
 	}
@@ -165,6 +172,7 @@ func Start(cfg Config) (*Broker, error) {
 			b.host = "127.0.0.1"
 		}
 	}
+	ok = true
 	b.wg.Add(3)
 	go b.acceptLoop()
 	go b.flushLoop()
@@ -270,5 +278,6 @@ func (b *Broker) Close() error {
 	if oerr := b.offsets.Close(); err == nil {
 		err = oerr
 	}
+	b.lock.Release()
 	return err
 }

@@ -18,15 +18,15 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
+
+	"mecha/internal/dirlock"
 )
 
 // NumSlots is the fixed number of slots the key space is pre-sharded into
@@ -58,7 +58,7 @@ var (
 	ErrETagMismatch       = errors.New("etag mismatch")
 	ErrETagInvalid  error = inputError("etag is not a version number")
 	ErrBadTTL       error = inputError("ttlInSeconds must be -1 (no TTL) or a positive number of seconds")
-	ErrLocked             = errors.New("data directory is in use by another process")
+	ErrLocked             = dirlock.ErrLocked
 )
 
 // Options configure an Engine.
@@ -130,7 +130,7 @@ type Engine struct {
 	log   *slog.Logger
 	slots [NumSlots]slot
 	wal   *wal
-	lock  *os.File
+	lock  *dirlock.Lock
 	// seed keys the slots' key hashes; it is per process, never stored.
 	seed maphash.Seed
 
@@ -157,13 +157,9 @@ func Open(opts Options) (*Engine, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	lock, err := os.OpenFile(filepath.Join(opts.Dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	lock, err := dirlock.Acquire(opts.Dir)
 	if err != nil {
 		return nil, err
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("%w: %s", ErrLocked, opts.Dir)
 	}
 	e := &Engine{opts: opts, log: opts.Logger, lock: lock, done: make(chan struct{}), seed: maphash.MakeSeed()}
 	for i := range e.slots {
@@ -172,12 +168,12 @@ func Open(opts Options) (*Engine, error) {
 	start := time.Now()
 	segStart, fileOff, keys, err := e.recover()
 	if err != nil {
-		lock.Close()
+		lock.Release()
 		return nil, err
 	}
 	e.wal, err = openWAL(opts.Dir, opts.Fsync, opts.SegmentBytes, segStart, fileOff)
 	if err != nil {
-		lock.Close()
+		lock.Release()
 		return nil, err
 	}
 	e.log.Info("crux store opened", "dir", opts.Dir, "keys", keys, "fsync", opts.Fsync.String(), "recovery", time.Since(start).Round(time.Millisecond))
@@ -720,8 +716,7 @@ func (e *Engine) Close() error {
 		close(e.done)
 		e.wg.Wait()
 		e.closeErr = e.wal.close()
-		_ = syscall.Flock(int(e.lock.Fd()), syscall.LOCK_UN)
-		_ = e.lock.Close()
+		e.lock.Release()
 	})
 	return e.closeErr
 }
