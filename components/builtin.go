@@ -70,6 +70,8 @@ type MechaOptions struct {
 	// Brokers is host:port of the embedded broker; empty when
 	// --broker-port 0.
 	Brokers string
+	// AppID is the app's id: bindings.mecha's default consumer group.
+	AppID string
 }
 
 // RegisterMecha registers mecha's own components: state.crux, and on
@@ -83,6 +85,6 @@ func RegisterMecha(r *Registry, o MechaOptions) {
 		return mechapubsub.New(l, mechapubsub.Defaults{Brokers: o.Brokers})
 	})
 	r.Register("bindings.mecha", "v1", func(l logger.Logger) any {
-		return brokerbinding.New(l, brokerbinding.Defaults{Brokers: o.Brokers})
+		return brokerbinding.New(l, brokerbinding.Defaults{Brokers: o.Brokers, AppID: o.AppID})
 	})
 }

@@ -132,7 +132,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		r.broker = b
 		brokerAddr = b.Addr()
 	}
-	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: brokerAddr})
+	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: brokerAddr, AppID: r.cfg.AppID})
 	r.comps = components.NewManager(components.Options{
 		AppID: r.cfg.AppID, Paths: r.cfg.ResourcesPaths, Defaults: components.EmbeddedDefaults(brokerAddr != ""),
 		Registry: r.registry, Logger: r.log,

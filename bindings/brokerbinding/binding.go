@@ -29,13 +29,15 @@ type Defaults struct {
 	// Brokers is the embedded broker's "host:port"; empty when it is off
 	// (mecha run --broker-port 0).
 	Brokers string
+	// AppID is the consumer group when the metadata names none.
+	AppID string
 }
 
 // Binding is bindings.mecha.
 //
 // Metadata: brokers (comma-separated host:port; default the embedded
 // broker), topics (comma-separated, read by the input side),
-// consumerGroup (default the consumerID property; required with topics),
+// consumerGroup (default the consumerID property, then the app-id; required with topics),
 // publishTopic (the output side's default topic), initialOffset (oldest,
 // the default, or newest), clientID (default "mecha"), maxMessageBytes,
 // publishRetries.
@@ -87,6 +89,9 @@ func (b *Binding) Init(_ context.Context, md bindings.Metadata) error {
 	}
 	var g *mechapubsub.Group
 	if len(topics) > 0 {
+		if o.ConsumerGroup == "" {
+			o.ConsumerGroup = b.defaults.AppID
+		}
 		if o.ConsumerGroup == "" {
 			return fmt.Errorf("bindings.mecha: %w", &mechapubsub.MetadataError{Field: "consumerGroup", Problem: "required to read topics (or set consumerID)"})
 		}

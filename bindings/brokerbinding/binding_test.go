@@ -15,12 +15,30 @@ import (
 	"github.com/dapr/kit/logger"
 
 	"mecha/bindings/brokerbinding"
+	"mecha/broker"
 	"mecha/broker/mechapubsub"
-	"mecha/broker/mechapubsub/kfaketest"
 	"mecha/internal/poll"
 )
 
 const waitLong = 20 * time.Second
+
+// newCluster starts mecha's broker in-process on 127.0.0.1 with
+// auto-created topics of three partitions, closed when the test ends, and
+// returns its "host:port".
+func newCluster(t *testing.T) string {
+	t.Helper()
+	cfg := broker.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.DefaultPartitions = 3
+	cfg.MinSessionTimeout = 100 * time.Millisecond
+	b, err := broker.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b.Addr()
+}
 
 func testLogger() logger.Logger {
 	l := logger.NewLogger("brokerbinding-test")
@@ -93,7 +111,7 @@ func create(t *testing.T, b *brokerbinding.Binding, data string, md map[string]s
 }
 
 func TestReadInvokeRoundTrip(t *testing.T) {
-	brokers := kfaketest.NewCluster(t)
+	brokers := newCluster(t)
 	b := newBinding(t, brokers, map[string]string{"topics": "in1, in2", "consumerGroup": "reader", "publishTopic": "in1"})
 	if ops := b.Operations(); !slices.Equal(ops, []bindings.OperationKind{bindings.CreateOperation}) {
 		t.Errorf("Operations = %v, want [create]", ops)
@@ -132,7 +150,7 @@ func TestReadInvokeRoundTrip(t *testing.T) {
 }
 
 func TestReadRetriesUntilHandled(t *testing.T) {
-	brokers := kfaketest.NewCluster(t)
+	brokers := newCluster(t)
 	props := map[string]string{"topics": "work", "consumerID": "worker", "publishTopic": "work"}
 	b := newBinding(t, brokers, props)
 	r := &reader{fail: func(resp *bindings.ReadResponse, attempt int) error {
@@ -169,7 +187,7 @@ func TestReadRetriesUntilHandled(t *testing.T) {
 }
 
 func TestReadStopsWithContext(t *testing.T) {
-	brokers := kfaketest.NewCluster(t)
+	brokers := newCluster(t)
 	b := newBinding(t, brokers, map[string]string{"topics": "t", "consumerGroup": "g", "publishTopic": "t"})
 	r := &reader{}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -192,7 +210,7 @@ func TestReadStopsWithContext(t *testing.T) {
 }
 
 func TestInvokeErrors(t *testing.T) {
-	brokers := kfaketest.NewCluster(t)
+	brokers := newCluster(t)
 	b := newBinding(t, brokers, nil)
 	_, err := b.Invoke(t.Context(), &bindings.InvokeRequest{Operation: "delete", Data: []byte("x"), Metadata: map[string]string{"topic": "t"}})
 	if !errors.Is(err, brokerbinding.ErrOperation) || !strings.Contains(err.Error(), `"delete"`) || !strings.Contains(err.Error(), "create") {
@@ -214,7 +232,7 @@ func TestInvokeErrors(t *testing.T) {
 }
 
 func TestInitMetadataErrors(t *testing.T) {
-	brokers := kfaketest.NewCluster(t)
+	brokers := newCluster(t)
 	for _, tc := range []struct {
 		name     string
 		defaults string
