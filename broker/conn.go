@@ -12,6 +12,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// maxControlRequestBytes bounds every request but Produce.
+const maxControlRequestBytes = 8 << 20
+
 // maxInFlight bounds the requests one connection may have in progress;
 // the reader stops reading while the writer catches up.
 const maxInFlight = 128
@@ -96,8 +99,16 @@ func parseRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 	}
 	req.SetVersion(h.version)
 	if req.IsFlexible() {
+		// Not kmsg.SkipTags: it runs the loop as many times as the count
+		// says even after the bytes have run out, so a 5-byte count of
+		// 2^31 would hold a core for seconds. Each tag takes at least two
+		// bytes, so stopping at the first failure bounds the loop by the
+		// frame.
 		r := &tagReader{b: rest}
-		kmsg.SkipTags(r)
+		for n := r.Uvarint(); n > 0 && !r.failed; n-- {
+			r.Uvarint()
+			r.Span(int(r.Uvarint()))
+		}
 		if r.failed {
 			return h, nil, fmt.Errorf("%w: bad tagged fields in the header", errFrame)
 		}
@@ -112,8 +123,8 @@ func parseRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 // errUnsupported is an unknown API key or an unsupported version.
 var errUnsupported = errors.New("unsupported request")
 
-// tagReader is the minimal reader kmsg.SkipTags needs for the request
-// header's tagged fields.
+// tagReader reads the request header's tagged fields; after the first
+// failure it stays failed and empty.
 type tagReader struct {
 	b      []byte
 	failed bool
@@ -167,6 +178,15 @@ func (c *conn) serve() {
 		if size < 0 || size > c.b.cfg.MaxRequestBytes {
 			log.Warn("broker: closing connection: request size out of bounds", "size", size, "max_request_bytes", c.b.cfg.MaxRequestBytes)
 			return
+		}
+		// Only Produce carries bulk data. Other requests are small, and
+		// a big one could only be a run of array counts that make kmsg
+		// allocate many structs per byte, so they get a tighter bound.
+		if size > maxControlRequestBytes {
+			if key, err := r.Peek(2); err == nil && binary.BigEndian.Uint16(key) != 0 {
+				log.Warn("broker: closing connection: non-produce request too large", "size", size, "api_key", int16(binary.BigEndian.Uint16(key)), "max", maxControlRequestBytes)
+				return
+			}
 		}
 		frame := make([]byte, size)
 		if _, err := io.ReadFull(r, frame); err != nil {
