@@ -174,10 +174,13 @@ func (c *coordinator) join(req *kmsg.JoinGroupRequest, clientID, host string, no
 			if g.leader == oldID {
 				g.leader = newID
 			}
-			sameMeta := protocolsEqual(old.protocols, req.Protocols)
 			m.protocols, m.sessionTimeout, m.rebalanceTimeout = req.Protocols, session, rebalance
 			m.lastHeartbeat = now
-			if g.state == groupStable && sameMeta {
+			// As Kafka: no rebalance unless the group's protocol would
+			// change. The metadata bytes may differ (clients put their
+			// generation and owned partitions there, which a restart
+			// loses); the member keeps its old assignment.
+			if g.state == groupStable && g.chooseProtocol() == g.protocol {
 				resp.MemberID, resp.Generation, resp.LeaderID = newID, g.generation, g.leader
 				resp.Protocol, resp.ProtocolType = strPtr(g.protocol), strPtr(g.protocolType)
 				if g.leader == newID {

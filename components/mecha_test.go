@@ -17,7 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"mecha/broker/mechapubsub/kfaketest"
+	"mecha/broker/brokertest"
 	"mecha/components"
 	"mecha/internal/poll"
 )
@@ -71,7 +71,7 @@ func TestPubSubConsumerIDDefaultsToAppID(t *testing.T) {
 // pubsub.mecha and bindings.mecha load from YAML on the broker given in
 // MechaOptions, and the pubsub's group is named after the app.
 func TestMechaBrokerComponents(t *testing.T) {
-	brokers := kfaketest.NewCluster(t)
+	brokers := brokertest.Start(t)
 	reg := testRegistry(&recorder{})
 	components.RegisterMecha(reg, components.MechaOptions{DataDir: t.TempDir(), Brokers: brokers, Logger: quietLogger()})
 	dir := t.TempDir()

@@ -15,30 +15,12 @@ import (
 	"github.com/dapr/kit/logger"
 
 	"mecha/bindings/brokerbinding"
-	"mecha/broker"
+	"mecha/broker/brokertest"
 	"mecha/broker/mechapubsub"
 	"mecha/internal/poll"
 )
 
 const waitLong = 20 * time.Second
-
-// newCluster starts mecha's broker in-process on 127.0.0.1 with
-// auto-created topics of three partitions, closed when the test ends, and
-// returns its "host:port".
-func newCluster(t *testing.T) string {
-	t.Helper()
-	cfg := broker.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	cfg.DefaultPartitions = 3
-	cfg.MinSessionTimeout = 100 * time.Millisecond
-	b, err := broker.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b.Addr()
-}
 
 func testLogger() logger.Logger {
 	l := logger.NewLogger("brokerbinding-test")
@@ -111,7 +93,7 @@ func create(t *testing.T, b *brokerbinding.Binding, data string, md map[string]s
 }
 
 func TestReadInvokeRoundTrip(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	b := newBinding(t, brokers, map[string]string{"topics": "in1, in2", "consumerGroup": "reader", "publishTopic": "in1"})
 	if ops := b.Operations(); !slices.Equal(ops, []bindings.OperationKind{bindings.CreateOperation}) {
 		t.Errorf("Operations = %v, want [create]", ops)
@@ -150,7 +132,7 @@ func TestReadInvokeRoundTrip(t *testing.T) {
 }
 
 func TestReadRetriesUntilHandled(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	props := map[string]string{"topics": "work", "consumerID": "worker", "publishTopic": "work"}
 	b := newBinding(t, brokers, props)
 	r := &reader{fail: func(resp *bindings.ReadResponse, attempt int) error {
@@ -187,7 +169,7 @@ func TestReadRetriesUntilHandled(t *testing.T) {
 }
 
 func TestReadStopsWithContext(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	b := newBinding(t, brokers, map[string]string{"topics": "t", "consumerGroup": "g", "publishTopic": "t"})
 	r := &reader{}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -210,7 +192,7 @@ func TestReadStopsWithContext(t *testing.T) {
 }
 
 func TestInvokeErrors(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	b := newBinding(t, brokers, nil)
 	_, err := b.Invoke(t.Context(), &bindings.InvokeRequest{Operation: "delete", Data: []byte("x"), Metadata: map[string]string{"topic": "t"}})
 	if !errors.Is(err, brokerbinding.ErrOperation) || !strings.Contains(err.Error(), `"delete"`) || !strings.Contains(err.Error(), "create") {
@@ -232,7 +214,7 @@ func TestInvokeErrors(t *testing.T) {
 }
 
 func TestInitMetadataErrors(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	for _, tc := range []struct {
 		name     string
 		defaults string

@@ -19,14 +19,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"mecha/broker/brokertest"
 	"mecha/broker/mechapubsub"
-	"mecha/broker/mechapubsub/kfaketest"
 	"mecha/internal/poll"
 )
 
 const waitLong = 20 * time.Second
-
-func newCluster(t *testing.T) string { return kfaketest.NewCluster(t) }
 
 func testLogger() logger.Logger {
 	l := logger.NewLogger("mechapubsub-test")
@@ -113,7 +111,7 @@ func subscribe(t *testing.T, ctx context.Context, p pubsub.PubSub, topic string,
 }
 
 func TestPublishSubscribeRoundTrip(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	p := newPubSub(t, brokers, map[string]string{"consumerID": "app1"})
 	in := &inbox{}
 	start := time.Now()
@@ -172,7 +170,7 @@ func TestPublishSubscribeRoundTrip(t *testing.T) {
 }
 
 func TestBulkPublishReportsFailedEntries(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	p := newPubSub(t, brokers, map[string]string{"maxMessageBytes": "1000"})
 	resp, err := p.(pubsub.BulkPublisher).BulkPublish(t.Context(), &pubsub.BulkPublishRequest{Topic: "big", Entries: []pubsub.BulkMessageEntry{
 		{EntryId: "small", Event: []byte("ok")},
@@ -189,7 +187,7 @@ func TestBulkPublishReportsFailedEntries(t *testing.T) {
 // A handler error redelivers the same record, with a growing delay, and
 // holds back the records after it in its partition.
 func TestHandlerErrorRedeliversSameMessage(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	p := newPubSub(t, brokers, map[string]string{"consumerID": "app1"})
 	in := &inbox{fail: func(m *pubsub.NewMessage, attempt int) error {
 		if string(m.Data) == "b" && attempt <= 3 {
@@ -225,7 +223,7 @@ func TestHandlerErrorRedeliversSameMessage(t *testing.T) {
 // A record whose handler never succeeded is delivered again by the next
 // instance of the component in the same group; handled ones are not.
 func TestRestartRedeliversOnlyUnacked(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	props := map[string]string{"consumerGroup": "restart-group"}
 	p1 := newPubSub(t, brokers, props)
 	in1 := &inbox{fail: func(m *pubsub.NewMessage, _ int) error {
@@ -287,7 +285,7 @@ func keyOnOtherPartition(t *testing.T, topic, key string) string {
 // Several topics share one group member: the app's group does not
 // rebalance against itself.
 func TestTwoTopicsOneMember(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	p := newPubSub(t, brokers, map[string]string{"consumerID": "two-topics"})
 	in := &inbox{}
 	subscribe(t, t.Context(), p, "t1", in)
@@ -340,7 +338,7 @@ func newAdmin(t *testing.T, brokers string) *kadm.Client {
 // Ending a Subscribe context stops delivery of that topic only; a later
 // Subscribe picks up what was published in between.
 func TestSubscribeCancelStopsTopic(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	p := newPubSub(t, brokers, map[string]string{"consumerID": "cancel-app"})
 	gone, keep := &inbox{}, &inbox{}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -371,7 +369,7 @@ func TestSubscribeCancelStopsTopic(t *testing.T) {
 }
 
 func TestSubscribeWithoutGroup(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	p := newPubSub(t, brokers, nil)
 	publish(t, p, "t", "publishing needs no group", nil)
 	err := p.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: "t"}, (&inbox{}).handler)
@@ -394,7 +392,7 @@ func ourGoroutines() []string {
 }
 
 func TestCloseStopsEverything(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	p := mechapubsub.New(testLogger(), mechapubsub.Defaults{Brokers: brokers})
 	if err := p.Init(t.Context(), pubsub.Metadata{Base: metadata.Base{Properties: map[string]string{"consumerID": "closer"}}}); err != nil {
 		t.Fatal(err)
@@ -438,7 +436,7 @@ func TestCloseStopsEverything(t *testing.T) {
 }
 
 func TestInitMetadataErrors(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	for _, tc := range []struct {
 		name     string
 		defaults string
@@ -471,7 +469,7 @@ func TestInitMetadataErrors(t *testing.T) {
 }
 
 func TestInitDefaultsAndOverrides(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	// brokers in the metadata win over the embedded default.
 	p := mechapubsub.New(testLogger(), mechapubsub.Defaults{Brokers: "127.0.0.1:1"})
 	if err := p.Init(t.Context(), pubsub.Metadata{Base: metadata.Base{Properties: map[string]string{"brokers": brokers}}}); err != nil {
@@ -496,7 +494,7 @@ func TestInitDefaultsAndOverrides(t *testing.T) {
 // every second), not only at Close: a crash loses at most a second of
 // acknowledgements.
 func TestHandledOffsetsCommittedWhileRunning(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	p := newPubSub(t, brokers, map[string]string{"consumerID": "committer"})
 	in := &inbox{}
 	subscribe(t, t.Context(), p, "ticks", in)
@@ -521,7 +519,7 @@ func TestHandledOffsetsCommittedWhileRunning(t *testing.T) {
 // With initialOffset newest a new group skips what was published before
 // it joined.
 func TestInitialOffsetNewest(t *testing.T) {
-	brokers := newCluster(t)
+	brokers := brokertest.Start(t)
 	p := newPubSub(t, brokers, map[string]string{"consumerID": "late", "initialOffset": "newest"})
 	publish(t, p, "news", "old", map[string]string{"partitionKey": "k"})
 	in := &inbox{}

@@ -1,0 +1,181 @@
+package broker
+
+import (
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Frames a client would never send close that connection and nothing
+// else: after each, a new client is served.
+func TestBadFramesCloseTheConnection(t *testing.T) {
+	const maxReq = 64 << 10
+	b := startBroker(t, func(c *Config) { c.MaxRequestBytes = maxReq })
+	sizeOnly := func(n uint32) []byte { return binary.BigEndian.AppendUint32(nil, n) }
+	header := func(key, version int16) []byte {
+		h := binary.BigEndian.AppendUint16(nil, uint16(key))
+		h = binary.BigEndian.AppendUint16(h, uint16(version))
+		h = binary.BigEndian.AppendUint32(h, 1) // correlation id
+		return binary.BigEndian.AppendUint16(h, 0)
+	}
+	withSize := func(body []byte) []byte { return append(sizeOnly(uint32(len(body))), body...) }
+	metadata := func(version int16) []byte {
+		req := kmsg.NewPtrMetadataRequest()
+		req.SetVersion(version)
+		b, _ := (&rawConn{f: kmsg.NewRequestFormatter()}).frame(req)
+		return b
+	}
+	for _, tc := range []struct {
+		name  string
+		bytes []byte
+		// halfClose ends the client's side after the bytes, as a client
+		// that dies mid-frame does.
+		halfClose bool
+	}{
+		{"negative size", sizeOnly(0xFFFFFFF0), false},
+		{"size over MaxRequestBytes", sizeOnly(maxReq + 1), false},
+		{"frame shorter than a header", withSize([]byte{0, 3, 0}), false},
+		{"client id past the frame", withSize(append(header(3, 0)[:8], 0, 50, 'x')), false},
+		{"frame cut short by the client", metadata(9)[:len(metadata(9))-1], true},
+		{"connection ends after the header", append(sizeOnly(100), header(3, 1)...), true},
+		{"request body shorter than its fields", withSize(metadata(9)[4 : len(metadata(9))-1]), false},
+		{"topic array longer than the body", withSize(append(header(3, 4), 0, 0, 0, 5)), false},
+		{"unknown api key", withSize(header(999, 0)), false},
+		{"api key with no handler (AlterConfigs)", withSize(header(33, 0)), false},
+		{"unsupported Metadata version", metadata(12), false},
+		{"Metadata below no version", withSize(header(3, -1)), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, b.Addr())
+			// A good request first: the connection was served until then.
+			c.roundTrip(kmsg.NewPtrApiVersionsRequest())
+			c.write(tc.bytes)
+			if tc.halfClose {
+				if err := c.nc.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.expectClosed(tc.name)
+			metadataWorks(t, b.Addr())
+		})
+	}
+}
+
+// An ApiVersions request at a version the broker does not know is
+// answered (KIP-511) with UNSUPPORTED_VERSION and the v0 body listing what
+// the broker serves; the connection stays open for the retry.
+func TestApiVersionsUnsupportedVersion(t *testing.T) {
+	b := startBroker(t)
+	c := dialRaw(t, b.Addr())
+	// A future version whose body this broker cannot parse.
+	frame := binary.BigEndian.AppendUint16(nil, 18)
+	frame = binary.BigEndian.AppendUint16(frame, 99)
+	frame = binary.BigEndian.AppendUint32(frame, 42)
+	frame = binary.BigEndian.AppendUint16(frame, 0)
+	frame = append(frame, 0xde, 0xad, 0xbe, 0xef)
+	c.write(append(binary.BigEndian.AppendUint32(nil, uint32(len(frame))), frame...))
+	raw, err := c.readFrame()
+	if err != nil {
+		t.Fatalf("ApiVersions v99: %v, want an answer", err)
+	}
+	if corr := int32(binary.BigEndian.Uint32(raw)); corr != 42 {
+		t.Fatalf("correlation id %d, want 42", corr)
+	}
+	resp := kmsg.NewPtrApiVersionsResponse()
+	resp.SetVersion(0)
+	if err := resp.ReadFrom(raw[4:]); err != nil {
+		t.Fatalf("the answer is not a v0 ApiVersions body: %v", err)
+	}
+	if resp.ErrorCode != kerr.UnsupportedVersion.Code {
+		t.Errorf("error code %d, want 35 (UNSUPPORTED_VERSION)", resp.ErrorCode)
+	}
+	got := map[int16][2]int16{}
+	for _, k := range resp.ApiKeys {
+		got[k.ApiKey] = [2]int16{k.MinVersion, k.MaxVersion}
+	}
+	for key, v := range supportedAPIs {
+		if got[key] != [2]int16{v.min, v.max} {
+			t.Errorf("%s listed as %v, want %d-%d", kmsg.NameForKey(key), got[key], v.min, v.max)
+		}
+	}
+	if len(got) != len(supportedAPIs) {
+		t.Errorf("%d keys listed, the broker serves %d", len(got), len(supportedAPIs))
+	}
+	// The client retries at v3 on the same connection.
+	req := kmsg.NewPtrApiVersionsRequest()
+	req.SetVersion(3)
+	req.ClientSoftwareName, req.ClientSoftwareVersion = "test", "1"
+	if r := c.roundTrip(req).(*kmsg.ApiVersionsResponse); r.ErrorCode != 0 || len(r.ApiKeys) != len(supportedAPIs) {
+		t.Errorf("ApiVersions v3 after the retry: error %d, %d keys", r.ErrorCode, len(r.ApiKeys))
+	}
+	metadataWorks(t, b.Addr())
+}
+
+// A batch with a bad CRC is refused with CORRUPT_MESSAGE and one over
+// max.message.bytes with MESSAGE_TOO_LARGE; nothing is written, and the
+// same connection goes on serving.
+func TestProduceRejectsBadBatches(t *testing.T) {
+	b := startBroker(t)
+	adm := newAdmin(t, b.Addr())
+	createTopic(t, adm, "small", 1, map[string]*string{"max.message.bytes": strp("1000")})
+	c := dialRaw(t, b.Addr())
+
+	good := encodeBatch(batchSpec{producerID: -1, values: []string{"fine"}})
+	corrupt := append([]byte(nil), good...)
+	corrupt[len(corrupt)-2] ^= 0xff // a byte of the record value
+	big := encodeBatch(batchSpec{producerID: -1, values: []string{strings.Repeat("x", 2000)}})
+	truncated := good[:len(good)-3]
+	oldMagic := append([]byte(nil), good...)
+	oldMagic[16] = 1
+
+	for _, tc := range []struct {
+		name  string
+		batch []byte
+		want  *kerr.Error
+	}{
+		{"corrupted CRC", corrupt, kerr.CorruptMessage},
+		{"over max.message.bytes", big, kerr.MessageTooLarge},
+		{"batch shorter than its length", truncated, kerr.CorruptMessage},
+		{"magic 1", oldMagic, kerr.UnsupportedForMessageFormat},
+		{"good batch after a bad one", append(append([]byte(nil), good...), corrupt...), kerr.CorruptMessage},
+	} {
+		r := produceResult(t, c.roundTrip(produceReq("small", 0, tc.batch)))
+		if r.ErrorCode != tc.want.Code {
+			t.Errorf("%s: error %v, want %s", tc.name, kerr.ErrorForCode(r.ErrorCode), tc.want.Message)
+		}
+		if e := endOffsets(t, adm, "small")[0]; e != 0 {
+			t.Fatalf("%s: log end %d, want 0: a refused batch was written", tc.name, e)
+		}
+		metadataWorks(t, b.Addr())
+	}
+	// The same connection and a new client are served.
+	if r := produceResult(t, c.roundTrip(produceReq("small", 0, good))); r.ErrorCode != 0 || r.BaseOffset != 0 {
+		t.Fatalf("good batch after the bad ones: error %v base %d", kerr.ErrorForCode(r.ErrorCode), r.BaseOffset)
+	}
+	metadataWorks(t, b.Addr())
+}
+
+// Only Produce may use frames up to MaxRequestBytes; any other request
+// over 8 MiB closes the connection before its body is read.
+func TestLargeFramesOnlyForProduce(t *testing.T) {
+	b := startBroker(t)
+	c := dialRaw(t, b.Addr())
+	frame := binary.BigEndian.AppendUint32(nil, 9<<20)
+	frame = binary.BigEndian.AppendUint16(frame, 3) // Metadata
+	frame = binary.BigEndian.AppendUint16(frame, 9)
+	c.write(frame)
+	c.expectClosed("a 9 MiB Metadata request")
+	metadataWorks(t, b.Addr())
+
+	// A 9 MiB Produce is read whole and answered: its batch is over the
+	// default max.message.bytes.
+	createTopic(t, newAdmin(t, b.Addr()), "big", 1, nil)
+	c = dialRaw(t, b.Addr())
+	big := encodeBatch(batchSpec{producerID: -1, values: []string{strings.Repeat("x", 9<<20)}})
+	if r := produceResult(t, c.roundTrip(produceReq("big", 0, big))); r.ErrorCode != kerr.MessageTooLarge.Code {
+		t.Fatalf("9 MiB produce: %v, want MESSAGE_TOO_LARGE", kerr.ErrorForCode(r.ErrorCode))
+	}
+}

@@ -1,0 +1,338 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"mecha/internal/poll"
+)
+
+func kadmCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func strp(s string) *string { return &s }
+
+func TestKadmTopicsAndConfigs(t *testing.T) {
+	b := startBroker(t, func(c *Config) { c.AutoCreateTopics = false })
+	adm := newAdmin(t, b.Addr())
+	ctx := kadmCtx(t)
+
+	configs := map[string]*string{"retention.ms": strp("3600000"), "segment.bytes": strp("1048576"), "cleanup.policy": strp("delete")}
+	resp, err := adm.CreateTopic(ctx, 3, 1, configs, "configured")
+	if err != nil || resp.Err != nil {
+		t.Fatalf("create with configs: %v / %v %s", err, resp.Err, resp.ErrMessage)
+	}
+	if resp.NumPartitions != 3 || resp.ReplicationFactor != 1 {
+		t.Errorf("create answered %d partitions, replication %d; want 3 and 1", resp.NumPartitions, resp.ReplicationFactor)
+	}
+	if c := resp.Configs["retention.ms"]; c.MaybeValue() != "3600000" {
+		t.Errorf("create answered retention.ms %q, want 3600000", c.MaybeValue())
+	}
+
+	// Bad configs fail the topic with INVALID_CONFIG, naming the config.
+	for _, tc := range []struct {
+		configs map[string]*string
+		name    string
+	}{
+		{map[string]*string{"cleanup.policy": strp("compact")}, "cleanup.policy"},
+		{map[string]*string{"retention.ms": strp("a week")}, "retention.ms"},
+		{map[string]*string{"segment.bytes": strp("1")}, "segment.bytes"},
+		{map[string]*string{"no.such.config": strp("1")}, "no.such.config"},
+	} {
+		name := "bad-" + strings.ReplaceAll(tc.name, ".", "-")
+		resps, err := adm.CreateTopics(ctx, 1, 1, tc.configs, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, _ := resps.On(name, nil)
+		if !errors.Is(resp.Err, kerr.InvalidConfig) || !strings.Contains(resp.ErrMessage, tc.name) {
+			t.Errorf("create with bad %s: %v %q; want INVALID_CONFIG naming %s", tc.name, resp.Err, resp.ErrMessage, tc.name)
+		}
+	}
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := topics.Names(); !slices.Equal(names, []string{"configured"}) {
+		t.Errorf("topics %v: a topic with a bad config was created", names)
+	}
+	if resp, _ := adm.CreateTopic(ctx, 1, 1, nil, "configured"); !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+		t.Errorf("create of an existing topic: %v, want TOPIC_ALREADY_EXISTS", resp.Err)
+	}
+
+	rcs, err := adm.DescribeTopicConfigs(ctx, "configured")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := rcs.On("configured", nil)
+	if err != nil || rc.Err != nil {
+		t.Fatalf("describe configs: %v / %v", err, rc.Err)
+	}
+	got := map[string]kadm.Config{}
+	for _, c := range rc.Configs {
+		got[c.Key] = c
+	}
+	for name, want := range map[string]string{"retention.ms": "3600000", "segment.bytes": "1048576", "cleanup.policy": "delete"} {
+		if c := got[name]; c.MaybeValue() != want || c.Source != kmsg.ConfigSourceDynamicTopicConfig {
+			t.Errorf("%s = %q from %v, want %q set on the topic", name, c.MaybeValue(), c.Source, want)
+		}
+	}
+	if c := got["max.message.bytes"]; c.MaybeValue() != "1048588" || c.Source != kmsg.ConfigSourceDefaultConfig {
+		t.Errorf("max.message.bytes = %q from %v, want the default 1048588", c.MaybeValue(), c.Source)
+	}
+
+	// CreatePartitions grows the topic; the new partitions take writes.
+	cps, err := adm.CreatePartitions(ctx, 2, "configured")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := cps.On("configured", nil); cp.Err != nil {
+		t.Fatalf("create partitions: %v", cp.Err)
+	}
+	td, err := adm.ListTopics(ctx, "configured")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(td["configured"].Partitions); n != 5 {
+		t.Fatalf("%d partitions after adding 2 to 3, want 5", n)
+	}
+	prod := newKgo(t, b.Addr(), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: "configured", Partition: 4, Value: []byte("new partition")}).FirstErr(); err != nil {
+		t.Fatalf("produce to a new partition: %v", err)
+	}
+	cps, err = adm.UpdatePartitions(ctx, 2, "configured")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := cps.On("configured", nil); !errors.Is(cp.Err, kerr.InvalidPartitions) {
+		t.Errorf("shrinking to 2 partitions: %v, want INVALID_PARTITIONS", cp.Err)
+	}
+
+	// DeleteTopics: gone from metadata, and a second delete finds nothing.
+	dts, err := adm.DeleteTopics(ctx, "configured")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dt, _ := dts.On("configured", nil); dt.Err != nil {
+		t.Fatalf("delete topic: %v", dt.Err)
+	}
+	td, err = adm.ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(td.Names()) != 0 {
+		t.Errorf("topics after delete: %v", td.Names())
+	}
+	dts, err = adm.DeleteTopics(ctx, "configured")
+	if err == nil {
+		dt, _ := dts.On("configured", nil)
+		err = dt.Err
+	}
+	if !errors.Is(err, kerr.UnknownTopicOrPartition) {
+		t.Errorf("deleting a deleted topic: %v, want UNKNOWN_TOPIC_OR_PARTITION", err)
+	}
+	// A topic of the same name starts empty.
+	createTopic(t, adm, "configured", 1, nil)
+	if end := endOffsets(t, adm, "configured")[0]; end != 0 {
+		t.Errorf("re-created topic ends at %d, want 0", end)
+	}
+}
+
+func TestKadmOffsetsAndDeleteRecords(t *testing.T) {
+	b := startBroker(t)
+	adm := newAdmin(t, b.Addr())
+	ctx := kadmCtx(t)
+	const topic = "timed"
+	createTopic(t, adm, topic, 1, nil)
+	// Three batches, one second apart in record time.
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	prod := newKgo(t, b.Addr(), kgo.DefaultProduceTopic(topic))
+	for i := 0; i < 3; i++ {
+		var recs []*kgo.Record
+		for j := 0; j < 2; j++ {
+			recs = append(recs, &kgo.Record{Value: []byte(strconv.Itoa(2*i + j)), Timestamp: t0.Add(time.Duration(i) * time.Second)})
+		}
+		if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listed := func(lo kadm.ListedOffsets, err error) kadm.ListedOffset {
+		t.Helper()
+		if err == nil {
+			err = lo.Error()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, ok := lo.Lookup(topic, 0)
+		if !ok {
+			t.Fatalf("no offset listed for %s/0", topic)
+		}
+		return o
+	}
+	if o := listed(adm.ListStartOffsets(ctx, topic)); o.Offset != 0 {
+		t.Errorf("start offset %d, want 0", o.Offset)
+	}
+	if o := listed(adm.ListEndOffsets(ctx, topic)); o.Offset != 6 {
+		t.Errorf("end offset %d, want 6", o.Offset)
+	}
+	for _, tc := range []struct {
+		after time.Duration
+		want  int64
+	}{
+		{-time.Minute, 0},
+		{0, 0},
+		{500 * time.Millisecond, 2},
+		{time.Second, 2},
+		{2 * time.Second, 4},
+		{time.Minute, 6}, // nothing that late: the end
+	} {
+		o := listed(adm.ListOffsetsAfterMilli(ctx, t0.Add(tc.after).UnixMilli(), topic))
+		if o.Offset != tc.want {
+			t.Errorf("first offset at or after t0%+v: %d, want %d", tc.after, o.Offset, tc.want)
+		}
+	}
+
+	// DeleteRecords moves the start; consuming from the start begins there.
+	os := kadm.Offsets{}
+	os.AddOffset(topic, 0, 3, -1)
+	drs, err := adm.DeleteRecords(ctx, os)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dr, _ := drs.Lookup(topic, 0)
+	if dr.Err != nil || dr.LowWatermark != 3 {
+		t.Fatalf("delete records before 3: low watermark %d, %v", dr.LowWatermark, dr.Err)
+	}
+	if o := listed(adm.ListStartOffsets(ctx, topic)); o.Offset != 3 {
+		t.Errorf("start offset after delete records %d, want 3", o.Offset)
+	}
+	cons := newKgo(t, b.Addr(), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var got []string
+	var offsets []int64
+	for len(got) < 3 {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %v before the deadline", got)
+		}
+		fs.EachError(func(_ string, _ int32, err error) { t.Fatalf("fetch: %v", err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			got = append(got, string(r.Value))
+			offsets = append(offsets, r.Offset)
+		})
+	}
+	if !slices.Equal(got, []string{"3", "4", "5"}) || offsets[0] != 3 {
+		t.Errorf("consumed %v at %v, want [3 4 5] from offset 3", got, offsets)
+	}
+	os = kadm.Offsets{}
+	os.AddOffset(topic, 0, 99, -1)
+	drs, err = adm.DeleteRecords(ctx, os)
+	if err == nil {
+		dr, _ = drs.Lookup(topic, 0)
+		err = dr.Err
+	}
+	if !errors.Is(err, kerr.OffsetOutOfRange) {
+		t.Errorf("delete records past the end: %v, want OFFSET_OUT_OF_RANGE", err)
+	}
+}
+
+func TestKadmGroupsAndLag(t *testing.T) {
+	b := startBroker(t)
+	adm := newAdmin(t, b.Addr())
+	ctx := kadmCtx(t)
+	const topic, group = "lagged", "lag-group"
+	createTopic(t, adm, topic, 2, nil)
+	prod := newKgo(t, b.Addr(), kgo.DefaultProduceTopic(topic))
+	produce := func(n int) {
+		t.Helper()
+		var recs []*kgo.Record
+		for i := 0; i < n; i++ {
+			recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: []byte("v")})
+		}
+		if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(20)
+
+	cons := newKgo(t, b.Addr(), kgo.ClientID("lag-client"), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+	for n := 0; n < 20; {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %d of 20", n)
+		}
+		n += fs.NumRecords()
+	}
+	if err := cons.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	lgs, err := adm.ListGroups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, ok := lgs[group]
+	if !ok || lg.State != "Stable" || lg.ProtocolType != "consumer" {
+		t.Fatalf("listed groups %+v, want %s Stable with protocol type consumer", lgs, group)
+	}
+	if lgs, err := adm.ListGroups(ctx, "Empty"); err != nil || len(lgs) != 0 {
+		t.Errorf("groups in state Empty: %v, %v; want none", lgs.Groups(), err)
+	}
+	dgs, err := adm.DescribeGroups(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dg := dgs[group]
+	if dg.State != "Stable" || dg.Protocol == "" || len(dg.Members) != 1 {
+		t.Fatalf("described %+v, want Stable with a protocol and one member", dg)
+	}
+	m := dg.Members[0]
+	assigned, ok := m.Assigned.AsConsumer()
+	if m.ClientID != "lag-client" || !ok || len(assigned.Topics) != 1 || len(assigned.Topics[0].Partitions) != 2 {
+		t.Errorf("member %+v: want client lag-client assigned both partitions", m)
+	}
+
+	lag := func() int64 {
+		t.Helper()
+		l, err := adm.Lag(ctx, group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gl := l[group]
+		if err := gl.Error(); err != nil {
+			t.Fatal(err)
+		}
+		return gl.Lag.Total()
+	}
+	if n := lag(); n != 0 {
+		t.Errorf("lag after committing everything: %d, want 0", n)
+	}
+	produce(7)
+	if n := lag(); n != 7 {
+		t.Errorf("lag after 7 more records: %d, want 7", n)
+	}
+
+	// Once the member leaves, the group is Empty with its offsets kept.
+	cons.Close()
+	poll.Until(t, waitLong, "the group to be Empty", func() bool {
+		dgs, err := adm.DescribeGroups(ctx, group)
+		return err == nil && dgs[group].State == "Empty"
+	})
+	if n := lag(); n != 7 {
+		t.Errorf("lag of the empty group: %d, want 7", n)
+	}
+}
