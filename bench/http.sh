@@ -23,7 +23,7 @@ HTTP_PORT=$(free_port)
 "$work/trivialapp" -addr "127.0.0.1:$APP_PORT" &
 APP_PID=$!
 "$work/mecha" run --app-id bench --app-port "$APP_PORT" --dapr-http-port "$HTTP_PORT" --dapr-grpc-port 0 \
-  --metrics-port 0 --log-level warn --data-dir "$work/data" &
+  --metrics-port 0 --broker-port -1 --log-level warn --data-dir "$work/data" &
 MECHA_PID=$!
 for _ in $(seq 100); do
   curl -sf -o /dev/null "http://127.0.0.1:$HTTP_PORT/v1.0/healthz" && break

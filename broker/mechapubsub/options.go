@@ -9,6 +9,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/dapr/components-contrib/pubsub"
+	"github.com/rcrowley/go-metrics"
 )
 
 // Sentinel errors of the package.
@@ -150,6 +151,15 @@ func (o ClientOptions) Config() *sarama.Config {
 	c.Consumer.Offsets.AutoCommit.Enable = true
 	c.Consumer.Offsets.AutoCommit.Interval = autoCommitInterval
 	return c
+}
+
+func init() {
+	// sarama's go-metrics meters and histograms take a lock and a clock
+	// read per record, and each meter starts a ticker; mecha exports its
+	// own Prometheus metrics, so they only cost CPU. go-metrics has no
+	// per-registry switch, only this process-wide one (it also quiets
+	// contrib's kafka components, which export nothing either).
+	metrics.UseNilMetrics = true
 }
 
 func splitList(s string) []string {
