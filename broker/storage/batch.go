@@ -176,8 +176,14 @@ func scanBatch(b []byte, check bool) (base int64, info BatchInfo, ok bool) {
 		ProducerEpoch:   int16(binary.BigEndian.Uint16(b[51:])),
 		BaseSequence:    int32(binary.BigEndian.Uint32(b[53:])),
 		NumRecords:      int32(binary.BigEndian.Uint32(b[57:])),
+		Transactional:   binary.BigEndian.Uint16(b[21:])&0x10 != 0,
 	}
 	if info.LastOffsetDelta < 0 {
+		return 0, info, false
+	}
+	// Recovery keeps only batches ValidateBatches would have let in; the
+	// CRC alone does not make a header agree with itself.
+	if check && info.NumRecords != info.LastOffsetDelta+1 {
 		return 0, info, false
 	}
 	return base, info, true

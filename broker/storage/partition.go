@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -160,29 +161,46 @@ func Open(dir string, cfg Config) (*Partition, error) {
 		p.logStart = first
 	}
 	if p.logStart > p.next {
-		p.logStart = p.next
+		// The saved log start is past the recovered end: DeleteRecords
+		// reached the disk and the records before it did not (a crash
+		// without fsync). Every record is below the log start, so the log
+		// starts over there, as Kafka's does. Moving the log start back
+		// instead would hand out offsets again that the next open, reading
+		// the saved log start, would hide.
+		for _, s := range p.segs {
+			s.remove()
+		}
+		s, err := createSegment(dir, p.logStart)
+		if err != nil {
+			return nil, err
+		}
+		p.segs, p.size, p.next = []*segment{s}, 0, p.logStart
 	}
-	p.rebuildProducers(active)
+	p.rebuildProducers()
 	return p, nil
 }
 
-// rebuildProducers restores idempotent producer state from the active
-// segment, so a producer retrying across a broker restart is still
-// de-duplicated.
-func (p *Partition) rebuildProducers(s *segment) {
+// rebuildProducers restores idempotent producer state from the batch
+// headers of every segment, oldest first, so a producer retrying across a
+// broker restart is still de-duplicated even when its last batches were
+// rolled into sealed segments by other producers' writes. (Kafka keeps a
+// producer snapshot per segment to bound this scan; this log has none.)
+func (p *Partition) rebuildProducers() {
 	hdr := make([]byte, batchHeaderLen)
-	for pos := int64(0); pos < s.size; {
-		if _, err := s.f.ReadAt(hdr, pos); err != nil {
-			return
+	for _, s := range p.segs {
+		for pos := int64(0); pos < s.size; {
+			if _, err := s.f.ReadAt(hdr, pos); err != nil {
+				break
+			}
+			base, info, ok := scanBatch(hdr, false)
+			if !ok {
+				break
+			}
+			if info.ProducerID >= 0 {
+				p.remember(info, base)
+			}
+			pos += int64(info.Size)
 		}
-		base, info, ok := scanBatch(hdr, false)
-		if !ok {
-			return
-		}
-		if info.ProducerID >= 0 {
-			p.remember(info, base)
-		}
-		pos += int64(info.Size)
 	}
 }
 
@@ -228,8 +246,20 @@ func (p *Partition) Append(buf []byte, infos []BatchInfo) (AppendResult, error) 
 		p.mu.Unlock()
 		return res, err
 	}
+	// A batch claims its record count in its header, up to 2^31-1 each.
+	// Index entries hold offsets relative to the segment base in 32 bits,
+	// so one request spans at most 2^31-1 offsets and a segment rolls
+	// before its span would pass that, as Kafka's does.
+	var span int64
+	for _, in := range infos {
+		span += int64(in.LastOffsetDelta) + 1
+	}
+	if span > math.MaxInt32 {
+		p.mu.Unlock()
+		return AppendResult{}, fmt.Errorf("%w: %d records in one append", ErrCorruptBatch, span)
+	}
 	seg := p.segs[len(p.segs)-1]
-	if seg.size > 0 && seg.size+int64(len(buf)) > p.cfg.SegmentBytes {
+	if seg.size > 0 && (seg.size+int64(len(buf)) > p.cfg.SegmentBytes || p.next+span-1-seg.base > math.MaxInt32) {
 		var err error
 		if seg, err = p.roll(); err != nil {
 			p.mu.Unlock()
@@ -288,12 +318,38 @@ func (p *Partition) Append(buf []byte, infos []BatchInfo) (AppendResult, error) 
 // produce. A lone batch that repeats one of the producer's last five is a
 // duplicate, answered with its first offset.
 func (p *Partition) checkProducers(infos []BatchInfo) (AppendResult, bool, error) {
+	// A batch follows the same producer's batch before it in this
+	// request, when there is one, rather than what the log holds.
+	type seen struct {
+		epoch   int16
+		lastSeq int32
+	}
+	var inRequest map[int64]seen
 	for i, in := range infos {
 		if in.ProducerID < 0 {
 			continue
 		}
 		st, ok := p.producers[in.ProducerID]
+		prev, again := inRequest[in.ProducerID]
+		if inRequest == nil {
+			inRequest = map[int64]seen{}
+		}
+		inRequest[in.ProducerID] = seen{in.ProducerEpoch, in.BaseSequence + in.LastOffsetDelta}
 		switch {
+		case again:
+			switch {
+			case in.ProducerEpoch < prev.epoch:
+				return AppendResult{}, false, fmt.Errorf("%w: producer %d epoch %d after %d in one request", ErrInvalidProducerEpoch, in.ProducerID, in.ProducerEpoch, prev.epoch)
+			case in.ProducerEpoch > prev.epoch:
+				if in.BaseSequence != 0 {
+					return AppendResult{}, false, fmt.Errorf("%w: producer %d new epoch %d starts at sequence %d", ErrOutOfOrderSequence, in.ProducerID, in.ProducerEpoch, in.BaseSequence)
+				}
+			case in.BaseSequence != prev.lastSeq+1 && !(prev.lastSeq == 1<<31-1 && in.BaseSequence == 0):
+				if in.BaseSequence <= prev.lastSeq {
+					return AppendResult{}, false, fmt.Errorf("%w: producer %d sequence %d after %d in one request", ErrDuplicateSequence, in.ProducerID, in.BaseSequence, prev.lastSeq)
+				}
+				return AppendResult{}, false, fmt.Errorf("%w: producer %d sequence %d, expected %d", ErrOutOfOrderSequence, in.ProducerID, in.BaseSequence, prev.lastSeq+1)
+			}
 		case !ok:
 			if in.BaseSequence != 0 {
 				return AppendResult{}, false, fmt.Errorf("%w: producer %d starts at sequence %d", ErrUnknownProducerID, in.ProducerID, in.BaseSequence)
@@ -464,7 +520,9 @@ func (p *Partition) Read(offset int64, maxBytes int) (ReadResult, error) {
 // skipping those wholly before offset and trimming to whole batches within
 // maxBytes. It returns the file position and the offset after the data.
 func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int64) (data []byte, end, endOffset int64, err error) {
-	want := int64(maxBytes) + interval
+	// At least a header, or a small maxBytes with a small index interval
+	// would never see a whole header and never move on.
+	want := max(int64(maxBytes)+interval, batchHeaderLen)
 	if want > limit-pos {
 		want = limit - pos
 	}
@@ -492,6 +550,9 @@ func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int
 		// (a sparse index after huge batches): read again from here.
 		if pos+int64(skip) >= limit {
 			return nil, 0, 0, nil
+		}
+		if skip == 0 {
+			return nil, 0, 0, fmt.Errorf("read %s at %d: %d bytes left, shorter than a batch header", segPath(seg.dir, seg.base, ".log"), pos, limit-pos)
 		}
 		return readFrom(seg, offset, pos+int64(skip), limit, maxBytes, interval)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -157,7 +158,10 @@ func (s *segment) scan(fileSize int64, check bool, indexInterval int64) error {
 			buf = hdr
 		}
 		base, info, ok := scanBatch(buf, check)
-		if !ok || base < s.next {
+		// The CRC does not cover the base offset. One that goes back, or
+		// past the 2^31-1 offsets a segment spans (index entries are
+		// relative and 32-bit), is as corrupt as a bad CRC.
+		if !ok || base < s.next || base-s.base > math.MaxInt32-int64(info.LastOffsetDelta) {
 			break
 		}
 		s.account(pos, base, info, indexInterval)
@@ -209,14 +213,24 @@ func (s *segment) loadIndexes(logSize int64) bool {
 	var idx []indexEntry
 	for p := 16; p < len(ib); p += indexEntrySize {
 		e := indexEntry{rel: binary.BigEndian.Uint32(ib[p:]), pos: binary.BigEndian.Uint32(ib[p+4:])}
-		if int64(e.pos) >= logSize || (len(idx) > 0 && (e.rel <= idx[len(idx)-1].rel || e.pos <= idx[len(idx)-1].pos)) {
+		if int64(e.pos) >= logSize || int64(e.rel) >= next-s.base || (len(idx) > 0 && (e.rel <= idx[len(idx)-1].rel || e.pos <= idx[len(idx)-1].pos)) {
 			return false
 		}
 		idx = append(idx, e)
 	}
 	var tidx []timeEntry
 	for p := 0; p < len(tb); p += timeEntrySize {
-		tidx = append(tidx, timeEntry{ts: int64(binary.BigEndian.Uint64(tb[p:])), rel: binary.BigEndian.Uint32(tb[p+8:])})
+		e := timeEntry{ts: int64(binary.BigEndian.Uint64(tb[p:])), rel: binary.BigEndian.Uint32(tb[p+8:])}
+		if int64(e.rel) >= next-s.base || (len(tidx) > 0 && (e.ts <= tidx[len(tidx)-1].ts || e.rel <= tidx[len(tidx)-1].rel)) {
+			return false
+		}
+		tidx = append(tidx, e)
+	}
+	// OffsetForTime searches the time index of a segment whose max
+	// timestamp is at or after the target, so the last entry must be
+	// that max (and there is none when no record had a timestamp).
+	if maxTs < -1 || (maxTs == -1) != (len(tidx) == 0) || (len(tidx) > 0 && tidx[len(tidx)-1].ts != maxTs) {
+		return false
 	}
 	s.index, s.tindex, s.next, s.maxTs = idx, tidx, next, maxTs
 	s.indexSaved, s.tindexSaved = len(idx), len(tidx)

@@ -1,0 +1,200 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"pgregory.net/rapid"
+)
+
+// logModel is what the partition must hold: every acknowledged batch in
+// offset order (deleted ones included, below logStart), and the log start.
+type logModel struct {
+	batches  []stored
+	sizes    []int
+	logStart int64
+	end      int64
+}
+
+func (m *logModel) next() int64 { return m.end }
+
+// find returns the index of the batch holding offset.
+func (m *logModel) find(offset int64) int {
+	for i, b := range m.batches {
+		if offset < b.base+int64(b.n) {
+			return i
+		}
+	}
+	return len(m.batches)
+}
+
+// live returns the batches a reader from the log start sees.
+func (m *logModel) live() []stored {
+	if m.logStart >= m.next() {
+		return nil
+	}
+	return m.batches[m.find(m.logStart):]
+}
+
+// TestPartitionModel runs random appends, reads, DeleteRecords, clean
+// reopens and crashes (the files copied as they are, without Close, the
+// active segment's tail optionally cut) against logModel.
+func TestPartitionModel(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		cfg := DefaultConfig()
+		cfg.RetentionMs = -1
+		cfg.SegmentBytes = int64(rapid.IntRange(150, 2000).Draw(rt, "segmentBytes"))
+		cfg.IndexIntervalBytes = int64(rapid.IntRange(0, 600).Draw(rt, "indexInterval"))
+		root, err := os.MkdirTemp(t.TempDir(), "model")
+		if err != nil {
+			rt.Fatal(err)
+		}
+		generation := 0
+		dir := filepath.Join(root, "0")
+		p, err := Open(dir, cfg)
+		if err != nil {
+			rt.Fatal(err)
+		}
+		defer func() { _ = p.Close() }()
+		m := &logModel{}
+		tag := byte(0)
+
+		checkAll := func(rt *rapid.T) {
+			rt.Helper()
+			start, end := p.Offsets()
+			if start != m.logStart || end != m.next() {
+				rt.Fatalf("Offsets %d-%d, model %d-%d", start, end, m.logStart, m.next())
+			}
+			got, want := readAll(rt, p), m.live()
+			if len(got) != len(want) {
+				rt.Fatalf("%d batches readable, model has %d", len(got), len(want))
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					rt.Fatalf("batch %d: base %d n %d, model base %d n %d", i, got[i].base, got[i].n, want[i].base, want[i].n)
+				}
+			}
+		}
+
+		rt.Repeat(map[string]func(*rapid.T){
+			"append": func(rt *rapid.T) {
+				k := rapid.IntRange(1, 3).Draw(rt, "batches")
+				var recs []byte
+				var add []stored
+				var sizes []int
+				off := m.next()
+				for i := 0; i < k; i++ {
+					n := rapid.IntRange(1, 5).Draw(rt, "records")
+					tag++
+					b := makeBatch(spec{n: n, tag: tag, valueLen: rapid.IntRange(1, 150).Draw(rt, "valueLen")})
+					recs = append(recs, b...)
+					add = append(add, stored{off, int32(n), payload(b)})
+					sizes = append(sizes, len(b))
+					off += int64(n)
+				}
+				res, err := appendRaw(p, recs)
+				if err != nil || res.Base != m.next() {
+					rt.Fatalf("Append: %+v, %v; want base %d", res, err, m.next())
+				}
+				m.batches = append(m.batches, add...)
+				m.sizes = append(m.sizes, sizes...)
+				m.end = off
+			},
+			"read": func(rt *rapid.T) {
+				offset := rapid.Int64Range(m.logStart-2, m.next()+2).Draw(rt, "offset")
+				maxBytes := rapid.IntRange(1, 3000).Draw(rt, "maxBytes")
+				res, err := p.Read(offset, maxBytes)
+				if res.HighWatermark != m.next() || res.LogStart != m.logStart {
+					rt.Fatalf("Read reports %d-%d, model %d-%d", res.LogStart, res.HighWatermark, m.logStart, m.next())
+				}
+				if offset < m.logStart || offset > m.next() {
+					if !errors.Is(err, ErrOffsetOutOfRange) {
+						rt.Fatalf("Read(%d) outside %d-%d: %v", offset, m.logStart, m.next(), err)
+					}
+					return
+				}
+				if err != nil {
+					rt.Fatalf("Read(%d): %v", offset, err)
+				}
+				got := splitBatches(rt, res.Batches)
+				if offset == m.next() {
+					if len(got) != 0 {
+						rt.Fatalf("Read at the end returned %d batches", len(got))
+					}
+					return
+				}
+				if len(got) == 0 {
+					rt.Fatalf("Read(%d) below the end returned nothing", offset)
+				}
+				if len(got) > 1 && len(res.Batches) > maxBytes {
+					rt.Fatalf("Read(%d, %d) returned %d bytes in %d batches", offset, maxBytes, len(res.Batches), len(got))
+				}
+				i := m.find(offset)
+				for j, g := range got {
+					if i+j >= len(m.batches) || g != m.batches[i+j] {
+						rt.Fatalf("Read(%d) batch %d: base %d, model batch %d", offset, j, g.base, i+j)
+					}
+				}
+			},
+			"deleteRecords": func(rt *rapid.T) {
+				offset := rapid.Int64Range(m.logStart, m.next()).Draw(rt, "offset")
+				if rapid.IntRange(0, 4).Draw(rt, "hw") == 0 {
+					offset = -1
+				}
+				got, err := p.DeleteRecords(offset)
+				if offset == -1 {
+					offset = m.next()
+				}
+				if err != nil || got != offset {
+					rt.Fatalf("DeleteRecords(%d) = %d, %v", offset, got, err)
+				}
+				m.logStart = offset
+			},
+			"reopen": func(rt *rapid.T) {
+				if err := p.Close(); err != nil {
+					rt.Fatal(err)
+				}
+				if p, err = Open(dir, cfg); err != nil {
+					rt.Fatal(err)
+				}
+				checkAll(rt)
+			},
+			"crash": func(rt *rapid.T) {
+				generation++
+				crashed := filepath.Join(root, fmt.Sprint(generation))
+				copyDir(rt, dir, crashed)
+				active := activeLog(rt, crashed)
+				size := fileSize(rt, active)
+				cut := int64(0)
+				if rapid.Bool().Draw(rt, "torn") {
+					cut = rapid.Int64Range(0, min(size, 300)).Draw(rt, "cut")
+				}
+				if err := os.Truncate(active, size-cut); err != nil {
+					rt.Fatal(err)
+				}
+				_ = p.Close()
+				dir = crashed
+				if p, err = Open(dir, cfg); err != nil {
+					rt.Fatalf("Open after crash: %v", err)
+				}
+				// Only a suffix of whole batches is lost: those the cut
+				// reached, no more. The log then ends where the first of
+				// them started, or at the log start if that is further.
+				j, lost := len(m.batches), int64(0)
+				for j > 0 && lost < cut {
+					j--
+					lost += int64(m.sizes[j])
+				}
+				if j < len(m.batches) {
+					m.end = max(m.batches[j].base, m.logStart)
+				}
+				m.batches, m.sizes = m.batches[:j], m.sizes[:j]
+				checkAll(rt)
+			},
+			"": checkAll,
+		})
+	})
+}
