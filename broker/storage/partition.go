@@ -573,7 +573,10 @@ func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int
 	}
 	if n == 0 {
 		// The first batch is larger than what was read: read it whole.
-		base, info, _ := scanBatch(buf, false)
+		base, info, ok := scanBatch(buf, false)
+		if !ok {
+			return nil, 0, 0, fmt.Errorf("read %s at %d: no batch header where one should start", segPath(seg.dir, seg.base, ".log"), start)
+		}
 		if start+int64(info.Size) > limit {
 			return nil, 0, 0, fmt.Errorf("read %s at %d: batch runs past the segment", segPath(seg.dir, seg.base, ".log"), start)
 		}
