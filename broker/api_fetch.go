@@ -30,8 +30,31 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// fetchResponse is a FetchResponse whose record batches sit in pooled
+// buffers, released by the connection writer once the response is written.
+type fetchResponse struct {
+	*kmsg.FetchResponse
+	bufs  [][]byte
+	bytes int // record bytes in the response
+}
+
+func (r *fetchResponse) alloc(n int) []byte {
+	b := getBuf(n)
+	r.bufs = append(r.bufs, b)
+	return b
+}
+
+// release returns the read buffers to the pool; the response must not be
+// used after.
+func (r *fetchResponse) release() {
+	for _, b := range r.bufs {
+		putBuf(b)
+	}
+	r.bufs = nil
+}
+
 func (b *Broker) handleFetch(c *conn, req *kmsg.FetchRequest) kmsg.Response {
-	resp := req.ResponseKind().(*kmsg.FetchResponse)
+	resp := &fetchResponse{FetchResponse: req.ResponseKind().(*kmsg.FetchResponse)}
 	if req.Version >= 7 && req.SessionID != 0 {
 		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
 		return resp
@@ -103,7 +126,9 @@ func (b *Broker) registerFetchWait(req *kmsg.FetchRequest, wake chan struct{}) [
 
 // fillFetch (re)builds the response's topics and returns the record bytes
 // in it, and whether some partition has an error (answered at once).
-func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (total int, failed bool) {
+func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *fetchResponse) (total int, failed bool) {
+	resp.release() // a long poll's earlier, empty or short, read
+	defer func() { resp.bytes = total }()
 	remaining := math.MaxInt32
 	if req.Version >= 3 && req.MaxBytes > 0 {
 		remaining = int(req.MaxBytes)
@@ -136,7 +161,7 @@ func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (to
 			if total == 0 && limit <= 0 {
 				limit = 1 // KIP-74: the first batch always goes
 			}
-			res, err := p.Read(rp.FetchOffset, limit)
+			res, err := p.ReadInto(rp.FetchOffset, limit, resp.alloc)
 			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, res.HighWatermark, res.LogStart
 			switch {
 			case errors.Is(err, storage.ErrOffsetOutOfRange):

@@ -188,7 +188,17 @@ func (c *conn) serve() {
 				return
 			}
 		}
-		frame := make([]byte, size)
+		// A produce frame is recycled once handled: its records are
+		// written to the log, and nothing else keeps them. Other requests
+		// may leave parts of their frame in long-lived state (group
+		// metadata), so they get their own.
+		var frame []byte
+		pooled := false
+		if key, err := r.Peek(2); err == nil && binary.BigEndian.Uint16(key) == 0 {
+			frame, pooled = getBuf(int(size)), true
+		} else {
+			frame = make([]byte, size)
+		}
 		if _, err := io.ReadFull(r, frame); err != nil {
 			log.Warn("broker: closing connection: truncated request", "size", size, "err", err)
 			return
@@ -239,6 +249,9 @@ func (c *conn) serve() {
 				<-after
 			}
 			p.resp = c.b.handle(c, h, req)
+			if pooled {
+				putBuf(frame)
+			}
 		}()
 	}
 }
@@ -281,19 +294,31 @@ func (c *conn) writeLoop() {
 		if p.resp == nil {
 			continue
 		}
+		pooledOut := false
+		if r, ok := p.resp.(*fetchResponse); ok && r.bytes > 1<<20 {
+			// A big fetch answer is mostly its record batches: build it in
+			// a pooled buffer of about that size.
+			buf, pooledOut = getBuf(r.bytes + 64<<10)[:0], true
+		}
 		buf = append(buf[:0], 0, 0, 0, 0)
 		buf = binary.BigEndian.AppendUint32(buf, uint32(p.corr))
 		if p.flexHdr {
 			buf = append(buf, 0) // no tagged fields
 		}
 		buf = p.resp.AppendTo(buf)
+		if r, ok := p.resp.(interface{ release() }); ok {
+			r.release()
+		}
 		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 		if _, err := w.Write(buf); err != nil {
 			broken = true
 			c.close()
 			continue
 		}
-		if cap(buf) > 1<<20 {
+		if pooledOut {
+			putBuf(buf)
+			buf = nil
+		} else if cap(buf) > 1<<20 {
 			buf = nil
 		}
 		if len(c.pending) == 0 {

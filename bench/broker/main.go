@@ -57,6 +57,7 @@ type result struct {
 	broker                 string
 	produceRate, produceMB float64
 	consumeRate, consumeMB float64
+	produceCPU, consumeCPU float64 // broker CPU µs per 1,000 records
 	p50, p99, p999         time.Duration
 	latSent                int
 	rssMB                  float64
@@ -91,8 +92,8 @@ func main() {
 				fmt.Fprintf(os.Stderr, "round %d %s: %v\n", r+1, name, err)
 				os.Exit(1)
 			}
-			fmt.Printf("round %d %-5s produce %9.0f rec/s %6.1f MB/s | consume %9.0f rec/s %6.1f MB/s | latency@%d/s p50 %s p99 %s p999 %s (%d sent) | peak RSS %.0f MB\n",
-				r+1, name, res.produceRate, res.produceMB, res.consumeRate, res.consumeMB, o.latRate,
+			fmt.Printf("round %d %-5s produce %9.0f rec/s %6.1f MB/s (broker %5.0f CPU µs/1k rec) | consume %9.0f rec/s %6.1f MB/s (broker %5.0f CPU µs/1k rec) | latency@%d/s p50 %s p99 %s p999 %s (%d sent) | peak RSS %.0f MB\n",
+				r+1, name, res.produceRate, res.produceMB, res.produceCPU, res.consumeRate, res.consumeMB, res.consumeCPU, o.latRate,
 				res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), res.p999.Round(time.Microsecond), res.latSent, res.rssMB)
 			all = append(all, res)
 		}
@@ -121,21 +122,23 @@ func summarize(all []result) {
 	}{
 		{"produce rec/s", func(r result) float64 { return r.produceRate }, ""},
 		{"produce MB/s", func(r result) float64 { return r.produceMB }, ""},
+		{"produce broker CPU µs/1k", func(r result) float64 { return r.produceCPU }, ""},
 		{"consume rec/s", func(r result) float64 { return r.consumeRate }, ""},
 		{"consume MB/s", func(r result) float64 { return r.consumeMB }, ""},
+		{"consume broker CPU µs/1k", func(r result) float64 { return r.consumeCPU }, ""},
 		{"latency p50 µs", func(r result) float64 { return float64(r.p50.Microseconds()) }, ""},
 		{"latency p99 µs", func(r result) float64 { return float64(r.p99.Microseconds()) }, ""},
 		{"latency p999 µs", func(r result) float64 { return float64(r.p999.Microseconds()) }, ""},
 		{"peak RSS MB", func(r result) float64 { return r.rssMB }, ""},
 	}
-	fmt.Printf("\nmedians       %15s %15s %8s\n", "mecha", "kfake", "ratio")
+	fmt.Printf("\nmedians                  %15s %15s %8s\n", "mecha", "kfake", "ratio")
 	for _, f := range fields {
 		m, k := med("mecha", f.f), med("kfake", f.f)
 		ratio := "-"
 		if k > 0 && m > 0 {
 			ratio = fmt.Sprintf("%.2f", m/k)
 		}
-		fmt.Printf("%-15s %15.1f %15.1f %8s\n", f.name, m, k, ratio)
+		fmt.Printf("%-24s %15.1f %15.1f %8s\n", f.name, m, k, ratio)
 	}
 }
 
@@ -243,6 +246,8 @@ func round(o opts, name string) (result, error) {
 	}
 	var failed atomic.Int64
 	var firstErr atomic.Value
+	pid := cmd.Process.Pid
+	cpu0 := cpuSeconds(pid)
 	start := time.Now()
 	for i := 0; i < o.records; i++ {
 		prod.Produce(ctx, &kgo.Record{Value: value}, func(_ *kgo.Record, err error) {
@@ -260,6 +265,7 @@ func round(o opts, name string) (result, error) {
 	if n := failed.Load(); n > 0 {
 		return res, fmt.Errorf("%d records failed: %v", n, firstErr.Load())
 	}
+	res.produceCPU = (cpuSeconds(pid) - cpu0) * 1e6 / float64(o.records) * 1000
 	res.produceRate = float64(o.records) / el.Seconds()
 	res.produceMB = float64(o.records*o.size) / el.Seconds() / 1e6
 
@@ -270,6 +276,7 @@ func round(o opts, name string) (result, error) {
 		return res, err
 	}
 	got := 0
+	cpu0 = cpuSeconds(pid)
 	start = time.Now()
 	for got < o.records {
 		fs := cons.PollFetches(ctx)
@@ -285,6 +292,7 @@ func round(o opts, name string) (result, error) {
 	}
 	el = time.Since(start)
 	cons.Close()
+	res.consumeCPU = (cpuSeconds(pid) - cpu0) * 1e6 / float64(o.records) * 1000
 	res.consumeRate = float64(o.records) / el.Seconds()
 	res.consumeMB = float64(o.records*o.size) / el.Seconds() / 1e6
 
@@ -327,6 +335,19 @@ func round(o opts, name string) (result, error) {
 	res.p50, res.p99, res.p999 = durs[total/2], durs[total*99/100], durs[total*999/1000]
 	res.rssMB = peakRSS(cmd.Process.Pid)
 	return res, nil
+}
+
+// cpuSeconds is the user+system CPU time a process has used.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
 }
 
 // peakRSS reads VmHWM of a process in MB.

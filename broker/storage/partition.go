@@ -473,6 +473,16 @@ func (p *Partition) Size() int64 {
 // maxBytes; the first batch is returned whole even when it is larger
 // (KIP-74), so a consumer always makes progress.
 func (p *Partition) Read(offset int64, maxBytes int) (ReadResult, error) {
+	return p.ReadInto(offset, maxBytes, nil)
+}
+
+// ReadInto is Read with the read buffers taken from alloc (nil: make), so
+// a caller can recycle them once the batches are sent. alloc may return a
+// larger slice; Batches is a part of one buffer it returned.
+func (p *Partition) ReadInto(offset int64, maxBytes int, alloc func(n int) []byte) (ReadResult, error) {
+	if alloc == nil {
+		alloc = func(n int) []byte { return make([]byte, n) }
+	}
 	p.mu.RLock()
 	res := ReadResult{HighWatermark: p.next, LogStart: p.logStart}
 	if p.closed {
@@ -505,7 +515,7 @@ func (p *Partition) Read(offset int64, maxBytes int) (ReadResult, error) {
 	interval := p.cfg.IndexIntervalBytes
 	p.mu.RUnlock()
 
-	data, end, endOffset, err := readFrom(seg, offset, pos, limit, maxBytes, interval)
+	data, end, endOffset, err := readFrom(seg, offset, pos, limit, maxBytes, interval, alloc)
 	if err != nil || len(data) == 0 {
 		return res, err
 	}
@@ -519,7 +529,7 @@ func (p *Partition) Read(offset int64, maxBytes int) (ReadResult, error) {
 // readFrom reads batches of seg from pos (at or before offset's batch),
 // skipping those wholly before offset and trimming to whole batches within
 // maxBytes. It returns the file position and the offset after the data.
-func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int64) (data []byte, end, endOffset int64, err error) {
+func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int64, alloc func(int) []byte) (data []byte, end, endOffset int64, err error) {
 	// At least a header, or a small maxBytes with a small index interval
 	// would never see a whole header and never move on.
 	want := max(int64(maxBytes)+interval, batchHeaderLen)
@@ -529,7 +539,7 @@ func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int
 	if want <= 0 {
 		return nil, 0, 0, nil
 	}
-	buf := make([]byte, want)
+	buf := alloc(int(want))[:want]
 	if _, err := seg.f.ReadAt(buf, pos); err != nil {
 		return nil, 0, 0, fmt.Errorf("read %s at %d: %w", segPath(seg.dir, seg.base, ".log"), pos, err)
 	}
@@ -554,7 +564,7 @@ func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int
 		if skip == 0 {
 			return nil, 0, 0, fmt.Errorf("read %s at %d: %d bytes left, shorter than a batch header", segPath(seg.dir, seg.base, ".log"), pos, limit-pos)
 		}
-		return readFrom(seg, offset, pos+int64(skip), limit, maxBytes, interval)
+		return readFrom(seg, offset, pos+int64(skip), limit, maxBytes, interval, alloc)
 	}
 	buf = buf[skip:]
 	start := pos + int64(skip)
@@ -580,7 +590,7 @@ func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int
 		if start+int64(info.Size) > limit {
 			return nil, 0, 0, fmt.Errorf("read %s at %d: batch runs past the segment", segPath(seg.dir, seg.base, ".log"), start)
 		}
-		whole := make([]byte, info.Size)
+		whole := alloc(info.Size)[:info.Size]
 		if _, err := seg.f.ReadAt(whole, start); err != nil {
 			return nil, 0, 0, err
 		}
