@@ -51,6 +51,7 @@ type opts struct {
 	rounds      int
 	fsync       string
 	only        string
+	compression string
 }
 
 type result struct {
@@ -79,6 +80,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per broker, interleaved")
 	flag.StringVar(&o.fsync, "fsync", "interval", "mecha's --fsync policy: interval or always")
 	flag.StringVar(&o.only, "only", "", "run only this broker: mecha or kfake")
+	flag.StringVar(&o.compression, "compression", "snappy", "producer batch compression: snappy (kgo's default), lz4, zstd or none")
 	flag.Parse()
 
 	var all []result
@@ -235,8 +237,12 @@ func round(o opts, name string) (result, error) {
 	admCl.Close()
 
 	// 1. Produce.
+	codec, err := compressionCodec(o.compression)
+	if err != nil {
+		return res, err
+	}
 	prod, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("bench"),
-		kgo.MaxBufferedRecords(1<<20), kgo.ProducerBatchMaxBytes(1<<20))
+		kgo.MaxBufferedRecords(1<<20), kgo.ProducerBatchMaxBytes(1<<20), kgo.ProducerBatchCompression(codec))
 	if err != nil {
 		return res, err
 	}
@@ -271,7 +277,7 @@ func round(o opts, name string) (result, error) {
 
 	// 2. Consume.
 	cons, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics("bench"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		return res, err
 	}
@@ -335,6 +341,20 @@ func round(o opts, name string) (result, error) {
 	res.p50, res.p99, res.p999 = durs[total/2], durs[total*99/100], durs[total*999/1000]
 	res.rssMB = peakRSS(cmd.Process.Pid)
 	return res, nil
+}
+
+func compressionCodec(name string) (kgo.CompressionCodec, error) {
+	switch name {
+	case "snappy":
+		return kgo.SnappyCompression(), nil
+	case "lz4":
+		return kgo.Lz4Compression(), nil
+	case "zstd":
+		return kgo.ZstdCompression(), nil
+	case "none":
+		return kgo.NoCompression(), nil
+	}
+	return kgo.NoCompression(), fmt.Errorf("-compression %q: want snappy, lz4, zstd or none", name)
 }
 
 // cpuSeconds is the user+system CPU time a process has used.
