@@ -1,6 +1,7 @@
 # The test command README gives. It installs what the tests need that Go
-# does not bring (kcat, a librdkafka client the broker tests drive), then
-# vets, checks formatting and runs every test. The tests build mecha and
+# does not bring (kcat, the librdkafka client, from apt; kafkajs from npm
+# when Node.js is present), then vets, checks formatting and runs every
+# test. The tests build mecha and
 # their apps themselves and bind 127.0.0.1 on free ports.
 GO ?= go
 CORE := ./components/... ./runtime/... ./statestore/... ./broker/... ./bindings/... ./internal/...
@@ -13,6 +14,8 @@ build:
 deps:
 	@command -v kcat >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
 	@command -v kcat >/dev/null 2>&1 || { echo "kcat is required (apt-get install -y kcat)"; exit 1; }
+	@if command -v npm >/dev/null 2>&1 && [ ! -d broker/testdata/kafkajs/node_modules/kafkajs ]; then \
+		cd broker/testdata/kafkajs && npm install --silent --no-audit --no-fund; fi
 
 test: deps
 	$(GO) vet ./...
