@@ -126,7 +126,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		bc.Logger = r.log.With("component", "broker")
 		b, err := broker.Start(bc)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w (--broker-port %d; -1 picks a free port, 0 turns the broker off)", err, r.cfg.BrokerPort)
 		}
 		defer b.Close()
 		r.broker = b
