@@ -4,7 +4,7 @@
 # test. The tests build mecha and
 # their apps themselves and bind 127.0.0.1 on free ports.
 GO ?= go
-CORE := ./components/... ./runtime/... ./statestore/... ./broker/... ./bindings/... ./internal/...
+CORE := ./components/... ./runtime/... ./statestore/... ./broker/... ./bindings/... ./stream/... ./internal/...
 
 .PHONY: test deps build bench fmt vet
 
