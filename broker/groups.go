@@ -213,12 +213,12 @@ func (c *coordinator) join(req *kmsg.JoinGroupRequest, clientID, host string, no
 			}
 			break
 		}
-		m = g.members[req.MemberID]
-		if m == nil {
-			return fail(kerr.UnknownMemberID)
-		}
-		if instance != "" && g.static[instance] != m.id {
+		if g.fenced(req.InstanceID, req.MemberID) {
 			return fail(kerr.FencedInstanceID)
+		}
+		m = g.members[req.MemberID]
+		if m == nil || (instance != "" && g.static[instance] != m.id) {
+			return fail(kerr.UnknownMemberID)
 		}
 		if (g.state == groupStable || g.state == groupCompleting) && g.leader != m.id && protocolsEqual(m.protocols, req.Protocols) {
 			// A follower rejoining with nothing new gets the current
@@ -245,6 +245,20 @@ func (c *coordinator) join(req *kmsg.JoinGroupRequest, clientID, host string, no
 	c.prepareRebalance(g, now)
 	c.maybeCompleteJoin(g, now)
 	return nil, ch
+}
+
+// fenced reports whether a call naming a static instance comes from an
+// incarnation a restart replaced: the instance is known under another
+// member id. As Kafka, this is checked before the member id, whose old
+// value is no longer a member: the old incarnation must see
+// FENCED_INSTANCE_ID (fatal), not UNKNOWN_MEMBER_ID (which would make it
+// rejoin and fence the new one in turn).
+func (g *group) fenced(instance *string, memberID string) bool {
+	if instance == nil || *instance == "" {
+		return false
+	}
+	id, ok := g.static[*instance]
+	return ok && id != memberID
 }
 
 // fence answers a replaced static member's pending calls.
@@ -471,10 +485,10 @@ func (c *coordinator) sync(req *kmsg.SyncGroupRequest, now time.Time) (syncResul
 	}
 	m := g.members[req.MemberID]
 	switch {
+	case g.fenced(req.InstanceID, req.MemberID):
+		return syncResult{code: kerr.FencedInstanceID.Code}, nil, g
 	case m == nil:
 		return syncResult{code: kerr.UnknownMemberID.Code}, nil, g
-	case req.InstanceID != nil && *req.InstanceID != "" && g.static[*req.InstanceID] != m.id:
-		return syncResult{code: kerr.FencedInstanceID.Code}, nil, g
 	case req.Generation != g.generation:
 		return syncResult{code: kerr.IllegalGeneration.Code}, nil, g
 	case g.state == groupPreparing:
@@ -516,10 +530,10 @@ func (c *coordinator) heartbeat(req *kmsg.HeartbeatRequest, now time.Time) int16
 	}
 	m := g.members[req.MemberID]
 	switch {
+	case g.fenced(req.InstanceID, req.MemberID):
+		return kerr.FencedInstanceID.Code
 	case m == nil:
 		return kerr.UnknownMemberID.Code
-	case req.InstanceID != nil && *req.InstanceID != "" && g.static[*req.InstanceID] != m.id:
-		return kerr.FencedInstanceID.Code
 	case req.Generation != g.generation:
 		return kerr.IllegalGeneration.Code
 	}
@@ -650,10 +664,10 @@ func (c *coordinator) commitCheck(groupID, memberID string, generation int32, in
 	}
 	m := g.members[memberID]
 	switch {
+	case g.fenced(instance, memberID):
+		return kerr.FencedInstanceID.Code
 	case m == nil:
 		return kerr.UnknownMemberID.Code
-	case instance != nil && *instance != "" && g.static[*instance] != m.id:
-		return kerr.FencedInstanceID.Code
 	case generation != g.generation:
 		return kerr.IllegalGeneration.Code
 	case g.state == groupCompleting:
