@@ -21,7 +21,6 @@ package broker
 
 import (
 	"errors"
-	"math"
 	"time"
 
 	"mecha/broker/storage"
@@ -30,12 +29,25 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// maxFetchBytes bounds one fetch answer, whatever the client asks, as
+// Kafka's fetch.max.bytes (55 MiB) does: a client cannot make the broker
+// read a whole segment into memory. The first batch still goes whole.
+const maxFetchBytes = 55 << 20
+
 // fetchResponse is a FetchResponse whose record batches sit in pooled
 // buffers, released by the connection writer once the response is written.
 type fetchResponse struct {
 	*kmsg.FetchResponse
 	bufs  [][]byte
 	bytes int // record bytes in the response
+	// seen is each partition read and the log end it had then: a long
+	// poll waits for an append past it.
+	seen []seenPartition
+}
+
+type seenPartition struct {
+	p   *storage.Partition
+	end int64
 }
 
 func (r *fetchResponse) alloc(n int) []byte {
@@ -72,9 +84,9 @@ func (b *Broker) handleFetch(c *conn, req *kmsg.FetchRequest) kmsg.Response {
 		if wake == nil {
 			wake = make(chan struct{}, 1)
 		}
-		waiting := b.registerFetchWait(req, wake)
-		if len(waiting) == 0 {
-			continue // data arrived since the read
+		waiting, arrived := registerFetchWait(resp.seen, wake)
+		if arrived {
+			continue // an append landed since the read
 		}
 		timer := time.NewTimer(time.Until(deadline))
 		select {
@@ -97,40 +109,31 @@ func (b *Broker) handleFetch(c *conn, req *kmsg.FetchRequest) kmsg.Response {
 	}
 }
 
-// registerFetchWait asks each partition of the request to signal wake on
-// its next append; it returns the partitions registered, or none when one
-// of them already has data past the fetch offset.
-func (b *Broker) registerFetchWait(req *kmsg.FetchRequest, wake chan struct{}) []*storage.Partition {
-	var out []*storage.Partition
-	for _, rt := range req.Topics {
-		t := b.topics.get(rt.Topic)
-		if t == nil {
-			continue
-		}
-		for _, rp := range rt.Partitions {
-			p := t.partition(rp.Partition)
-			if p == nil {
-				continue
+// registerFetchWait asks each partition read to signal wake on its next
+// append past the log end the read saw. It returns the partitions
+// registered, or arrived=true (none registered) when one of them has
+// grown since. With no partition to wait on, the fetch waits out its time.
+func registerFetchWait(seen []seenPartition, wake chan struct{}) (waiting []*storage.Partition, arrived bool) {
+	for _, s := range seen {
+		if !s.p.Wait(s.end, wake) {
+			for _, q := range waiting {
+				q.Unwait(wake)
 			}
-			if !p.Wait(rp.FetchOffset, wake) {
-				for _, q := range out {
-					q.Unwait(wake)
-				}
-				return nil
-			}
-			out = append(out, p)
+			return nil, true
 		}
+		waiting = append(waiting, s.p)
 	}
-	return out
+	return waiting, false
 }
 
 // fillFetch (re)builds the response's topics and returns the record bytes
 // in it, and whether some partition has an error (answered at once).
 func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *fetchResponse) (total int, failed bool) {
 	resp.release() // a long poll's earlier, empty or short, read
+	resp.seen = resp.seen[:0]
 	defer func() { resp.bytes = total }()
-	remaining := math.MaxInt32
-	if req.Version >= 3 && req.MaxBytes > 0 {
+	remaining := maxFetchBytes
+	if req.Version >= 3 && req.MaxBytes > 0 && int(req.MaxBytes) < remaining {
 		remaining = int(req.MaxBytes)
 	}
 	resp.Topics = resp.Topics[:0]
@@ -174,10 +177,13 @@ func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *fetchResponse) (total i
 				b.log.Error("broker: fetch read failed", "topic", rt.Topic, "partition", rp.Partition, "offset", rp.FetchOffset, "err", err)
 				sp.ErrorCode = kerr.KafkaStorageError.Code
 				failed = true
-			case len(res.Batches) > 0:
-				sp.RecordBatches = res.Batches
-				total += len(res.Batches)
-				remaining -= len(res.Batches)
+			default:
+				resp.seen = append(resp.seen, seenPartition{p, res.HighWatermark})
+				if len(res.Batches) > 0 {
+					sp.RecordBatches = res.Batches
+					total += len(res.Batches)
+					remaining -= len(res.Batches)
+				}
 			}
 			st.Partitions = append(st.Partitions, sp)
 		}

@@ -2,9 +2,9 @@
 //
 // Hands out a producer id for an idempotent producer, epoch 0. Ids come
 // from a counter persisted in blocks, so they are never reused after a
-// restart. v3+ (KIP-360): a producer that names its current id and epoch
-// gets the same id with the epoch bumped, or a new id when the epoch would
-// overflow.
+// restart. A v3+ request naming a current id and epoch (KIP-360) also
+// gets a fresh id: without transactions the id is not the client's to
+// keep, and echoing it would let one client fence another's id.
 //
 // Transactional producers (a transactional id) get
 // TRANSACTIONAL_ID_AUTHORIZATION_FAILED: transactions are not implemented.
@@ -20,10 +20,6 @@ func (b *Broker) handleInitProducerID(req *kmsg.InitProducerIDRequest) kmsg.Resp
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
 	if req.TransactionalID != nil {
 		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
-		return resp
-	}
-	if req.Version >= 3 && req.ProducerID >= 0 && req.ProducerEpoch >= 0 && req.ProducerEpoch < 32767 {
-		resp.ProducerID, resp.ProducerEpoch = req.ProducerID, req.ProducerEpoch+1
 		return resp
 	}
 	id, err := b.pids.allocate()

@@ -30,8 +30,6 @@ func (b *Broker) handleOffsetCommit(req *kmsg.OffsetCommitRequest) kmsg.Response
 		code = b.groups.commitCheck(req.Group, req.MemberID, req.Generation, req.InstanceID, time.Now())
 	} else if req.Group == "" {
 		code = kerr.InvalidGroupID.Code
-	} else {
-		code = b.groups.commitCheck(req.Group, "", -1, nil, time.Now())
 	}
 	entries := map[storage.OffsetKey]storage.Committed{}
 	codes := make([][]int16, len(req.Topics))

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -174,7 +175,7 @@ func (c *coordinator) join(req *kmsg.JoinGroupRequest, clientID, host string, no
 			if g.leader == oldID {
 				g.leader = newID
 			}
-			m.protocols, m.sessionTimeout, m.rebalanceTimeout = req.Protocols, session, rebalance
+			m.protocols, m.sessionTimeout, m.rebalanceTimeout = cloneProtocols(req.Protocols), session, rebalance
 			m.lastHeartbeat = now
 			// As Kafka: no rebalance unless the group's protocol would
 			// change. The metadata bytes may differ (clients put their
@@ -231,7 +232,7 @@ func (c *coordinator) join(req *kmsg.JoinGroupRequest, clientID, host string, no
 	}
 	m.clientID, m.host = clientID, host
 	m.sessionTimeout, m.rebalanceTimeout = session, rebalance
-	m.protocolType, m.protocols = req.ProtocolType, req.Protocols
+	m.protocolType, m.protocols = req.ProtocolType, cloneProtocols(req.Protocols)
 	m.lastHeartbeat = now
 	m.joinVersion = req.Version
 	if m.joinWait != nil {
@@ -281,6 +282,18 @@ func (c *coordinator) joinError(m *member, e *kerr.Error) *kmsg.JoinGroupRespons
 }
 
 func strPtr(s string) *string { return &s }
+
+// cloneProtocols copies a join's protocol metadata: kmsg's byte fields
+// point into the request frame, which a member would otherwise pin for as
+// long as it stays in the group.
+func cloneProtocols(ps []kmsg.JoinGroupRequestProtocol) []kmsg.JoinGroupRequestProtocol {
+	out := make([]kmsg.JoinGroupRequestProtocol, len(ps))
+	for i, p := range ps {
+		out[i] = p
+		out[i].Metadata = bytes.Clone(p.Metadata)
+	}
+	return out
+}
 
 func protocolsEqual(a, b []kmsg.JoinGroupRequestProtocol) bool {
 	if len(a) != len(b) {
@@ -506,7 +519,7 @@ func (c *coordinator) sync(req *kmsg.SyncGroupRequest, now time.Time) (syncResul
 	if m.id == g.leader {
 		for _, a := range req.GroupAssignment {
 			if t := g.members[a.MemberID]; t != nil {
-				t.assignment = a.MemberAssignment
+				t.assignment = bytes.Clone(a.MemberAssignment)
 			}
 		}
 		g.state = groupStable

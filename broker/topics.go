@@ -69,9 +69,10 @@ func (t *topic) numPartitions() int32 {
 
 // topicRegistry holds the topics, persisted under dir/<name>/.
 type topicRegistry struct {
-	dir  string
-	base storage.Config
-	log  *slog.Logger
+	dir   string
+	trash string // deleted topics, removed in the background
+	base  storage.Config
+	log   *slog.Logger
 
 	mu     sync.RWMutex // guards topics
 	topics map[string]*topic
@@ -81,17 +82,15 @@ func openTopics(dir string, cfg Config, log *slog.Logger) (*topicRegistry, error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	r := &topicRegistry{dir: dir, base: cfg.Log, log: log, topics: map[string]*topic{}}
+	r := &topicRegistry{dir: dir, trash: filepath.Join(filepath.Dir(dir), "trash"), base: cfg.Log, log: log, topics: map[string]*topic{}}
+	// Deletions that a crash interrupted.
+	_ = os.RemoveAll(r.trash)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	for _, e := range ents {
 		if !e.IsDir() {
-			continue
-		}
-		if strings.HasPrefix(e.Name(), ".deleting-") {
-			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
 			continue
 		}
 		raw, err := os.ReadFile(filepath.Join(dir, e.Name(), "topic.json"))
@@ -279,6 +278,11 @@ func (r *topicRegistry) addPartitions(name string, count int32, validateOnly boo
 	if validateOnly {
 		return nil
 	}
+	// topic.json first: a partition that takes writes must be one a
+	// restart reopens.
+	if err := writeJSON(filepath.Join(t.dir, "topic.json"), topicFile{Partitions: count, Configs: t.configs}); err != nil {
+		return err
+	}
 	for p := have; p < count; p++ {
 		part, err := storage.Open(filepath.Join(t.dir, strconv.Itoa(int(p))), t.cfg)
 		if err != nil {
@@ -286,30 +290,38 @@ func (r *topicRegistry) addPartitions(name string, count int32, validateOnly boo
 		}
 		t.parts = append(t.parts, part)
 	}
-	return writeJSON(filepath.Join(t.dir, "topic.json"), topicFile{Partitions: count, Configs: t.configs})
+	return nil
 }
 
 // remove deletes a topic: it disappears at once, and its files are removed
-// after its partitions close.
+// after its partitions close. The directory moves to the trash before the
+// name is free again, so a topic auto-created right after (a producer
+// refreshing its metadata) starts empty in a new directory instead of
+// reopening the deleted files.
 func (r *topicRegistry) remove(name string) error {
 	r.mu.Lock()
 	t, ok := r.topics[name]
-	if ok {
-		delete(r.topics, name)
-	}
-	r.mu.Unlock()
 	if !ok {
+		r.mu.Unlock()
 		return fmt.Errorf("%w: %s", errUnknownTopic, name)
 	}
+	trash := filepath.Join(r.trash, fmt.Sprintf("%s-%d", name, time.Now().UnixNano()))
+	if err := os.MkdirAll(r.trash, 0o755); err != nil {
+		r.mu.Unlock()
+		return err
+	}
+	if err := os.Rename(t.dir, trash); err != nil {
+		r.mu.Unlock()
+		return err
+	}
+	delete(r.topics, name)
+	r.mu.Unlock()
+	// Open files survive the rename: close them, then delete.
 	t.mu.Lock()
 	for _, p := range t.parts {
 		p.Close()
 	}
 	t.mu.Unlock()
-	trash := filepath.Join(r.dir, fmt.Sprintf(".deleting-%s-%d", name, time.Now().UnixNano()))
-	if err := os.Rename(t.dir, trash); err != nil {
-		return err
-	}
 	go os.RemoveAll(trash)
 	r.log.Info("broker: topic deleted", "topic", name)
 	return nil

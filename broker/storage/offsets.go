@@ -256,19 +256,32 @@ func (s *OffsetStore) Flush() error {
 	return syncFn(s.f)
 }
 
-// rewriteLocked compacts the file to the live offsets.
+// rewriteLocked compacts the file to the live offsets: a new file is
+// written and fsynced under a temporary name, renamed over the old one,
+// and its handle kept, so commits never go to an unlinked file.
 func (s *OffsetStore) rewriteLocked() error {
 	var buf []byte
 	for k, c := range s.live {
 		buf = appendOffset(buf, k, c)
 	}
-	if err := writeFileSync(s.path, buf); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(s.path, os.O_RDWR, 0o644)
+	tmp := s.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
+	if _, err := f.Write(buf); err != nil {
+		f.Close()
+		return err
+	}
+	if err := syncFn(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		f.Close()
+		return err
+	}
+	_ = syncDir(filepath.Dir(s.path))
 	_ = s.f.Close()
 	s.f, s.written, s.dirty = f, int64(len(buf)), false
 	return nil

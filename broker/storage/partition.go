@@ -95,6 +95,9 @@ type ReadResult struct {
 type Partition struct {
 	dir string
 
+	// syncMu serializes fsyncs (see sync).
+	syncMu sync.Mutex
+
 	// mu guards everything below. Appends take it exclusively; reads take
 	// it shared only to find where to read, then read the file without it.
 	mu        sync.RWMutex
@@ -421,10 +424,19 @@ func (p *Partition) roll() (*segment, error) {
 // partition: the kernel may have dropped the dirty pages, so nothing after
 // it can be acknowledged.
 func (p *Partition) sync(seg *segment) error {
+	// One fsync at a time per partition, and a success counts only when
+	// no other fsync failed meanwhile: Linux reports a writeback error to
+	// one fsync only, so a later one can succeed over lost pages.
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
 	p.mu.RLock()
 	size := seg.size
 	done := seg.flushed >= size
+	failed := p.failed
 	p.mu.RUnlock()
+	if failed != nil {
+		return failed
+	}
 	if done {
 		return nil
 	}
@@ -435,10 +447,13 @@ func (p *Partition) sync(seg *segment) error {
 		return p.failed
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failed != nil {
+		return p.failed
+	}
 	if size > seg.flushed {
 		seg.flushed = size
 	}
-	p.mu.Unlock()
 	return nil
 }
 

@@ -89,6 +89,12 @@ func createSegment(dir string, base int64) (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The new file's name must survive a power loss with the records
+	// fsynced into it.
+	if err := syncDir(dir); err != nil {
+		f.Close()
+		return nil, err
+	}
 	for _, ext := range []string{".index", ".timeindex"} {
 		_ = os.Remove(segPath(dir, base, ext))
 	}
@@ -277,7 +283,21 @@ func writeFileSync(path string, b []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir fsyncs a directory, making the names created or renamed in it
+// durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return syncFn(d)
 }
 
 // lookup returns the position of the last indexed batch at or before
