@@ -9,6 +9,7 @@ require (
 	github.com/dapr/dapr v1.14.0
 	github.com/dapr/go-sdk v1.11.0
 	github.com/dapr/kit v0.13.1-0.20240724000121-26b564d9d0f5
+	github.com/expr-lang/expr v1.17.8
 	github.com/fsnotify/fsnotify v1.7.0
 	github.com/google/cel-go v0.18.2
 	github.com/google/uuid v1.6.0

@@ -164,3 +164,78 @@ spec:
 		t.Fatalf("state saved by the binding reply: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestStreamJobInMechaRun declares a StreamJob next to the components:
+// events an app publishes through the Dapr API are counted per page in
+// 1 s event-time windows, and the results land on a topic.
+func TestStreamJobInMechaRun(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "resources.yaml", `apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: pubsub
+spec:
+  type: pubsub.mecha
+  version: v1
+---
+apiVersion: mecha.io/v1alpha1
+kind: StreamJob
+metadata:
+  name: clicks-per-page
+spec:
+  source:
+    topic: clicks
+    eventTimeField: ts
+  map:
+    page: data.page
+    ts: data.ts
+  keyBy: page
+  window:
+    type: tumbling
+    size: 1s
+  aggregate:
+    type: count
+  sink:
+    type: topic
+    topic: clicks-per-page
+`)
+	m := startMecha(t, "--app-id", "clicker", "--resources-path", dir)
+	clicks := []struct {
+		page string
+		ts   int
+	}{{"home", 100}, {"cart", 200}, {"home", 900}, {"home", 1500}, {"cart", 2100}, {"home", 5000}}
+	for _, c := range clicks {
+		expectStatus(t, do(t, "POST", m.url("/v1.0/publish/pubsub/clicks"), fmt.Sprintf(`{"page":%q,"ts":%d}`, c.page, c.ts), "Content-Type", "application/json"), 204)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", m.brokerPort)), kgo.AllowAutoTopicCreation(),
+		kgo.ConsumeTopics("clicks-per-page"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	// The last click (t=5000) moves the watermark past the first windows.
+	want := map[string]float64{"home@0": 2, "cart@0": 1, "home@1000": 1, "cart@2000": 1}
+	got := map[string]float64{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for len(got) < len(want) {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("windows so far %v, want %v", got, want)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			var o struct {
+				Key         string  `json:"key"`
+				WindowStart int64   `json:"windowStart"`
+				Value       float64 `json:"value"`
+			}
+			if err := json.Unmarshal(r.Value, &o); err != nil {
+				t.Fatalf("result %s: %v", r.Value, err)
+			}
+			got[fmt.Sprintf("%s@%d", o.Key, o.WindowStart)] = o.Value
+		})
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("windows %v, want %v", got, want)
+	}
+}

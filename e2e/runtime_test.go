@@ -284,6 +284,7 @@ func TestStartupErrors(t *testing.T) {
 		{name: "unknown type", file: "unknown.yaml", content: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.nosuch\n  version: v1\n", want: `unknown.yaml: component "s" (state.nosuch@v1): spec.type: unknown component type "state.nosuch"`},
 		{name: "failed init", file: "redis.yaml", content: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  initTimeout: 2s\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n", want: `redis.yaml: component "s" (state.redis@v1): component init failed`},
 		{name: "bad subscription", file: "sub.yaml", content: "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s\nspec:\n  pubsubname: pubsub\n  routes:\n    default: /x\n", want: `sub.yaml: subscription "s": spec.topic: must be set`},
+		{name: "bad stream job", file: "job.yaml", content: "apiVersion: mecha.io/v1alpha1\nkind: StreamJob\nmetadata:\n  name: j\nspec:\n  source:\n    topic: t\n  window:\n    type: hopping\n    size: 1s\n  aggregate:\n    type: count\n  sink:\n    type: stdout\n", want: `job.yaml: invalid stream job "j": spec.window: kind "hopping"`},
 		{name: "bad CEL", file: "cel.yaml", content: "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s\nspec:\n  pubsubname: pubsub\n  topic: t\n  routes:\n    rules:\n    - match: 'event.type =='\n      path: /x\n", want: `cel.yaml: subscription "s": spec.routes.rules[0].match`},
 	}
 	for _, c := range cases {

@@ -28,6 +28,7 @@ import (
 	"mecha/runtime/invoke"
 	"mecha/runtime/metrics"
 	"mecha/runtime/subscriptions"
+	"mecha/stream/job"
 )
 
 // Version is the runtime version reported by the metadata API.
@@ -146,6 +147,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	jobs, err := r.streamJobs(docs, brokerAddr)
+	if err != nil {
+		return err
+	}
 	r.recordComponents()
 
 	r.local = &invoke.Local{AppID: r.cfg.AppID}
@@ -255,6 +260,20 @@ func (r *Runtime) Run(ctx context.Context) error {
 		defer workers.Done()
 		r.connectApp(runCtx)
 	}()
+	for _, spec := range jobs {
+		run, err := job.New(spec, job.Options{Brokers: brokerAddr, Stdout: os.Stdout, Logger: r.log.With("job", spec.Name)})
+		if err != nil {
+			r.log.Error("stream job not started", "job", spec.Name, "error", err)
+			continue
+		}
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			if err := run.Run(runCtx); err != nil {
+				r.log.Error("stream job stopped", "job", spec.Name, "error", err)
+			}
+		}()
+	}
 
 	var exitErr error
 	select {
@@ -288,6 +307,29 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	r.log.Info("shutdown complete")
 	return exitErr
+}
+
+// streamJobs reads the StreamJob documents of the resources path. A bad
+// job stops startup with an error naming the file and field, as a bad
+// component does. Jobs are read at startup; a changed job file takes a
+// restart.
+func (r *Runtime) streamJobs(docs []components.Document, brokers string) ([]job.Spec, error) {
+	var out []job.Spec
+	for _, d := range docs {
+		if d.Kind != job.Kind {
+			continue
+		}
+		spec, err := job.ParseDocument(d.Raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d.Where(), err)
+		}
+		if spec.Source.Brokers == "" && brokers == "" {
+			return nil, fmt.Errorf("%s: stream job %q: spec.source.brokers: not set, and the embedded broker is off (--broker-port 0)", d.Where(), spec.Name)
+		}
+		r.log.Info("stream job loaded", "job", spec.Name, "source", spec.Source.Topic, "sink", spec.Sink.Type)
+		out = append(out, spec)
+	}
+	return out, nil
 }
 
 // brokerPort is the embedded broker's port, 0 when it is off.

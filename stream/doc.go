@@ -1,7 +1,12 @@
 // Package stream will hold mecha's stream engine: declarative jobs over
 // broker topics with windows, keyed state and checkpoints (issue 5). What
-// exists so far are its two deciding cores, both plain state machines:
-// stream/window (event-time tumbling, sliding and session windows,
-// watermarks, allowed lateness, late side output) and stream/agg (count,
-// sum, min, max, avg, top-N and exact count-distinct on roaring bitmaps).
+// exists so far:
+//   - stream/window: event-time tumbling, sliding and session windows,
+//     watermarks, allowed lateness, a late side output (a state machine);
+//   - stream/agg: count, sum, min, max, avg, top-N and exact
+//     count-distinct on roaring bitmaps;
+//   - stream/job: the StreamJob document and a runner (topic source, expr
+//     filter/map/key-by, one windowed aggregate, topic or stdout sink,
+//     dead-letter and late topics), started by `mecha run` for each job
+//     in --resources-path.
 package stream

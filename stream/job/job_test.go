@@ -1,0 +1,184 @@
+package job
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"mecha/broker/brokertest"
+	"mecha/internal/poll"
+	"mecha/stream/window"
+)
+
+const goodDoc = `{"apiVersion":"mecha.io/v1alpha1","kind":"StreamJob","metadata":{"name":"uv"},
+ "spec":{"source":{"topic":"bids","eventTimeField":"ts","maxOutOfOrderness":"2s"},
+  "filter":"price > 0","map":{"auction":"auction","bidder":"bidder","ts":"ts"},"keyBy":"auction",
+  "window":{"type":"tumbling","size":"10s"},"aggregate":{"type":"countDistinct","field":"bidder"},
+  "sink":{"type":"topic","topic":"uv-out"},"deadLetterTopic":"bids-dlq","lateTopic":"bids-late"}}`
+
+func TestParseDocument(t *testing.T) {
+	s, err := ParseDocument([]byte(goodDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Name != "uv" || s.Window.Size.Duration != 10*time.Second || s.Source.MaxOutOfOrderness.Duration != 2*time.Second {
+		t.Fatalf("parsed %+v", s)
+	}
+	for _, c := range []struct{ name, from, to, want string }{
+		{"unknown field", `"keyBy":"auction"`, `"groupBy":"auction"`, `unknown field "groupBy"`},
+		{"no topic", `"topic":"bids"`, `"topic":""`, "spec.source.topic: must be set"},
+		{"bad window", `"type":"tumbling"`, `"type":"hopping"`, `spec.window: kind "hopping"`},
+		{"bad duration", `"size":"10s"`, `"size":"ten"`, `want a duration such as "10s", got "ten"`},
+		{"bad aggregate", `"type":"countDistinct"`, `"type":"median"`, `spec.aggregate: aggregate "median"`},
+		{"bad filter", `"price > 0"`, `"price >"`, "spec.filter:"},
+		{"bad map", `"bidder":"bidder"`, `"bidder":"bidder +"`, "spec.map.bidder:"},
+		{"bad sink", `"type":"topic"`, `"type":"s3"`, `spec.sink.type: want topic or stdout, got "s3"`},
+		{"no name", `"name":"uv"`, `"name":""`, "metadata.name: must be set"},
+		{"bad start offset", `"topic":"bids",`, `"topic":"bids","startOffset":"middle",`, `spec.source.startOffset: want earliest or latest, got "middle"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			doc := strings.Replace(goodDoc, c.from, c.to, 1)
+			if doc == goodDoc {
+				t.Fatalf("test case did not change the document")
+			}
+			_, err := ParseDocument([]byte(doc))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want it to say %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestRunUVThroughBroker runs the UV job against a real broker: bids with
+// out-of-order event times go in, exact distinct bidders per auction per
+// 10 s window come out on the sink topic; a malformed record goes to the
+// dead-letter topic with its error, a too-late one to the late topic.
+func TestRunUVThroughBroker(t *testing.T) {
+	addr := brokertest.Start(t)
+	// One source partition keeps the produce order the watermark sees;
+	// TestPartitionWatermarks covers several.
+	adm, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kadm.NewClient(adm).CreateTopic(context.Background(), 1, 1, nil, "bids"); err != nil {
+		t.Fatal(err)
+	}
+	adm.Close()
+	spec, err := ParseDocument([]byte(goodDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(spec, Options{Brokers: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.AllowAutoTopicCreation(),
+		kgo.ConsumeTopics("uv-out", "bids-dlq", "bids-late"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	want := map[string]int{} // "auction@windowStart" -> distinct bidders
+	seen := map[string]map[string]bool{}
+	var recs []*kgo.Record
+	add := func(auction string, bidder int, ts int64) {
+		k := fmt.Sprintf("%s@%d", auction, ts/10000*10000)
+		if seen[k] == nil {
+			seen[k] = map[string]bool{}
+		}
+		seen[k][fmt.Sprint(bidder)] = true
+		want[k] = len(seen[k])
+		recs = append(recs, &kgo.Record{Topic: "bids", Key: []byte(auction),
+			Value: []byte(fmt.Sprintf(`{"auction":%q,"bidder":%d,"price":5,"ts":%d}`, auction, bidder, ts))})
+	}
+	base := int64(1_700_000_000_000)
+	for i := 0; i < 300; i++ {
+		// Up to 1.5 s out of order, within the 2 s bound.
+		ts := base + int64(i)*100 - int64(i%4)*500
+		add(fmt.Sprintf("a%d", i%3), i%17, ts)
+	}
+	recs = append(recs, &kgo.Record{Topic: "bids", Value: []byte(`{not json`)})
+	recs = append(recs, &kgo.Record{Topic: "bids", Value: []byte(`{"auction":"a0","bidder":1,"price":0,"ts":1}`)}) // filtered
+	// Push the watermark past every window, then send one too late.
+	recs = append(recs, &kgo.Record{Topic: "bids", Value: []byte(fmt.Sprintf(`{"auction":"z","bidder":1,"price":5,"ts":%d}`, base+100000))})
+	recs = append(recs, &kgo.Record{Topic: "bids", Value: []byte(fmt.Sprintf(`{"auction":"a1","bidder":99,"price":5,"ts":%d}`, base))})
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	var dlq, late []*kgo.Record
+	poll.Until(t, 30*time.Second, "every window, the dead letter and the late event", func() bool {
+		pctx, pcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer pcancel()
+		cl.PollFetches(pctx).EachRecord(func(rec *kgo.Record) {
+			switch rec.Topic {
+			case "uv-out":
+				var o Output
+				if err := json.Unmarshal(rec.Value, &o); err != nil {
+					t.Errorf("bad output %s", rec.Value)
+				}
+				got[fmt.Sprintf("%s@%d", o.Key, o.WindowStart)] = int(o.Value.(float64))
+			case "bids-dlq":
+				dlq = append(dlq, rec)
+			case "bids-late":
+				late = append(late, rec)
+			}
+		})
+		return len(got) >= len(want) && len(dlq) >= 1 && len(late) >= 1
+	})
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("window %s: UV %d, want %d", k, got[k], n)
+		}
+	}
+	if len(dlq) != 1 || string(dlq[0].Value) != `{not json` || !strings.Contains(headerValue(dlq[0], "error"), "decode") {
+		t.Errorf("dead letters = %v", dlq)
+	}
+	if len(late) != 1 || !strings.Contains(string(late[0].Value), `"bidder":99`) {
+		t.Errorf("late events = %v", late)
+	}
+	c := r.Counts()
+	if c.Filtered != 1 || c.DeadLettered != 1 || c.Late != 1 {
+		t.Errorf("counts %+v, want 1 filtered, 1 dead-lettered, 1 late", c)
+	}
+}
+
+func headerValue(r *kgo.Record, k string) string {
+	for _, h := range r.Headers {
+		if h.Key == k {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// TestPartitionWatermarks: the job's watermark is the lowest of its source
+// partitions', so a partition behind in event time is not made late by
+// another partition ahead.
+func TestPartitionWatermarks(t *testing.T) {
+	r := &Runner{spec: Spec{Source: Source{MaxOutOfOrderness: Duration{0}}}, wms: map[int32]*window.Watermark{}}
+	if wm := r.observe(0, 1000); wm != 999 {
+		t.Fatalf("watermark %d, want 999", wm)
+	}
+	if wm := r.observe(1, 500); wm != 499 {
+		t.Fatalf("watermark %d after a slower partition, want 499", wm)
+	}
+	if wm := r.observe(0, 5000); wm != 499 {
+		t.Fatalf("watermark %d, want the slow partition's 499", wm)
+	}
+	if wm := r.observe(1, 6000); wm != 4999 {
+		t.Fatalf("watermark %d, want 4999", wm)
+	}
+}

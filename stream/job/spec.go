@@ -1,0 +1,187 @@
+// Package job is a stream job: its declaration (a StreamJob document, or
+// a Spec built in Go) and the pipeline that runs it over a Kafka-compatible
+// cluster: source topic → JSON decode → filter → map → key-by → event-time
+// window with an aggregate → sink. Records that fail to decode or to
+// evaluate go to the job's dead-letter topic with the error attached, and
+// late events to its late topic; neither stops the job.
+package job
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"mecha/stream/agg"
+	"mecha/stream/window"
+)
+
+// APIVersion and Kind identify a StreamJob document.
+const (
+	APIVersion = "mecha.io/v1alpha1"
+	Kind       = "StreamJob"
+)
+
+// ErrSpec is wrapped by every invalid job.
+var ErrSpec = errors.New("invalid stream job")
+
+// Duration is a time.Duration written as "10s" in YAML and JSON.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON reads "10s", "500ms" or a number of milliseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var ms int64
+		if err2 := json.Unmarshal(b, &ms); err2 != nil {
+			return fmt.Errorf("want a duration such as \"10s\", got %s", b)
+		}
+		d.Duration = time.Duration(ms) * time.Millisecond
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration such as \"10s\", got %q", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// Document is a StreamJob as written in a resources folder.
+type Document struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec Spec `json:"spec"`
+}
+
+// Spec is what a job does.
+type Spec struct {
+	// Name identifies the job (the consumer group is "stream-<name>").
+	Name   string `json:"-"`
+	Source Source `json:"source"`
+	// Filter is an expr expression over the record's fields that keeps
+	// the record when true.
+	Filter string `json:"filter,omitempty"`
+	// Map builds the output fields, each from an expr expression over
+	// the record's fields; empty keeps the record as it is.
+	Map map[string]string `json:"map,omitempty"`
+	// KeyBy is an expr expression whose value (as a string) keys the
+	// window; empty puts every record under one key.
+	KeyBy           string    `json:"keyBy,omitempty"`
+	Window          Window    `json:"window"`
+	Aggregate       Aggregate `json:"aggregate"`
+	Sink            Sink      `json:"sink"`
+	DeadLetterTopic string    `json:"deadLetterTopic,omitempty"`
+	LateTopic       string    `json:"lateTopic,omitempty"`
+}
+
+// Source is a topic of the cluster.
+type Source struct {
+	Topic string `json:"topic"`
+	// Brokers defaults to the embedded broker.
+	Brokers string `json:"brokers,omitempty"`
+	// StartOffset is earliest (default) or latest, for a new job.
+	StartOffset string `json:"startOffset,omitempty"`
+	// EventTimeField names the field holding the event time in
+	// milliseconds since the epoch; empty takes the record timestamp.
+	EventTimeField string `json:"eventTimeField,omitempty"`
+	// MaxOutOfOrderness bounds how late an event may arrive and still be
+	// on time: the watermark trails the newest event time by this much.
+	MaxOutOfOrderness Duration `json:"maxOutOfOrderness,omitempty"`
+}
+
+// Window is the event-time window.
+type Window struct {
+	Type            string   `json:"type"`
+	Size            Duration `json:"size,omitempty"`
+	Slide           Duration `json:"slide,omitempty"`
+	Gap             Duration `json:"gap,omitempty"`
+	AllowedLateness Duration `json:"allowedLateness,omitempty"`
+}
+
+// Aggregate is what the window computes over Field (an expr expression).
+type Aggregate struct {
+	Type  string `json:"type"`
+	Field string `json:"field,omitempty"`
+	N     int    `json:"n,omitempty"`
+}
+
+// Sink is where window results go: a topic, or stdout.
+type Sink struct {
+	Type  string `json:"type"`
+	Topic string `json:"topic,omitempty"`
+}
+
+// ParseDocument decodes a StreamJob from JSON (the components loader
+// turns YAML into JSON), rejecting unknown fields, and validates it.
+func ParseDocument(raw []byte) (Spec, error) {
+	var d Document
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return Spec{}, fmt.Errorf("%w: %v", ErrSpec, strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if d.APIVersion != APIVersion || d.Kind != Kind {
+		return Spec{}, fmt.Errorf("%w: want apiVersion %s and kind %s, got %s %s", ErrSpec, APIVersion, Kind, d.APIVersion, d.Kind)
+	}
+	d.Spec.Name = d.Metadata.Name
+	if err := d.Spec.Validate(); err != nil {
+		return Spec{}, err
+	}
+	return d.Spec, nil
+}
+
+// windowSpec converts the window to the operator's, in milliseconds.
+func (s Spec) windowSpec() window.Spec {
+	return window.Spec{Kind: window.Kind(s.Window.Type), Size: s.Window.Size.Milliseconds(),
+		Slide: s.Window.Slide.Milliseconds(), Gap: s.Window.Gap.Milliseconds(),
+		AllowedLateness: s.Window.AllowedLateness.Milliseconds()}
+}
+
+// Validate names the first bad field, as spec.<path>.
+func (s Spec) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w %q: spec.%s: %s", ErrSpec, s.Name, field, fmt.Sprintf(format, args...))
+	}
+	if s.Name == "" {
+		return fmt.Errorf("%w: metadata.name: must be set", ErrSpec)
+	}
+	if s.Source.Topic == "" {
+		return bad("source.topic", "must be set")
+	}
+	switch s.Source.StartOffset {
+	case "", "earliest", "latest":
+	default:
+		return bad("source.startOffset", "want earliest or latest, got %q", s.Source.StartOffset)
+	}
+	if s.Source.MaxOutOfOrderness.Duration < 0 {
+		return bad("source.maxOutOfOrderness", "must not be negative")
+	}
+	if err := s.windowSpec().Validate(); err != nil {
+		return bad("window", "%s", strings.TrimPrefix(err.Error(), window.ErrSpec.Error()+": "))
+	}
+	if _, err := agg.NewFactory(agg.Spec{Kind: agg.Kind(s.Aggregate.Type), N: s.Aggregate.N}); err != nil {
+		return bad("aggregate", "%v", err)
+	}
+	if s.Aggregate.Type != string(agg.Count) && s.Aggregate.Field == "" {
+		return bad("aggregate.field", "must be set for %s", s.Aggregate.Type)
+	}
+	if _, err := compile(s); err != nil {
+		return err
+	}
+	switch s.Sink.Type {
+	case "topic":
+		if s.Sink.Topic == "" {
+			return bad("sink.topic", "must be set for a topic sink")
+		}
+	case "stdout":
+	default:
+		return bad("sink.type", "want topic or stdout, got %q", s.Sink.Type)
+	}
+	return nil
+}
