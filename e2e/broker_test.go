@@ -198,6 +198,34 @@ spec:
   sink:
     type: topic
     topic: clicks-per-page
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: statestore
+spec:
+  type: state.crux
+  version: v1
+---
+apiVersion: mecha.io/v1alpha1
+kind: StreamJob
+metadata:
+  name: clicks-state
+spec:
+  source:
+    topic: clicks
+    eventTimeField: ts
+  map:
+    page: data.page
+    ts: data.ts
+  keyBy: page
+  window:
+    type: tumbling
+    size: 1s
+  aggregate:
+    type: count
+  sink:
+    type: state
 `)
 	m := startMecha(t, "--app-id", "clicker", "--resources-path", dir)
 	clicks := []struct {
@@ -238,4 +266,13 @@ spec:
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("windows %v, want %v", got, want)
 	}
+	// The second job writes the same windows to the state store, where
+	// the app reads them under "<job>:<key>:<window start>".
+	eventually(t, 15*time.Second, func() error {
+		r := do(t, "GET", m.url("/v1.0/state/statestore/clicks-state:home:0"), nil)
+		if r.Status != 200 || !strings.Contains(string(r.Body), `"value":2`) {
+			return fmt.Errorf("state sink: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
 }

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dapr/components-contrib/state"
+
 	"mecha/broker"
 	"mecha/components"
 	"mecha/runtime/api"
@@ -261,7 +263,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		r.connectApp(runCtx)
 	}()
 	for _, spec := range jobs {
-		run, err := job.New(spec, job.Options{Brokers: brokerAddr, Stdout: os.Stdout, Logger: r.log.With("job", spec.Name)})
+		run, err := job.New(spec, job.Options{Brokers: brokerAddr, Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: r.saveJobState})
 		if err != nil {
 			r.log.Error("stream job not started", "job", spec.Name, "error", err)
 			continue
@@ -330,6 +332,16 @@ func (r *Runtime) streamJobs(docs []components.Document, brokers string) ([]job.
 		out = append(out, spec)
 	}
 	return out, nil
+}
+
+// saveJobState is a stream job's state sink: results saved through the
+// state building block, under keys the app reads as its own.
+func (r *Runtime) saveJobState(ctx context.Context, store string, entries []job.StateEntry) error {
+	items := make([]state.SetRequest, len(entries))
+	for i, e := range entries {
+		items[i] = state.SetRequest{Key: e.Key, Value: e.Value}
+	}
+	return r.blocks.SaveState(ctx, store, items)
 }
 
 // brokerPort is the embedded broker's port, 0 when it is off.

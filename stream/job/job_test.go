@@ -3,8 +3,10 @@ package job
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,7 +40,7 @@ func TestParseDocument(t *testing.T) {
 		{"bad aggregate", `"type":"countDistinct"`, `"type":"median"`, `spec.aggregate: aggregate "median"`},
 		{"bad filter", `"price > 0"`, `"price >"`, "spec.filter:"},
 		{"bad map", `"bidder":"bidder"`, `"bidder":"bidder +"`, "spec.map.bidder:"},
-		{"bad sink", `"type":"topic"`, `"type":"s3"`, `spec.sink.type: want topic or stdout, got "s3"`},
+		{"bad sink", `"type":"topic"`, `"type":"s3"`, `spec.sink.type: want topic, state or stdout, got "s3"`},
 		{"no name", `"name":"uv"`, `"name":""`, "metadata.name: must be set"},
 		{"bad start offset", `"topic":"bids",`, `"topic":"bids","startOffset":"middle",`, `spec.source.startOffset: want earliest or latest, got "middle"`},
 	} {
@@ -180,5 +182,65 @@ func TestPartitionWatermarks(t *testing.T) {
 	}
 	if wm := r.observe(1, 6000); wm != 4999 {
 		t.Fatalf("watermark %d, want 4999", wm)
+	}
+}
+
+// TestStateSinkRetriesWhileDown: a state sink that fails is retried with
+// backoff until it takes the results; none is dropped.
+func TestStateSinkRetriesWhileDown(t *testing.T) {
+	addr := brokertest.Start(t)
+	doc := strings.Replace(goodDoc, `"sink":{"type":"topic","topic":"uv-out"}`, `"sink":{"type":"state","store":"sessions"}`, 1)
+	spec, err := ParseDocument([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	failures, saved := 0, map[string]string{}
+	save := func(_ context.Context, store string, entries []StateEntry) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if store != "sessions" {
+			t.Errorf("saved to store %q, want sessions", store)
+		}
+		if failures < 2 {
+			failures++
+			return errors.New("store is down")
+		}
+		for _, e := range entries {
+			saved[e.Key] = string(e.Value)
+		}
+		return nil
+	}
+	if _, err := New(spec, Options{Brokers: addr}); err == nil || !strings.Contains(err.Error(), "a state sink needs") {
+		t.Fatalf("a state sink without SaveState: error %v", err)
+	}
+	r, err := New(spec, Options{Brokers: addr, SaveState: save})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.AllowAutoTopicCreation(), kgo.DefaultProduceTopic("bids"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, v := range []string{`{"auction":"a","bidder":1,"price":5,"ts":1000}`, `{"auction":"a","bidder":2,"price":5,"ts":2000}`, `{"auction":"a","bidder":1,"price":5,"ts":30000}`} {
+		// One at a time, so that the watermark sees them in order.
+		if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte("a"), Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll.Until(t, 20*time.Second, "the window result saved after the store came back", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(saved["uv:a:0"], `"value":2`)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if failures != 2 {
+		t.Fatalf("%d failed saves, want 2 before the store came back", failures)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -22,7 +23,16 @@ type Options struct {
 	Brokers string
 	// Stdout receives a stdout sink's results, one JSON object a line.
 	Stdout io.Writer
-	Logger *slog.Logger
+	// SaveState writes a state sink's results to a state store of the
+	// runtime; nil outside mecha run, where a state sink is refused.
+	SaveState func(ctx context.Context, store string, entries []StateEntry) error
+	Logger    *slog.Logger
+}
+
+// StateEntry is one result for a state sink.
+type StateEntry struct {
+	Key   string
+	Value []byte
 }
 
 // Output is one window result as a sink receives it.
@@ -80,6 +90,9 @@ func New(spec Spec, opts Options) (*Runner, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if spec.Sink.Type == "state" && opts.SaveState == nil {
+		return nil, fmt.Errorf("%w %q: spec.sink: a state sink needs the runtime's state stores (mecha run)", ErrSpec, spec.Name)
+	}
 	brokers := spec.Source.Brokers
 	if brokers == "" {
 		brokers = opts.Brokers
@@ -120,13 +133,49 @@ func (r *Runner) Run(ctx context.Context) error {
 		})
 		var out []*kgo.Record
 		fs.EachRecord(func(rec *kgo.Record) { out = append(out, r.process(rec)...) })
-		if len(out) > 0 {
-			if err := r.cl.ProduceSync(ctx, out...).FirstErr(); err != nil && ctx.Err() == nil {
-				// The sink is down: results of this poll are lost to the
-				// sink until checkpoints replay them (next step).
-				r.opts.Logger.Error("stream: sink produce failed", "job", r.spec.Name, "err", err)
+		r.deliver(ctx, out)
+	}
+}
+
+// deliver hands a poll's outputs to their sinks, backing off and retrying
+// while a sink is down (100 ms doubling to 5 s), until it takes them or
+// the job stops: the job waits rather than drop results.
+func (r *Runner) deliver(ctx context.Context, out []*kgo.Record) {
+	var recs []*kgo.Record
+	var entries []StateEntry
+	for _, rec := range out {
+		if rec.Topic == "" { // a state sink's result
+			entries = append(entries, StateEntry{Key: string(rec.Key), Value: rec.Value})
+		} else {
+			recs = append(recs, rec)
+		}
+	}
+	store := r.spec.Sink.Store
+	if store == "" {
+		store = "statestore"
+	}
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil && (len(recs) > 0 || len(entries) > 0) {
+		var err error
+		if len(recs) > 0 {
+			if err = r.cl.ProduceSync(ctx, recs...).FirstErr(); err == nil {
+				recs = nil
 			}
 		}
+		if err == nil && len(entries) > 0 {
+			if err = r.opts.SaveState(ctx, store, entries); err == nil {
+				entries = nil
+			}
+		}
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		r.opts.Logger.Warn("stream: sink failed; retrying", "job", r.spec.Name, "backoff", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
@@ -192,10 +241,15 @@ func (r *Runner) emit(results []window.Result) []*kgo.Record {
 	for _, w := range results {
 		b, _ := json.Marshal(Output{Job: r.spec.Name, Key: w.Key, WindowStart: w.Window.Start, WindowEnd: w.Window.End, Value: w.Value, Update: w.Update})
 		r.count(func(c *Counts) { c.Out++ })
-		if r.spec.Sink.Type == "stdout" {
+		switch r.spec.Sink.Type {
+		case "stdout":
 			if r.opts.Stdout != nil {
 				fmt.Fprintf(r.opts.Stdout, "%s\n", b)
 			}
+			continue
+		case "state":
+			// No topic: deliver sends it to the state store.
+			out = append(out, &kgo.Record{Key: []byte(fmt.Sprintf("%s:%s:%d", r.spec.Name, w.Key, w.Window.Start)), Value: b})
 			continue
 		}
 		out = append(out, &kgo.Record{Topic: r.spec.Sink.Topic, Key: []byte(w.Key), Value: b})

@@ -111,10 +111,14 @@ type Aggregate struct {
 	N     int    `json:"n,omitempty"`
 }
 
-// Sink is where window results go: a topic, or stdout.
+// Sink is where window results go: a topic, a state store of the
+// runtime (key "<job>:<key>:<window start>", so a replayed or re-fired
+// window overwrites its own entry), or stdout.
 type Sink struct {
 	Type  string `json:"type"`
 	Topic string `json:"topic,omitempty"`
+	// Store is the state store of a state sink; default "statestore".
+	Store string `json:"store,omitempty"`
 }
 
 // ParseDocument decodes a StreamJob from JSON (the components loader
@@ -179,9 +183,9 @@ func (s Spec) Validate() error {
 		if s.Sink.Topic == "" {
 			return bad("sink.topic", "must be set for a topic sink")
 		}
-	case "stdout":
+	case "stdout", "state":
 	default:
-		return bad("sink.type", "want topic or stdout, got %q", s.Sink.Type)
+		return bad("sink.type", "want topic, state or stdout, got %q", s.Sink.Type)
 	}
 	return nil
 }
