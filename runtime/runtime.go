@@ -263,7 +263,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 		r.connectApp(runCtx)
 	}()
 	for _, spec := range jobs {
-		run, err := job.New(spec, job.Options{Brokers: brokerAddr, Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: r.saveJobState})
+		run, err := job.New(spec, job.Options{Brokers: brokerAddr, DataDir: filepath.Join(r.cfg.DataDir, "stream"),
+			Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: r.saveJobState})
 		if err != nil {
 			r.log.Error("stream job not started", "job", spec.Name, "error", err)
 			continue

@@ -5,8 +5,10 @@
 //     watermarks, allowed lateness, a late side output (a state machine);
 //   - stream/agg: count, sum, min, max, avg, top-N and exact
 //     count-distinct on roaring bitmaps;
-//   - stream/job: the StreamJob document and a runner (topic source, expr
-//     filter/map/key-by, one windowed aggregate, topic or stdout sink,
-//     dead-letter and late topics), started by `mecha run` for each job
+//   - stream/job: the StreamJob document and a runner (topic source read
+//     by partition, expr filter/map/key-by, per-partition watermarks with
+//     idleness, one windowed aggregate, topic, state-store or stdout sink,
+//     dead-letter and late topics, periodic checkpoints of offsets and
+//     window state to the data dir), started by `mecha run` for each job
 //     in --resources-path.
 package stream

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -170,7 +171,7 @@ func headerValue(r *kgo.Record, k string) string {
 // partitions', so a partition behind in event time is not made late by
 // another partition ahead.
 func TestPartitionWatermarks(t *testing.T) {
-	r := &Runner{spec: Spec{Source: Source{MaxOutOfOrderness: Duration{0}}}, wms: map[int32]*window.Watermark{}}
+	r := &Runner{spec: Spec{Source: Source{MaxOutOfOrderness: Duration{0}}}, wms: map[int32]*window.Watermark{}, active: map[int32]time.Time{}, started: time.Now()}
 	if wm := r.observe(0, 1000); wm != 999 {
 		t.Fatalf("watermark %d, want 999", wm)
 	}
@@ -190,6 +191,8 @@ func TestPartitionWatermarks(t *testing.T) {
 func TestStateSinkRetriesWhileDown(t *testing.T) {
 	addr := brokertest.Start(t)
 	doc := strings.Replace(goodDoc, `"sink":{"type":"topic","topic":"uv-out"}`, `"sink":{"type":"state","store":"sessions"}`, 1)
+	// The records go to one of three partitions: the others are idle.
+	doc = strings.Replace(doc, `"maxOutOfOrderness":"2s"`, `"maxOutOfOrderness":"2s","idleTimeout":"300ms"`, 1)
 	spec, err := ParseDocument([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -242,5 +245,26 @@ func TestStateSinkRetriesWhileDown(t *testing.T) {
 	defer mu.Unlock()
 	if failures != 2 {
 		t.Fatalf("%d failed saves, want 2 before the store came back", failures)
+	}
+}
+
+// TestIdlePartitionReleasesWatermark: a partition without records for the
+// idle timeout stops holding the watermark back; one with a record holds
+// it again.
+func TestIdlePartitionReleasesWatermark(t *testing.T) {
+	now := time.Now()
+	r := &Runner{spec: Spec{Source: Source{IdleTimeout: Duration{time.Second}}}, wms: map[int32]*window.Watermark{},
+		active: map[int32]time.Time{}, started: now}
+	r.wms[1] = &window.Watermark{} // assigned, never had a record
+	r.observe(0, 5000)
+	if wm := r.watermark(now); wm != math.MinInt64 {
+		t.Fatalf("watermark %d, want it held by the empty partition", wm)
+	}
+	if wm := r.watermark(now.Add(2 * time.Second)); wm != 4999 {
+		t.Fatalf("watermark %d after the idle timeout, want 4999 (partition 1 idle, partition 0 idle too: the highest)", wm)
+	}
+	r.active[0] = now.Add(2 * time.Second)
+	if wm := r.watermark(now.Add(2 * time.Second)); wm != 4999 {
+		t.Fatalf("watermark %d, want partition 0's 4999 with partition 1 idle", wm)
 	}
 }

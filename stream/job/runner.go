@@ -3,13 +3,18 @@ package job
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"mecha/stream/agg"
@@ -21,6 +26,10 @@ type Options struct {
 	// Brokers is the cluster when the source names none (the embedded
 	// broker inside mecha run).
 	Brokers string
+	// DataDir holds the job's checkpoints (DataDir/<job>/checkpoint.json);
+	// empty turns checkpoints off, and the job starts from
+	// source.startOffset every time.
+	DataDir string
 	// Stdout receives a stdout sink's results, one JSON object a line.
 	Stdout io.Writer
 	// SaveState writes a state sink's results to a state store of the
@@ -47,19 +56,30 @@ type Output struct {
 	Update bool `json:"update,omitempty"`
 }
 
-// Runner runs one job. Today it consumes in the job's consumer group with
-// at-least-once delivery (offsets auto-committed); checkpoints that make
-// state-store sinks exactly-once come next (issue 5).
+// Runner runs one job as a single task. It reads every partition of the
+// source directly, at the offsets of its last checkpoint (or
+// source.startOffset), so that offsets and window state are saved
+// together. Results after the last checkpoint are produced again after a
+// crash: a state sink overwrites them with the same values (exactly-once
+// state), a topic sink sees them twice (at-least-once).
 type Runner struct {
-	spec Spec
-	prog *program
-	op   *window.Operator
+	spec    Spec
+	prog    *program
+	agg     *agg.Aggregator
+	op      *window.Operator
+	brokers []string
+	dir     string          // checkpoint dir; "" when checkpoints are off
+	offsets map[int32]int64 // next offset per source partition, owned by Run
 	// wms holds one watermark per source partition; the job's watermark
 	// is the lowest of them, so a partition that lags holds windows open
 	// instead of making its events late.
-	wms  map[int32]*window.Watermark
-	opts Options
-	cl   *kgo.Client
+	wms map[int32]*window.Watermark
+	// active is when each partition last had a record, for idleness;
+	// started stands in for partitions that never had one.
+	active  map[int32]time.Time
+	started time.Time
+	opts    Options
+	cl      *kgo.Client
 
 	mu     sync.Mutex // guards counts
 	counts Counts
@@ -68,6 +88,11 @@ type Runner struct {
 // Counts are a runner's totals.
 type Counts struct {
 	In, Filtered, Late, DeadLettered, Out int64
+	Checkpoints                           int64
+	CheckpointBytes                       int64
+	CheckpointDuration                    time.Duration
+	// Restored is set when the run resumed from a checkpoint.
+	Restored bool
 }
 
 // New validates spec and builds a runner; Run starts it.
@@ -79,11 +104,11 @@ func New(spec Spec, opts Options) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := agg.NewFactory(agg.Spec{Kind: agg.Kind(spec.Aggregate.Type), N: spec.Aggregate.N})
+	ag, err := agg.NewAggregator(agg.Spec{Kind: agg.Kind(spec.Aggregate.Type), N: spec.Aggregate.N})
 	if err != nil {
 		return nil, err
 	}
-	op, err := window.NewOperator(spec.windowSpec(), f)
+	op, err := window.NewOperator(spec.windowSpec(), ag.New)
 	if err != nil {
 		return nil, err
 	}
@@ -100,17 +125,12 @@ func New(spec Spec, opts Options) (*Runner, error) {
 	if brokers == "" {
 		return nil, fmt.Errorf("%w %q: spec.source.brokers: not set, and there is no embedded broker (--broker-port 0)", ErrSpec, spec.Name)
 	}
-	reset := kgo.NewOffset().AtStart()
-	if spec.Source.StartOffset == "latest" {
-		reset = kgo.NewOffset().AtEnd()
+	r := &Runner{spec: spec, prog: prog, agg: ag, op: op, brokers: strings.Split(brokers, ","),
+		offsets: map[int32]int64{}, wms: map[int32]*window.Watermark{}, active: map[int32]time.Time{}, opts: opts}
+	if opts.DataDir != "" && !spec.Checkpoint.Disabled {
+		r.dir = filepath.Join(opts.DataDir, spec.Name)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...),
-		kgo.ConsumerGroup("stream-"+spec.Name), kgo.ConsumeTopics(spec.Source.Topic),
-		kgo.ConsumeResetOffset(reset), kgo.AllowAutoTopicCreation())
-	if err != nil {
-		return nil, err
-	}
-	return &Runner{spec: spec, prog: prog, op: op, wms: map[int32]*window.Watermark{}, opts: opts, cl: cl}, nil
+	return r, nil
 }
 
 // Counts returns the runner's totals so far.
@@ -120,20 +140,122 @@ func (r *Runner) Counts() Counts {
 	return r.counts
 }
 
-// Run consumes until ctx ends, then closes the client.
+// Run restores the last checkpoint, then consumes until ctx ends. It
+// checkpoints every spec.checkpoint.interval once the results of the
+// records up to then are delivered. A job stopped between checkpoints
+// (a crash, or a shutdown) resumes from the last one.
 func (r *Runner) Run(ctx context.Context) error {
+	if r.dir != "" {
+		if err := r.restore(); err != nil {
+			return err
+		}
+	}
+	parts, err := r.sourcePartitions(ctx)
+	if err != nil {
+		return err
+	}
+	start := kgo.NewOffset().AtStart()
+	if r.spec.Source.StartOffset == "latest" {
+		start = kgo.NewOffset().AtEnd()
+	}
+	from := map[int32]kgo.Offset{}
+	for _, p := range parts {
+		// Every partition holds the watermark back until it has data, so
+		// a partition read later does not find its events late.
+		if r.wms[p] == nil {
+			r.wms[p] = &window.Watermark{Delay: r.spec.Source.MaxOutOfOrderness.Milliseconds()}
+		}
+		if o, ok := r.offsets[p]; ok {
+			from[p] = kgo.NewOffset().At(o)
+		} else {
+			from[p] = start
+		}
+	}
+	r.cl, err = kgo.NewClient(kgo.SeedBrokers(r.brokers...), kgo.AllowAutoTopicCreation(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{r.spec.Source.Topic: from}))
+	if err != nil {
+		return err
+	}
 	defer r.cl.Close()
+	interval := r.spec.Checkpoint.Interval.Duration
+	if interval == 0 {
+		interval = 10 * time.Second
+	}
+	last := time.Now()
+	r.started = last
+	idle := r.spec.Source.IdleTimeout.Duration
+	if idle == 0 {
+		idle = 5 * time.Second
+	}
 	for {
-		fs := r.cl.PollFetches(ctx)
+		// Poll no longer than the time to the next checkpoint, so that an
+		// idle job still checkpoints what it processed, nor much longer
+		// than the idle timeout, so that idle partitions release the
+		// watermark.
+		wait := idle / 2
+		if r.dir != "" {
+			wait = min(wait, max(time.Until(last.Add(interval)), time.Millisecond))
+		}
+		pctx, cancel := context.WithTimeout(ctx, wait)
+		fs := r.cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
 		fs.EachError(func(t string, p int32, err error) {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				return
+			}
 			r.opts.Logger.Warn("stream: fetch", "job", r.spec.Name, "topic", t, "partition", p, "err", err)
 		})
 		var out []*kgo.Record
-		fs.EachRecord(func(rec *kgo.Record) { out = append(out, r.process(rec)...) })
+		fs.EachRecord(func(rec *kgo.Record) {
+			out = append(out, r.process(rec)...)
+			r.offsets[rec.Partition] = rec.Offset + 1
+		})
+		// Partitions that went idle may have let the watermark move.
+		out = append(out, r.emit(r.op.Advance(r.watermark(time.Now())))...)
 		r.deliver(ctx, out)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if r.dir != "" && time.Since(last) >= interval {
+			if err := r.checkpoint(); err != nil {
+				r.opts.Logger.Error("stream: checkpoint failed; the previous one stands", "job", r.spec.Name, "err", err)
+			}
+			last = time.Now()
+		}
+	}
+}
+
+// sourcePartitions returns the source topic's partitions, creating the
+// topic (with the cluster's defaults) when it does not exist yet.
+func (r *Runner) sourcePartitions(ctx context.Context) ([]int32, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topic := r.spec.Source.Topic
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		details, err := adm.ListTopics(ctx, topic)
+		if err == nil {
+			if d, ok := details[topic]; ok && d.Err == nil && len(d.Partitions) > 0 {
+				return d.Partitions.Numbers(), nil
+			}
+			if _, cerr := adm.CreateTopic(ctx, -1, -1, nil, topic); cerr != nil && !errors.Is(cerr, kerr.TopicAlreadyExists) {
+				err = cerr
+			}
+		}
+		if err != nil {
+			r.opts.Logger.Warn("stream: source topic not reachable; retrying", "job", r.spec.Name, "topic", topic, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
 	}
 }
 
@@ -229,9 +351,33 @@ func (r *Runner) observe(partition int32, ts int64) int64 {
 		r.wms[partition] = w
 	}
 	w.Observe(ts)
-	low := w.Current()
-	for _, o := range r.wms {
-		low = min(low, o.Current())
+	r.active[partition] = time.Now()
+	return r.watermark(time.Now())
+}
+
+// watermark is the lowest watermark of the partitions that are not idle;
+// when every partition is idle, the highest (nothing is coming).
+func (r *Runner) watermark(now time.Time) int64 {
+	idle := r.spec.Source.IdleTimeout.Duration
+	if idle == 0 {
+		idle = 5 * time.Second
+	}
+	low, high, any := int64(math.MaxInt64), int64(math.MinInt64), false
+	for p, w := range r.wms {
+		cur := w.Current()
+		high = max(high, cur)
+		last, ok := r.active[p]
+		if !ok {
+			last = r.started
+		}
+		if now.Sub(last) > idle {
+			continue
+		}
+		any = true
+		low = min(low, cur)
+	}
+	if !any {
+		return high
 	}
 	return low
 }

@@ -78,6 +78,16 @@ type Spec struct {
 	Sink            Sink      `json:"sink"`
 	DeadLetterTopic string    `json:"deadLetterTopic,omitempty"`
 	LateTopic       string    `json:"lateTopic,omitempty"`
+	// Checkpoint is how often the job snapshots its source offsets and
+	// window state to the data dir (default every 10 s); a restarted job
+	// resumes from its last checkpoint.
+	Checkpoint Checkpoint `json:"checkpoint,omitempty"`
+}
+
+// Checkpoint configures checkpoints.
+type Checkpoint struct {
+	Interval Duration `json:"interval,omitempty"`
+	Disabled bool     `json:"disabled,omitempty"`
 }
 
 // Source is a topic of the cluster.
@@ -93,6 +103,11 @@ type Source struct {
 	// MaxOutOfOrderness bounds how late an event may arrive and still be
 	// on time: the watermark trails the newest event time by this much.
 	MaxOutOfOrderness Duration `json:"maxOutOfOrderness,omitempty"`
+	// IdleTimeout marks a partition idle after this long without a record
+	// (wall time; default 5s): an idle partition stops holding the
+	// watermark back, so windows still fire when some partitions get no
+	// data. It holds the watermark again when a record arrives.
+	IdleTimeout Duration `json:"idleTimeout,omitempty"`
 }
 
 // Window is the event-time window.
@@ -165,6 +180,12 @@ func (s Spec) Validate() error {
 	}
 	if s.Source.MaxOutOfOrderness.Duration < 0 {
 		return bad("source.maxOutOfOrderness", "must not be negative")
+	}
+	if s.Source.IdleTimeout.Duration < 0 {
+		return bad("source.idleTimeout", "must not be negative")
+	}
+	if s.Checkpoint.Interval.Duration < 0 {
+		return bad("checkpoint.interval", "must not be negative")
 	}
 	if err := s.windowSpec().Validate(); err != nil {
 		return bad("window", "%s", strings.TrimPrefix(err.Error(), window.ErrSpec.Error()+": "))

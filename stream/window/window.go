@@ -118,6 +118,9 @@ func (w *Watermark) Observe(ts int64) {
 	}
 }
 
+// Max is the newest event time seen, and whether there was one.
+func (w *Watermark) Max() (int64, bool) { return w.max, w.seen }
+
 // Current is the watermark; math.MinInt64 before any event.
 func (w *Watermark) Current() int64 {
 	if !w.seen {
