@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -269,6 +270,33 @@ spec:
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("windows %v, want %v", got, want)
 	}
+	// The control API on the metrics port, through the CLI.
+	admin := fmt.Sprintf("127.0.0.1:%d", m.metricsPort)
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bins.mecha, append([]string{"stream", "--admin", admin}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mecha stream %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := cli("list"); !strings.Contains(out, `"job": "clicks-per-page"`) || !strings.Contains(out, `"in": 6`) {
+		t.Fatalf("mecha stream list:\n%s", out)
+	}
+	cli("pause", "clicks-per-page")
+	eventually(t, 10*time.Second, func() error {
+		if out := cli("status", "clicks-per-page"); !strings.Contains(out, `"paused": true`) {
+			return fmt.Errorf("not paused yet:\n%s", out)
+		}
+		return nil
+	})
+	if out := cli("set", "clicks-per-page", "--rate", "1000", "--sampling", "0.5"); !strings.Contains(out, `"rateLimit": 1000`) || !strings.Contains(out, `"sampling": 0.5`) {
+		t.Fatalf("mecha stream set:\n%s", out)
+	}
+	if out, err := exec.Command(bins.mecha, "stream", "--admin", admin, "pause", "no-such-job").CombinedOutput(); err == nil || !strings.Contains(string(out), `no stream job`) {
+		t.Fatalf("pausing an unknown job: %v\n%s", err, out)
+	}
+
 	// The second job writes the same windows to the state store, where
 	// the app reads them under "<job>:<key>:<window start>".
 	eventually(t, 15*time.Second, func() error {

@@ -50,6 +50,7 @@ type Runtime struct {
 	bindings *inputbindings.Runner
 	features []string
 	broker   *broker.Broker // the embedded broker; nil when --broker-port 0
+	jobs     job.Jobs       // stream jobs, controlled on the metrics port
 
 	ready    atomic.Bool
 	outbound atomic.Bool
@@ -209,6 +210,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if metricsLis != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", r.metrics.Handler())
+		mux.Handle("/v1.0-alpha1/stream/", &r.jobs)
 		if r.cfg.EnableProfiling {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
 			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -269,6 +271,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 			r.log.Error("stream job not started", "job", spec.Name, "error", err)
 			continue
 		}
+		r.jobs.Add(run)
 		workers.Add(1)
 		go func() {
 			defer workers.Done()

@@ -4,18 +4,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"mecha/broker"
@@ -31,6 +35,7 @@ const usage = `mecha — a per-host multi-runtime that speaks the Dapr APIs
 Usage:
   mecha run --app-id ID [flags] [-- app command...]
   mecha broker [--port 9092] [--data-dir DIR] [flags]
+  mecha stream [--admin host:port] list|status|pause|resume|checkpoint|set ...
   mecha version
 
 Run 'mecha run -h' or 'mecha broker -h' for the flags.
@@ -46,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runCmd(args[1:], stderr)
 	case "broker":
 		return brokerCmd(args[1:], stderr)
+	case "stream":
+		return streamCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mecha", runtime.Version)
 		return 0
@@ -165,5 +172,107 @@ func brokerCmd(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mecha broker: close: %v\n", err)
 		return 1
 	}
+	return 0
+}
+
+const streamUsage = `Usage:
+  mecha stream list                       every job with its metrics
+  mecha stream status JOB
+  mecha stream pause JOB | resume JOB     stop and restart reading the source
+  mecha stream checkpoint JOB             take a checkpoint now
+  mecha stream set JOB [--rate N] [--sampling F] [--checkpoints on|off]
+
+Flags (before the command):
+  --admin host:port   mecha run's metrics port (default 127.0.0.1:9090)
+`
+
+// streamCmd drives the stream control API of a running mecha.
+func streamCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mecha stream", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	admin := fs.String("admin", "127.0.0.1:9090", "mecha run's metrics (admin) address")
+	fs.Usage = func() { fmt.Fprint(stderr, streamUsage) }
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	args = fs.Args()
+	if len(args) == 0 {
+		fmt.Fprint(stderr, streamUsage)
+		return 2
+	}
+	base := "http://" + *admin + "/v1.0-alpha1/stream/jobs"
+	var method, url, body string
+	switch cmd := args[0]; {
+	case cmd == "list" && len(args) == 1:
+		method, url = "GET", base
+	case cmd == "status" && len(args) == 2:
+		method, url = "GET", base+"/"+args[1]
+	case (cmd == "pause" || cmd == "resume" || cmd == "checkpoint") && len(args) == 2:
+		method, url = "POST", base+"/"+args[1]+"/"+cmd
+	case cmd == "set" && len(args) >= 2:
+		sf := flag.NewFlagSet("mecha stream set", flag.ContinueOnError)
+		sf.SetOutput(stderr)
+		rate := sf.String("rate", "", "records per second read from the source (0 removes the limit)")
+		sampling := sf.String("sampling", "", "share of records kept, in (0, 1]")
+		cps := sf.String("checkpoints", "", "on or off")
+		if err := sf.Parse(args[2:]); err != nil {
+			return 2
+		}
+		cfg := map[string]any{}
+		if *rate != "" {
+			v, err := strconv.ParseFloat(*rate, 64)
+			if err != nil {
+				fmt.Fprintf(stderr, "mecha stream set: --rate %q is not a number\n", *rate)
+				return 2
+			}
+			cfg["rateLimit"] = v
+		}
+		if *sampling != "" {
+			v, err := strconv.ParseFloat(*sampling, 64)
+			if err != nil {
+				fmt.Fprintf(stderr, "mecha stream set: --sampling %q is not a number\n", *sampling)
+				return 2
+			}
+			cfg["sampling"] = v
+		}
+		switch *cps {
+		case "":
+		case "on", "off":
+			cfg["checkpoints"] = *cps == "on"
+		default:
+			fmt.Fprintf(stderr, "mecha stream set: --checkpoints %q: want on or off\n", *cps)
+			return 2
+		}
+		if len(cfg) == 0 {
+			fmt.Fprintln(stderr, "mecha stream set: give --rate, --sampling or --checkpoints")
+			return 2
+		}
+		b, _ := json.Marshal(cfg)
+		method, url, body = "PUT", base+"/"+args[1]+"/config", string(b)
+	default:
+		fmt.Fprint(stderr, streamUsage)
+		return 2
+	}
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		fmt.Fprintf(stderr, "mecha stream: %v\n", err)
+		return 1
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "mecha stream: %v (is mecha run up, with its metrics port at --admin %s?)\n", err, *admin)
+		return 1
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		fmt.Fprintf(stderr, "mecha stream: %s: %s", resp.Status, out)
+		return 1
+	}
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, out, "", "  ") == nil {
+		out = append(pretty.Bytes(), '\n')
+	}
+	stdout.Write(out)
 	return 0
 }

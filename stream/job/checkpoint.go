@@ -80,6 +80,9 @@ func (r *Runner) checkpoint() error {
 		c.CheckpointBytes = int64(len(b))
 		c.CheckpointDuration = time.Since(start)
 	})
+	r.mu.Lock()
+	r.lastCheckpoint = start
+	r.mu.Unlock()
 	return nil
 }
 

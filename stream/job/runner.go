@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/time/rate"
 
 	"mecha/stream/agg"
 	"mecha/stream/window"
@@ -81,16 +82,24 @@ type Runner struct {
 	opts    Options
 	cl      *kgo.Client
 
-	mu     sync.Mutex // guards counts
-	counts Counts
+	ctl control
+
+	mu             sync.Mutex // guards the fields below, written by Run
+	counts         Counts
+	inRate         float64
+	outRate        float64
+	lag            map[int32]int64
+	wmNow          int64
+	lastCheckpoint time.Time
+	pausedNow      bool
 }
 
 // Counts are a runner's totals.
 type Counts struct {
-	In, Filtered, Late, DeadLettered, Out int64
-	Checkpoints                           int64
-	CheckpointBytes                       int64
-	CheckpointDuration                    time.Duration
+	In, Filtered, SampledOut, Late, DeadLettered, Out int64
+	Checkpoints                                       int64
+	CheckpointBytes                                   int64
+	CheckpointDuration                                time.Duration
 	// Restored is set when the run resumed from a checkpoint.
 	Restored bool
 }
@@ -126,9 +135,12 @@ func New(spec Spec, opts Options) (*Runner, error) {
 		return nil, fmt.Errorf("%w %q: spec.source.brokers: not set, and there is no embedded broker (--broker-port 0)", ErrSpec, spec.Name)
 	}
 	r := &Runner{spec: spec, prog: prog, agg: ag, op: op, brokers: strings.Split(brokers, ","),
-		offsets: map[int32]int64{}, wms: map[int32]*window.Watermark{}, active: map[int32]time.Time{}, opts: opts}
-	if opts.DataDir != "" && !spec.Checkpoint.Disabled {
+		offsets: map[int32]int64{}, wms: map[int32]*window.Watermark{}, active: map[int32]time.Time{}, opts: opts,
+		lag: map[int32]int64{}, wmNow: math.MinInt64}
+	r.ctl.sampling = 1
+	if opts.DataDir != "" {
 		r.dir = filepath.Join(opts.DataDir, spec.Name)
+		r.ctl.checkpoints = !spec.Checkpoint.Disabled
 	}
 	return r, nil
 }
@@ -187,13 +199,25 @@ func (r *Runner) Run(ctx context.Context) error {
 	if idle == 0 {
 		idle = 5 * time.Second
 	}
+	var limiter *rate.Limiter
+	paused := false
+	rateAt, rateIn, rateOut := last, int64(0), int64(0)
 	for {
+		c := r.ctl.snapshot()
+		if c.paused != paused {
+			paused = c.paused
+			if paused {
+				r.cl.PauseFetchTopics(r.spec.Source.Topic)
+			} else {
+				r.cl.ResumeFetchTopics(r.spec.Source.Topic)
+			}
+		}
 		// Poll no longer than the time to the next checkpoint, so that an
 		// idle job still checkpoints what it processed, nor much longer
 		// than the idle timeout, so that idle partitions release the
 		// watermark.
-		wait := idle / 2
-		if r.dir != "" {
+		wait := min(idle/2, time.Second)
+		if c.checkpoints {
 			wait = min(wait, max(time.Until(last.Add(interval)), time.Millisecond))
 		}
 		pctx, cancel := context.WithTimeout(ctx, wait)
@@ -208,24 +232,72 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			r.opts.Logger.Warn("stream: fetch", "job", r.spec.Name, "topic", t, "partition", p, "err", err)
 		})
+		// Sampling and the rate limit as they are now, after the poll: a
+		// change made while it waited applies to what it returned.
+		sc := r.ctl.snapshot()
+		switch {
+		case sc.rateLimit == 0:
+			limiter = nil
+		case limiter == nil:
+			limiter = rate.NewLimiter(rate.Limit(sc.rateLimit), max(1, int(sc.rateLimit/10)))
+		case float64(limiter.Limit()) != sc.rateLimit:
+			limiter.SetLimit(rate.Limit(sc.rateLimit))
+			limiter.SetBurst(max(1, int(sc.rateLimit/10)))
+		}
 		var out []*kgo.Record
 		fs.EachRecord(func(rec *kgo.Record) {
-			out = append(out, r.process(rec)...)
+			if limiter != nil {
+				_ = limiter.Wait(ctx)
+			}
+			if sc.sampling < 1 && !sampled(rec.Offset, sc.sampling) {
+				r.count(func(c *Counts) { c.In++; c.SampledOut++ })
+			} else {
+				out = append(out, r.process(rec)...)
+			}
 			r.offsets[rec.Partition] = rec.Offset + 1
 		})
 		// Partitions that went idle may have let the watermark move.
-		out = append(out, r.emit(r.op.Advance(r.watermark(time.Now())))...)
+		now := time.Now()
+		wm := r.watermark(now)
+		out = append(out, r.emit(r.op.Advance(wm))...)
 		r.deliver(ctx, out)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if r.dir != "" && time.Since(last) >= interval {
+		r.mu.Lock()
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			if p.HighWatermark >= 0 {
+				r.lag[p.Partition] = max(0, p.HighWatermark-r.offsets[p.Partition])
+			}
+		})
+		r.wmNow = wm
+		// A pause counts once a poll ran with the topic paused: from then
+		// on nothing more is read.
+		r.pausedNow = paused
+		if dt := now.Sub(rateAt); dt >= time.Second {
+			r.inRate = float64(r.counts.In-rateIn) / dt.Seconds()
+			r.outRate = float64(r.counts.Out-rateOut) / dt.Seconds()
+			rateAt, rateIn, rateOut = now, r.counts.In, r.counts.Out
+		}
+		r.mu.Unlock()
+		if (c.checkpoints && time.Since(last) >= interval) || (c.trigger && r.dir != "") {
+			if c.trigger {
+				r.ctl.mu.Lock()
+				r.ctl.trigger = false
+				r.ctl.mu.Unlock()
+			}
 			if err := r.checkpoint(); err != nil {
 				r.opts.Logger.Error("stream: checkpoint failed; the previous one stands", "job", r.spec.Name, "err", err)
 			}
 			last = time.Now()
 		}
 	}
+}
+
+// sampled keeps a record by its offset: the same records on a replay.
+func sampled(offset int64, share float64) bool {
+	h := uint64(offset) * 0x9E3779B97F4A7C15
+	return float64(h>>11)/float64(1<<53) < share
 }
 
 // sourcePartitions returns the source topic's partitions, creating the
