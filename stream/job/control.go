@@ -85,8 +85,13 @@ type Status struct {
 	Source string `json:"source"`
 	// Paused is set once the source is paused in fact: a pause takes
 	// effect at the end of the poll under way.
-	Paused       bool            `json:"paused"`
-	RateLimit    float64         `json:"rateLimit"`
+	Paused    bool    `json:"paused"`
+	RateLimit float64 `json:"rateLimit"`
+	// EffectiveRate is the source limit in force: RateLimit, or lower
+	// while overload protection holds the job back (0 = none).
+	EffectiveRate float64 `json:"effectiveRate"`
+	// Overloaded names the threshold the last health check crossed.
+	Overloaded   string          `json:"overloaded,omitempty"`
 	Sampling     float64         `json:"sampling"`
 	Checkpoints  bool            `json:"checkpoints"`
 	In           int64           `json:"in"`
@@ -119,7 +124,7 @@ func (r *Runner) Status() Status {
 		InputRate: r.inRate, OutputRate: r.outRate, Lag: map[int32]int64{},
 		CheckpointCount: r.counts.Checkpoints, CheckpointBytes: r.counts.CheckpointBytes,
 		CheckpointMs: float64(r.counts.CheckpointDuration.Microseconds()) / 1000, LastCheckpoint: r.lastCheckpoint,
-		ResumedCheckpoint: r.counts.Restored}
+		ResumedCheckpoint: r.counts.Restored, EffectiveRate: r.effectiveRate, Overloaded: r.overloaded}
 	for p, n := range r.lag {
 		st.Lag[p] = n
 	}

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"math"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -19,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"mecha/stream/agg"
+	"mecha/stream/overload"
 	"mecha/stream/window"
 )
 
@@ -82,7 +85,8 @@ type Runner struct {
 	opts    Options
 	cl      *kgo.Client
 
-	ctl control
+	ctl  control
+	ctrl overload.Controller // owned by Run
 
 	mu             sync.Mutex // guards the fields below, written by Run
 	counts         Counts
@@ -92,6 +96,8 @@ type Runner struct {
 	wmNow          int64
 	lastCheckpoint time.Time
 	pausedNow      bool
+	effectiveRate  float64 // the source limit in force: static, or the overload controller's
+	overloaded     string  // the last breach, while the controller limits the rate
 }
 
 // Counts are a runner's totals.
@@ -138,6 +144,10 @@ func New(spec Spec, opts Options) (*Runner, error) {
 		offsets: map[int32]int64{}, wms: map[int32]*window.Watermark{}, active: map[int32]time.Time{}, opts: opts,
 		lag: map[int32]int64{}, wmNow: math.MinInt64}
 	r.ctl.sampling = 1
+	r.ctl.rateLimit = spec.Source.RateLimit
+	o := spec.Overload
+	r.ctrl = overload.Controller{Thresholds: overload.Thresholds{MaxBacklog: o.MaxBacklog, MaxLagMs: o.MaxLag.Milliseconds(),
+		MaxCPU: o.MaxCPU, MaxGCPauseMs: float64(o.MaxGCPause.Microseconds()) / 1000}}
 	if opts.DataDir != "" {
 		r.dir = filepath.Join(opts.DataDir, spec.Name)
 		r.ctl.checkpoints = !spec.Checkpoint.Disabled
@@ -201,6 +211,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	var limiter *rate.Limiter
 	paused := false
+	healthEvery := r.spec.Overload.Interval.Duration
+	if healthEvery == 0 {
+		healthEvery = time.Second
+	}
+	usage := newUsage()
 	rateAt, rateIn, rateOut := last, int64(0), int64(0)
 	for {
 		c := r.ctl.snapshot()
@@ -235,14 +250,16 @@ func (r *Runner) Run(ctx context.Context) error {
 		// Sampling and the rate limit as they are now, after the poll: a
 		// change made while it waited applies to what it returned.
 		sc := r.ctl.snapshot()
+		r.ctrl.Static = sc.rateLimit
+		limit := r.ctrl.Rate()
 		switch {
-		case sc.rateLimit == 0:
+		case limit == 0:
 			limiter = nil
 		case limiter == nil:
-			limiter = rate.NewLimiter(rate.Limit(sc.rateLimit), max(1, int(sc.rateLimit/10)))
-		case float64(limiter.Limit()) != sc.rateLimit:
-			limiter.SetLimit(rate.Limit(sc.rateLimit))
-			limiter.SetBurst(max(1, int(sc.rateLimit/10)))
+			limiter = rate.NewLimiter(rate.Limit(limit), max(1, int(limit/10)))
+		case float64(limiter.Limit()) != limit:
+			limiter.SetLimit(rate.Limit(limit))
+			limiter.SetBurst(max(1, int(limit/10)))
 		}
 		var out []*kgo.Record
 		fs.EachRecord(func(rec *kgo.Record) {
@@ -274,12 +291,33 @@ func (r *Runner) Run(ctx context.Context) error {
 		// A pause counts once a poll ran with the topic paused: from then
 		// on nothing more is read.
 		r.pausedNow = paused
-		if dt := now.Sub(rateAt); dt >= time.Second {
+		var health *overload.Health
+		if dt := now.Sub(rateAt); dt >= healthEvery {
 			r.inRate = float64(r.counts.In-rateIn) / dt.Seconds()
 			r.outRate = float64(r.counts.Out-rateOut) / dt.Seconds()
 			rateAt, rateIn, rateOut = now, r.counts.In, r.counts.Out
+			h := overload.Health{InputRate: r.inRate, CPU: usage.cpu(now), GCPauseMs: usage.gcPause()}
+			for _, n := range r.lag {
+				h.Backlog += n
+			}
+			if wm > math.MinInt64/2 {
+				h.LagMs = now.UnixMilli() - wm
+			}
+			health = &h
 		}
 		r.mu.Unlock()
+		if health != nil {
+			if lim, why := r.ctrl.Observe(*health); why != "" {
+				r.opts.Logger.Warn("stream: overload control", "job", r.spec.Name, "rate", lim, "why", why)
+			}
+			r.mu.Lock()
+			r.effectiveRate = r.ctrl.Rate()
+			r.overloaded = ""
+			if b := r.ctrl.Thresholds.Breach(*health); b != "" {
+				r.overloaded = b
+			}
+			r.mu.Unlock()
+		}
 		if (c.checkpoints && time.Since(last) >= interval) || (c.trigger && r.dir != "") {
 			if c.trigger {
 				r.ctl.mu.Lock()
@@ -292,6 +330,53 @@ func (r *Runner) Run(ctx context.Context) error {
 			last = time.Now()
 		}
 	}
+}
+
+// usage measures the process's CPU and GC pauses between samples.
+type usage struct {
+	at      time.Time
+	cpuTime time.Duration
+	numGC   int64
+}
+
+func newUsage() *usage {
+	u := &usage{at: time.Now(), cpuTime: processCPU()}
+	var st debug.GCStats
+	debug.ReadGCStats(&st)
+	u.numGC = st.NumGC
+	return u
+}
+
+// cpu is the cores used since the last call.
+func (u *usage) cpu(now time.Time) float64 {
+	c := processCPU()
+	used, wall := c-u.cpuTime, now.Sub(u.at)
+	u.at, u.cpuTime = now, c
+	if wall <= 0 {
+		return 0
+	}
+	return used.Seconds() / wall.Seconds()
+}
+
+// gcPause is the longest GC pause since the last call, in milliseconds.
+func (u *usage) gcPause() float64 {
+	var st debug.GCStats
+	debug.ReadGCStats(&st)
+	n := int(st.NumGC - u.numGC)
+	u.numGC = st.NumGC
+	longest := time.Duration(0)
+	for i := 0; i < n && i < len(st.Pause); i++ {
+		longest = max(longest, st.Pause[i])
+	}
+	return float64(longest.Microseconds()) / 1000
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // sampled keeps a record by its offset: the same records on a replay.

@@ -82,6 +82,7 @@ type Spec struct {
 	// window state to the data dir (default every 10 s); a restarted job
 	// resumes from its last checkpoint.
 	Checkpoint Checkpoint `json:"checkpoint,omitempty"`
+	Overload   Overload   `json:"overload,omitempty"`
 }
 
 // Checkpoint configures checkpoints.
@@ -108,6 +109,22 @@ type Source struct {
 	// watermark back, so windows still fire when some partitions get no
 	// data. It holds the watermark again when a record arrives.
 	IdleTimeout Duration `json:"idleTimeout,omitempty"`
+	// RateLimit is a static bound on records per second read from the
+	// source (0 = none); the control API and overload protection change
+	// the rate under it.
+	RateLimit float64 `json:"rateLimit,omitempty"`
+}
+
+// Overload sets the health thresholds past which the job halves its
+// source rate, raising it 10% per healthy interval afterwards. No
+// threshold set, no overload protection.
+type Overload struct {
+	MaxBacklog int64    `json:"maxBacklog,omitempty"`
+	MaxLag     Duration `json:"maxLag,omitempty"`
+	MaxCPU     float64  `json:"maxCPU,omitempty"`
+	MaxGCPause Duration `json:"maxGCPause,omitempty"`
+	// Interval is how often health is checked; default 1s.
+	Interval Duration `json:"interval,omitempty"`
 }
 
 // Window is the event-time window.
@@ -183,6 +200,12 @@ func (s Spec) Validate() error {
 	}
 	if s.Source.IdleTimeout.Duration < 0 {
 		return bad("source.idleTimeout", "must not be negative")
+	}
+	if s.Source.RateLimit < 0 {
+		return bad("source.rateLimit", "must not be negative")
+	}
+	if o := s.Overload; o.MaxBacklog < 0 || o.MaxLag.Duration < 0 || o.MaxCPU < 0 || o.MaxGCPause.Duration < 0 || o.Interval.Duration < 0 {
+		return bad("overload", "thresholds and interval must not be negative")
 	}
 	if s.Checkpoint.Interval.Duration < 0 {
 		return bad("checkpoint.interval", "must not be negative")
