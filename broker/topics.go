@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"mecha/broker/storage"
+	"mecha/internal/atomicfile"
 )
 
 // Sentinel errors of the topic registry; api files map them to Kafka codes.
@@ -382,16 +383,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	f, err := os.Open(tmp)
-	if err == nil {
-		_ = f.Sync()
-		f.Close()
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, b)
 }
 
 // producerIDs hands out producer ids, persisting a high-water mark in

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"mecha/internal/atomicfile"
 	"mecha/stream/window"
 )
 
@@ -56,23 +57,7 @@ func (r *Runner) checkpoint() error {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return err
 	}
-	tmp := r.checkpointPath() + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, r.checkpointPath()); err != nil {
+	if err := atomicfile.Write(r.checkpointPath(), b); err != nil {
 		return err
 	}
 	r.count(func(c *Counts) {
