@@ -182,27 +182,10 @@ spec:
   type: pubsub.mecha
   version: v1
 ---
-apiVersion: mecha.io/v1alpha1
-kind: StreamJob
-metadata:
-  name: clicks-per-page
-spec:
-  source:
-    topic: clicks
-    eventTimeField: ts
-  map:
-    page: data.page
-    ts: data.ts
-  keyBy: page
-  window:
-    type: tumbling
-    size: 1s
-  aggregate:
-    type: count
-  sink:
+`+clickCountJob("clicks-per-page", `  sink:
     type: topic
     topic: clicks-per-page
----
+`)+`---
 apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata:
@@ -211,26 +194,9 @@ spec:
   type: state.crux
   version: v1
 ---
-apiVersion: mecha.io/v1alpha1
-kind: StreamJob
-metadata:
-  name: clicks-state
-spec:
-  source:
-    topic: clicks
-    eventTimeField: ts
-  map:
-    page: data.page
-    ts: data.ts
-  keyBy: page
-  window:
-    type: tumbling
-    size: 1s
-  aggregate:
-    type: count
-  sink:
+`+clickCountJob("clicks-state", `  sink:
     type: state
-`)
+`))
 	m := startMecha(t, "--app-id", "clicker", "--resources-path", dir)
 	clicks := []struct {
 		page string
@@ -331,28 +297,11 @@ spec:
   type: state.crux
   version: v1
 ---
-apiVersion: mecha.io/v1alpha1
-kind: StreamJob
-metadata:
-  name: counts
-spec:
-  source:
-    topic: clicks
-    eventTimeField: ts
-  map:
-    page: data.page
-    ts: data.ts
-  keyBy: page
-  window:
-    type: tumbling
-    size: 1s
-  aggregate:
-    type: count
-  sink:
+`+clickCountJob("counts", `  sink:
     type: state
   checkpoint:
     interval: 100ms
-`)
+`))
 	data := t.TempDir()
 	run := func() *mecha {
 		return startMecha(t, "--app-id", "counter", "--resources-path", res, "--data-dir", data)
@@ -400,4 +349,27 @@ spec:
 			return nil
 		})
 	}
+}
+
+// clickCountJob is a StreamJob counting the clicks topic's events per
+// page in 1 s event-time windows; sink is its YAML from "  sink:" on.
+func clickCountJob(name, sink string) string {
+	return `apiVersion: mecha.io/v1alpha1
+kind: StreamJob
+metadata:
+  name: ` + name + `
+spec:
+  source:
+    topic: clicks
+    eventTimeField: ts
+  map:
+    page: data.page
+    ts: data.ts
+  keyBy: page
+  window:
+    type: tumbling
+    size: 1s
+  aggregate:
+    type: count
+` + sink
 }
