@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -266,7 +267,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}()
 	for _, spec := range jobs {
 		run, err := job.New(spec, job.Options{Brokers: brokerAddr, DataDir: filepath.Join(r.cfg.DataDir, "stream"),
-			Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: r.saveJobState})
+			Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: r.saveJobState,
+			InvokeApp: r.postJobResult, Publish: r.publishJobResult})
 		if err != nil {
 			r.log.Error("stream job not started", "job", spec.Name, "error", err)
 			continue
@@ -346,6 +348,31 @@ func (r *Runtime) saveJobState(ctx context.Context, store string, entries []job.
 		items[i] = state.SetRequest{Key: e.Key, Value: e.Value}
 	}
 	return r.blocks.SaveState(ctx, store, items)
+}
+
+// postJobResult is a stream job's app sink: a POST of one result to a
+// route of the app. It fails (and the job retries) until the app is up,
+// and when the app answers with an error status.
+func (r *Runtime) postJobResult(ctx context.Context, route string, body []byte) error {
+	ch := r.local.Channel()
+	if ch == nil {
+		return fmt.Errorf("app sink %s: the app is not connected yet", route)
+	}
+	resp, err := ch.Invoke(ctx, &appchannel.InvokeRequest{Method: strings.TrimPrefix(route, "/"), Verb: "POST",
+		ContentType: "application/json", Body: body})
+	if err != nil {
+		return fmt.Errorf("app sink %s: %w", route, err)
+	}
+	if resp.Status >= 300 {
+		return fmt.Errorf("app sink %s: the app answered %d: %.200s", route, resp.Status, resp.Body)
+	}
+	return nil
+}
+
+// publishJobResult is a stream job's pubsub sink: one result published
+// as a CloudEvent, as the app's own publishes are.
+func (r *Runtime) publishJobResult(ctx context.Context, pubsub, topic string, body []byte) error {
+	return r.blocks.Publish(ctx, &blocks.PublishRequest{PubsubName: pubsub, Topic: topic, Data: body, ContentType: "application/json"})
 }
 
 // brokerPort is the embedded broker's port, 0 when it is off.

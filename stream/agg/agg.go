@@ -18,10 +18,13 @@ import (
 )
 
 // Input is one value fed to an accumulator: Num for the numeric
-// aggregates, Str for top-N and count-distinct.
+// aggregates, Str for top-N and count-distinct; Record and Right carry a
+// whole record for accumulators that keep records (a join's sides).
 type Input struct {
-	Num float64
-	Str string
+	Num    float64
+	Str    string
+	Record map[string]any
+	Right  bool
 }
 
 // Accumulator folds inputs into a result.

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,41 +15,66 @@ import (
 
 // checkpointFile is a job's last checkpoint: where each source partition
 // resumes, each partition's newest event time (its watermark), the window
-// state and, for count-distinct, the value dictionary. It is written whole
-// to a temporary file, fsynced and renamed, so a crash leaves the previous
+// state of every task (as one operator's, so that a job can resume with
+// another parallelism), the count-distinct dictionary, and the end
+// offsets of the topics the job writes. It is written whole to a
+// temporary file, fsynced and renamed, so a crash leaves the previous
 // checkpoint or this one.
 type checkpointFile struct {
-	Version    int             `json:"version"`
-	Job        string          `json:"job"`
-	Topic      string          `json:"topic"`
-	Taken      time.Time       `json:"taken"`
-	Offsets    map[int32]int64 `json:"offsets"`
-	EventTimes map[int32]int64 `json:"eventTimes"`
-	Operator   window.State    `json:"operator"`
-	Dictionary []string        `json:"dictionary,omitempty"`
+	Version int       `json:"version"`
+	Job     string    `json:"job"`
+	Topic   string    `json:"topic"`
+	Taken   time.Time `json:"taken"`
+	// Offsets and EventTimes are version 1's, of the source topic only.
+	Offsets    map[int32]int64 `json:"offsets,omitempty"`
+	EventTimes map[int32]int64 `json:"eventTimes,omitempty"`
+	// Sources is version 2's: every partition read (source and join).
+	Sources    []position   `json:"sources,omitempty"`
+	SinkEnds   []position   `json:"sinkEnds,omitempty"`
+	Operator   window.State `json:"operator"`
+	Dictionary []string     `json:"dictionary,omitempty"`
 }
 
-const checkpointVersion = 1
+// position is where a partition stands.
+type position struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+	// EventTime is the newest event time read, when HasEventTime.
+	EventTime    int64 `json:"eventTime,omitempty"`
+	HasEventTime bool  `json:"hasEventTime,omitempty"`
+}
+
+const checkpointVersion = 2
 
 func (r *Runner) checkpointPath() string { return filepath.Join(r.dir, "checkpoint.json") }
 
 // checkpoint writes the current state. The caller has delivered every
 // result of the records up to the offsets it records.
-func (r *Runner) checkpoint() error {
+func (r *Runner) checkpoint(ctx context.Context) error {
 	start := time.Now()
-	st, err := r.op.Snapshot(r.agg.Encode)
+	st, dict, err := r.pipe.snapshot()
 	if err != nil {
 		return err
 	}
 	cp := checkpointFile{Version: checkpointVersion, Job: r.spec.Name, Topic: r.spec.Source.Topic, Taken: start,
-		Offsets: map[int32]int64{}, EventTimes: map[int32]int64{}, Operator: st, Dictionary: r.agg.DictionaryValues()}
-	for p, o := range r.offsets {
-		cp.Offsets[p] = o
-	}
-	for p, w := range r.wms {
-		if max, ok := w.Max(); ok {
-			cp.EventTimes[p] = max
+		Operator: st, Dictionary: dict}
+	for k, ps := range r.pipe.parts {
+		pos := position{Topic: k.topic, Partition: k.partition, Offset: -1}
+		if o, ok := r.offsets[k]; ok {
+			pos.Offset = o
 		}
+		pos.EventTime, pos.HasEventTime = ps.wm.Max()
+		if pos.Offset >= 0 || pos.HasEventTime {
+			cp.Sources = append(cp.Sources, pos)
+		}
+	}
+	ends, err := r.sinkOffsets(ctx)
+	if err != nil {
+		return err
+	}
+	for k, o := range ends {
+		cp.SinkEnds = append(cp.SinkEnds, position{Topic: k.topic, Partition: k.partition, Offset: o})
 	}
 	b, err := json.Marshal(cp)
 	if err != nil {
@@ -60,6 +86,8 @@ func (r *Runner) checkpoint() error {
 	if err := atomicfile.Write(r.checkpointPath(), b); err != nil {
 		return err
 	}
+	// What a restart found written before this checkpoint is behind it now.
+	r.written = nil
 	r.count(func(c *Counts) {
 		c.Checkpoints++
 		c.CheckpointBytes = int64(len(b))
@@ -84,25 +112,36 @@ func (r *Runner) restore() error {
 	if err := json.Unmarshal(b, &cp); err != nil {
 		return fmt.Errorf("checkpoint %s: %w", r.checkpointPath(), err)
 	}
-	if cp.Version != checkpointVersion || cp.Job != r.spec.Name || cp.Topic != r.spec.Source.Topic {
+	if (cp.Version != 1 && cp.Version != checkpointVersion) || cp.Job != r.spec.Name || cp.Topic != r.spec.Source.Topic {
 		return fmt.Errorf("checkpoint %s: version %d of job %q on topic %q does not fit job %q on topic %q; move it away to start over",
 			r.checkpointPath(), cp.Version, cp.Job, cp.Topic, r.spec.Name, r.spec.Source.Topic)
 	}
-	if err := r.agg.RestoreDictionary(cp.Dictionary); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", r.checkpointPath(), err)
-	}
-	if err := r.op.Restore(cp.Operator, r.agg.Decode); err != nil {
+	if err := r.pipe.restore(cp.Operator, cp.Dictionary); err != nil {
 		return fmt.Errorf("checkpoint %s: %w", r.checkpointPath(), err)
 	}
 	for p, o := range cp.Offsets {
-		r.offsets[p] = o
+		cp.Sources = append(cp.Sources, position{Topic: cp.Topic, Partition: p, Offset: o})
 	}
 	for p, ts := range cp.EventTimes {
-		w := &window.Watermark{Delay: r.spec.Source.MaxOutOfOrderness.Milliseconds()}
-		w.Observe(ts)
-		r.wms[p] = w
+		cp.Sources = append(cp.Sources, position{Topic: cp.Topic, Partition: p, Offset: -1, EventTime: ts, HasEventTime: true})
+	}
+	for _, pos := range cp.Sources {
+		k := srcPart{pos.Topic, pos.Partition}
+		r.pipe.AddPartition(k.topic, k.partition)
+		if pos.Offset >= 0 {
+			r.offsets[k] = pos.Offset
+		}
+		if pos.HasEventTime {
+			r.pipe.parts[k].wm.Observe(pos.EventTime)
+		}
+	}
+	if cp.Version >= 2 {
+		r.sinkEnds = map[srcPart]int64{}
+		for _, pos := range cp.SinkEnds {
+			r.sinkEnds[srcPart{pos.Topic, pos.Partition}] = pos.Offset
+		}
 	}
 	r.count(func(c *Counts) { c.Restored = true })
-	r.opts.Logger.Info("stream: resumed from checkpoint", "job", r.spec.Name, "taken", cp.Taken, "panes", len(cp.Operator.Panes), "offsets", cp.Offsets)
+	r.opts.Logger.Info("stream: resumed from checkpoint", "job", r.spec.Name, "taken", cp.Taken, "panes", len(cp.Operator.Panes), "sources", len(cp.Sources))
 	return nil
 }

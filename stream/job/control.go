@@ -91,18 +91,24 @@ type Status struct {
 	// while overload protection holds the job back (0 = none).
 	EffectiveRate float64 `json:"effectiveRate"`
 	// Overloaded names the threshold the last health check crossed.
-	Overloaded   string          `json:"overloaded,omitempty"`
-	Sampling     float64         `json:"sampling"`
-	Checkpoints  bool            `json:"checkpoints"`
-	In           int64           `json:"in"`
-	Out          int64           `json:"out"`
-	Filtered     int64           `json:"filtered"`
-	SampledOut   int64           `json:"sampledOut"`
-	Late         int64           `json:"late"`
-	DeadLettered int64           `json:"deadLettered"`
-	InputRate    float64         `json:"inputRate"`
-	OutputRate   float64         `json:"outputRate"`
-	Lag          map[int32]int64 `json:"lag"`
+	Overloaded   string  `json:"overloaded,omitempty"`
+	Sampling     float64 `json:"sampling"`
+	Checkpoints  bool    `json:"checkpoints"`
+	In           int64   `json:"in"`
+	Out          int64   `json:"out"`
+	Filtered     int64   `json:"filtered"`
+	SampledOut   int64   `json:"sampledOut"`
+	Late         int64   `json:"late"`
+	DeadLettered int64   `json:"deadLettered"`
+	InputRate    float64 `json:"inputRate"`
+	OutputRate   float64 `json:"outputRate"`
+	// Lag is the records not read yet per source partition, by
+	// "topic/partition".
+	Lag map[string]int64 `json:"lag"`
+	// Parallelism is the number of tasks.
+	Parallelism int `json:"parallelism"`
+	// Skipped are records a restart found already in its topic sink.
+	Skipped int64 `json:"skipped,omitempty"`
 	// WatermarkDelayMs is how far the watermark trails the wall clock.
 	WatermarkDelayMs  int64     `json:"watermarkDelayMs"`
 	CheckpointCount   int64     `json:"checkpointCount"`
@@ -121,12 +127,12 @@ func (r *Runner) Status() Status {
 		Sampling: c.sampling, Checkpoints: c.checkpoints,
 		In: r.counts.In, Out: r.counts.Out, Filtered: r.counts.Filtered, SampledOut: r.counts.SampledOut,
 		Late: r.counts.Late, DeadLettered: r.counts.DeadLettered,
-		InputRate: r.inRate, OutputRate: r.outRate, Lag: map[int32]int64{},
+		InputRate: r.inRate, OutputRate: r.outRate, Lag: map[string]int64{}, Parallelism: r.spec.tasks(), Skipped: r.counts.Skipped,
 		CheckpointCount: r.counts.Checkpoints, CheckpointBytes: r.counts.CheckpointBytes,
 		CheckpointMs: float64(r.counts.CheckpointDuration.Microseconds()) / 1000, LastCheckpoint: r.lastCheckpoint,
 		ResumedCheckpoint: r.counts.Restored, EffectiveRate: r.effectiveRate, Overloaded: r.overloaded}
 	for p, n := range r.lag {
-		st.Lag[p] = n
+		st.Lag[fmt.Sprintf("%s/%d", p.topic, p.partition)] = n
 	}
 	if r.wmNow > -1<<62 {
 		st.WatermarkDelayMs = time.Now().UnixMilli() - r.wmNow

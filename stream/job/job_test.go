@@ -16,7 +16,6 @@ import (
 
 	"mecha/broker/brokertest"
 	"mecha/internal/poll"
-	"mecha/stream/window"
 )
 
 const goodDoc = `{"apiVersion":"mecha.io/v1alpha1","kind":"StreamJob","metadata":{"name":"uv"},
@@ -41,7 +40,7 @@ func TestParseDocument(t *testing.T) {
 		{"bad aggregate", `"type":"countDistinct"`, `"type":"median"`, `spec.aggregate: aggregate "median"`},
 		{"bad filter", `"price > 0"`, `"price >"`, "spec.filter:"},
 		{"bad map", `"bidder":"bidder"`, `"bidder":"bidder +"`, "spec.map.bidder:"},
-		{"bad sink", `"type":"topic"`, `"type":"s3"`, `spec.sink.type: want topic, state or stdout, got "s3"`},
+		{"bad sink", `"type":"topic"`, `"type":"s3"`, `spec.sink.type: want topic, state, app, pubsub, stdout or blackhole, got "s3"`},
 		{"no name", `"name":"uv"`, `"name":""`, "metadata.name: must be set"},
 		{"bad start offset", `"topic":"bids",`, `"topic":"bids","startOffset":"middle",`, `spec.source.startOffset: want earliest or latest, got "middle"`},
 	} {
@@ -114,10 +113,14 @@ func TestRunUVThroughBroker(t *testing.T) {
 	}
 	recs = append(recs, &kgo.Record{Topic: "bids", Value: []byte(`{not json`)})
 	recs = append(recs, &kgo.Record{Topic: "bids", Value: []byte(`{"auction":"a0","bidder":1,"price":0,"ts":1}`)}) // filtered
-	// Push the watermark past every window, then send one too late.
+	// Push the watermark past every window; then, once the windows fired
+	// (the watermark moves at the end of a poll), send one too late.
 	recs = append(recs, &kgo.Record{Topic: "bids", Value: []byte(fmt.Sprintf(`{"auction":"z","bidder":1,"price":5,"ts":%d}`, base+100000))})
-	recs = append(recs, &kgo.Record{Topic: "bids", Value: []byte(fmt.Sprintf(`{"auction":"a1","bidder":99,"price":5,"ts":%d}`, base))})
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 30*time.Second, "the windows fired", func() bool { return r.Counts().Out >= int64(len(want)) })
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "bids", Value: []byte(fmt.Sprintf(`{"auction":"a1","bidder":99,"price":5,"ts":%d}`, base))}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]int{}
@@ -171,19 +174,29 @@ func headerValue(r *kgo.Record, k string) string {
 // partitions', so a partition behind in event time is not made late by
 // another partition ahead.
 func TestPartitionWatermarks(t *testing.T) {
-	r := &Runner{spec: Spec{Source: Source{MaxOutOfOrderness: Duration{0}}}, wms: map[int32]*window.Watermark{}, active: map[int32]time.Time{}, started: time.Now()}
-	if wm := r.observe(0, 1000); wm != 999 {
-		t.Fatalf("watermark %d, want 999", wm)
+	p := testPipeline(t, Spec{Name: "wm", Source: Source{Topic: "t", EventTimeField: "ts"}, Sink: Sink{Type: "blackhole"}})
+	now := time.Now()
+	p.AddPartition("t", 0)
+	p.AddPartition("t", 1)
+	for _, c := range []struct {
+		partition int32
+		ts        int64
+		want      int64
+	}{{0, 1000, math.MinInt64}, {1, 500, 499}, {0, 5000, 499}, {1, 6000, 4999}} {
+		p.Round([]Record{{Topic: "t", Partition: c.partition, Fields: map[string]any{"ts": c.ts}}}, now)
+		if wm := p.Watermark(); wm != c.want {
+			t.Fatalf("after ts %d on partition %d: watermark %d, want %d", c.ts, c.partition, wm, c.want)
+		}
 	}
-	if wm := r.observe(1, 500); wm != 499 {
-		t.Fatalf("watermark %d after a slower partition, want 499", wm)
+}
+
+func testPipeline(t *testing.T, s Spec) *Pipeline {
+	t.Helper()
+	p, err := NewPipeline(s)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if wm := r.observe(0, 5000); wm != 499 {
-		t.Fatalf("watermark %d, want the slow partition's 499", wm)
-	}
-	if wm := r.observe(1, 6000); wm != 4999 {
-		t.Fatalf("watermark %d, want 4999", wm)
-	}
+	return p
 }
 
 // TestStateSinkRetriesWhileDown: a state sink that fails is retried with
@@ -252,19 +265,23 @@ func TestStateSinkRetriesWhileDown(t *testing.T) {
 // idle timeout stops holding the watermark back; one with a record holds
 // it again.
 func TestIdlePartitionReleasesWatermark(t *testing.T) {
-	now := time.Now()
-	r := &Runner{spec: Spec{Source: Source{IdleTimeout: Duration{time.Second}}}, wms: map[int32]*window.Watermark{},
-		active: map[int32]time.Time{}, started: now}
-	r.wms[1] = &window.Watermark{} // assigned, never had a record
-	r.observe(0, 5000)
-	if wm := r.watermark(now); wm != math.MinInt64 {
+	p := testPipeline(t, Spec{Name: "idle", Source: Source{Topic: "t", EventTimeField: "ts", IdleTimeout: Duration{time.Second}}, Sink: Sink{Type: "blackhole"}})
+	now := p.started
+	p.AddPartition("t", 1) // assigned, never had a record
+	p.Round([]Record{{Topic: "t", Partition: 0, Fields: map[string]any{"ts": int64(5000)}}}, now)
+	if wm := p.Watermark(); wm != math.MinInt64 {
 		t.Fatalf("watermark %d, want it held by the empty partition", wm)
 	}
-	if wm := r.watermark(now.Add(2 * time.Second)); wm != 4999 {
+	p.Round(nil, now.Add(2*time.Second))
+	if wm := p.Watermark(); wm != 4999 {
 		t.Fatalf("watermark %d after the idle timeout, want 4999 (partition 1 idle, partition 0 idle too: the highest)", wm)
 	}
-	r.active[0] = now.Add(2 * time.Second)
-	if wm := r.watermark(now.Add(2 * time.Second)); wm != 4999 {
-		t.Fatalf("watermark %d, want partition 0's 4999 with partition 1 idle", wm)
+	p.Round([]Record{{Topic: "t", Partition: 0, Fields: map[string]any{"ts": int64(6000)}}}, now.Add(2*time.Second))
+	if wm := p.Watermark(); wm != 5999 {
+		t.Fatalf("watermark %d, want partition 0's 5999 with partition 1 idle", wm)
+	}
+	p.Round([]Record{{Topic: "t", Partition: 1, Fields: map[string]any{"ts": int64(3000)}}}, now.Add(2*time.Second))
+	if wm := p.Watermark(); wm != 5999 {
+		t.Fatalf("watermark %d, want it kept at 5999 (it never goes back) with partition 1 active again at 2999", wm)
 	}
 }

@@ -1,9 +1,12 @@
 package job
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/vm"
@@ -11,12 +14,25 @@ import (
 	"mecha/stream/agg"
 )
 
-// program is a job's compiled expressions.
+// program is a job's compiled expressions. It is shared by the job's
+// tasks; each runs it with its own VM (an evaluator).
 type program struct {
 	filter  *vm.Program
 	mapping []mapField
-	keyBy   *vm.Program
+	// mapAll builds the whole map in one run: {"a": (…), "b": (…)}.
+	mapAll *vm.Program
+	keyBy  *vm.Program
 	field   *vm.Program
+	// The right-hand side of a join.
+	joinFilter *vm.Program
+	joinKeyBy  *vm.Program
+}
+
+// evaluator runs a program's expressions with a VM of its own, reused
+// from record to record; it is not safe for concurrent use.
+type evaluator struct {
+	p  *program
+	vm vm.VM
 }
 
 type mapField struct {
@@ -29,7 +45,7 @@ func compile(s Spec) (*program, error) {
 	p := &program{}
 	var err error
 	if s.Filter != "" {
-		if p.filter, err = expr.Compile(s.Filter, expr.AsBool()); err != nil {
+		if p.filter, err = expr.Compile(s.Filter, recordEnv(expr.AsBool())...); err != nil {
 			return nil, fmt.Errorf("%w %q: spec.filter: %v", ErrSpec, s.Name, err)
 		}
 	}
@@ -39,30 +55,122 @@ func compile(s Spec) (*program, error) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		prog, err := expr.Compile(s.Map[n])
+		prog, err := expr.Compile(s.Map[n], recordEnv()...)
 		if err != nil {
 			return nil, fmt.Errorf("%w %q: spec.map.%s: %v", ErrSpec, s.Name, n, err)
 		}
 		p.mapping = append(p.mapping, mapField{n, prog})
 	}
+	if len(names) > 0 {
+		var b strings.Builder
+		b.WriteString("{")
+		for i, n := range names {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s: (%s)", strconv.Quote(n), s.Map[n])
+		}
+		b.WriteString("}")
+		// Each field compiled alone, so one that compiles alone does
+		// here too; should it not, the fields run one by one.
+		p.mapAll, _ = expr.Compile(b.String(), recordEnv()...)
+	}
 	if s.KeyBy != "" {
-		if p.keyBy, err = expr.Compile(s.KeyBy); err != nil {
+		if p.keyBy, err = expr.Compile(s.KeyBy, recordEnv()...); err != nil {
 			return nil, fmt.Errorf("%w %q: spec.keyBy: %v", ErrSpec, s.Name, err)
 		}
 	}
 	if s.Aggregate.Field != "" {
-		if p.field, err = expr.Compile(s.Aggregate.Field); err != nil {
+		if p.field, err = expr.Compile(s.Aggregate.Field, recordEnv()...); err != nil {
 			return nil, fmt.Errorf("%w %q: spec.aggregate.field: %v", ErrSpec, s.Name, err)
+		}
+	}
+	if j := s.Join; j != nil {
+		if j.Filter != "" {
+			if p.joinFilter, err = expr.Compile(j.Filter, recordEnv(expr.AsBool())...); err != nil {
+				return nil, fmt.Errorf("%w %q: spec.join.filter: %v", ErrSpec, s.Name, err)
+			}
+		}
+		if j.KeyBy != "" {
+			if p.joinKeyBy, err = expr.Compile(j.KeyBy, recordEnv()...); err != nil {
+				return nil, fmt.Errorf("%w %q: spec.join.keyBy: %v", ErrSpec, s.Name, err)
+			}
 		}
 	}
 	return p, nil
 }
 
-// apply runs filter, map, key-by and the aggregate field over one record.
-// keep is false when the filter drops it.
-func (p *program) apply(rec map[string]any) (out map[string]any, key string, in agg.Input, keep bool, err error) {
+// recordEnv is the compile options for an expression over a record: the
+// environment is a map of any fields, so the VM reads them without
+// reflection, and a field a record lacks is nil rather than an error.
+func recordEnv(opts ...expr.Option) []expr.Option {
+	return append([]expr.Option{expr.Env(map[string]any{}), expr.AllowUndefinedVariables()}, opts...)
+}
+
+// decodeJSON decodes a record's JSON object. Whole numbers become int64
+// (so that expressions such as id % 10 work) and others float64.
+func decodeJSON(b []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, fmt.Errorf("want a JSON object, got null")
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("data after the JSON object")
+	}
+	for k, v := range m {
+		m[k] = numbers(v)
+	}
+	return m, nil
+}
+
+func numbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		for k, e := range x {
+			x[k] = numbers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = numbers(e)
+		}
+	}
+	return v
+}
+
+// apply runs filter, map, key-by and the aggregate field over one record
+// (the join's filter and key-by over a right-hand one). keep is false
+// when the filter drops it.
+func (e *evaluator) apply(rec map[string]any, right bool) (out map[string]any, key string, in agg.Input, keep bool, err error) {
+	p := e.p
+	if right {
+		if p.joinFilter != nil {
+			v, err := e.vm.Run(p.joinFilter, rec)
+			if err != nil {
+				return nil, "", in, false, fmt.Errorf("join.filter: %w", err)
+			}
+			if b, _ := v.(bool); !b {
+				return nil, "", in, false, nil
+			}
+		}
+		v, err := e.vm.Run(p.joinKeyBy, rec)
+		if err != nil {
+			return nil, "", in, false, fmt.Errorf("join.keyBy: %w", err)
+		}
+		return rec, toString(v), in, true, nil
+	}
 	if p.filter != nil {
-		v, err := expr.Run(p.filter, rec)
+		v, err := e.vm.Run(p.filter, rec)
 		if err != nil {
 			return nil, "", in, false, fmt.Errorf("filter: %w", err)
 		}
@@ -72,9 +180,19 @@ func (p *program) apply(rec map[string]any) (out map[string]any, key string, in 
 	}
 	out = rec
 	if len(p.mapping) > 0 {
+		out = nil
+		if p.mapAll != nil {
+			if v, err := e.vm.Run(p.mapAll, rec); err == nil {
+				out, _ = v.(map[string]any)
+			}
+		}
+	}
+	// Without the one-run map, or when it failed: field by field, so that
+	// an error names its field.
+	if out == nil {
 		out = make(map[string]any, len(p.mapping))
 		for _, m := range p.mapping {
-			v, err := expr.Run(m.prog, rec)
+			v, err := e.vm.Run(m.prog, rec)
 			if err != nil {
 				return nil, "", in, false, fmt.Errorf("map.%s: %w", m.name, err)
 			}
@@ -82,14 +200,14 @@ func (p *program) apply(rec map[string]any) (out map[string]any, key string, in 
 		}
 	}
 	if p.keyBy != nil {
-		v, err := expr.Run(p.keyBy, out)
+		v, err := e.vm.Run(p.keyBy, out)
 		if err != nil {
 			return nil, "", in, false, fmt.Errorf("keyBy: %w", err)
 		}
 		key = toString(v)
 	}
 	if p.field != nil {
-		v, err := expr.Run(p.field, out)
+		v, err := e.vm.Run(p.field, out)
 		if err != nil {
 			return nil, "", in, false, fmt.Errorf("aggregate.field: %w", err)
 		}
@@ -105,6 +223,10 @@ func toString(v any) string {
 	switch x := v.(type) {
 	case string:
 		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case int:
+		return strconv.Itoa(x)
 	case float64:
 		return strconv.FormatFloat(x, 'f', -1, 64)
 	case nil:

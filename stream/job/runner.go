@@ -2,7 +2,6 @@ package job
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,9 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/time/rate"
 
-	"mecha/stream/agg"
 	"mecha/stream/overload"
-	"mecha/stream/window"
 )
 
 // Options are what a runner needs besides its spec.
@@ -39,7 +36,13 @@ type Options struct {
 	// SaveState writes a state sink's results to a state store of the
 	// runtime; nil outside mecha run, where a state sink is refused.
 	SaveState func(ctx context.Context, store string, entries []StateEntry) error
-	Logger    *slog.Logger
+	// InvokeApp POSTs an app sink's result to a route of the app; nil
+	// outside mecha run, where an app sink is refused.
+	InvokeApp func(ctx context.Context, route string, body []byte) error
+	// Publish sends a pubsub sink's result to a topic of a pub/sub
+	// component of the runtime; nil outside mecha run.
+	Publish func(ctx context.Context, pubsub, topic string, body []byte) error
+	Logger  *slog.Logger
 }
 
 // StateEntry is one result for a state sink.
@@ -48,7 +51,9 @@ type StateEntry struct {
 	Value []byte
 }
 
-// Output is one window result as a sink receives it.
+// Output is a window result as a sink receives it. A record passed
+// through (a job without a window) is sent as its mapped fields instead,
+// and a joined pair as {"left": …, "right": …} in Value.
 type Output struct {
 	Job         string `json:"job"`
 	Key         string `json:"key"`
@@ -60,30 +65,28 @@ type Output struct {
 	Update bool `json:"update,omitempty"`
 }
 
-// Runner runs one job as a single task. It reads every partition of the
-// source directly, at the offsets of its last checkpoint (or
-// source.startOffset), so that offsets and window state are saved
-// together. Results after the last checkpoint are produced again after a
-// crash: a state sink overwrites them with the same values (exactly-once
-// state), a topic sink sees them twice (at-least-once).
+// Runner runs one job over a Kafka-compatible cluster. It reads every
+// partition of its source (and of a join's topic) directly, at the
+// offsets of its last checkpoint (or source.startOffset), so that offsets
+// and window state are saved together, and feeds them to its Pipeline
+// one poll at a time. Results after the last checkpoint are produced
+// again after a crash: a state sink overwrites them with the same values,
+// and a topic sink skips those it finds already written (see Sink).
 type Runner struct {
 	spec    Spec
-	prog    *program
-	agg     *agg.Aggregator
-	op      *window.Operator
+	pipe    *Pipeline
 	brokers []string
-	dir     string          // checkpoint dir; "" when checkpoints are off
-	offsets map[int32]int64 // next offset per source partition, owned by Run
-	// wms holds one watermark per source partition; the job's watermark
-	// is the lowest of them, so a partition that lags holds windows open
-	// instead of making its events late.
-	wms map[int32]*window.Watermark
-	// active is when each partition last had a record, for idleness;
-	// started stands in for partitions that never had one.
-	active  map[int32]time.Time
-	started time.Time
+	topics  []string // the source, then the join's topic
+	dir     string   // checkpoint dir; "" when checkpoints are off
+	// offsets is the next offset per source partition; Run owns it.
+	offsets map[srcPart]int64
 	opts    Options
 	cl      *kgo.Client
+	// sinkEnds are the end offsets of the topics the job writes, as of
+	// the last checkpoint; written counts the ids (mecha-id) found past
+	// them on a restart, which delivery skips once each. Run owns both.
+	sinkEnds map[srcPart]int64
+	written  map[string]int
 
 	ctl  control
 	ctrl overload.Controller // owned by Run
@@ -92,7 +95,7 @@ type Runner struct {
 	counts         Counts
 	inRate         float64
 	outRate        float64
-	lag            map[int32]int64
+	lag            map[srcPart]int64
 	wmNow          int64
 	lastCheckpoint time.Time
 	pausedNow      bool
@@ -103,35 +106,28 @@ type Runner struct {
 // Counts are a runner's totals.
 type Counts struct {
 	In, Filtered, SampledOut, Late, DeadLettered, Out int64
-	Checkpoints                                       int64
-	CheckpointBytes                                   int64
-	CheckpointDuration                                time.Duration
+	// Skipped are topic-sink records not written again after a restart
+	// because the sink already had them.
+	Skipped            int64
+	Checkpoints        int64
+	CheckpointBytes    int64
+	CheckpointDuration time.Duration
 	// Restored is set when the run resumed from a checkpoint.
 	Restored bool
 }
 
 // New validates spec and builds a runner; Run starts it.
 func New(spec Spec, opts Options) (*Runner, error) {
-	if err := spec.Validate(); err != nil {
-		return nil, err
-	}
-	prog, err := compile(spec)
-	if err != nil {
-		return nil, err
-	}
-	ag, err := agg.NewAggregator(agg.Spec{Kind: agg.Kind(spec.Aggregate.Type), N: spec.Aggregate.N})
-	if err != nil {
-		return nil, err
-	}
-	op, err := window.NewOperator(spec.windowSpec(), ag.New)
+	pipe, err := NewPipeline(spec)
 	if err != nil {
 		return nil, err
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if spec.Sink.Type == "state" && opts.SaveState == nil {
-		return nil, fmt.Errorf("%w %q: spec.sink: a state sink needs the runtime's state stores (mecha run)", ErrSpec, spec.Name)
+	need := map[string]bool{"state": opts.SaveState == nil, "app": opts.InvokeApp == nil, "pubsub": opts.Publish == nil}
+	if need[spec.Sink.Type] {
+		return nil, fmt.Errorf("%w %q: spec.sink: a %s sink needs the runtime (mecha run)", ErrSpec, spec.Name, spec.Sink.Type)
 	}
 	brokers := spec.Source.Brokers
 	if brokers == "" {
@@ -140,9 +136,11 @@ func New(spec Spec, opts Options) (*Runner, error) {
 	if brokers == "" {
 		return nil, fmt.Errorf("%w %q: spec.source.brokers: not set, and there is no embedded broker (--broker-port 0)", ErrSpec, spec.Name)
 	}
-	r := &Runner{spec: spec, prog: prog, agg: ag, op: op, brokers: strings.Split(brokers, ","),
-		offsets: map[int32]int64{}, wms: map[int32]*window.Watermark{}, active: map[int32]time.Time{}, opts: opts,
-		lag: map[int32]int64{}, wmNow: math.MinInt64}
+	r := &Runner{spec: spec, pipe: pipe, brokers: strings.Split(brokers, ","), topics: []string{spec.Source.Topic},
+		offsets: map[srcPart]int64{}, opts: opts, lag: map[srcPart]int64{}, wmNow: math.MinInt64}
+	if spec.Join != nil {
+		r.topics = append(r.topics, spec.Join.Topic)
+	}
 	r.ctl.sampling = 1
 	r.ctl.rateLimit = spec.Source.RateLimit
 	o := spec.Overload
@@ -172,43 +170,45 @@ func (r *Runner) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	parts, err := r.sourcePartitions(ctx)
-	if err != nil {
-		return err
-	}
 	start := kgo.NewOffset().AtStart()
 	if r.spec.Source.StartOffset == "latest" {
 		start = kgo.NewOffset().AtEnd()
 	}
-	from := map[int32]kgo.Offset{}
-	for _, p := range parts {
-		// Every partition holds the watermark back until it has data, so
-		// a partition read later does not find its events late.
-		if r.wms[p] == nil {
-			r.wms[p] = &window.Watermark{Delay: r.spec.Source.MaxOutOfOrderness.Milliseconds()}
+	from := map[string]map[int32]kgo.Offset{}
+	for _, topic := range r.topics {
+		parts, err := r.partitions(ctx, topic)
+		if err != nil {
+			return err
 		}
-		if o, ok := r.offsets[p]; ok {
-			from[p] = kgo.NewOffset().At(o)
-		} else {
-			from[p] = start
+		from[topic] = map[int32]kgo.Offset{}
+		for _, p := range parts {
+			// Every partition holds the watermark back until it has data,
+			// so a partition read later does not find its events late.
+			r.pipe.AddPartition(topic, p)
+			if o, ok := r.offsets[srcPart{topic, p}]; ok {
+				from[topic][p] = kgo.NewOffset().At(o)
+			} else {
+				from[topic][p] = start
+			}
 		}
 	}
-	r.cl, err = kgo.NewClient(kgo.SeedBrokers(r.brokers...), kgo.AllowAutoTopicCreation(),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{r.spec.Source.Topic: from}))
+	var err error
+	r.cl, err = kgo.NewClient(kgo.SeedBrokers(r.brokers...), kgo.AllowAutoTopicCreation(), kgo.ConsumePartitions(from))
 	if err != nil {
 		return err
 	}
 	defer r.cl.Close()
+	if r.sinkEnds != nil {
+		if err := r.loadWritten(ctx); err != nil {
+			return err
+		}
+	}
 	interval := r.spec.Checkpoint.Interval.Duration
 	if interval == 0 {
 		interval = 10 * time.Second
 	}
 	last := time.Now()
-	r.started = last
-	idle := r.spec.Source.IdleTimeout.Duration
-	if idle == 0 {
-		idle = 5 * time.Second
-	}
+	idle := r.pipe.idle
 	var limiter *rate.Limiter
 	paused := false
 	healthEvery := r.spec.Overload.Interval.Duration
@@ -217,40 +217,18 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	usage := newUsage()
 	rateAt, rateIn, rateOut := last, int64(0), int64(0)
+	var batch []Record
 	for {
 		c := r.ctl.snapshot()
 		if c.paused != paused {
 			paused = c.paused
 			if paused {
-				r.cl.PauseFetchTopics(r.spec.Source.Topic)
+				r.cl.PauseFetchTopics(r.topics...)
 			} else {
-				r.cl.ResumeFetchTopics(r.spec.Source.Topic)
+				r.cl.ResumeFetchTopics(r.topics...)
 			}
 		}
-		// Poll no longer than the time to the next checkpoint, so that an
-		// idle job still checkpoints what it processed, nor much longer
-		// than the idle timeout, so that idle partitions release the
-		// watermark.
-		wait := min(idle/2, time.Second)
-		if c.checkpoints {
-			wait = min(wait, max(time.Until(last.Add(interval)), time.Millisecond))
-		}
-		pctx, cancel := context.WithTimeout(ctx, wait)
-		fs := r.cl.PollFetches(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return nil
-		}
-		fs.EachError(func(t string, p int32, err error) {
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				return
-			}
-			r.opts.Logger.Warn("stream: fetch", "job", r.spec.Name, "topic", t, "partition", p, "err", err)
-		})
-		// Sampling and the rate limit as they are now, after the poll: a
-		// change made while it waited applies to what it returned.
-		sc := r.ctl.snapshot()
-		r.ctrl.Static = sc.rateLimit
+		r.ctrl.Static = c.rateLimit
 		limit := r.ctrl.Rate()
 		switch {
 		case limit == 0:
@@ -261,30 +239,71 @@ func (r *Runner) Run(ctx context.Context) error {
 			limiter.SetLimit(rate.Limit(limit))
 			limiter.SetBurst(max(1, int(limit/10)))
 		}
-		var out []*kgo.Record
-		fs.EachRecord(func(rec *kgo.Record) {
-			if limiter != nil {
-				_ = limiter.Wait(ctx)
+		// Poll no longer than the time to the next checkpoint, so that an
+		// idle job still checkpoints what it processed, nor much longer
+		// than the idle timeout, so that idle partitions release the
+		// watermark. Under a rate limit, take no more than a tenth of a
+		// second's worth, so that health, control and checkpoints keep
+		// their pace while the limiter holds the job back.
+		wait := min(idle/2, time.Second)
+		if c.checkpoints {
+			wait = min(wait, max(time.Until(last.Add(interval)), time.Millisecond))
+		}
+		maxRecs := -1
+		if limiter != nil {
+			maxRecs = limiter.Burst()
+		}
+		pctx, cancel := context.WithTimeout(ctx, wait)
+		fs := r.cl.PollRecords(pctx, maxRecs)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				return
 			}
-			if sc.sampling < 1 && !sampled(rec.Offset, sc.sampling) {
-				r.count(func(c *Counts) { c.In++; c.SampledOut++ })
-			} else {
-				out = append(out, r.process(rec)...)
-			}
-			r.offsets[rec.Partition] = rec.Offset + 1
+			r.opts.Logger.Warn("stream: fetch", "job", r.spec.Name, "topic", t, "partition", p, "err", err)
 		})
+		// Sampling as it is now, after the poll: a change made while it
+		// waited applies to what it returned.
+		sc := r.ctl.snapshot()
+		batch = batch[:0]
+		sampledOut := int64(0)
+		fs.EachRecord(func(rec *kgo.Record) {
+			if sc.sampling < 1 && !sampled(rec.Offset, sc.sampling) {
+				sampledOut++
+			} else {
+				batch = append(batch, Record{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset,
+					Timestamp: rec.Timestamp.UnixMilli(), Key: rec.Key, Value: rec.Value, Headers: rec.Headers})
+			}
+			r.offsets[srcPart{rec.Topic, rec.Partition}] = rec.Offset + 1
+		})
+		if limiter != nil && len(batch)+int(sampledOut) > 0 {
+			_ = limiter.WaitN(ctx, min(len(batch)+int(sampledOut), limiter.Burst()))
+		}
 		// Partitions that went idle may have let the watermark move.
 		now := time.Now()
-		wm := r.watermark(now)
-		out = append(out, r.emit(r.op.Advance(wm))...)
+		out := r.pipe.Round(batch, now)
+		counts := r.pipe.takeCounts()
+		r.mu.Lock()
+		r.counts.In += counts.In + sampledOut
+		r.counts.SampledOut += sampledOut
+		r.counts.Filtered += counts.Filtered
+		r.counts.Late += counts.Late
+		r.counts.DeadLettered += counts.DeadLettered
+		r.counts.Out += counts.Out
+		r.mu.Unlock()
 		r.deliver(ctx, out)
 		if ctx.Err() != nil {
 			return nil
 		}
+		wm := r.pipe.Watermark()
 		r.mu.Lock()
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
 			if p.HighWatermark >= 0 {
-				r.lag[p.Partition] = max(0, p.HighWatermark-r.offsets[p.Partition])
+				k := srcPart{p.Topic, p.Partition}
+				r.lag[k] = max(0, p.HighWatermark-r.offsets[k])
 			}
 		})
 		r.wmNow = wm
@@ -324,7 +343,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				r.ctl.trigger = false
 				r.ctl.mu.Unlock()
 			}
-			if err := r.checkpoint(); err != nil {
+			if err := r.checkpoint(ctx); err != nil {
 				r.opts.Logger.Error("stream: checkpoint failed; the previous one stands", "job", r.spec.Name, "err", err)
 			}
 			last = time.Now()
@@ -385,16 +404,15 @@ func sampled(offset int64, share float64) bool {
 	return float64(h>>11)/float64(1<<53) < share
 }
 
-// sourcePartitions returns the source topic's partitions, creating the
-// topic (with the cluster's defaults) when it does not exist yet.
-func (r *Runner) sourcePartitions(ctx context.Context) ([]int32, error) {
+// partitions returns a topic's partitions, creating the topic (with the
+// cluster's defaults) when it does not exist yet.
+func (r *Runner) partitions(ctx context.Context, topic string) ([]int32, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	topic := r.spec.Source.Topic
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		details, err := adm.ListTopics(ctx, topic)
 		if err == nil {
@@ -414,167 +432,4 @@ func (r *Runner) sourcePartitions(ctx context.Context) ([]int32, error) {
 		case <-time.After(backoff):
 		}
 	}
-}
-
-// deliver hands a poll's outputs to their sinks, backing off and retrying
-// while a sink is down (100 ms doubling to 5 s), until it takes them or
-// the job stops: the job waits rather than drop results.
-func (r *Runner) deliver(ctx context.Context, out []*kgo.Record) {
-	var recs []*kgo.Record
-	var entries []StateEntry
-	for _, rec := range out {
-		if rec.Topic == "" { // a state sink's result
-			entries = append(entries, StateEntry{Key: string(rec.Key), Value: rec.Value})
-		} else {
-			recs = append(recs, rec)
-		}
-	}
-	store := r.spec.Sink.Store
-	if store == "" {
-		store = "statestore"
-	}
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil && (len(recs) > 0 || len(entries) > 0) {
-		var err error
-		if len(recs) > 0 {
-			if err = r.cl.ProduceSync(ctx, recs...).FirstErr(); err == nil {
-				recs = nil
-			}
-		}
-		if err == nil && len(entries) > 0 {
-			if err = r.opts.SaveState(ctx, store, entries); err == nil {
-				entries = nil
-			}
-		}
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		r.opts.Logger.Warn("stream: sink failed; retrying", "job", r.spec.Name, "backoff", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-}
-
-// process runs one source record through the pipeline and returns the
-// records to produce (results, dead letters, late events).
-func (r *Runner) process(rec *kgo.Record) []*kgo.Record {
-	r.count(func(c *Counts) { c.In++ })
-	var fields map[string]any
-	if err := json.Unmarshal(rec.Value, &fields); err != nil {
-		return r.deadLetter(rec, fmt.Errorf("decode: %v", err))
-	}
-	out, key, in, keep, err := r.prog.apply(fields)
-	if err != nil {
-		return r.deadLetter(rec, err)
-	}
-	if !keep {
-		r.count(func(c *Counts) { c.Filtered++ })
-		return nil
-	}
-	ts := rec.Timestamp.UnixMilli()
-	if f := r.spec.Source.EventTimeField; f != "" {
-		v, ok := toFloat(out[f])
-		if !ok {
-			if v2, ok2 := toFloat(fields[f]); ok2 {
-				v, ok = v2, true
-			}
-		}
-		if !ok {
-			return r.deadLetter(rec, fmt.Errorf("event time: field %q is not a number", f))
-		}
-		ts = int64(v)
-	}
-	updates, late := r.op.Add(key, ts, in)
-	var res []*kgo.Record
-	if late {
-		r.count(func(c *Counts) { c.Late++ })
-		if r.spec.LateTopic != "" {
-			res = append(res, &kgo.Record{Topic: r.spec.LateTopic, Key: rec.Key, Value: rec.Value, Headers: rec.Headers})
-		}
-	}
-	res = append(res, r.emit(updates)...)
-	return append(res, r.emit(r.op.Advance(r.observe(rec.Partition, ts)))...)
-}
-
-// observe notes an event time on a source partition and returns the
-// job's watermark.
-func (r *Runner) observe(partition int32, ts int64) int64 {
-	w := r.wms[partition]
-	if w == nil {
-		w = &window.Watermark{Delay: r.spec.Source.MaxOutOfOrderness.Milliseconds()}
-		r.wms[partition] = w
-	}
-	w.Observe(ts)
-	r.active[partition] = time.Now()
-	return r.watermark(time.Now())
-}
-
-// watermark is the lowest watermark of the partitions that are not idle;
-// when every partition is idle, the highest (nothing is coming).
-func (r *Runner) watermark(now time.Time) int64 {
-	idle := r.spec.Source.IdleTimeout.Duration
-	if idle == 0 {
-		idle = 5 * time.Second
-	}
-	low, high, any := int64(math.MaxInt64), int64(math.MinInt64), false
-	for p, w := range r.wms {
-		cur := w.Current()
-		high = max(high, cur)
-		last, ok := r.active[p]
-		if !ok {
-			last = r.started
-		}
-		if now.Sub(last) > idle {
-			continue
-		}
-		any = true
-		low = min(low, cur)
-	}
-	if !any {
-		return high
-	}
-	return low
-}
-
-func (r *Runner) emit(results []window.Result) []*kgo.Record {
-	var out []*kgo.Record
-	for _, w := range results {
-		b, _ := json.Marshal(Output{Job: r.spec.Name, Key: w.Key, WindowStart: w.Window.Start, WindowEnd: w.Window.End, Value: w.Value, Update: w.Update})
-		r.count(func(c *Counts) { c.Out++ })
-		switch r.spec.Sink.Type {
-		case "stdout":
-			if r.opts.Stdout != nil {
-				fmt.Fprintf(r.opts.Stdout, "%s\n", b)
-			}
-			continue
-		case "state":
-			// No topic: deliver sends it to the state store.
-			out = append(out, &kgo.Record{Key: []byte(fmt.Sprintf("%s:%s:%d", r.spec.Name, w.Key, w.Window.Start)), Value: b})
-			continue
-		}
-		out = append(out, &kgo.Record{Topic: r.spec.Sink.Topic, Key: []byte(w.Key), Value: b})
-	}
-	return out
-}
-
-// deadLetter sends a record that failed to the dead-letter topic with the
-// error in a header, and counts it; the job goes on.
-func (r *Runner) deadLetter(rec *kgo.Record, err error) []*kgo.Record {
-	r.count(func(c *Counts) { c.DeadLettered++ })
-	r.opts.Logger.Warn("stream: record dead-lettered", "job", r.spec.Name, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
-	if r.spec.DeadLetterTopic == "" {
-		return nil
-	}
-	h := append(append([]kgo.RecordHeader(nil), rec.Headers...), kgo.RecordHeader{Key: "error", Value: []byte(err.Error())},
-		kgo.RecordHeader{Key: "source", Value: []byte(fmt.Sprintf("%s/%d@%d", rec.Topic, rec.Partition, rec.Offset))})
-	return []*kgo.Record{{Topic: r.spec.DeadLetterTopic, Key: rec.Key, Value: rec.Value, Headers: h}}
-}
-
-func (r *Runner) count(f func(*Counts)) {
-	r.mu.Lock()
-	f(&r.counts)
-	r.mu.Unlock()
 }

@@ -1,9 +1,14 @@
 // Package job is a stream job: its declaration (a StreamJob document, or
 // a Spec built in Go) and the pipeline that runs it over a Kafka-compatible
 // cluster: source topic → JSON decode → filter → map → key-by → event-time
-// window with an aggregate → sink. Records that fail to decode or to
-// evaluate go to the job's dead-letter topic with the error attached, and
-// late events to its late topic; neither stops the job.
+// window with an aggregate (or a windowed join with a second topic, or no
+// window at all: each record passes through) → sink. Records that fail to
+// decode or to evaluate go to the job's dead-letter topic with the error
+// attached, and late events to its late topic; neither stops the job.
+//
+// A job runs as Parallelism tasks: the source partitions are spread over
+// them, and after key-by each record moves to the task that owns its key
+// (by key hash), which holds that key's window state.
 package job
 
 import (
@@ -72,18 +77,42 @@ type Spec struct {
 	Map map[string]string `json:"map,omitempty"`
 	// KeyBy is an expr expression whose value (as a string) keys the
 	// window; empty puts every record under one key.
-	KeyBy           string    `json:"keyBy,omitempty"`
-	Window          Window    `json:"window"`
-	Aggregate       Aggregate `json:"aggregate"`
-	Sink            Sink      `json:"sink"`
-	DeadLetterTopic string    `json:"deadLetterTopic,omitempty"`
-	LateTopic       string    `json:"lateTopic,omitempty"`
+	KeyBy string `json:"keyBy,omitempty"`
+	// Window is the event-time window; without one (no type) each record
+	// that passes the filter goes to the sink as its mapped fields.
+	Window Window `json:"window,omitempty"`
+	// Aggregate is what a window computes; a join has none.
+	Aggregate Aggregate `json:"aggregate,omitempty"`
+	// Join pairs the records of a second topic with this source's: a
+	// left and a right record with the same key in the same window make
+	// one result, {"left": …, "right": …}, when the window fires.
+	Join *Join `json:"join,omitempty"`
+	// Parallelism is the number of tasks (default 1).
+	Parallelism     int    `json:"parallelism,omitempty"`
+	Sink            Sink   `json:"sink"`
+	DeadLetterTopic string `json:"deadLetterTopic,omitempty"`
+	LateTopic       string `json:"lateTopic,omitempty"`
 	// Checkpoint is how often the job snapshots its source offsets and
 	// window state to the data dir (default every 10 s); a restarted job
 	// resumes from its last checkpoint.
 	Checkpoint Checkpoint `json:"checkpoint,omitempty"`
 	Overload   Overload   `json:"overload,omitempty"`
 }
+
+// Join is the right-hand side of a windowed stream–stream join, read from
+// the same cluster as the source.
+type Join struct {
+	Topic string `json:"topic"`
+	// Filter keeps a right-hand record when true.
+	Filter string `json:"filter,omitempty"`
+	// KeyBy keys a right-hand record; it must match the left's keyBy.
+	KeyBy string `json:"keyBy"`
+	// EventTimeField defaults to the source's.
+	EventTimeField string `json:"eventTimeField,omitempty"`
+}
+
+// MaxParallelism bounds Parallelism.
+const MaxParallelism = 256
 
 // Checkpoint configures checkpoints.
 type Checkpoint struct {
@@ -143,14 +172,27 @@ type Aggregate struct {
 	N     int    `json:"n,omitempty"`
 }
 
-// Sink is where window results go: a topic, a state store of the
-// runtime (key "<job>:<key>:<window start>", so a replayed or re-fired
-// window overwrites its own entry), or stdout.
+// Sink is where results go:
+//   - topic: a topic of the source's cluster, keyed by the result's key;
+//     each record carries headers mecha-job and mecha-id, by which a
+//     restarted job skips what it had written after its checkpoint;
+//   - state: a state store of the runtime, key "<job>:<key>:<window
+//     start>" (without a window, "<job>:<key>"), so a replayed or re-fired
+//     window overwrites its own entry;
+//   - app: an HTTP POST of each result to Route on the app;
+//   - pubsub: a publish of each result to Topic on the runtime's pub/sub
+//     component PubSub;
+//   - stdout: one JSON object a line;
+//   - blackhole: counted and dropped (benchmarks).
 type Sink struct {
 	Type  string `json:"type"`
 	Topic string `json:"topic,omitempty"`
 	// Store is the state store of a state sink; default "statestore".
 	Store string `json:"store,omitempty"`
+	// Route is the app's path for an app sink, such as /results.
+	Route string `json:"route,omitempty"`
+	// PubSub is the pub/sub component of a pubsub sink; default "pubsub".
+	PubSub string `json:"pubsub,omitempty"`
 }
 
 // ParseDocument decodes a StreamJob from JSON (the components loader
@@ -171,6 +213,9 @@ func ParseDocument(raw []byte) (Spec, error) {
 	}
 	return d.Spec, nil
 }
+
+// tasks is the number of tasks the job runs as.
+func (s Spec) tasks() int { return max(1, s.Parallelism) }
 
 // windowSpec converts the window to the operator's, in milliseconds.
 func (s Spec) windowSpec() window.Spec {
@@ -210,14 +255,44 @@ func (s Spec) Validate() error {
 	if s.Checkpoint.Interval.Duration < 0 {
 		return bad("checkpoint.interval", "must not be negative")
 	}
-	if err := s.windowSpec().Validate(); err != nil {
-		return bad("window", "%s", strings.TrimPrefix(err.Error(), window.ErrSpec.Error()+": "))
+	if s.Parallelism < 0 || s.Parallelism > MaxParallelism {
+		return bad("parallelism", "want 1 to %d, got %d", MaxParallelism, s.Parallelism)
 	}
-	if _, err := agg.NewFactory(agg.Spec{Kind: agg.Kind(s.Aggregate.Type), N: s.Aggregate.N}); err != nil {
-		return bad("aggregate", "%v", err)
+	switch {
+	case s.Window.Type == "":
+		if s.Aggregate.Type != "" {
+			return bad("window", "an aggregate needs a window")
+		}
+		if s.Join != nil {
+			return bad("window", "a join needs a window")
+		}
+	default:
+		if err := s.windowSpec().Validate(); err != nil {
+			return bad("window", "%s", strings.TrimPrefix(err.Error(), window.ErrSpec.Error()+": "))
+		}
+		if s.Join != nil {
+			if s.Aggregate.Type != "" {
+				return bad("aggregate", "a join has no aggregate: each matching pair is a result")
+			}
+			break
+		}
+		if _, err := agg.NewFactory(agg.Spec{Kind: agg.Kind(s.Aggregate.Type), N: s.Aggregate.N}); err != nil {
+			return bad("aggregate", "%v", err)
+		}
+		if s.Aggregate.Type != string(agg.Count) && s.Aggregate.Field == "" {
+			return bad("aggregate.field", "must be set for %s", s.Aggregate.Type)
+		}
 	}
-	if s.Aggregate.Type != string(agg.Count) && s.Aggregate.Field == "" {
-		return bad("aggregate.field", "must be set for %s", s.Aggregate.Type)
+	if j := s.Join; j != nil {
+		if j.Topic == "" {
+			return bad("join.topic", "must be set")
+		}
+		if j.Topic == s.Source.Topic {
+			return bad("join.topic", "is the source topic %q; join two different topics", j.Topic)
+		}
+		if j.KeyBy == "" || s.KeyBy == "" {
+			return bad("join.keyBy", "a join needs keyBy on both sides")
+		}
 	}
 	if _, err := compile(s); err != nil {
 		return err
@@ -227,9 +302,17 @@ func (s Spec) Validate() error {
 		if s.Sink.Topic == "" {
 			return bad("sink.topic", "must be set for a topic sink")
 		}
-	case "stdout", "state":
+	case "pubsub":
+		if s.Sink.Topic == "" {
+			return bad("sink.topic", "must be set for a pubsub sink")
+		}
+	case "app":
+		if !strings.HasPrefix(s.Sink.Route, "/") {
+			return bad("sink.route", "want the app's path, such as /results, got %q", s.Sink.Route)
+		}
+	case "stdout", "state", "blackhole":
 	default:
-		return bad("sink.type", "want topic, state or stdout, got %q", s.Sink.Type)
+		return bad("sink.type", "want topic, state, app, pubsub, stdout or blackhole, got %q", s.Sink.Type)
 	}
 	return nil
 }

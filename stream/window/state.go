@@ -2,6 +2,7 @@ package window
 
 import (
 	"fmt"
+	"math"
 	"sort"
 
 	"mecha/stream/agg"
@@ -75,6 +76,6 @@ func (o *Operator) Restore(st State, decode func([]byte) (agg.Accumulator, error
 			panes[paneKey{p.key, p.w}] = p
 		}
 	}
-	o.wm, o.panes, o.sess = st.Watermark, panes, sess
+	o.wm, o.panes, o.sess, o.due = st.Watermark, panes, sess, math.MinInt64
 	return nil
 }

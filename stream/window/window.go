@@ -158,6 +158,9 @@ type Operator struct {
 	wm     int64
 	panes  map[paneKey]*pane  // tumbling and sliding
 	sess   map[string][]*pane // session windows per key, by start
+	// due is a lower bound on the watermark at which some pane fires or
+	// expires: below it, Advance has nothing to do and skips the scan.
+	due int64
 }
 
 // NewOperator validates spec and returns an operator with no state.
@@ -165,7 +168,7 @@ func NewOperator(spec Spec, newAcc agg.Factory) (*Operator, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	return &Operator{spec: spec, newAcc: newAcc, wm: math.MinInt64, panes: map[paneKey]*pane{}, sess: map[string][]*pane{}}, nil
+	return &Operator{spec: spec, newAcc: newAcc, wm: math.MinInt64, panes: map[paneKey]*pane{}, sess: map[string][]*pane{}, due: math.MaxInt64}, nil
 }
 
 // Watermark is the last watermark Advance took.
@@ -189,6 +192,7 @@ func (o *Operator) Add(key string, ts int64, in agg.Input) (updates []Result, la
 			continue
 		}
 		accepted = true
+		o.due = min(o.due, w.maxTimestamp())
 		k := paneKey{key, w}
 		p := o.panes[k]
 		if p == nil {
@@ -229,6 +233,7 @@ func (o *Operator) addSession(key string, ts int64, in agg.Input) ([]Result, boo
 			}
 		}
 	}
+	o.due = min(o.due, np.w.maxTimestamp())
 	keep := append(ps, np)
 	sort.Slice(keep, func(i, j int) bool { return keep[i].w.Start < keep[j].w.Start })
 	o.sess[key] = keep
@@ -251,6 +256,10 @@ func (o *Operator) Advance(wm int64) []Result {
 		return nil
 	}
 	o.wm = wm
+	if wm < o.due {
+		return nil
+	}
+	due := int64(math.MaxInt64)
 	var out []Result
 	fire := func(p *pane) {
 		if !p.fired && p.w.maxTimestamp() <= wm {
@@ -258,10 +267,19 @@ func (o *Operator) Advance(wm int64) []Result {
 			out = append(out, Result{Key: p.key, Window: p.w, Value: p.acc.Result()})
 		}
 	}
+	kept := func(p *pane) {
+		if p.fired {
+			due = min(due, p.w.maxTimestamp()+o.spec.AllowedLateness)
+		} else {
+			due = min(due, p.w.maxTimestamp())
+		}
+	}
 	for k, p := range o.panes {
 		fire(p)
 		if o.expired(p.w) {
 			delete(o.panes, k)
+		} else {
+			kept(p)
 		}
 	}
 	for key, ps := range o.sess {
@@ -270,6 +288,7 @@ func (o *Operator) Advance(wm int64) []Result {
 			fire(p)
 			if !o.expired(p.w) {
 				keep = append(keep, p)
+				kept(p)
 			}
 		}
 		if len(keep) == 0 {
@@ -278,6 +297,7 @@ func (o *Operator) Advance(wm int64) []Result {
 			o.sess[key] = keep
 		}
 	}
+	o.due = due
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Window.End != b.Window.End {

@@ -1,0 +1,87 @@
+package job
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"mecha/stream/agg"
+)
+
+// joinAcc is a window pane of a join: the left and right records of one
+// key in one window. Its result is every pair not yet emitted, so that a
+// window fired again by a late record (within the allowed lateness)
+// emits only the pairs that record makes.
+type joinAcc struct {
+	left, right []map[string]any
+	// emittedL and emittedR are how many records of each side the pairs
+	// emitted so far covered.
+	emittedL, emittedR int
+}
+
+func (j *joinAcc) Add(in agg.Input) {
+	if in.Right {
+		j.right = append(j.right, in.Record)
+	} else {
+		j.left = append(j.left, in.Record)
+	}
+}
+
+// Merge joins two sessions. The pairs already emitted by either are not
+// tracked past a merge: a merged session that fires again emits the pairs
+// that include a record of the other.
+func (j *joinAcc) Merge(o agg.Accumulator) {
+	x := o.(*joinAcc)
+	j.left = append(j.left, x.left...)
+	j.right = append(j.right, x.right...)
+}
+
+// Result returns the pairs not emitted yet and marks them emitted.
+func (j *joinAcc) Result() any {
+	var out []JoinPair
+	for i, l := range j.left {
+		for k, r := range j.right {
+			if i < j.emittedL && k < j.emittedR {
+				continue
+			}
+			out = append(out, JoinPair{Left: l, Right: r})
+		}
+	}
+	j.emittedL, j.emittedR = len(j.left), len(j.right)
+	return out
+}
+
+type joinState struct {
+	Left     []map[string]any `json:"left,omitempty"`
+	Right    []map[string]any `json:"right,omitempty"`
+	EmittedL int              `json:"emittedL,omitempty"`
+	EmittedR int              `json:"emittedR,omitempty"`
+}
+
+func encodeJoin(a agg.Accumulator) ([]byte, error) {
+	j, ok := a.(*joinAcc)
+	if !ok {
+		return nil, fmt.Errorf("join: cannot encode %T", a)
+	}
+	return json.Marshal(joinState{j.left, j.right, j.emittedL, j.emittedR})
+}
+
+func decodeJoin(b []byte) (agg.Accumulator, error) {
+	var st joinState
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&st); err != nil {
+		return nil, fmt.Errorf("join state: %w", err)
+	}
+	if st.EmittedL < 0 || st.EmittedL > len(st.Left) || st.EmittedR < 0 || st.EmittedR > len(st.Right) {
+		return nil, fmt.Errorf("join state: %d/%d emitted of %d/%d records", st.EmittedL, st.EmittedR, len(st.Left), len(st.Right))
+	}
+	for _, side := range [][]map[string]any{st.Left, st.Right} {
+		for _, m := range side {
+			for k, v := range m {
+				m[k] = numbers(v)
+			}
+		}
+	}
+	return &joinAcc{left: st.Left, right: st.Right, emittedL: st.EmittedL, emittedR: st.EmittedR}, nil
+}
