@@ -245,7 +245,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		// watermark. Under a rate limit, take no more than a tenth of a
 		// second's worth, so that health, control and checkpoints keep
 		// their pace while the limiter holds the job back.
-		wait := min(idle/2, time.Second)
+		wait := min(idle/2, time.Second, healthEvery)
 		if c.checkpoints {
 			wait = min(wait, max(time.Until(last.Add(interval)), time.Millisecond))
 		}

@@ -89,10 +89,15 @@ func (c *Controller) Observe(h Health) (rate float64, reason string) {
 		cur := c.Rate()
 		if cur == 0 {
 			cur = h.InputRate
-			c.ceiling = h.InputRate
 		}
 		if cur <= 0 {
 			cur = 2 * minRate
+		}
+		if c.rate == 0 {
+			// First breach: recovery climbs back to the rate in force
+			// now (the static limit, or the input rate seen), then
+			// releases the limit.
+			c.ceiling = cur
 		}
 		c.rate = max(cur/2, minRate)
 		if r := c.Rate(); r != before {

@@ -86,3 +86,25 @@ func TestBreach(t *testing.T) {
 		t.Error("negative threshold accepted")
 	}
 }
+
+// TestStaticLimitRecoversInSteps: under a static limit the controller
+// halves from it and climbs back 10% per healthy interval to it, rather
+// than jumping back at the first healthy interval.
+func TestStaticLimitRecoversInSteps(t *testing.T) {
+	c := Controller{Thresholds: Thresholds{MaxLagMs: 1000}, Static: 1000}
+	if got, _ := c.Observe(Health{LagMs: 5000}); got != 500 {
+		t.Fatalf("rate %v after a breach, want 500 (half the static 1000)", got)
+	}
+	var seen []float64
+	for c.Rate() < 1000 {
+		r, _ := c.Observe(Health{LagMs: 10})
+		seen = append(seen, r)
+		if len(seen) > 20 {
+			t.Fatalf("never back to the static limit: %v", seen)
+		}
+	}
+	// 500 * 1.1^7 = 974, 1.1^8 = 1072: seven raises, then the release.
+	if len(seen) != 8 || fmt.Sprintf("%.0f", seen[0]) != "550" || seen[7] != 1000 {
+		t.Fatalf("recovery %v, want 550, 605, … then 1000 after 8 healthy intervals", seen)
+	}
+}
