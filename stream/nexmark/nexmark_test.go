@@ -2,6 +2,7 @@ package nexmark
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -175,5 +176,19 @@ func BenchmarkQuery(b *testing.B) {
 			}
 			b.ReportMetric(res.PerCore(), "events/cpu-s")
 		})
+	}
+}
+
+// TestEncodeIsJSON: the generator's encoder writes what encoding/json
+// reads back to the same event.
+func TestEncodeIsJSON(t *testing.T) {
+	g := NewGenerator(0, 1000, 3)
+	for range 200 {
+		f, _ := g.Next()
+		b := Encode(nil, f)
+		std, _ := json.Marshal(f)
+		if string(b) != string(std) {
+			t.Fatalf("encoded %s, encoding/json writes %s", b, std)
+		}
 	}
 }

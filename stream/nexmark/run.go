@@ -228,7 +228,7 @@ func RunThroughBroker(ctx context.Context, cfg Config, brokers string) (Result, 
 	for g.Count() < cfg.Events && ctx.Err() == nil {
 		off := g.Count()
 		fields, ts := g.Next()
-		cl.Produce(ctx, &kgo.Record{Partition: int32(off % int64(cfg.Parallelism)), Value: Encode(fields), Timestamp: time.UnixMilli(ts)},
+		cl.Produce(ctx, &kgo.Record{Partition: int32(off % int64(cfg.Parallelism)), Value: Encode(nil, fields), Timestamp: time.UnixMilli(ts)},
 			func(_ *kgo.Record, err error) {
 				if err != nil {
 					select {
