@@ -181,6 +181,10 @@ const streamUsage = `Usage:
   mecha stream pause JOB | resume JOB     stop and restart reading the source
   mecha stream checkpoint JOB             take a checkpoint now
   mecha stream set JOB [--rate N] [--sampling F] [--checkpoints on|off]
+  mecha stream gen --topic T (--template FILE | --from-topic SRC) ...
+                                          write load to a topic ('mecha stream gen -h')
+  mecha stream bench nexmark --query Q --events N [--parallelism P] [--through-broker]
+                                          the Nexmark benchmark ('mecha stream bench -h')
 
 Flags (before the command):
   --admin host:port   mecha run's metrics port (default 127.0.0.1:9090)
@@ -188,6 +192,12 @@ Flags (before the command):
 
 // streamCmd drives the stream control API of a running mecha.
 func streamCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "gen" {
+		return streamGenCmd(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "bench" {
+		return streamBenchCmd(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("mecha stream", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	admin := fs.String("admin", "127.0.0.1:9090", "mecha run's metrics (admin) address")
