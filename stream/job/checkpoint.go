@@ -16,8 +16,9 @@ import (
 // checkpointFile is a job's last checkpoint: where each source partition
 // resumes, each partition's newest event time (its watermark), the window
 // state of every task (as one operator's, so that a job can resume with
-// another parallelism), the count-distinct dictionary, and the end
-// offsets of the topics the job writes. It is written whole to a
+// another parallelism), the count-distinct dictionary, the end offsets
+// of the topics the job writes, and the ids of results found written
+// there that a replay has still to skip. It is written whole to a
 // temporary file, fsynced and renamed, so a crash leaves the previous
 // checkpoint or this one.
 type checkpointFile struct {
@@ -33,6 +34,10 @@ type checkpointFile struct {
 	SinkEnds   []position   `json:"sinkEnds,omitempty"`
 	Operator   window.State `json:"operator"`
 	Dictionary []string     `json:"dictionary,omitempty"`
+	// Written are the ids (mecha-id) of results that a restarted job
+	// found on its output topics and that its replay has not made again
+	// yet: a restart from this checkpoint skips them too.
+	Written map[string]int `json:"written,omitempty"`
 }
 
 // position is where a partition stands.
@@ -76,6 +81,18 @@ func (r *Runner) checkpoint(ctx context.Context) error {
 	for k, o := range ends {
 		cp.SinkEnds = append(cp.SinkEnds, position{Topic: k.topic, Partition: k.partition, Offset: o})
 	}
+	// What a restart found written, and the replay has not made again
+	// yet, is still ahead of the job (the replay may span checkpoints):
+	// keep skipping it, now and after a restart from this checkpoint.
+	pending := map[string]int{}
+	for id, n := range r.written {
+		if n > 0 {
+			pending[id] = n
+		}
+	}
+	if len(pending) > 0 {
+		cp.Written = pending
+	}
 	b, err := json.Marshal(cp)
 	if err != nil {
 		return err
@@ -86,8 +103,7 @@ func (r *Runner) checkpoint(ctx context.Context) error {
 	if err := atomicfile.Write(r.checkpointPath(), b); err != nil {
 		return err
 	}
-	// What a restart found written before this checkpoint is behind it now.
-	r.written = nil
+	r.written = pending
 	r.count(func(c *Counts) {
 		c.Checkpoints++
 		c.CheckpointBytes = int64(len(b))
@@ -137,6 +153,7 @@ func (r *Runner) restore() error {
 	}
 	if cp.Version >= 2 {
 		r.sinkEnds = map[srcPart]int64{}
+		r.written = cp.Written
 		for _, pos := range cp.SinkEnds {
 			r.sinkEnds[srcPart{pos.Topic, pos.Partition}] = pos.Offset
 		}

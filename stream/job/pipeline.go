@@ -194,8 +194,10 @@ func (p *Pipeline) stableKeyTask(key string) int { return p.keyTask(key) }
 
 // Round processes a batch of records and then moves the watermark, and
 // returns the results in order: per task, the records it passed through,
-// dead letters and late events, then its window results. The records must
-// stay unchanged until the results are delivered (results point at them).
+// dead letters and late events, then its window results. Results point at
+// the records (or, with several tasks, at the pipeline's copies of them):
+// they are valid until the next Round, and the records must not change
+// before then.
 func (p *Pipeline) Round(recs []Record, now time.Time) []Result {
 	for i := range recs {
 		k := srcPart{recs[i].Topic, recs[i].Partition}

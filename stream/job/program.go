@@ -22,7 +22,7 @@ type program struct {
 	// mapAll builds the whole map in one run: {"a": (…), "b": (…)}.
 	mapAll *vm.Program
 	keyBy  *vm.Program
-	field   *vm.Program
+	field  *vm.Program
 	// The right-hand side of a join.
 	joinFilter *vm.Program
 	joinKeyBy  *vm.Program

@@ -337,8 +337,11 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			r.mu.Unlock()
 		}
-		if (c.checkpoints && time.Since(last) >= interval) || (c.trigger && r.dir != "") {
-			if c.trigger {
+		// A trigger that came while the poll waited counts now: the
+		// checkpoint is at the end of the poll under way, not the next.
+		trigger := r.ctl.snapshot().trigger
+		if (c.checkpoints && time.Since(last) >= interval) || (trigger && r.dir != "") {
+			if trigger {
 				r.ctl.mu.Lock()
 				r.ctl.trigger = false
 				r.ctl.mu.Unlock()

@@ -222,7 +222,9 @@ func (r *Runner) loadWritten(ctx context.Context) error {
 		from[k.topic][k.partition] = kgo.NewOffset().At(start)
 		remaining++
 	}
-	r.written = map[string]int{}
+	if r.written == nil { // else the checkpoint's, still to skip
+		r.written = map[string]int{}
+	}
 	if remaining == 0 {
 		return nil
 	}

@@ -72,7 +72,8 @@ func main() {
 			fmt.Fprint(w, `{"status":"SUCCESS"}`)
 		}
 	}
-	for _, route := range []string{"orders", "big", "small", "dead", "declarative", "declarative-special"} {
+	// stream-results takes a stream job's app sink.
+	for _, route := range []string{"orders", "big", "small", "dead", "declarative", "declarative-special", "stream-results"} {
 		mux.HandleFunc("POST /"+route, ok(route))
 	}
 	// retry answers RETRY to the first delivery of each event id.
