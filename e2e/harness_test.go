@@ -181,13 +181,14 @@ func startGRPCApp(t *testing.T) (int, int) {
 type mecha struct {
 	*proc
 	httpPort, grpcPort, metricsPort, brokerPort int
+	internalPort, gossipPort                    int
 }
 
 func (m *mecha) url(path string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d%s", m.httpPort, path)
 }
 
-var apiRE = regexp.MustCompile(`msg="API listening".* http_port=(\d+) grpc_port=(\d+) metrics_port=(\d+) broker_port=(\d+)`)
+var apiRE = regexp.MustCompile(`msg="API listening".* http_port=(\d+) grpc_port=(\d+) metrics_port=(\d+) broker_port=(\d+) internal_port=(\d+) gossip_port=(\d+)`)
 
 // startMecha starts `mecha run` on free ports and waits until /v1.0/healthz
 // answers 204.
@@ -200,7 +201,8 @@ func startMecha(t *testing.T, args ...string) *mecha {
 
 func startMechaNoWait(t *testing.T, args ...string) *mecha {
 	t.Helper()
-	base := []string{"run", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "-1", "--data-dir", t.TempDir()}
+	base := []string{"run", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "-1",
+		"--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1", "--data-dir", t.TempDir()}
 	p := start(t, bins.mecha, append(base, args...)...)
 	g := p.waitLine(apiRE, 20*time.Second)
 	m := &mecha{proc: p}
@@ -208,6 +210,8 @@ func startMechaNoWait(t *testing.T, args ...string) *mecha {
 	m.grpcPort, _ = strconv.Atoi(g[2])
 	m.metricsPort, _ = strconv.Atoi(g[3])
 	m.brokerPort, _ = strconv.Atoi(g[4])
+	m.internalPort, _ = strconv.Atoi(g[5])
+	m.gossipPort, _ = strconv.Atoi(g[6])
 	return m
 }
 

@@ -143,35 +143,7 @@ func TestBadInputHTTP(t *testing.T) {
 func TestInvokeHTTP(t *testing.T) {
 	appPort := startHTTPApp(t)
 	m := startMecha(t, "--app-id", "inv", "--app-port", fmt.Sprint(appPort))
-	type echo struct {
-		Method  string            `json:"method"`
-		Path    string            `json:"path"`
-		Query   string            `json:"query"`
-		Headers map[string]string `json:"headers"`
-		Body    string            `json:"body"`
-	}
-	for _, verb := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
-		r := do(t, verb, m.url("/v1.0/invoke/inv/method/echo/a/b?x=1&y=two"), "payload", "X-Custom", "v1",
-			"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-		expectStatus(t, r, 200)
-		var e echo
-		r.json(t, &e)
-		if e.Method != verb || e.Path != "/echo/a/b" || e.Query != "x=1&y=two" || e.Headers["X-Custom"] != "v1" {
-			t.Fatalf("%s: app saw %+v", verb, e)
-		}
-		if verb != "GET" && e.Body != "payload" {
-			t.Fatalf("%s: body %q", verb, e.Body)
-		}
-		if e.Headers["Traceparent"] != "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" {
-			t.Fatalf("traceparent not propagated: %v", e.Headers)
-		}
-		if e.Headers["Dapr-Caller-App-Id"] != "inv" {
-			t.Fatalf("caller header missing: %v", e.Headers)
-		}
-		if r.Header.Get("X-Echo") != "yes" {
-			t.Fatalf("app response header lost: %v", r.Header)
-		}
-	}
+	checkEchoVerbs(t, m.url("/v1.0/invoke/inv/method/echo/a/b?x=1&y=two"), "inv")
 	// The path reaches the app as the caller encoded it.
 	r0 := do(t, "GET", m.url("/v1.0/invoke/inv/method/echo/a%3Fb%20c?x=1"), nil)
 	expectStatus(t, r0, 200)
@@ -386,4 +358,42 @@ func TestPubSubHTTP(t *testing.T) {
 			t.Fatalf("metadata subscriptions = %s", r.Body)
 		}
 	})
+}
+
+// echo is what the HTTP test app's /echo/ route answers.
+type echo struct {
+	Method  string            `json:"method"`
+	Path    string            `json:"path"`
+	Query   string            `json:"query"`
+	Headers map[string]string `json:"headers"`
+	Body    string            `json:"body"`
+}
+
+// checkEchoVerbs invokes the test app's /echo/a/b?x=1&y=two at url with
+// every verb, a header and a traceparent, and checks that the app saw
+// them all, from caller, and that its answer came back whole.
+func checkEchoVerbs(t *testing.T, url, caller string) {
+	t.Helper()
+	for _, verb := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
+		r := do(t, verb, url, "payload", "X-Custom", "v1",
+			"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+		expectStatus(t, r, 200)
+		var e echo
+		r.json(t, &e)
+		if e.Method != verb || e.Path != "/echo/a/b" || e.Query != "x=1&y=two" || e.Headers["X-Custom"] != "v1" {
+			t.Fatalf("%s: app saw %+v", verb, e)
+		}
+		if verb != "GET" && e.Body != "payload" {
+			t.Fatalf("%s: body %q", verb, e.Body)
+		}
+		if e.Headers["Traceparent"] != "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" {
+			t.Fatalf("traceparent not propagated: %v", e.Headers)
+		}
+		if e.Headers["Dapr-Caller-App-Id"] != caller {
+			t.Fatalf("caller header %q, want %q: %v", e.Headers["Dapr-Caller-App-Id"], caller, e.Headers)
+		}
+		if r.Header.Get("X-Echo") != "yes" {
+			t.Fatalf("app response header lost: %v", r.Header)
+		}
+	}
 }

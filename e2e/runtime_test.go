@@ -289,7 +289,7 @@ func TestStartupErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			args := append([]string{"run", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "-1", "--data-dir", t.TempDir()}, c.args...)
+			args := append([]string{"run", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1", "--broker-port", "-1", "--data-dir", t.TempDir()}, c.args...)
 			if c.file != "" {
 				dir := t.TempDir()
 				writeFile(t, dir, c.file, c.content)
@@ -315,7 +315,7 @@ func TestStartupErrors(t *testing.T) {
 		}
 		defer ln.Close()
 		port := ln.Addr().(*net.TCPAddr).Port
-		p := start(t, bins.mecha, "run", "--app-id", "x", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0",
+		p := start(t, bins.mecha, "run", "--app-id", "x", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1",
 			"--data-dir", t.TempDir(), "--broker-port", fmt.Sprint(port))
 		want := fmt.Sprintf("address already in use (--broker-port %d; -1 picks a free port, 0 turns the broker off)", port)
 		if code := p.wait(30 * time.Second); code == 0 || !strings.Contains(p.output(), want) {
@@ -324,7 +324,7 @@ func TestStartupErrors(t *testing.T) {
 	})
 	t.Run("bad --config", func(t *testing.T) {
 		cfg := writeFile(t, t.TempDir(), "config.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  features:\n  - enabled: true\n")
-		p := start(t, bins.mecha, "run", "--app-id", "x", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "-1", "--data-dir", t.TempDir(), "--config", cfg)
+		p := start(t, bins.mecha, "run", "--app-id", "x", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1", "--broker-port", "-1", "--data-dir", t.TempDir(), "--config", cfg)
 		if code := p.wait(30 * time.Second); code == 0 || !strings.Contains(p.output(), "config.yaml: spec.features[0].name: must be set") {
 			t.Fatalf("exit %d:\n%s", code, p.output())
 		}
@@ -346,7 +346,7 @@ func TestStartupErrors(t *testing.T) {
 
 func TestChildProcess(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "env.txt")
-	p := start(t, bins.mecha, "run", "--app-id", "kid", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0",
+	p := start(t, bins.mecha, "run", "--app-id", "kid", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1",
 		"--broker-port", "-1", "--data-dir", t.TempDir(), "--", "sh", "-c", `echo "$DAPR_HTTP_PORT $DAPR_GRPC_PORT $APP_ID" > `+out+`; exit 3`)
 	if code := p.wait(30 * time.Second); code != 3 {
 		t.Fatalf("mecha exited %d, want the app's 3:\n%s", code, p.output())
@@ -368,7 +368,7 @@ func TestSignalForwardingAndShutdown(t *testing.T) {
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "got-term")
 	ready := filepath.Join(dir, "ready")
-	p := start(t, bins.mecha, "run", "--app-id", "sig", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0",
+	p := start(t, bins.mecha, "run", "--app-id", "sig", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1",
 		"--broker-port", "-1", "--data-dir", t.TempDir(), "--", "sh", "-c", `trap "echo term > `+marker+`; exit 0" TERM; touch `+ready+`; while true; do sleep 0.05; done`)
 	p.waitLine(apiRE, 20*time.Second)
 	eventually(t, 10*time.Second, func() error { _, err := os.Stat(ready); return err })

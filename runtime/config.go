@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"mecha/broker"
+	"mecha/runtime/membership"
 )
 
 // ErrConfig is wrapped by every configuration error.
@@ -50,6 +51,12 @@ type Config struct {
 	// Broker configures the embedded broker; Addr and DataDir are set
 	// from BrokerPort, ListenAddress and DataDir.
 	Broker broker.Config
+	// InternalPort is where other runtimes send invocations for this
+	// runtime's app (and, on gateways, for their DC); 0 picks a free port.
+	InternalPort int
+	// Membership is the gossip membership (--dc, --join, --gossip-port,
+	// …); the runtime fills in its ports and data dir.
+	Membership membership.Config
 	// Command is the app to start as a child process (after "--").
 	Command []string
 }
@@ -67,6 +74,8 @@ func DefaultConfig() Config {
 		LogLevel:            "info",
 		LogFormat:           "text",
 		MetricsPort:         9090,
+		InternalPort:        50002,
+		Membership:          membership.DefaultConfig(),
 		EnableMetrics:       true,
 		MaxRequestSizeMB:    4,
 		MaxValueBytes:       4 << 20,
@@ -127,6 +136,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Var(seconds{&c.ShutdownGracePeriod, time.Second}, "dapr-graceful-shutdown-seconds", "how long shutdown waits for work in flight, in seconds or as a duration")
 	fs.IntVar(&c.BrokerPort, "broker-port", c.BrokerPort, "the embedded Kafka-compatible broker's port (0 turns it off, -1 picks a free port)")
 	c.Broker.BindFlags(fs, "broker-")
+	fs.IntVar(&c.InternalPort, "internal-port", c.InternalPort, "the port other runtimes invoke this runtime's app on; 0 picks a free port")
+	c.Membership.BindFlags(fs)
 }
 
 // Validate checks the configuration and names the bad flag.
@@ -142,10 +153,13 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Sprintf("--app-protocol %q is not http or grpc", c.AppProtocol))
 	}
-	for name, p := range map[string]int{"--app-port": c.AppPort, "--dapr-http-port": c.HTTPPort, "--dapr-grpc-port": c.GRPCPort, "--metrics-port": c.MetricsPort} {
+	for name, p := range map[string]int{"--app-port": c.AppPort, "--dapr-http-port": c.HTTPPort, "--dapr-grpc-port": c.GRPCPort, "--metrics-port": c.MetricsPort, "--internal-port": c.InternalPort} {
 		if p < 0 || p > 65535 {
 			errs = append(errs, fmt.Sprintf("%s %d is not a port", name, p))
 		}
+	}
+	if err := c.Membership.Validate(); err != nil {
+		errs = append(errs, err.Error())
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

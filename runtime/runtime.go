@@ -29,7 +29,9 @@ import (
 	"mecha/runtime/blocks"
 	"mecha/runtime/inputbindings"
 	"mecha/runtime/invoke"
+	"mecha/runtime/membership"
 	"mecha/runtime/metrics"
+	"mecha/runtime/peer"
 	"mecha/runtime/subscriptions"
 	"mecha/stream/job"
 )
@@ -52,13 +54,15 @@ type Runtime struct {
 	features []string
 	broker   *broker.Broker // the embedded broker; nil when --broker-port 0
 	jobs     job.Jobs       // stream jobs, controlled on the metrics port
+	node     *membership.Node
+	peer     *peer.Server // the internal port
 
 	ready    atomic.Bool
 	outbound atomic.Bool
 
 	// Addresses chosen at listen time; set before Started is closed.
-	httpAddr, grpcAddr, metricsAddr net.Addr
-	started                         chan struct{}
+	httpAddr, grpcAddr, metricsAddr, internalAddr net.Addr
+	started                                       chan struct{}
 
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
@@ -192,6 +196,35 @@ func (r *Runtime) Run(ctx context.Context) error {
 		r.metricsAddr = metricsLis.Addr()
 	}
 	r.httpAddr, r.grpcAddr = httpLis.Addr(), grpcLis.Addr()
+	closeAll := func() {
+		httpLis.Close()
+		grpcLis.Close()
+		if metricsLis != nil {
+			metricsLis.Close()
+		}
+	}
+	internalLis, err := net.Listen("tcp", net.JoinHostPort(r.cfg.Membership.BindAddress, strconv.Itoa(r.cfg.InternalPort)))
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("--internal-port %d: %w", r.cfg.InternalPort, err)
+	}
+	r.internalAddr = internalLis.Addr()
+	mcfg := r.cfg.Membership
+	mcfg.HTTPPort, mcfg.GRPCPort, mcfg.InternalPort, mcfg.BrokerPort = port(r.httpAddr), port(r.grpcAddr), port(r.internalAddr), r.brokerPort()
+	mcfg.DataDir = filepath.Join(r.cfg.DataDir, "membership")
+	r.node, err = membership.Start(mcfg, r.log.With("component", "membership"))
+	if err != nil {
+		closeAll()
+		internalLis.Close()
+		return fmt.Errorf("gossip membership (--gossip-port %d): %w", mcfg.GossipPort, err)
+	}
+	cluster := &invoke.Cluster{Local: r.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20}
+	deps.Invoker = &invoke.Invoker{Resolver: cluster, AppID: r.cfg.AppID}
+	peerSrv := &peer.Server{AppID: r.cfg.AppID, Channel: r.local.Channel, Logger: r.log.With("component", "peer")}
+	if mcfg.Gateway {
+		peerSrv.Forward = cluster.ResolveLocalDC
+	}
+	r.peer = peerSrv
 
 	httpSrv := httpapi.New(deps)
 	grpcSrv := grpcapi.New(deps)
@@ -207,6 +240,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	serve("http", func() error { return httpSrv.Serve(httpLis) })
 	serve("grpc", func() error { return grpcSrv.Serve(grpcLis) })
+	serve("internal", func() error { return peerSrv.Serve(internalLis) })
 	var metricsSrv *http.Server
 	if metricsLis != nil {
 		mux := http.NewServeMux()
@@ -222,7 +256,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 		serve("metrics", func() error { return metricsSrv.Serve(metricsLis) })
 	}
 	r.outbound.Store(true)
-	r.log.Info("API listening", "http_port", port(r.httpAddr), "grpc_port", port(r.grpcAddr), "metrics_port", port(r.metricsAddr), "broker_port", r.brokerPort())
+	r.log.Info("API listening", "http_port", port(r.httpAddr), "grpc_port", port(r.grpcAddr), "metrics_port", port(r.metricsAddr), "broker_port", r.brokerPort(),
+		"internal_port", port(r.internalAddr), "gossip_port", r.node.GossipPort(), "dc", r.node.DC(), "node", r.node.Name())
 	close(r.started)
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -375,6 +410,14 @@ func (r *Runtime) publishJobResult(ctx context.Context, pubsub, topic string, bo
 	return r.blocks.Publish(ctx, &blocks.PublishRequest{PubsubName: pubsub, Topic: topic, Data: body, ContentType: "application/json"})
 }
 
+// publishApp tells the other runtimes, through the gossip catalog, that
+// this runtime's app is up (healthy) or not.
+func (r *Runtime) publishApp(healthy bool) {
+	if r.node != nil {
+		r.node.SetLocalApps([]membership.App{{ID: r.cfg.AppID, Healthy: healthy}})
+	}
+}
+
 // brokerPort is the embedded broker's port, 0 when it is off.
 func (r *Runtime) brokerPort() int {
 	if r.broker == nil {
@@ -386,6 +429,19 @@ func (r *Runtime) brokerPort() int {
 }
 
 func (r *Runtime) stopServers(grace context.Context, h *httpapi.Server, g *grpcapi.Server, m *http.Server) {
+	// Leave the pool first, so that other runtimes stop sending calls
+	// here, then let the calls in flight on the internal port finish.
+	if r.node != nil {
+		lctx, cancel := context.WithTimeout(grace, 2*time.Second)
+		if err := r.node.Leave(lctx); err != nil {
+			r.log.Warn("leaving the gossip pool", "error", err)
+		}
+		cancel()
+		_ = r.node.Shutdown()
+	}
+	if r.peer != nil {
+		_ = r.peer.Shutdown(grace)
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = h.Shutdown(grace) }()
@@ -443,6 +499,7 @@ func (r *Runtime) connectApp(ctx context.Context) {
 		return
 	}
 	r.metrics.SetAppHealthy(true)
+	r.publishApp(true)
 	r.startDeliveries(ctx, ch)
 	r.ready.Store(true)
 	r.log.Info("mecha ready", "app_port", r.cfg.AppPort)
@@ -476,6 +533,7 @@ func (r *Runtime) healthLoop(ctx context.Context, ch appchannel.Channel) {
 		case err == nil && !healthy:
 			healthy, failures = true, 0
 			r.metrics.SetAppHealthy(true)
+			r.publishApp(true)
 			r.log.Info("app is healthy")
 			r.startDeliveries(ctx, ch)
 			if !r.ready.Load() {
@@ -489,6 +547,7 @@ func (r *Runtime) healthLoop(ctx context.Context, ch appchannel.Channel) {
 			if failures >= r.cfg.AppHealthThreshold {
 				healthy = false
 				r.metrics.SetAppHealthy(false)
+				r.publishApp(false)
 				r.log.Warn("app is unhealthy; pausing deliveries", "error", err)
 				r.subs.Pause()
 				r.bindings.Pause()

@@ -219,3 +219,8 @@ func HealthNotReady() *Error {
 func OutboundNotReady() *Error {
 	return mk("ERR_OUTBOUND_HEALTH_NOT_READY", http.StatusInternalServerError, codes.Internal, "dapr outbound is not ready")
 }
+
+// Denied: an access control policy refused the call, as Dapr answers it.
+func Denied(appID string, err error) *Error {
+	return mk("ERR_PERMISSION_DENIED", http.StatusForbidden, codes.PermissionDenied, "access control policy has denied access to id: %s: %v", appID, err)
+}

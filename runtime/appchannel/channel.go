@@ -6,6 +6,8 @@ package appchannel
 import (
 	"context"
 	"errors"
+
+	"github.com/valyala/fasthttp"
 )
 
 // ErrAppUnreachable is wrapped by errors from failing to reach the app at
@@ -157,4 +159,16 @@ type Channel interface {
 	Health(ctx context.Context) error
 	// Close releases connections.
 	Close() error
+}
+
+// WriteFastHTTP copies the app's answer into an HTTP response.
+func (r *InvokeResponse) WriteFastHTTP(resp *fasthttp.Response) {
+	for _, h := range r.Headers {
+		resp.Header.Add(h.Key, h.Value)
+	}
+	if r.ContentType != "" {
+		resp.Header.SetContentType(r.ContentType)
+	}
+	resp.SetStatusCode(r.Status)
+	resp.SetBody(r.Body)
 }

@@ -1,6 +1,6 @@
-// Package invoke routes service invocations to their target app. Today the
-// only target is the runtime's own app; the Resolver seam is where the
-// cluster's catalog (membership) plugs in remote runtimes.
+// Package invoke routes service invocations to their target app: the
+// runtime's own app (Local), or an app on another runtime found in the
+// gossip catalog (Cluster), reached on that runtime's internal port.
 package invoke
 
 import (
@@ -27,6 +27,9 @@ type Target struct {
 	// Channel reaches the app. For a local HTTP app it is an
 	// *appchannel.HTTP, which the HTTP API proxies to without copying.
 	Channel appchannel.Channel
+	// Remote is set when Channel reaches another runtime's internal port
+	// rather than an app.
+	Remote bool
 }
 
 // Resolver finds the target of an app-id.
@@ -78,6 +81,8 @@ func (l *Local) Resolve(_ context.Context, appID string) (Target, error) {
 // Invoker sends invocations to the target its Resolver picks.
 type Invoker struct {
 	Resolver Resolver
+	// AppID is the calling app, named to a remote runtime.
+	AppID string
 }
 
 // Resolve finds the target and maps failures to API errors.
@@ -100,6 +105,12 @@ func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.Invo
 	t, err := i.Resolve(ctx, appID)
 	if err != nil {
 		return nil, err
+	}
+	if t.Remote {
+		r := *req
+		r.Headers = append(append([]appchannel.Header(nil), req.Headers...),
+			appchannel.Header{Key: "dapr-caller-app-id", Value: i.AppID}, appchannel.Header{Key: "dapr-callee-app-id", Value: t.AppID})
+		req = &r
 	}
 	resp, err := t.Channel.Invoke(ctx, req)
 	if err != nil {

@@ -166,14 +166,7 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 		writeError(ctx, apierr.DirectInvoke(appID, err))
 		return
 	}
-	for _, h := range resp.Headers {
-		ctx.Response.Header.Add(h.Key, h.Value)
-	}
-	if resp.ContentType != "" {
-		ctx.Response.Header.SetContentType(resp.ContentType)
-	}
-	ctx.SetStatusCode(resp.Status)
-	ctx.SetBody(resp.Body)
+	resp.WriteFastHTTP(&ctx.Response)
 }
 
 func skipHeader(k []byte) bool {

@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// received counts what an HTTP test app recorded on a route.
+func receivedCount(t *testing.T, appPort int, route string) int {
+	t.Helper()
+	var got []map[string]any
+	do(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/received?route=%s", appPort, route), nil).json(t, &got)
+	return len(got)
+}
+
+// TestClusterInvocation runs three runtimes on loopback that find each
+// other by gossip: A (no app) calls appb on B and appc on C1 and C2 by
+// name, through their internal ports.
+func TestClusterInvocation(t *testing.T) {
+	bPort := startHTTPApp(t)
+	b := startMecha(t, "--app-id", "appb", "--app-port", fmt.Sprint(bPort))
+	join := fmt.Sprintf("127.0.0.1:%d", b.gossipPort)
+	c1Port, c2Port := startHTTPApp(t), startHTTPApp(t)
+	c1 := startMecha(t, "--app-id", "appc", "--app-port", fmt.Sprint(c1Port), "--join", join)
+	c2 := startMecha(t, "--app-id", "appc", "--app-port", fmt.Sprint(c2Port), "--join", join)
+	a := startMecha(t, "--app-id", "appa", "--join", join)
+	_ = c1
+
+	// The catalog reaches A: appb answers through B.
+	eventually(t, 10*time.Second, func() error {
+		r := do(t, "GET", a.url("/v1.0/invoke/appb/method/echo/ping"), nil)
+		if r.Status != 200 {
+			return fmt.Errorf("status %d: %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	checkEchoVerbs(t, a.url("/v1.0/invoke/appb/method/echo/a/b?x=1&y=two"), "appa")
+	// The dapr-app-id header form, and a large body both ways.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 256<<10/16*8) // 2 MiB
+	r := do(t, "POST", a.url("/echo/big"), big, "dapr-app-id", "appb")
+	expectStatus(t, r, 200)
+	var e echo
+	r.json(t, &e)
+	if len(e.Body) != len(big) || e.Path != "/echo/big" {
+		t.Fatalf("big body: app saw %d bytes at %s, want %d", len(e.Body), e.Path, len(big))
+	}
+	// An unknown app-id gets Dapr's error.
+	expectError(t, do(t, "GET", a.url("/v1.0/invoke/nobody/method/x"), nil), 500, "ERR_DIRECT_INVOKE")
+
+	// appc has two instances: round robin spreads the calls over both.
+	eventually(t, 10*time.Second, func() error {
+		if r := do(t, "POST", a.url("/v1.0/invoke/appc/method/orders"), `{}`); r.Status != 200 {
+			return fmt.Errorf("status %d: %s", r.Status, r.Body)
+		}
+		if receivedCount(t, c1Port, "orders") == 0 || receivedCount(t, c2Port, "orders") == 0 {
+			return fmt.Errorf("only one instance has been called so far")
+		}
+		return nil
+	})
+	n1, n2 := receivedCount(t, c1Port, "orders"), receivedCount(t, c2Port, "orders")
+	for range 40 {
+		expectStatus(t, do(t, "POST", a.url("/v1.0/invoke/appc/method/orders"), `{}`), 200)
+	}
+	d1, d2 := receivedCount(t, c1Port, "orders")-n1, receivedCount(t, c2Port, "orders")-n2
+	if d1+d2 != 40 || d1 < 15 || d2 < 15 {
+		t.Fatalf("40 calls went %d to C1 and %d to C2, want them spread over both", d1, d2)
+	}
+
+	// kill -9 of C2's runtime: within 5 s the catalog drops it, and every
+	// call lands on C1.
+	killed := time.Now()
+	_ = c2.cmd.Process.Kill()
+	var gone time.Duration
+	eventually(t, 15*time.Second, func() error {
+		before := receivedCount(t, c1Port, "orders")
+		for i := range 10 {
+			if r := do(t, "POST", a.url("/v1.0/invoke/appc/method/orders"), `{}`); r.Status != 200 {
+				return fmt.Errorf("call %d after the kill: %d %s", i, r.Status, r.Body)
+			}
+		}
+		if got := receivedCount(t, c1Port, "orders") - before; got != 10 {
+			return fmt.Errorf("%d of 10 calls reached C1", got)
+		}
+		gone = time.Since(killed)
+		return nil
+	})
+	t.Logf("C2 left A's catalog %v after kill -9", gone.Round(time.Millisecond))
+	if gone > 6*time.Second {
+		t.Fatalf("a dead runtime stayed in the catalog %v, want under 5 s", gone)
+	}
+	if !strings.Contains(a.output(), "API listening") {
+		t.Fatal("no startup line")
+	}
+}

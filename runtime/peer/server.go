@@ -1,0 +1,168 @@
+// Package peer is the runtime-to-runtime transport of service invocation:
+// the internal port (--internal-port, default 50002) on which a runtime
+// takes invocations that other runtimes forward to one of its apps, and
+// the channel by which a runtime forwards them.
+//
+// The transport is HTTP/1.1 on fasthttp with pooled keep-alive
+// connections: the calling runtime proxies the app's request object as it
+// is (method path, verb, headers, query, body), adding dapr-caller-app-id
+// and dapr-callee-app-id; the called runtime checks the callee is its app
+// and the caller is allowed, and proxies the same object on to the app.
+// Neither side parses or copies the body. A gRPC InvokeService call
+// arrives the same way, as the HTTP request it maps to.
+package peer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/valyala/fasthttp"
+
+	"mecha/runtime/apierr"
+	"mecha/runtime/appchannel"
+)
+
+// Headers the transport sets.
+var (
+	HeaderCaller = []byte("dapr-caller-app-id")
+	HeaderCallee = []byte("dapr-callee-app-id")
+)
+
+// ErrDenied is wrapped by an access control refusal.
+var ErrDenied = errors.New("access denied")
+
+// Server serves the internal port.
+type Server struct {
+	// AppID is the app this runtime hosts.
+	AppID string
+	// Channel is the app's channel; nil until the app is up.
+	Channel func() appchannel.Channel
+	// Allow decides whether caller may call method (verb and path) on
+	// this runtime's app; nil allows everything.
+	Allow func(caller, verb, method string) error
+	// Forward, on a gateway, reaches an app of this DC that another DC
+	// called through it; nil refuses calls for apps this runtime does
+	// not host.
+	Forward func(callee string) (*appchannel.HTTP, error)
+	Logger  *slog.Logger
+
+	srv *fasthttp.Server
+}
+
+// Serve takes connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	s.srv = &fasthttp.Server{
+		Handler:                       s.handle,
+		Name:                          "mecha-peer",
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: true,
+		MaxRequestBodySize:            64 << 20,
+		StreamRequestBody:             false,
+		ReadBufferSize:                16 << 10,
+		// A malformed frame gets a 400 and the connection closes; it
+		// never reaches a handler.
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			s.Logger.Warn("peer: bad request dropped", "remote", ctx.RemoteAddr().String(), "err", err)
+			ctx.Error("bad request", fasthttp.StatusBadRequest)
+		},
+	}
+	return s.srv.Serve(ln)
+}
+
+// Shutdown stops taking connections and waits for calls in flight.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.ShutdownWithContext(ctx)
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	callee := ctx.Request.Header.PeekBytes(HeaderCallee)
+	if len(callee) > 0 && string(callee) != s.AppID && !bytes.HasPrefix(callee, []byte(s.AppID+".")) {
+		if s.Forward == nil {
+			writeError(ctx, apierr.DirectInvoke(string(callee), errors.New("this runtime does not host it (stale catalog?)")))
+			return
+		}
+		h, err := s.Forward(string(callee))
+		if err == nil {
+			err = h.Do(context.Background(), &ctx.Request, &ctx.Response)
+		}
+		if err != nil {
+			ctx.Response.Reset()
+			writeError(ctx, apierr.DirectInvoke(string(callee), err))
+		}
+		return
+	}
+	if s.Allow != nil {
+		caller := string(ctx.Request.Header.PeekBytes(HeaderCaller))
+		if err := s.Allow(caller, string(ctx.Method()), string(ctx.Path())); err != nil {
+			writeError(ctx, apierr.Denied(s.AppID, err))
+			return
+		}
+	}
+	var ch appchannel.Channel
+	if s.Channel != nil {
+		ch = s.Channel()
+	}
+	h, ok := ch.(*appchannel.HTTP)
+	if !ok {
+		// A gRPC app: the request as an InvokeRequest.
+		if ch == nil {
+			writeError(ctx, apierr.AppChannelNotFound())
+			return
+		}
+		s.invoke(ctx, ch)
+		return
+	}
+	if err := h.Do(context.Background(), &ctx.Request, &ctx.Response); err != nil {
+		ctx.Response.Reset()
+		writeError(ctx, apierr.DirectInvoke(s.AppID, err))
+		return
+	}
+	ctx.Response.Header.ResetConnectionClose()
+}
+
+func (s *Server) invoke(ctx *fasthttp.RequestCtx, ch appchannel.Channel) {
+	req := &appchannel.InvokeRequest{
+		Method:      string(bytes.TrimPrefix(ctx.Path(), []byte("/"))),
+		Verb:        string(ctx.Method()),
+		Query:       string(ctx.URI().QueryString()),
+		ContentType: string(ctx.Request.Header.ContentType()),
+		Body:        ctx.PostBody(),
+	}
+	for k, v := range ctx.Request.Header.All() {
+		switch {
+		case bytes.EqualFold(k, []byte("Host")), bytes.EqualFold(k, []byte("Content-Length")), bytes.EqualFold(k, []byte("Content-Type")),
+			bytes.EqualFold(k, []byte("Connection")):
+			continue
+		}
+		req.Headers = append(req.Headers, appchannel.Header{Key: string(k), Value: string(v)})
+	}
+	resp, err := ch.Invoke(context.Background(), req)
+	if err != nil {
+		writeError(ctx, apierr.DirectInvoke(s.AppID, err))
+		return
+	}
+	resp.WriteFastHTTP(&ctx.Response)
+}
+
+func writeError(ctx *fasthttp.RequestCtx, err error) {
+	e := apierr.As(err)
+	b, _ := json.Marshal(map[string]string{"errorCode": e.Code, "message": e.Message})
+	ctx.Response.Header.SetContentType("application/json")
+	if e.HTTP == 0 {
+		e.HTTP = http.StatusInternalServerError
+	}
+	ctx.SetStatusCode(e.HTTP)
+	ctx.SetBody(b)
+}
