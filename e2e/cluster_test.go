@@ -73,6 +73,13 @@ func TestClusterInvocation(t *testing.T) {
 	// call lands on C1.
 	killed := time.Now()
 	_ = c2.cmd.Process.Kill()
+	// Idempotent calls right after the kill, before the catalog knows:
+	// those that land on the dead runtime are sent again to the live one.
+	for i := range 10 {
+		if r := do(t, "GET", a.url("/v1.0/invoke/appc/method/echo/after-kill"), nil); r.Status != 200 {
+			t.Fatalf("GET %d right after the kill: %d %s", i, r.Status, r.Body)
+		}
+	}
 	var gone time.Duration
 	eventually(t, 15*time.Second, func() error {
 		before := receivedCount(t, c1Port, "orders")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"strings"
 
 	"github.com/valyala/fasthttp"
@@ -145,7 +146,27 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 		ctx.Request.Header.SetBytesK(hTraceP, tracecontext.New())
 	}
 	if h, ok := target.Channel.(*appchannel.HTTP); ok {
-		s.proxyHTTP(ctx, h, appID, method)
+		if target.Remote {
+			method = append([]byte(nil), method...) // it may point into the URI the proxy rewrites
+		}
+		err := s.proxyHTTP(ctx, h, appID, method)
+		// A remote runtime that cannot be reached (it died, perhaps with
+		// the call under way) gets the call again on another instance when
+		// the method is idempotent, twice at most.
+		for i := 0; err != nil && target.Remote && idempotent(ctx.Method()) && errors.Is(err, appchannel.ErrAppUnreachable) && i < 2; i++ {
+			if target, err = s.d.Invoker.Resolve(bg, appID); err != nil {
+				break
+			}
+			if h, ok = target.Channel.(*appchannel.HTTP); !ok {
+				break
+			}
+			ctx.Response.Reset()
+			err = s.proxyHTTP(ctx, h, appID, method)
+		}
+		if err != nil {
+			ctx.Response.Reset()
+			writeError(ctx, apierr.DirectInvoke(appID, err))
+		}
 		return
 	}
 	req := &appchannel.InvokeRequest{
@@ -185,7 +206,7 @@ var (
 
 // proxyHTTP forwards the incoming request object itself to the app and the
 // app's response object itself back: no copies of headers or bodies.
-func (s *Server) proxyHTTP(ctx *fasthttp.RequestCtx, h *appchannel.HTTP, appID string, method []byte) {
+func (s *Server) proxyHTTP(ctx *fasthttp.RequestCtx, h *appchannel.HTTP, appID string, method []byte) error {
 	req := &ctx.Request
 	uri := req.URI()
 	q := uri.QueryString()
@@ -203,12 +224,20 @@ func (s *Server) proxyHTTP(ctx *fasthttp.RequestCtx, h *appchannel.HTTP, appID s
 	req.Header.SetBytesKV(hCaller, []byte(s.d.AppID))
 	req.Header.SetBytesKV(hCallee, []byte(appID))
 	if err := h.Do(bg, req, &ctx.Response); err != nil {
-		ctx.Response.Reset()
-		writeError(ctx, apierr.DirectInvoke(appID, err))
-		return
+		return err
 	}
 	// The app's connection policy is not the caller's.
 	ctx.Response.Header.ResetConnectionClose()
+	return nil
+}
+
+// idempotent methods may be sent again after a failure.
+func idempotent(verb []byte) bool {
+	switch string(verb) {
+	case "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
 }
 
 func (s *Server) secret(ctx *fasthttp.RequestCtx, store, key string) {
