@@ -15,7 +15,7 @@ type fakeCatalog struct {
 }
 
 func (f *fakeCatalog) Instances(id string) []membership.Instance { return f.insts[id] }
-func (f *fakeCatalog) DC() string                                 { return f.dc }
+func (f *fakeCatalog) DC() string                                { return f.dc }
 
 func addrOf(t *testing.T, c *Cluster, app string) string {
 	t.Helper()
