@@ -2,10 +2,18 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	runtimev1 "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // received counts what an HTTP test app recorded on a route.
@@ -100,5 +108,33 @@ func TestClusterInvocation(t *testing.T) {
 	}
 	if !strings.Contains(a.output(), "API listening") {
 		t.Fatal("no startup line")
+	}
+}
+
+// TestAPIToken: with DAPR_API_TOKEN set, every API call needs the token
+// in dapr-api-token (HTTP) or gRPC metadata, except the health checks.
+func TestAPIToken(t *testing.T) {
+	appPort := startHTTPApp(t)
+	m := startMechaEnv(t, []string{"DAPR_API_TOKEN=s3cret"}, "--app-id", "tok", "--app-port", fmt.Sprint(appPort))
+	m.waitHealthy(t)
+	expectError(t, do(t, "GET", m.url("/v1.0/metadata"), nil), 401, "ERR_API_TOKEN")
+	expectError(t, do(t, "GET", m.url("/v1.0/metadata"), nil, "dapr-api-token", "wrong"), 401, "ERR_API_TOKEN")
+	expectError(t, do(t, "GET", m.url("/v1.0/invoke/tok/method/echo/x"), nil), 401, "ERR_API_TOKEN")
+	expectStatus(t, do(t, "GET", m.url("/v1.0/metadata"), nil, "dapr-api-token", "s3cret"), 200)
+	expectStatus(t, do(t, "GET", m.url("/v1.0/invoke/tok/method/echo/x"), nil, "dapr-api-token", "s3cret"), 200)
+	expectStatus(t, do(t, "GET", m.url("/v1.0/healthz"), nil), 204)
+
+	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", m.grpcPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cl := runtimev1.NewDaprClient(conn)
+	if _, err := cl.GetMetadata(context.Background(), &runtimev1.GetMetadataRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("gRPC without the token: %v, want Unauthenticated", err)
+	}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "dapr-api-token", "s3cret")
+	if md, err := cl.GetMetadata(ctx, &runtimev1.GetMetadataRequest{}); err != nil || md.GetId() != "tok" {
+		t.Fatalf("gRPC with the token: %v %v", md, err)
 	}
 }

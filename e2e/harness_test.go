@@ -201,9 +201,16 @@ func startMecha(t *testing.T, args ...string) *mecha {
 
 func startMechaNoWait(t *testing.T, args ...string) *mecha {
 	t.Helper()
+	return startMechaEnv(t, nil, args...)
+}
+
+// startMechaEnv starts `mecha run` with env added to its environment and
+// waits for its ports (not for health).
+func startMechaEnv(t *testing.T, env []string, args ...string) *mecha {
+	t.Helper()
 	base := []string{"run", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "-1",
 		"--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1", "--data-dir", t.TempDir()}
-	p := start(t, bins.mecha, append(base, args...)...)
+	p := startEnv(t, env, bins.mecha, append(base, args...)...)
 	g := p.waitLine(apiRE, 20*time.Second)
 	m := &mecha{proc: p}
 	m.httpPort, _ = strconv.Atoi(g[1])

@@ -57,6 +57,9 @@ type Config struct {
 	// Membership is the gossip membership (--dc, --join, --gossip-port,
 	// …); the runtime fills in its ports and data dir.
 	Membership membership.Config
+	// APIToken (DAPR_API_TOKEN in the environment) guards the API: every
+	// call but the health checks must carry it in dapr-api-token.
+	APIToken string
 	// Command is the app to start as a child process (after "--").
 	Command []string
 }
@@ -75,6 +78,7 @@ func DefaultConfig() Config {
 		LogFormat:           "text",
 		MetricsPort:         9090,
 		InternalPort:        50002,
+		APIToken:            os.Getenv("DAPR_API_TOKEN"),
 		Membership:          membership.DefaultConfig(),
 		EnableMetrics:       true,
 		MaxRequestSizeMB:    4,

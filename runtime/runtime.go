@@ -171,7 +171,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		AppID: r.cfg.AppID, Blocks: r.blocks, Invoker: &invoke.Invoker{Resolver: r.local}, Local: r.local,
 		Subs: r.subs, Metrics: r.metrics, Log: r.log, Metadata: r, APILogging: r.cfg.APILogging,
 		MaxRequestBytes: r.cfg.MaxRequestSizeMB << 20, Shutdown: r.Shutdown,
-		Ready: r.ready.Load, OutboundReady: r.outbound.Load,
+		Ready: r.ready.Load, OutboundReady: r.outbound.Load, APIToken: r.cfg.APIToken,
 	}
 
 	// Listen first, so that the outbound API serves before the app is up

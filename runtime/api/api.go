@@ -3,6 +3,7 @@
 package api
 
 import (
+	"crypto/subtle"
 	"log/slog"
 
 	"mecha/runtime/blocks"
@@ -31,6 +32,16 @@ type Deps struct {
 	Ready func() bool
 	// OutboundReady reports whether the outbound API serves (healthz/outbound).
 	OutboundReady func() bool
+	// APIToken, when set (DAPR_API_TOKEN), must come with every API call
+	// but the health checks, in the dapr-api-token header or gRPC
+	// metadata.
+	APIToken string
+}
+
+// TokenOK reports whether got is the API token (in constant time), or no
+// token is required.
+func (d *Deps) TokenOK(got []byte) bool {
+	return d.APIToken == "" || subtle.ConstantTimeCompare(got, []byte(d.APIToken)) == 1
 }
 
 // MetadataProvider serves the metadata API.

@@ -224,3 +224,8 @@ func OutboundNotReady() *Error {
 func Denied(appID string, err error) *Error {
 	return mk("ERR_PERMISSION_DENIED", http.StatusForbidden, codes.PermissionDenied, "access control policy has denied access to id: %s: %v", appID, err)
 }
+
+// Unauthenticated: the API token is missing or wrong.
+func Unauthenticated() *Error {
+	return mk("ERR_API_TOKEN", http.StatusUnauthorized, codes.Unauthenticated, "authentication error: api token mismatch")
+}

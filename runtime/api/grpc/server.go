@@ -149,7 +149,24 @@ func (s *Server) observe(method string, start time.Time, err error) {
 	}
 }
 
+// authenticate checks the API token in the call's metadata.
+func (s *Server) authenticate(ctx context.Context) error {
+	if s.d.APIToken == "" {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("dapr-api-token") {
+		if s.d.TokenOK([]byte(v)) {
+			return nil
+		}
+	}
+	return grpcErr(apierr.Unauthenticated())
+}
+
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := s.authenticate(ctx); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	resp, err := handler(ctx, req)
 	s.observe(info.FullMethod, start, err)
@@ -157,6 +174,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 }
 
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := s.authenticate(ss.Context()); err != nil {
+		return err
+	}
 	start := time.Now()
 	err := handler(srv, ss)
 	s.observe(info.FullMethod, start, err)

@@ -122,8 +122,14 @@ func cut(p []byte) (seg, rest []byte) {
 	return p, nil
 }
 
+var hAPIToken = []byte("dapr-api-token")
+
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
+	if !s.d.TokenOK(ctx.Request.Header.PeekBytes(hAPIToken)) && !bytes.HasPrefix(ctx.Path(), []byte("/v1.0/healthz")) {
+		writeError(ctx, apierr.Unauthenticated())
+		return
+	}
 	op := s.route(ctx)
 	code := ctx.Response.StatusCode()
 	op.ObserveHTTP(code, time.Since(start))
