@@ -138,3 +138,50 @@ func TestAPIToken(t *testing.T) {
 		t.Fatalf("gRPC with the token: %v %v", md, err)
 	}
 }
+
+// TestAccessControl: the called runtime applies its Configuration's
+// accessControl to calls from other apps.
+func TestAccessControl(t *testing.T) {
+	cfg := writeFile(t, t.TempDir(), "config.yaml", `apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: acl
+spec:
+  accessControl:
+    defaultAction: deny
+    policies:
+    - appId: appa
+      defaultAction: deny
+      operations:
+      - name: /echo/**
+        httpVerb: ["GET"]
+        action: allow
+`)
+	bPort := startHTTPApp(t)
+	b := startMecha(t, "--app-id", "guarded", "--app-port", fmt.Sprint(bPort), "--config", cfg)
+	join := fmt.Sprintf("127.0.0.1:%d", b.gossipPort)
+	a := startMecha(t, "--app-id", "appa", "--join", join)
+	z := startMecha(t, "--app-id", "appz", "--join", join)
+	eventually(t, 10*time.Second, func() error {
+		if r := do(t, "GET", a.url("/v1.0/invoke/guarded/method/echo/x"), nil); r.Status != 200 {
+			return fmt.Errorf("appa GET: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	expectError(t, do(t, "POST", a.url("/v1.0/invoke/guarded/method/echo/x"), "{}"), 403, "ERR_PERMISSION_DENIED")
+	expectError(t, do(t, "GET", a.url("/v1.0/invoke/guarded/method/orders"), nil), 403, "ERR_PERMISSION_DENIED")
+	eventually(t, 10*time.Second, func() error {
+		r := do(t, "GET", z.url("/v1.0/invoke/guarded/method/echo/x"), nil)
+		if r.Status != 403 || !strings.Contains(string(r.Body), "ERR_PERMISSION_DENIED") {
+			return fmt.Errorf("appz GET: %d %s, want 403 ERR_PERMISSION_DENIED", r.Status, r.Body)
+		}
+		return nil
+	})
+	// A bad section stops the runtime with the field named.
+	bad := writeFile(t, t.TempDir(), "bad.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  accessControl:\n    defaultAction: perhaps\n")
+	p := start(t, bins.mecha, "run", "--app-id", "x", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0",
+		"--gossip-port", "0", "--gossip-bind-address", "127.0.0.1", "--broker-port", "-1", "--data-dir", t.TempDir(), "--config", bad)
+	if code := p.wait(30 * time.Second); code == 0 || !strings.Contains(p.output(), "spec.accessControl.defaultAction") {
+		t.Fatalf("exit %d:\n%s", code, p.output())
+	}
+}

@@ -22,6 +22,7 @@ import (
 
 	"mecha/broker"
 	"mecha/components"
+	"mecha/runtime/accesscontrol"
 	"mecha/runtime/api"
 	grpcapi "mecha/runtime/api/grpc"
 	httpapi "mecha/runtime/api/http"
@@ -55,7 +56,8 @@ type Runtime struct {
 	broker   *broker.Broker // the embedded broker; nil when --broker-port 0
 	jobs     job.Jobs       // stream jobs, controlled on the metrics port
 	node     *membership.Node
-	peer     *peer.Server // the internal port
+	peer     *peer.Server        // the internal port
+	acl      *accesscontrol.List // who may call the app; nil allows all
 
 	ready    atomic.Bool
 	outbound atomic.Bool
@@ -114,11 +116,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return err
 	}
 	if r.cfg.ConfigFile != "" {
-		feats, err := loadConfiguration(r.cfg.ConfigFile)
+		feats, acl, err := loadConfiguration(r.cfg.ConfigFile)
 		if err != nil {
 			return err
 		}
 		r.features = feats
+		r.acl = acl
 	}
 	r.metrics = metrics.New()
 	// The broker starts first: pubsub.mecha and bindings.mecha connect to
@@ -220,7 +223,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	cluster := &invoke.Cluster{Local: r.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20}
 	deps.Invoker = &invoke.Invoker{Resolver: cluster, AppID: r.cfg.AppID}
-	peerSrv := &peer.Server{AppID: r.cfg.AppID, Channel: r.local.Channel, Logger: r.log.With("component", "peer")}
+	peerSrv := &peer.Server{AppID: r.cfg.AppID, Channel: r.local.Channel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow}
 	if mcfg.Gateway {
 		peerSrv.Forward = cluster.ResolveLocalDC
 	}

@@ -60,14 +60,13 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}
 	s.srv = &fasthttp.Server{
-		Handler:                       s.handle,
-		Name:                          "mecha-peer",
-		NoDefaultServerHeader:         true,
-		NoDefaultContentType:          true,
-		DisableHeaderNamesNormalizing: true,
-		MaxRequestBodySize:            64 << 20,
-		StreamRequestBody:             false,
-		ReadBufferSize:                16 << 10,
+		Handler:               s.handle,
+		Name:                  "mecha-peer",
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		MaxRequestBodySize:    64 << 20,
+		StreamRequestBody:     false,
+		ReadBufferSize:        16 << 10,
 		// A malformed frame gets a 400 and the connection closes; it
 		// never reaches a handler.
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
