@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -184,4 +185,53 @@ spec:
 	if code := p.wait(30 * time.Second); code == 0 || !strings.Contains(p.output(), "spec.accessControl.defaultAction") {
 		t.Fatalf("exit %d:\n%s", code, p.output())
 	}
+}
+
+var wanRE = regexp.MustCompile(`msg="API listening".* wan_port=(\d+)`)
+
+// TestClusterDCFailover: two DCs, each with a gateway. A caller in dc-a is
+// served by dc-a's instance of appb; when that runtime dies (kill -9), its
+// calls fail over to dc-b's instance, through dc-b's gateway.
+func TestClusterDCFailover(t *testing.T) {
+	// dc-b: a gateway and an instance of appb.
+	g := startMecha(t, "--app-id", "gw-b", "--dc", "dc-b", "--gateway", "--wan-port", "0")
+	gWAN := wanRE.FindStringSubmatch(g.output())[1]
+	b2Port := startHTTPApp(t)
+	startMecha(t, "--app-id", "appb", "--app-port", fmt.Sprint(b2Port), "--dc", "dc-b", "--join", fmt.Sprintf("127.0.0.1:%d", g.gossipPort))
+	// dc-a: the caller is the gateway, with its own instance of appb.
+	a := startMecha(t, "--app-id", "appa", "--dc", "dc-a", "--gateway", "--wan-port", "0", "--wan-join", "127.0.0.1:"+gWAN)
+	b1Port := startHTTPApp(t)
+	b1 := startMecha(t, "--app-id", "appb", "--app-port", fmt.Sprint(b1Port), "--dc", "dc-a", "--join", fmt.Sprintf("127.0.0.1:%d", a.gossipPort))
+
+	// Served from the local DC only, once dc-a's instance is known.
+	eventually(t, 10*time.Second, func() error {
+		if r := do(t, "POST", a.url("/v1.0/invoke/appb/method/orders"), `{}`); r.Status != 200 {
+			return fmt.Errorf("status %d: %s", r.Status, r.Body)
+		}
+		if receivedCount(t, b1Port, "orders") == 0 {
+			return fmt.Errorf("dc-a's instance not called yet")
+		}
+		return nil
+	})
+	before2 := receivedCount(t, b2Port, "orders")
+	for range 20 {
+		expectStatus(t, do(t, "POST", a.url("/v1.0/invoke/appb/method/orders"), `{}`), 200)
+	}
+	if n := receivedCount(t, b2Port, "orders") - before2; n != 0 {
+		t.Fatalf("%d of 20 calls left dc-a while it had a healthy instance", n)
+	}
+
+	_ = b1.cmd.Process.Kill()
+	eventually(t, 20*time.Second, func() error {
+		before := receivedCount(t, b2Port, "orders")
+		for i := range 5 {
+			if r := do(t, "POST", a.url("/v1.0/invoke/appb/method/orders"), `{}`); r.Status != 200 {
+				return fmt.Errorf("call %d: %d %s", i, r.Status, r.Body)
+			}
+		}
+		if n := receivedCount(t, b2Port, "orders") - before; n != 5 {
+			return fmt.Errorf("%d of 5 calls reached dc-b", n)
+		}
+		return nil
+	})
 }

@@ -260,7 +260,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	r.outbound.Store(true)
 	r.log.Info("API listening", "http_port", port(r.httpAddr), "grpc_port", port(r.grpcAddr), "metrics_port", port(r.metricsAddr), "broker_port", r.brokerPort(),
-		"internal_port", port(r.internalAddr), "gossip_port", r.node.GossipPort(), "dc", r.node.DC(), "node", r.node.Name())
+		"internal_port", port(r.internalAddr), "gossip_port", r.node.GossipPort(), "wan_port", r.node.WANPort(), "dc", r.node.DC(), "node", r.node.Name())
 	close(r.started)
 
 	runCtx, cancel := context.WithCancel(ctx)
