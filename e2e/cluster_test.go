@@ -235,3 +235,70 @@ func TestClusterDCFailover(t *testing.T) {
 		return nil
 	})
 }
+
+// TestResiliencyOnInvocation: a Resiliency document in the caller's
+// resources path applies to its calls to another runtime's app: the
+// timeout cuts a slow call, a POST is not retried, and the circuit
+// breaker opens after the trip expression holds, refusing calls until
+// its timeout lets one through again.
+func TestResiliencyOnInvocation(t *testing.T) {
+	bPort := startHTTPApp(t)
+	b := startMecha(t, "--app-id", "flaky", "--app-port", fmt.Sprint(bPort))
+	dir := t.TempDir()
+	writeFile(t, dir, "resiliency.yaml", `apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: calls
+spec:
+  policies:
+    timeouts:
+      short: 300ms
+    retries:
+      thrice:
+        policy: constant
+        duration: 20ms
+        maxRetries: 2
+    circuitBreakers:
+      trip3:
+        maxRequests: 1
+        timeout: 1s
+        trip: consecutiveFailures >= 3
+  targets:
+    apps:
+      flaky:
+        timeout: short
+        retry: thrice
+        circuitBreaker: trip3
+`)
+	a := startMecha(t, "--app-id", "caller", "--join", fmt.Sprintf("127.0.0.1:%d", b.gossipPort), "--resources-path", dir)
+	eventually(t, 10*time.Second, func() error {
+		if r := do(t, "GET", a.url("/v1.0/invoke/flaky/method/echo/x"), nil); r.Status != 200 {
+			return fmt.Errorf("status %d: %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	// Three attempts of 300 ms, not three of a second.
+	start := time.Now()
+	r := do(t, "GET", a.url("/v1.0/invoke/flaky/method/echo/slow?sleepms=1000"), nil)
+	if el := time.Since(start); r.Status != 500 || el > 2500*time.Millisecond || !strings.Contains(strings.ToLower(string(r.Body)), "timeout") {
+		t.Fatalf("a slow GET: %d %s after %v, want a timeout error well under 3 s", r.Status, r.Body, el)
+	}
+	// The slow call's three timeouts opened the breaker: calls fail fast.
+	expectError(t, do(t, "GET", a.url("/v1.0/invoke/flaky/method/echo/x"), nil), 500, "ERR_DIRECT_INVOKE")
+	// After its 1 s timeout the breaker lets one call through, which closes it.
+	eventually(t, 5*time.Second, func() error {
+		if r := do(t, "GET", a.url("/v1.0/invoke/flaky/method/echo/x"), nil); r.Status != 200 {
+			return fmt.Errorf("status %d: %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	// A POST that fails is not retried: the app sees it once, and its 500
+	// comes back to the caller as the app sent it.
+	r = do(t, "POST", a.url("/v1.0/invoke/flaky/method/fail"), "x")
+	if r.Status != 500 || !strings.Contains(string(r.Body), "boom") {
+		t.Fatalf("POST /fail: %d %s, want the app's own 500", r.Status, r.Body)
+	}
+	if n := receivedCount(t, bPort, "fail"); n != 1 {
+		t.Fatalf("the app saw the failing POST %d times, want once (no retries for POST)", n)
+	}
+}

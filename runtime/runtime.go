@@ -33,6 +33,7 @@ import (
 	"mecha/runtime/membership"
 	"mecha/runtime/metrics"
 	"mecha/runtime/peer"
+	"mecha/runtime/resiliency"
 	"mecha/runtime/subscriptions"
 	"mecha/stream/job"
 )
@@ -58,6 +59,7 @@ type Runtime struct {
 	node     *membership.Node
 	peer     *peer.Server        // the internal port
 	acl      *accesscontrol.List // who may call the app; nil allows all
+	resil    *resiliency.Store   // Resiliency policies of the resources path
 
 	ready    atomic.Bool
 	outbound atomic.Bool
@@ -162,6 +164,13 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.resil = resiliency.NewStore(resiliency.Options{AppID: r.cfg.AppID,
+		OnBreakerChange: func(target, instance string, from, to resiliency.State) {
+			r.log.Warn("circuit breaker", "target", target, "instance", instance, "from", from, "to", to)
+		}})
+	if err := r.loadResiliency(docs); err != nil {
+		return err
+	}
 	r.recordComponents()
 
 	r.local = &invoke.Local{AppID: r.cfg.AppID}
@@ -222,7 +231,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return fmt.Errorf("gossip membership (--gossip-port %d): %w", mcfg.GossipPort, err)
 	}
 	cluster := &invoke.Cluster{Local: r.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20}
-	deps.Invoker = &invoke.Invoker{Resolver: cluster, AppID: r.cfg.AppID}
+	deps.Invoker = &invoke.Invoker{Resolver: cluster, AppID: r.cfg.AppID, Resiliency: r.resil}
+	deps.Resiliency = r.resil
 	peerSrv := &peer.Server{AppID: r.cfg.AppID, Channel: r.local.Channel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow}
 	if mcfg.Gateway {
 		peerSrv.Forward = cluster.ResolveLocalDC
@@ -286,6 +296,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 			r.log.Error("hot reload: subscriptions not applied", "error", err)
 		} else {
 			r.subs.SetDeclarative(decl)
+		}
+		if err := r.loadResiliency(cs.Docs); err != nil {
+			r.log.Error("hot reload: resiliency policies not applied; the previous ones stand", "error", err)
 		}
 		r.subs.Sync(runCtx)
 		r.bindings.Sync(runCtx)
@@ -411,6 +424,30 @@ func (r *Runtime) postJobResult(ctx context.Context, route string, body []byte) 
 // as a CloudEvent, as the app's own publishes are.
 func (r *Runtime) publishJobResult(ctx context.Context, pubsub, topic string, body []byte) error {
 	return r.blocks.Publish(ctx, &blocks.PublishRequest{PubsubName: pubsub, Topic: topic, Data: body, ContentType: "application/json"})
+}
+
+// loadResiliency applies the Resiliency documents of the resources path,
+// replacing the policies in force. An invalid document names its file and
+// field, and changes nothing.
+func (r *Runtime) loadResiliency(docs []components.Document) error {
+	var rs []*resiliency.Document
+	for _, d := range docs {
+		if d.Kind != "Resiliency" {
+			continue
+		}
+		doc, err := resiliency.Decode(d.Raw)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrConfig, d.Where(), err)
+		}
+		rs = append(rs, doc)
+	}
+	if err := r.resil.Replace(rs...); err != nil {
+		return fmt.Errorf("%w: resiliency: %v", ErrConfig, err)
+	}
+	if len(rs) > 0 {
+		r.log.Info("resiliency policies loaded", "documents", len(rs))
+	}
+	return nil
 }
 
 // publishApp tells the other runtimes, through the gossip catalog, that

@@ -9,6 +9,7 @@ import (
 	"mecha/runtime/blocks"
 	"mecha/runtime/invoke"
 	"mecha/runtime/metrics"
+	"mecha/runtime/resiliency"
 	"mecha/runtime/subscriptions"
 )
 
@@ -36,6 +37,9 @@ type Deps struct {
 	// but the health checks, in the dapr-api-token header or gRPC
 	// metadata.
 	APIToken string
+	// Resiliency holds the Resiliency policies applied to invocations;
+	// nil applies none.
+	Resiliency *resiliency.Store
 }
 
 // TokenOK reports whether got is the API token (in constant time), or no

@@ -348,3 +348,6 @@ func (h *HTTP) Close() error {
 	h.client.CloseIdleConnections()
 	return nil
 }
+
+// Addr is the host:port the channel calls.
+func (h *HTTP) Addr() string { return h.client.Addr }

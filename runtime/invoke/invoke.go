@@ -12,6 +12,7 @@ import (
 
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
+	"mecha/runtime/resiliency"
 )
 
 // ErrAppNotFound means no runtime hosts the requested app-id.
@@ -83,6 +84,8 @@ type Invoker struct {
 	Resolver Resolver
 	// AppID is the calling app, named to a remote runtime.
 	AppID string
+	// Resiliency holds the policies calls run under; nil applies none.
+	Resiliency *resiliency.Store
 }
 
 // Resolve finds the target and maps failures to API errors.
@@ -100,8 +103,59 @@ func (i *Invoker) Resolve(ctx context.Context, appID string) (Target, error) {
 	return t, nil
 }
 
-// Invoke calls method on appID.
+// Invoke calls method on appID, under the target's resiliency policy
+// when there is one (each attempt resolves the target again, so a retry
+// can go to another instance; only idempotent verbs are retried).
 func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, error) {
+	var runner *resiliency.Runner
+	if i.Resiliency != nil {
+		runner = i.Resiliency.ForApp(appID)
+	}
+	if runner == nil || runner.Passthrough() {
+		return i.invoke(ctx, appID, req)
+	}
+	var resp *appchannel.InvokeResponse
+	err := runner.DoCall(ctx, resiliency.Call{Method: req.Method, Retriable: func(error) bool { return Idempotent(req.Verb) }},
+		func(actx context.Context) error {
+			r, err := i.invoke(actx, appID, req)
+			resp = r
+			if err == nil && r.Status >= 500 {
+				return StatusError(r.Status)
+			}
+			return err
+		})
+	var se StatusError
+	if err != nil && resp != nil && errors.As(err, &se) {
+		return resp, nil // the app's own 5xx answer, after the retries
+	}
+	if err != nil {
+		var ae *apierr.Error
+		if errors.As(err, &ae) {
+			return nil, err
+		}
+		return nil, apierr.DirectInvoke(appID, err)
+	}
+	return resp, nil
+}
+
+// StatusError is an app's 5xx answer: a failure for resiliency policies
+// (Dapr retries them and counts them against circuit breakers).
+type StatusError int
+
+func (e StatusError) Error() string       { return fmt.Sprintf("the app answered %d", int(e)) }
+func (e StatusError) HTTPStatusCode() int { return int(e) }
+
+// Idempotent reports whether calls with verb may be sent again after a
+// failure.
+func Idempotent(v string) bool {
+	switch strings.ToUpper(v) {
+	case "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
+func (i *Invoker) invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, error) {
 	t, err := i.Resolve(ctx, appID)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"mecha/runtime/appchannel"
 	"mecha/runtime/blocks"
 	"mecha/runtime/cloudevent"
+	"mecha/runtime/invoke"
+	"mecha/runtime/resiliency"
 	"mecha/runtime/tracecontext"
 )
 
@@ -149,10 +152,17 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 		if target.Remote {
 			method = append([]byte(nil), method...) // it may point into the URI the proxy rewrites
 		}
-		err := s.proxyHTTP(ctx, h, appID, method)
-		// A remote runtime that cannot be reached (it died, perhaps with
-		// the call under way) gets the call again on another instance when
-		// the method is idempotent, twice at most.
+		if s.d.Resiliency != nil {
+			if runner := s.d.Resiliency.ForApp(appID); !runner.Passthrough() {
+				s.proxyWithPolicy(ctx, runner, target, h, appID, method)
+				return
+			}
+		}
+		err := s.proxyHTTP(bg, ctx, h, appID, method)
+		// Without a resiliency policy, a remote runtime that cannot be
+		// reached (it died, perhaps with the call under way) gets the call
+		// again on another instance when the method is idempotent, twice
+		// at most.
 		for i := 0; err != nil && target.Remote && idempotent(ctx.Method()) && errors.Is(err, appchannel.ErrAppUnreachable) && i < 2; i++ {
 			if target, err = s.d.Invoker.Resolve(bg, appID); err != nil {
 				break
@@ -161,7 +171,7 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 				break
 			}
 			ctx.Response.Reset()
-			err = s.proxyHTTP(ctx, h, appID, method)
+			err = s.proxyHTTP(bg, ctx, h, appID, method)
 		}
 		if err != nil {
 			ctx.Response.Reset()
@@ -206,7 +216,7 @@ var (
 
 // proxyHTTP forwards the incoming request object itself to the app and the
 // app's response object itself back: no copies of headers or bodies.
-func (s *Server) proxyHTTP(ctx *fasthttp.RequestCtx, h *appchannel.HTTP, appID string, method []byte) error {
+func (s *Server) proxyHTTP(cctx context.Context, ctx *fasthttp.RequestCtx, h *appchannel.HTTP, appID string, method []byte) error {
 	req := &ctx.Request
 	uri := req.URI()
 	q := uri.QueryString()
@@ -223,7 +233,7 @@ func (s *Server) proxyHTTP(ctx *fasthttp.RequestCtx, h *appchannel.HTTP, appID s
 	}
 	req.Header.SetBytesKV(hCaller, []byte(s.d.AppID))
 	req.Header.SetBytesKV(hCallee, []byte(appID))
-	if err := h.Do(bg, req, &ctx.Response); err != nil {
+	if err := h.Do(cctx, req, &ctx.Response); err != nil {
 		return err
 	}
 	// The app's connection policy is not the caller's.
@@ -231,14 +241,51 @@ func (s *Server) proxyHTTP(ctx *fasthttp.RequestCtx, h *appchannel.HTTP, appID s
 	return nil
 }
 
-// idempotent methods may be sent again after a failure.
-func idempotent(verb []byte) bool {
-	switch string(verb) {
-	case "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE":
-		return true
+// proxyWithPolicy proxies the call under the target's resiliency policy:
+// each attempt picks an instance (another one on a retry, round robin)
+// and runs under the attempt's timeout and its instance's circuit
+// breaker. Only idempotent methods are retried. When the last attempt got
+// an answer from the app, the caller gets that answer, 5xx or not.
+func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, runner *resiliency.Runner, first invoke.Target, h *appchannel.HTTP, appID string, method []byte) {
+	verb := ctx.Method()
+	cur := h
+	answered := false
+	err := runner.DoCall(bg, resiliency.Call{
+		Method: string(method),
+		Pick: func(attempt int) (string, error) {
+			if attempt > 1 && first.Remote {
+				t, err := s.d.Invoker.Resolve(bg, appID)
+				if err != nil {
+					return "", resiliency.Permanent(err)
+				}
+				if next, ok := t.Channel.(*appchannel.HTTP); ok {
+					cur = next
+				}
+			}
+			return cur.Addr(), nil
+		},
+		Retriable: func(error) bool { return idempotent(verb) },
+	}, func(actx context.Context) error {
+		ctx.Response.Reset()
+		answered = false
+		if err := s.proxyHTTP(actx, ctx, cur, appID, method); err != nil {
+			return err
+		}
+		answered = true
+		if code := ctx.Response.StatusCode(); code >= 500 {
+			return invoke.StatusError(code)
+		}
+		return nil
+	})
+	var status invoke.StatusError
+	if err != nil && !(answered && errors.As(err, &status)) {
+		ctx.Response.Reset()
+		writeError(ctx, apierr.DirectInvoke(appID, err))
 	}
-	return false
 }
+
+// idempotent methods may be sent again after a failure.
+func idempotent(verb []byte) bool { return invoke.Idempotent(string(verb)) }
 
 func (s *Server) secret(ctx *fasthttp.RequestCtx, store, key string) {
 	data, err := s.d.Blocks.GetSecret(bg, store, key, queryMetadata(ctx))
