@@ -80,6 +80,9 @@ type ViewReceived struct{ View DCView }
 // LocalApps replaces this node's apps.
 type LocalApps struct{ Apps []App }
 
+// LocalTraffic sets a traffic rule from this node (an operator's).
+type LocalTraffic struct{ Rule TrafficRule }
+
 // Tick advances the catalog's clock: it expires views and tombstones and
 // says which peers to ask for their entries.
 type Tick struct{ Now time.Time }
@@ -97,6 +100,7 @@ func (NodeLeft) isEvent()      {}
 func (EntryReceived) isEvent() {}
 func (ViewReceived) isEvent()  {}
 func (LocalApps) isEvent()     {}
+func (LocalTraffic) isEvent()  {}
 func (Tick) isEvent()          {}
 func (Synced) isEvent()        {}
 func (CacheLoaded) isEvent()   {}
@@ -109,6 +113,8 @@ type Effect struct {
 	Fresh bool
 	// Want lists members whose newer entry should be asked for.
 	Want []string
+	// SelfChanged means this node's own entry changed: spread it.
+	SelfChanged bool
 }
 
 type member struct {
@@ -178,7 +184,56 @@ func (c *Catalog) Version() uint64 { return c.version }
 func (c *Catalog) Local() NodeEntry {
 	e := c.self
 	e.Apps = slices.Clone(e.Apps)
+	e.Traffic = slices.Clone(e.Traffic)
 	return e
+}
+
+// Traffic is the newest rule for calls to app this node knows, and
+// whether there is one (a cleared rule counts as none).
+func (c *Catalog) Traffic(app string) (TrafficRule, bool) {
+	for _, r := range c.self.Traffic {
+		if r.App == app {
+			return r, len(r.Spec) > 0
+		}
+	}
+	return TrafficRule{}, false
+}
+
+// adoptRule puts r in this node's entry when it supersedes the rule held
+// for its app, keeping the list sorted by app.
+func (c *Catalog) adoptRule(r TrafficRule) bool {
+	i, found := slices.BinarySearchFunc(c.self.Traffic, r.App, func(x TrafficRule, app string) int { return strings.Compare(x.App, app) })
+	if found {
+		if !r.supersedes(c.self.Traffic[i]) {
+			return false
+		}
+		c.self.Traffic = slices.Clone(c.self.Traffic)
+		c.self.Traffic[i] = r
+		return true
+	}
+	if len(c.self.Traffic) >= maxRules {
+		return false
+	}
+	c.self.Traffic = slices.Insert(slices.Clone(c.self.Traffic), i, r)
+	return true
+}
+
+// adoptRules takes in the newest rules of every entry and view known.
+func (c *Catalog) adoptRules() bool {
+	adopted := false
+	for _, e := range c.entries {
+		for _, r := range e.Traffic {
+			adopted = c.adoptRule(r) || adopted
+		}
+	}
+	for _, v := range c.views {
+		for i := range v.Nodes {
+			for _, r := range v.Nodes[i].Traffic {
+				adopted = c.adoptRule(r) || adopted
+			}
+		}
+	}
+	return adopted
 }
 
 // Apply feeds one event to the catalog.
@@ -201,7 +256,13 @@ func (c *Catalog) Apply(ev Event) Effect {
 			c.self.Apps = apps
 			c.self.Version++
 			c.lanVersion++
-			eff = Effect{Changed: true, Fresh: true}
+			eff = Effect{Changed: true, Fresh: true, SelfChanged: true}
+		}
+	case LocalTraffic:
+		if c.adoptRule(ev.Rule) {
+			c.self.Version++
+			c.lanVersion++
+			eff = Effect{Changed: true, Fresh: true, SelfChanged: true}
 		}
 	case Tick:
 		eff = c.tick(ev.Now)
@@ -209,6 +270,13 @@ func (c *Catalog) Apply(ev Event) Effect {
 		eff = c.synced()
 	case CacheLoaded:
 		eff = c.cacheLoaded(ev.Snapshot)
+	}
+	// Rules received with others' entries that supersede ours are
+	// adopted, and our entry spreads them further.
+	if _, local := ev.(LocalTraffic); eff.Changed && !local && c.adoptRules() {
+		c.self.Version++
+		c.lanVersion++
+		eff.SelfChanged = true
 	}
 	if eff.Changed {
 		c.version++

@@ -319,10 +319,26 @@ func (n *Node) markJoined() {
 func (n *Node) SetLocalApps(apps []App) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	eff := n.applyLocked(LocalApps{Apps: apps})
-	if !eff.Fresh {
-		return
-	}
+	n.applyLocked(LocalApps{Apps: apps})
+}
+
+// SetTraffic sets a cluster-wide traffic rule from this node; every node
+// adopts it unless it holds a newer one for the same app.
+func (n *Node) SetTraffic(r TrafficRule) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.applyLocked(LocalTraffic{Rule: r})
+}
+
+// Traffic is the newest rule for calls to app this node knows.
+func (n *Node) Traffic(app string) (TrafficRule, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cat.Traffic(app)
+}
+
+// spreadSelfLocked publishes this node's entry after it changed.
+func (n *Node) spreadSelfLocked() {
 	n.updateMetaLocked()
 	local := n.cat.Local()
 	n.spreadLocked(lanPool, "e/"+local.Node, encodeEntry(&local), true)
@@ -446,6 +462,9 @@ func (n *Node) Shutdown() error {
 // applyLocked feeds the catalog and wakes waiters on change.
 func (n *Node) applyLocked(ev Event) Effect {
 	eff := n.cat.Apply(ev)
+	if eff.SelfChanged {
+		n.spreadSelfLocked()
+	}
 	if eff.Changed {
 		close(n.wake)
 		n.wake = make(chan struct{})

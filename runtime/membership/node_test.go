@@ -339,3 +339,53 @@ func TestCacheServesARestartedNodeBeforeItJoins(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTrafficRulesSpreadAndOutliveTheirAuthor: a rule set on one node
+// reaches the others (within 2 s), the newest rule wins wherever it was
+// set, and a rule stays after the node that set it is gone.
+func TestTrafficRulesSpreadAndOutliveTheirAuthor(t *testing.T) {
+	c := newCluster(t)
+	a := c.start(testConfig("a", "dc1"))
+	var nodes []*Node
+	for _, name := range []string{"b", "c"} {
+		cfg := testConfig(name, "dc1")
+		cfg.Join = []string{a.GossipAddr()}
+		nodes = append(nodes, c.start(cfg))
+	}
+	b, cc := nodes[0], nodes[1]
+	for _, n := range []*Node{a, b, cc} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := n.WaitJoined(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	spec := func(n *Node, app string) string {
+		r, ok := n.Traffic(app)
+		if !ok {
+			return ""
+		}
+		return string(r.Spec)
+	}
+	set := time.Now()
+	a.SetTraffic(TrafficRule{App: "orders", Stamp: 100, Spec: []byte(`{"v":1}`)})
+	poll.Until(t, 2*time.Second, "every node has a's rule within 2 s", func() bool {
+		return spec(b, "orders") == `{"v":1}` && spec(cc, "orders") == `{"v":1}`
+	})
+	t.Logf("a rule reached every node in %v", time.Since(set).Round(time.Millisecond))
+	// An older rule set elsewhere loses; a newer one wins everywhere.
+	b.SetTraffic(TrafficRule{App: "orders", Stamp: 50, Spec: []byte(`{"v":0}`)})
+	cc.SetTraffic(TrafficRule{App: "orders", Stamp: 200, Spec: []byte(`{"v":2}`)})
+	poll.Until(t, 2*time.Second, "the newest rule everywhere", func() bool {
+		return spec(a, "orders") == `{"v":2}` && spec(b, "orders") == `{"v":2}` && spec(cc, "orders") == `{"v":2}`
+	})
+	// c, which set it, crashes: the rule stays with the others.
+	_ = cc.Shutdown()
+	poll.Until(t, 6*time.Second, "c gone from a's pool", func() bool { return len(a.Members()) == 1 })
+	if spec(a, "orders") != `{"v":2}` || spec(b, "orders") != `{"v":2}` {
+		t.Fatalf("the rule went with its author: a %q, b %q", spec(a, "orders"), spec(b, "orders"))
+	}
+	// A cleared rule is no rule.
+	a.SetTraffic(TrafficRule{App: "orders", Stamp: 300})
+	poll.Until(t, 2*time.Second, "the rule cleared on b", func() bool { _, ok := b.Traffic("orders"); return !ok })
+}

@@ -31,8 +31,11 @@ const (
 	maxName  = 128 // node names, DCs, regions, roles, app-ids, addresses
 	maxRoles = 16
 	maxApps  = 4096
-	maxNodes = 1 << 16
-	maxGws   = 64
+	// maxRules and maxRuleSpec bound the traffic rules an entry carries.
+	maxRules    = 256
+	maxRuleSpec = 4096
+	maxNodes    = 1 << 16
+	maxGws      = 64
 )
 
 // Meta is the compact node meta memberlist carries in every alive
@@ -69,6 +72,25 @@ type NodeEntry struct {
 	Incarnation  uint64 `json:"incarnation"`
 	Version      uint64 `json:"version"`
 	Apps         []App  `json:"apps,omitempty"`
+	// Traffic is the newest traffic rule per target app this node knows:
+	// rules are set on any node and every node adopts the newest, so a
+	// rule lives as long as any node does.
+	Traffic []TrafficRule `json:"traffic,omitempty"`
+}
+
+// TrafficRule is a cluster-wide rule for calls to App (its routing and
+// balancing), last-writer-wins by Stamp (milliseconds since the epoch
+// when it was set; ties go to the larger Spec). An empty Spec clears the
+// rule. The runtime gives Spec its meaning; membership only spreads it.
+type TrafficRule struct {
+	App   string `json:"app"`
+	Stamp uint64 `json:"stamp"`
+	Spec  []byte `json:"spec,omitempty"`
+}
+
+// supersedes reports whether r wins over o.
+func (r TrafficRule) supersedes(o TrafficRule) bool {
+	return r.Stamp > o.Stamp || (r.Stamp == o.Stamp && string(r.Spec) > string(o.Spec))
 }
 
 // newerThan reports whether e supersedes o.
@@ -284,6 +306,13 @@ func (e *encoder) entry(n *NodeEntry) {
 		e.str(a.ID)
 		e.boolean(a.Healthy)
 	}
+	e.uvarint(uint64(len(n.Traffic)))
+	for _, r := range n.Traffic {
+		e.str(r.App)
+		e.uvarint(r.Stamp)
+		e.uvarint(uint64(len(r.Spec)))
+		e.b = append(e.b, r.Spec...)
+	}
 }
 
 func (d *decoder) entry() NodeEntry {
@@ -303,6 +332,24 @@ func (d *decoder) entry() NodeEntry {
 			if d.err == nil && n.Apps[i].ID == "" {
 				d.fail("empty app-id")
 			}
+		}
+	}
+	if c := d.count("traffic rules", maxRules); c > 0 {
+		n.Traffic = make([]TrafficRule, c)
+		for i := range n.Traffic {
+			r := TrafficRule{App: d.str("rule app-id"), Stamp: d.uvarint()}
+			if l := d.uvarint(); d.err == nil {
+				if l > maxRuleSpec || l > uint64(len(d.b)) {
+					d.fail("rule of %d bytes", l)
+				} else if l > 0 {
+					r.Spec = append([]byte(nil), d.b[:l]...)
+					d.b = d.b[l:]
+				}
+			}
+			if d.err == nil && r.App == "" {
+				d.fail("rule without an app-id")
+			}
+			n.Traffic[i] = r
 		}
 	}
 	if d.err == nil && (n.Node == "" || n.DC == "" || n.Addr == "") {
