@@ -302,3 +302,65 @@ spec:
 		t.Fatalf("the app saw the failing POST %d times, want once (no retries for POST)", n)
 	}
 }
+
+// TestTrafficShift: a traffic policy set through one runtime's admin API
+// (in dc-b) reaches a caller in dc-a within 2 s; then exactly 70 of 100
+// calls stay in dc-a and 30 go to dc-b. Clearing it brings every call
+// home.
+func TestTrafficShift(t *testing.T) {
+	g := startMecha(t, "--app-id", "gw-b", "--dc", "dc-b", "--gateway", "--wan-port", "0")
+	gWAN := wanRE.FindStringSubmatch(g.output())[1]
+	b2Port := startHTTPApp(t)
+	startMecha(t, "--app-id", "appb", "--app-port", fmt.Sprint(b2Port), "--dc", "dc-b", "--join", fmt.Sprintf("127.0.0.1:%d", g.gossipPort))
+	a := startMecha(t, "--app-id", "appa", "--dc", "dc-a", "--gateway", "--wan-port", "0", "--wan-join", "127.0.0.1:"+gWAN)
+	b1Port := startHTTPApp(t)
+	startMecha(t, "--app-id", "appb", "--app-port", fmt.Sprint(b1Port), "--dc", "dc-a", "--join", fmt.Sprintf("127.0.0.1:%d", a.gossipPort))
+	eventually(t, 10*time.Second, func() error {
+		if r := do(t, "POST", a.url("/v1.0/invoke/appb/method/orders"), `{}`); r.Status != 200 || receivedCount(t, b1Port, "orders") == 0 {
+			return fmt.Errorf("dc-a's instance not reached yet: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	admin := func(m *mecha, method, app, body string) response {
+		return do(t, method, fmt.Sprintf("http://127.0.0.1:%d/v1.0-alpha1/traffic/%s", m.metricsPort, app), body)
+	}
+	expectStatus(t, admin(g, "PUT", "appb", `{"shift":[{"fromDC":"dc-a","to":{"dc-a":70,"dc-b":30}}]}`), 200)
+	set := time.Now()
+	eventually(t, 5*time.Second, func() error {
+		if r := admin(a, "GET", "appb", ""); r.Status != 200 || !strings.Contains(string(r.Body), `"dc-b":30`) {
+			return fmt.Errorf("dc-a's caller has %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	took := time.Since(set)
+	t.Logf("the rule set in dc-b was in force in dc-a after %v", took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Fatalf("the traffic rule took %v to reach dc-a, want under 2 s", took)
+	}
+	n1, n2 := receivedCount(t, b1Port, "orders"), receivedCount(t, b2Port, "orders")
+	for range 100 {
+		expectStatus(t, do(t, "POST", a.url("/v1.0/invoke/appb/method/orders"), `{}`), 200)
+	}
+	d1, d2 := receivedCount(t, b1Port, "orders")-n1, receivedCount(t, b2Port, "orders")-n2
+	if d1 != 70 || d2 != 30 {
+		t.Fatalf("100 calls went %d to dc-a and %d to dc-b, want 70 and 30", d1, d2)
+	}
+	// A bad policy names its field.
+	if r := admin(a, "PUT", "appb", `{"shift":[{"fromDC":"dc-a","to":{"dc-a":50}}]}`); r.Status != 400 || !strings.Contains(string(r.Body), "add up to 50") {
+		t.Fatalf("bad policy: %d %s", r.Status, r.Body)
+	}
+	expectStatus(t, admin(a, "DELETE", "appb", ""), 204)
+	eventually(t, 5*time.Second, func() error {
+		if r := admin(a, "GET", "appb", ""); r.Status != 404 {
+			return fmt.Errorf("still %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	n2 = receivedCount(t, b2Port, "orders")
+	for range 20 {
+		expectStatus(t, do(t, "POST", a.url("/v1.0/invoke/appb/method/orders"), `{}`), 200)
+	}
+	if d := receivedCount(t, b2Port, "orders") - n2; d != 0 {
+		t.Fatalf("%d of 20 calls left dc-a after the policy was cleared", d)
+	}
+}

@@ -60,6 +60,9 @@ type Runtime struct {
 	peer     *peer.Server        // the internal port
 	acl      *accesscontrol.List // who may call the app; nil allows all
 	resil    *resiliency.Store   // Resiliency policies of the resources path
+	// trafficFiles are the traffic policies last read from files, by app
+	// (JSON); Run and hot reload own them.
+	trafficFiles map[string]string
 
 	ready    atomic.Bool
 	outbound atomic.Bool
@@ -171,6 +174,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if err := r.loadResiliency(docs); err != nil {
 		return err
 	}
+	traffic, err := trafficSpecs(docs)
+	if err != nil {
+		return err
+	}
 	r.recordComponents()
 
 	r.local = &invoke.Local{AppID: r.cfg.AppID}
@@ -230,6 +237,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		internalLis.Close()
 		return fmt.Errorf("gossip membership (--gossip-port %d): %w", mcfg.GossipPort, err)
 	}
+	r.applyTrafficFiles(traffic)
 	cluster := &invoke.Cluster{Local: r.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20}
 	deps.Invoker = &invoke.Invoker{Resolver: cluster, AppID: r.cfg.AppID, Resiliency: r.resil}
 	deps.Resiliency = r.resil
@@ -259,6 +267,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", r.metrics.Handler())
 		mux.Handle("/v1.0-alpha1/stream/", &r.jobs)
+		mux.HandleFunc("/v1.0-alpha1/traffic/", r.trafficAPI)
 		if r.cfg.EnableProfiling {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
 			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -299,6 +308,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 		}
 		if err := r.loadResiliency(cs.Docs); err != nil {
 			r.log.Error("hot reload: resiliency policies not applied; the previous ones stand", "error", err)
+		}
+		if specs, err := trafficSpecs(cs.Docs); err != nil {
+			r.log.Error("hot reload: traffic policies not applied", "error", err)
+		} else {
+			r.applyTrafficFiles(specs)
 		}
 		r.subs.Sync(runCtx)
 		r.bindings.Sync(runCtx)

@@ -4,39 +4,70 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"mecha/runtime/appchannel"
+	"mecha/runtime/balance"
 	"mecha/runtime/membership"
 )
 
 // Catalog is what the cluster resolver reads of membership: the
 // instances of an app-id, in this DC and (through their gateways) in
-// others.
+// others, and the traffic rule for calls to it.
 type Catalog interface {
 	Instances(appID string) []membership.Instance
 	DC() string
+	Traffic(app string) (membership.TrafficRule, bool)
 }
 
 // Cluster resolves the runtime's own app locally and every other app-id
 // through the gossip catalog, to the internal port of a runtime that
-// hosts it. Callers are served from their own DC first: a healthy
-// instance here wins; only when this DC has none does the call go to
-// another DC, through that DC's gateways. Among the candidates it picks
-// round robin. Instances known only from the disk cache (gossip has not
-// confirmed them) are used when there is nothing fresher.
+// hosts it (or, in another DC, of a gateway of that DC). The DC is
+// chosen first: a traffic shift for the caller's DC when one applies and
+// its DC has a healthy instance; else the caller's own DC; else the other
+// DCs in the traffic policy's dcPreference order, then by name.
+// Instances known only from the disk cache (gossip has not confirmed
+// them) are used when there is nothing fresher. Within the DC the app's
+// load balancer picks (round robin unless its traffic policy says
+// otherwise).
 type Cluster struct {
 	Local   *Local
 	Catalog Catalog
 	// MaxResponseBytes caps what a remote runtime may answer.
 	MaxResponseBytes int
 
-	mu       sync.Mutex // guards channels and next
+	mu       sync.Mutex // guards channels and apps
 	channels map[string]*appchannel.HTTP
-	next     map[string]*atomic.Uint64
+	apps     map[string]*appRouting
+}
+
+// appRouting is what the resolver keeps per target app.
+type appRouting struct {
+	calls atomic.Uint64 // for traffic shift shares
+
+	mu        sync.Mutex // guards the fields below
+	stamp     uint64
+	spec      *TrafficSpec // nil without a (valid) rule
+	balancers map[string]*groupBalancer
+}
+
+// groupBalancer balances over one candidate group (a DC's instances, or
+// its gateways).
+type groupBalancer struct {
+	b     balance.Balancer
+	addrs []string
+}
+
+type headersKey struct{}
+
+// WithHeaders gives the resolver the request's headers (for a rendezvous
+// load balancer's hash header).
+func WithHeaders(ctx context.Context, get func(name string) string) context.Context {
+	return context.WithValue(ctx, headersKey{}, get)
 }
 
 // Resolve implements Resolver.
@@ -48,74 +79,166 @@ func (c *Cluster) Resolve(ctx context.Context, appID string) (Target, error) {
 	if i := strings.LastIndexByte(id, '.'); i > 0 && len(c.Catalog.Instances(id)) == 0 {
 		id = id[:i] // "app.namespace"
 	}
-	addr, err := c.pick(id, false)
+	get, _ := ctx.Value(headersKey{}).(func(string) string)
+	addr, done, err := c.pick(id, false, get)
 	if err != nil {
 		return Target{}, err
 	}
-	return Target{AppID: id, Channel: c.channel(addr), Remote: true}, nil
+	return Target{AppID: id, Channel: c.channel(addr), Remote: true, Done: done}, nil
 }
 
 // ResolveLocalDC is a gateway's resolution of a call from another DC:
 // only instances of its own DC, never another gateway.
 func (c *Cluster) ResolveLocalDC(appID string) (*appchannel.HTTP, error) {
-	addr, err := c.pick(appID, true)
+	addr, done, err := c.pick(appID, true, nil)
 	if err != nil {
 		return nil, err
 	}
+	// A gateway's forwarding is not measured for the balancer.
+	done(nil, 0)
 	return c.channel(addr), nil
 }
 
+// routing is appID's state, with its traffic rule brought up to date.
+func (c *Cluster) routing(appID string) *appRouting {
+	c.mu.Lock()
+	if c.apps == nil {
+		c.apps = map[string]*appRouting{}
+	}
+	st := c.apps[appID]
+	if st == nil {
+		st = &appRouting{balancers: map[string]*groupBalancer{}}
+		c.apps[appID] = st
+	}
+	c.mu.Unlock()
+	rule, ok := c.Catalog.Traffic(appID)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !ok {
+		rule = membership.TrafficRule{}
+	}
+	if rule.Stamp != st.stamp || (st.spec != nil) != ok {
+		st.stamp, st.spec = rule.Stamp, nil
+		if ok {
+			if spec, err := ParseTraffic(rule.Spec); err == nil {
+				st.spec = &spec
+			}
+		}
+		st.balancers = map[string]*groupBalancer{} // the policy may have changed
+	}
+	return st
+}
+
 // pick chooses the address of a runtime (or gateway) to send appID's
-// call to.
-func (c *Cluster) pick(appID string, localOnly bool) (string, error) {
+// call to, and the balancer's completion callback.
+func (c *Cluster) pick(appID string, localOnly bool, header func(string) string) (string, balance.Done, error) {
 	all := c.Catalog.Instances(appID)
 	dc := c.Catalog.DC()
-	var here, hereStale, away, awayStale []string
+	fresh, stale := map[string][]membership.Instance{}, map[string][]membership.Instance{}
 	for _, in := range all {
 		if !in.Healthy || in.InternalPort == 0 {
 			continue
 		}
-		if in.DC == dc || in.DC == "" {
-			a := net.JoinHostPort(in.Addr, strconv.Itoa(in.InternalPort))
-			if in.Stale {
-				hereStale = append(hereStale, a)
-			} else {
-				here = append(here, a)
-			}
-			continue
+		d := in.DC
+		if d == "" {
+			d = dc
 		}
-		if localOnly {
+		if localOnly && d != dc {
 			continue
 		}
 		if in.Stale {
-			awayStale = append(awayStale, in.Gateways...)
+			stale[d] = append(stale[d], in)
 		} else {
-			away = append(away, in.Gateways...)
+			fresh[d] = append(fresh[d], in)
 		}
 	}
-	for _, cands := range [][]string{here, away, hereStale, awayStale} {
-		if len(cands) > 0 {
-			return cands[c.counter(appID).Add(1)%uint64(len(cands))], nil
+	st := c.routing(appID)
+	st.mu.Lock()
+	spec := st.spec
+	st.mu.Unlock()
+	var chosen []membership.Instance
+	group := ""
+	if dcs, cum := spec.shiftFor(dc); !localOnly && dcs != nil {
+		if d := shiftDC(dcs, cum, st.calls.Add(1)); len(fresh[d]) > 0 {
+			chosen, group = fresh[d], d
 		}
 	}
-	if len(all) > 0 {
-		return "", fmt.Errorf("%w: %q has %d instances and none is healthy", ErrAppNotFound, appID, len(all))
+	for _, pool := range []map[string][]membership.Instance{fresh, stale} {
+		if chosen != nil {
+			break
+		}
+		if len(pool[dc]) > 0 {
+			chosen, group = pool[dc], dc
+			break
+		}
+		var have []string
+		for d := range pool {
+			have = append(have, d)
+		}
+		for _, d := range spec.preference(dc, have) {
+			chosen, group = pool[d], d
+			break
+		}
 	}
-	return "", fmt.Errorf("%w: couldn't find service: %s", ErrAppNotFound, appID)
+	if chosen == nil {
+		if len(all) > 0 {
+			return "", nil, fmt.Errorf("%w: %q has %d instances and none is healthy", ErrAppNotFound, appID, len(all))
+		}
+		return "", nil, fmt.Errorf("%w: couldn't find service: %s", ErrAppNotFound, appID)
+	}
+	var cands []balance.Instance
+	for _, in := range chosen {
+		if group == dc {
+			a := net.JoinHostPort(in.Addr, strconv.Itoa(in.InternalPort))
+			cands = append(cands, balance.Instance{ID: a, Addr: a, DC: group})
+			continue
+		}
+		for _, g := range in.Gateways {
+			if !slices.ContainsFunc(cands, func(x balance.Instance) bool { return x.Addr == g }) {
+				cands = append(cands, balance.Instance{ID: g, Addr: g, DC: group})
+			}
+		}
+	}
+	if len(cands) == 0 {
+		return "", nil, fmt.Errorf("%w: %q runs in %s, which has no gateway", ErrAppNotFound, appID, group)
+	}
+	key := ""
+	if spec != nil && spec.HashHeader != "" && header != nil {
+		key = header(spec.HashHeader)
+	}
+	inst, done, err := st.balancer(group, spec, cands).Pick(key)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %s: %v", ErrAppNotFound, appID, err)
+	}
+	return inst.Addr, done, nil
 }
 
-func (c *Cluster) counter(appID string) *atomic.Uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.next == nil {
-		c.next = map[string]*atomic.Uint64{}
+// balancer is the group's balancer, its instance set brought up to date.
+func (st *appRouting) balancer(group string, spec *TrafficSpec, cands []balance.Instance) balance.Balancer {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	gb := st.balancers[group]
+	if gb == nil {
+		policy := balance.PolicyRoundRobin
+		if spec != nil && spec.LoadBalancer != "" {
+			policy = balance.Policy(spec.LoadBalancer)
+		}
+		b, err := balance.New(policy, balance.Options{})
+		if err != nil { // Validate checked the name
+			b = balance.NewRoundRobin()
+		}
+		gb = &groupBalancer{b: b}
+		st.balancers[group] = gb
 	}
-	n := c.next[appID]
-	if n == nil {
-		n = &atomic.Uint64{}
-		c.next[appID] = n
+	addrs := make([]string, len(cands))
+	for i, c := range cands {
+		addrs[i] = c.ID
 	}
-	return n
+	if !slices.Equal(addrs, gb.addrs) {
+		gb.b.Update(cands)
+		gb.addrs = addrs
+	}
+	return gb.b
 }
 
 // channel is the pooled connection to a runtime's internal port.

@@ -3,6 +3,7 @@ package invoke
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"mecha/runtime/appchannel"
@@ -12,10 +13,15 @@ import (
 type fakeCatalog struct {
 	dc    string
 	insts map[string][]membership.Instance
+	rules map[string]membership.TrafficRule
 }
 
 func (f *fakeCatalog) Instances(id string) []membership.Instance { return f.insts[id] }
 func (f *fakeCatalog) DC() string                                { return f.dc }
+func (f *fakeCatalog) Traffic(app string) (membership.TrafficRule, bool) {
+	r, ok := f.rules[app]
+	return r, ok && len(r.Spec) > 0
+}
 
 func addrOf(t *testing.T, c *Cluster, app string) string {
 	t.Helper()
@@ -75,5 +81,97 @@ func TestClusterPick(t *testing.T) {
 	cat.insts["far"] = cat.insts["far"][:1]
 	if _, err := c.ResolveLocalDC("far"); !errors.Is(err, ErrAppNotFound) {
 		t.Fatalf("a gateway must not send a cross-DC call on to another DC: %v", err)
+	}
+}
+
+// TestTrafficShiftAndPreference: a 70/30 shift from dc a sends exactly
+// 70 of 100 calls to dc a's instances and 30 to dc b's gateway; a shifted
+// share whose DC has no healthy instance stays home; dcPreference orders
+// the failover; rendezvous keeps a key on one instance.
+func TestTrafficShiftAndPreference(t *testing.T) {
+	cat := &fakeCatalog{dc: "a", rules: map[string]membership.TrafficRule{}, insts: map[string][]membership.Instance{
+		"svc": {
+			{AppID: "svc", Node: "n1", DC: "a", Addr: "10.0.0.1", InternalPort: 1, Healthy: true},
+			{AppID: "svc", Node: "n2", DC: "a", Addr: "10.0.0.2", InternalPort: 1, Healthy: true},
+			{AppID: "svc", Node: "n3", DC: "b", Addr: "10.1.0.1", InternalPort: 1, Healthy: true, Gateways: []string{"10.1.0.9:1"}},
+			{AppID: "svc", Node: "n4", DC: "c", Addr: "10.2.0.1", InternalPort: 1, Healthy: true, Gateways: []string{"10.2.0.9:1"}},
+		},
+	}}
+	c := &Cluster{Local: &Local{AppID: "me"}, Catalog: cat}
+	setRule := func(stamp uint64, spec string) {
+		if _, err := ParseTraffic([]byte(spec)); err != nil {
+			t.Fatal(err)
+		}
+		cat.rules["svc"] = membership.TrafficRule{App: "svc", Stamp: stamp, Spec: []byte(spec)}
+	}
+	count := func(n int) map[string]int {
+		got := map[string]int{}
+		for range n {
+			got[addrOf(t, c, "svc")]++
+		}
+		return got
+	}
+	if got := count(10); got["10.0.0.1:1"] != 5 || got["10.0.0.2:1"] != 5 {
+		t.Fatalf("no rule: %v, want the local DC only, round robin", got)
+	}
+	setRule(1, `{"app":"svc","shift":[{"fromDC":"a","to":{"a":70,"b":30}}]}`)
+	got := count(100)
+	if got["10.1.0.9:1"] != 30 || got["10.0.0.1:1"]+got["10.0.0.2:1"] != 70 {
+		t.Fatalf("70/30 shift: %v", got)
+	}
+	setRule(2, `{"app":"svc","shift":[{"fromDC":"b","to":{"c":100}}]}`)
+	if got := count(10); got["10.2.0.9:1"] != 0 {
+		t.Fatalf("a shift for dc b's callers moved dc a's: %v", got)
+	}
+	// dc a loses its instances: failover in preference order.
+	insts := cat.insts["svc"]
+	cat.insts["svc"] = insts[2:]
+	setRule(3, `{"app":"svc","dcPreference":["c","b"]}`)
+	if got := count(5); got["10.2.0.9:1"] != 5 {
+		t.Fatalf("failover with dcPreference c, b: %v", got)
+	}
+	setRule(4, `{"app":"svc"}`)
+	if got := count(5); got["10.1.0.9:1"] != 5 {
+		t.Fatalf("failover without a preference: %v, want b (by name)", got)
+	}
+	cat.insts["svc"] = insts
+	// Rendezvous: one key, one instance.
+	setRule(5, `{"app":"svc","loadBalancer":"rendezvous","hashHeader":"x-user"}`)
+	for _, user := range []string{"u1", "u2", "u3"} {
+		ctx := WithHeaders(context.Background(), func(h string) string {
+			if h == "x-user" {
+				return user
+			}
+			return ""
+		})
+		first := ""
+		for range 10 {
+			tg, err := c.Resolve(ctx, "svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tg.Finish(nil, 0)
+			a := tg.Channel.(*appchannel.HTTP).Addr()
+			if first == "" {
+				first = a
+			} else if a != first {
+				t.Fatalf("user %s went to %s and %s", user, first, a)
+			}
+		}
+	}
+}
+
+func TestParseTrafficNamesField(t *testing.T) {
+	for _, c := range []struct{ spec, want string }{
+		{`{}`, "spec.app: must be set"},
+		{`{"app":"s","loadBalancer":"random"}`, "spec.loadBalancer"},
+		{`{"app":"s","loadBalancer":"rendezvous"}`, "spec.hashHeader"},
+		{`{"app":"s","shift":[{"to":{"a":100}}]}`, "spec.shift[0].fromDC"},
+		{`{"app":"s","shift":[{"fromDC":"a","to":{"a":70,"b":20}}]}`, "add up to 90"},
+		{`{"app":"s","weights":1}`, "unknown field"},
+	} {
+		if _, err := ParseTraffic([]byte(c.spec)); err == nil || !errors.Is(err, ErrTraffic) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to say %q", c.spec, err, c.want)
+		}
 	}
 }

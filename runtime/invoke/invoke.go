@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
+	"mecha/runtime/balance"
 	"mecha/runtime/resiliency"
 )
 
@@ -31,6 +33,16 @@ type Target struct {
 	// Remote is set when Channel reaches another runtime's internal port
 	// rather than an app.
 	Remote bool
+	// Done, when set, takes the call's outcome and latency, for the load
+	// balancer that picked the target; call it once.
+	Done balance.Done
+}
+
+// Finish reports the call's outcome to the balancer, if any.
+func (t Target) Finish(err error, latency time.Duration) {
+	if t.Done != nil {
+		t.Done(err, latency)
+	}
 }
 
 // Resolver finds the target of an app-id.
@@ -166,7 +178,13 @@ func (i *Invoker) invoke(ctx context.Context, appID string, req *appchannel.Invo
 			appchannel.Header{Key: "dapr-caller-app-id", Value: i.AppID}, appchannel.Header{Key: "dapr-callee-app-id", Value: t.AppID})
 		req = &r
 	}
+	start := time.Now()
 	resp, err := t.Channel.Invoke(ctx, req)
+	if err == nil && resp.Status >= 500 {
+		t.Finish(StatusError(resp.Status), time.Since(start))
+	} else {
+		t.Finish(err, time.Since(start))
+	}
 	if err != nil {
 		return nil, apierr.DirectInvoke(appID, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -139,7 +140,8 @@ var dropHeaders = [][]byte{[]byte("dapr-app-id"), []byte("Connection"), []byte("
 	[]byte("Transfer-Encoding"), []byte("Upgrade"), []byte("dapr-api-token")}
 
 func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
-	target, err := s.d.Invoker.Resolve(bg, appID)
+	rctx := invoke.WithHeaders(bg, func(name string) string { return string(ctx.Request.Header.Peek(name)) })
+	target, err := s.d.Invoker.Resolve(rctx, appID)
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -154,24 +156,28 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 		}
 		if s.d.Resiliency != nil {
 			if runner := s.d.Resiliency.ForApp(appID); !runner.Passthrough() {
-				s.proxyWithPolicy(ctx, runner, target, h, appID, method)
+				s.proxyWithPolicy(ctx, rctx, runner, target, h, appID, method)
 				return
 			}
 		}
+		start := time.Now()
 		err := s.proxyHTTP(bg, ctx, h, appID, method)
+		target.Finish(proxyOutcome(ctx, err), time.Since(start))
 		// Without a resiliency policy, a remote runtime that cannot be
 		// reached (it died, perhaps with the call under way) gets the call
 		// again on another instance when the method is idempotent, twice
 		// at most.
 		for i := 0; err != nil && target.Remote && idempotent(ctx.Method()) && errors.Is(err, appchannel.ErrAppUnreachable) && i < 2; i++ {
-			if target, err = s.d.Invoker.Resolve(bg, appID); err != nil {
+			if target, err = s.d.Invoker.Resolve(rctx, appID); err != nil {
 				break
 			}
 			if h, ok = target.Channel.(*appchannel.HTTP); !ok {
 				break
 			}
 			ctx.Response.Reset()
+			start = time.Now()
 			err = s.proxyHTTP(bg, ctx, h, appID, method)
+			target.Finish(proxyOutcome(ctx, err), time.Since(start))
 		}
 		if err != nil {
 			ctx.Response.Reset()
@@ -246,20 +252,20 @@ func (s *Server) proxyHTTP(cctx context.Context, ctx *fasthttp.RequestCtx, h *ap
 // and runs under the attempt's timeout and its instance's circuit
 // breaker. Only idempotent methods are retried. When the last attempt got
 // an answer from the app, the caller gets that answer, 5xx or not.
-func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, runner *resiliency.Runner, first invoke.Target, h *appchannel.HTTP, appID string, method []byte) {
+func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, rctx context.Context, runner *resiliency.Runner, first invoke.Target, h *appchannel.HTTP, appID string, method []byte) {
 	verb := ctx.Method()
-	cur := h
+	cur, curTarget := h, first
 	answered := false
 	err := runner.DoCall(bg, resiliency.Call{
 		Method: string(method),
 		Pick: func(attempt int) (string, error) {
 			if attempt > 1 && first.Remote {
-				t, err := s.d.Invoker.Resolve(bg, appID)
+				t, err := s.d.Invoker.Resolve(rctx, appID)
 				if err != nil {
 					return "", resiliency.Permanent(err)
 				}
 				if next, ok := t.Channel.(*appchannel.HTTP); ok {
-					cur = next
+					cur, curTarget = next, t
 				}
 			}
 			return cur.Addr(), nil
@@ -268,7 +274,11 @@ func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, runner *resiliency.Ru
 	}, func(actx context.Context) error {
 		ctx.Response.Reset()
 		answered = false
-		if err := s.proxyHTTP(actx, ctx, cur, appID, method); err != nil {
+		start := time.Now()
+		err := s.proxyHTTP(actx, ctx, cur, appID, method)
+		curTarget.Finish(proxyOutcome(ctx, err), time.Since(start))
+		curTarget.Done = nil // reported; a retry on the same target reports nothing more
+		if err != nil {
 			return err
 		}
 		answered = true
@@ -282,6 +292,15 @@ func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, runner *resiliency.Ru
 		ctx.Response.Reset()
 		writeError(ctx, apierr.DirectInvoke(appID, err))
 	}
+}
+
+// proxyOutcome is a proxied call's outcome for the load balancer: a
+// transport error, or the app's 5xx answer.
+func proxyOutcome(ctx *fasthttp.RequestCtx, err error) error {
+	if err == nil && ctx.Response.StatusCode() >= 500 {
+		return invoke.StatusError(ctx.Response.StatusCode())
+	}
+	return err
 }
 
 // idempotent methods may be sent again after a failure.
