@@ -3,13 +3,17 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	runtimev1 "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	dapr "github.com/dapr/go-sdk/client"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -362,5 +366,69 @@ func TestTrafficShift(t *testing.T) {
 	}
 	if d := receivedCount(t, b2Port, "orders") - n2; d != 0 {
 		t.Fatalf("%d of 20 calls left dc-a after the policy was cleared", d)
+	}
+}
+
+// TestClusterGRPCInvocation: InvokeService through the Dapr Go SDK on one
+// runtime reaches a gRPC app (AppCallback) and an HTTP app on another; and
+// the internal port drops malformed frames without harm.
+func TestClusterGRPCInvocation(t *testing.T) {
+	gPort, _ := startGRPCApp(t)
+	g := startMecha(t, "--app-id", "grpcapp", "--app-port", fmt.Sprint(gPort), "--app-protocol", "grpc")
+	hPort := startHTTPApp(t)
+	startMecha(t, "--app-id", "httpapp", "--app-port", fmt.Sprint(hPort), "--join", fmt.Sprintf("127.0.0.1:%d", g.gossipPort))
+	a := startMecha(t, "--app-id", "caller", "--join", fmt.Sprintf("127.0.0.1:%d", g.gossipPort))
+	c := sdkClient(t, a)
+	ctx := context.Background()
+	eventually(t, 10*time.Second, func() error {
+		_, err := c.InvokeMethodWithContent(ctx, "grpcapp", "hello", "post", &dapr.DataContent{ContentType: "text/plain", Data: []byte("hi")})
+		return err
+	})
+	out, err := c.InvokeMethodWithContent(ctx, "grpcapp", "hello", "post", &dapr.DataContent{ContentType: "text/plain", Data: []byte("hi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e map[string]string
+	_ = json.Unmarshal(out, &e)
+	if e["method"] != "hello" || e["data"] != "hi" {
+		t.Fatalf("gRPC app through two runtimes answered %s", out)
+	}
+	// The HTTP API on the caller reaches the gRPC app too.
+	r := do(t, "PUT", a.url("/v1.0/invoke/grpcapp/method/items?x=1"), "body")
+	expectStatus(t, r, 200)
+	_ = json.Unmarshal(r.Body, &e)
+	if e["method"] != "items" || e["data"] != "body" {
+		t.Fatalf("HTTP invoke of the gRPC app answered %s", r.Body)
+	}
+	// The SDK reaches an HTTP app on another runtime.
+	eventually(t, 10*time.Second, func() error {
+		out, err := c.InvokeMethodWithContent(ctx, "httpapp", "echo/sdk", "post", &dapr.DataContent{ContentType: "text/plain", Data: []byte("x")})
+		if err != nil {
+			return err
+		}
+		var ec echo
+		if err := json.Unmarshal(out, &ec); err != nil || ec.Path != "/echo/sdk" || ec.Body != "x" || ec.Headers["Dapr-Caller-App-Id"] != "caller" {
+			return fmt.Errorf("http app saw %s (%v)", out, err)
+		}
+		return nil
+	})
+
+	// Garbage on the internal port: the connection is dropped, the runtime
+	// serves on.
+	for _, junk := range []string{"\x00\x01\x02garbage\r\n\r\n", "GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n", strings.Repeat("A", 70000) + "\r\n\r\n"} {
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.internalPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = conn.Write([]byte(junk))
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, _ = io.ReadAll(conn)
+		conn.Close()
+	}
+	if _, err := c.InvokeMethodWithContent(ctx, "grpcapp", "hello", "post", &dapr.DataContent{ContentType: "text/plain", Data: []byte("hi")}); err != nil {
+		t.Fatalf("after malformed frames: %v", err)
+	}
+	if strings.Contains(g.output(), "panic") {
+		t.Fatalf("the runtime panicked:\n%s", g.output())
 	}
 }

@@ -117,8 +117,9 @@ func (i *Invoker) Resolve(ctx context.Context, appID string) (Target, error) {
 
 // Invoke calls method on appID, under the target's resiliency policy
 // when there is one (each attempt resolves the target again, so a retry
-// can go to another instance; only idempotent verbs are retried).
-func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, error) {
+// can go to another instance; only idempotent verbs are retried). It
+// returns the answer and the target that gave it.
+func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, Target, error) {
 	var runner *resiliency.Runner
 	if i.Resiliency != nil {
 		runner = i.Resiliency.ForApp(appID)
@@ -127,10 +128,11 @@ func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.Invo
 		return i.invoke(ctx, appID, req)
 	}
 	var resp *appchannel.InvokeResponse
+	var target Target
 	err := runner.DoCall(ctx, resiliency.Call{Method: req.Method, Retriable: func(error) bool { return Idempotent(req.Verb) }},
 		func(actx context.Context) error {
-			r, err := i.invoke(actx, appID, req)
-			resp = r
+			r, t, err := i.invoke(actx, appID, req)
+			resp, target = r, t
 			if err == nil && r.Status >= 500 {
 				return StatusError(r.Status)
 			}
@@ -138,16 +140,16 @@ func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.Invo
 		})
 	var se StatusError
 	if err != nil && resp != nil && errors.As(err, &se) {
-		return resp, nil // the app's own 5xx answer, after the retries
+		return resp, target, nil // the app's own 5xx answer, after the retries
 	}
 	if err != nil {
 		var ae *apierr.Error
 		if errors.As(err, &ae) {
-			return nil, err
+			return nil, target, err
 		}
-		return nil, apierr.DirectInvoke(appID, err)
+		return nil, target, apierr.DirectInvoke(appID, err)
 	}
-	return resp, nil
+	return resp, target, nil
 }
 
 // StatusError is an app's 5xx answer: a failure for resiliency policies
@@ -167,10 +169,10 @@ func Idempotent(v string) bool {
 	return false
 }
 
-func (i *Invoker) invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, error) {
+func (i *Invoker) invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, Target, error) {
 	t, err := i.Resolve(ctx, appID)
 	if err != nil {
-		return nil, err
+		return nil, t, err
 	}
 	if t.Remote {
 		r := *req
@@ -186,7 +188,7 @@ func (i *Invoker) invoke(ctx context.Context, appID string, req *appchannel.Invo
 		t.Finish(err, time.Since(start))
 	}
 	if err != nil {
-		return nil, apierr.DirectInvoke(appID, err)
+		return nil, t, apierr.DirectInvoke(appID, err)
 	}
-	return resp, nil
+	return resp, t, nil
 }

@@ -34,10 +34,6 @@ func (s *Server) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServic
 	if s.d.Invoker == nil {
 		return nil, apierr.AppChannelNotFound()
 	}
-	t, err := s.d.Invoker.Resolve(ctx, in.GetId())
-	if err != nil {
-		return nil, grpcErr(err)
-	}
 	ext := msg.GetHttpExtension()
 	req := &appchannel.InvokeRequest{
 		Method:      strings.TrimPrefix(msg.GetMethod(), "/"),
@@ -49,9 +45,9 @@ func (s *Server) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServic
 	if v := ext.GetVerb(); v != commonv1pb.HTTPExtension_NONE {
 		req.Verb = v.String()
 	}
-	resp, err := t.Channel.Invoke(ctx, req)
+	resp, t, err := s.d.Invoker.Invoke(ctx, in.GetId(), req)
 	if err != nil {
-		return nil, grpcErr(apierr.DirectInvoke(in.GetId(), err))
+		return nil, grpcErr(err)
 	}
 	_, isHTTP := t.Channel.(*appchannel.HTTP)
 	md := metadata.MD{}
