@@ -432,3 +432,43 @@ func TestClusterGRPCInvocation(t *testing.T) {
 		t.Fatalf("the runtime panicked:\n%s", g.output())
 	}
 }
+
+// TestWholeDCDies: a caller in dc-a, whose app runs only in dc-b and
+// dc-c, is served by dc-b (the first by name); when every runtime of
+// dc-b is killed (kill -9), its calls go to dc-c within seconds.
+func TestWholeDCDies(t *testing.T) {
+	gb := startMecha(t, "--app-id", "gw-b", "--dc", "dc-b", "--gateway", "--wan-port", "0")
+	gbWAN := wanRE.FindStringSubmatch(gb.output())[1]
+	bPort := startHTTPApp(t)
+	b := startMecha(t, "--app-id", "svc", "--app-port", fmt.Sprint(bPort), "--dc", "dc-b", "--join", fmt.Sprintf("127.0.0.1:%d", gb.gossipPort))
+	gc := startMecha(t, "--app-id", "gw-c", "--dc", "dc-c", "--gateway", "--wan-port", "0", "--wan-join", "127.0.0.1:"+gbWAN)
+	cPort := startHTTPApp(t)
+	startMecha(t, "--app-id", "svc", "--app-port", fmt.Sprint(cPort), "--dc", "dc-c", "--join", fmt.Sprintf("127.0.0.1:%d", gc.gossipPort))
+	a := startMecha(t, "--app-id", "caller", "--dc", "dc-a", "--gateway", "--wan-port", "0", "--wan-join", "127.0.0.1:"+gbWAN)
+	eventually(t, 15*time.Second, func() error {
+		if r := do(t, "POST", a.url("/v1.0/invoke/svc/method/orders"), `{}`); r.Status != 200 || receivedCount(t, bPort, "orders") == 0 {
+			return fmt.Errorf("dc-b not reached yet: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	killed := time.Now()
+	_ = gb.cmd.Process.Kill()
+	_ = b.cmd.Process.Kill()
+	eventually(t, 20*time.Second, func() error {
+		before := receivedCount(t, cPort, "orders")
+		for i := range 5 {
+			if r := do(t, "POST", a.url("/v1.0/invoke/svc/method/orders"), `{}`); r.Status != 200 {
+				return fmt.Errorf("call %d: %d %s", i, r.Status, r.Body)
+			}
+		}
+		if n := receivedCount(t, cPort, "orders") - before; n != 5 {
+			return fmt.Errorf("%d of 5 calls reached dc-c", n)
+		}
+		return nil
+	})
+	took := time.Since(killed)
+	t.Logf("calls moved to dc-c %v after dc-b died", took.Round(time.Millisecond))
+	if took > 12*time.Second {
+		t.Fatalf("calls took %v to leave a dead DC", took)
+	}
+}

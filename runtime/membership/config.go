@@ -104,8 +104,8 @@ func DefaultConfig() Config {
 		GossipInterval:   100 * time.Millisecond,
 		PushPullInterval: 15 * time.Second,
 		RejoinInterval:   5 * time.Second,
-		ViewRefresh:      10 * time.Second,
-		ViewTTL:          30 * time.Second,
+		ViewRefresh:      2 * time.Second,
+		ViewTTL:          5 * time.Second,
 		CacheDebounce:    250 * time.Millisecond,
 	}
 }
