@@ -400,14 +400,16 @@ func TestClusterGRPCInvocation(t *testing.T) {
 	if e["method"] != "items" || e["data"] != "body" {
 		t.Fatalf("HTTP invoke of the gRPC app answered %s", r.Body)
 	}
-	// The SDK reaches an HTTP app on another runtime.
+	// The SDK reaches an HTTP app on another runtime, which learns the
+	// caller from the runtime, not from what the caller claims.
+	fake := metadata.AppendToOutgoingContext(ctx, "dapr-caller-app-id", "admin", "dapr-api-token", "leak")
 	eventually(t, 10*time.Second, func() error {
-		out, err := c.InvokeMethodWithContent(ctx, "httpapp", "echo/sdk", "post", &dapr.DataContent{ContentType: "text/plain", Data: []byte("x")})
+		out, err := c.InvokeMethodWithContent(fake, "httpapp", "echo/sdk", "post", &dapr.DataContent{ContentType: "text/plain", Data: []byte("x")})
 		if err != nil {
 			return err
 		}
 		var ec echo
-		if err := json.Unmarshal(out, &ec); err != nil || ec.Path != "/echo/sdk" || ec.Body != "x" || ec.Headers["Dapr-Caller-App-Id"] != "caller" {
+		if err := json.Unmarshal(out, &ec); err != nil || ec.Path != "/echo/sdk" || ec.Body != "x" || ec.Headers["Dapr-Caller-App-Id"] != "caller" || ec.Headers["Dapr-Api-Token"] != "" {
 			return fmt.Errorf("http app saw %s (%v)", out, err)
 		}
 		return nil
@@ -471,4 +473,22 @@ func TestWholeDCDies(t *testing.T) {
 	if took > 12*time.Second {
 		t.Fatalf("calls took %v to leave a dead DC", took)
 	}
+}
+
+// TestPeerToken: with a gossip key, runtimes call each other's apps with
+// a token derived from it, and the internal port refuses a call without
+// it, whatever dapr-caller-app-id it claims.
+func TestPeerToken(t *testing.T) {
+	key := "c2VjcmV0LWtleS0xNi1ieQ==" // 16 bytes
+	bPort := startHTTPApp(t)
+	b := startMecha(t, "--app-id", "inner", "--app-port", fmt.Sprint(bPort), "--gossip-key", key)
+	a := startMecha(t, "--app-id", "outer", "--gossip-key", key, "--join", fmt.Sprintf("127.0.0.1:%d", b.gossipPort))
+	eventually(t, 10*time.Second, func() error {
+		if r := do(t, "GET", a.url("/v1.0/invoke/inner/method/echo/x"), nil); r.Status != 200 {
+			return fmt.Errorf("%d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	r := do(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/echo/x", b.internalPort), nil, "dapr-caller-app-id", "outer", "dapr-callee-app-id", "inner")
+	expectError(t, r, 403, "ERR_PERMISSION_DENIED")
 }

@@ -238,10 +238,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return fmt.Errorf("gossip membership (--gossip-port %d): %w", mcfg.GossipPort, err)
 	}
 	r.applyTrafficFiles(traffic)
-	cluster := &invoke.Cluster{Local: r.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20}
+	token := peer.Token(mcfg.GossipKey)
+	cluster := &invoke.Cluster{Local: r.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: token}
 	deps.Invoker = &invoke.Invoker{Resolver: cluster, AppID: r.cfg.AppID, Resiliency: r.resil}
 	deps.Resiliency = r.resil
-	peerSrv := &peer.Server{AppID: r.cfg.AppID, Channel: r.local.Channel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow}
+	peerSrv := &peer.Server{AppID: r.cfg.AppID, Channel: r.local.Channel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow, Token: token}
 	if mcfg.Gateway {
 		peerSrv.Forward = cluster.ResolveLocalDC
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -17,10 +18,19 @@ import (
 // (apiVersion mecha.io/v1alpha1): spec is an invoke.TrafficSpec.
 const TrafficKind = "TrafficPolicy"
 
+// fileSpec is a traffic policy read from a file, stamped with the
+// file's modification time: a runtime that starts again with the same
+// file sets the same stamp, which does not undo a newer change made
+// through the admin API.
+type fileSpec struct {
+	spec  invoke.TrafficSpec
+	stamp uint64
+}
+
 // trafficSpecs reads the TrafficPolicy documents of the resources path,
 // naming the file and field of a bad one.
-func trafficSpecs(docs []components.Document) ([]invoke.TrafficSpec, error) {
-	var out []invoke.TrafficSpec
+func trafficSpecs(docs []components.Document) ([]fileSpec, error) {
+	var out []fileSpec
 	for _, d := range docs {
 		if d.Kind != TrafficKind {
 			continue
@@ -35,7 +45,11 @@ func trafficSpecs(docs []components.Document) ([]invoke.TrafficSpec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, d.Where(), err)
 		}
-		out = append(out, spec)
+		stamp := uint64(time.Now().UnixMilli())
+		if fi, err := os.Stat(d.File); err == nil {
+			stamp = uint64(fi.ModTime().UnixMilli())
+		}
+		out = append(out, fileSpec{spec, stamp})
 	}
 	return out, nil
 }
@@ -43,25 +57,25 @@ func trafficSpecs(docs []components.Document) ([]invoke.TrafficSpec, error) {
 // applyTrafficFiles spreads the file policies that are new or changed
 // since the files were last read: a reload that leaves a policy as it was
 // does not undo a change made since through the admin API.
-func (r *Runtime) applyTrafficFiles(specs []invoke.TrafficSpec) {
+func (r *Runtime) applyTrafficFiles(specs []fileSpec) {
 	if r.trafficFiles == nil {
 		r.trafficFiles = map[string]string{}
 	}
-	for _, spec := range specs {
-		b, _ := json.Marshal(spec)
-		if r.trafficFiles[spec.App] == string(b) {
+	for _, f := range specs {
+		b, _ := json.Marshal(f.spec)
+		if r.trafficFiles[f.spec.App] == string(b) {
 			continue
 		}
-		r.trafficFiles[spec.App] = string(b)
-		r.setTraffic(spec)
+		r.trafficFiles[f.spec.App] = string(b)
+		r.setTraffic(f.spec, f.stamp)
 	}
 }
 
 // setTraffic spreads a traffic policy to the cluster; the newest setting
-// of an app's policy wins everywhere.
-func (r *Runtime) setTraffic(spec invoke.TrafficSpec) {
+// (by stamp, ms since the epoch) of an app's policy wins everywhere.
+func (r *Runtime) setTraffic(spec invoke.TrafficSpec, stamp uint64) {
 	b, _ := json.Marshal(spec)
-	r.node.SetTraffic(membership.TrafficRule{App: spec.App, Stamp: uint64(time.Now().UnixMilli()), Spec: b})
+	r.node.SetTraffic(membership.TrafficRule{App: spec.App, Stamp: stamp, Spec: b})
 }
 
 // trafficAPI serves the traffic policies on the admin (metrics) port:
@@ -111,7 +125,7 @@ func (r *Runtime) trafficAPI(w http.ResponseWriter, req *http.Request) {
 			reply(http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		r.setTraffic(spec)
+		r.setTraffic(spec, uint64(time.Now().UnixMilli()))
 		reply(http.StatusOK, spec)
 	case http.MethodDelete:
 		r.node.SetTraffic(membership.TrafficRule{App: app, Stamp: uint64(time.Now().UnixMilli())})

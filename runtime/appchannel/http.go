@@ -25,6 +25,8 @@ type HTTPOptions struct {
 	// MaxConns caps connections to the app; 0 means 4096. Calls beyond it
 	// wait up to 5s for a connection.
 	MaxConns int
+	// Headers are set on every request (a peer runtime's credentials).
+	Headers map[string]string
 }
 
 // HTTP calls an app over HTTP/1.1 with fasthttp. Connections are pooled and
@@ -32,6 +34,7 @@ type HTTPOptions struct {
 type HTTP struct {
 	client     *fasthttp.HostClient
 	healthPath string
+	headers    map[string]string
 }
 
 // NewHTTP returns a channel to the app at opts.Address.
@@ -49,6 +52,7 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 		opts.MaxConns = 4096
 	}
 	return &HTTP{
+		headers:    opts.Headers,
 		healthPath: opts.HealthPath,
 		client: &fasthttp.HostClient{
 			Addr:                     opts.Address,
@@ -69,6 +73,9 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 // path the HTTP API uses to proxy an invocation straight to the app.
 func (h *HTTP) Do(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response) error {
 	req.SetHost(h.client.Addr)
+	for k, v := range h.headers {
+		req.Header.Set(k, v)
+	}
 	var err error
 	if dl, ok := ctx.Deadline(); ok {
 		err = h.client.DoDeadline(req, resp, dl)

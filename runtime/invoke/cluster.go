@@ -13,6 +13,7 @@ import (
 	"mecha/runtime/appchannel"
 	"mecha/runtime/balance"
 	"mecha/runtime/membership"
+	"mecha/runtime/peer"
 )
 
 // Catalog is what the cluster resolver reads of membership: the
@@ -39,6 +40,9 @@ type Cluster struct {
 	Catalog Catalog
 	// MaxResponseBytes caps what a remote runtime may answer.
 	MaxResponseBytes int
+	// PeerToken, when set, is sent to other runtimes' internal ports
+	// (mecha-peer-token), which refuse calls without it.
+	PeerToken string
 
 	mu       sync.Mutex // guards channels and apps
 	channels map[string]*appchannel.HTTP
@@ -51,6 +55,7 @@ type appRouting struct {
 
 	mu        sync.Mutex // guards the fields below
 	stamp     uint64
+	raw       string       // the rule's spec as received
 	spec      *TrafficSpec // nil without a (valid) rule
 	balancers map[string]*groupBalancer
 }
@@ -117,9 +122,10 @@ func (c *Cluster) routing(appID string) *appRouting {
 	if !ok {
 		rule = membership.TrafficRule{}
 	}
-	if rule.Stamp != st.stamp || (st.spec != nil) != ok {
-		st.stamp, st.spec = rule.Stamp, nil
+	if rule.Stamp != st.stamp || string(rule.Spec) != st.raw {
+		st.stamp, st.raw, st.spec = rule.Stamp, string(rule.Spec), nil
 		if ok {
+			// A rule this runtime cannot read (a newer one's) is ignored.
 			if spec, err := ParseTraffic(rule.Spec); err == nil {
 				st.spec = &spec
 			}
@@ -250,7 +256,11 @@ func (c *Cluster) channel(addr string) *appchannel.HTTP {
 	}
 	ch := c.channels[addr]
 	if ch == nil {
-		ch = appchannel.NewHTTP(appchannel.HTTPOptions{Address: addr, MaxResponseBytes: c.MaxResponseBytes})
+		opts := appchannel.HTTPOptions{Address: addr, MaxResponseBytes: c.MaxResponseBytes}
+		if c.PeerToken != "" {
+			opts.Headers = map[string]string{peer.TokenHeader: c.PeerToken}
+		}
+		ch = appchannel.NewHTTP(opts)
 		c.channels[addr] = ch
 	}
 	return ch

@@ -176,8 +176,15 @@ func (i *Invoker) invoke(ctx context.Context, appID string, req *appchannel.Invo
 	}
 	if t.Remote {
 		r := *req
-		r.Headers = append(append([]appchannel.Header(nil), req.Headers...),
-			appchannel.Header{Key: "dapr-caller-app-id", Value: i.AppID}, appchannel.Header{Key: "dapr-callee-app-id", Value: t.AppID})
+		r.Headers = make([]appchannel.Header, 0, len(req.Headers)+2)
+		for _, h := range req.Headers {
+			switch strings.ToLower(h.Key) {
+			case "dapr-caller-app-id", "dapr-callee-app-id", "dapr-api-token", "mecha-peer-token":
+				continue // the runtime says who calls whom
+			}
+			r.Headers = append(r.Headers, h)
+		}
+		r.Headers = append(r.Headers, appchannel.Header{Key: "dapr-caller-app-id", Value: i.AppID}, appchannel.Header{Key: "dapr-callee-app-id", Value: t.AppID})
 		req = &r
 	}
 	start := time.Now()

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"mecha/runtime/balance"
+	"mecha/runtime/membership"
 )
 
 // ErrTraffic is wrapped by every invalid traffic policy.
@@ -62,6 +63,12 @@ func (s TrafficSpec) Validate() error {
 	}
 	if s.App == "" {
 		return fmt.Errorf("%w: spec.app: must be set", ErrTraffic)
+	}
+	if len(s.App) > 128 {
+		return fmt.Errorf("%w: spec.app: longer than 128 bytes", ErrTraffic)
+	}
+	if b, _ := json.Marshal(s); len(b) > membership.MaxRuleSpec {
+		return fmt.Errorf("%w for %q: spec: %d bytes encoded, over the %d a rule may take", ErrTraffic, s.App, len(b), membership.MaxRuleSpec)
 	}
 	switch balance.Policy(s.LoadBalancer) {
 	case "", balance.PolicyRoundRobin, balance.PolicyLeastOutstanding, balance.PolicyWeighted:

@@ -202,6 +202,9 @@ func (c *Catalog) Traffic(app string) (TrafficRule, bool) {
 // adoptRule puts r in this node's entry when it supersedes the rule held
 // for its app, keeping the list sorted by app.
 func (c *Catalog) adoptRule(r TrafficRule) bool {
+	if r.App == "" || len(r.App) > maxName || len(r.Spec) > MaxRuleSpec {
+		return false // it would not encode: the whole entry would be refused
+	}
 	i, found := slices.BinarySearchFunc(c.self.Traffic, r.App, func(x TrafficRule, app string) int { return strings.Compare(x.App, app) })
 	if found {
 		if !r.supersedes(c.self.Traffic[i]) {

@@ -21,7 +21,7 @@ var ErrMalformed = errors.New("malformed gossip frame")
 var ErrMetaTooLarge = errors.New("node meta too large")
 
 const (
-	wireVersion = 1
+	wireVersion = 2 // 2: node entries carry traffic rules
 
 	frameEntry byte = 1 // a NodeEntry, broadcast on the LAN
 	frameView  byte = 2 // a DCView, on the WAN and relayed on the LAN
@@ -32,8 +32,9 @@ const (
 	maxRoles = 16
 	maxApps  = 4096
 	// maxRules and maxRuleSpec bound the traffic rules an entry carries.
-	maxRules    = 256
-	maxRuleSpec = 4096
+	maxRules = 256
+	// MaxRuleSpec bounds a traffic rule's spec.
+	MaxRuleSpec = 4096
 	maxNodes    = 1 << 16
 	maxGws      = 64
 )
@@ -339,7 +340,7 @@ func (d *decoder) entry() NodeEntry {
 		for i := range n.Traffic {
 			r := TrafficRule{App: d.str("rule app-id"), Stamp: d.uvarint()}
 			if l := d.uvarint(); d.err == nil {
-				if l > maxRuleSpec || l > uint64(len(d.b)) {
+				if l > MaxRuleSpec || l > uint64(len(d.b)) {
 					d.fail("rule of %d bytes", l)
 				} else if l > 0 {
 					r.Spec = append([]byte(nil), d.b[:l]...)

@@ -15,11 +15,16 @@ package peer
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 
 	"github.com/valyala/fasthttp"
 
@@ -33,8 +38,19 @@ var (
 	HeaderCallee = []byte("dapr-callee-app-id")
 )
 
-// ErrDenied is wrapped by an access control refusal.
-var ErrDenied = errors.New("access denied")
+// TokenHeader carries the peer token between runtimes.
+const TokenHeader = "mecha-peer-token"
+
+// Token derives the peer token from the gossip key: runtimes that share
+// the key (and so may gossip together) may call each other's apps.
+func Token(gossipKey string) string {
+	if gossipKey == "" {
+		return ""
+	}
+	m := hmac.New(sha256.New, []byte(gossipKey))
+	m.Write([]byte("mecha internal port"))
+	return hex.EncodeToString(m.Sum(nil))
+}
 
 // Server serves the internal port.
 type Server struct {
@@ -49,13 +65,28 @@ type Server struct {
 	// called through it; nil refuses calls for apps this runtime does
 	// not host.
 	Forward func(callee string) (*appchannel.HTTP, error)
-	Logger  *slog.Logger
+	// Token, when set, must come with every call (TokenHeader): without
+	// it the internal port would trust any host's dapr-caller-app-id.
+	Token  string
+	Logger *slog.Logger
 
-	srv *fasthttp.Server
+	once sync.Once
+	srv  *fasthttp.Server
 }
 
 // Serve takes connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	return s.srv.Serve(ln)
+}
+
+// init builds the server once, so that Shutdown, from another goroutine,
+// finds it even before Serve runs.
+func (s *Server) init() {
+	s.once.Do(s.build)
+}
+
+func (s *Server) build() {
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -74,18 +105,20 @@ func (s *Server) Serve(ln net.Listener) error {
 			ctx.Error("bad request", fasthttp.StatusBadRequest)
 		},
 	}
-	return s.srv.Serve(ln)
 }
 
 // Shutdown stops taking connections and waits for calls in flight.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.srv == nil {
-		return nil
-	}
+	s.init()
 	return s.srv.ShutdownWithContext(ctx)
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	if s.Token != "" && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(TokenHeader), []byte(s.Token)) != 1 {
+		writeError(ctx, apierr.Denied(s.AppID, errors.New("a call without the cluster's peer token (--gossip-key)")))
+		return
+	}
+	ctx.Request.Header.Del(TokenHeader)
 	callee := ctx.Request.Header.PeekBytes(HeaderCallee)
 	if len(callee) > 0 && string(callee) != s.AppID && !bytes.HasPrefix(callee, []byte(s.AppID+".")) {
 		if s.Forward == nil {

@@ -209,7 +209,9 @@ func isReservedMD(k string) bool {
 	}
 	switch k {
 	case "content-type", "user-agent", "te", "content-length", "connection", "keep-alive",
-		"proxy-connection", "transfer-encoding", "upgrade", "host", "accept-encoding":
+		"proxy-connection", "transfer-encoding", "upgrade", "host", "accept-encoding",
+		// The runtime sets who calls whom; the caller's API token stays here.
+		"dapr-caller-app-id", "dapr-callee-app-id", "dapr-api-token", "mecha-peer-token":
 		return true
 	}
 	return false

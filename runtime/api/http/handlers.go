@@ -137,7 +137,7 @@ func (s *Server) invokeBinding(ctx *fasthttp.RequestCtx, name string) {
 
 // hop-by-hop and Dapr routing headers are not forwarded to the app.
 var dropHeaders = [][]byte{[]byte("dapr-app-id"), []byte("Connection"), []byte("Keep-Alive"), []byte("Proxy-Connection"),
-	[]byte("Transfer-Encoding"), []byte("Upgrade"), []byte("dapr-api-token")}
+	[]byte("Transfer-Encoding"), []byte("Upgrade"), []byte("dapr-api-token"), []byte("mecha-peer-token")}
 
 func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 	rctx := invoke.WithHeaders(bg, func(name string) string { return string(ctx.Request.Header.Peek(name)) })
@@ -151,9 +151,8 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 		ctx.Request.Header.SetBytesK(hTraceP, tracecontext.New())
 	}
 	if h, ok := target.Channel.(*appchannel.HTTP); ok {
-		if target.Remote {
-			method = append([]byte(nil), method...) // it may point into the URI the proxy rewrites
-		}
+		method = append([]byte(nil), method...) // it points into the URI the proxy rewrites
+		appID = target.AppID                    // "app.namespace" resolved to the app-id
 		if s.d.Resiliency != nil {
 			if runner := s.d.Resiliency.ForApp(appID); !runner.Passthrough() {
 				s.proxyWithPolicy(ctx, rctx, runner, target, h, appID, method)
@@ -287,6 +286,9 @@ func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, rctx context.Context,
 		}
 		return nil
 	})
+	// A call refused before any attempt (rate limit, bulkhead, …) or an
+	// attempt its breaker refused still ends the balancer's pick.
+	curTarget.Finish(err, 0)
 	var status invoke.StatusError
 	if err != nil && !(answered && errors.As(err, &status)) {
 		ctx.Response.Reset()
