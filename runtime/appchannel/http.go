@@ -63,7 +63,7 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 			NoDefaultUserAgentHeader: true,
 			DisablePathNormalizing:   true,
 			Dial: func(addr string) (net.Conn, error) {
-				return fasthttp.DialTimeout(addr, 5*time.Second)
+				return fasthttp.DialDualStackTimeout(addr, 5*time.Second)
 			},
 		},
 	}
