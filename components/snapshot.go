@@ -44,6 +44,20 @@ type StateStore struct {
 	// prefix is what stored keys start with before "||", or "" for none.
 	prefix   string
 	noPrefix bool
+	// comp is the component, for ForApp's prefix.
+	comp *Component
+}
+
+// ForApp is the store as another app of the same runtime sees it (the
+// apps of --app): under the appid and namespace strategies its keys carry
+// that app's id. It is a copy sharing the store.
+func (s *StateStore) ForApp(appID string) *StateStore {
+	if s.comp == nil {
+		return s
+	}
+	c := *s
+	c.prefix, c.noPrefix = keyPrefix(s.comp, appID)
+	return &c
 }
 
 // PubSub is a loaded pubsub component.
@@ -121,6 +135,7 @@ func buildSnapshot(appID string, instances map[string]*instance) *Snapshot {
 			st := inst.value.(state.Store)
 			ss := &StateStore{Name: name, Store: st}
 			ss.prefix, ss.noPrefix = keyPrefix(c, appID)
+			ss.comp = c
 			if t, ok := st.(state.TransactionalStore); ok {
 				ss.Txn = t
 				if mm, ok := st.(state.TransactionalStoreMultiMaxSize); ok {

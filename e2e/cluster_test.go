@@ -492,3 +492,71 @@ func TestPeerToken(t *testing.T) {
 	r := do(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/echo/x", b.internalPort), nil, "dapr-caller-app-id", "outer", "dapr-callee-app-id", "inner")
 	expectError(t, r, 403, "ERR_PERMISSION_DENIED")
 }
+
+var hostedRE = regexp.MustCompile(`msg="app API listening".* app=(\S+) http_port=(\d+) grpc_port=(\d+)`)
+
+// TestSeveralAppsOnOneRuntime: one mecha run serves two apps, each on its
+// own API ports: each has its own state keys and identity as a caller,
+// they call each other, and another runtime calls the second one.
+func TestSeveralAppsOnOneRuntime(t *testing.T) {
+	p1, p2 := startHTTPApp(t), startHTTPApp(t)
+	m := startMecha(t, "--app-id", "first", "--app-port", fmt.Sprint(p1), "--app", fmt.Sprintf("id=second,port=%d", p2))
+	g := hostedRE.FindStringSubmatch(m.output())
+	if g == nil || g[1] != "second" {
+		t.Fatalf("no app API line for the second app:\n%s", m.output())
+	}
+	second := fmt.Sprintf("http://127.0.0.1:%s", g[2])
+
+	// Identity: the metadata API and the caller the other app sees.
+	var md map[string]any
+	do(t, "GET", second+"/v1.0/metadata", nil).json(t, &md)
+	if md["id"] != "second" {
+		t.Fatalf("metadata on the second app's port: id %v", md["id"])
+	}
+	eventually(t, 10*time.Second, func() error {
+		r := do(t, "GET", second+"/v1.0/invoke/first/method/echo/x", nil)
+		if r.Status != 200 {
+			return fmt.Errorf("second → first: %d %s", r.Status, r.Body)
+		}
+		var e echo
+		r.json(t, &e)
+		if e.Headers["Dapr-Caller-App-Id"] != "second" {
+			return fmt.Errorf("first saw caller %q", e.Headers["Dapr-Caller-App-Id"])
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, func() error {
+		r := do(t, "GET", m.url("/v1.0/invoke/second/method/echo/y"), nil)
+		if r.Status != 200 {
+			return fmt.Errorf("first → second: %d %s", r.Status, r.Body)
+		}
+		var e echo
+		r.json(t, &e)
+		if e.Path != "/echo/y" || e.Headers["Dapr-Caller-App-Id"] != "first" {
+			return fmt.Errorf("second saw %+v", e)
+		}
+		return nil
+	})
+	// State keys are each app's own.
+	expectStatus(t, do(t, "POST", second+"/v1.0/state/statestore", `[{"key":"k","value":"of-second"}]`), 204)
+	if r := do(t, "GET", m.url("/v1.0/state/statestore/k"), nil); r.Status != 204 {
+		t.Fatalf("first read second's key: %d %s", r.Status, r.Body)
+	}
+	if r := do(t, "GET", second+"/v1.0/state/statestore/k", nil); r.Status != 200 || !strings.Contains(string(r.Body), "of-second") {
+		t.Fatalf("second's own key: %d %s", r.Status, r.Body)
+	}
+	// Another runtime reaches the second app by name.
+	o := startMecha(t, "--app-id", "other", "--join", fmt.Sprintf("127.0.0.1:%d", m.gossipPort))
+	eventually(t, 10*time.Second, func() error {
+		r := do(t, "GET", o.url("/v1.0/invoke/second/method/echo/z"), nil)
+		if r.Status != 200 {
+			return fmt.Errorf("other → second: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	// A bad --app names what is wrong.
+	bad := start(t, bins.mecha, "run", "--app-id", "x", "--app", "id=y,port=abc", "--data-dir", t.TempDir())
+	if code := bad.wait(20 * time.Second); code == 0 || !strings.Contains(bad.output(), `port="abc" is not a port`) {
+		t.Fatalf("exit %d:\n%s", code, bad.output())
+	}
+}

@@ -60,6 +60,8 @@ type Config struct {
 	// APIToken (DAPR_API_TOKEN in the environment) guards the API: every
 	// call but the health checks must carry it in dapr-api-token.
 	APIToken string
+	// Apps are more apps this runtime serves on its host (--app).
+	Apps []AppSpec
 	// Command is the app to start as a child process (after "--").
 	Command []string
 }
@@ -142,6 +144,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	c.Broker.BindFlags(fs, "broker-")
 	fs.IntVar(&c.InternalPort, "internal-port", c.InternalPort, "the port other runtimes invoke this runtime's app on; 0 picks a free port")
 	c.Membership.BindFlags(fs)
+	fs.Var(appList{&c.Apps}, "app", "one more app on this host: id=ID,port=PORT[,protocol=http|grpc][,http-port=N][,grpc-port=N] (repeatable)")
 }
 
 // Validate checks the configuration and names the bad flag.
@@ -164,6 +167,13 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Membership.Validate(); err != nil {
 		errs = append(errs, err.Error())
+	}
+	seen := map[string]bool{c.AppID: true}
+	for _, a := range c.Apps {
+		if seen[a.ID] {
+			errs = append(errs, fmt.Sprintf("--app id=%s: app-id used twice", a.ID))
+		}
+		seen[a.ID] = true
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -60,6 +60,12 @@ type Runtime struct {
 	peer     *peer.Server        // the internal port
 	acl      *accesscontrol.List // who may call the app; nil allows all
 	resil    *resiliency.Store   // Resiliency policies of the resources path
+	// hosted are the apps of --app, besides --app-id's; Run sets them
+	// before serving.
+	hosted []*hostedApp
+	// appsMu guards appHealth: the health of each app hosted here.
+	appsMu    sync.Mutex
+	appHealth map[string]bool
 	// trafficFiles are the traffic policies last read from files, by app
 	// (JSON); Run and hot reload own them.
 	trafficFiles map[string]string
@@ -239,10 +245,13 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	r.applyTrafficFiles(traffic)
 	token := peer.Token(mcfg.GossipKey)
-	cluster := &invoke.Cluster{Local: r.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: token}
+	newCluster := func(l *invoke.Local) *invoke.Cluster {
+		return &invoke.Cluster{Local: l, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: token}
+	}
+	cluster := newCluster(r.local)
 	deps.Invoker = &invoke.Invoker{Resolver: cluster, AppID: r.cfg.AppID, Resiliency: r.resil}
 	deps.Resiliency = r.resil
-	peerSrv := &peer.Server{AppID: r.cfg.AppID, Channel: r.local.Channel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow, Token: token}
+	peerSrv := &peer.Server{AppID: r.cfg.AppID, Channel: r.local.Channel, Lookup: r.appChannel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow, Token: token}
 	if mcfg.Gateway {
 		peerSrv.Forward = cluster.ResolveLocalDC
 	}
@@ -263,6 +272,17 @@ func (r *Runtime) Run(ctx context.Context) error {
 	serve("http", func() error { return httpSrv.Serve(httpLis) })
 	serve("grpc", func() error { return grpcSrv.Serve(grpcLis) })
 	serve("internal", func() error { return peerSrv.Serve(internalLis) })
+	if err := r.startHostedApps(docs, newCluster, serve); err != nil {
+		stopCtx, stopCancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGracePeriod)
+		r.stopHostedApps(stopCtx)
+		r.stopServers(stopCtx, httpSrv, grpcSrv, nil)
+		stopCancel()
+		if metricsLis != nil {
+			metricsLis.Close()
+		}
+		servers.Wait()
+		return err
+	}
 	var metricsSrv *http.Server
 	if metricsLis != nil {
 		mux := http.NewServeMux()
@@ -331,6 +351,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		defer workers.Done()
 		r.connectApp(runCtx)
 	}()
+	r.connectHostedApps(runCtx, &workers)
 	for _, spec := range jobs {
 		run, err := job.New(spec, job.Options{Brokers: brokerAddr, DataDir: filepath.Join(r.cfg.DataDir, "stream"),
 			Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: r.saveJobState,
@@ -369,6 +390,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	defer graceCancel()
 	r.subs.Drain(grace)
 	r.bindings.Drain(grace)
+	r.stopHostedApps(grace)
 	r.stopServers(grace, httpSrv, grpcSrv, metricsSrv)
 	cancel()
 	workers.Wait()
@@ -467,11 +489,7 @@ func (r *Runtime) loadResiliency(docs []components.Document) error {
 
 // publishApp tells the other runtimes, through the gossip catalog, that
 // this runtime's app is up (healthy) or not.
-func (r *Runtime) publishApp(healthy bool) {
-	if r.node != nil {
-		r.node.SetLocalApps([]membership.App{{ID: r.cfg.AppID, Healthy: healthy}})
-	}
-}
+func (r *Runtime) publishApp(healthy bool) { r.setAppHealth(r.cfg.AppID, healthy) }
 
 // brokerPort is the embedded broker's port, 0 when it is off.
 func (r *Runtime) brokerPort() int {
@@ -524,28 +542,12 @@ func (r *Runtime) connectApp(ctx context.Context) {
 	}
 	addr := net.JoinHostPort(r.cfg.AppChannelAddress, strconv.Itoa(r.cfg.AppPort))
 	r.log.Info("waiting for the app", "address", addr)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	var ch appchannel.Channel
-	if r.cfg.AppProtocol == "grpc" {
-		g, err := appchannel.NewGRPC(ctx, appchannel.GRPCOptions{Address: addr, MaxMessageBytes: r.cfg.MaxRequestSizeMB << 20})
-		if err != nil {
+	ch, err := r.dialApp(ctx, addr, r.cfg.AppProtocol)
+	if err != nil {
+		if ctx.Err() == nil {
 			r.log.Error("app channel", "error", err)
-			return
 		}
-		ch = g
-	} else {
-		ch = appchannel.NewHTTP(appchannel.HTTPOptions{Address: addr, HealthPath: r.cfg.AppHealthCheckPath, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20})
+		return
 	}
 	r.local.SetChannel(ch)
 	r.bindings.SetChannel(ch)
@@ -558,6 +560,27 @@ func (r *Runtime) connectApp(ctx context.Context) {
 	r.startDeliveries(ctx, ch)
 	r.ready.Store(true)
 	r.log.Info("mecha ready", "app_port", r.cfg.AppPort)
+}
+
+// dialApp waits until the app at addr takes connections, then builds its
+// channel.
+func (r *Runtime) dialApp(ctx context.Context, addr, protocol string) (appchannel.Channel, error) {
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if protocol == "grpc" {
+		return appchannel.NewGRPC(ctx, appchannel.GRPCOptions{Address: addr, MaxMessageBytes: r.cfg.MaxRequestSizeMB << 20})
+	}
+	return appchannel.NewHTTP(appchannel.HTTPOptions{Address: addr, HealthPath: r.cfg.AppHealthCheckPath, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20}), nil
 }
 
 func (r *Runtime) startDeliveries(ctx context.Context, ch appchannel.Channel) {

@@ -32,6 +32,9 @@ type Blocks struct {
 	AppID      string
 	Components *components.Manager
 	Log        *slog.Logger
+	// OwnPrefix prefixes state keys with AppID even though the components
+	// were loaded for another app of the runtime (the apps of --app).
+	OwnPrefix bool
 }
 
 // ---- state ----
@@ -44,6 +47,9 @@ func (b *Blocks) stateStore(name string) (*components.StateStore, error) {
 	s, ok := snap.State[name]
 	if !ok {
 		return nil, apierr.StateStoreNotFound(name)
+	}
+	if b.OwnPrefix {
+		return s.ForApp(b.AppID), nil
 	}
 	return s, nil
 }

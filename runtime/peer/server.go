@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/valyala/fasthttp"
@@ -58,6 +59,8 @@ type Server struct {
 	AppID string
 	// Channel is the app's channel; nil until the app is up.
 	Channel func() appchannel.Channel
+	// Lookup finds another app this runtime hosts (--app), by app-id.
+	Lookup func(appID string) (func() appchannel.Channel, bool)
 	// Allow decides whether caller may call method (verb and path) on
 	// this runtime's app; nil allows everything.
 	Allow func(caller, verb, method string) error
@@ -120,7 +123,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.Request.Header.Del(TokenHeader)
 	callee := ctx.Request.Header.PeekBytes(HeaderCallee)
-	if len(callee) > 0 && string(callee) != s.AppID && !bytes.HasPrefix(callee, []byte(s.AppID+".")) {
+	appID, channel := s.AppID, s.Channel
+	if f, id, ok := s.hosted(string(callee)); ok {
+		appID, channel = id, f
+	} else if len(callee) > 0 && string(callee) != s.AppID && !bytes.HasPrefix(callee, []byte(s.AppID+".")) {
 		if s.Forward == nil {
 			writeError(ctx, apierr.DirectInvoke(string(callee), errors.New("this runtime does not host it (stale catalog?)")))
 			return
@@ -138,13 +144,13 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if s.Allow != nil {
 		caller := string(ctx.Request.Header.PeekBytes(HeaderCaller))
 		if err := s.Allow(caller, string(ctx.Method()), string(ctx.Path())); err != nil {
-			writeError(ctx, apierr.Denied(s.AppID, err))
+			writeError(ctx, apierr.Denied(appID, err))
 			return
 		}
 	}
 	var ch appchannel.Channel
-	if s.Channel != nil {
-		ch = s.Channel()
+	if channel != nil {
+		ch = channel()
 	}
 	h, ok := ch.(*appchannel.HTTP)
 	if !ok {
@@ -158,10 +164,27 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if err := h.Do(context.Background(), &ctx.Request, &ctx.Response); err != nil {
 		ctx.Response.Reset()
-		writeError(ctx, apierr.DirectInvoke(s.AppID, err))
+		writeError(ctx, apierr.DirectInvoke(appID, err))
 		return
 	}
 	ctx.Response.Header.ResetConnectionClose()
+}
+
+// hosted finds callee among the other apps this runtime hosts, with or
+// without a ".namespace" suffix.
+func (s *Server) hosted(callee string) (func() appchannel.Channel, string, bool) {
+	if s.Lookup == nil || callee == "" || callee == s.AppID {
+		return nil, "", false
+	}
+	if f, ok := s.Lookup(callee); ok {
+		return f, callee, true
+	}
+	if i := strings.LastIndexByte(callee, '.'); i > 0 {
+		if f, ok := s.Lookup(callee[:i]); ok {
+			return f, callee[:i], true
+		}
+	}
+	return nil, "", false
 }
 
 func (s *Server) invoke(ctx *fasthttp.RequestCtx, ch appchannel.Channel) {
