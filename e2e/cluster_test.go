@@ -499,8 +499,11 @@ var hostedRE = regexp.MustCompile(`msg="app API listening".* app=(\S+) http_port
 // own API ports: each has its own state keys and identity as a caller,
 // they call each other, and another runtime calls the second one.
 func TestSeveralAppsOnOneRuntime(t *testing.T) {
-	p1, p2 := startHTTPApp(t), startHTTPApp(t)
-	m := startMecha(t, "--app-id", "first", "--app-port", fmt.Sprint(p1), "--app", fmt.Sprintf("id=second,port=%d", p2))
+	p1, p2, p3 := startHTTPApp(t), startHTTPApp(t), startHTTPApp(t)
+	res := t.TempDir()
+	writeFile(t, res, "state.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n")
+	writeFile(t, res, "third.yaml", fmt.Sprintf("apiVersion: mecha.io/v1alpha1\nkind: App\nmetadata:\n  name: third\nspec:\n  port: %d\n", p3))
+	m := startMecha(t, "--app-id", "first", "--app-port", fmt.Sprint(p1), "--app", fmt.Sprintf("id=second,port=%d", p2), "--resources-path", res)
 	g := hostedRE.FindStringSubmatch(m.output())
 	if g == nil || g[1] != "second" {
 		t.Fatalf("no app API line for the second app:\n%s", m.output())
@@ -537,6 +540,14 @@ func TestSeveralAppsOnOneRuntime(t *testing.T) {
 		}
 		return nil
 	})
+	// The app of the App document is served too.
+	eventually(t, 10*time.Second, func() error {
+		r := do(t, "GET", m.url("/v1.0/invoke/third/method/echo/t"), nil)
+		if r.Status != 200 {
+			return fmt.Errorf("first → third: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
 	// State keys are each app's own.
 	expectStatus(t, do(t, "POST", second+"/v1.0/state/statestore", `[{"key":"k","value":"of-second"}]`), 204)
 	if r := do(t, "GET", m.url("/v1.0/state/statestore/k"), nil); r.Status != 204 {
@@ -554,6 +565,14 @@ func TestSeveralAppsOnOneRuntime(t *testing.T) {
 		}
 		return nil
 	})
+	// A bad App document names its file and field.
+	badRes := t.TempDir()
+	writeFile(t, badRes, "app.yaml", "apiVersion: mecha.io/v1alpha1\nkind: App\nmetadata:\n  name: first\nspec:\n  port: 3001\n")
+	dup := start(t, bins.mecha, "run", "--app-id", "first", "--resources-path", badRes, "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0",
+		"--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1", "--broker-port", "-1", "--data-dir", t.TempDir())
+	if code := dup.wait(20 * time.Second); code == 0 || !strings.Contains(dup.output(), `app.yaml`) || !strings.Contains(dup.output(), `already served`) {
+		t.Fatalf("exit %d:\n%s", code, dup.output())
+	}
 	// A bad --app names what is wrong.
 	bad := start(t, bins.mecha, "run", "--app-id", "x", "--app", "id=y,port=abc", "--data-dir", t.TempDir())
 	if code := bad.wait(20 * time.Second); code == 0 || !strings.Contains(bad.output(), `port="abc" is not a port`) {

@@ -1,7 +1,9 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strconv"
@@ -47,6 +49,61 @@ func (l appList) String() string {
 		out = append(out, fmt.Sprintf("id=%s,port=%d,protocol=%s", a.ID, a.Port, a.Protocol))
 	}
 	return strings.Join(out, " ")
+}
+
+// appDocument is an App in a resources path: the same as an --app flag.
+//
+//	apiVersion: mecha.io/v1alpha1
+//	kind: App
+//	metadata: {name: billing}
+//	spec: {port: 3001, protocol: http, httpPort: 0, grpcPort: 0}
+type appDocument struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec struct {
+		Port     int    `json:"port"`
+		Protocol string `json:"protocol,omitempty"`
+		HTTPPort int    `json:"httpPort,omitempty"`
+		GRPCPort int    `json:"grpcPort,omitempty"`
+	} `json:"spec"`
+}
+
+// appSpecs reads the App documents of the resources path and adds them to
+// the apps of the flags, naming the file and field of a bad one.
+func appSpecs(docs []components.Document, flags []AppSpec, primary string) ([]AppSpec, error) {
+	out := append([]AppSpec(nil), flags...)
+	seen := map[string]bool{primary: true}
+	for _, a := range flags {
+		seen[a.ID] = true
+	}
+	for _, d := range docs {
+		if d.Kind != "App" {
+			continue
+		}
+		var doc appDocument
+		dec := json.NewDecoder(bytes.NewReader(d.Raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&doc); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, d.Where(), strings.TrimPrefix(err.Error(), "json: "))
+		}
+		var specs []AppSpec
+		v := fmt.Sprintf("id=%s,port=%d,http-port=%d,grpc-port=%d", doc.Metadata.Name, doc.Spec.Port, doc.Spec.HTTPPort, doc.Spec.GRPCPort)
+		if doc.Spec.Protocol != "" {
+			v += ",protocol=" + doc.Spec.Protocol
+		}
+		if err := (appList{&specs}).Set(v); err != nil {
+			return nil, fmt.Errorf("%w: %s: app %q: %v", ErrConfig, d.Where(), doc.Metadata.Name, err)
+		}
+		if seen[specs[0].ID] {
+			return nil, fmt.Errorf("%w: %s: metadata.name: app-id %q is already served by this runtime", ErrConfig, d.Where(), specs[0].ID)
+		}
+		seen[specs[0].ID] = true
+		out = append(out, specs[0])
+	}
+	return out, nil
 }
 
 // Set parses one --app value, naming what is wrong.

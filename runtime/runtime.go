@@ -173,6 +173,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if r.cfg.Apps, err = appSpecs(docs, r.cfg.Apps, r.cfg.AppID); err != nil {
+		return err
+	}
 	r.resil = resiliency.NewStore(resiliency.Options{AppID: r.cfg.AppID,
 		OnBreakerChange: func(target, instance string, from, to resiliency.State) {
 			r.log.Warn("circuit breaker", "target", target, "instance", instance, "from", from, "to", to)
