@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -577,5 +578,57 @@ func TestSeveralAppsOnOneRuntime(t *testing.T) {
 	bad := start(t, bins.mecha, "run", "--app-id", "x", "--app", "id=y,port=abc", "--data-dir", t.TempDir())
 	if code := bad.wait(20 * time.Second); code == 0 || !strings.Contains(bad.output(), `port="abc" is not a port`) {
 		t.Fatalf("exit %d:\n%s", code, bad.output())
+	}
+}
+
+// TestGRPCProxy: an app calls another app's own gRPC service (here the
+// standard health service), unary and streaming, through its runtime with
+// the dapr-app-id metadata, as with Dapr's gRPC proxying: locally and
+// through another runtime's internal port.
+func TestGRPCProxy(t *testing.T) {
+	gPort, _ := startGRPCApp(t)
+	b := startMecha(t, "--app-id", "gsvc", "--app-port", fmt.Sprint(gPort), "--app-protocol", "grpc")
+	a := startMecha(t, "--app-id", "gcaller", "--join", fmt.Sprintf("127.0.0.1:%d", b.gossipPort))
+	for _, m := range []*mecha{b, a} {
+		conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", m.grpcPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		hc := healthpb.NewHealthClient(conn)
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "dapr-app-id", "gsvc")
+		eventually(t, 10*time.Second, func() error {
+			r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				return err
+			}
+			if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				return fmt.Errorf("status %v", r.GetStatus())
+			}
+			return nil
+		})
+		// A server stream, proxied message by message.
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		w, err := hc.Watch(wctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := w.Recv()
+		cancel()
+		if err != nil || first.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("watch through the proxy: %v %v", first, err)
+		}
+		// The app's own error status comes back as it gave it.
+		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "no-such"}); status.Code(err) != codes.NotFound {
+			t.Fatalf("unknown health service: %v, want the app's NotFound", err)
+		}
+		// Without dapr-app-id an unknown service is Unimplemented, and the
+		// runtime's own API still works on the same port.
+		if _, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unimplemented {
+			t.Fatalf("no dapr-app-id: %v, want Unimplemented", err)
+		}
+		if md, err := runtimev1.NewDaprClient(conn).GetMetadata(context.Background(), &runtimev1.GetMetadataRequest{}); err != nil || md.GetId() == "" {
+			t.Fatalf("the Dapr API on the proxying port: %v %v", md, err)
+		}
 	}
 }

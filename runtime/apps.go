@@ -197,6 +197,7 @@ func (r *Runtime) startHostedApps(docs []components.Document, cluster func(*invo
 			APILogging: r.cfg.APILogging, MaxRequestBytes: r.cfg.MaxRequestSizeMB << 20, Shutdown: r.Shutdown,
 			Ready: r.ready.Load, OutboundReady: r.outbound.Load, APIToken: r.cfg.APIToken, Resiliency: r.resil,
 		}
+		deps.GRPCProxy = r.grpcDirector(spec.ID, deps.Invoker.Resolver.(*invoke.Cluster), r.peerToken)
 		hl, err := net.Listen("tcp", net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(spec.HTTPPort)))
 		if err != nil {
 			return fmt.Errorf("--app %s: http-port %d: %w", spec.ID, spec.HTTPPort, err)

@@ -46,20 +46,22 @@ type Runtime struct {
 	cfg Config
 	log *slog.Logger
 
-	registry *components.Registry
-	comps    *components.Manager
-	metrics  *metrics.Metrics
-	local    *invoke.Local
-	blocks   *blocks.Blocks
-	subs     *subscriptions.Manager
-	bindings *inputbindings.Runner
-	features []string
-	broker   *broker.Broker // the embedded broker; nil when --broker-port 0
-	jobs     job.Jobs       // stream jobs, controlled on the metrics port
-	node     *membership.Node
-	peer     *peer.Server        // the internal port
-	acl      *accesscontrol.List // who may call the app; nil allows all
-	resil    *resiliency.Store   // Resiliency policies of the resources path
+	registry  *components.Registry
+	comps     *components.Manager
+	metrics   *metrics.Metrics
+	local     *invoke.Local
+	blocks    *blocks.Blocks
+	subs      *subscriptions.Manager
+	bindings  *inputbindings.Runner
+	features  []string
+	broker    *broker.Broker // the embedded broker; nil when --broker-port 0
+	jobs      job.Jobs       // stream jobs, controlled on the metrics port
+	node      *membership.Node
+	peer      *peer.Server        // the internal port
+	acl       *accesscontrol.List // who may call the app; nil allows all
+	resil     *resiliency.Store   // Resiliency policies of the resources path
+	grpcConns grpcConns           // to other runtimes, for proxied gRPC calls
+	peerToken string              // sent to other runtimes' internal ports
 	// hosted are the apps of --app, besides --app-id's; Run sets them
 	// before serving.
 	hosted []*hostedApp
@@ -248,11 +250,13 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	r.applyTrafficFiles(traffic)
 	token := peer.Token(mcfg.GossipKey)
+	r.peerToken = token
 	newCluster := func(l *invoke.Local) *invoke.Cluster {
 		return &invoke.Cluster{Local: l, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: token}
 	}
 	cluster := newCluster(r.local)
 	deps.Invoker = &invoke.Invoker{Resolver: cluster, AppID: r.cfg.AppID, Resiliency: r.resil}
+	deps.GRPCProxy = r.grpcDirector(r.cfg.AppID, cluster, token)
 	deps.Resiliency = r.resil
 	peerSrv := &peer.Server{AppID: r.cfg.AppID, Channel: r.local.Channel, Lookup: r.appChannel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow, Token: token}
 	if mcfg.Gateway {
@@ -274,7 +278,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	serve("http", func() error { return httpSrv.Serve(httpLis) })
 	serve("grpc", func() error { return grpcSrv.Serve(grpcLis) })
-	serve("internal", func() error { return peerSrv.Serve(internalLis) })
+	serve("internal", func() error { return peerSrv.ServeBoth(internalLis) })
 	if err := r.startHostedApps(docs, newCluster, serve); err != nil {
 		stopCtx, stopCancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGracePeriod)
 		r.stopHostedApps(stopCtx)
@@ -404,6 +408,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if ch := r.local.Channel(); ch != nil {
 		_ = ch.Close()
 	}
+	r.grpcConns.close()
 	r.log.Info("shutdown complete")
 	return exitErr
 }

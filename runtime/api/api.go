@@ -9,6 +9,7 @@ import (
 	"mecha/runtime/blocks"
 	"mecha/runtime/invoke"
 	"mecha/runtime/metrics"
+	"mecha/runtime/peer"
 	"mecha/runtime/resiliency"
 	"mecha/runtime/subscriptions"
 )
@@ -40,6 +41,9 @@ type Deps struct {
 	// Resiliency holds the Resiliency policies applied to invocations;
 	// nil applies none.
 	Resiliency *resiliency.Store
+	// GRPCProxy, when set, directs calls to gRPC services the runtime does
+	// not implement, by their dapr-app-id metadata (Dapr's gRPC proxying).
+	GRPCProxy peer.Director
 }
 
 // TokenOK reports whether got is the API token (in constant time), or no

@@ -679,3 +679,6 @@ func (g *GRPC) Close() error {
 	}
 	return nil
 }
+
+// Conn is the connection to the app, for proxying its own gRPC services.
+func (g *GRPC) Conn() *grpc.ClientConn { return g.conn }

@@ -28,6 +28,7 @@ import (
 	"sync"
 
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc"
 
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
@@ -75,6 +76,7 @@ type Server struct {
 
 	once sync.Once
 	srv  *fasthttp.Server
+	grpc *grpc.Server // proxied gRPC calls, on the same port
 }
 
 // Serve takes connections on ln until Shutdown.
@@ -90,6 +92,7 @@ func (s *Server) init() {
 }
 
 func (s *Server) build() {
+	s.grpc = grpc.NewServer(ProxyCodec(), grpc.UnknownServiceHandler(GRPCProxy(s.direct)))
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -113,6 +116,7 @@ func (s *Server) build() {
 // Shutdown stops taking connections and waits for calls in flight.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
+	s.grpc.Stop()
 	return s.srv.ShutdownWithContext(ctx)
 }
 

@@ -15,6 +15,8 @@ import (
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
@@ -97,6 +99,8 @@ func main() {
 		os.Exit(1)
 	}
 	s := grpc.NewServer()
+	// A service of the app's own, for Dapr-style gRPC proxying tests.
+	healthpb.RegisterHealthServer(s, health.NewServer())
 	runtimev1pb.RegisterAppCallbackServer(s, a)
 	runtimev1pb.RegisterAppCallbackHealthCheckServer(s, a)
 	go func() {

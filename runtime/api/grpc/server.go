@@ -23,6 +23,7 @@ import (
 	"mecha/runtime/api"
 	"mecha/runtime/apierr"
 	"mecha/runtime/metrics"
+	"mecha/runtime/peer"
 )
 
 // Server is the Dapr gRPC API server.
@@ -101,6 +102,9 @@ func New(d *api.Deps) *Server {
 	}
 	if d.MaxRequestBytes > 0 {
 		opts = append(opts, grpc.MaxRecvMsgSize(d.MaxRequestBytes))
+	}
+	if d.GRPCProxy != nil {
+		opts = append(opts, peer.ProxyCodec(), grpc.UnknownServiceHandler(peer.GRPCProxy(d.GRPCProxy)))
 	}
 	s.srv = grpc.NewServer(opts...)
 	runtimev1pb.RegisterDaprServer(s.srv, s)
