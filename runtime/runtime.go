@@ -61,6 +61,7 @@ type Runtime struct {
 	acl       *accesscontrol.List // who may call the app; nil allows all
 	resil     *resiliency.Store   // Resiliency policies of the resources path
 	grpcConns grpcConns           // to other runtimes, for proxied gRPC calls
+	cluster   *invoke.Cluster     // the --app-id app's resolver
 	peerToken string              // sent to other runtimes' internal ports
 	// hosted are the apps of --app, besides --app-id's; Run sets them
 	// before serving.
@@ -255,6 +256,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return &invoke.Cluster{Local: l, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: token}
 	}
 	cluster := newCluster(r.local)
+	r.cluster = cluster
 	deps.Invoker = &invoke.Invoker{Resolver: cluster, AppID: r.cfg.AppID, Resiliency: r.resil}
 	deps.GRPCProxy = r.grpcDirector(r.cfg.AppID, cluster, token)
 	deps.Resiliency = r.resil
@@ -359,6 +361,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 		r.connectApp(runCtx)
 	}()
 	r.connectHostedApps(runCtx, &workers)
+	workers.Add(1)
+	go func() {
+		defer workers.Done()
+		r.cluster.ProbeLoop(runCtx, 500*time.Millisecond)
+	}()
 	for _, spec := range jobs {
 		run, err := job.New(spec, job.Options{Brokers: brokerAddr, DataDir: filepath.Join(r.cfg.DataDir, "stream"),
 			Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: r.saveJobState,

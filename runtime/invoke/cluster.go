@@ -9,6 +9,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"mecha/runtime/appchannel"
 	"mecha/runtime/balance"
@@ -245,6 +248,71 @@ func (st *appRouting) balancer(group string, spec *TrafficSpec, cands []balance.
 		gb.addrs = addrs
 	}
 	return gb.b
+}
+
+// ProbeLoop probes, every interval until ctx ends, the instances the
+// weighted balancers ejected that are due a probe: the instance's runtime
+// answers for its app (peer.ProbeHeader), and a pass lets the balancer
+// send it traffic again.
+func (c *Cluster) ProbeLoop(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.probeOnce(ctx)
+	}
+}
+
+func (c *Cluster) probeOnce(ctx context.Context) {
+	type due struct {
+		app string
+		w   *balance.Weighted
+		in  balance.Instance
+	}
+	var list []due
+	c.mu.Lock()
+	for app, st := range c.apps {
+		st.mu.Lock()
+		for _, gb := range st.balancers {
+			if w, ok := gb.b.(*balance.Weighted); ok {
+				for _, in := range w.DueProbes(nil) {
+					list = append(list, due{app, w, in})
+				}
+			}
+		}
+		st.mu.Unlock()
+	}
+	c.mu.Unlock()
+	for _, d := range list {
+		go func() {
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			d.w.ReportProbe(d.in.ID, c.probe(pctx, d.in.Addr, d.app) == nil)
+		}()
+	}
+}
+
+// probe asks the runtime at addr whether it serves app.
+func (c *Cluster) probe(ctx context.Context, addr, app string) error {
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(fasthttp.MethodGet)
+	req.SetRequestURI("/")
+	req.Header.Set(peer.ProbeHeader, "1")
+	req.Header.Set(string(peer.HeaderCallee), app)
+	if err := c.channel(addr).Do(ctx, req, resp); err != nil {
+		return err
+	}
+	if resp.StatusCode() != fasthttp.StatusNoContent {
+		return fmt.Errorf("probe of %s at %s: %d", app, addr, resp.StatusCode())
+	}
+	return nil
 }
 
 // channel is the pooled connection to a runtime's internal port.

@@ -3,8 +3,18 @@ package invoke
 import (
 	"context"
 	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"mecha/internal/poll"
+	"mecha/runtime/peer"
 
 	"mecha/runtime/appchannel"
 	"mecha/runtime/membership"
@@ -173,5 +183,76 @@ func TestParseTrafficNamesField(t *testing.T) {
 		if _, err := ParseTraffic([]byte(c.spec)); err == nil || !errors.Is(err, ErrTraffic) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want it to say %q", c.spec, err, c.want)
 		}
+	}
+}
+
+// TestWeightedEjectsAndProbesBack: with the weighted balancer, an
+// instance whose calls fail is ejected and gets no traffic; the probe
+// loop asks its runtime, which answers the probe, and the instance gets
+// traffic again.
+func TestWeightedEjectsAndProbesBack(t *testing.T) {
+	var probes atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(peer.ProbeHeader) != "" && r.Header.Get(string(peer.HeaderCallee)) == "svc" {
+			probes.Add(1)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	host, portStr, _ := net.SplitHostPort(u.Host)
+	port, _ := strconv.Atoi(portStr)
+	bad := net.JoinHostPort(host, portStr)
+	cat := &fakeCatalog{dc: "a", rules: map[string]membership.TrafficRule{
+		"svc": {App: "svc", Stamp: 1, Spec: []byte(`{"app":"svc","loadBalancer":"weighted"}`)},
+	}, insts: map[string][]membership.Instance{"svc": {
+		{AppID: "svc", Node: "n1", DC: "a", Addr: host, InternalPort: port, Healthy: true},
+		{AppID: "svc", Node: "n2", DC: "a", Addr: "10.0.0.2", InternalPort: 1, Healthy: true},
+	}}}
+	c := &Cluster{Local: &Local{AppID: "me"}, Catalog: cat}
+	// Fail every call to the test server's instance until it is ejected.
+	ejected := false
+	for i := 0; i < 200 && !ejected; i++ {
+		tg, err := c.Resolve(context.Background(), "svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := tg.Channel.(*appchannel.HTTP).Addr()
+		if a == bad {
+			tg.Finish(errors.New("boom"), time.Millisecond)
+		} else {
+			tg.Finish(nil, time.Millisecond)
+		}
+		ejected = i > 20 && func() bool {
+			for range 50 {
+				tg, _ := c.Resolve(context.Background(), "svc")
+				tg.Finish(nil, time.Millisecond)
+				if tg.Channel.(*appchannel.HTTP).Addr() == bad {
+					return false
+				}
+			}
+			return true
+		}()
+	}
+	if !ejected {
+		t.Fatal("the failing instance was never ejected")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.ProbeLoop(ctx, 20*time.Millisecond)
+	poll.Until(t, 10*time.Second, "the ejected instance probed and back in rotation", func() bool {
+		for range 50 {
+			tg, _ := c.Resolve(context.Background(), "svc")
+			tg.Finish(nil, time.Millisecond)
+			if tg.Channel.(*appchannel.HTTP).Addr() == bad {
+				return true
+			}
+		}
+		return false
+	})
+	if probes.Load() == 0 {
+		t.Fatal("no probe reached the instance's runtime")
 	}
 }

@@ -40,6 +40,10 @@ var (
 	HeaderCallee = []byte("dapr-callee-app-id")
 )
 
+// ProbeHeader marks a load balancer's probe of an ejected instance: the
+// internal port answers it itself, 204 when the app is connected.
+const ProbeHeader = "mecha-probe"
+
 // TokenHeader carries the peer token between runtimes.
 const TokenHeader = "mecha-peer-token"
 
@@ -142,6 +146,15 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		if err != nil {
 			ctx.Response.Reset()
 			writeError(ctx, apierr.DirectInvoke(string(callee), err))
+		}
+		return
+	}
+	if len(ctx.Request.Header.Peek(ProbeHeader)) > 0 {
+		// A balancer's probe: is the app here and connected?
+		if channel != nil && channel() != nil {
+			ctx.SetStatusCode(fasthttp.StatusNoContent)
+		} else {
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		}
 		return
 	}
