@@ -308,21 +308,36 @@ spec:
 	}
 }
 
-// TestTrafficShift: a traffic policy set through one runtime's admin API
-// (in dc-b) reaches a caller in dc-a within 2 s; then exactly 70 of 100
-// calls stay in dc-a and 30 go to dc-b. Clearing it brings every call
-// home.
+// TestTrafficShift: in 2 DCs × 3 runtimes, a traffic policy set through
+// one runtime's admin API (in dc-b) reaches a caller in dc-a within 2 s;
+// then exactly 70 of 100 calls stay in dc-a and 30 go to dc-b. Clearing
+// it brings every call home.
 func TestTrafficShift(t *testing.T) {
-	g := startMecha(t, "--app-id", "gw-b", "--dc", "dc-b", "--gateway", "--wan-port", "0")
+	// 2 DCs × 3 runtimes, each with an app: a gateway and two instances of
+	// appb per DC.
+	gbPort := startHTTPApp(t)
+	g := startMecha(t, "--app-id", "gw-b", "--app-port", fmt.Sprint(gbPort), "--dc", "dc-b", "--gateway", "--wan-port", "0")
 	gWAN := wanRE.FindStringSubmatch(g.output())[1]
-	b2Port := startHTTPApp(t)
-	startMecha(t, "--app-id", "appb", "--app-port", fmt.Sprint(b2Port), "--dc", "dc-b", "--join", fmt.Sprintf("127.0.0.1:%d", g.gossipPort))
-	a := startMecha(t, "--app-id", "appa", "--dc", "dc-a", "--gateway", "--wan-port", "0", "--wan-join", "127.0.0.1:"+gWAN)
-	b1Port := startHTTPApp(t)
-	startMecha(t, "--app-id", "appb", "--app-port", fmt.Sprint(b1Port), "--dc", "dc-a", "--join", fmt.Sprintf("127.0.0.1:%d", a.gossipPort))
+	b2Port, b2bPort := startHTTPApp(t), startHTTPApp(t)
+	for _, p := range []int{b2Port, b2bPort} {
+		startMecha(t, "--app-id", "appb", "--app-port", fmt.Sprint(p), "--dc", "dc-b", "--join", fmt.Sprintf("127.0.0.1:%d", g.gossipPort))
+	}
+	gaPort := startHTTPApp(t)
+	a := startMecha(t, "--app-id", "appa", "--app-port", fmt.Sprint(gaPort), "--dc", "dc-a", "--gateway", "--wan-port", "0", "--wan-join", "127.0.0.1:"+gWAN)
+	b1Port, b1bPort := startHTTPApp(t), startHTTPApp(t)
+	for _, p := range []int{b1Port, b1bPort} {
+		startMecha(t, "--app-id", "appb", "--app-port", fmt.Sprint(p), "--dc", "dc-a", "--join", fmt.Sprintf("127.0.0.1:%d", a.gossipPort))
+	}
+	inDC := func(ports ...int) int {
+		n := 0
+		for _, p := range ports {
+			n += receivedCount(t, p, "orders")
+		}
+		return n
+	}
 	eventually(t, 10*time.Second, func() error {
-		if r := do(t, "POST", a.url("/v1.0/invoke/appb/method/orders"), `{}`); r.Status != 200 || receivedCount(t, b1Port, "orders") == 0 {
-			return fmt.Errorf("dc-a's instance not reached yet: %d %s", r.Status, r.Body)
+		if r := do(t, "POST", a.url("/v1.0/invoke/appb/method/orders"), `{}`); r.Status != 200 || receivedCount(t, b1Port, "orders") == 0 || receivedCount(t, b1bPort, "orders") == 0 {
+			return fmt.Errorf("dc-a's two instances not both reached yet: %d %s", r.Status, r.Body)
 		}
 		return nil
 	})
@@ -342,11 +357,11 @@ func TestTrafficShift(t *testing.T) {
 	if took > 2*time.Second {
 		t.Fatalf("the traffic rule took %v to reach dc-a, want under 2 s", took)
 	}
-	n1, n2 := receivedCount(t, b1Port, "orders"), receivedCount(t, b2Port, "orders")
+	n1, n2 := inDC(b1Port, b1bPort), inDC(b2Port, b2bPort)
 	for range 100 {
 		expectStatus(t, do(t, "POST", a.url("/v1.0/invoke/appb/method/orders"), `{}`), 200)
 	}
-	d1, d2 := receivedCount(t, b1Port, "orders")-n1, receivedCount(t, b2Port, "orders")-n2
+	d1, d2 := inDC(b1Port, b1bPort)-n1, inDC(b2Port, b2bPort)-n2
 	if d1 != 70 || d2 != 30 {
 		t.Fatalf("100 calls went %d to dc-a and %d to dc-b, want 70 and 30", d1, d2)
 	}
@@ -361,11 +376,11 @@ func TestTrafficShift(t *testing.T) {
 		}
 		return nil
 	})
-	n2 = receivedCount(t, b2Port, "orders")
+	n2 = inDC(b2Port, b2bPort)
 	for range 20 {
 		expectStatus(t, do(t, "POST", a.url("/v1.0/invoke/appb/method/orders"), `{}`), 200)
 	}
-	if d := receivedCount(t, b2Port, "orders") - n2; d != 0 {
+	if d := inDC(b2Port, b2bPort) - n2; d != 0 {
 		t.Fatalf("%d of 20 calls left dc-a after the policy was cleared", d)
 	}
 }
