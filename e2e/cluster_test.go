@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -646,4 +648,37 @@ func TestGRPCProxy(t *testing.T) {
 			t.Fatalf("the Dapr API on the proxying port: %v %v", md, err)
 		}
 	}
+}
+
+// TestHostedAppHealth: with app health checks on, an app of --app that
+// turns unhealthy is marked so in the catalog, and other runtimes stop
+// calling it until it is healthy again.
+func TestHostedAppHealth(t *testing.T) {
+	sick := filepath.Join(t.TempDir(), "sick")
+	p1 := startHTTPApp(t)
+	p2 := startHTTPApp(t, "UNHEALTHY_FILE="+sick)
+	m := startMecha(t, "--app-id", "main", "--app-port", fmt.Sprint(p1), "--app", fmt.Sprintf("id=flaky2,port=%d", p2),
+		"--enable-app-health-check", "--app-health-probe-interval", "100ms", "--app-health-threshold", "1")
+	o := startMecha(t, "--app-id", "watcher", "--join", fmt.Sprintf("127.0.0.1:%d", m.gossipPort))
+	call := func() response { return do(t, "GET", o.url("/v1.0/invoke/flaky2/method/echo/x"), nil) }
+	eventually(t, 10*time.Second, func() error {
+		if r := call(); r.Status != 200 {
+			return fmt.Errorf("healthy: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	writeFile(t, filepath.Dir(sick), "sick", "")
+	eventually(t, 10*time.Second, func() error {
+		if r := call(); r.Status != 500 || !strings.Contains(string(r.Body), "none is healthy") {
+			return fmt.Errorf("sick: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	os.Remove(sick)
+	eventually(t, 10*time.Second, func() error {
+		if r := call(); r.Status != 200 {
+			return fmt.Errorf("healthy again: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
 }

@@ -234,16 +234,27 @@ func (r *Runtime) connectHostedApps(ctx context.Context, workers *sync.WaitGroup
 				return
 			}
 			a.local.SetChannel(ch)
-			r.setAppHealth(a.spec.ID, true)
-			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			subs, err := ch.Subscriptions(sctx)
-			cancel()
-			if err != nil {
-				r.log.Error("reading the app's subscriptions", "app", a.spec.ID, "error", err)
+			start := func() {
+				r.setAppHealth(a.spec.ID, true)
+				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				subs, err := ch.Subscriptions(sctx)
+				cancel()
+				if err != nil {
+					r.log.Error("reading the app's subscriptions", "app", a.spec.ID, "error", err)
+				}
+				a.subs.SetApp(ch, subs)
+				a.subs.Sync(ctx)
+				r.log.Info("app ready", "app", a.spec.ID, "app_port", a.spec.Port)
 			}
-			a.subs.SetApp(ch, subs)
-			a.subs.Sync(ctx)
-			r.log.Info("app ready", "app", a.spec.ID, "app_port", a.spec.Port)
+			if !r.cfg.EnableAppHealthCheck {
+				start()
+				return
+			}
+			r.watchHealth(ctx, ch, start, func(err error) {
+				r.setAppHealth(a.spec.ID, false)
+				r.log.Warn("app is unhealthy; pausing deliveries", "app", a.spec.ID, "error", err)
+				a.subs.Pause()
+			})
 		}()
 	}
 }

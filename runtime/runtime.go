@@ -614,7 +614,29 @@ func (r *Runtime) startDeliveries(ctx context.Context, ch appchannel.Channel) {
 // healthy and stop after threshold failed probes, as Dapr's app health
 // checks do.
 func (r *Runtime) healthLoop(ctx context.Context, ch appchannel.Channel) {
-	healthy := false
+	r.watchHealth(ctx, ch, func() {
+		r.metrics.SetAppHealthy(true)
+		r.publishApp(true)
+		r.log.Info("app is healthy")
+		r.startDeliveries(ctx, ch)
+		if !r.ready.Load() {
+			r.ready.Store(true)
+			r.log.Info("mecha ready", "app_port", r.cfg.AppPort)
+		}
+	}, func(err error) {
+		r.metrics.SetAppHealthy(false)
+		r.publishApp(false)
+		r.log.Warn("app is unhealthy; pausing deliveries", "error", err)
+		r.subs.Pause()
+		r.bindings.Pause()
+	})
+}
+
+// watchHealth probes an app every --app-health-probe-interval: healthy
+// runs when it turns healthy, unhealthy after --app-health-threshold
+// failed probes in a row.
+func (r *Runtime) watchHealth(ctx context.Context, ch appchannel.Channel, healthy func(), unhealthy func(error)) {
+	up := false
 	failures := 0
 	t := time.NewTicker(r.cfg.AppHealthInterval)
 	defer t.Stop()
@@ -623,27 +645,16 @@ func (r *Runtime) healthLoop(ctx context.Context, ch appchannel.Channel) {
 		err := ch.Health(pctx)
 		cancel()
 		switch {
-		case err == nil && !healthy:
-			healthy, failures = true, 0
-			r.metrics.SetAppHealthy(true)
-			r.publishApp(true)
-			r.log.Info("app is healthy")
-			r.startDeliveries(ctx, ch)
-			if !r.ready.Load() {
-				r.ready.Store(true)
-				r.log.Info("mecha ready", "app_port", r.cfg.AppPort)
-			}
+		case err == nil && !up:
+			up, failures = true, 0
+			healthy()
 		case err == nil:
 			failures = 0
-		case healthy:
+		case up:
 			failures++
 			if failures >= r.cfg.AppHealthThreshold {
-				healthy = false
-				r.metrics.SetAppHealthy(false)
-				r.publishApp(false)
-				r.log.Warn("app is unhealthy; pausing deliveries", "error", err)
-				r.subs.Pause()
-				r.bindings.Pause()
+				up = false
+				unhealthy(err)
 			}
 		}
 		select {
