@@ -17,26 +17,6 @@ import (
 func TestStreamJobAppAndPubSubSinks(t *testing.T) {
 	appPort := startHTTPApp(t)
 	dir := t.TempDir()
-	job := func(name, sink string) string {
-		return `apiVersion: mecha.io/v1alpha1
-kind: StreamJob
-metadata:
-  name: ` + name + `
-spec:
-  source:
-    topic: clicks
-    eventTimeField: ts
-  map:
-    page: data.page
-    ts: data.ts
-  keyBy: page
-  window:
-    type: tumbling
-    size: 1s
-  aggregate:
-    type: count
-` + sink
-	}
 	writeFile(t, dir, "resources.yaml", `apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata:
@@ -45,11 +25,11 @@ spec:
   type: pubsub.mecha
   version: v1
 ---
-`+job("clicks-to-app", `  sink:
+`+clickCountJob("clicks-to-app", `  sink:
     type: app
     route: /stream-results
 `)+`---
-`+job("clicks-to-pubsub", `  sink:
+`+clickCountJob("clicks-to-pubsub", `  sink:
     type: pubsub
     topic: orders
 `))

@@ -26,6 +26,8 @@ type Catalog interface {
 	Instances(appID string) []membership.Instance
 	DC() string
 	Traffic(app string) (membership.TrafficRule, bool)
+	// Version moves whenever the catalog changes.
+	Version() uint64
 }
 
 // Cluster resolves the runtime's own app locally and every other app-id
@@ -60,7 +62,56 @@ type appRouting struct {
 	stamp     uint64
 	raw       string       // the rule's spec as received
 	spec      *TrafficSpec // nil without a (valid) rule
+	groups    *groups      // the last catalog version's instances
 	balancers map[string]*groupBalancer
+}
+
+// groups are an app's usable instances by DC, fresh and from the cache,
+// as of one catalog version: resolving reuses them until the catalog
+// changes, rather than copying and sorting the catalog's list per call.
+type groups struct {
+	version      uint64
+	all          int // instances in the catalog, usable or not
+	fresh, stale map[string][]membership.Instance
+}
+
+// groupsFor returns the app's groups for the catalog as it is; a
+// gateway's local-only view is built afresh each time (it is rare).
+func (st *appRouting) groupsFor(cat Catalog, appID, dc string, localOnly bool) *groups {
+	v := cat.Version()
+	if !localOnly {
+		st.mu.Lock()
+		g := st.groups
+		st.mu.Unlock()
+		if g != nil && g.version == v {
+			return g
+		}
+	}
+	all := cat.Instances(appID)
+	g := &groups{version: v, all: len(all), fresh: map[string][]membership.Instance{}, stale: map[string][]membership.Instance{}}
+	for _, in := range all {
+		if !in.Healthy || in.InternalPort == 0 {
+			continue
+		}
+		d := in.DC
+		if d == "" {
+			d = dc
+		}
+		if localOnly && d != dc {
+			continue
+		}
+		if in.Stale {
+			g.stale[d] = append(g.stale[d], in)
+		} else {
+			g.fresh[d] = append(g.fresh[d], in)
+		}
+	}
+	if !localOnly {
+		st.mu.Lock()
+		st.groups = g
+		st.mu.Unlock()
+	}
+	return g
 }
 
 // groupBalancer balances over one candidate group (a DC's instances, or
@@ -141,27 +192,10 @@ func (c *Cluster) routing(appID string) *appRouting {
 // pick chooses the address of a runtime (or gateway) to send appID's
 // call to, and the balancer's completion callback.
 func (c *Cluster) pick(appID string, localOnly bool, header func(string) string) (string, balance.Done, error) {
-	all := c.Catalog.Instances(appID)
-	dc := c.Catalog.DC()
-	fresh, stale := map[string][]membership.Instance{}, map[string][]membership.Instance{}
-	for _, in := range all {
-		if !in.Healthy || in.InternalPort == 0 {
-			continue
-		}
-		d := in.DC
-		if d == "" {
-			d = dc
-		}
-		if localOnly && d != dc {
-			continue
-		}
-		if in.Stale {
-			stale[d] = append(stale[d], in)
-		} else {
-			fresh[d] = append(fresh[d], in)
-		}
-	}
 	st := c.routing(appID)
+	dc := c.Catalog.DC()
+	g := st.groupsFor(c.Catalog, appID, dc, localOnly)
+	all, fresh, stale := g.all, g.fresh, g.stale
 	st.mu.Lock()
 	spec := st.spec
 	st.mu.Unlock()
@@ -190,8 +224,8 @@ func (c *Cluster) pick(appID string, localOnly bool, header func(string) string)
 		}
 	}
 	if chosen == nil {
-		if len(all) > 0 {
-			return "", nil, fmt.Errorf("%w: %q has %d instances and none is healthy", ErrAppNotFound, appID, len(all))
+		if all > 0 {
+			return "", nil, fmt.Errorf("%w: %q has %d instances and none is healthy", ErrAppNotFound, appID, all)
 		}
 		return "", nil, fmt.Errorf("%w: couldn't find service: %s", ErrAppNotFound, appID)
 	}

@@ -24,10 +24,12 @@ type fakeCatalog struct {
 	dc    string
 	insts map[string][]membership.Instance
 	rules map[string]membership.TrafficRule
+	ver   uint64 // bumped by tests that change insts
 }
 
 func (f *fakeCatalog) Instances(id string) []membership.Instance { return f.insts[id] }
 func (f *fakeCatalog) DC() string                                { return f.dc }
+func (f *fakeCatalog) Version() uint64                           { return f.ver }
 func (f *fakeCatalog) Traffic(app string) (membership.TrafficRule, bool) {
 	r, ok := f.rules[app]
 	return r, ok && len(r.Spec) > 0
@@ -89,6 +91,7 @@ func TestClusterPick(t *testing.T) {
 		t.Fatalf("a gateway resolving far in its own DC: %v (the cached instance is still one)", err)
 	}
 	cat.insts["far"] = cat.insts["far"][:1]
+	cat.ver++
 	if _, err := c.ResolveLocalDC("far"); !errors.Is(err, ErrAppNotFound) {
 		t.Fatalf("a gateway must not send a cross-DC call on to another DC: %v", err)
 	}
@@ -136,6 +139,7 @@ func TestTrafficShiftAndPreference(t *testing.T) {
 	// dc a loses its instances: failover in preference order.
 	insts := cat.insts["svc"]
 	cat.insts["svc"] = insts[2:]
+	cat.ver++
 	setRule(3, `{"app":"svc","dcPreference":["c","b"]}`)
 	if got := count(5); got["10.2.0.9:1"] != 5 {
 		t.Fatalf("failover with dcPreference c, b: %v", got)
@@ -145,6 +149,7 @@ func TestTrafficShiftAndPreference(t *testing.T) {
 		t.Fatalf("failover without a preference: %v, want b (by name)", got)
 	}
 	cat.insts["svc"] = insts
+	cat.ver++
 	// Rendezvous: one key, one instance.
 	setRule(5, `{"app":"svc","loadBalancer":"rendezvous","hashHeader":"x-user"}`)
 	for _, user := range []string{"u1", "u2", "u3"} {

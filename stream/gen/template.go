@@ -9,6 +9,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"mecha/internal/jsonstr"
 )
 
 // ErrTemplate is wrapped by every invalid template; its text, "template",
@@ -260,37 +262,8 @@ func appendScalar(dst []byte, tok any) []byte {
 // appendQuoted writes s as a JSON string.
 func appendQuoted(dst []byte, s string) []byte {
 	dst = append(dst, '"')
-	dst = appendEscaped(dst, s)
+	dst = jsonstr.AppendEscaped(dst, s)
 	return append(dst, '"')
-}
-
-// appendEscaped writes s escaped for the inside of a JSON string. The
-// decoder already replaced invalid UTF-8, so only quotes, backslashes
-// and control characters need escaping.
-func appendEscaped(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	start := 0
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if b >= 0x20 && b != '"' && b != '\\' {
-			continue
-		}
-		dst = append(dst, s[start:i]...)
-		switch b {
-		case '"', '\\':
-			dst = append(dst, '\\', b)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
-		}
-		start = i + 1
-	}
-	return append(dst, s[start:]...)
 }
 
 // dist is one validated generator.
@@ -487,7 +460,7 @@ func parseDist(n *node, path string) (*dist, error) {
 		if err != nil {
 			return nil, err
 		}
-		d.prefix, d.suffix = appendEscaped(nil, prefix), appendEscaped(nil, suffix)
+		d.prefix, d.suffix = jsonstr.AppendEscaped(nil, prefix), jsonstr.AppendEscaped(nil, suffix)
 		of := p.get("of")
 		if of == nil {
 			return nil, p.errorf("of: required (an integer generator: sequence, uniform or zipf)")

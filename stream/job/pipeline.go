@@ -226,6 +226,11 @@ func (p *Pipeline) Round(recs []Record, now time.Time) []Result {
 	p.parallel(func(t *task) { p.read(t, now) })
 	p.wm = max(p.wm, p.watermark(now))
 	p.parallel(p.window)
+	return p.collect()
+}
+
+// collect takes every task's results, in task order.
+func (p *Pipeline) collect() []Result {
 	var res []Result
 	for _, t := range p.tasks {
 		res = append(res, t.res...)
@@ -380,12 +385,7 @@ func (p *Pipeline) watermark(now time.Time) int64 {
 func (p *Pipeline) Drain() []Result {
 	p.wm = math.MaxInt64
 	p.parallel(p.window)
-	var res []Result
-	for _, t := range p.tasks {
-		res = append(res, t.res...)
-		t.res = nil
-	}
-	return res
+	return p.collect()
 }
 
 // Watermark is the watermark of the last round.

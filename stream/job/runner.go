@@ -11,7 +11,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -19,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/time/rate"
 
+	"mecha/internal/procstat"
 	"mecha/stream/overload"
 )
 
@@ -362,7 +362,7 @@ type usage struct {
 }
 
 func newUsage() *usage {
-	u := &usage{at: time.Now(), cpuTime: processCPU()}
+	u := &usage{at: time.Now(), cpuTime: procstat.CPU()}
 	var st debug.GCStats
 	debug.ReadGCStats(&st)
 	u.numGC = st.NumGC
@@ -371,7 +371,7 @@ func newUsage() *usage {
 
 // cpu is the cores used since the last call.
 func (u *usage) cpu(now time.Time) float64 {
-	c := processCPU()
+	c := procstat.CPU()
 	used, wall := c-u.cpuTime, now.Sub(u.at)
 	u.at, u.cpuTime = now, c
 	if wall <= 0 {
@@ -391,14 +391,6 @@ func (u *usage) gcPause() float64 {
 		longest = max(longest, st.Pause[i])
 	}
 	return float64(longest.Microseconds()) / 1000
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // sampled keeps a record by its offset: the same records on a replay.

@@ -8,13 +8,13 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"mecha/broker"
+	"mecha/internal/procstat"
 	"mecha/stream/job"
 )
 
@@ -159,7 +159,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	g := NewGenerator(time.Now().UnixMilli(), cfg.Rate, cfg.Seed)
 	batch := make([]job.Record, cfg.Batch)
 	res := Result{Query: cfg.Query, Events: cfg.Events}
-	cpu0, start := processCPU(), time.Now()
+	cpu0, start := procstat.CPU(), time.Now()
 	for g.Count() < cfg.Events && ctx.Err() == nil {
 		n := int(min(int64(cfg.Batch), cfg.Events-g.Count()))
 		for i := range n {
@@ -171,7 +171,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		clear(batch[:n])
 	}
 	res.Outputs += int64(len(p.Drain()))
-	res.Wall, res.CPU = time.Since(start), processCPU()-cpu0
+	res.Wall, res.CPU = time.Since(start), procstat.CPU()-cpu0
 	res.Events = g.Count()
 	res.MaxRSS, res.HeapInUse = memory()
 	return res, ctx.Err()
@@ -220,7 +220,7 @@ func RunThroughBroker(ctx context.Context, cfg Config, brokers string) (Result, 
 	defer stop()
 	done := make(chan error, 1)
 	res := Result{Query: cfg.Query, Events: cfg.Events}
-	cpu0, start := processCPU(), time.Now()
+	cpu0, start := procstat.CPU(), time.Now()
 	go func() { done <- r.Run(jctx) }()
 	g := NewGenerator(time.Now().UnixMilli(), cfg.Rate, cfg.Seed)
 	var perr error
@@ -257,7 +257,7 @@ func RunThroughBroker(ctx context.Context, cfg Config, brokers string) (Result, 
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	res.Wall, res.CPU = time.Since(start), processCPU()-cpu0
+	res.Wall, res.CPU = time.Since(start), procstat.CPU()-cpu0
 	res.Outputs = r.Counts().Out
 	stop()
 	<-done
@@ -265,20 +265,8 @@ func RunThroughBroker(ctx context.Context, cfg Config, brokers string) (Result, 
 	return res, nil
 }
 
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func memory() (rss int64, heap uint64) {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		rss = ru.Maxrss * 1024 // Linux reports KiB
-	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return rss, ms.HeapInuse
+	return procstat.MaxRSS(), ms.HeapInuse
 }
