@@ -105,9 +105,12 @@ func (s *Server) build() {
 		Name:                  "mecha-peer",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
-		MaxRequestBodySize:    64 << 20,
-		StreamRequestBody:     false,
-		ReadBufferSize:        16 << 10,
+		MaxRequestBodySize:    maxBody,
+		// Bodies up to maxBody are read whole (a caller may retry them);
+		// larger or chunked ones stream through to the app.
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		ReadBufferSize:               16 << 10,
 		// A malformed frame gets a 400 and the connection closes; it
 		// never reaches a handler.
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
@@ -124,7 +127,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.srv.ShutdownWithContext(ctx)
 }
 
+// maxBody is the largest body read whole; a gRPC app, called with an
+// InvokeRequest message, takes no larger one.
+const maxBody = 64 << 20
+
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	defer func() {
+		if appchannel.Unread(&ctx.Request) {
+			ctx.SetConnectionClose()
+		}
+	}()
+	appchannel.BufferSmallBody(&ctx.Request, maxBody)
 	if s.Token != "" && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(TokenHeader), []byte(s.Token)) != 1 {
 		writeError(ctx, apierr.Denied(s.AppID, errors.New("a call without the cluster's peer token (--gossip-key)")))
 		return
@@ -141,7 +154,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		h, err := s.Forward(string(callee))
 		if err == nil {
-			err = h.Do(context.Background(), &ctx.Request, &ctx.Response)
+			err = h.Proxy(context.Background(), &ctx.Request, &ctx.Response)
 		}
 		if err != nil {
 			ctx.Response.Reset()
@@ -179,7 +192,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.invoke(ctx, ch)
 		return
 	}
-	if err := h.Do(context.Background(), &ctx.Request, &ctx.Response); err != nil {
+	if err := h.Proxy(context.Background(), &ctx.Request, &ctx.Response); err != nil {
 		ctx.Response.Reset()
 		writeError(ctx, apierr.DirectInvoke(appID, err))
 		return
@@ -205,6 +218,10 @@ func (s *Server) hosted(callee string) (func() appchannel.Channel, string, bool)
 }
 
 func (s *Server) invoke(ctx *fasthttp.RequestCtx, ch appchannel.Channel) {
+	if err := appchannel.BufferBody(&ctx.Request, maxBody); err != nil {
+		writeError(ctx, apierr.DirectInvoke(s.AppID, err))
+		return
+	}
 	req := &appchannel.InvokeRequest{
 		Method:      string(bytes.TrimPrefix(ctx.Path(), []byte("/"))),
 		Verb:        string(ctx.Method()),

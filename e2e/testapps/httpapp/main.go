@@ -5,6 +5,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -16,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"mecha/e2e/testapps/pattern"
 )
 
 type received struct {
@@ -132,6 +136,27 @@ func main() {
 		a.record("mybinding", r, b)
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"storeName":"statestore","state":[{"key":"from-binding","value":{"seen":true}}]}`)
+	})
+	// sha hashes the body as it arrives; blob?size=N&seed=S answers N
+	// bytes of a deterministic pattern, written as they are made. Both
+	// hold no body whole, to test streaming through the runtimes.
+	mux.HandleFunc("POST /sha", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %s", n, hex.EncodeToString(h.Sum(nil)))
+	})
+	mux.HandleFunc("GET /blob", func(w http.ResponseWriter, r *http.Request) {
+		size, _ := strconv.ParseInt(r.URL.Query().Get("size"), 10, 64)
+		seed, _ := strconv.Atoi(r.URL.Query().Get("seed"))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		if r.URL.Query().Get("chunked") == "" {
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		}
+		_, _ = io.Copy(w, io.LimitReader(pattern.New(byte(seed)), size))
 	})
 	mux.HandleFunc("/echo/", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)

@@ -150,12 +150,15 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 	if !tracecontext.Valid(string(tp)) {
 		ctx.Request.Header.SetBytesK(hTraceP, tracecontext.New())
 	}
+	// A streamed body (larger than the limit, or chunked) can be sent
+	// once only: its call is never retried.
+	streamed := appchannel.Unread(&ctx.Request)
 	if h, ok := target.Channel.(*appchannel.HTTP); ok {
 		method = append([]byte(nil), method...) // it points into the URI the proxy rewrites
 		appID = target.AppID                    // "app.namespace" resolved to the app-id
 		if s.d.Resiliency != nil {
 			if runner := s.d.Resiliency.ForApp(appID); !runner.Passthrough() {
-				s.proxyWithPolicy(ctx, rctx, runner, target, h, appID, method)
+				s.proxyWithPolicy(ctx, rctx, runner, target, h, appID, method, streamed)
 				return
 			}
 		}
@@ -166,7 +169,7 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 		// reached (it died, perhaps with the call under way) gets the call
 		// again on another instance when the method is idempotent, twice
 		// at most.
-		for i := 0; err != nil && target.Remote && idempotent(ctx.Method()) && errors.Is(err, appchannel.ErrAppUnreachable) && i < 2; i++ {
+		for i := 0; err != nil && !streamed && target.Remote && idempotent(ctx.Method()) && errors.Is(err, appchannel.ErrAppUnreachable) && i < 2; i++ {
 			if target, err = s.d.Invoker.Resolve(rctx, appID); err != nil {
 				break
 			}
@@ -183,6 +186,11 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 			writeError(ctx, apierr.DirectInvoke(appID, err))
 		}
 		return
+	}
+	if streamed {
+		if s.bufferBody(ctx) != nil {
+			return
+		}
 	}
 	req := &appchannel.InvokeRequest{
 		Method:      string(method),
@@ -238,7 +246,7 @@ func (s *Server) proxyHTTP(cctx context.Context, ctx *fasthttp.RequestCtx, h *ap
 	}
 	req.Header.SetBytesKV(hCaller, []byte(s.d.AppID))
 	req.Header.SetBytesKV(hCallee, []byte(appID))
-	if err := h.Do(cctx, req, &ctx.Response); err != nil {
+	if err := h.Proxy(cctx, req, &ctx.Response); err != nil {
 		return err
 	}
 	// The app's connection policy is not the caller's.
@@ -251,7 +259,7 @@ func (s *Server) proxyHTTP(cctx context.Context, ctx *fasthttp.RequestCtx, h *ap
 // and runs under the attempt's timeout and its instance's circuit
 // breaker. Only idempotent methods are retried. When the last attempt got
 // an answer from the app, the caller gets that answer, 5xx or not.
-func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, rctx context.Context, runner *resiliency.Runner, first invoke.Target, h *appchannel.HTTP, appID string, method []byte) {
+func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, rctx context.Context, runner *resiliency.Runner, first invoke.Target, h *appchannel.HTTP, appID string, method []byte, streamed bool) {
 	verb := ctx.Method()
 	cur, curTarget := h, first
 	answered := false
@@ -269,7 +277,7 @@ func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, rctx context.Context,
 			}
 			return cur.Addr(), nil
 		},
-		Retriable: func(error) bool { return idempotent(verb) },
+		Retriable: func(error) bool { return idempotent(verb) && !streamed },
 	}, func(actx context.Context) error {
 		ctx.Response.Reset()
 		answered = false

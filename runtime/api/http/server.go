@@ -16,6 +16,7 @@ import (
 
 	"mecha/runtime/api"
 	"mecha/runtime/apierr"
+	"mecha/runtime/appchannel"
 	"mecha/runtime/metrics"
 )
 
@@ -25,7 +26,8 @@ type Server struct {
 	srv *fasthttp.Server
 	log *slog.Logger
 
-	ops opHandles
+	ops     opHandles
+	maxBody int // bodies up to it are read whole
 }
 
 // opHandles are the cached metric handles, one per route.
@@ -59,14 +61,20 @@ func New(d *api.Deps) *Server {
 	if maxBody <= 0 {
 		maxBody = 4 << 20
 	}
+	s.maxBody = maxBody
 	s.srv = &fasthttp.Server{
-		Handler:               s.handle,
-		Name:                  "mecha",
-		MaxRequestBodySize:    maxBody,
-		NoDefaultServerHeader: true,
-		NoDefaultContentType:  true,
-		ReadTimeout:           0,
-		IdleTimeout:           2 * time.Minute,
+		Handler:            s.handle,
+		Name:               "mecha",
+		MaxRequestBodySize: maxBody,
+		// Bodies are read as streams so that a large one can pass
+		// through an invocation without being held whole (handle reads
+		// the rest into memory); multipart bodies pass through as they are.
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		ReadTimeout:                  0,
+		IdleTimeout:                  2 * time.Minute,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 				writeError(ctx, apierr.BodyTooLarge(maxBody))
@@ -94,6 +102,7 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.ShutdownWith
 var (
 	pV1        = []byte("/v1.0/")
 	pV1Alpha1  = []byte("/v1.0-alpha1/")
+	pInvoke    = []byte("/v1.0/invoke/")
 	sState     = []byte("state")
 	sPublish   = []byte("publish")
 	sBindings  = []byte("bindings")
@@ -126,9 +135,23 @@ var hAPIToken = []byte("dapr-api-token")
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
+	// A body the handler left unread (refused early, or streamed and cut
+	// off) leaves the connection unable to carry another request.
+	defer func() {
+		if appchannel.Unread(&ctx.Request) {
+			ctx.SetConnectionClose()
+		}
+	}()
 	if !s.d.TokenOK(ctx.Request.Header.PeekBytes(hAPIToken)) && !bytes.HasPrefix(ctx.Path(), []byte("/v1.0/healthz")) {
 		writeError(ctx, apierr.Unauthenticated())
 		return
+	}
+	// Bodies up to the limit are read whole; a larger or chunked one is
+	// streamed to an invoked app, and refused by every other API.
+	if appchannel.BufferSmallBody(&ctx.Request, s.maxBody) && !s.invocation(ctx) {
+		if err := s.bufferBody(ctx); err != nil {
+			return
+		}
 	}
 	op := s.route(ctx)
 	code := ctx.Response.StatusCode()
@@ -257,6 +280,34 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) *metrics.Op {
 		Message: "no API at " + string(method) + " " + string(path)})
 	return s.ops.notFound
 }
+
+// invocation reports whether the request is a service invocation, whose
+// body may stream to the app.
+func (s *Server) invocation(ctx *fasthttp.RequestCtx) bool {
+	path := ctx.Path()
+	if bytes.HasPrefix(path, pInvoke) {
+		return true
+	}
+	return len(ctx.Request.Header.PeekBytes(hAppID)) > 0 && !bytes.HasPrefix(path, pV1) && !bytes.HasPrefix(path, pV1Alpha1)
+}
+
+// bufferBody reads a streamed body into memory, or answers 413 (or 400)
+// and returns the error.
+func (s *Server) bufferBody(ctx *fasthttp.RequestCtx) error {
+	err := appchannel.BufferBody(&ctx.Request, s.maxBody)
+	switch {
+	case errors.Is(err, appchannel.ErrBodyTooLarge):
+		appchannel.Discard(&ctx.Request, discardMax)
+		writeError(ctx, apierr.BodyTooLarge(s.maxBody))
+	case err != nil:
+		writeError(ctx, apierr.Malformed("%v", err))
+	}
+	return err
+}
+
+// discardMax is how much of a refused body is read so that the client
+// sees the refusal; beyond it the connection is closed.
+const discardMax = 64 << 20
 
 func isPost(m []byte) bool { return bytes.Equal(m, []byte(fasthttp.MethodPost)) }
 

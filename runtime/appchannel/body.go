@@ -1,0 +1,89 @@
+package appchannel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/valyala/fasthttp"
+)
+
+// ErrBodyTooLarge is returned by BufferBody when a request body is larger
+// than the limit it was given.
+var ErrBodyTooLarge = errors.New("request body too large")
+
+// Servers that proxy invocations read request bodies as streams
+// (fasthttp's StreamRequestBody): a body up to the server's limit is read
+// into memory by BufferBody, so that it can be sent again on a retry, and
+// a larger one, or one of unknown length (chunked), is passed through as
+// it arrives, never held whole.
+
+// BufferBody reads a streamed request body of at most limit bytes into
+// memory. A body of unknown length (chunked) is read up to limit. A larger
+// body gets ErrBodyTooLarge and is left unread; the caller must then close
+// the connection (see Unread).
+func BufferBody(req *fasthttp.Request, limit int) error {
+	if !req.IsBodyStream() {
+		return nil
+	}
+	n := req.Header.ContentLength()
+	switch {
+	case n > limit:
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrBodyTooLarge, n, limit)
+	case n >= 0:
+		req.Body() // reads exactly n bytes and drops the stream
+		return nil
+	}
+	b, err := io.ReadAll(io.LimitReader(req.BodyStream(), int64(limit)+1))
+	if err != nil {
+		return fmt.Errorf("reading the request body: %w", err)
+	}
+	if len(b) > limit {
+		return fmt.Errorf("%w: more than %d bytes (chunked)", ErrBodyTooLarge, limit)
+	}
+	req.SetBody(b)
+	return nil
+}
+
+// Discard reads and drops what is left of a streamed body, up to max
+// bytes, so that a refusal reaches a client still sending (closing a
+// socket with unread data resets it, and the client may never see the
+// answer). It reports whether the body was used up.
+func Discard(req *fasthttp.Request, max int64) bool {
+	if !req.IsBodyStream() {
+		return true
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(req.BodyStream(), max+1))
+	if err != nil || n > max {
+		return false
+	}
+	_ = req.CloseBodyStream()
+	return true
+}
+
+// BufferSmallBody reads a streamed request body into memory when its
+// length is known and at most limit bytes, and reports whether the body
+// is left to stream (larger, or of unknown length).
+func BufferSmallBody(req *fasthttp.Request, limit int) (streamed bool) {
+	if !req.IsBodyStream() {
+		return false
+	}
+	if n := req.Header.ContentLength(); n >= 0 && n <= limit {
+		req.Body()
+		return false
+	}
+	return true
+}
+
+// Unread reports whether some of the request's body was never read: the
+// connection it came on cannot carry another request.
+func Unread(req *fasthttp.Request) bool { return req.IsBodyStream() }
+
+// Proxy is Do with the response body streamed: a body up to the channel's
+// response limit arrives whole, a larger one is passed on as it arrives
+// when resp is written (the connection to the app is held until then).
+func (h *HTTP) Proxy(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response) error {
+	resp.StreamBody = true
+	return h.Do(ctx, req, resp)
+}
