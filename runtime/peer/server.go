@@ -106,8 +106,7 @@ func (s *Server) build() {
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
 		MaxRequestBodySize:    maxBody,
-		// Bodies up to maxBody are read whole (a caller may retry them);
-		// larger or chunked ones stream through to the app.
+		// Bodies are read as streams (see inlineBody).
 		StreamRequestBody:            true,
 		DisablePreParseMultipartForm: true,
 		ReadBufferSize:               16 << 10,
@@ -127,9 +126,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.srv.ShutdownWithContext(ctx)
 }
 
-// maxBody is the largest body read whole; a gRPC app, called with an
-// InvokeRequest message, takes no larger one.
-const maxBody = 64 << 20
+// A body up to inlineBody is read whole before it is passed on; a larger
+// one streams to an HTTP app (the peer never retries, so it need not hold
+// it). A gRPC app, called with one InvokeRequest message, takes bodies up
+// to maxBody.
+const (
+	inlineBody = 4 << 20
+	maxBody    = 64 << 20
+)
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	defer func() {
@@ -137,7 +141,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			ctx.SetConnectionClose()
 		}
 	}()
-	appchannel.BufferSmallBody(&ctx.Request, maxBody)
+	appchannel.BufferSmallBody(&ctx.Request, inlineBody)
 	if s.Token != "" && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(TokenHeader), []byte(s.Token)) != 1 {
 		writeError(ctx, apierr.Denied(s.AppID, errors.New("a call without the cluster's peer token (--gossip-key)")))
 		return
