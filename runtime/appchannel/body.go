@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/valyala/fasthttp"
 )
@@ -32,8 +33,7 @@ func BufferBody(req *fasthttp.Request, limit int) error {
 	case n > limit:
 		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrBodyTooLarge, n, limit)
 	case n >= 0:
-		req.Body() // reads exactly n bytes and drops the stream
-		return nil
+		return readWhole(req, n)
 	}
 	b, err := io.ReadAll(io.LimitReader(req.BodyStream(), int64(limit)+1))
 	if err != nil {
@@ -54,6 +54,9 @@ func Discard(req *fasthttp.Request, max int64) bool {
 	if !req.IsBodyStream() {
 		return true
 	}
+	if int64(req.Header.ContentLength()) > max {
+		return false
+	}
 	n, err := io.Copy(io.Discard, io.LimitReader(req.BodyStream(), max+1))
 	if err != nil || n > max {
 		return false
@@ -64,16 +67,48 @@ func Discard(req *fasthttp.Request, max int64) bool {
 
 // BufferSmallBody reads a streamed request body into memory when its
 // length is known and at most limit bytes, and reports whether the body
-// is left to stream (larger, or of unknown length).
-func BufferSmallBody(req *fasthttp.Request, limit int) (streamed bool) {
+// is left to stream (larger, or of unknown length). A body that ends
+// before its length is an error.
+func BufferSmallBody(req *fasthttp.Request, limit int) (streamed bool, err error) {
 	if !req.IsBodyStream() {
-		return false
+		return false, nil
 	}
 	if n := req.Header.ContentLength(); n >= 0 && n <= limit {
-		req.Body()
-		return false
+		return false, readWhole(req, n)
 	}
-	return true
+	return true, nil
+}
+
+// readWhole reads the n bytes of a streamed body into memory. fasthttp's
+// own Body() would take a body cut short (or the text of a read error) for
+// the whole body.
+func readWhole(req *fasthttp.Request, n int) error {
+	if n == 0 {
+		return req.CloseBodyStream()
+	}
+	bp := wholePool.Get().(*[]byte)
+	defer wholePool.Put(bp)
+	if cap(*bp) < n {
+		*bp = make([]byte, n)
+	}
+	b := (*bp)[:n]
+	if _, err := io.ReadFull(req.BodyStream(), b); err != nil {
+		return fmt.Errorf("reading the %d-byte request body: %w", n, err)
+	}
+	req.SetBody(b) // copies b and drops the stream
+	return nil
+}
+
+var wholePool = sync.Pool{New: func() any { return new([]byte) }}
+
+// DropResponse resets resp, closing the app connection behind a streamed
+// body instead of handing it back to the pool with the body's rest unread.
+func DropResponse(resp *fasthttp.Response) {
+	if resp.IsBodyStream() {
+		resp.SetConnectionClose()
+		_ = resp.CloseBodyStream()
+	}
+	resp.Reset()
 }
 
 // Unread reports whether some of the request's body was never read: the
@@ -85,5 +120,23 @@ func Unread(req *fasthttp.Request) bool { return req.IsBodyStream() }
 // when resp is written (the connection to the app is held until then).
 func (h *HTTP) Proxy(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response) error {
 	resp.StreamBody = true
-	return h.Do(ctx, req, resp)
+	if err := h.Do(ctx, req, resp); err != nil {
+		return err
+	}
+	if resp.IsBodyStream() && resp.Header.ContentLength() == -2 {
+		// A body that ends when the app closes the connection (no length,
+		// not chunked): fasthttp cannot pass it on as a stream, so it is
+		// read whole, within the response limit.
+		limit := h.client.MaxResponseBodySize
+		b, err := io.ReadAll(io.LimitReader(resp.BodyStream(), int64(limit)+1))
+		if err == nil && len(b) > limit {
+			err = fmt.Errorf("a response without a length over %d bytes", limit)
+		}
+		if err != nil {
+			DropResponse(resp)
+			return fmt.Errorf("%w: %s: %v", ErrAppUnreachable, h.client.Addr, err)
+		}
+		resp.SetBody(b)
+	}
+	return nil
 }

@@ -136,12 +136,18 @@ const (
 )
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	streamed, err := appchannel.BufferSmallBody(&ctx.Request, inlineBody)
+	// A connection that carried a streamed body is not used again: the
+	// body may be left partly unread (refused early, or a failed send).
 	defer func() {
-		if appchannel.Unread(&ctx.Request) {
+		if streamed || appchannel.Unread(&ctx.Request) {
 			ctx.SetConnectionClose()
 		}
 	}()
-	appchannel.BufferSmallBody(&ctx.Request, inlineBody)
+	if err != nil {
+		writeError(ctx, apierr.Malformed("%v", err))
+		return
+	}
 	if s.Token != "" && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(TokenHeader), []byte(s.Token)) != 1 {
 		writeError(ctx, apierr.Denied(s.AppID, errors.New("a call without the cluster's peer token (--gossip-key)")))
 		return
@@ -161,7 +167,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			err = h.Proxy(context.Background(), &ctx.Request, &ctx.Response)
 		}
 		if err != nil {
-			ctx.Response.Reset()
+			appchannel.DropResponse(&ctx.Response)
 			writeError(ctx, apierr.DirectInvoke(string(callee), err))
 		}
 		return
@@ -197,7 +203,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if err := h.Proxy(context.Background(), &ctx.Request, &ctx.Response); err != nil {
-		ctx.Response.Reset()
+		appchannel.DropResponse(&ctx.Response)
 		writeError(ctx, apierr.DirectInvoke(appID, err))
 		return
 	}

@@ -176,13 +176,13 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 			if h, ok = target.Channel.(*appchannel.HTTP); !ok {
 				break
 			}
-			ctx.Response.Reset()
+			appchannel.DropResponse(&ctx.Response)
 			start = time.Now()
 			err = s.proxyHTTP(bg, ctx, h, appID, method)
 			target.Finish(proxyOutcome(ctx, err), time.Since(start))
 		}
 		if err != nil {
-			ctx.Response.Reset()
+			appchannel.DropResponse(&ctx.Response)
 			writeError(ctx, apierr.DirectInvoke(appID, err))
 		}
 		return
@@ -279,7 +279,7 @@ func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, rctx context.Context,
 		},
 		Retriable: func(error) bool { return idempotent(verb) && !streamed },
 	}, func(actx context.Context) error {
-		ctx.Response.Reset()
+		appchannel.DropResponse(&ctx.Response)
 		answered = false
 		start := time.Now()
 		err := s.proxyHTTP(actx, ctx, cur, appID, method)
@@ -299,7 +299,7 @@ func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, rctx context.Context,
 	curTarget.Finish(err, 0)
 	var status invoke.StatusError
 	if err != nil && !(answered && errors.As(err, &status)) {
-		ctx.Response.Reset()
+		appchannel.DropResponse(&ctx.Response)
 		writeError(ctx, apierr.DirectInvoke(appID, err))
 	}
 }

@@ -135,20 +135,25 @@ var hAPIToken = []byte("dapr-api-token")
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	// A body the handler left unread (refused early, or streamed and cut
-	// off) leaves the connection unable to carry another request.
+	// Bodies up to the limit are read whole; a larger or chunked one is
+	// streamed to an invoked app, and refused by every other API.
+	streamed, err := appchannel.BufferSmallBody(&ctx.Request, s.maxBody)
+	// A connection that carried a streamed body is not used again: the
+	// body may be left partly unread (refused early, or a failed send).
 	defer func() {
-		if appchannel.Unread(&ctx.Request) {
+		if streamed || appchannel.Unread(&ctx.Request) {
 			ctx.SetConnectionClose()
 		}
 	}()
+	if err != nil {
+		writeError(ctx, apierr.Malformed("%v", err))
+		return
+	}
 	if !s.d.TokenOK(ctx.Request.Header.PeekBytes(hAPIToken)) && !bytes.HasPrefix(ctx.Path(), []byte("/v1.0/healthz")) {
 		writeError(ctx, apierr.Unauthenticated())
 		return
 	}
-	// Bodies up to the limit are read whole; a larger or chunked one is
-	// streamed to an invoked app, and refused by every other API.
-	if appchannel.BufferSmallBody(&ctx.Request, s.maxBody) && !s.invocation(ctx) {
+	if streamed && !s.invocation(ctx) {
 		if err := s.bufferBody(ctx); err != nil {
 			return
 		}
