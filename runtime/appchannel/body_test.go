@@ -131,7 +131,7 @@ func TestBufferBodyCutShort(t *testing.T) {
 		_, err := BufferSmallBody(&ctx.Request, 100)
 		got <- err
 	}}
-	go srv.Serve(ln) //nolint:errcheck
+	go srv.Serve(ln)     //nolint:errcheck
 	defer srv.Shutdown() //nolint:errcheck
 	c, err := ln.Dial()
 	if err != nil {
