@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,8 +38,12 @@ var ErrInit = errors.New("component init failed")
 
 // Options configure a Manager.
 type Options struct {
-	// AppID substitutes {appID} tags and filters by scopes.
+	// AppID is the runtime's app (--app-id): it substitutes {appID} tags
+	// of shared components and is the view Snapshot returns.
 	AppID string
+	// Apps are the other apps the runtime hosts (--app): components
+	// scoped to any of them load too, and each app has its own View.
+	Apps []string
 	// Paths are the resources folders. When empty, Defaults are loaded.
 	Paths []string
 	// Defaults are the embedded components used when Paths is empty.
@@ -50,6 +55,30 @@ type Options struct {
 	// Debounce is how long the watcher waits for a burst of file events to
 	// settle before reloading; 100ms when zero.
 	Debounce time.Duration
+	// DrainTimeout bounds how long a reload waits for the calls in flight
+	// on an instance it replaces or removes before closing it; 30 s when
+	// zero.
+	DrainTimeout time.Duration
+}
+
+// Exclusive is implemented by components that hold a resource only one
+// instance may hold at a time (state.crux's data directory lock): a
+// reload closes the old instance before it starts the new one, and
+// starts the old configuration again when the new one fails.
+type Exclusive interface {
+	// ExclusiveResource names the resource, for logs.
+	ExclusiveResource() string
+}
+
+// perApp reports whether a category gets an instance per app rather
+// than one shared by the apps of the runtime. A pubsub or binding is
+// each app's own, as with a Dapr sidecar per app: its consumer group
+// (consumerID) and {appID} tags are the app's, so two apps on one
+// runtime each receive every event. State and secret stores are shared
+// (a store such as Crux may be opened only once), and keep the apps'
+// keys apart by prefix.
+func perApp(category string) bool {
+	return category == CategoryPubSub || category == CategoryBindings
 }
 
 // Change says what happened to one component during a reload.
@@ -57,6 +86,9 @@ type Change struct {
 	Category string
 	Name     string
 	Op       ChangeOp
+	// App is the app of a per-app instance (pubsub, bindings), or "" for
+	// a shared one.
+	App string
 }
 
 // ChangeOp is the kind of a Change.
@@ -90,24 +122,43 @@ type ChangeSet struct {
 }
 
 type instance struct {
-	comp  *Component
+	comp *Component
+	// app is the app a per-app instance serves; "" for a shared one.
+	app string
+	// props are the resolved metadata it was initialized with, to start
+	// it again when its replacement fails.
+	props map[string]string
 	value any
 	// key is the canonical JSON of the manifest plus resolved metadata:
 	// when it changes the component is re-created.
-	key string
+	key  string
+	gate *Gate
 }
 
-// Manager owns the live components. Reads go through Snapshot, an
-// immutable view swapped atomically, so the request path takes no lock.
-type Manager struct {
-	opts Options
-	log  *slog.Logger
+// View is one app's view of the live components.
+type View struct {
+	app string
+	cur atomic.Pointer[Snapshot]
+}
 
-	current atomic.Pointer[Snapshot]
+// Snapshot returns the app's current immutable view.
+func (v *View) Snapshot() *Snapshot { return v.cur.Load() }
+
+// App is the app whose view this is.
+func (v *View) App() string { return v.app }
+
+// Manager owns the live components. Reads go through a View's Snapshot,
+// an immutable view swapped atomically, so the request path takes no
+// lock.
+type Manager struct {
+	opts  Options
+	log   *slog.Logger
+	views map[string]*View // by app-id; fixed at construction
+	apps  []string         // the primary first
 
 	// mu serializes loads, reloads and Close; it guards the fields below.
 	mu        sync.Mutex
-	instances map[string]*instance // category/name -> instance
+	instances map[string]*instance // category/name[@app] -> instance
 	listeners []func(ChangeSet)
 	closed    bool
 }
@@ -120,13 +171,27 @@ func NewManager(opts Options) *Manager {
 	if opts.Debounce == 0 {
 		opts.Debounce = 100 * time.Millisecond
 	}
-	m := &Manager{opts: opts, log: opts.Logger, instances: map[string]*instance{}}
-	m.current.Store(buildSnapshot(opts.AppID, nil))
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = 30 * time.Second
+	}
+	m := &Manager{opts: opts, log: opts.Logger, instances: map[string]*instance{}, views: map[string]*View{}}
+	for _, app := range append([]string{opts.AppID}, opts.Apps...) {
+		if _, dup := m.views[app]; dup {
+			continue
+		}
+		m.apps = append(m.apps, app)
+		m.views[app] = &View{app: app}
+	}
+	m.publishLocked()
 	return m
 }
 
-// Snapshot returns the current immutable view of the live components.
-func (m *Manager) Snapshot() *Snapshot { return m.current.Load() }
+// Snapshot returns the current immutable view of the runtime's app
+// (Options.AppID).
+func (m *Manager) Snapshot() *Snapshot { return m.views[m.opts.AppID].Snapshot() }
+
+// View returns app's view, or nil when the manager does not serve app.
+func (m *Manager) View(app string) *View { return m.views[app] }
 
 // OnChange registers fn to be called after every successful reload.
 func (m *Manager) OnChange(fn func(ChangeSet)) {
@@ -174,7 +239,7 @@ func (m *Manager) read() ([]*Component, []Document, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		if !c.inScope(m.opts.AppID) {
+		if !slices.ContainsFunc(m.apps, c.inScope) {
 			continue
 		}
 		key := c.Category() + "/" + c.Metadata.Name
@@ -210,61 +275,152 @@ func (m *Manager) apply(ctx context.Context, comps []*Component, strict bool) ([
 	})
 	wanted := map[string]bool{}
 	var changes []Change
-	var toClose []any
 	for _, c := range comps {
-		key := c.Category() + "/" + c.Metadata.Name
-		wanted[key] = true
-		props, err := m.resolveMetadata(ctx, c)
-		if err != nil {
-			if err = m.failed(c, err, strict); err != nil {
-				return changes, err
+		targets := []string{""}
+		if perApp(c.Category()) {
+			targets = targets[:0]
+			for _, app := range m.apps {
+				if c.inScope(app) {
+					targets = append(targets, app)
+				}
 			}
-			continue
 		}
-		canon := canonical(c, props)
-		old := m.instances[key]
-		if old != nil && old.key == canon {
-			continue
-		}
-		v, err := m.create(ctx, c, props)
-		if err != nil {
-			if err = m.failed(c, err, strict); err != nil {
-				return changes, err
+		for _, app := range targets {
+			key := c.Category() + "/" + c.Metadata.Name
+			if app != "" {
+				key += "@" + app
 			}
-			continue
+			wanted[key] = true
+			ch, err := m.applyOne(ctx, key, app, c)
+			if err != nil {
+				if err = m.failed(c, err, strict); err != nil {
+					return changes, err
+				}
+				continue
+			}
+			if ch != nil {
+				changes = append(changes, *ch)
+			}
 		}
-		m.instances[key] = &instance{comp: c, value: v, key: canon}
-		op := Added
-		if old != nil {
-			op = Updated
-			toClose = append(toClose, old.value)
-		}
-		changes = append(changes, Change{Category: c.Category(), Name: c.Metadata.Name, Op: op})
-		m.log.Info("component loaded", "name", c.Metadata.Name, "type", c.Spec.Type, "version", versionOf(c), "op", op.String())
-		// Publish as we go so later components see earlier secret stores.
-		m.publishLocked()
 	}
 	for key, inst := range m.instances {
 		if !wanted[key] {
 			delete(m.instances, key)
-			toClose = append(toClose, inst.value)
-			changes = append(changes, Change{Category: inst.comp.Category(), Name: inst.comp.Metadata.Name, Op: Removed})
-			m.log.Info("component removed", "name", inst.comp.Metadata.Name, "type", inst.comp.Spec.Type)
+			m.publishLocked()
+			m.retire(inst)
+			changes = append(changes, Change{Category: inst.comp.Category(), Name: inst.comp.Metadata.Name, Op: Removed, App: inst.app})
+			m.log.Info("component removed", "name", inst.comp.Metadata.Name, "type", inst.comp.Spec.Type, "app", inst.app)
 		}
 	}
 	m.publishLocked()
-	for _, v := range toClose {
-		closeComponent(v, m.log)
-	}
 	return changes, nil
 }
 
-func (m *Manager) failed(c *Component, err error, strict bool) error {
-	where := c.File
-	if where == "" {
-		where = "embedded default"
+// applyOne starts the instance key of c, or replaces the running one when
+// its configuration changed. A replaced instance takes no new calls, and
+// closes once those in flight are done. One holding an exclusive resource
+// is closed first, and started again with its old configuration when the
+// new one fails.
+func (m *Manager) applyOne(ctx context.Context, key, app string, c *Component) (*Change, error) {
+	tagApp := app
+	if tagApp == "" {
+		tagApp = m.opts.AppID
 	}
-	err = fmt.Errorf("%s: component %q (%s): %w", where, c.Metadata.Name, c.TypeVersion(), err)
+	props, err := m.resolveMetadata(ctx, c, tagApp)
+	if err != nil {
+		return nil, err
+	}
+	canon := canonical(c, props)
+	old := m.instances[key]
+	if old != nil && old.key == canon {
+		return nil, nil
+	}
+	next := &instance{comp: c, app: app, props: props, key: canon, gate: newGate()}
+	if ex, ok := old.exclusive(); ok {
+		m.log.Info("component holds an exclusive resource; closing it before starting its new configuration",
+			"name", c.Metadata.Name, "resource", ex)
+		m.drain(old)
+		closeComponent(old.value, m.log)
+		v, err := m.create(ctx, c, props, tagApp)
+		if err != nil {
+			// Roll back: the old configuration takes its resource again.
+			back := &instance{comp: old.comp, app: app, props: old.props, key: old.key, gate: newGate()}
+			if back.value, _ = m.create(ctx, old.comp, old.props, tagApp); back.value != nil {
+				m.instances[key] = back
+				m.log.Error("component reload failed; its previous configuration was started again", "name", c.Metadata.Name, "error", err)
+			} else {
+				delete(m.instances, key)
+				m.log.Error("component reload failed, and so did starting its previous configuration again; it is unloaded", "name", c.Metadata.Name, "error", err)
+			}
+			m.publishLocked()
+			old.gate.release()
+			if back.value == nil {
+				return &Change{Category: c.Category(), Name: c.Metadata.Name, Op: Removed, App: app}, nil
+			}
+			return nil, nil
+		}
+		next.value = v
+		m.instances[key] = next
+		m.publishLocked()
+		old.gate.release()
+		m.log.Info("component loaded", "name", c.Metadata.Name, "type", c.Spec.Type, "version", versionOf(c), "op", Updated.String(), "app", app, "file", c.where())
+		return &Change{Category: c.Category(), Name: c.Metadata.Name, Op: Updated, App: app}, nil
+	}
+	v, err := m.create(ctx, c, props, tagApp)
+	if err != nil {
+		return nil, err
+	}
+	next.value = v
+	m.instances[key] = next
+	// Publish at once, so later components see earlier secret stores and
+	// new calls go to the new instance while the old one drains.
+	m.publishLocked()
+	op := Added
+	if old != nil {
+		op = Updated
+		m.retire(old)
+	}
+	m.log.Info("component loaded", "name", c.Metadata.Name, "type", c.Spec.Type, "version", versionOf(c), "op", op.String(), "app", app, "file", c.where())
+	return &Change{Category: c.Category(), Name: c.Metadata.Name, Op: op, App: app}, nil
+}
+
+// exclusive reports whether the instance holds an exclusive resource.
+func (inst *instance) exclusive() (string, bool) {
+	if inst == nil {
+		return "", false
+	}
+	if e, ok := inst.value.(Exclusive); ok {
+		return e.ExclusiveResource(), true
+	}
+	return "", false
+}
+
+// drain stops an instance taking calls and waits for those in flight.
+func (m *Manager) drain(inst *instance) {
+	if !inst.gate.drain(m.opts.DrainTimeout) {
+		m.log.Warn("component replaced with calls still in flight after the drain timeout; closing it anyway",
+			"name", inst.comp.Metadata.Name, "in_flight", inst.gate.InFlight(), "timeout", m.opts.DrainTimeout)
+	}
+}
+
+// retire closes an instance that the published snapshot no longer
+// serves, once its calls in flight are done.
+func (m *Manager) retire(inst *instance) {
+	m.drain(inst)
+	inst.gate.release()
+	closeComponent(inst.value, m.log)
+}
+
+// where names the file a component came from.
+func (c *Component) where() string {
+	if c.File == "" {
+		return "embedded default"
+	}
+	return c.File
+}
+
+func (m *Manager) failed(c *Component, err error, strict bool) error {
+	err = fmt.Errorf("%s: component %q (%s): %w", c.where(), c.Metadata.Name, c.TypeVersion(), err)
 	if c.Spec.IgnoreErrors {
 		m.log.Warn("component failed and is skipped (ignoreErrors)", "error", err)
 		return nil
@@ -276,8 +432,11 @@ func (m *Manager) failed(c *Component, err error, strict bool) error {
 	return nil
 }
 
+// publishLocked swaps every app's view for one built from the instances.
 func (m *Manager) publishLocked() {
-	m.current.Store(buildSnapshot(m.opts.AppID, m.instances))
+	for _, v := range m.views {
+		v.cur.Store(buildSnapshot(v.app, m.instances))
+	}
 }
 
 func canonical(c *Component, props map[string]string) string {
@@ -291,7 +450,7 @@ func canonical(c *Component, props map[string]string) string {
 // resolveMetadata turns spec.metadata into the properties map a component
 // gets: values with tags substituted, envRef read from the environment and
 // secretKeyRef looked up in auth.secretStore.
-func (m *Manager) resolveMetadata(ctx context.Context, c *Component) (map[string]string, error) {
+func (m *Manager) resolveMetadata(ctx context.Context, c *Component, app string) (map[string]string, error) {
 	props := make(map[string]string, len(c.Spec.Metadata))
 	for i, item := range c.Spec.Metadata {
 		switch {
@@ -300,11 +459,11 @@ func (m *Manager) resolveMetadata(ctx context.Context, c *Component) (map[string
 			if storeName == "" {
 				return nil, fmt.Errorf("spec.metadata[%d] (%s): secretKeyRef needs auth.secretStore to name a secret store", i, item.Name)
 			}
-			store, ok := m.current.Load().Secrets[storeName]
+			inst, ok := m.instances[CategorySecrets+"/"+storeName]
 			if !ok {
 				return nil, fmt.Errorf("auth.secretStore: secret store %q is not loaded", storeName)
 			}
-			resp, err := store.GetSecret(ctx, secretstores.GetSecretRequest{Name: item.SecretKeyRef.Name})
+			resp, err := inst.value.(secretstores.SecretStore).GetSecret(ctx, secretstores.GetSecretRequest{Name: item.SecretKeyRef.Name})
 			if err != nil {
 				return nil, fmt.Errorf("spec.metadata[%d] (%s): secretKeyRef %q: %v", i, item.Name, item.SecretKeyRef.Name, err)
 			}
@@ -320,7 +479,7 @@ func (m *Manager) resolveMetadata(ctx context.Context, c *Component) (map[string
 		case item.EnvRef != "":
 			props[item.Name] = os.Getenv(item.EnvRef)
 		default:
-			props[item.Name] = substituteTags(item.Value.S, m.opts.AppID)
+			props[item.Name] = substituteTags(item.Value.S, app)
 		}
 	}
 	return props, nil
@@ -354,17 +513,19 @@ func substituteTags(v, appID string) string {
 }
 
 // create builds and initializes one component within its initTimeout.
-func (m *Manager) create(ctx context.Context, c *Component, props map[string]string) (any, error) {
+func (m *Manager) create(ctx context.Context, c *Component, props map[string]string, app string) (any, error) {
 	clog := NewContribLogger(m.log.With("component", c.Metadata.Name))
 	v, err := m.opts.Registry.create(c, clog)
 	if err != nil {
 		return nil, err
 	}
-	if c.Category() == CategoryPubSub && m.opts.AppID != "" && strings.TrimSpace(props[pubsub.RuntimeConsumerIDKey]) == "" {
+	if perApp(c.Category()) && app != "" && strings.TrimSpace(props[pubsub.RuntimeConsumerIDKey]) == "" {
 		// As daprd: a pubsub's consumer group defaults to the app-id,
-		// so each app receives every event of a topic once.
+		// so each app receives every event of a topic once. A binding
+		// that reads a topic (bindings.mecha, bindings.kafka) takes the
+		// same default.
 		props = maps.Clone(props)
-		props[pubsub.RuntimeConsumerIDKey] = m.opts.AppID
+		props[pubsub.RuntimeConsumerIDKey] = app
 	}
 	base := contribmeta.Base{Name: c.Metadata.Name, Properties: props}
 	ictx, cancel := context.WithTimeout(ctx, c.InitTimeoutDuration())
@@ -526,9 +687,10 @@ func (m *Manager) Close() error {
 }
 
 func (m *Manager) closeAllLocked() {
-	for key, inst := range m.instances {
-		closeComponent(inst.value, m.log)
-		delete(m.instances, key)
-	}
+	insts := m.instances
+	m.instances = map[string]*instance{}
 	m.publishLocked()
+	for _, inst := range insts {
+		m.retire(inst)
+	}
 }

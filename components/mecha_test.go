@@ -115,8 +115,8 @@ func TestMechaBrokerComponents(t *testing.T) {
 	}
 
 	in, out := snap.InputBindings["feed"], snap.OutputBindings["feed"]
-	if in == nil || out == nil {
-		t.Fatalf("bindings.mecha is not both an input (%v) and an output (%v) binding", in != nil, out != nil)
+	if in == nil || out.OutputBinding == nil {
+		t.Fatalf("bindings.mecha is not both an input (%v) and an output (%v) binding", in != nil, out.OutputBinding != nil)
 	}
 	var read []string
 	if err := in.Read(t.Context(), func(_ context.Context, r *bindings.ReadResponse) ([]byte, error) {

@@ -17,9 +17,9 @@ import (
 type Snapshot struct {
 	State          map[string]*StateStore
 	PubSub         map[string]*PubSub
-	OutputBindings map[string]bindings.OutputBinding
+	OutputBindings map[string]OutputBinding
 	InputBindings  map[string]bindings.InputBinding
-	Secrets        map[string]secretstores.SecretStore
+	Secrets        map[string]SecretStore
 	// Infos describes every component, sorted by name, for the metadata API.
 	Infos []Info
 }
@@ -41,23 +41,11 @@ type StateStore struct {
 	// MultiMaxSize is the most operations one transaction may hold; 0 means
 	// no limit.
 	MultiMaxSize int
+	// Gate counts the calls in flight, for a reload to drain.
+	Gate *Gate
 	// prefix is what stored keys start with before "||", or "" for none.
 	prefix   string
 	noPrefix bool
-	// comp is the component, for ForApp's prefix.
-	comp *Component
-}
-
-// ForApp is the store as another app of the same runtime sees it (the
-// apps of --app): under the appid and namespace strategies its keys carry
-// that app's id. It is a copy sharing the store.
-func (s *StateStore) ForApp(appID string) *StateStore {
-	if s.comp == nil {
-		return s
-	}
-	c := *s
-	c.prefix, c.noPrefix = keyPrefix(s.comp, appID)
-	return &c
 }
 
 // PubSub is a loaded pubsub component.
@@ -68,6 +56,22 @@ type PubSub struct {
 	Bulk pubsub.BulkPublisher
 	// BulkSub is nil when the component has no native bulk subscribe.
 	BulkSub pubsub.BulkSubscriber
+	// Gate counts the publishes in flight, for a reload to drain.
+	Gate *Gate
+}
+
+// OutputBinding is a loaded output binding.
+type OutputBinding struct {
+	bindings.OutputBinding
+	// Gate counts the calls in flight, for a reload to drain.
+	Gate *Gate
+}
+
+// SecretStore is a loaded secret store.
+type SecretStore struct {
+	secretstores.SecretStore
+	// Gate counts the calls in flight, for a reload to drain.
+	Gate *Gate
 }
 
 // KeyPrefixInvalid is returned by Key for keys that contain the separator.
@@ -118,24 +122,28 @@ func (s *StateStore) HasFeature(f state.Feature) bool {
 	return false
 }
 
-func buildSnapshot(appID string, instances map[string]*instance) *Snapshot {
+// buildSnapshot is app's view of the instances: the shared ones in its
+// scope and its own per-app ones, with state keys prefixed for app.
+func buildSnapshot(app string, instances map[string]*instance) *Snapshot {
 	s := &Snapshot{
 		State:          map[string]*StateStore{},
 		PubSub:         map[string]*PubSub{},
-		OutputBindings: map[string]bindings.OutputBinding{},
+		OutputBindings: map[string]OutputBinding{},
 		InputBindings:  map[string]bindings.InputBinding{},
-		Secrets:        map[string]secretstores.SecretStore{},
+		Secrets:        map[string]SecretStore{},
 	}
 	for _, inst := range instances {
 		c := inst.comp
+		if inst.app != "" && inst.app != app || inst.app == "" && !c.inScope(app) {
+			continue
+		}
 		name := c.Metadata.Name
 		info := Info{Name: name, Type: c.Spec.Type, Version: versionOf(c)}
 		switch c.Category() {
 		case CategoryState:
 			st := inst.value.(state.Store)
-			ss := &StateStore{Name: name, Store: st}
-			ss.prefix, ss.noPrefix = keyPrefix(c, appID)
-			ss.comp = c
+			ss := &StateStore{Name: name, Store: st, Gate: inst.gate}
+			ss.prefix, ss.noPrefix = keyPrefix(c, app)
 			if t, ok := st.(state.TransactionalStore); ok {
 				ss.Txn = t
 				if mm, ok := st.(state.TransactionalStoreMultiMaxSize); ok {
@@ -148,7 +156,7 @@ func buildSnapshot(appID string, instances map[string]*instance) *Snapshot {
 			s.State[name] = ss
 		case CategoryPubSub:
 			p := inst.value.(pubsub.PubSub)
-			ps := &PubSub{Name: name, PS: p}
+			ps := &PubSub{Name: name, PS: p, Gate: inst.gate}
 			ps.Bulk, _ = p.(pubsub.BulkPublisher)
 			ps.BulkSub, _ = p.(pubsub.BulkSubscriber)
 			for _, f := range p.Features() {
@@ -157,7 +165,7 @@ func buildSnapshot(appID string, instances map[string]*instance) *Snapshot {
 			s.PubSub[name] = ps
 		case CategoryBindings:
 			if b, ok := inst.value.(bindings.OutputBinding); ok {
-				s.OutputBindings[name] = b
+				s.OutputBindings[name] = OutputBinding{OutputBinding: b, Gate: inst.gate}
 				info.Capabilities = append(info.Capabilities, "OUTPUT_BINDING")
 			}
 			if b, ok := inst.value.(bindings.InputBinding); ok {
@@ -169,7 +177,7 @@ func buildSnapshot(appID string, instances map[string]*instance) *Snapshot {
 			for _, f := range st.Features() {
 				info.Capabilities = append(info.Capabilities, string(f))
 			}
-			s.Secrets[name] = st
+			s.Secrets[name] = SecretStore{SecretStore: st, Gate: inst.gate}
 		}
 		s.Infos = append(s.Infos, info)
 	}

@@ -52,14 +52,14 @@ func (g *grpcConns) close() {
 // not implement to the app named by its dapr-app-id metadata: its own
 // gRPC app, or another runtime's internal port (HTTP/2 on the same port),
 // which passes it to its app. caller is the calling app.
-func (r *Runtime) grpcDirector(caller string, cluster *invoke.Cluster, token string) peer.Director {
+func (r *Runtime) grpcDirector(caller string, res invoke.Resolver) peer.Director {
 	return func(ctx context.Context, method string) (context.Context, *grpc.ClientConn, error) {
 		md, _ := metadata.FromIncomingContext(ctx)
 		ids := md.Get("dapr-app-id")
 		if len(ids) == 0 || ids[0] == "" {
 			return nil, nil, status.Errorf(codes.Unimplemented, "unknown service or method %s (set the dapr-app-id metadata to call an app's own gRPC service)", method)
 		}
-		t, err := cluster.Resolve(ctx, ids[0])
+		t, err := res.Resolve(ctx, ids[0])
 		if err != nil {
 			return nil, nil, status.Errorf(codes.NotFound, "%v", err)
 		}
@@ -79,6 +79,6 @@ func (r *Runtime) grpcDirector(caller string, cluster *invoke.Cluster, token str
 		if err != nil {
 			return nil, nil, status.Errorf(codes.Unavailable, "%v", err)
 		}
-		return peer.OutgoingContext(ctx, "dapr-caller-app-id", caller, "dapr-callee-app-id", t.AppID, peer.TokenHeader, token), conn, nil
+		return peer.OutgoingContext(ctx, "dapr-caller-app-id", caller, "dapr-callee-app-id", t.AppID, peer.TokenHeader, r.peerToken), conn, nil
 	}
 }

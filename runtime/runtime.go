@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,12 +22,8 @@ import (
 	"mecha/broker"
 	"mecha/components"
 	"mecha/runtime/accesscontrol"
-	"mecha/runtime/api"
-	grpcapi "mecha/runtime/api/grpc"
-	httpapi "mecha/runtime/api/http"
 	"mecha/runtime/appchannel"
 	"mecha/runtime/blocks"
-	"mecha/runtime/inputbindings"
 	"mecha/runtime/invoke"
 	"mecha/runtime/membership"
 	"mecha/runtime/metrics"
@@ -43,29 +38,38 @@ var Version = "0.1.0-dev"
 
 // Runtime is one `mecha run` process.
 type Runtime struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	hooks Hooks
 
-	registry  *components.Registry
-	comps     *components.Manager
+	registry *components.Registry
+
+	// Set by Run's startup, before anything serves; read-only after.
 	metrics   *metrics.Metrics
-	local     *invoke.Local
-	blocks    *blocks.Blocks
-	subs      *subscriptions.Manager
-	bindings  *inputbindings.Runner
 	features  []string
-	broker    *broker.Broker // the embedded broker; nil when --broker-port 0
-	jobs      job.Jobs       // stream jobs, controlled on the metrics port
+	acl       *accesscontrol.List // who may call the apps; nil allows all
+	broker    *broker.Broker      // the embedded broker; nil when --broker-port 0
+	comps     *components.Manager
+	resil     *resiliency.Store // Resiliency policies of the resources path
+	docs      []components.Document
+	jobSpecs  []job.Spec
+	traffic   []fileSpec
 	node      *membership.Node
-	peer      *peer.Server        // the internal port
-	acl       *accesscontrol.List // who may call the app; nil allows all
-	resil     *resiliency.Store   // Resiliency policies of the resources path
-	grpcConns grpcConns           // to other runtimes, for proxied gRPC calls
-	cluster   *invoke.Cluster     // the --app-id app's resolver
-	peerToken string              // sent to other runtimes' internal ports
-	// hosted are the apps of --app, besides --app-id's; Run sets them
-	// before serving.
-	hosted []*hostedApp
+	peer      *peer.Server // the internal port
+	peerToken string       // sent to other runtimes' internal ports
+	cluster   *invoke.Cluster
+	// hosts are the apps this runtime serves, the --app-id app first.
+	// The list is complete before any server serves and never changes.
+	hosts   []*appHost
+	primary *appHost
+	// Listeners of the runtime's own ports (the apps' are their hosts').
+	metricsLis, internalLis net.Listener
+	metricsSrv              *http.Server
+	child                   *child
+
+	jobs      job.Jobs  // stream jobs, controlled on the metrics port
+	grpcConns grpcConns // to other runtimes, for proxied gRPC calls
+
 	// appsMu guards appHealth: the health of each app hosted here.
 	appsMu    sync.Mutex
 	appHealth map[string]bool
@@ -73,12 +77,9 @@ type Runtime struct {
 	// (JSON); Run and hot reload own them.
 	trafficFiles map[string]string
 
-	ready    atomic.Bool
 	outbound atomic.Bool
 
-	// Addresses chosen at listen time; set before Started is closed.
-	httpAddr, grpcAddr, metricsAddr, internalAddr net.Addr
-	started                                       chan struct{}
+	started chan struct{}
 
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
@@ -86,20 +87,29 @@ type Runtime struct {
 	// extMu guards extended.
 	extMu    sync.Mutex
 	extended map[string]string
+}
 
-	// childMu guards child, which Run sets and the signal goroutine reads.
-	childMu sync.Mutex
-	// child is the app process started from Command.
-	child *exec.Cmd
+// Hooks replace what the runtime reaches outside the process, for tests.
+type Hooks struct {
+	// Listen opens the listener of one port (name says which: "http
+	// APPID", "grpc APPID", "metrics", "internal"); net.Listen when nil.
+	Listen func(name, addr string) (net.Listener, error)
+	// StartChild starts the app command; StartProcess when nil.
+	StartChild ChildStarter
 }
 
 // New builds a runtime from cfg. Register extra component types on
 // Registry() before Run.
 func New(cfg Config, log *slog.Logger) *Runtime {
+	return NewWithHooks(cfg, log, Hooks{})
+}
+
+// NewWithHooks is New with listeners and the child starter replaced.
+func NewWithHooks(cfg Config, log *slog.Logger, hooks Hooks) *Runtime {
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
 	return &Runtime{
-		cfg: cfg, log: log, registry: reg,
+		cfg: cfg, log: log, hooks: hooks, registry: reg,
 		started:    make(chan struct{}),
 		shutdownCh: make(chan struct{}),
 		extended:   map[string]string{},
@@ -113,278 +123,83 @@ func (r *Runtime) Registry() *components.Registry { return r.registry }
 func (r *Runtime) Started() <-chan struct{} { return r.started }
 
 // HTTPAddr is the HTTP API's address once Started is closed.
-func (r *Runtime) HTTPAddr() net.Addr { return r.httpAddr }
+func (r *Runtime) HTTPAddr() net.Addr { return r.primary.httpLis.Addr() }
 
 // GRPCAddr is the gRPC API's address once Started is closed.
-func (r *Runtime) GRPCAddr() net.Addr { return r.grpcAddr }
+func (r *Runtime) GRPCAddr() net.Addr { return r.primary.grpcLis.Addr() }
 
 // Shutdown starts a graceful shutdown; Run returns when it is done.
 func (r *Runtime) Shutdown() {
 	r.shutdownOnce.Do(func() { close(r.shutdownCh) })
 }
 
+// Signal forwards sig to the child app (and its process group).
+func (r *Runtime) Signal(sig os.Signal) {
+	if s, ok := sig.(syscall.Signal); ok && r.child != nil {
+		r.child.signal(s)
+	}
+}
+
+func (r *Runtime) listen(name, addr string) (net.Listener, error) {
+	if r.hooks.Listen != nil {
+		return r.hooks.Listen(name, addr)
+	}
+	return net.Listen("tcp", addr)
+}
+
 // Run starts everything and blocks until ctx ends, Shutdown is called or
-// the child app exits. Then it shuts down gracefully.
+// the child app exits. Then it shuts down gracefully. A failed startup
+// stops what it had started and returns the error.
 func (r *Runtime) Run(ctx context.Context) error {
 	if err := r.cfg.Validate(); err != nil {
 		return err
 	}
-	if r.cfg.ConfigFile != "" {
-		feats, acl, err := loadConfiguration(r.cfg.ConfigFile)
-		if err != nil {
-			return err
-		}
-		r.features = feats
-		r.acl = acl
-	}
-	r.metrics = metrics.New()
-	// The broker starts first: pubsub.mecha and bindings.mecha connect to
-	// it when they initialize, and it closes after them.
-	brokerAddr := ""
-	if r.cfg.BrokerPort != 0 {
-		bc := r.cfg.Broker
-		p := r.cfg.BrokerPort
-		if p < 0 {
-			p = 0
-		}
-		bc.Addr = net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(p))
-		bc.DataDir = filepath.Join(r.cfg.DataDir, "broker")
-		bc.Logger = r.log.With("component", "broker")
-		b, err := broker.Start(bc)
-		if err != nil {
-			return fmt.Errorf("%w (--broker-port %d; -1 picks a free port, 0 turns the broker off)", err, r.cfg.BrokerPort)
-		}
-		defer b.Close()
-		r.broker = b
-		brokerAddr = b.Addr()
-	}
-	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: brokerAddr, AppID: r.cfg.AppID})
-	r.comps = components.NewManager(components.Options{
-		AppID: r.cfg.AppID, Paths: r.cfg.ResourcesPaths, Defaults: components.EmbeddedDefaults(brokerAddr != ""),
-		Registry: r.registry, Logger: r.log,
-	})
-	docs, err := r.comps.Load(ctx)
-	if err != nil {
-		return err
-	}
-	defer r.comps.Close()
-	declared, err := subscriptions.ParseDeclarative(docs, r.cfg.AppID)
-	if err != nil {
-		return err
-	}
-	jobs, err := r.streamJobs(docs, brokerAddr)
-	if err != nil {
-		return err
-	}
-	if r.cfg.Apps, err = appSpecs(docs, r.cfg.Apps, r.cfg.AppID); err != nil {
-		return err
-	}
-	r.resil = resiliency.NewStore(resiliency.Options{AppID: r.cfg.AppID,
-		OnBreakerChange: func(target, instance string, from, to resiliency.State) {
-			r.log.Warn("circuit breaker", "target", target, "instance", instance, "from", from, "to", to)
-		}})
-	if err := r.loadResiliency(docs); err != nil {
-		return err
-	}
-	traffic, err := trafficSpecs(docs)
-	if err != nil {
-		return err
-	}
-	r.recordComponents()
-
-	r.local = &invoke.Local{AppID: r.cfg.AppID}
-	r.blocks = &blocks.Blocks{AppID: r.cfg.AppID, Components: r.comps, Log: r.log}
-	r.subs = subscriptions.New(subscriptions.Options{AppID: r.cfg.AppID, Components: r.comps, Metrics: r.metrics, Logger: r.log})
-	r.subs.SetDeclarative(declared)
-	r.bindings = inputbindings.New(inputbindings.Options{Components: r.comps, Blocks: r.blocks, Metrics: r.metrics, Logger: r.log})
-
-	deps := &api.Deps{
-		AppID: r.cfg.AppID, Blocks: r.blocks, Invoker: &invoke.Invoker{Resolver: r.local}, Local: r.local,
-		Subs: r.subs, Metrics: r.metrics, Log: r.log, Metadata: r, APILogging: r.cfg.APILogging,
-		MaxRequestBytes: r.cfg.MaxRequestSizeMB << 20, Shutdown: r.Shutdown,
-		Ready: r.ready.Load, OutboundReady: r.outbound.Load, APIToken: r.cfg.APIToken,
-	}
-
-	// Listen first, so that the outbound API serves before the app is up
-	// (Dapr #1933) and the child learns the real ports.
-	httpLis, err := net.Listen("tcp", net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(r.cfg.HTTPPort)))
-	if err != nil {
-		return fmt.Errorf("--dapr-http-port %d: %w", r.cfg.HTTPPort, err)
-	}
-	grpcLis, err := net.Listen("tcp", net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(r.cfg.GRPCPort)))
-	if err != nil {
-		httpLis.Close()
-		return fmt.Errorf("--dapr-grpc-port %d: %w", r.cfg.GRPCPort, err)
-	}
-	var metricsLis net.Listener
-	if r.cfg.EnableMetrics {
-		metricsLis, err = net.Listen("tcp", net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(r.cfg.MetricsPort)))
-		if err != nil {
-			httpLis.Close()
-			grpcLis.Close()
-			return fmt.Errorf("--metrics-port %d: %w", r.cfg.MetricsPort, err)
-		}
-		r.metricsAddr = metricsLis.Addr()
-	}
-	r.httpAddr, r.grpcAddr = httpLis.Addr(), grpcLis.Addr()
-	closeAll := func() {
-		httpLis.Close()
-		grpcLis.Close()
-		if metricsLis != nil {
-			metricsLis.Close()
-		}
-	}
-	internalLis, err := net.Listen("tcp", net.JoinHostPort(r.cfg.Membership.BindAddress, strconv.Itoa(r.cfg.InternalPort)))
-	if err != nil {
-		closeAll()
-		return fmt.Errorf("--internal-port %d: %w", r.cfg.InternalPort, err)
-	}
-	r.internalAddr = internalLis.Addr()
-	mcfg := r.cfg.Membership
-	mcfg.HTTPPort, mcfg.GRPCPort, mcfg.InternalPort, mcfg.BrokerPort = port(r.httpAddr), port(r.grpcAddr), port(r.internalAddr), r.brokerPort()
-	mcfg.DataDir = filepath.Join(r.cfg.DataDir, "membership")
-	r.node, err = membership.Start(mcfg, r.log.With("component", "membership"))
-	if err != nil {
-		closeAll()
-		internalLis.Close()
-		return fmt.Errorf("gossip membership (--gossip-port %d): %w", mcfg.GossipPort, err)
-	}
-	r.applyTrafficFiles(traffic)
-	token := peer.Token(mcfg.GossipKey)
-	r.peerToken = token
-	newCluster := func(l *invoke.Local) *invoke.Cluster {
-		return &invoke.Cluster{Local: l, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: token}
-	}
-	cluster := newCluster(r.local)
-	r.cluster = cluster
-	deps.Invoker = &invoke.Invoker{Resolver: cluster, AppID: r.cfg.AppID, Resiliency: r.resil}
-	deps.GRPCProxy = r.grpcDirector(r.cfg.AppID, cluster, token)
-	deps.Resiliency = r.resil
-	peerSrv := &peer.Server{AppID: r.cfg.AppID, Channel: r.local.Channel, Lookup: r.appChannel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow, Token: token}
-	if mcfg.Gateway {
-		peerSrv.Forward = cluster.ResolveLocalDC
-	}
-	r.peer = peerSrv
-
-	httpSrv := httpapi.New(deps)
-	grpcSrv := grpcapi.New(deps)
-	var servers sync.WaitGroup
-	serve := func(name string, f func() error) {
-		servers.Add(1)
-		go func() {
-			defer servers.Done()
-			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				r.log.Error("server stopped", "server", name, "error", err)
-			}
-		}()
-	}
-	serve("http", func() error { return httpSrv.Serve(httpLis) })
-	serve("grpc", func() error { return grpcSrv.Serve(grpcLis) })
-	serve("internal", func() error { return peerSrv.ServeBoth(internalLis) })
-	if err := r.startHostedApps(docs, newCluster, serve); err != nil {
-		stopCtx, stopCancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGracePeriod)
-		r.stopHostedApps(stopCtx)
-		r.stopServers(stopCtx, httpSrv, grpcSrv, nil)
-		stopCancel()
-		if metricsLis != nil {
-			metricsLis.Close()
-		}
-		servers.Wait()
-		return err
-	}
-	var metricsSrv *http.Server
-	if metricsLis != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", r.metrics.Handler())
-		mux.Handle("/v1.0-alpha1/stream/", &r.jobs)
-		mux.HandleFunc("/v1.0-alpha1/traffic/", r.trafficAPI)
-		if r.cfg.EnableProfiling {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		serve("metrics", func() error { return metricsSrv.Serve(metricsLis) })
-	}
-	r.outbound.Store(true)
-	r.log.Info("API listening", "http_port", port(r.httpAddr), "grpc_port", port(r.grpcAddr), "metrics_port", port(r.metricsAddr), "broker_port", r.brokerPort(),
-		"internal_port", port(r.internalAddr), "gossip_port", r.node.GossipPort(), "wan_port", r.node.WANPort(), "dc", r.node.DC(), "node", r.node.Name())
-	close(r.started)
-
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
 	var workers sync.WaitGroup
-	childDone := make(chan error, 1)
 	if len(r.cfg.Command) > 0 {
-		if err := r.startChild(childDone); err != nil {
-			cancel()
-			stopCtx, stopCancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGracePeriod)
-			r.stopServers(stopCtx, httpSrv, grpcSrv, metricsSrv)
-			stopCancel()
-			servers.Wait()
-			return err
-		}
+		r.child = &child{rt: r, done: make(chan error, 1)}
 	}
-
-	// Hot reload, owned by Run through workers.
-	r.comps.OnChange(func(cs components.ChangeSet) {
-		r.recordComponents()
-		if decl, err := subscriptions.ParseDeclarative(cs.Docs, r.cfg.AppID); err != nil {
-			r.log.Error("hot reload: subscriptions not applied", "error", err)
-		} else {
-			r.subs.SetDeclarative(decl)
-		}
-		if err := r.loadResiliency(cs.Docs); err != nil {
-			r.log.Error("hot reload: resiliency policies not applied; the previous ones stand", "error", err)
-		}
-		if specs, err := trafficSpecs(cs.Docs); err != nil {
-			r.log.Error("hot reload: traffic policies not applied", "error", err)
-		} else {
-			r.applyTrafficFiles(specs)
-		}
-		r.subs.Sync(runCtx)
-		r.bindings.Sync(runCtx)
-	})
-	workers.Add(1)
-	go func() {
-		defer workers.Done()
-		if err := r.comps.Watch(runCtx); err != nil {
-			r.log.Error("hot reload is off", "error", err)
-		}
-	}()
-
-	workers.Add(1)
-	go func() {
-		defer workers.Done()
-		r.connectApp(runCtx)
-	}()
-	r.connectHostedApps(runCtx, &workers)
-	workers.Add(1)
-	go func() {
-		defer workers.Done()
-		r.cluster.ProbeLoop(runCtx, 500*time.Millisecond)
-	}()
-	for _, spec := range jobs {
-		run, err := job.New(spec, job.Options{Brokers: brokerAddr, DataDir: filepath.Join(r.cfg.DataDir, "stream"),
-			Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: r.saveJobState,
-			InvokeApp: r.postJobResult, Publish: r.publishJobResult})
-		if err != nil {
-			r.log.Error("stream job not started", "job", spec.Name, "error", err)
-			continue
-		}
-		r.jobs.Add(run)
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			if err := run.Run(runCtx); err != nil {
-				r.log.Error("stream job stopped", "job", spec.Name, "error", err)
+	sup := &supervisor{log: r.log}
+	// Startup, in order; a failure stops what started, in reverse.
+	units := []unit{
+		{name: "configuration", start: r.loadConfig},
+		{name: "broker", start: r.startBroker, stop: func(context.Context) {
+			if r.broker != nil {
+				r.broker.Close()
 			}
-		}()
+		}},
+		{name: "components", start: r.loadComponents, stop: func(context.Context) { r.comps.Close() }},
+		{name: "listeners", start: r.listenAll, stop: func(context.Context) { r.closeListeners() }},
+		{name: "membership", start: r.startMembership, stop: func(context.Context) { _ = r.node.Shutdown() }},
+		{name: "internal port", start: r.servePeer, stop: func(grace context.Context) { _ = r.peer.Shutdown(grace) }},
+		{name: "app APIs", start: r.serveHosts, stop: r.stopHosts},
+		{name: "metrics", start: r.serveMetrics, stop: func(grace context.Context) {
+			if r.metricsSrv != nil {
+				_ = r.metricsSrv.Shutdown(grace)
+			}
+		}},
+		{name: "ready", start: r.announce},
+	}
+	if r.child != nil {
+		units = append(units, unit{name: "app", start: r.child.start, stop: r.child.stop})
+	}
+	units = append(units, unit{name: "workers", start: func(context.Context) error {
+		r.startWorkers(runCtx, &workers)
+		return nil
+	}, stop: func(context.Context) {
+		cancel()
+		workers.Wait()
+	}})
+	if err := sup.start(runCtx, r.cfg.ShutdownGracePeriod, units...); err != nil {
+		return err
 	}
 
 	var exitErr error
+	var childDone chan error
+	if r.child != nil {
+		childDone = r.child.done
+	}
 	select {
 	case <-ctx.Done():
 		r.log.Info("shutting down", "reason", "signal")
@@ -393,38 +208,361 @@ func (r *Runtime) Run(ctx context.Context) error {
 	case err := <-childDone:
 		r.log.Info("shutting down", "reason", "app exited", "error", err)
 		exitErr = err
-		childDone = nil
+		r.child.exited.Store(true)
 	}
 
-	// Graceful shutdown: stop taking events, let deliveries and requests in
-	// flight finish, then stop the app and close components. The grace
+	// Graceful shutdown: stop taking events and let the deliveries in
+	// flight finish, leave the cluster so that other runtimes stop
+	// calling, then stop the rest in reverse order of startup. The grace
 	// period is the budget of the whole shutdown, as in daprd.
-	r.ready.Store(false)
 	grace, graceCancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGracePeriod)
 	defer graceCancel()
-	r.subs.Drain(grace)
-	r.bindings.Drain(grace)
-	r.stopHostedApps(grace)
-	r.stopServers(grace, httpSrv, grpcSrv, metricsSrv)
-	cancel()
-	workers.Wait()
-	servers.Wait()
-	if childDone != nil {
-		r.stopChild(grace, childDone)
+	var wg sync.WaitGroup
+	for _, h := range r.hosts {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.drain(grace) }()
 	}
-	if ch := r.local.Channel(); ch != nil {
-		_ = ch.Close()
-	}
-	r.grpcConns.close()
+	wg.Wait()
+	r.leaveCluster(grace)
+	sup.stop(grace)
 	r.log.Info("shutdown complete")
 	return exitErr
+}
+
+// loadConfig reads --config.
+func (r *Runtime) loadConfig(context.Context) error {
+	r.metrics = metrics.New()
+	if r.cfg.ConfigFile == "" {
+		return nil
+	}
+	feats, acl, err := loadConfiguration(r.cfg.ConfigFile)
+	if err != nil {
+		return err
+	}
+	r.features, r.acl = feats, acl
+	return nil
+}
+
+// startBroker starts the embedded broker: pubsub.mecha and
+// bindings.mecha connect to it when they initialize, and it closes after
+// them.
+func (r *Runtime) startBroker(context.Context) error {
+	if r.cfg.BrokerPort == 0 {
+		return nil
+	}
+	bc := r.cfg.Broker
+	p := r.cfg.BrokerPort
+	if p < 0 {
+		p = 0
+	}
+	bc.Addr = net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(p))
+	bc.DataDir = filepath.Join(r.cfg.DataDir, "broker")
+	bc.Logger = r.log.With("component", "broker")
+	b, err := broker.Start(bc)
+	if err != nil {
+		return fmt.Errorf("%w (--broker-port %d; -1 picks a free port, 0 turns the broker off)", err, r.cfg.BrokerPort)
+	}
+	r.broker = b
+	return nil
+}
+
+// brokerAddr is the embedded broker's address, "" when it is off.
+func (r *Runtime) brokerAddr() string {
+	if r.broker == nil {
+		return ""
+	}
+	return r.broker.Addr()
+}
+
+// loadComponents reads the resources path: the apps it declares, the
+// components (initialized), subscriptions, stream jobs, resiliency and
+// traffic policies. Anything invalid stops startup, naming its file and
+// field.
+func (r *Runtime) loadComponents(ctx context.Context) (err error) {
+	if len(r.cfg.ResourcesPaths) > 0 {
+		if r.docs, err = components.ReadDocuments(r.cfg.ResourcesPaths); err != nil {
+			return err
+		}
+	}
+	if r.cfg.Apps, err = appSpecs(r.docs, r.cfg.Apps, r.cfg.AppID); err != nil {
+		return err
+	}
+	ids := make([]string, len(r.cfg.Apps))
+	for i, a := range r.cfg.Apps {
+		ids[i] = a.ID
+	}
+	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: r.brokerAddr(), AppID: r.cfg.AppID})
+	r.comps = components.NewManager(components.Options{
+		AppID: r.cfg.AppID, Apps: ids, Paths: r.cfg.ResourcesPaths, Defaults: components.EmbeddedDefaults(r.broker != nil),
+		Registry: r.registry, Logger: r.log,
+	})
+	docs, err := r.comps.Load(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil { // a unit that fails undoes itself
+			r.comps.Close()
+		}
+	}()
+	r.docs = docs
+	r.resil = resiliency.NewStore(resiliency.Options{AppID: r.cfg.AppID,
+		OnBreakerChange: func(target, instance string, from, to resiliency.State) {
+			r.log.Warn("circuit breaker", "target", target, "instance", instance, "from", from, "to", to)
+		}})
+	if err := r.loadResiliency(docs); err != nil {
+		return err
+	}
+	if r.traffic, err = trafficSpecs(docs); err != nil {
+		return err
+	}
+	r.primary = newAppHost(r, AppSpec{ID: r.cfg.AppID, Port: r.cfg.AppPort, Protocol: r.cfg.AppProtocol,
+		HTTPPort: r.cfg.HTTPPort, GRPCPort: r.cfg.GRPCPort}, true)
+	r.hosts = []*appHost{r.primary}
+	for _, spec := range r.cfg.Apps {
+		r.hosts = append(r.hosts, newAppHost(r, spec, false))
+	}
+	for _, h := range r.hosts {
+		decl, err := subscriptions.ParseDeclarative(docs, h.spec.ID)
+		if err != nil {
+			return err
+		}
+		h.subs.SetDeclarative(decl)
+	}
+	if r.jobSpecs, err = r.streamJobs(docs); err != nil {
+		return err
+	}
+	r.recordComponents()
+	return nil
+}
+
+// listenAll opens every port before anything serves, so that the
+// outbound API answers before the app is up (Dapr #1933) and the child
+// learns the real ports.
+func (r *Runtime) listenAll(context.Context) (err error) {
+	// A unit that fails undoes itself: close what opened.
+	defer func() {
+		if err != nil {
+			r.closeListeners()
+		}
+	}()
+	for _, h := range r.hosts {
+		if err := h.listen(); err != nil {
+			return err
+		}
+	}
+	if r.cfg.EnableMetrics {
+		if r.metricsLis, err = r.listen("metrics", net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(r.cfg.MetricsPort))); err != nil {
+			return fmt.Errorf("--metrics-port %d: %w", r.cfg.MetricsPort, err)
+		}
+	}
+	if r.internalLis, err = r.listen("internal", net.JoinHostPort(r.cfg.Membership.BindAddress, strconv.Itoa(r.cfg.InternalPort))); err != nil {
+		return fmt.Errorf("--internal-port %d: %w", r.cfg.InternalPort, err)
+	}
+	return nil
+}
+
+// closeListeners closes the ports; a server that serves one has closed
+// it already, which is harmless.
+func (r *Runtime) closeListeners() {
+	for _, h := range r.hosts {
+		h.closeListeners()
+	}
+	for _, l := range []net.Listener{r.metricsLis, r.internalLis} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// startMembership joins the gossip pool, publishing this runtime's ports
+// and apps.
+func (r *Runtime) startMembership(context.Context) error {
+	mcfg := r.cfg.Membership
+	mcfg.HTTPPort, mcfg.GRPCPort, mcfg.InternalPort, mcfg.BrokerPort = port(r.primary.httpLis.Addr()), port(r.primary.grpcLis.Addr()), port(r.internalLis.Addr()), r.brokerPort()
+	mcfg.DataDir = filepath.Join(r.cfg.DataDir, "membership")
+	node, err := membership.Start(mcfg, r.log.With("component", "membership"))
+	if err != nil {
+		return fmt.Errorf("gossip membership (--gossip-port %d): %w", mcfg.GossipPort, err)
+	}
+	r.node = node
+	r.applyTrafficFiles(r.traffic)
+	r.peerToken = peer.Token(mcfg.GossipKey)
+	r.cluster = &invoke.Cluster{Local: r.primary.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: r.peerToken}
+	return nil
+}
+
+// leaveCluster leaves the gossip pool, so that other runtimes stop
+// sending calls here, before the servers stop.
+func (r *Runtime) leaveCluster(grace context.Context) {
+	if r.node == nil {
+		return
+	}
+	lctx, cancel := context.WithTimeout(grace, 2*time.Second)
+	defer cancel()
+	if err := r.node.Leave(lctx); err != nil {
+		r.log.Warn("leaving the gossip pool", "error", err)
+	}
+}
+
+// resolver is the invocation resolver of an app hosted here: its own
+// app-id is local, every other one goes through the cluster.
+func (r *Runtime) resolver(l *invoke.Local) invoke.Resolver {
+	return r.cluster.For(l)
+}
+
+// servePeer serves the internal port: other runtimes' calls to the apps
+// hosted here.
+func (r *Runtime) servePeer(context.Context) error {
+	r.peer = &peer.Server{Lookup: r.appChannel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow, Token: r.peerToken}
+	if r.cfg.Membership.Gateway {
+		r.peer.Forward = r.cluster.ResolveLocalDC
+	}
+	go func() {
+		if err := r.peer.ServeBoth(r.internalLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.log.Error("server stopped", "server", "internal", "error", err)
+		}
+	}()
+	return nil
+}
+
+// appChannel finds the channel of an app this runtime hosts, with or
+// without a ".namespace" suffix, for the internal port.
+func (r *Runtime) appChannel(id string) (func() appchannel.Channel, string, bool) {
+	for _, h := range r.hosts {
+		if h.local.IsSelf(id) {
+			return h.local.Channel, h.spec.ID, true
+		}
+	}
+	return nil, "", false
+}
+
+// serveHosts starts every app's API servers.
+func (r *Runtime) serveHosts(context.Context) error {
+	for _, h := range r.hosts {
+		h.serve()
+	}
+	r.outbound.Store(true)
+	return nil
+}
+
+// stopHosts stops every app's API servers, then closes the app
+// channels.
+func (r *Runtime) stopHosts(grace context.Context) {
+	var wg sync.WaitGroup
+	for _, h := range r.hosts {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.stopServers(grace) }()
+	}
+	wg.Wait()
+	for _, h := range r.hosts {
+		h.closeChannel()
+	}
+	r.grpcConns.close()
+}
+
+// serveMetrics serves Prometheus metrics and the admin APIs.
+func (r *Runtime) serveMetrics(context.Context) error {
+	if r.metricsLis == nil {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", r.metrics.Handler())
+	mux.Handle("/v1.0-alpha1/stream/", &r.jobs)
+	mux.HandleFunc("/v1.0-alpha1/traffic/", r.trafficAPI)
+	if r.cfg.EnableProfiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	r.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := r.metricsSrv.Serve(r.metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.log.Error("server stopped", "server", "metrics", "error", err)
+		}
+	}()
+	return nil
+}
+
+// announce logs the ports and tells Started's waiters.
+func (r *Runtime) announce(context.Context) error {
+	var metricsPort int
+	if r.metricsLis != nil {
+		metricsPort = port(r.metricsLis.Addr())
+	}
+	r.log.Info("API listening", "http_port", port(r.primary.httpLis.Addr()), "grpc_port", port(r.primary.grpcLis.Addr()), "metrics_port", metricsPort, "broker_port", r.brokerPort(),
+		"internal_port", port(r.internalLis.Addr()), "gossip_port", r.node.GossipPort(), "wan_port", r.node.WANPort(), "dc", r.node.DC(), "node", r.node.Name())
+	close(r.started)
+	return nil
+}
+
+// startWorkers starts what runs until shutdown, owned by workers: hot
+// reload, the apps' connections, the balancer probes and stream jobs.
+func (r *Runtime) startWorkers(ctx context.Context, workers *sync.WaitGroup) {
+	go1 := func(f func()) {
+		workers.Add(1)
+		go func() { defer workers.Done(); f() }()
+	}
+	r.comps.OnChange(func(cs components.ChangeSet) { r.reload(ctx, cs) })
+	go1(func() {
+		if err := r.comps.Watch(ctx); err != nil {
+			r.log.Error("hot reload is off", "error", err)
+		}
+	})
+	for _, h := range r.hosts {
+		go1(func() { h.connect(ctx) })
+	}
+	go1(func() { r.cluster.ProbeLoop(ctx, 500*time.Millisecond) })
+	for _, spec := range r.jobSpecs {
+		h := r.host(spec.Sink.App)
+		run, err := job.New(spec, job.Options{Brokers: r.brokerAddr(), DataDir: filepath.Join(r.cfg.DataDir, "stream"),
+			Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: h.saveJobState,
+			InvokeApp: h.postJobResult, Publish: h.publishJobResult})
+		if err != nil {
+			r.log.Error("stream job not started", "job", spec.Name, "error", err)
+			continue
+		}
+		r.jobs.Add(run)
+		go1(func() {
+			if err := run.Run(ctx); err != nil {
+				r.log.Error("stream job stopped", "job", spec.Name, "error", err)
+			}
+		})
+	}
+}
+
+// reload applies a hot reload of the resources path.
+func (r *Runtime) reload(ctx context.Context, cs components.ChangeSet) {
+	r.recordComponents()
+	if err := r.loadResiliency(cs.Docs); err != nil {
+		r.log.Error("hot reload: resiliency policies not applied; the previous ones stand", "error", err)
+	}
+	if specs, err := trafficSpecs(cs.Docs); err != nil {
+		r.log.Error("hot reload: traffic policies not applied", "error", err)
+	} else {
+		r.applyTrafficFiles(specs)
+	}
+	for _, h := range r.hosts {
+		h.reload(ctx, cs.Docs)
+	}
+}
+
+// host is the host of app-id id ("" is the --app-id app).
+func (r *Runtime) host(id string) *appHost {
+	for _, h := range r.hosts {
+		if h.spec.ID == id {
+			return h
+		}
+	}
+	return r.primary
 }
 
 // streamJobs reads the StreamJob documents of the resources path. A bad
 // job stops startup with an error naming the file and field, as a bad
 // component does. Jobs are read at startup; a changed job file takes a
 // restart.
-func (r *Runtime) streamJobs(docs []components.Document, brokers string) ([]job.Spec, error) {
+func (r *Runtime) streamJobs(docs []components.Document) ([]job.Spec, error) {
 	var out []job.Spec
 	for _, d := range docs {
 		if d.Kind != job.Kind {
@@ -434,7 +572,10 @@ func (r *Runtime) streamJobs(docs []components.Document, brokers string) ([]job.
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", d.Where(), err)
 		}
-		if spec.Source.Brokers == "" && brokers == "" {
+		if spec.Sink.App != "" && r.host(spec.Sink.App).spec.ID != spec.Sink.App {
+			return nil, fmt.Errorf("%s: stream job %q: spec.sink.app: %q is not an app of this runtime (--app-id or --app)", d.Where(), spec.Name, spec.Sink.App)
+		}
+		if spec.Source.Brokers == "" && r.broker == nil {
 			return nil, fmt.Errorf("%s: stream job %q: spec.source.brokers: not set, and the embedded broker is off (--broker-port 0)", d.Where(), spec.Name)
 		}
 		r.log.Info("stream job loaded", "job", spec.Name, "source", spec.Source.Topic, "sink", spec.Sink.Type)
@@ -445,19 +586,19 @@ func (r *Runtime) streamJobs(docs []components.Document, brokers string) ([]job.
 
 // saveJobState is a stream job's state sink: results saved through the
 // state building block, under keys the app reads as its own.
-func (r *Runtime) saveJobState(ctx context.Context, store string, entries []job.StateEntry) error {
+func (h *appHost) saveJobState(ctx context.Context, store string, entries []job.StateEntry) error {
 	items := make([]state.SetRequest, len(entries))
 	for i, e := range entries {
 		items[i] = state.SetRequest{Key: e.Key, Value: e.Value}
 	}
-	return r.blocks.SaveState(ctx, store, items)
+	return h.blocks.SaveState(ctx, store, items)
 }
 
 // postJobResult is a stream job's app sink: a POST of one result to a
 // route of the app. It fails (and the job retries) until the app is up,
 // and when the app answers with an error status.
-func (r *Runtime) postJobResult(ctx context.Context, route string, body []byte) error {
-	ch := r.local.Channel()
+func (h *appHost) postJobResult(ctx context.Context, route string, body []byte) error {
+	ch := h.local.Channel()
 	if ch == nil {
 		return fmt.Errorf("app sink %s: the app is not connected yet", route)
 	}
@@ -474,8 +615,8 @@ func (r *Runtime) postJobResult(ctx context.Context, route string, body []byte) 
 
 // publishJobResult is a stream job's pubsub sink: one result published
 // as a CloudEvent, as the app's own publishes are.
-func (r *Runtime) publishJobResult(ctx context.Context, pubsub, topic string, body []byte) error {
-	return r.blocks.Publish(ctx, &blocks.PublishRequest{PubsubName: pubsub, Topic: topic, Data: body, ContentType: "application/json"})
+func (h *appHost) publishJobResult(ctx context.Context, pubsub, topic string, body []byte) error {
+	return h.blocks.Publish(ctx, &blocks.PublishRequest{PubsubName: pubsub, Topic: topic, Data: body, ContentType: "application/json"})
 }
 
 // loadResiliency applies the Resiliency documents of the resources path,
@@ -502,10 +643,6 @@ func (r *Runtime) loadResiliency(docs []components.Document) error {
 	return nil
 }
 
-// publishApp tells the other runtimes, through the gossip catalog, that
-// this runtime's app is up (healthy) or not.
-func (r *Runtime) publishApp(healthy bool) { r.setAppHealth(r.cfg.AppID, healthy) }
-
 // brokerPort is the embedded broker's port, 0 when it is off.
 func (r *Runtime) brokerPort() int {
 	if r.broker == nil {
@@ -516,65 +653,11 @@ func (r *Runtime) brokerPort() int {
 	return n
 }
 
-func (r *Runtime) stopServers(grace context.Context, h *httpapi.Server, g *grpcapi.Server, m *http.Server) {
-	// Leave the pool first, so that other runtimes stop sending calls
-	// here, then let the calls in flight on the internal port finish.
-	if r.node != nil {
-		lctx, cancel := context.WithTimeout(grace, 2*time.Second)
-		if err := r.node.Leave(lctx); err != nil {
-			r.log.Warn("leaving the gossip pool", "error", err)
-		}
-		cancel()
-		_ = r.node.Shutdown()
-	}
-	if r.peer != nil {
-		_ = r.peer.Shutdown(grace)
-	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = h.Shutdown(grace) }()
-	go func() { defer wg.Done(); g.GracefulStop(grace) }()
-	if m != nil {
-		_ = m.Shutdown(grace)
-	}
-	wg.Wait()
-}
-
 func port(a net.Addr) int {
 	if t, ok := a.(*net.TCPAddr); ok {
 		return t.Port
 	}
 	return 0
-}
-
-// connectApp waits for the app, builds the channel, loads its
-// subscriptions, starts deliveries and marks the runtime ready.
-func (r *Runtime) connectApp(ctx context.Context) {
-	if r.cfg.AppPort == 0 {
-		r.ready.Store(true)
-		r.log.Info("mecha ready", "app_port", 0)
-		return
-	}
-	addr := net.JoinHostPort(r.cfg.AppChannelAddress, strconv.Itoa(r.cfg.AppPort))
-	r.log.Info("waiting for the app", "address", addr)
-	ch, err := r.dialApp(ctx, addr, r.cfg.AppProtocol)
-	if err != nil {
-		if ctx.Err() == nil {
-			r.log.Error("app channel", "error", err)
-		}
-		return
-	}
-	r.local.SetChannel(ch)
-	r.bindings.SetChannel(ch)
-	if r.cfg.EnableAppHealthCheck {
-		r.healthLoop(ctx, ch)
-		return
-	}
-	r.metrics.SetAppHealthy(true)
-	r.publishApp(true)
-	r.startDeliveries(ctx, ch)
-	r.ready.Store(true)
-	r.log.Info("mecha ready", "app_port", r.cfg.AppPort)
 }
 
 // dialApp waits until the app at addr takes connections, then builds its
@@ -596,40 +679,6 @@ func (r *Runtime) dialApp(ctx context.Context, addr, protocol string) (appchanne
 		return appchannel.NewGRPC(ctx, appchannel.GRPCOptions{Address: addr, MaxMessageBytes: r.cfg.MaxRequestSizeMB << 20})
 	}
 	return appchannel.NewHTTP(appchannel.HTTPOptions{Address: addr, HealthPath: r.cfg.AppHealthCheckPath, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20}), nil
-}
-
-func (r *Runtime) startDeliveries(ctx context.Context, ch appchannel.Channel) {
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	subs, err := ch.Subscriptions(sctx)
-	cancel()
-	if err != nil {
-		r.log.Error("reading the app's subscriptions", "error", err)
-	}
-	r.subs.SetApp(ch, subs)
-	r.subs.Sync(ctx)
-	r.bindings.Sync(ctx)
-}
-
-// healthLoop probes the app every interval. Deliveries start when it turns
-// healthy and stop after threshold failed probes, as Dapr's app health
-// checks do.
-func (r *Runtime) healthLoop(ctx context.Context, ch appchannel.Channel) {
-	r.watchHealth(ctx, ch, func() {
-		r.metrics.SetAppHealthy(true)
-		r.publishApp(true)
-		r.log.Info("app is healthy")
-		r.startDeliveries(ctx, ch)
-		if !r.ready.Load() {
-			r.ready.Store(true)
-			r.log.Info("mecha ready", "app_port", r.cfg.AppPort)
-		}
-	}, func(err error) {
-		r.metrics.SetAppHealthy(false)
-		r.publishApp(false)
-		r.log.Warn("app is unhealthy; pausing deliveries", "error", err)
-		r.subs.Pause()
-		r.bindings.Pause()
-	})
 }
 
 // watchHealth probes an app every --app-health-probe-interval: healthy
@@ -673,114 +722,40 @@ func (r *Runtime) recordComponents() {
 	r.metrics.SetComponents("secretstores", len(snap.Secrets))
 }
 
-// startChild starts the app command with the API ports in its environment.
-func (r *Runtime) startChild(done chan<- error) error {
-	cmd := exec.Command(r.cfg.Command[0], r.cfg.Command[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(),
-		"DAPR_HTTP_PORT="+strconv.Itoa(port(r.httpAddr)),
-		"DAPR_GRPC_PORT="+strconv.Itoa(port(r.grpcAddr)),
-		"APP_ID="+r.cfg.AppID,
-	)
-	if r.cfg.AppPort != 0 {
-		cmd.Env = append(cmd.Env, "APP_PORT="+strconv.Itoa(r.cfg.AppPort))
-	}
-	if r.metricsAddr != nil {
-		cmd.Env = append(cmd.Env, "DAPR_METRICS_PORT="+strconv.Itoa(port(r.metricsAddr)))
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the app %q: %w", r.cfg.Command[0], err)
-	}
-	r.childMu.Lock()
-	r.child = cmd
-	r.childMu.Unlock()
-	r.log.Info("app started", "command", r.cfg.Command, "pid", cmd.Process.Pid)
-	go func() {
-		err := cmd.Wait()
-		if err != nil {
-			err = fmt.Errorf("app: %w", err)
-		}
-		done <- err
-	}()
-	return nil
-}
-
-// Signal forwards sig to the child app (and its process group).
-func (r *Runtime) Signal(sig os.Signal) {
-	r.childMu.Lock()
-	child := r.child
-	r.childMu.Unlock()
-	if child != nil && child.Process != nil {
-		if s, ok := sig.(syscall.Signal); ok {
-			_ = syscall.Kill(-child.Process.Pid, s)
-		} else {
-			_ = child.Process.Signal(sig)
-		}
-	}
-}
-
-// stopChild asks the app to stop, then kills it when the grace period
-// ends (after at least a second: the app got the signal only now).
-func (r *Runtime) stopChild(grace context.Context, done <-chan error) {
-	r.childMu.Lock()
-	child := r.child
-	r.childMu.Unlock()
-	if child == nil {
-		return
-	}
-	r.Signal(syscall.SIGTERM)
-	wait := time.Second
-	if dl, ok := grace.Deadline(); ok && time.Until(dl) > wait {
-		wait = time.Until(dl)
-	}
-	select {
-	case <-done:
-	case <-time.After(wait):
-		r.log.Warn("app did not exit in time; killing it")
-		_ = syscall.Kill(-child.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-}
-
-// Metadata implements api.MetadataProvider.
-func (r *Runtime) Metadata() *api.Metadata {
-	m := &api.Metadata{
-		ID: r.cfg.AppID, RuntimeVersion: Version, EnabledFeatures: append([]string{}, r.features...),
-		Actors: []any{}, Components: []api.ComponentInfo{}, Subscriptions: []api.SubscriptionInfo{},
-		HTTPEndpoints: []any{}, Extended: map[string]string{},
-	}
-	for _, c := range r.comps.Snapshot().Infos {
-		m.Components = append(m.Components, api.ComponentInfo{Name: c.Name, Type: c.Type, Version: c.Version, Capabilities: c.Capabilities})
-	}
-	for _, s := range r.subs.List() {
-		si := api.SubscriptionInfo{PubsubName: s.PubsubName, Topic: s.Topic, Metadata: s.Metadata, DeadLetterTopic: s.DeadLetterTopic, Type: s.Type}
-		for _, ru := range s.Rules {
-			si.Rules = append(si.Rules, api.RuleInfo{Match: ru.Match, Path: ru.Path})
-		}
-		m.Subscriptions = append(m.Subscriptions, si)
-	}
+// extendedCopy is a copy of the metadata API's extended attributes.
+func (r *Runtime) extendedCopy() map[string]string {
 	r.extMu.Lock()
+	defer r.extMu.Unlock()
+	m := make(map[string]string, len(r.extended)+2)
 	for k, v := range r.extended {
-		m.Extended[k] = v
-	}
-	r.extMu.Unlock()
-	m.Extended["appCommand"] = fmt.Sprint(r.cfg.Command)
-	m.Extended["daprRuntimeVersion"] = Version
-	if r.cfg.AppPort != 0 {
-		acp := &api.AppConnectionProperties{Port: r.cfg.AppPort, Protocol: r.cfg.AppProtocol, ChannelAddress: r.cfg.AppChannelAddress}
-		if r.cfg.EnableAppHealthCheck {
-			acp.Health = &api.AppHealth{HealthCheckPath: r.cfg.AppHealthCheckPath, HealthProbeInterval: r.cfg.AppHealthInterval.String(),
-				HealthProbeTimeout: r.cfg.AppHealthTimeout.String(), HealthThreshold: int32(r.cfg.AppHealthThreshold)}
-		}
-		m.AppConnectionProperties = acp
+		m[k] = v
 	}
 	return m
 }
 
-// SetExtended implements api.MetadataProvider.
-func (r *Runtime) SetExtended(key, value string) {
+// setExtended sets an extended attribute of the metadata API (shared by
+// the apps of the runtime).
+func (r *Runtime) setExtended(key, value string) {
 	r.extMu.Lock()
 	r.extended[key] = value
 	r.extMu.Unlock()
+}
+
+// setAppHealth publishes the health of one of this runtime's apps in the
+// catalog, with the others'.
+func (r *Runtime) setAppHealth(id string, healthy bool) {
+	r.appsMu.Lock()
+	defer r.appsMu.Unlock()
+	if r.appHealth == nil {
+		r.appHealth = map[string]bool{}
+	}
+	r.appHealth[id] = healthy
+	if r.node == nil {
+		return
+	}
+	apps := make([]membership.App, 0, len(r.appHealth))
+	for id, h := range r.appHealth {
+		apps = append(apps, membership.App{ID: id, Healthy: h})
+	}
+	r.node.SetLocalApps(apps)
 }

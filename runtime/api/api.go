@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 
+	"mecha/components"
 	"mecha/runtime/blocks"
 	"mecha/runtime/invoke"
 	"mecha/runtime/metrics"
@@ -69,6 +70,24 @@ type Metadata struct {
 	Subscriptions           []SubscriptionInfo       `json:"subscriptions"`
 	HTTPEndpoints           []any                    `json:"httpEndpoints"`
 	AppConnectionProperties *AppConnectionProperties `json:"appConnectionProperties,omitempty"`
+}
+
+// AddComponents lists loaded components in the document.
+func (m *Metadata) AddComponents(infos []components.Info) {
+	for _, c := range infos {
+		m.Components = append(m.Components, ComponentInfo{Name: c.Name, Type: c.Type, Version: c.Version, Capabilities: c.Capabilities})
+	}
+}
+
+// AddSubscriptions lists active subscriptions in the document.
+func (m *Metadata) AddSubscriptions(list []subscriptions.Info) {
+	for _, s := range list {
+		si := SubscriptionInfo{PubsubName: s.PubsubName, Topic: s.Topic, Metadata: s.Metadata, DeadLetterTopic: s.DeadLetterTopic, Type: s.Type}
+		for _, r := range s.Rules {
+			si.Rules = append(si.Rules, RuleInfo{Match: r.Match, Path: r.Path})
+		}
+		m.Subscriptions = append(m.Subscriptions, si)
+	}
 }
 
 // ComponentInfo is a loaded component.

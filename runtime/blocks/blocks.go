@@ -23,35 +23,79 @@ import (
 	"mecha/components"
 	"mecha/runtime/apierr"
 	"mecha/runtime/cloudevent"
+	"mecha/runtime/resiliency"
 )
 
 // Blocks serves the building blocks for one app.
 type Blocks struct {
 	// AppID is the app these blocks serve: state keys are prefixed with it
 	// and it is the source of published CloudEvents.
-	AppID      string
-	Components *components.Manager
+	AppID string
+	// Components is the app's view of the components.
+	Components components.Source
 	Log        *slog.Logger
-	// OwnPrefix prefixes state keys with AppID even though the components
-	// were loaded for another app of the runtime (the apps of --app).
-	OwnPrefix bool
+	// Resiliency holds the components' outbound policies (timeouts,
+	// retries, circuit breakers, …); nil applies none.
+	Resiliency *resiliency.Store
+}
+
+// Dapr's names of the component levels, as default policies use them.
+const (
+	levelState   = "Statestore"
+	levelPubSub  = "Pubsub"
+	levelBinding = "Binding"
+	levelSecret  = "Secretstore"
+)
+
+// outbound runs op, a call into the named component, under the
+// component's outbound resiliency policy.
+func (b *Blocks) outbound(ctx context.Context, name, level string, op func(context.Context) error) error {
+	if b.Resiliency == nil {
+		return op(ctx)
+	}
+	r := b.Resiliency.ForComponent(name, level, resiliency.Outbound)
+	if r.Passthrough() {
+		return op(ctx)
+	}
+	return r.Do(ctx, func(ctx context.Context) error {
+		err := op(ctx)
+		if callersFault(err) {
+			// Sending it again cannot help.
+			return resiliency.Permanent(err)
+		}
+		return err
+	})
+}
+
+// callersFault reports whether a component's error was caused by the
+// request: an ETag mismatch or an invalid input.
+func callersFault(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ee *state.ETagError
+	var in interface{ InvalidInput() bool }
+	return errors.As(err, &ee) || errors.As(err, &in) && in.InvalidInput()
 }
 
 // ---- state ----
 
-func (b *Blocks) stateStore(name string) (*components.StateStore, error) {
-	snap := b.Components.Snapshot()
-	if len(snap.State) == 0 {
-		return nil, apierr.StateStoresNotConfigured()
+// stateStore takes the named store for one call: done must be called
+// when the call is over, so that a hot reload can wait for it.
+func (b *Blocks) stateStore(name string) (s *components.StateStore, done func(), err error) {
+	for {
+		snap := b.Components.Snapshot()
+		if len(snap.State) == 0 {
+			return nil, nil, apierr.StateStoresNotConfigured()
+		}
+		s, ok := snap.State[name]
+		if !ok {
+			return nil, nil, apierr.StateStoreNotFound(name)
+		}
+		if s.Gate.Enter() {
+			return s, s.Gate.Leave, nil
+		}
 	}
-	s, ok := snap.State[name]
-	if !ok {
-		return nil, apierr.StateStoreNotFound(name)
-	}
-	if b.OwnPrefix {
-		return s.ForApp(b.AppID), nil
-	}
-	return s, nil
 }
 
 // stateErr maps a store error: ETag mismatches and invalid ETags keep their
@@ -86,15 +130,21 @@ func stateErr(err error, fallback *apierr.Error) error {
 
 // GetState reads one key.
 func (b *Blocks) GetState(ctx context.Context, store, key, consistency string, meta map[string]string) (*state.GetResponse, error) {
-	s, err := b.stateStore(store)
+	s, done, err := b.stateStore(store)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	k, err := s.Key(key)
 	if err != nil {
 		return nil, apierr.Malformed("%v", err)
 	}
-	resp, err := s.Store.Get(ctx, &state.GetRequest{Key: k, Metadata: meta, Options: state.GetStateOption{Consistency: consistency}})
+	req := &state.GetRequest{Key: k, Metadata: meta, Options: state.GetStateOption{Consistency: consistency}}
+	var resp *state.GetResponse
+	err = b.outbound(ctx, store, levelState, func(ctx context.Context) (err error) {
+		resp, err = s.Store.Get(ctx, req)
+		return err
+	})
 	if err != nil {
 		return nil, stateErr(err, apierr.StateGet(key, store, err))
 	}
@@ -105,10 +155,11 @@ func (b *Blocks) GetState(ctx context.Context, store, key, consistency string, m
 // several. Keys are given as the app sees them; SaveState rewrites them in
 // place to the stored form, so the slice must not be reused.
 func (b *Blocks) SaveState(ctx context.Context, store string, items []state.SetRequest) error {
-	s, err := b.stateStore(store)
+	s, done, err := b.stateStore(store)
 	if err != nil {
 		return err
 	}
+	defer done()
 	for i := range items {
 		if items[i].Key == "" {
 			return apierr.Malformed("failed saving state in state store %s: key at index %d is empty", store, i)
@@ -123,9 +174,9 @@ func (b *Blocks) SaveState(ctx context.Context, store string, items []state.SetR
 	case 0:
 		return nil
 	case 1:
-		err = s.Store.Set(ctx, &items[0])
+		err = b.outbound(ctx, store, levelState, func(ctx context.Context) error { return s.Store.Set(ctx, &items[0]) })
 	default:
-		err = s.Store.BulkSet(ctx, items, state.BulkStoreOpts{})
+		err = b.outbound(ctx, store, levelState, func(ctx context.Context) error { return s.Store.BulkSet(ctx, items, state.BulkStoreOpts{}) })
 	}
 	if err != nil {
 		return stateErr(err, apierr.StateSave(store, err))
@@ -135,15 +186,16 @@ func (b *Blocks) SaveState(ctx context.Context, store string, items []state.SetR
 
 // DeleteState deletes one key, with an optional ETag.
 func (b *Blocks) DeleteState(ctx context.Context, store string, req *state.DeleteRequest) error {
-	s, err := b.stateStore(store)
+	s, done, err := b.stateStore(store)
 	if err != nil {
 		return err
 	}
+	defer done()
 	orig := req.Key
 	if req.Key, err = s.Key(req.Key); err != nil {
 		return apierr.Malformed("%v", err)
 	}
-	if err := s.Store.Delete(ctx, req); err != nil {
+	if err := b.outbound(ctx, store, levelState, func(ctx context.Context) error { return s.Store.Delete(ctx, req) }); err != nil {
 		return stateErr(err, apierr.StateDelete(orig, err))
 	}
 	return nil
@@ -151,16 +203,17 @@ func (b *Blocks) DeleteState(ctx context.Context, store string, req *state.Delet
 
 // DeleteBulkState deletes several keys.
 func (b *Blocks) DeleteBulkState(ctx context.Context, store string, reqs []state.DeleteRequest) error {
-	s, err := b.stateStore(store)
+	s, done, err := b.stateStore(store)
 	if err != nil {
 		return err
 	}
+	defer done()
 	for i := range reqs {
 		if reqs[i].Key, err = s.Key(reqs[i].Key); err != nil {
 			return apierr.Malformed("%v", err)
 		}
 	}
-	if err := s.Store.BulkDelete(ctx, reqs, state.BulkStoreOpts{}); err != nil {
+	if err := b.outbound(ctx, store, levelState, func(ctx context.Context) error { return s.Store.BulkDelete(ctx, reqs, state.BulkStoreOpts{}) }); err != nil {
 		return stateErr(err, apierr.StateDelete("(bulk)", err))
 	}
 	return nil
@@ -169,10 +222,11 @@ func (b *Blocks) DeleteBulkState(ctx context.Context, store string, reqs []state
 // BulkGetState reads several keys. Per-key failures are reported in the
 // items; keys come back as the app sees them.
 func (b *Blocks) BulkGetState(ctx context.Context, store string, keys []string, parallelism int, meta map[string]string) ([]state.BulkGetResponse, error) {
-	s, err := b.stateStore(store)
+	s, done, err := b.stateStore(store)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	reqs := make([]state.GetRequest, len(keys))
 	for i, k := range keys {
 		sk, err := s.Key(k)
@@ -184,7 +238,11 @@ func (b *Blocks) BulkGetState(ctx context.Context, store string, keys []string, 
 	if len(reqs) == 0 {
 		return []state.BulkGetResponse{}, nil
 	}
-	resp, err := s.Store.BulkGet(ctx, reqs, state.BulkGetOpts{Parallelism: parallelism})
+	var resp []state.BulkGetResponse
+	err = b.outbound(ctx, store, levelState, func(ctx context.Context) (err error) {
+		resp, err = s.Store.BulkGet(ctx, reqs, state.BulkGetOpts{Parallelism: parallelism})
+		return err
+	})
 	if err != nil {
 		return nil, apierr.StateBulkGet(store, err)
 	}
@@ -202,10 +260,11 @@ type Scanner interface {
 // ScanState lists the app's keys that start with prefix, sorted, with
 // their values: mecha's extension for stores that implement Scanner.
 func (b *Blocks) ScanState(ctx context.Context, store, prefix string, limit int) ([]state.BulkGetResponse, error) {
-	s, err := b.stateStore(store)
+	s, done, err := b.stateStore(store)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	sc, ok := s.Store.(Scanner)
 	if !ok {
 		return nil, &apierr.Error{Code: "ERR_STATE_STORE_NOT_SUPPORTED", HTTP: 500, GRPC: 12,
@@ -218,7 +277,11 @@ func (b *Blocks) ScanState(ctx context.Context, store, prefix string, limit int)
 	if err != nil {
 		return nil, apierr.Malformed("%v", err)
 	}
-	items, err := sc.Scan(ctx, p, limit)
+	var items []state.BulkGetResponse
+	err = b.outbound(ctx, store, levelState, func(ctx context.Context) (err error) {
+		items, err = sc.Scan(ctx, p, limit)
+		return err
+	})
 	if err != nil {
 		return nil, apierr.StateBulkGet(store, err)
 	}
@@ -238,10 +301,11 @@ type TxOp struct {
 
 // Transaction runs ops atomically on a transactional store.
 func (b *Blocks) Transaction(ctx context.Context, store string, ops []TxOp, meta map[string]string) error {
-	s, err := b.stateStore(store)
+	s, done, err := b.stateStore(store)
 	if err != nil {
 		return err
 	}
+	defer done()
 	if s.Txn == nil {
 		return apierr.StateNotTransactional(store)
 	}
@@ -271,7 +335,7 @@ func (b *Blocks) Transaction(ctx context.Context, store string, ops []TxOp, meta
 			return apierr.BadRequest("operations[%d]: operation type %q not supported", i, op.Operation)
 		}
 	}
-	if err := s.Txn.Multi(ctx, req); err != nil {
+	if err := b.outbound(ctx, store, levelState, func(ctx context.Context) error { return s.Txn.Multi(ctx, req) }); err != nil {
 		return stateErr(err, apierr.StateTransaction(err))
 	}
 	return nil
@@ -290,22 +354,28 @@ type PublishRequest struct {
 	TraceState  string
 }
 
-func (b *Blocks) pubsub(name, topic string) (*components.PubSub, error) {
+// pubsub takes the named pubsub for one publish; done must be called
+// when it is over.
+func (b *Blocks) pubsub(name, topic string) (ps *components.PubSub, done func(), err error) {
 	if name == "" {
-		return nil, apierr.PubSubEmpty()
+		return nil, nil, apierr.PubSubEmpty()
 	}
-	snap := b.Components.Snapshot()
-	if len(snap.PubSub) == 0 {
-		return nil, apierr.PubSubNotConfigured()
+	for {
+		snap := b.Components.Snapshot()
+		if len(snap.PubSub) == 0 {
+			return nil, nil, apierr.PubSubNotConfigured()
+		}
+		ps, ok := snap.PubSub[name]
+		if !ok {
+			return nil, nil, apierr.PubSubNotFound(name)
+		}
+		if topic == "" {
+			return nil, nil, apierr.TopicEmpty(name)
+		}
+		if ps.Gate.Enter() {
+			return ps, ps.Gate.Leave, nil
+		}
 	}
-	ps, ok := snap.PubSub[name]
-	if !ok {
-		return nil, apierr.PubSubNotFound(name)
-	}
-	if topic == "" {
-		return nil, apierr.TopicEmpty(name)
-	}
-	return ps, nil
 }
 
 // Envelope wraps data the way Dapr does before publishing: as is with
@@ -368,10 +438,11 @@ func isTrue(s string) bool {
 
 // Publish publishes one event.
 func (b *Blocks) Publish(ctx context.Context, req *PublishRequest) error {
-	ps, err := b.pubsub(req.PubsubName, req.Topic)
+	ps, done, err := b.pubsub(req.PubsubName, req.Topic)
 	if err != nil {
 		return err
 	}
+	defer done()
 	data, err := b.envelope(ps, req)
 	if err != nil {
 		return err
@@ -380,9 +451,8 @@ func (b *Blocks) Publish(ctx context.Context, req *PublishRequest) error {
 	if isTrue(req.Metadata["rawPayload"]) && req.ContentType != "" {
 		ct = req.ContentType
 	}
-	if err := ps.PS.Publish(ctx, &pubsub.PublishRequest{
-		Data: data, PubsubName: req.PubsubName, Topic: req.Topic, Metadata: req.Metadata, ContentType: &ct,
-	}); err != nil {
+	preq := &pubsub.PublishRequest{Data: data, PubsubName: req.PubsubName, Topic: req.Topic, Metadata: req.Metadata, ContentType: &ct}
+	if err := b.outbound(ctx, req.PubsubName, levelPubSub, func(ctx context.Context) error { return ps.PS.Publish(ctx, preq) }); err != nil {
 		return apierr.PublishFailed(req.Topic, req.PubsubName, err)
 	}
 	return nil
@@ -405,10 +475,11 @@ type FailedEntry struct {
 // BulkPublish publishes several events to one topic. It returns the entries
 // that failed; err is set when the whole request is invalid or failed.
 func (b *Blocks) BulkPublish(ctx context.Context, pubsubName, topic string, entries []BulkEntry, meta map[string]string, traceParent string) ([]FailedEntry, error) {
-	ps, err := b.pubsub(pubsubName, topic)
+	ps, done, err := b.pubsub(pubsubName, topic)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	seen := make(map[string]bool, len(entries))
 	msgs := make([]pubsub.BulkMessageEntry, len(entries))
 	for i, e := range entries {
@@ -431,7 +502,11 @@ func (b *Blocks) BulkPublish(ctx context.Context, pubsubName, topic string, entr
 		msgs[i] = pubsub.BulkMessageEntry{EntryId: e.EntryID, Event: data, ContentType: ct, Metadata: e.Metadata}
 	}
 	if ps.Bulk != nil {
-		res, err := ps.Bulk.BulkPublish(ctx, &pubsub.BulkPublishRequest{Entries: msgs, PubsubName: pubsubName, Topic: topic, Metadata: meta})
+		var res pubsub.BulkPublishResponse
+		err := b.outbound(ctx, pubsubName, levelPubSub, func(ctx context.Context) (err error) {
+			res, err = ps.Bulk.BulkPublish(ctx, &pubsub.BulkPublishRequest{Entries: msgs, PubsubName: pubsubName, Topic: topic, Metadata: meta})
+			return err
+		})
 		var failed []FailedEntry
 		for _, f := range res.FailedEntries {
 			msg := "unknown error"
@@ -458,7 +533,8 @@ func (b *Blocks) BulkPublish(ctx context.Context, pubsubName, topic string, entr
 		go func(m *pubsub.BulkMessageEntry) {
 			defer func() { <-sem; wg.Done() }()
 			ct := m.ContentType
-			err := ps.PS.Publish(ctx, &pubsub.PublishRequest{Data: m.Event, PubsubName: pubsubName, Topic: topic, Metadata: mergeMeta(meta, m.Metadata), ContentType: &ct})
+			preq := &pubsub.PublishRequest{Data: m.Event, PubsubName: pubsubName, Topic: topic, Metadata: mergeMeta(meta, m.Metadata), ContentType: &ct}
+			err := b.outbound(ctx, pubsubName, levelPubSub, func(ctx context.Context) error { return ps.PS.Publish(ctx, preq) })
 			if err != nil {
 				mu.Lock()
 				failed = append(failed, FailedEntry{EntryID: m.EntryId, Error: err.Error()})
@@ -491,14 +567,26 @@ func mergeMeta(a, b map[string]string) map[string]string {
 
 // InvokeBinding calls an output binding.
 func (b *Blocks) InvokeBinding(ctx context.Context, name, operation string, data []byte, meta map[string]string) (*bindings.InvokeResponse, error) {
-	ob, ok := b.Components.Snapshot().OutputBindings[name]
-	if !ok {
-		return nil, apierr.BindingNotFound(name)
+	var ob components.OutputBinding
+	for {
+		var ok bool
+		if ob, ok = b.Components.Snapshot().OutputBindings[name]; !ok {
+			return nil, apierr.BindingNotFound(name)
+		}
+		if ob.Gate.Enter() {
+			break
+		}
 	}
+	defer ob.Gate.Leave()
 	if operation == "" {
 		return nil, apierr.BindingInvoke(name, errors.New("operation is empty"))
 	}
-	resp, err := ob.Invoke(ctx, &bindings.InvokeRequest{Data: data, Metadata: meta, Operation: bindings.OperationKind(operation)})
+	req := &bindings.InvokeRequest{Data: data, Metadata: meta, Operation: bindings.OperationKind(operation)}
+	var resp *bindings.InvokeResponse
+	err := b.outbound(ctx, name, levelBinding, func(ctx context.Context) (err error) {
+		resp, err = ob.Invoke(ctx, req)
+		return err
+	})
 	if err != nil {
 		return nil, apierr.BindingInvoke(name, err)
 	}
@@ -508,25 +596,36 @@ func (b *Blocks) InvokeBinding(ctx context.Context, name, operation string, data
 
 // ---- secrets ----
 
-func (b *Blocks) secretStore(name string) (secretstores.SecretStore, error) {
-	snap := b.Components.Snapshot()
-	if len(snap.Secrets) == 0 {
-		return nil, apierr.SecretStoresNotConfigured()
+// secretStore takes the named store for one call; done must be called
+// when it is over.
+func (b *Blocks) secretStore(name string) (s components.SecretStore, done func(), err error) {
+	for {
+		snap := b.Components.Snapshot()
+		if len(snap.Secrets) == 0 {
+			return s, nil, apierr.SecretStoresNotConfigured()
+		}
+		s, ok := snap.Secrets[name]
+		if !ok {
+			return s, nil, apierr.SecretStoreNotFound(name)
+		}
+		if s.Gate.Enter() {
+			return s, s.Gate.Leave, nil
+		}
 	}
-	s, ok := snap.Secrets[name]
-	if !ok {
-		return nil, apierr.SecretStoreNotFound(name)
-	}
-	return s, nil
 }
 
 // GetSecret reads one secret.
 func (b *Blocks) GetSecret(ctx context.Context, store, key string, meta map[string]string) (map[string]string, error) {
-	s, err := b.secretStore(store)
+	s, done, err := b.secretStore(store)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.GetSecret(ctx, secretstores.GetSecretRequest{Name: key, Metadata: meta})
+	defer done()
+	var resp secretstores.GetSecretResponse
+	err = b.outbound(ctx, store, levelSecret, func(ctx context.Context) (err error) {
+		resp, err = s.GetSecret(ctx, secretstores.GetSecretRequest{Name: key, Metadata: meta})
+		return err
+	})
 	if err != nil {
 		return nil, apierr.SecretGet(key, store, err)
 	}
@@ -538,11 +637,16 @@ func (b *Blocks) GetSecret(ctx context.Context, store, key string, meta map[stri
 
 // BulkGetSecret reads every secret of a store.
 func (b *Blocks) BulkGetSecret(ctx context.Context, store string, meta map[string]string) (map[string]map[string]string, error) {
-	s, err := b.secretStore(store)
+	s, done, err := b.secretStore(store)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.BulkGetSecret(ctx, secretstores.BulkGetSecretRequest{Metadata: meta})
+	defer done()
+	var resp secretstores.BulkGetSecretResponse
+	err = b.outbound(ctx, store, levelSecret, func(ctx context.Context) (err error) {
+		resp, err = s.BulkGetSecret(ctx, secretstores.BulkGetSecretRequest{Metadata: meta})
+		return err
+	})
 	if err != nil {
 		return nil, apierr.BulkSecretGet(store, err)
 	}

@@ -21,14 +21,20 @@ import (
 	"mecha/runtime/blocks"
 	"mecha/runtime/inflight"
 	"mecha/runtime/metrics"
+	"mecha/runtime/resiliency"
 )
 
 // Options configure a Runner.
 type Options struct {
-	Components *components.Manager
+	Components components.Source
 	Blocks     *blocks.Blocks
 	Metrics    *metrics.Metrics
 	Logger     *slog.Logger
+	// Resiliency holds the components' inbound policies: a binding's
+	// policy decides how the delivery of its events to the app is
+	// retried and timed out. Without one an event is delivered once and
+	// a failure goes back to the binding.
+	Resiliency *resiliency.Store
 }
 
 // Runner keeps one reader per subscribed input binding.
@@ -173,14 +179,16 @@ func (r *Runner) deliver(ctx context.Context, ch appchannel.Channel, name string
 	}
 	var reply *bindings.AppResponse
 	var out []byte
-	var err error
-	if fr, ok := ch.(fullResponder); ok {
-		var p *runtimev1pb.BindingEventResponse
-		if p, err = fr.DeliverBindingFull(ctx, ev); err == nil {
-			reply = replyFromProto(p)
-			out = p.GetData()
+	err := r.inbound(ctx, name, func(ctx context.Context) (err error) {
+		reply = nil
+		if fr, ok := ch.(fullResponder); ok {
+			var p *runtimev1pb.BindingEventResponse
+			if p, err = fr.DeliverBindingFull(ctx, ev); err == nil {
+				reply = replyFromProto(p)
+				out = p.GetData()
+			}
+			return err
 		}
-	} else {
 		out, err = ch.DeliverBinding(ctx, ev)
 		if err == nil && len(out) > 0 {
 			var ar bindings.AppResponse
@@ -188,7 +196,8 @@ func (r *Runner) deliver(ctx context.Context, ch appchannel.Channel, name string
 				reply = &ar
 			}
 		}
-	}
+		return err
+	})
 	status := "success"
 	if err != nil {
 		status = "error"
@@ -205,6 +214,17 @@ func (r *Runner) deliver(ctx context.Context, ch appchannel.Channel, name string
 		}
 	}
 	return out, nil
+}
+
+// inbound runs one delivery under the binding's inbound resiliency
+// policy, if it has one.
+func (r *Runner) inbound(ctx context.Context, name string, op func(context.Context) error) error {
+	if rs := r.opts.Resiliency; rs != nil {
+		if p := rs.ForComponent(name, "Binding", resiliency.Inbound); !p.Passthrough() {
+			return p.Do(ctx, op)
+		}
+	}
+	return op(ctx)
 }
 
 // applyReply saves state and calls output bindings as the app asked.

@@ -41,6 +41,8 @@ type Catalog interface {
 // load balancer picks (round robin unless its traffic policy says
 // otherwise).
 type Cluster struct {
+	// Local is the app Resolve serves itself; nil resolves every app-id
+	// through the catalog (For gives each hosted app its own).
 	Local   *Local
 	Catalog Catalog
 	// MaxResponseBytes caps what a remote runtime may answer.
@@ -129,11 +131,33 @@ func WithHeaders(ctx context.Context, get func(name string) string) context.Cont
 	return context.WithValue(ctx, headersKey{}, get)
 }
 
+// For is the resolver of one app hosted here: its own app-id resolves
+// to its channel, every other one through the cluster (sharing its
+// connections and balancers).
+func (c *Cluster) For(l *Local) Resolver { return localFirst{l, c} }
+
+type localFirst struct {
+	l *Local
+	c *Cluster
+}
+
+func (r localFirst) Resolve(ctx context.Context, appID string) (Target, error) {
+	if r.l.IsSelf(appID) {
+		return r.l.Resolve(ctx, appID)
+	}
+	return r.c.remote(ctx, appID)
+}
+
 // Resolve implements Resolver.
 func (c *Cluster) Resolve(ctx context.Context, appID string) (Target, error) {
-	if c.Local.IsSelf(appID) {
+	if c.Local != nil && c.Local.IsSelf(appID) {
 		return c.Local.Resolve(ctx, appID)
 	}
+	return c.remote(ctx, appID)
+}
+
+// remote resolves appID through the catalog.
+func (c *Cluster) remote(ctx context.Context, appID string) (Target, error) {
 	id := appID
 	if i := strings.LastIndexByte(id, '.'); i > 0 && len(c.Catalog.Instances(id)) == 0 {
 		id = id[:i] // "app.namespace"

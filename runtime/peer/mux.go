@@ -108,14 +108,12 @@ func (s *Server) direct(ctx context.Context, method string) (context.Context, *g
 		}
 		return ""
 	}
-	if s.Token != "" && first(TokenHeader) != s.Token {
+	if !s.tokenOK(first(TokenHeader)) {
 		return nil, nil, status.Error(codes.PermissionDenied, "a call without the cluster's peer token (--gossip-key)")
 	}
 	callee := first(string(HeaderCallee))
-	appID, channel := s.AppID, s.Channel
-	if f, id, ok := s.hosted(callee); ok {
-		appID, channel = id, f
-	} else if callee != "" && callee != s.AppID {
+	channel, appID, ok := s.Lookup(callee)
+	if !ok {
 		return nil, nil, status.Errorf(codes.NotFound, "this runtime does not host %q", callee)
 	}
 	caller := first(string(HeaderCaller))

@@ -24,7 +24,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 
 	"github.com/valyala/fasthttp"
@@ -60,12 +59,10 @@ func Token(gossipKey string) string {
 
 // Server serves the internal port.
 type Server struct {
-	// AppID is the app this runtime hosts.
-	AppID string
-	// Channel is the app's channel; nil until the app is up.
-	Channel func() appchannel.Channel
-	// Lookup finds another app this runtime hosts (--app), by app-id.
-	Lookup func(appID string) (func() appchannel.Channel, bool)
+	// Lookup finds an app this runtime hosts by its app-id (with or
+	// without a ".namespace" suffix): its channel (nil until the app is
+	// up) and its app-id.
+	Lookup func(appID string) (channel func() appchannel.Channel, id string, ok bool)
 	// Allow decides whether caller may call method (verb and path) on
 	// this runtime's app; nil allows everything.
 	Allow func(caller, verb, method string) error
@@ -148,16 +145,18 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, apierr.Malformed("%v", err))
 		return
 	}
-	if s.Token != "" && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(TokenHeader), []byte(s.Token)) != 1 {
-		writeError(ctx, apierr.Denied(s.AppID, errors.New("a call without the cluster's peer token (--gossip-key)")))
+	if !s.tokenOK(string(ctx.Request.Header.Peek(TokenHeader))) {
+		writeError(ctx, apierr.Denied(string(ctx.Request.Header.PeekBytes(HeaderCallee)), errors.New("a call without the cluster's peer token (--gossip-key)")))
 		return
 	}
 	ctx.Request.Header.Del(TokenHeader)
 	callee := ctx.Request.Header.PeekBytes(HeaderCallee)
-	appID, channel := s.AppID, s.Channel
-	if f, id, ok := s.hosted(string(callee)); ok {
-		appID, channel = id, f
-	} else if len(callee) > 0 && string(callee) != s.AppID && !bytes.HasPrefix(callee, []byte(s.AppID+".")) {
+	if len(callee) == 0 {
+		writeError(ctx, apierr.BadRequest("a call without dapr-callee-app-id"))
+		return
+	}
+	channel, appID, ok := s.Lookup(string(callee))
+	if !ok {
 		if s.Forward == nil {
 			writeError(ctx, apierr.DirectInvoke(string(callee), errors.New("this runtime does not host it (stale catalog?)")))
 			return
@@ -199,7 +198,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			writeError(ctx, apierr.AppChannelNotFound())
 			return
 		}
-		s.invoke(ctx, ch)
+		s.invoke(ctx, appID, ch)
 		return
 	}
 	if err := h.Proxy(context.Background(), &ctx.Request, &ctx.Response); err != nil {
@@ -210,26 +209,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.ResetConnectionClose()
 }
 
-// hosted finds callee among the other apps this runtime hosts, with or
-// without a ".namespace" suffix.
-func (s *Server) hosted(callee string) (func() appchannel.Channel, string, bool) {
-	if s.Lookup == nil || callee == "" || callee == s.AppID {
-		return nil, "", false
-	}
-	if f, ok := s.Lookup(callee); ok {
-		return f, callee, true
-	}
-	if i := strings.LastIndexByte(callee, '.'); i > 0 {
-		if f, ok := s.Lookup(callee[:i]); ok {
-			return f, callee[:i], true
-		}
-	}
-	return nil, "", false
+// tokenOK compares got with the peer token in constant time.
+func (s *Server) tokenOK(got string) bool {
+	return s.Token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) == 1
 }
 
-func (s *Server) invoke(ctx *fasthttp.RequestCtx, ch appchannel.Channel) {
+func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, ch appchannel.Channel) {
 	if err := appchannel.BufferBody(&ctx.Request, maxBody); err != nil {
-		writeError(ctx, apierr.DirectInvoke(s.AppID, err))
+		writeError(ctx, apierr.DirectInvoke(appID, err))
 		return
 	}
 	req := &appchannel.InvokeRequest{
@@ -249,7 +236,7 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, ch appchannel.Channel) {
 	}
 	resp, err := ch.Invoke(context.Background(), req)
 	if err != nil {
-		writeError(ctx, apierr.DirectInvoke(s.AppID, err))
+		writeError(ctx, apierr.DirectInvoke(appID, err))
 		return
 	}
 	resp.WriteFastHTTP(&ctx.Response)

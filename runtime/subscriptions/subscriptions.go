@@ -21,10 +21,12 @@ import (
 	"github.com/google/uuid"
 
 	"mecha/components"
+	"mecha/internal/backoff"
 	"mecha/runtime/appchannel"
 	"mecha/runtime/cloudevent"
 	"mecha/runtime/inflight"
 	"mecha/runtime/metrics"
+	"mecha/runtime/resiliency"
 )
 
 // Sink receives events: the app channel, or a streaming gRPC subscriber.
@@ -42,8 +44,12 @@ type Retry struct {
 	Initial, Max time.Duration
 }
 
-// DefaultRetry retries three times: after 100ms, 200ms and 400ms.
+// DefaultRetry retries three times: after about 100ms, 200ms and 400ms
+// (±20% jitter).
 var DefaultRetry = Retry{MaxRetries: 3, Initial: 100 * time.Millisecond, Max: 2 * time.Second}
+
+// errRetry is the app's RETRY answer.
+var errRetry = errors.New("app asked to retry the event")
 
 // Info describes an active subscription for the metadata API.
 type Info struct {
@@ -59,10 +65,15 @@ type Info struct {
 // Options configure a Manager.
 type Options struct {
 	AppID      string
-	Components *components.Manager
+	Components components.Source
 	Metrics    *metrics.Metrics
 	Logger     *slog.Logger
-	Retry      Retry
+	// Retry applies to deliveries whose pubsub has no inbound resiliency
+	// policy.
+	Retry Retry
+	// Resiliency holds the components' inbound policies: a pubsub's
+	// policy decides how its deliveries are retried and timed out.
+	Resiliency *resiliency.Store
 }
 
 // Manager owns the running subscriptions.
@@ -446,40 +457,59 @@ func (d *deliverer) handle(_ context.Context, msg *pubsub.NewMessage) error {
 	if ev != nil {
 		te.TraceParent = ev.TraceParent
 	}
-	backoff := d.m.opts.Retry.Initial
-	for attempt := 0; ; attempt++ {
+	dropped := false
+	err = d.withRetries(ctx, func(ctx context.Context) error {
 		st, err := d.sink.DeliverEvent(ctx, te)
 		switch {
 		case err == nil && st == appchannel.StatusSuccess:
-			d.observe("success", start)
 			return nil
 		case err == nil && st == appchannel.StatusDrop:
-			// Dropped events go to the dead letter topic when there is
-			// one (Dapr 1.14 does the same).
-			d.m.log.Warn("app dropped event", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "route", path)
-			d.deadLetter(ctx, ce)
-			d.observe("drop", start)
+			dropped = true
 			return nil
-		}
-		if attempt >= d.m.opts.Retry.MaxRetries || ctx.Err() != nil {
-			d.m.log.Warn("delivery failed after retries", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "route", path, "attempts", attempt+1, "error", err)
-			if d.sub.DeadLetterTopic != "" && ctx.Err() == nil {
-				d.deadLetter(ctx, ce)
-				d.observe("deadletter", start)
-				return nil
-			}
-			d.observe("retry", start)
-			if err == nil {
-				err = fmt.Errorf("app asked to retry the event")
-			}
-			return err
+		case err == nil:
+			err = errRetry
 		}
 		d.observe("retry", start)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		return err
+	})
+	switch {
+	case err == nil && dropped:
+		// Dropped events go to the dead letter topic when there is
+		// one (Dapr 1.14 does the same).
+		d.m.log.Warn("app dropped event", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "route", path)
+		d.deadLetter(ctx, ce)
+		d.observe("drop", start)
+		return nil
+	case err == nil:
+		d.observe("success", start)
+		return nil
+	}
+	d.m.log.Warn("delivery failed after retries", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "route", path, "err", err)
+	if d.sub.DeadLetterTopic != "" && ctx.Err() == nil {
+		d.deadLetter(ctx, ce)
+		d.observe("deadletter", start)
+		return nil
+	}
+	return err
+}
+
+// withRetries runs a delivery under its pubsub's inbound resiliency
+// policy, or else the manager's Retry with jittered backoff.
+func (d *deliverer) withRetries(ctx context.Context, op func(context.Context) error) error {
+	if rs := d.m.opts.Resiliency; rs != nil {
+		if r := rs.ForComponent(d.sub.PubsubName, "Pubsub", resiliency.Inbound); !r.Passthrough() {
+			return r.Do(ctx, op)
 		}
-		backoff = min(backoff*2, d.m.opts.Retry.Max)
+	}
+	b := backoff.Policy{Initial: d.m.opts.Retry.Initial, Max: d.m.opts.Retry.Max}.New()
+	for attempt := 0; ; attempt++ {
+		err := op(ctx)
+		if err == nil || attempt >= d.m.opts.Retry.MaxRetries || ctx.Err() != nil {
+			return err
+		}
+		if b.Wait(ctx) != nil {
+			return err
+		}
 	}
 }
 
@@ -539,8 +569,7 @@ func (d *deliverer) handleBulk(_ context.Context, msg *pubsub.BulkMessage) ([]pu
 	}
 	for _, be := range byRoute {
 		pending := be
-		backoff := d.m.opts.Retry.Initial
-		for attempt := 0; ; attempt++ {
+		err := d.withRetries(ctx, func(ctx context.Context) error {
 			statuses, err := d.sink.DeliverBulk(ctx, pending)
 			var retry []appchannel.BulkEntry
 			for _, e := range pending.Entries {
@@ -558,29 +587,28 @@ func (d *deliverer) handleBulk(_ context.Context, msg *pubsub.BulkMessage) ([]pu
 				}
 			}
 			if len(retry) == 0 {
-				break
-			}
-			if attempt >= d.m.opts.Retry.MaxRetries || ctx.Err() != nil {
-				for _, e := range retry {
-					if d.sub.DeadLetterTopic != "" && ctx.Err() == nil {
-						d.deadLetter(ctx, ceByID[e.EntryID])
-						results[e.EntryID] = nil
-						d.observe("deadletter", start)
-					} else {
-						results[e.EntryID] = fmt.Errorf("delivery of entry %s failed", e.EntryID)
-						d.observe("retry", start)
-					}
-				}
-				break
+				return nil
 			}
 			next := *pending
 			next.Entries = retry
 			pending = &next
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
+			if err == nil {
+				err = errRetry
 			}
-			backoff = min(backoff*2, d.m.opts.Retry.Max)
+			return err
+		})
+		if err == nil {
+			continue
+		}
+		for _, e := range pending.Entries {
+			if d.sub.DeadLetterTopic != "" && ctx.Err() == nil {
+				d.deadLetter(ctx, ceByID[e.EntryID])
+				results[e.EntryID] = nil
+				d.observe("deadletter", start)
+			} else {
+				results[e.EntryID] = fmt.Errorf("delivery of entry %s failed: %w", e.EntryID, err)
+				d.observe("retry", start)
+			}
 		}
 	}
 	out := make([]pubsub.BulkSubscribeResponseEntry, 0, len(msg.Entries))

@@ -193,6 +193,10 @@ type Sink struct {
 	Route string `json:"route,omitempty"`
 	// PubSub is the pub/sub component of a pubsub sink; default "pubsub".
 	PubSub string `json:"pubsub,omitempty"`
+	// App is the app (of the runtime's --app-id and --app apps) whose
+	// state keys, route and CloudEvent source a state, app or pubsub
+	// sink uses; default the --app-id app.
+	App string `json:"app,omitempty"`
 }
 
 // ParseDocument decodes a StreamJob from JSON (the components loader

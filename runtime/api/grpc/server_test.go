@@ -64,16 +64,8 @@ func (f *fakeMetadata) Metadata() *api.Metadata {
 		m.Extended[k] = v
 	}
 	f.mu.Unlock()
-	for _, c := range f.mgr.Snapshot().Infos {
-		m.Components = append(m.Components, api.ComponentInfo{Name: c.Name, Type: c.Type, Version: c.Version, Capabilities: c.Capabilities})
-	}
-	for _, s := range f.subs.List() {
-		si := api.SubscriptionInfo{PubsubName: s.PubsubName, Topic: s.Topic, Metadata: s.Metadata, DeadLetterTopic: s.DeadLetterTopic, Type: s.Type}
-		for _, r := range s.Rules {
-			si.Rules = append(si.Rules, api.RuleInfo{Match: r.Match, Path: r.Path})
-		}
-		m.Subscriptions = append(m.Subscriptions, si)
-	}
+	m.AddComponents(f.mgr.Snapshot().Infos)
+	m.AddSubscriptions(f.subs.List())
 	return m
 }
 

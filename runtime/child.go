@@ -1,0 +1,140 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Child is the app process the runtime started from the command after
+// "--".
+type Child interface {
+	// Signal sends sig to the app and the processes it started.
+	Signal(sig syscall.Signal) error
+	// Wait waits for the app to exit and returns its exit error.
+	Wait() error
+}
+
+// ChildStarter starts the app command with env added to the runtime's
+// environment.
+type ChildStarter func(command []string, env []string) (Child, error)
+
+// execChild is an app started with os/exec in its own process group,
+// which dies with the runtime.
+type execChild struct{ cmd *exec.Cmd }
+
+// StartProcess is the ChildStarter of `mecha run`: the app gets the
+// runtime's stdio, its own process group (so that a signal reaches the
+// processes it starts too), and SIGKILL when the runtime dies, even by
+// kill -9, so that it never outlives the runtime holding its port.
+func StartProcess(command []string, env []string) (Child, error) {
+	cmd := exec.Command(command[0], command[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return execChild{cmd}, nil
+}
+
+func (c execChild) Signal(sig syscall.Signal) error { return syscall.Kill(-c.cmd.Process.Pid, sig) }
+func (c execChild) Wait() error                     { return c.cmd.Wait() }
+
+// child runs the app command for Run: it starts it with the API ports in
+// its environment, reports its exit on done, forwards signals and stops
+// it on shutdown.
+type child struct {
+	rt *Runtime
+	// done receives the app's exit error once; Run selects on it.
+	done chan error
+
+	// exited is set once Run took the app's exit from done.
+	exited atomic.Bool
+
+	// mu guards proc, which start sets and Signal reads from the
+	// signal goroutine.
+	mu   sync.Mutex
+	proc Child
+}
+
+// childEnv is what the app learns of its runtime.
+func (r *Runtime) childEnv() []string {
+	p := r.primary
+	env := []string{
+		"DAPR_HTTP_PORT=" + strconv.Itoa(port(p.httpLis.Addr())),
+		"DAPR_GRPC_PORT=" + strconv.Itoa(port(p.grpcLis.Addr())),
+		"APP_ID=" + r.cfg.AppID,
+	}
+	if r.cfg.AppPort != 0 {
+		env = append(env, "APP_PORT="+strconv.Itoa(r.cfg.AppPort))
+	}
+	if r.metricsLis != nil {
+		env = append(env, "DAPR_METRICS_PORT="+strconv.Itoa(port(r.metricsLis.Addr())))
+	}
+	return env
+}
+
+func (c *child) start(context.Context) error {
+	start := c.rt.hooks.StartChild
+	if start == nil {
+		start = StartProcess
+	}
+	p, err := start(c.rt.cfg.Command, c.rt.childEnv())
+	if err != nil {
+		return fmt.Errorf("starting the app %q: %w", c.rt.cfg.Command[0], err)
+	}
+	c.mu.Lock()
+	c.proc = p
+	c.mu.Unlock()
+	c.rt.log.Info("app started", "command", c.rt.cfg.Command)
+	go func() {
+		err := p.Wait()
+		if err != nil {
+			err = fmt.Errorf("app: %w", err)
+		}
+		c.done <- err
+	}()
+	return nil
+}
+
+// signal forwards sig to the app, if it runs.
+func (c *child) signal(sig syscall.Signal) {
+	c.mu.Lock()
+	p := c.proc
+	c.mu.Unlock()
+	if p != nil {
+		_ = p.Signal(sig)
+	}
+}
+
+// stop asks the app to stop, then kills it when the grace period ends
+// (after at least a second: the app got the signal only now).
+func (c *child) stop(grace context.Context) {
+	c.mu.Lock()
+	p := c.proc
+	c.mu.Unlock()
+	if p == nil || c.exited.Load() {
+		return
+	}
+	_ = p.Signal(syscall.SIGTERM)
+	wait := time.Second
+	if dl, ok := grace.Deadline(); ok && time.Until(dl) > wait {
+		wait = time.Until(dl)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-c.done:
+	case <-t.C:
+		c.rt.log.Warn("app did not exit in time; killing it")
+		_ = p.Signal(syscall.SIGKILL)
+		<-c.done
+	}
+}
