@@ -5,10 +5,11 @@ import (
 	"errors"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/dapr/kit/logger"
+
+	"mecha/internal/backoff"
 )
 
 // Handler processes one record. Returning nil commits it; an error
@@ -191,7 +192,7 @@ func (g *Group) run() {
 			cg, err := sarama.NewConsumerGroup(g.opts.Brokers, g.opts.ConsumerGroup, g.opts.Config())
 			if err != nil {
 				g.log.Warnf("consumer group %s: connecting to %v: %v", g.opts.ConsumerGroup, g.opts.Brokers, err)
-				if !bo.sleep(g.ctx.Done(), nil) {
+				if !bo.WaitChan(g.ctx.Done(), nil) {
 					return
 				}
 				continue
@@ -201,7 +202,7 @@ func (g *Group) run() {
 		if !g.consume(topics) {
 			return
 		}
-		bo.reset()
+		bo.Reset()
 	}
 }
 
@@ -233,9 +234,9 @@ func (g *Group) consume(topics []string) bool {
 			return false
 		case err != nil && ctx.Err() == nil:
 			g.log.Warnf("consumer group %s on %v: %v", g.opts.ConsumerGroup, topics, err)
-			bo.sleep(ctx.Done(), nil)
+			bo.WaitChan(ctx.Done(), nil)
 		case err == nil:
-			bo.reset()
+			bo.Reset()
 		}
 	}
 	return g.ctx.Err() == nil
@@ -289,33 +290,16 @@ func (g *Group) deliver(sess sarama.ConsumerGroupSession, m *sarama.ConsumerMess
 			sess.MarkMessage(m, "")
 			return true
 		}
-		g.log.Debugf("topic %s partition %d offset %d: handler failed (attempt %d), redelivering in %s: %v",
-			m.Topic, m.Partition, m.Offset, attempt, bo.next, err)
-		if !bo.sleep(sess.Context().Done(), s.ctx.Done()) {
+		g.log.Debugf("topic %s partition %d offset %d: handler failed (attempt %d), redelivering: %v",
+			m.Topic, m.Partition, m.Offset, attempt, err)
+		if !bo.WaitChan(sess.Context().Done(), s.ctx.Done()) {
 			return false
 		}
 	}
 }
 
-// backoff doubles from retryBackoffStart to retryBackoffMax.
-type backoff struct{ next time.Duration }
-
-func newBackoff() *backoff { return &backoff{next: retryBackoffStart} }
-
-func (b *backoff) reset() { b.next = retryBackoffStart }
-
-// sleep waits for the current delay, then doubles it. It reports false,
-// early, when done1 or done2 (either may be nil) is closed.
-func (b *backoff) sleep(done1, done2 <-chan struct{}) bool {
-	t := time.NewTimer(b.next)
-	defer t.Stop()
-	b.next = min(2*b.next, retryBackoffMax)
-	select {
-	case <-t.C:
-		return true
-	case <-done1:
-		return false
-	case <-done2:
-		return false
-	}
+// newBackoff is the redelivery and reconnect backoff: from
+// retryBackoffStart up to retryBackoffMax, jittered.
+func newBackoff() *backoff.Backoff {
+	return backoff.Policy{Initial: retryBackoffStart, Max: retryBackoffMax}.New()
 }

@@ -209,11 +209,11 @@ func TestHandlerErrorRedeliversSameMessage(t *testing.T) {
 			t.Errorf("redelivery at %s/%s, first at %s/%s: not the same record", b.Metadata["__partition"], b.Metadata["__offset"], bs[0].Metadata["__partition"], bs[0].Metadata["__offset"])
 		}
 	}
-	// Backoff: 100 ms, then 200 ms, then 400 ms.
+	// Backoff: 100 ms, then 200 ms, then 400 ms, each ±20% (jitter).
 	in.mu.Lock()
 	gaps := []time.Duration{in.at[2].Sub(in.at[1]), in.at[3].Sub(in.at[2]), in.at[4].Sub(in.at[3])}
 	in.mu.Unlock()
-	for i, min := range []time.Duration{90 * time.Millisecond, 180 * time.Millisecond, 360 * time.Millisecond} {
+	for i, min := range []time.Duration{75 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond} {
 		if gaps[i] < min {
 			t.Errorf("redelivery gaps %v: gap %d is under %s; want a backoff of 100ms doubling", gaps, i+1, min)
 		}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"mecha/internal/backoff"
 )
 
 // ErrClosed is returned by calls on a node that was shut down.
@@ -620,7 +622,8 @@ func (n *Node) joinLoop(p pool, addrs []string) {
 	if p == wanPool {
 		ml = n.wan
 	}
-	backoff := 250 * time.Millisecond
+	bo := backoff.Policy{Initial: 250 * time.Millisecond, Max: n.cfg.RejoinInterval}.New()
+	wait := time.Duration(0)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -637,17 +640,21 @@ func (n *Node) joinLoop(p pool, addrs []string) {
 				if p == lanPool {
 					n.markJoined()
 				}
-				backoff = n.cfg.RejoinInterval
+				bo.Reset()
+				wait = n.cfg.RejoinInterval
 			case n.ctx.Err() != nil:
 				return
 			default:
-				n.log.Warn("join failed, retrying", "pool", p, "addrs", addrs, "retry_in", backoff, "err", err)
-				backoff = min(2*backoff, n.cfg.RejoinInterval)
+				wait = bo.Next()
+				n.log.Warn("join failed, retrying", "pool", p, "addrs", addrs, "retry_in", wait, "err", err)
 			}
-		} else if p == lanPool {
-			n.markJoined()
+		} else {
+			if p == lanPool {
+				n.markJoined()
+			}
+			wait = n.cfg.RejoinInterval
 		}
-		timer.Reset(backoff)
+		timer.Reset(wait)
 	}
 }
 

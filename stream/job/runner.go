@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/time/rate"
 
+	"mecha/internal/backoff"
 	"mecha/internal/procstat"
 	"mecha/stream/overload"
 )
@@ -408,7 +409,8 @@ func (r *Runner) partitions(ctx context.Context, topic string) ([]int32, error) 
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+	bo := backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}.New()
+	for {
 		details, err := adm.ListTopics(ctx, topic)
 		if err == nil {
 			if d, ok := details[topic]; ok && d.Err == nil && len(d.Partitions) > 0 {
@@ -421,10 +423,8 @@ func (r *Runner) partitions(ctx context.Context, topic string) ([]int32, error) 
 		if err != nil {
 			r.opts.Logger.Warn("stream: source topic not reachable; retrying", "job", r.spec.Name, "topic", topic, "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff):
+		if err := bo.Wait(ctx); err != nil {
+			return nil, err
 		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"mecha/internal/backoff"
 )
 
 // Headers a job puts on the records it writes to topics, when it
@@ -125,7 +127,7 @@ func (r *Runner) deliver(ctx context.Context, out []Result) {
 	if pubsub == "" {
 		pubsub = "pubsub"
 	}
-	backoff := 100 * time.Millisecond
+	bo := backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}.New()
 	for ctx.Err() == nil && (len(recs) > 0 || len(entries) > 0 || len(bodies) > 0) {
 		var err error
 		if len(recs) > 0 {
@@ -153,12 +155,8 @@ func (r *Runner) deliver(ctx context.Context, out []Result) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		r.opts.Logger.Warn("stream: sink failed; retrying", "job", r.spec.Name, "sink", r.spec.Sink.Type, "backoff", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
+		r.opts.Logger.Warn("stream: sink failed; retrying", "job", r.spec.Name, "sink", r.spec.Sink.Type, "err", err)
+		_ = bo.Wait(ctx)
 	}
 }
 
