@@ -376,7 +376,7 @@ func checkEchoVerbs(t *testing.T, url, caller string) {
 	t.Helper()
 	for _, verb := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
 		r := do(t, verb, url, "payload", "X-Custom", "v1",
-			"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+			"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate", "vendor=abc")
 		expectStatus(t, r, 200)
 		var e echo
 		r.json(t, &e)
@@ -386,8 +386,13 @@ func checkEchoVerbs(t *testing.T, url, caller string) {
 		if verb != "GET" && e.Body != "payload" {
 			t.Fatalf("%s: body %q", verb, e.Body)
 		}
-		if e.Headers["Traceparent"] != "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" {
-			t.Fatalf("traceparent not propagated: %v", e.Headers)
+		// Each runtime on the way is a new span in the caller's trace.
+		if tp := e.Headers["Traceparent"]; !strings.HasPrefix(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-") || !strings.HasSuffix(tp, "-01") ||
+			strings.Contains(tp, "00f067aa0ba902b7") || len(tp) != 55 {
+			t.Fatalf("traceparent not continued as a child span of the caller's: %v", e.Headers)
+		}
+		if e.Headers["Tracestate"] != "vendor=abc" {
+			t.Fatalf("tracestate not passed on: %v", e.Headers)
 		}
 		if e.Headers["Dapr-Caller-App-Id"] != caller {
 			t.Fatalf("caller header %q, want %q: %v", e.Headers["Dapr-Caller-App-Id"], caller, e.Headers)

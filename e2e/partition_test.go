@@ -81,6 +81,8 @@ func (n *netns) heal(t *testing.T) {
 // working, and when the link is back, calls reach dc-b again. Calls made
 // before the view expires are bounded by a Resiliency timeout.
 func TestPartitionBetweenDCs(t *testing.T) {
+	// Beyond loopback, cluster traffic must be authenticated.
+	const partitionKey = "cGFydGl0aW9uLWtleS0xNg=="
 	ns := newNetns(t, "mecha-dcb", "10.231.0.1", "10.231.0.2")
 	inNS := func(args ...string) (string, []string) {
 		return "ip", append([]string{"netns", "exec", ns.name}, args...)
@@ -91,7 +93,7 @@ func TestPartitionBetweenDCs(t *testing.T) {
 	appPort, _ := strconv.Atoi(app.waitLine(listeningRE, 10*time.Second)[1])
 	name, args = inNS(bins.mecha, "run", "--app-id", "far", "--app-port", fmt.Sprint(appPort), "--dc", "dc-b", "--gateway",
 		"--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "-1", "--internal-port", "0",
-		"--gossip-port", "0", "--wan-port", "0", "--gossip-bind-address", ns.nsIP, "--data-dir", t.TempDir())
+		"--gossip-port", "0", "--wan-port", "0", "--gossip-bind-address", ns.nsIP, "--gossip-key", partitionKey, "--data-dir", t.TempDir())
 	b := start(t, name, args...)
 	bWAN := wanRE.FindStringSubmatch(b.waitLine(wanRE, 20*time.Second)[0])[1]
 
@@ -103,7 +105,7 @@ func TestPartitionBetweenDCs(t *testing.T) {
 	writeFile(t, res, "resiliency.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    timeouts:\n      short: 1s\n  targets:\n    apps:\n      far:\n        timeout: short\n")
 	nearPort := startHTTPApp(t)
 	a := startMecha(t, "--app-id", "near", "--app-port", fmt.Sprint(nearPort), "--dc", "dc-a", "--gateway", "--wan-port", "0",
-		"--gossip-bind-address", ns.hostIP, "--wan-join", ns.nsIP+":"+bWAN, "--resources-path", res)
+		"--gossip-bind-address", ns.hostIP, "--gossip-key", partitionKey, "--wan-join", ns.nsIP+":"+bWAN, "--resources-path", res)
 	eventually(t, 15*time.Second, func() error {
 		if r := do(t, "GET", a.url("/v1.0/invoke/far/method/echo/x"), nil); r.Status != 200 {
 			return fmt.Errorf("dc-a → dc-b: %d %s", r.Status, r.Body)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"mecha/broker"
+	"mecha/internal/netlimit"
 	"mecha/runtime/membership"
 )
 
@@ -57,6 +59,21 @@ type Config struct {
 	// Membership is the gossip membership (--dc, --join, --gossip-port,
 	// …); the runtime fills in its ports and data dir.
 	Membership membership.Config
+	// TLSCA, TLSCert and TLSKey turn on mutual TLS on the internal port:
+	// the cluster CA's certificate (`mecha ca create`) and this member's
+	// certificate and key (`mecha ca issue`).
+	TLSCA, TLSCert, TLSKey string
+	// MaxConnections caps the connections open at once on each listener
+	// (the app APIs, the internal port, the metrics port); past it a new
+	// connection is closed at once.
+	MaxConnections int
+	// Timeouts bound every listener's connections: headers, idleness,
+	// bodies.
+	Timeouts netlimit.Timeouts
+	// InsecureCluster lets gossip and the internal port listen beyond
+	// loopback without --gossip-key: anyone who reaches them can join
+	// the cluster and call the apps.
+	InsecureCluster bool
 	// APIToken (DAPR_API_TOKEN in the environment) guards the API: every
 	// call but the health checks must carry it in dapr-api-token.
 	APIToken string
@@ -81,7 +98,7 @@ func DefaultConfig() Config {
 		MetricsPort:         9090,
 		InternalPort:        50002,
 		APIToken:            os.Getenv("DAPR_API_TOKEN"),
-		Membership:          membership.DefaultConfig(),
+		Membership:          defaultMembership(),
 		EnableMetrics:       true,
 		MaxRequestSizeMB:    4,
 		MaxValueBytes:       4 << 20,
@@ -91,8 +108,19 @@ func DefaultConfig() Config {
 		AppHealthThreshold:  3,
 		ShutdownGracePeriod: 5 * time.Second,
 		BrokerPort:          9092,
+		MaxConnections:      10000,
+		Timeouts:            netlimit.DefaultTimeouts,
 		Broker:              broker.DefaultConfig(),
 	}
+}
+
+// defaultMembership is membership's defaults with the bind address left
+// to Validate: loopback unless runtime-to-runtime traffic is
+// authenticated.
+func defaultMembership() membership.Config {
+	c := membership.DefaultConfig()
+	c.BindAddress = ""
+	return c
 }
 
 type stringList struct{ v *[]string }
@@ -144,6 +172,14 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	c.Broker.BindFlags(fs, "broker-")
 	fs.IntVar(&c.InternalPort, "internal-port", c.InternalPort, "the port other runtimes invoke this runtime's app on; 0 picks a free port")
 	c.Membership.BindFlags(fs)
+	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "the most connections each listener (app APIs, internal port, metrics) keeps open at once; past it new ones are closed at once")
+	fs.DurationVar(&c.Timeouts.Header, "header-timeout", c.Timeouts.Header, "how long a connection may take to send a request's headers (or stay silent when new) before it is closed")
+	fs.DurationVar(&c.Timeouts.Idle, "idle-timeout", c.Timeouts.Idle, "how long a kept-alive connection may wait for its next request")
+	fs.DurationVar(&c.Timeouts.Body, "body-timeout", c.Timeouts.Body, "how long reading a request body, or writing a response, may take")
+	fs.StringVar(&c.TLSCA, "tls-ca", c.TLSCA, "the cluster CA's certificate: with --tls-cert and --tls-key, other runtimes must present a certificate it signed (see `mecha ca`)")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "this runtime's certificate, signed by the cluster CA")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "this runtime's private key")
+	fs.BoolVar(&c.InsecureCluster, "allow-insecure-cluster", c.InsecureCluster, "let gossip and the internal port listen beyond loopback without --gossip-key (anyone who reaches them can join and call the apps)")
 	fs.Var(appList{&c.Apps}, "app", "one more app on this host: id=ID,port=PORT[,protocol=http|grpc][,http-port=N][,grpc-port=N] (repeatable)")
 }
 
@@ -165,7 +201,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Sprintf("%s %d is not a port", name, p))
 		}
 	}
-	if err := c.Membership.Validate(); err != nil {
+	if err := c.clusterSecurity(); err != nil {
+		errs = append(errs, err.Error())
+	} else if err := c.Membership.Validate(); err != nil {
 		errs = append(errs, err.Error())
 	}
 	seen := map[string]bool{c.AppID: true}
@@ -182,6 +220,12 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Sprintf("--log-format %q is not text or json", c.LogFormat))
+	}
+	if c.MaxConnections <= 0 {
+		errs = append(errs, fmt.Sprintf("--max-connections %d must be positive", c.MaxConnections))
+	}
+	if c.Timeouts.Header <= 0 || c.Timeouts.Idle <= 0 || c.Timeouts.Body <= 0 {
+		errs = append(errs, "--header-timeout, --idle-timeout and --body-timeout must be positive")
 	}
 	if c.MaxRequestSizeMB <= 0 {
 		errs = append(errs, fmt.Sprintf("--dapr-http-max-request-size %d must be positive", c.MaxRequestSizeMB))
@@ -217,6 +261,47 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// clusterSecurity settles where gossip and the internal port listen:
+// beyond loopback only when runtime-to-runtime traffic is authenticated
+// (--gossip-key) or the operator said --allow-insecure-cluster. Without
+// --gossip-bind-address they listen on 127.0.0.1, or on 0.0.0.0 when
+// authenticated.
+func (c *Config) clusterSecurity() error {
+	secure := c.Membership.GossipKey != "" || c.InsecureCluster
+	how := "set --gossip-key (make one with `mecha keygen`; --tls-ca/--tls-cert/--tls-key add mutual TLS on the internal port), or --allow-insecure-cluster to let anyone who reaches these ports join the cluster and call its apps"
+	switch {
+	case c.Membership.BindAddress == "" && secure:
+		c.Membership.BindAddress = "0.0.0.0"
+	case c.Membership.BindAddress == "":
+		c.Membership.BindAddress = "127.0.0.1"
+	case !secure && !isLoopback(c.Membership.BindAddress):
+		return fmt.Errorf("--gossip-bind-address %s: gossip and the internal port beyond loopback must be authenticated: %s", c.Membership.BindAddress, how)
+	}
+	if !secure {
+		for _, j := range append(append([]string{}, c.Membership.Join...), c.Membership.WANJoin...) {
+			if h, _, err := net.SplitHostPort(j); err == nil && !isLoopback(h) && h != "localhost" {
+				return fmt.Errorf("--join %s: joining a runtime beyond loopback needs authenticated cluster traffic: %s", j, how)
+			}
+		}
+	}
+	if n := btoi(c.TLSCA != "") + btoi(c.TLSCert != "") + btoi(c.TLSKey != ""); n != 0 && n != 3 {
+		return fmt.Errorf("--tls-ca, --tls-cert and --tls-key go together (got %d of them)", n)
+	}
+	return nil
+}
+
+func isLoopback(addr string) bool {
+	ip := net.ParseIP(addr)
+	return ip != nil && ip.IsLoopback()
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // seconds is a duration flag that also takes a bare number in unit, the

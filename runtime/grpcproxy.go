@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -18,6 +19,10 @@ import (
 // grpcConns are the HTTP/2 connections to other runtimes' internal
 // ports, for proxied gRPC calls.
 type grpcConns struct {
+	// creds secure the connections (the cluster's mutual TLS); nil
+	// means plaintext. Set before the first call.
+	creds credentials.TransportCredentials
+
 	mu    sync.Mutex // guards conns
 	conns map[string]*grpc.ClientConn
 }
@@ -28,7 +33,11 @@ func (g *grpcConns) get(addr string) (*grpc.ClientConn, error) {
 	if c := g.conns[addr]; c != nil {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := g.creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, err
 	}
@@ -48,37 +57,30 @@ func (g *grpcConns) close() {
 	g.conns = nil
 }
 
-// grpcDirector proxies an app's call to a gRPC service the runtime does
-// not implement to the app named by its dapr-app-id metadata: its own
-// gRPC app, or another runtime's internal port (HTTP/2 on the same port),
-// which passes it to its app. caller is the calling app.
-func (r *Runtime) grpcDirector(caller string, res invoke.Resolver) peer.Director {
-	return func(ctx context.Context, method string) (context.Context, *grpc.ClientConn, error) {
-		md, _ := metadata.FromIncomingContext(ctx)
-		ids := md.Get("dapr-app-id")
+// grpcRouter proxies an app's call to a gRPC service the runtime does
+// not implement to the app named by its dapr-app-id metadata, through
+// the invocation pipeline: its own gRPC app, or another runtime's
+// internal port (HTTP/2 on the same port), which passes it to its app.
+// caller is the calling app.
+func (r *Runtime) grpcRouter(caller string, inv *invoke.Invoker) peer.Router {
+	return func(ctx context.Context, method string, forward peer.Forward) error {
+		ids := metadata.ValueFromIncomingContext(ctx, invoke.HeaderAppID)
 		if len(ids) == 0 || ids[0] == "" {
-			return nil, nil, status.Errorf(codes.Unimplemented, "unknown service or method %s (set the dapr-app-id metadata to call an app's own gRPC service)", method)
+			return status.Errorf(codes.Unimplemented, "unknown service or method %s (set the dapr-app-id metadata to call an app's own gRPC service)", method)
 		}
-		t, err := res.Resolve(ctx, ids[0])
-		if err != nil {
-			return nil, nil, status.Errorf(codes.NotFound, "%v", err)
-		}
-		t.Finish(nil, 0)
-		if !t.Remote {
+		return peer.RouteGRPC(ctx, inv, caller, ids[0], method, forward, func(t invoke.Target) (*grpc.ClientConn, error) {
+			if t.Remote {
+				h, ok := t.Channel.(*appchannel.HTTP)
+				if !ok {
+					return nil, status.Errorf(codes.Internal, "no address for %q", t.AppID)
+				}
+				return r.grpcConns.get(h.Addr())
+			}
 			g, ok := t.Channel.(*appchannel.GRPC)
 			if !ok {
-				return nil, nil, status.Errorf(codes.Unimplemented, "app %q does not serve gRPC (--app-protocol grpc)", t.AppID)
+				return nil, status.Errorf(codes.Unimplemented, "app %q does not serve gRPC (--app-protocol grpc)", t.AppID)
 			}
-			return peer.OutgoingContext(ctx, "dapr-caller-app-id", caller, "dapr-callee-app-id", t.AppID), g.Conn(), nil
-		}
-		h, ok := t.Channel.(*appchannel.HTTP)
-		if !ok {
-			return nil, nil, status.Errorf(codes.Internal, "no address for %q", t.AppID)
-		}
-		conn, err := r.grpcConns.get(h.Addr())
-		if err != nil {
-			return nil, nil, status.Errorf(codes.Unavailable, "%v", err)
-		}
-		return peer.OutgoingContext(ctx, "dapr-caller-app-id", caller, "dapr-callee-app-id", t.AppID, peer.TokenHeader, r.peerToken), conn, nil
+			return g.Conn(), nil
+		}, r.peerToken)
 	}
 }

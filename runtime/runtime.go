@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,12 +19,16 @@ import (
 	"time"
 
 	"github.com/dapr/components-contrib/state"
+	"google.golang.org/grpc/credentials"
 
 	"mecha/broker"
 	"mecha/components"
+	"mecha/internal/authtoken"
+	"mecha/internal/netlimit"
 	"mecha/runtime/accesscontrol"
 	"mecha/runtime/appchannel"
 	"mecha/runtime/blocks"
+	"mecha/runtime/clustertls"
 	"mecha/runtime/invoke"
 	"mecha/runtime/membership"
 	"mecha/runtime/metrics"
@@ -55,8 +60,9 @@ type Runtime struct {
 	jobSpecs  []job.Spec
 	traffic   []fileSpec
 	node      *membership.Node
-	peer      *peer.Server // the internal port
-	peerToken string       // sent to other runtimes' internal ports
+	peer      *peer.Server       // the internal port
+	peerToken string             // sent to other runtimes' internal ports
+	tls       *clustertls.Config // the cluster's mutual TLS; nil without --tls-*
 	cluster   *invoke.Cluster
 	// hosts are the apps this runtime serves, the --app-id app first.
 	// The list is complete before any server serves and never changes.
@@ -140,11 +146,23 @@ func (r *Runtime) Signal(sig os.Signal) {
 	}
 }
 
+// listen opens the listener of one port, under the runtime's
+// connection cap, with accept failures retried (netlimit), and exports
+// its connection counts.
 func (r *Runtime) listen(name, addr string) (net.Listener, error) {
+	var l net.Listener
+	var err error
 	if r.hooks.Listen != nil {
-		return r.hooks.Listen(name, addr)
+		l, err = r.hooks.Listen(name, addr)
+	} else {
+		l, err = net.Listen("tcp", addr)
 	}
-	return net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	nl := netlimit.Wrap(l, netlimit.Options{Name: name, MaxConns: r.cfg.MaxConnections, Logger: r.log})
+	r.metrics.AddListener(nl)
+	return nl, nil
 }
 
 // Run starts everything and blocks until ctx ends, Shutdown is called or
@@ -232,6 +250,18 @@ func (r *Runtime) Run(ctx context.Context) error {
 // loadConfig reads --config.
 func (r *Runtime) loadConfig(context.Context) error {
 	r.metrics = metrics.New()
+	if r.cfg.TLSCA != "" {
+		t, err := clustertls.Load(r.cfg.TLSCA, r.cfg.TLSCert, r.cfg.TLSKey)
+		if err != nil {
+			return err
+		}
+		r.tls = t
+		r.grpcConns.creds = credentials.NewTLS(t.Client("h2"))
+	}
+	if r.cfg.InsecureCluster && !isLoopback(r.cfg.Membership.BindAddress) {
+		r.log.Warn("INSECURE CLUSTER: gossip and the internal port listen beyond loopback without authentication (--allow-insecure-cluster): anyone who reaches them can join the cluster and call its apps; set --gossip-key",
+			"address", r.cfg.Membership.BindAddress)
+	}
 	if r.cfg.ConfigFile == "" {
 		return nil
 	}
@@ -389,6 +419,9 @@ func (r *Runtime) startMembership(context.Context) error {
 	r.applyTrafficFiles(r.traffic)
 	r.peerToken = peer.Token(mcfg.GossipKey)
 	r.cluster = &invoke.Cluster{Local: r.primary.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: r.peerToken}
+	if r.tls != nil {
+		r.cluster.TLS = r.tls.Client("")
+	}
 	return nil
 }
 
@@ -414,12 +447,14 @@ func (r *Runtime) resolver(l *invoke.Local) invoke.Resolver {
 // servePeer serves the internal port: other runtimes' calls to the apps
 // hosted here.
 func (r *Runtime) servePeer(context.Context) error {
-	r.peer = &peer.Server{Lookup: r.appChannel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow, Token: r.peerToken}
-	if r.cfg.Membership.Gateway {
-		r.peer.Forward = r.cluster.ResolveLocalDC
+	r.peer = &peer.Server{Lookup: r.appChannel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow, Token: r.peerToken, Timeouts: r.cfg.Timeouts,
+		Gateway: r.cfg.Membership.Gateway, Invoker: &invoke.Invoker{Resolver: peerResolver{r}}}
+	lis := r.internalLis
+	if r.tls != nil {
+		lis = tls.NewListener(lis, r.tls.Server())
 	}
 	go func() {
-		if err := r.peer.ServeBoth(r.internalLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := r.peer.ServeBoth(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			r.log.Error("server stopped", "server", "internal", "error", err)
 		}
 	}()
@@ -435,6 +470,22 @@ func (r *Runtime) appChannel(id string) (func() appchannel.Channel, string, bool
 		}
 	}
 	return nil, "", false
+}
+
+// peerResolver resolves the callee of a call that came in on the
+// internal port: an app hosted here, or, on a gateway, an instance in
+// this DC (never another gateway).
+type peerResolver struct{ r *Runtime }
+
+func (p peerResolver) Resolve(ctx context.Context, appID string) (invoke.Target, error) {
+	if ch, id, ok := p.r.appChannel(appID); ok {
+		c := ch()
+		if c == nil {
+			return invoke.Target{}, invoke.ErrNoAppChannel
+		}
+		return invoke.Target{AppID: id, Channel: c}, nil
+	}
+	return p.r.cluster.ResolveLocalDC(appID)
 }
 
 // serveHosts starts every app's API servers.
@@ -468,21 +519,47 @@ func (r *Runtime) serveMetrics(context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", r.metrics.Handler())
-	mux.Handle("/v1.0-alpha1/stream/", &r.jobs)
-	mux.HandleFunc("/v1.0-alpha1/traffic/", r.trafficAPI)
+	mux.Handle("/v1.0-alpha1/stream/", r.admin(&r.jobs))
+	mux.Handle("/v1.0-alpha1/traffic/", r.admin(http.HandlerFunc(r.trafficAPI)))
 	if r.cfg.EnableProfiling {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/debug/pprof/", r.admin(http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/profile", r.admin(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", r.admin(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", r.admin(http.HandlerFunc(pprof.Trace)))
 	}
-	r.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	to := r.cfg.Timeouts.OrDefault()
+	r.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: to.Header, IdleTimeout: to.Idle}
 	go func() {
 		if err := r.metricsSrv.Serve(r.metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			r.log.Error("server stopped", "server", "metrics", "error", err)
 		}
 	}()
 	return nil
+}
+
+// admin guards the admin APIs of the metrics port (traffic policies,
+// stream job control, profiling): with DAPR_API_TOKEN set, every call
+// carries it in dapr-api-token, as the app APIs do; without one, only
+// reads are taken unless the port listens on loopback alone.
+func (r *Runtime) admin(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		refuse := func(code int, msg string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			_, _ = fmt.Fprintf(w, `{"errorCode":"ERR_UNAUTHORIZED","message":%q}`+"\n", msg)
+		}
+		switch {
+		case r.cfg.APIToken != "":
+			if !authtoken.Equal([]byte(req.Header.Get(invoke.HeaderAPIToken)), []byte(r.cfg.APIToken)) {
+				refuse(http.StatusUnauthorized, "the admin API wants the runtime's API token (DAPR_API_TOKEN) in dapr-api-token")
+				return
+			}
+		case req.Method != http.MethodGet && req.Method != http.MethodHead && !isLoopback(r.cfg.ListenAddress):
+			refuse(http.StatusForbidden, "changes through the admin API beyond loopback need DAPR_API_TOKEN set on the runtime")
+			return
+		}
+		h.ServeHTTP(w, req)
+	})
 }
 
 // announce logs the ports and tells Started's waiters.

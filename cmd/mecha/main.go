@@ -36,6 +36,8 @@ Usage:
   mecha run --app-id ID [flags] [-- app command...]
   mecha broker [--port 9092] [--data-dir DIR] [flags]
   mecha stream [--admin host:port] list|status|pause|resume|checkpoint|set ...
+  mecha ca create|issue ...   the cluster CA for mutual TLS between runtimes
+  mecha keygen                a new --gossip-key
   mecha version
 
 Run 'mecha run -h' or 'mecha broker -h' for the flags.
@@ -53,6 +55,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return brokerCmd(args[1:], stderr)
 	case "stream":
 		return streamCmd(args[1:], stdout, stderr)
+	case "ca":
+		return caCmd(args[1:], stdout, stderr)
+	case "keygen":
+		return keygenCmd(stdout)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mecha", runtime.Version)
 		return 0
@@ -267,6 +273,9 @@ func streamCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "mecha stream: %v\n", err)
 		return 1
+	}
+	if tok := os.Getenv("DAPR_API_TOKEN"); tok != "" {
+		req.Header.Set("dapr-api-token", tok) // the admin APIs want the runtime's API token
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

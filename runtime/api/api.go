@@ -3,10 +3,11 @@
 package api
 
 import (
-	"crypto/subtle"
 	"log/slog"
 
 	"mecha/components"
+	"mecha/internal/authtoken"
+	"mecha/internal/netlimit"
 	"mecha/runtime/blocks"
 	"mecha/runtime/invoke"
 	"mecha/runtime/metrics"
@@ -42,16 +43,16 @@ type Deps struct {
 	// Resiliency holds the Resiliency policies applied to invocations;
 	// nil applies none.
 	Resiliency *resiliency.Store
+	// Timeouts bound the connections' headers, idleness and bodies.
+	Timeouts netlimit.Timeouts
 	// GRPCProxy, when set, directs calls to gRPC services the runtime does
 	// not implement, by their dapr-app-id metadata (Dapr's gRPC proxying).
-	GRPCProxy peer.Director
+	GRPCProxy peer.Router
 }
 
 // TokenOK reports whether got is the API token (in constant time), or no
 // token is required.
-func (d *Deps) TokenOK(got []byte) bool {
-	return d.APIToken == "" || subtle.ConstantTimeCompare(got, []byte(d.APIToken)) == 1
-}
+func (d *Deps) TokenOK(got []byte) bool { return authtoken.Allows(got, d.APIToken) }
 
 // MetadataProvider serves the metadata API.
 type MetadataProvider interface {

@@ -22,10 +22,15 @@ type Error struct {
 	GRPC codes.Code
 	// Message is the human-readable message.
 	Message string
+	// Cause is the failure behind it, when there is one.
+	Cause error
 }
 
 // Error implements error.
 func (e *Error) Error() string { return e.Message }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Cause }
 
 // GRPCStatus lets grpc-go render the error as a status.
 func (e *Error) GRPCStatus() *status.Status { return status.New(e.GRPC, e.Message) }
@@ -195,7 +200,9 @@ func BulkSecretGet(store string, err error) *Error {
 
 // DirectInvoke wraps a failed service invocation.
 func DirectInvoke(appID string, err error) *Error {
-	return mk("ERR_DIRECT_INVOKE", http.StatusInternalServerError, codes.Internal, "failed to invoke, id: %s, err: %v", appID, err)
+	e := mk("ERR_DIRECT_INVOKE", http.StatusInternalServerError, codes.Internal, "failed to invoke, id: %s, err: %v", appID, err)
+	e.Cause = err
+	return e
 }
 
 // DirectInvokeNoAppID: neither the path nor dapr-app-id named the target.

@@ -3,6 +3,7 @@ package appchannel
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -27,6 +28,9 @@ type HTTPOptions struct {
 	MaxConns int
 	// Headers are set on every request (a peer runtime's credentials).
 	Headers map[string]string
+	// TLS, when set, secures the connections (another runtime's
+	// internal port under the cluster's mutual TLS).
+	TLS *tls.Config
 }
 
 // HTTP calls an app over HTTP/1.1 with fasthttp. Connections are pooled and
@@ -62,6 +66,8 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 			MaxIdleConnDuration:      30 * time.Second,
 			NoDefaultUserAgentHeader: true,
 			DisablePathNormalizing:   true,
+			IsTLS:                    opts.TLS != nil,
+			TLSConfig:                opts.TLS,
 			Dial: func(addr string) (net.Conn, error) {
 				return fasthttp.DialDualStackTimeout(addr, 5*time.Second)
 			},
@@ -73,6 +79,9 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 // path the HTTP API uses to proxy an invocation straight to the app.
 func (h *HTTP) Do(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response) error {
 	req.SetHost(h.client.Addr)
+	if h.client.IsTLS {
+		req.URI().SetScheme("https")
+	}
 	for k, v := range h.headers {
 		req.Header.Set(k, v)
 	}

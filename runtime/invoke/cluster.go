@@ -2,6 +2,7 @@ package invoke
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"slices"
@@ -16,7 +17,6 @@ import (
 	"mecha/runtime/appchannel"
 	"mecha/runtime/balance"
 	"mecha/runtime/membership"
-	"mecha/runtime/peer"
 )
 
 // Catalog is what the cluster resolver reads of membership: the
@@ -50,6 +50,9 @@ type Cluster struct {
 	// PeerToken, when set, is sent to other runtimes' internal ports
 	// (mecha-peer-token), which refuse calls without it.
 	PeerToken string
+	// TLS, when set, is the cluster's mutual TLS for connections to other
+	// runtimes' internal ports.
+	TLS *tls.Config
 
 	mu       sync.Mutex // guards channels and apps
 	channels map[string]*appchannel.HTTP
@@ -172,14 +175,12 @@ func (c *Cluster) remote(ctx context.Context, appID string) (Target, error) {
 
 // ResolveLocalDC is a gateway's resolution of a call from another DC:
 // only instances of its own DC, never another gateway.
-func (c *Cluster) ResolveLocalDC(appID string) (*appchannel.HTTP, error) {
+func (c *Cluster) ResolveLocalDC(appID string) (Target, error) {
 	addr, done, err := c.pick(appID, true, nil)
 	if err != nil {
-		return nil, err
+		return Target{}, err
 	}
-	// A gateway's forwarding is not measured for the balancer.
-	done(nil, 0)
-	return c.channel(addr), nil
+	return Target{AppID: appID, Channel: c.channel(addr), Remote: true, Done: done}, nil
 }
 
 // routing is appID's state, with its traffic rule brought up to date.
@@ -310,7 +311,7 @@ func (st *appRouting) balancer(group string, spec *TrafficSpec, cands []balance.
 
 // ProbeLoop probes, every interval until ctx ends, the instances the
 // weighted balancers ejected that are due a probe: the instance's runtime
-// answers for its app (peer.ProbeHeader), and a pass lets the balancer
+// answers for its app (ProbeHeader), and a pass lets the balancer
 // send it traffic again.
 func (c *Cluster) ProbeLoop(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
@@ -362,8 +363,8 @@ func (c *Cluster) probe(ctx context.Context, addr, app string) error {
 	defer fasthttp.ReleaseResponse(resp)
 	req.Header.SetMethod(fasthttp.MethodGet)
 	req.SetRequestURI("/")
-	req.Header.Set(peer.ProbeHeader, "1")
-	req.Header.Set(string(peer.HeaderCallee), app)
+	req.Header.Set(ProbeHeader, "1")
+	req.Header.Set(HeaderCallee, app)
 	if err := c.channel(addr).Do(ctx, req, resp); err != nil {
 		return err
 	}
@@ -382,9 +383,9 @@ func (c *Cluster) channel(addr string) *appchannel.HTTP {
 	}
 	ch := c.channels[addr]
 	if ch == nil {
-		opts := appchannel.HTTPOptions{Address: addr, MaxResponseBytes: c.MaxResponseBytes}
+		opts := appchannel.HTTPOptions{Address: addr, MaxResponseBytes: c.MaxResponseBytes, TLS: c.TLS}
 		if c.PeerToken != "" {
-			opts.Headers = map[string]string{peer.TokenHeader: c.PeerToken}
+			opts.Headers = map[string]string{TokenHeader: c.PeerToken}
 		}
 		ch = appchannel.NewHTTP(opts)
 		c.channels[addr] = ch

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"mecha/internal/poll"
-	"mecha/runtime/peer"
 
 	"mecha/runtime/appchannel"
 	"mecha/runtime/membership"
@@ -87,7 +86,7 @@ func TestClusterPick(t *testing.T) {
 	if _, err := c.Resolve(context.Background(), "nobody"); !errors.Is(err, ErrAppNotFound) {
 		t.Fatalf("an unknown app: %v", err)
 	}
-	if ch, err := c.ResolveLocalDC("far"); err != nil || ch == nil {
+	if tg, err := c.ResolveLocalDC("far"); err != nil || tg.Channel == nil {
 		t.Fatalf("a gateway resolving far in its own DC: %v (the cached instance is still one)", err)
 	}
 	cat.insts["far"] = cat.insts["far"][:1]
@@ -198,7 +197,7 @@ func TestParseTrafficNamesField(t *testing.T) {
 func TestWeightedEjectsAndProbesBack(t *testing.T) {
 	var probes atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get(peer.ProbeHeader) != "" && r.Header.Get(string(peer.HeaderCallee)) == "svc" {
+		if r.Header.Get(ProbeHeader) != "" && r.Header.Get(HeaderCallee) == "svc" {
 			probes.Add(1)
 			w.WriteHeader(http.StatusNoContent)
 			return

@@ -115,41 +115,171 @@ func (i *Invoker) Resolve(ctx context.Context, appID string) (Target, error) {
 	return t, nil
 }
 
-// Invoke calls method on appID, under the target's resiliency policy
-// when there is one (each attempt resolves the target again, so a retry
-// can go to another instance; only idempotent verbs are retried). It
-// returns the answer and the target that gave it.
-func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, Target, error) {
+// Call is one service invocation as the pipeline sees it; the edges
+// (HTTP API, gRPC API, gRPC proxying, the internal port) build it from
+// their requests.
+type Call struct {
+	// AppID is the callee as the caller named it ("app" or
+	// "app.namespace").
+	AppID string
+	// Method is the app's method (its path), for per-method policies.
+	Method string
+	// Verb is the HTTP verb; only idempotent verbs are retried.
+	Verb string
+	// Once marks a call that can be sent only once (its body streams,
+	// or it is a gRPC stream): it is never sent again.
+	Once bool
+	// Header reads a request header, for a rendezvous balancer's key;
+	// nil reads none.
+	Header func(name string) string
+}
+
+// Send sends one attempt of a call to its target, the edge's way. It
+// returns the status of the answer when the target answered (an app's
+// 5xx is a failure for balancers, breakers and retries, and still the
+// answer the caller gets), or an error when the call did not get an
+// answer (ErrAppUnreachable when the target could not be reached at
+// all).
+type Send func(ctx context.Context, t Target) (status int, err error)
+
+// retriesUnreachable is how many more times a call that found its
+// remote runtime unreachable is sent, to other instances, when the
+// callee has no resiliency policy.
+const retriesUnreachable = 2
+
+// Do runs one invocation through the pipeline: resolve the target,
+// apply the callee's resiliency policy, send each attempt with the
+// edge's send step, and report each attempt's outcome and latency to the
+// balancer that picked its target.
+//
+// Under a resiliency policy each attempt resolves the target again, so
+// a retry can go to another instance; only idempotent calls that are not
+// Once are retried. Without a policy, an idempotent call that is not
+// Once and whose remote runtime could not be reached (it died, perhaps
+// with the call on its way) is sent again to another instance, twice at
+// most; nothing else is retried.
+//
+// Do returns the last target and nil when the target answered, whatever
+// the status (the edge passes the answer on); otherwise an *apierr.Error.
+func (i *Invoker) Do(ctx context.Context, c *Call, send Send) (Target, error) {
+	if c.Header != nil {
+		ctx = WithHeaders(ctx, c.Header)
+	}
+	retriable := !c.Once && Idempotent(c.Verb)
 	var runner *resiliency.Runner
 	if i.Resiliency != nil {
-		runner = i.Resiliency.ForApp(appID)
+		runner = i.Resiliency.ForApp(c.AppID)
 	}
 	if runner == nil || runner.Passthrough() {
-		return i.invoke(ctx, appID, req)
-	}
-	var resp *appchannel.InvokeResponse
-	var target Target
-	err := runner.DoCall(ctx, resiliency.Call{Method: req.Method, Retriable: func(error) bool { return Idempotent(req.Verb) }},
-		func(actx context.Context) error {
-			r, t, err := i.invoke(actx, appID, req)
-			resp, target = r, t
-			if err == nil && r.Status >= 500 {
-				return StatusError(r.Status)
+		var t Target
+		var err error
+		for n := 0; ; n++ {
+			if t, err = i.Resolve(ctx, c.AppID); err != nil {
+				return t, err
 			}
-			return err
-		})
-	var se StatusError
-	if err != nil && resp != nil && errors.As(err, &se) {
-		return resp, target, nil // the app's own 5xx answer, after the retries
-	}
-	if err != nil {
-		var ae *apierr.Error
-		if errors.As(err, &ae) {
-			return nil, target, err
+			_, err = attempt(ctx, t, send)
+			if err == nil || !retriable || !t.Remote || n == retriesUnreachable || !errors.Is(err, appchannel.ErrAppUnreachable) {
+				break
+			}
 		}
-		return nil, target, apierr.DirectInvoke(appID, err)
+		if err != nil {
+			return t, apierr.DirectInvoke(c.AppID, err)
+		}
+		return t, nil
 	}
-	return resp, target, nil
+	var cur Target
+	answered := false
+	err := runner.DoCall(ctx, resiliency.Call{
+		Method: c.Method,
+		Pick: func(n int) (string, error) {
+			if n > 1 || cur.Channel == nil {
+				t, err := i.Resolve(ctx, c.AppID)
+				if err != nil {
+					return "", resiliency.Permanent(err)
+				}
+				cur = t
+			}
+			return cur.instance(), nil
+		},
+		Retriable: func(error) bool { return retriable },
+		Skipped: func(_ string, err error) {
+			// The breaker refused the instance: end the balancer's pick.
+			cur.Finish(err, 0)
+			cur.Done = nil
+		},
+	}, func(actx context.Context) error {
+		status, err := attempt(actx, cur, send)
+		cur.Done = nil // reported
+		answered = err == nil
+		if err == nil && status >= 500 {
+			return StatusError(status)
+		}
+		return err
+	})
+	cur.Finish(err, 0) // a call refused before any attempt still ends the pick
+	var se StatusError
+	if err == nil || answered && errors.As(err, &se) {
+		return cur, nil // the app's own answer, 5xx or not, after the retries
+	}
+	var ae *apierr.Error
+	if errors.As(err, &ae) {
+		return cur, err
+	}
+	return cur, apierr.DirectInvoke(c.AppID, err)
+}
+
+// attempt sends one attempt and reports its outcome to the balancer.
+func attempt(ctx context.Context, t Target, send Send) (int, error) {
+	start := time.Now()
+	status, err := send(ctx, t)
+	if err == nil && status >= 500 {
+		t.Finish(StatusError(status), time.Since(start))
+	} else {
+		t.Finish(err, time.Since(start))
+	}
+	return status, err
+}
+
+// instance names the target's instance for per-instance circuit
+// breakers: the remote runtime's address, or the app itself.
+func (t Target) instance() string {
+	if h, ok := t.Channel.(*appchannel.HTTP); ok && t.Remote {
+		return h.Addr()
+	}
+	return t.AppID
+}
+
+// Invoke calls a method of appID with an InvokeRequest (the gRPC API's
+// InvokeService): Do, with the request sent as it is to an app and with
+// the caller and callee named to it.
+func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, Target, error) {
+	var resp *appchannel.InvokeResponse
+	t, err := i.Do(ctx, &Call{AppID: appID, Method: req.Method, Verb: req.Verb}, func(ctx context.Context, t Target) (int, error) {
+		r := *req
+		r.Headers = WithCaller(req.Headers, i.AppID, t.AppID)
+		out, err := t.Channel.Invoke(ctx, &r)
+		if err != nil {
+			return 0, err
+		}
+		resp = out
+		return out.Status, nil
+	})
+	if err != nil {
+		return nil, t, err
+	}
+	return resp, t, nil
+}
+
+// WithCaller is headers without the reserved ones, plus the caller and
+// callee as the runtime names them.
+func WithCaller(headers []appchannel.Header, caller, callee string) []appchannel.Header {
+	out := make([]appchannel.Header, 0, len(headers)+2)
+	for _, h := range headers {
+		if !Reserved(h.Key) {
+			out = append(out, h)
+		}
+	}
+	return append(out, appchannel.Header{Key: HeaderCaller, Value: caller}, appchannel.Header{Key: HeaderCallee, Value: callee})
 }
 
 // StatusError is an app's 5xx answer: a failure for resiliency policies
@@ -167,35 +297,4 @@ func Idempotent(v string) bool {
 		return true
 	}
 	return false
-}
-
-func (i *Invoker) invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, Target, error) {
-	t, err := i.Resolve(ctx, appID)
-	if err != nil {
-		return nil, t, err
-	}
-	if t.Remote {
-		r := *req
-		r.Headers = make([]appchannel.Header, 0, len(req.Headers)+2)
-		for _, h := range req.Headers {
-			switch strings.ToLower(h.Key) {
-			case "dapr-caller-app-id", "dapr-callee-app-id", "dapr-api-token", "mecha-peer-token":
-				continue // the runtime says who calls whom
-			}
-			r.Headers = append(r.Headers, h)
-		}
-		r.Headers = append(r.Headers, appchannel.Header{Key: "dapr-caller-app-id", Value: i.AppID}, appchannel.Header{Key: "dapr-callee-app-id", Value: t.AppID})
-		req = &r
-	}
-	start := time.Now()
-	resp, err := t.Channel.Invoke(ctx, req)
-	if err == nil && resp.Status >= 500 {
-		t.Finish(StatusError(resp.Status), time.Since(start))
-	} else {
-		t.Finish(err, time.Since(start))
-	}
-	if err != nil {
-		return nil, t, apierr.DirectInvoke(appID, err)
-	}
-	return resp, t, nil
 }

@@ -141,3 +141,25 @@ func (m *Metrics) SetAppHealthy(ok bool) {
 func (m *Metrics) SetComponents(block string, n int) {
 	m.compsLoaded.WithLabelValues(block).Set(float64(n))
 }
+
+// ListenerStats is what a listener reports (netlimit.Listener).
+type ListenerStats interface {
+	Name() string
+	Open() int64
+	Refused() int64
+	AcceptErrors() int64
+}
+
+// AddListener exports a listener's connections: open now, refused at
+// its cap, and failed accepts (mecha_listener_*{listener="…"}).
+func (m *Metrics) AddListener(l ListenerStats) {
+	labels := prometheus.Labels{"listener": l.Name()}
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mecha_listener_connections", Help: "Connections open on the listener.", ConstLabels: labels},
+			func() float64 { return float64(l.Open()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_listener_refused_total", Help: "Connections closed at once because the listener was at its connection cap.", ConstLabels: labels},
+			func() float64 { return float64(l.Refused()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_listener_accept_errors_total", Help: "Failed accepts (out of descriptors, …), retried.", ConstLabels: labels},
+			func() float64 { return float64(l.AcceptErrors()) }),
+	)
+}

@@ -10,6 +10,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"mecha/runtime/appchannel"
+	"mecha/runtime/invoke"
+	"mecha/runtime/tracecontext"
 )
 
 // frame is one gRPC message, proxied as the bytes it is.
@@ -49,83 +53,134 @@ func (rawCodec) Name() string { return "proto" }
 // GRPCProxy handles: it leaves every message undecoded.
 func ProxyCodec() grpc.ServerOption { return grpc.ForceServerCodec(rawCodec{}) }
 
-// Director chooses where a proxied call goes: the outgoing context
-// (with the metadata to send) and the connection to send it on.
-type Director func(ctx context.Context, fullMethod string) (context.Context, *grpc.ClientConn, error)
+// Forward proxies the call's messages to conn, with ctx's outgoing
+// metadata, and returns the target's status (nil for OK).
+type Forward func(ctx context.Context, conn *grpc.ClientConn) error
+
+// Router sends a proxied call on: it picks the target and runs forward
+// on the connection to it.
+type Router func(ctx context.Context, method string, forward Forward) error
 
 var clientStreamDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 
 // GRPCProxy is a grpc.StreamHandler for unknown services that forwards
-// each call, unary or streaming, to where director says, message by
-// message, with headers and trailers. It is how mecha proxies arbitrary
-// gRPC services between apps, as Dapr does.
-func GRPCProxy(director Director) grpc.StreamHandler {
+// each call, unary or streaming, where route says, message by message,
+// with headers and trailers. It is how mecha proxies arbitrary gRPC
+// services between apps, as Dapr does.
+func GRPCProxy(route Router) grpc.StreamHandler {
 	return func(_ any, in grpc.ServerStream) error {
 		method, ok := grpc.MethodFromServerStream(in)
 		if !ok {
 			return status.Error(codes.Internal, "proxy: no method in the stream")
 		}
-		octx, conn, err := director(in.Context(), method)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithCancel(octx)
-		defer cancel()
-		out, err := conn.NewStream(ctx, clientStreamDesc, method, grpc.ForceCodec(rawCodec{}))
-		if err != nil {
-			return err
-		}
-		// Caller → target.
-		up := make(chan error, 1)
-		go func() {
-			f := &frame{}
-			for {
-				if err := in.RecvMsg(f); err != nil {
-					if errors.Is(err, io.EOF) {
-						up <- out.CloseSend()
-						return
-					}
-					up <- err
-					return
-				}
-				if err := out.SendMsg(f); err != nil {
-					up <- err
-					return
-				}
-			}
-		}()
-		// Target → caller, headers first.
-		f := &frame{}
-		first := true
-		for {
-			err := out.RecvMsg(f)
-			if first {
-				first = false
-				if md, herr := out.Header(); herr == nil {
-					_ = in.SendHeader(md)
-				}
-			}
-			if errors.Is(err, io.EOF) {
-				in.SetTrailer(out.Trailer())
-				return nil
-			}
+		return route(in.Context(), method, func(octx context.Context, conn *grpc.ClientConn) error {
+			return pump(octx, in, conn, method)
+		})
+	}
+}
+
+// RouteGRPC runs one proxied call through the invocation pipeline: inv
+// resolves callee (balancing, DC routing), its resiliency policy applies
+// (a stream is never sent twice), forward runs on the connection that
+// conn gives for the target, and the balancer learns the call's outcome
+// when the stream ends. token, when set, goes to another runtime.
+func RouteGRPC(ctx context.Context, inv *invoke.Invoker, caller, callee, method string, forward Forward,
+	conn func(invoke.Target) (*grpc.ClientConn, error), token string) error {
+	var ferr error
+	_, err := inv.Do(ctx, &invoke.Call{AppID: callee, Method: method, Verb: "POST", Once: true},
+		func(actx context.Context, t invoke.Target) (int, error) {
+			c, err := conn(t)
 			if err != nil {
-				in.SetTrailer(out.Trailer())
-				return err // the target's status, as it gave it
+				return 0, err
 			}
-			if err := in.SendMsg(f); err != nil {
-				cancel()
-				return err
+			kv := []string{invoke.HeaderCaller, caller, invoke.HeaderCallee, t.AppID, "traceparent", tracecontext.Child(firstMD(ctx, "traceparent"))}
+			if t.Remote {
+				kv = append(kv, invoke.TokenHeader, token)
 			}
-			select {
-			case err := <-up:
-				if err != nil {
-					cancel()
-					return status.Errorf(codes.Internal, "proxy: forwarding the request: %v", err)
+			ferr = forward(OutgoingContext(actx, kv...), c)
+			return appchannel.HTTPStatusFromCode(status.Code(ferr)), nil
+		})
+	if errors.Is(err, invoke.ErrAppNotFound) {
+		return status.Error(codes.NotFound, err.Error())
+	}
+	if err != nil {
+		var gs interface{ GRPCStatus() *status.Status }
+		if errors.As(err, &gs) {
+			if st := gs.GRPCStatus(); st.Code() != codes.OK && st.Code() != codes.Unknown {
+				return st.Err()
+			}
+		}
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	return ferr
+}
+
+func firstMD(ctx context.Context, key string) string {
+	if v := metadata.ValueFromIncomingContext(ctx, key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// pump proxies one call: caller → target and target → caller, headers
+// first, then the target's trailer and status.
+func pump(octx context.Context, in grpc.ServerStream, conn *grpc.ClientConn, method string) error {
+	ctx, cancel := context.WithCancel(octx)
+	defer cancel()
+	out, err := conn.NewStream(ctx, clientStreamDesc, method, grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		return err
+	}
+	// Caller → target.
+	up := make(chan error, 1)
+	go func() {
+		f := &frame{}
+		for {
+			if err := in.RecvMsg(f); err != nil {
+				if errors.Is(err, io.EOF) {
+					up <- out.CloseSend()
+					return
 				}
-				up = nil // the caller is done sending; keep reading
-			default:
+				up <- err
+				return
 			}
+			if err := out.SendMsg(f); err != nil {
+				up <- err
+				return
+			}
+		}
+	}()
+	// Target → caller, headers first.
+	f := &frame{}
+	first := true
+	for {
+		err := out.RecvMsg(f)
+		if first {
+			first = false
+			if md, herr := out.Header(); herr == nil {
+				_ = in.SendHeader(md)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			in.SetTrailer(out.Trailer())
+			return nil
+		}
+		if err != nil {
+			in.SetTrailer(out.Trailer())
+			return err // the target's status, as it gave it
+		}
+		if err := in.SendMsg(f); err != nil {
+			cancel()
+			return err
+		}
+		select {
+		case err := <-up:
+			if err != nil {
+				cancel()
+				return status.Errorf(codes.Internal, "proxy: forwarding the request: %v", err)
+			}
+			up = nil // the caller is done sending; keep reading
+		default:
 		}
 	}
 }
@@ -136,9 +191,8 @@ func forwardMD(ctx context.Context) metadata.MD {
 	in, _ := metadata.FromIncomingContext(ctx)
 	out := metadata.MD{}
 	for k, v := range in {
-		switch k {
-		case "dapr-caller-app-id", "dapr-callee-app-id", "dapr-api-token", TokenHeader, ":authority", "content-type", "user-agent", "te":
-			continue
+		if invoke.Reserved(k) || k == "content-type" || k == "user-agent" || k == "traceparent" {
+			continue // the runtime's, the transport's, or set anew per hop
 		}
 		out[k] = v
 	}

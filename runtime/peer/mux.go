@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"mecha/runtime/appchannel"
+	"mecha/runtime/invoke"
 )
 
 // h2Preface starts every HTTP/2 connection: a gRPC client's.
@@ -56,7 +57,7 @@ func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // split hands each connection of ln to httpL or grpcL by its first bytes,
 // until ln closes.
-func split(ln net.Listener, httpL, grpcL *chanListener) {
+func split(ln net.Listener, httpL, grpcL *chanListener, headerTimeout time.Duration) {
 	defer httpL.Close()
 	defer grpcL.Close()
 	for {
@@ -66,7 +67,7 @@ func split(ln net.Listener, httpL, grpcL *chanListener) {
 		}
 		go func() {
 			r := bufio.NewReaderSize(c, 4096)
-			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_ = c.SetReadDeadline(time.Now().Add(headerTimeout))
 			head, err := r.Peek(len(h2Preface))
 			_ = c.SetReadDeadline(time.Time{})
 			dst := httpL
@@ -90,45 +91,45 @@ func split(ln net.Listener, httpL, grpcL *chanListener) {
 func (s *Server) ServeBoth(ln net.Listener) error {
 	s.init()
 	httpL, grpcL := newChanListener(ln.Addr()), newChanListener(ln.Addr())
-	go split(ln, httpL, grpcL)
+	go split(ln, httpL, grpcL, s.Timeouts.Header)
 	go func() { _ = s.grpc.Serve(grpcL) }()
 	err := s.srv.Serve(httpL)
 	ln.Close()
 	return err
 }
 
-// direct is the internal port's director for proxied gRPC calls: to this
-// runtime's gRPC app named by dapr-callee-app-id, after the peer token
-// and access control.
-func (s *Server) direct(ctx context.Context, method string) (context.Context, *grpc.ClientConn, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
+// route sends a proxied gRPC call that arrived on the internal port on,
+// through the invocation pipeline: to the gRPC app named by
+// dapr-callee-app-id, after the peer token and access control (or, on a
+// gateway, to an instance of its DC).
+func (s *Server) route(ctx context.Context, method string, forward Forward) error {
 	first := func(k string) string {
-		if v := md.Get(k); len(v) > 0 {
+		if v := metadata.ValueFromIncomingContext(ctx, k); len(v) > 0 {
 			return v[0]
 		}
 		return ""
 	}
-	if !s.tokenOK(first(TokenHeader)) {
-		return nil, nil, status.Error(codes.PermissionDenied, "a call without the cluster's peer token (--gossip-key)")
+	if !s.tokenOK(first(invoke.TokenHeader)) {
+		return status.Error(codes.PermissionDenied, "a call without the cluster's peer token (--gossip-key)")
 	}
-	callee := first(string(HeaderCallee))
-	channel, appID, ok := s.Lookup(callee)
-	if !ok {
-		return nil, nil, status.Errorf(codes.NotFound, "this runtime does not host %q", callee)
-	}
-	caller := first(string(HeaderCaller))
-	if s.Allow != nil {
+	callee, caller := first(invoke.HeaderCallee), first(invoke.HeaderCaller)
+	_, appID, hosted := s.Lookup(callee)
+	switch {
+	case hosted && s.Allow != nil:
 		if err := s.Allow(caller, "POST", method); err != nil {
-			return nil, nil, status.Errorf(codes.PermissionDenied, "access control policy has denied access to id: %s: %v", appID, err)
+			return status.Errorf(codes.PermissionDenied, "access control policy has denied access to id: %s: %v", appID, err)
 		}
+	case !hosted && !s.Gateway:
+		return status.Errorf(codes.NotFound, "this runtime does not host %q", callee)
 	}
-	var ch appchannel.Channel
-	if channel != nil {
-		ch = channel()
-	}
-	g, ok := ch.(*appchannel.GRPC)
-	if !ok {
-		return nil, nil, status.Errorf(codes.Unimplemented, "app %q does not serve gRPC (--app-protocol grpc)", appID)
-	}
-	return OutgoingContext(ctx, string(HeaderCaller), caller, string(HeaderCallee), appID), g.Conn(), nil
+	return RouteGRPC(ctx, s.Invoker, caller, callee, method, forward, func(t invoke.Target) (*grpc.ClientConn, error) {
+		if t.Remote {
+			return nil, status.Errorf(codes.Unimplemented, "a gateway does not forward proxied gRPC calls yet")
+		}
+		g, ok := t.Channel.(*appchannel.GRPC)
+		if !ok {
+			return nil, status.Errorf(codes.Unimplemented, "app %q does not serve gRPC (--app-protocol grpc)", t.AppID)
+		}
+		return g.Conn(), nil
+	}, "")
 }

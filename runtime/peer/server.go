@@ -13,11 +13,9 @@
 package peer
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -28,23 +26,14 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
+	"mecha/internal/authtoken"
+	"mecha/internal/netlimit"
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
+	"mecha/runtime/invoke"
 )
-
-// Headers the transport sets.
-var (
-	HeaderCaller = []byte("dapr-caller-app-id")
-	HeaderCallee = []byte("dapr-callee-app-id")
-)
-
-// ProbeHeader marks a load balancer's probe of an ejected instance: the
-// internal port answers it itself, 204 when the app is connected.
-const ProbeHeader = "mecha-probe"
-
-// TokenHeader carries the peer token between runtimes.
-const TokenHeader = "mecha-peer-token"
 
 // Token derives the peer token from the gossip key: runtimes that share
 // the key (and so may gossip together) may call each other's apps.
@@ -63,17 +52,22 @@ type Server struct {
 	// without a ".namespace" suffix): its channel (nil until the app is
 	// up) and its app-id.
 	Lookup func(appID string) (channel func() appchannel.Channel, id string, ok bool)
+	// Invoker sends the calls on, through the invocation pipeline: to
+	// the apps hosted here and, on a gateway, to the instances of its DC
+	// that another DC calls through it.
+	Invoker *invoke.Invoker
+	// Gateway passes calls for apps not hosted here to the Invoker
+	// (which finds them in this DC); otherwise they are refused.
+	Gateway bool
 	// Allow decides whether caller may call method (verb and path) on
-	// this runtime's app; nil allows everything.
+	// an app hosted here; nil allows everything.
 	Allow func(caller, verb, method string) error
-	// Forward, on a gateway, reaches an app of this DC that another DC
-	// called through it; nil refuses calls for apps this runtime does
-	// not host.
-	Forward func(callee string) (*appchannel.HTTP, error)
 	// Token, when set, must come with every call (TokenHeader): without
 	// it the internal port would trust any host's dapr-caller-app-id.
 	Token  string
 	Logger *slog.Logger
+	// Timeouts bound the connections' headers, idleness and bodies.
+	Timeouts netlimit.Timeouts
 
 	once sync.Once
 	srv  *fasthttp.Server
@@ -93,7 +87,10 @@ func (s *Server) init() {
 }
 
 func (s *Server) build() {
-	s.grpc = grpc.NewServer(ProxyCodec(), grpc.UnknownServiceHandler(GRPCProxy(s.direct)))
+	s.Timeouts = s.Timeouts.OrDefault()
+	to := s.Timeouts
+	s.grpc = grpc.NewServer(ProxyCodec(), grpc.UnknownServiceHandler(GRPCProxy(s.route)),
+		grpc.ConnectionTimeout(to.Header), grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: to.Idle}))
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -107,6 +104,12 @@ func (s *Server) build() {
 		StreamRequestBody:            true,
 		DisablePreParseMultipartForm: true,
 		ReadBufferSize:               16 << 10,
+		ReadTimeout:                  to.Header,
+		IdleTimeout:                  to.Idle,
+		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+			return fasthttp.RequestConfig{ReadTimeout: to.Body}
+		},
+		WriteTimeout: to.Body,
 		// A malformed frame gets a 400 and the connection closes; it
 		// never reaches a handler.
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
@@ -145,102 +148,47 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, apierr.Malformed("%v", err))
 		return
 	}
-	if !s.tokenOK(string(ctx.Request.Header.Peek(TokenHeader))) {
-		writeError(ctx, apierr.Denied(string(ctx.Request.Header.PeekBytes(HeaderCallee)), errors.New("a call without the cluster's peer token (--gossip-key)")))
+	if !s.tokenOK(string(ctx.Request.Header.Peek(invoke.TokenHeader))) {
+		writeError(ctx, apierr.Denied(string(ctx.Request.Header.Peek(invoke.HeaderCallee)), errors.New("a call without the cluster's peer token (--gossip-key)")))
 		return
 	}
-	ctx.Request.Header.Del(TokenHeader)
-	callee := ctx.Request.Header.PeekBytes(HeaderCallee)
-	if len(callee) == 0 {
-		writeError(ctx, apierr.BadRequest("a call without dapr-callee-app-id"))
+	callee := string(ctx.Request.Header.Peek(invoke.HeaderCallee))
+	if callee == "" {
+		writeError(ctx, apierr.BadRequest("a call without %s", invoke.HeaderCallee))
 		return
 	}
-	channel, appID, ok := s.Lookup(string(callee))
-	if !ok {
-		if s.Forward == nil {
-			writeError(ctx, apierr.DirectInvoke(string(callee), errors.New("this runtime does not host it (stale catalog?)")))
-			return
-		}
-		h, err := s.Forward(string(callee))
-		if err == nil {
-			err = h.Proxy(context.Background(), &ctx.Request, &ctx.Response)
-		}
-		if err != nil {
-			appchannel.DropResponse(&ctx.Response)
-			writeError(ctx, apierr.DirectInvoke(string(callee), err))
-		}
-		return
-	}
-	if len(ctx.Request.Header.Peek(ProbeHeader)) > 0 {
+	channel, appID, hosted := s.Lookup(callee)
+	if len(ctx.Request.Header.Peek(invoke.ProbeHeader)) > 0 {
 		// A balancer's probe: is the app here and connected?
-		if channel != nil && channel() != nil {
+		if hosted && channel() != nil {
 			ctx.SetStatusCode(fasthttp.StatusNoContent)
 		} else {
 			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		}
 		return
 	}
-	if s.Allow != nil {
-		caller := string(ctx.Request.Header.PeekBytes(HeaderCaller))
+	caller := string(ctx.Request.Header.Peek(invoke.HeaderCaller))
+	switch {
+	case hosted && s.Allow != nil:
 		if err := s.Allow(caller, string(ctx.Method()), string(ctx.Path())); err != nil {
 			writeError(ctx, apierr.Denied(appID, err))
 			return
 		}
-	}
-	var ch appchannel.Channel
-	if channel != nil {
-		ch = channel()
-	}
-	h, ok := ch.(*appchannel.HTTP)
-	if !ok {
-		// A gRPC app: the request as an InvokeRequest.
-		if ch == nil {
-			writeError(ctx, apierr.AppChannelNotFound())
-			return
-		}
-		s.invoke(ctx, appID, ch)
+	case !hosted && !s.Gateway:
+		writeError(ctx, apierr.DirectInvoke(callee, errors.New("this runtime does not host it (stale catalog?)")))
 		return
 	}
-	if err := h.Proxy(context.Background(), &ctx.Request, &ctx.Response); err != nil {
+	invoke.ContinueTrace(&ctx.Request.Header)
+	send := invoke.NewFastHTTP(ctx, nil, caller, maxBody)
+	call := &invoke.Call{AppID: callee, Method: string(ctx.Path()), Verb: string(ctx.Method()), Once: streamed}
+	if _, err := s.Invoker.Do(context.Background(), call, send.Send); err != nil {
 		appchannel.DropResponse(&ctx.Response)
-		writeError(ctx, apierr.DirectInvoke(appID, err))
-		return
+		writeError(ctx, err)
 	}
-	ctx.Response.Header.ResetConnectionClose()
 }
 
 // tokenOK compares got with the peer token in constant time.
-func (s *Server) tokenOK(got string) bool {
-	return s.Token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) == 1
-}
-
-func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, ch appchannel.Channel) {
-	if err := appchannel.BufferBody(&ctx.Request, maxBody); err != nil {
-		writeError(ctx, apierr.DirectInvoke(appID, err))
-		return
-	}
-	req := &appchannel.InvokeRequest{
-		Method:      string(bytes.TrimPrefix(ctx.Path(), []byte("/"))),
-		Verb:        string(ctx.Method()),
-		Query:       string(ctx.URI().QueryString()),
-		ContentType: string(ctx.Request.Header.ContentType()),
-		Body:        ctx.PostBody(),
-	}
-	for k, v := range ctx.Request.Header.All() {
-		switch {
-		case bytes.EqualFold(k, []byte("Host")), bytes.EqualFold(k, []byte("Content-Length")), bytes.EqualFold(k, []byte("Content-Type")),
-			bytes.EqualFold(k, []byte("Connection")):
-			continue
-		}
-		req.Headers = append(req.Headers, appchannel.Header{Key: string(k), Value: string(v)})
-	}
-	resp, err := ch.Invoke(context.Background(), req)
-	if err != nil {
-		writeError(ctx, apierr.DirectInvoke(appID, err))
-		return
-	}
-	resp.WriteFastHTTP(&ctx.Response)
-}
+func (s *Server) tokenOK(got string) bool { return authtoken.Allows([]byte(got), s.Token) }
 
 func writeError(ctx *fasthttp.RequestCtx, err error) {
 	e := apierr.As(err)

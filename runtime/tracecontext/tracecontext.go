@@ -64,3 +64,21 @@ func Ensure(tp string) string {
 	}
 	return New()
 }
+
+// Child returns the traceparent of a new span in tp's trace, tp's span
+// as its parent and its flags kept: how each hop through the runtime
+// shows in a trace. When tp is not valid it starts a new trace.
+func Child(tp string) string {
+	if !Valid(tp) {
+		return New()
+	}
+	var span [8]byte
+	for span == [8]byte{} {
+		binary.LittleEndian.PutUint64(span[:], rand.Uint64())
+	}
+	out := make([]byte, 0, 55)
+	out = append(out, tp[:36]...)
+	out = hex.AppendEncode(out, span[:])
+	out = append(out, tp[52:]...)
+	return string(out)
+}

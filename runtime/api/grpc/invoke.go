@@ -18,6 +18,7 @@ import (
 
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
+	"mecha/runtime/tracecontext"
 )
 
 // InvokeService calls a method of an app (the deprecated non-proxy
@@ -85,7 +86,7 @@ func headersFromMD(ctx context.Context) []appchannel.Header {
 	md, _ := metadata.FromIncomingContext(ctx)
 	var out []appchannel.Header
 	for k, vs := range md {
-		if isReservedMD(k) {
+		if isReservedMD(k) || k == "traceparent" {
 			continue
 		}
 		bin := strings.HasSuffix(k, "-bin")
@@ -96,7 +97,8 @@ func headersFromMD(ctx context.Context) []appchannel.Header {
 			out = append(out, appchannel.Header{Key: k, Value: v})
 		}
 	}
-	return out
+	// This hop is a new span in the caller's trace (tracestate passes).
+	return append(out, appchannel.Header{Key: "traceparent", Value: tracecontext.Child(firstMD(ctx, "traceparent"))})
 }
 
 // appendMD adds a response header to md if gRPC can carry it: keys are

@@ -11,17 +11,18 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"mecha/runtime/api"
 	"mecha/runtime/apierr"
+	"mecha/runtime/invoke"
 	"mecha/runtime/metrics"
 	"mecha/runtime/peer"
 )
@@ -96,9 +97,14 @@ func New(d *api.Deps) *Server {
 			add(st.StreamName)
 		}
 	}
+	to := d.Timeouts.OrDefault()
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		// A connection must finish its HTTP/2 preface within the header
+		// timeout, and one without streams for the idle timeout closes.
+		grpc.ConnectionTimeout(to.Header),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: to.Idle}),
 	}
 	if d.MaxRequestBytes > 0 {
 		opts = append(opts, grpc.MaxRecvMsgSize(d.MaxRequestBytes))
@@ -204,21 +210,11 @@ func grpcErr(err error) error {
 	return apierr.As(err)
 }
 
-// isReservedMD reports whether an incoming gRPC metadata key belongs to the
-// transport rather than to the caller: pseudo headers, gRPC's own headers
-// and the ones HTTP/2 or the body framing define.
+// isReservedMD reports whether an incoming gRPC metadata key is not the
+// caller's to pass on: the reserved headers of every invocation path,
+// and gRPC's own content type and user agent.
 func isReservedMD(k string) bool {
-	if k == "" || k[0] == ':' || strings.HasPrefix(k, "grpc-") {
-		return true
-	}
-	switch k {
-	case "content-type", "user-agent", "te", "content-length", "connection", "keep-alive",
-		"proxy-connection", "transfer-encoding", "upgrade", "host", "accept-encoding",
-		// The runtime sets who calls whom; the caller's API token stays here.
-		"dapr-caller-app-id", "dapr-callee-app-id", "dapr-api-token", "mecha-peer-token":
-		return true
-	}
-	return false
+	return invoke.Reserved(k) || k == "content-type" || k == "user-agent"
 }
 
 // firstMD returns the first value of key in ctx's incoming metadata.

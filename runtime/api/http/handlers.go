@@ -1,13 +1,10 @@
 package httpapi
 
 import (
-	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"strings"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -16,7 +13,6 @@ import (
 	"mecha/runtime/blocks"
 	"mecha/runtime/cloudevent"
 	"mecha/runtime/invoke"
-	"mecha/runtime/resiliency"
 	"mecha/runtime/tracecontext"
 )
 
@@ -135,104 +131,13 @@ func (s *Server) invokeBinding(ctx *fasthttp.RequestCtx, name string) {
 	ctx.SetBody(resp.Data)
 }
 
-// hop-by-hop and Dapr routing headers are not forwarded to the app.
-var dropHeaders = [][]byte{[]byte("dapr-app-id"), []byte("Connection"), []byte("Keep-Alive"), []byte("Proxy-Connection"),
-	[]byte("Transfer-Encoding"), []byte("Upgrade"), []byte("dapr-api-token"), []byte("mecha-peer-token")}
-
+// invoke calls method (the raw path as the caller sent it, without its
+// leading slash) on appID through the invocation pipeline: the request
+// itself is proxied to an HTTP target, and the answer comes back as it
+// is. A streamed body (larger than the limit, or chunked) can be sent
+// once only.
 func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
-	rctx := invoke.WithHeaders(bg, func(name string) string { return string(ctx.Request.Header.Peek(name)) })
-	target, err := s.d.Invoker.Resolve(rctx, appID)
-	if err != nil {
-		writeError(ctx, err)
-		return
-	}
-	tp := ctx.Request.Header.PeekBytes(hTraceP)
-	if !tracecontext.Valid(string(tp)) {
-		ctx.Request.Header.SetBytesK(hTraceP, tracecontext.New())
-	}
-	// A streamed body (larger than the limit, or chunked) can be sent
-	// once only: its call is never retried.
-	streamed := appchannel.Unread(&ctx.Request)
-	if h, ok := target.Channel.(*appchannel.HTTP); ok {
-		method = append([]byte(nil), method...) // it points into the URI the proxy rewrites
-		appID = target.AppID                    // "app.namespace" resolved to the app-id
-		if s.d.Resiliency != nil {
-			if runner := s.d.Resiliency.ForApp(appID); !runner.Passthrough() {
-				s.proxyWithPolicy(ctx, rctx, runner, target, h, appID, method, streamed)
-				return
-			}
-		}
-		start := time.Now()
-		err := s.proxyHTTP(bg, ctx, h, appID, method)
-		target.Finish(proxyOutcome(ctx, err), time.Since(start))
-		// Without a resiliency policy, a remote runtime that cannot be
-		// reached (it died, perhaps with the call under way) gets the call
-		// again on another instance when the method is idempotent, twice
-		// at most.
-		for i := 0; err != nil && !streamed && target.Remote && idempotent(ctx.Method()) && errors.Is(err, appchannel.ErrAppUnreachable) && i < 2; i++ {
-			if target, err = s.d.Invoker.Resolve(rctx, appID); err != nil {
-				break
-			}
-			if h, ok = target.Channel.(*appchannel.HTTP); !ok {
-				break
-			}
-			appchannel.DropResponse(&ctx.Response)
-			start = time.Now()
-			err = s.proxyHTTP(bg, ctx, h, appID, method)
-			target.Finish(proxyOutcome(ctx, err), time.Since(start))
-		}
-		if err != nil {
-			appchannel.DropResponse(&ctx.Response)
-			writeError(ctx, apierr.DirectInvoke(appID, err))
-		}
-		return
-	}
-	if streamed {
-		if s.bufferBody(ctx) != nil {
-			return
-		}
-	}
-	req := &appchannel.InvokeRequest{
-		Method:      string(method),
-		Verb:        string(ctx.Method()),
-		Query:       string(ctx.URI().QueryString()),
-		ContentType: string(ctx.Request.Header.ContentType()),
-		Body:        ctx.PostBody(),
-	}
-	for k, v := range ctx.Request.Header.All() {
-		if skipHeader(k) || bytes.EqualFold(k, hContentType) {
-			continue
-		}
-		req.Headers = append(req.Headers, appchannel.Header{Key: string(k), Value: string(v)})
-	}
-	resp, err := target.Channel.Invoke(bg, req)
-	if err != nil {
-		writeError(ctx, apierr.DirectInvoke(appID, err))
-		return
-	}
-	resp.WriteFastHTTP(&ctx.Response)
-}
-
-func skipHeader(k []byte) bool {
-	for _, d := range dropHeaders {
-		if bytes.EqualFold(k, d) {
-			return true
-		}
-	}
-	return bytes.EqualFold(k, []byte("Host")) || bytes.EqualFold(k, []byte("Content-Length"))
-}
-
-var (
-	hCaller = []byte("dapr-caller-app-id")
-	hCallee = []byte("dapr-callee-app-id")
-)
-
-// proxyHTTP forwards the incoming request object itself to the app and the
-// app's response object itself back: no copies of headers or bodies.
-func (s *Server) proxyHTTP(cctx context.Context, ctx *fasthttp.RequestCtx, h *appchannel.HTTP, appID string, method []byte) error {
-	req := &ctx.Request
-	uri := req.URI()
-	q := uri.QueryString()
+	q := ctx.URI().QueryString()
 	p := make([]byte, 0, 1+len(method)+1+len(q))
 	p = append(p, '/')
 	p = append(p, method...)
@@ -240,81 +145,19 @@ func (s *Server) proxyHTTP(cctx context.Context, ctx *fasthttp.RequestCtx, h *ap
 		p = append(p, '?')
 		p = append(p, q...)
 	}
-	req.SetRequestURIBytes(p)
-	for _, d := range dropHeaders {
-		req.Header.DelBytes(d)
-	}
-	req.Header.SetBytesKV(hCaller, []byte(s.d.AppID))
-	req.Header.SetBytesKV(hCallee, []byte(appID))
-	if err := h.Proxy(cctx, req, &ctx.Response); err != nil {
-		return err
-	}
-	// The app's connection policy is not the caller's.
-	ctx.Response.Header.ResetConnectionClose()
-	return nil
-}
-
-// proxyWithPolicy proxies the call under the target's resiliency policy:
-// each attempt picks an instance (another one on a retry, round robin)
-// and runs under the attempt's timeout and its instance's circuit
-// breaker. Only idempotent methods are retried. When the last attempt got
-// an answer from the app, the caller gets that answer, 5xx or not.
-func (s *Server) proxyWithPolicy(ctx *fasthttp.RequestCtx, rctx context.Context, runner *resiliency.Runner, first invoke.Target, h *appchannel.HTTP, appID string, method []byte, streamed bool) {
-	verb := ctx.Method()
-	cur, curTarget := h, first
-	answered := false
-	err := runner.DoCall(bg, resiliency.Call{
-		Method: string(method),
-		Pick: func(attempt int) (string, error) {
-			if attempt > 1 && first.Remote {
-				t, err := s.d.Invoker.Resolve(rctx, appID)
-				if err != nil {
-					return "", resiliency.Permanent(err)
-				}
-				if next, ok := t.Channel.(*appchannel.HTTP); ok {
-					cur, curTarget = next, t
-				}
-			}
-			return cur.Addr(), nil
-		},
-		Retriable: func(error) bool { return idempotent(verb) && !streamed },
-	}, func(actx context.Context) error {
+	invoke.ContinueTrace(&ctx.Request.Header)
+	call := &invoke.Call{AppID: appID, Method: string(method), Verb: string(ctx.Method()), Once: appchannel.Unread(&ctx.Request),
+		Header: func(name string) string { return string(ctx.Request.Header.Peek(name)) }}
+	send := invoke.NewFastHTTP(ctx, p, s.d.AppID, s.maxBody)
+	if _, err := s.d.Invoker.Do(bg, call, send.Send); err != nil {
 		appchannel.DropResponse(&ctx.Response)
-		answered = false
-		start := time.Now()
-		err := s.proxyHTTP(actx, ctx, cur, appID, method)
-		curTarget.Finish(proxyOutcome(ctx, err), time.Since(start))
-		curTarget.Done = nil // reported; a retry on the same target reports nothing more
-		if err != nil {
-			return err
+		if errors.Is(err, appchannel.ErrBodyTooLarge) {
+			appchannel.Discard(&ctx.Request, discardMax)
+			err = apierr.BodyTooLarge(s.maxBody)
 		}
-		answered = true
-		if code := ctx.Response.StatusCode(); code >= 500 {
-			return invoke.StatusError(code)
-		}
-		return nil
-	})
-	// A call refused before any attempt (rate limit, bulkhead, …) or an
-	// attempt its breaker refused still ends the balancer's pick.
-	curTarget.Finish(err, 0)
-	var status invoke.StatusError
-	if err != nil && !(answered && errors.As(err, &status)) {
-		appchannel.DropResponse(&ctx.Response)
-		writeError(ctx, apierr.DirectInvoke(appID, err))
+		writeError(ctx, err)
 	}
 }
-
-// proxyOutcome is a proxied call's outcome for the load balancer: a
-// transport error, or the app's 5xx answer.
-func proxyOutcome(ctx *fasthttp.RequestCtx, err error) error {
-	if err == nil && ctx.Response.StatusCode() >= 500 {
-		return invoke.StatusError(ctx.Response.StatusCode())
-	}
-	return err
-}
-
-// idempotent methods may be sent again after a failure.
-func idempotent(verb []byte) bool { return invoke.Idempotent(string(verb)) }
 
 func (s *Server) secret(ctx *fasthttp.RequestCtx, store, key string) {
 	data, err := s.d.Blocks.GetSecret(bg, store, key, queryMetadata(ctx))

@@ -62,6 +62,7 @@ func New(d *api.Deps) *Server {
 		maxBody = 4 << 20
 	}
 	s.maxBody = maxBody
+	to := d.Timeouts.OrDefault()
 	s.srv = &fasthttp.Server{
 		Handler:            s.handle,
 		Name:               "mecha",
@@ -73,8 +74,16 @@ func New(d *api.Deps) *Server {
 		DisablePreParseMultipartForm: true,
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
-		ReadTimeout:                  0,
-		IdleTimeout:                  2 * time.Minute,
+		// A new connection, and each request, must send its headers
+		// within the header timeout; the body (read by the handler,
+		// maybe streamed) then gets the body timeout; a kept-alive
+		// connection waits for its next request up to the idle timeout.
+		ReadTimeout: to.Header,
+		IdleTimeout: to.Idle,
+		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+			return fasthttp.RequestConfig{ReadTimeout: to.Body}
+		},
+		WriteTimeout: to.Body,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 				writeError(ctx, apierr.BodyTooLarge(maxBody))
