@@ -151,3 +151,47 @@ func TestConnectionCap(t *testing.T) {
 		t.Errorf("mecha_listener_connections = %v with %d idle connections open", n, len(cs))
 	}
 }
+
+// A call's context ends when its client hangs up: the runtime stops
+// retrying it (here, a retry policy that would go on for 10 s).
+func TestHangUpEndsTheCall(t *testing.T) {
+	res := t.TempDir()
+	writeFile(t, res, "resiliency.yaml", `apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata: {name: r}
+spec:
+  policies:
+    retries:
+      many: {policy: constant, duration: 100ms, maxRetries: 50}
+  targets:
+    apps:
+      hang: {retry: many}
+`)
+	appPort := startHTTPApp(t)
+	m := startMecha(t, "--app-id", "hang", "--app-port", fmt.Sprint(appPort), "--resources-path", res)
+	failures := func() int {
+		r := do(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/failures", appPort), nil)
+		n, _ := strconv.Atoi(string(r.Body))
+		return n
+	}
+	client := &http.Client{Timeout: 700 * time.Millisecond}
+	if resp, err := client.Get(m.url("/v1.0/invoke/hang/method/echo/x?status=500&sleepms=50")); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the call answered %d within 700ms: the policy should keep retrying", resp.StatusCode)
+	}
+	// The runtime notices the hang-up within a second, then stops: the
+	// count settles, long before the policy's 50 retries.
+	var settled int
+	eventually(t, 5*time.Second, func() error {
+		a := failures()
+		time.Sleep(500 * time.Millisecond)
+		if b := failures(); b != a {
+			return fmt.Errorf("still retrying: %d then %d attempts", a, b)
+		}
+		settled = a
+		return nil
+	})
+	if settled >= 40 {
+		t.Fatalf("the app got %d attempts: the retries did not stop with the client", settled)
+	}
+}

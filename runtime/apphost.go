@@ -102,7 +102,7 @@ func (h *appHost) serve() {
 		AppID: h.spec.ID, Blocks: h.blocks, Invoker: h.invoker, Local: h.local, Subs: h.subs,
 		Metrics: r.metrics, Log: h.log, Metadata: hostMetadata{h}, APILogging: r.cfg.APILogging,
 		MaxRequestBytes: r.cfg.MaxRequestSizeMB << 20, Shutdown: r.Shutdown,
-		Ready: h.ready.Load, OutboundReady: r.outbound.Load, APIToken: r.cfg.APIToken, Resiliency: r.resil, Timeouts: r.cfg.Timeouts,
+		Ready: h.ready.Load, OutboundReady: r.outbound.Load, APIToken: r.cfg.APIToken, Resiliency: r.resil, Timeouts: r.cfg.Timeouts, Context: r.stopCtx,
 		GRPCProxy: r.grpcRouter(h.spec.ID, h.invoker),
 	}
 	h.http, h.grpc = httpapi.New(deps), grpcapi.New(deps)

@@ -85,6 +85,11 @@ type Runtime struct {
 
 	outbound atomic.Bool
 
+	// stopCtx ends when the runtime stops for good: when the shutdown's
+	// grace period is over. Every call's context derives from it.
+	stopCtx    context.Context
+	stopCancel context.CancelFunc
+
 	started chan struct{}
 
 	shutdownOnce sync.Once
@@ -114,8 +119,9 @@ func New(cfg Config, log *slog.Logger) *Runtime {
 func NewWithHooks(cfg Config, log *slog.Logger, hooks Hooks) *Runtime {
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
+	stopCtx, stopCancel := context.WithCancel(context.Background())
 	return &Runtime{
-		cfg: cfg, log: log, hooks: hooks, registry: reg,
+		cfg: cfg, log: log, hooks: hooks, registry: reg, stopCtx: stopCtx, stopCancel: stopCancel,
 		started:    make(chan struct{}),
 		shutdownCh: make(chan struct{}),
 		extended:   map[string]string{},
@@ -174,6 +180,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer r.stopCancel()
 	var workers sync.WaitGroup
 	if len(r.cfg.Command) > 0 {
 		r.child = &child{rt: r, done: make(chan error, 1)}
@@ -235,6 +242,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 	// period is the budget of the whole shutdown, as in daprd.
 	grace, graceCancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGracePeriod)
 	defer graceCancel()
+	// Calls still running when the grace period ends are cancelled.
+	context.AfterFunc(grace, r.stopCancel)
 	var wg sync.WaitGroup
 	for _, h := range r.hosts {
 		wg.Add(1)
@@ -447,7 +456,7 @@ func (r *Runtime) resolver(l *invoke.Local) invoke.Resolver {
 // servePeer serves the internal port: other runtimes' calls to the apps
 // hosted here.
 func (r *Runtime) servePeer(context.Context) error {
-	r.peer = &peer.Server{Lookup: r.appChannel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow, Token: r.peerToken, Timeouts: r.cfg.Timeouts,
+	r.peer = &peer.Server{Lookup: r.appChannel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow, Token: r.peerToken, Timeouts: r.cfg.Timeouts, Context: r.stopCtx,
 		Gateway: r.cfg.Membership.Gateway, Invoker: &invoke.Invoker{Resolver: peerResolver{r}}}
 	lis := r.internalLis
 	if r.tls != nil {

@@ -3,6 +3,7 @@
 package api
 
 import (
+	"context"
 	"log/slog"
 
 	"mecha/components"
@@ -43,6 +44,9 @@ type Deps struct {
 	// Resiliency holds the Resiliency policies applied to invocations;
 	// nil applies none.
 	Resiliency *resiliency.Store
+	// Context ends when the runtime stops for good (its shutdown's grace
+	// period over): every call's context derives from it.
+	Context context.Context
 	// Timeouts bound the connections' headers, idleness and bodies.
 	Timeouts netlimit.Timeouts
 	// GRPCProxy, when set, directs calls to gRPC services the runtime does

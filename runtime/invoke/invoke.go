@@ -178,7 +178,7 @@ func (i *Invoker) Do(ctx context.Context, c *Call, send Send) (Target, error) {
 				return t, err
 			}
 			_, err = attempt(ctx, t, send)
-			if err == nil || !retriable || !t.Remote || n == retriesUnreachable || !errors.Is(err, appchannel.ErrAppUnreachable) {
+			if err == nil || !retriable || !t.Remote || n == retriesUnreachable || !errors.Is(err, appchannel.ErrAppUnreachable) || ctx.Err() != nil {
 				break
 			}
 		}

@@ -68,6 +68,9 @@ type Server struct {
 	Logger *slog.Logger
 	// Timeouts bound the connections' headers, idleness and bodies.
 	Timeouts netlimit.Timeouts
+	// Context ends when the runtime stops for good; calls run under it,
+	// and end too when their caller hangs up. Nil is Background.
+	Context context.Context
 
 	once sync.Once
 	srv  *fasthttp.Server
@@ -181,7 +184,13 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	invoke.ContinueTrace(&ctx.Request.Header)
 	send := invoke.NewFastHTTP(ctx, nil, caller, maxBody)
 	call := &invoke.Call{AppID: callee, Method: string(ctx.Path()), Verb: string(ctx.Method()), Once: streamed}
-	if _, err := s.Invoker.Do(context.Background(), call, send.Send); err != nil {
+	base := s.Context
+	if base == nil {
+		base = context.Background()
+	}
+	cctx, done := netlimit.WatchHangup(base, ctx.Conn())
+	defer done()
+	if _, err := s.Invoker.Do(cctx, call, send.Send); err != nil {
 		appchannel.DropResponse(&ctx.Response)
 		writeError(ctx, err)
 	}

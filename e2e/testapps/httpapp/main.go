@@ -30,6 +30,7 @@ type received struct {
 
 type app struct {
 	inflight atomic.Int64
+	failures atomic.Int64
 	mu       sync.Mutex
 	received []received
 	attempts map[string]int
@@ -172,8 +173,12 @@ func main() {
 			a.inflight.Add(-1)
 		}
 		code := http.StatusOK
-		if r.URL.Query().Get("status") == "418" {
+		switch r.URL.Query().Get("status") {
+		case "418":
 			code = http.StatusTeapot
+		case "500":
+			code = http.StatusInternalServerError
+			a.failures.Add(1)
 		}
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(map[string]any{"method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery, "headers": h, "body": string(b)})
@@ -187,6 +192,10 @@ func main() {
 		time.Sleep(time.Second)
 		a.record("slow", r, b)
 		fmt.Fprint(w, `{"status":"SUCCESS"}`)
+	})
+	// failures counts the echo calls answered 500 on request.
+	mux.HandleFunc("GET /failures", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, strconv.FormatInt(a.failures.Load(), 10))
 	})
 	mux.HandleFunc("GET /inflight", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, strconv.FormatInt(a.inflight.Load(), 10))

@@ -20,7 +20,7 @@ var hContentType = []byte("Content-Type")
 
 func (s *Server) publish(ctx *fasthttp.RequestCtx, ps, topic string) {
 	tp := string(ctx.Request.Header.PeekBytes(hTraceP))
-	err := s.d.Blocks.Publish(bg, &blocks.PublishRequest{
+	err := s.d.Blocks.Publish(s.call(), &blocks.PublishRequest{
 		PubsubName:  ps,
 		Topic:       topic,
 		Data:        ctx.PostBody(),
@@ -71,7 +71,9 @@ func (s *Server) bulkPublish(ctx *fasthttp.RequestCtx, ps, topic string) {
 		in[i] = blocks.BulkEntry{EntryID: e.EntryID, Data: data, ContentType: e.ContentType, Metadata: e.Metadata}
 	}
 	tp := tracecontext.Ensure(string(ctx.Request.Header.PeekBytes(hTraceP)))
-	failed, err := s.d.Blocks.BulkPublish(bg, ps, topic, in, queryMetadata(ctx), tp)
+	cctx, done := s.longCall(ctx)
+	defer done()
+	failed, err := s.d.Blocks.BulkPublish(cctx, ps, topic, in, queryMetadata(ctx), tp)
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -110,7 +112,9 @@ func (s *Server) invokeBinding(ctx *fasthttp.RequestCtx, name string) {
 		}
 		req.Metadata["traceparent"] = string(tp)
 	}
-	resp, err := s.d.Blocks.InvokeBinding(bg, name, req.Operation, data, req.Metadata)
+	cctx, done := s.longCall(ctx)
+	defer done()
+	resp, err := s.d.Blocks.InvokeBinding(cctx, name, req.Operation, data, req.Metadata)
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -149,7 +153,9 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 	call := &invoke.Call{AppID: appID, Method: string(method), Verb: string(ctx.Method()), Once: appchannel.Unread(&ctx.Request),
 		Header: func(name string) string { return string(ctx.Request.Header.Peek(name)) }}
 	send := invoke.NewFastHTTP(ctx, p, s.d.AppID, s.maxBody)
-	if _, err := s.d.Invoker.Do(bg, call, send.Send); err != nil {
+	cctx, done := s.longCall(ctx)
+	defer done()
+	if _, err := s.d.Invoker.Do(cctx, call, send.Send); err != nil {
 		appchannel.DropResponse(&ctx.Response)
 		if errors.Is(err, appchannel.ErrBodyTooLarge) {
 			appchannel.Discard(&ctx.Request, discardMax)
@@ -160,7 +166,9 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 }
 
 func (s *Server) secret(ctx *fasthttp.RequestCtx, store, key string) {
-	data, err := s.d.Blocks.GetSecret(bg, store, key, queryMetadata(ctx))
+	cctx, done := s.longCall(ctx)
+	defer done()
+	data, err := s.d.Blocks.GetSecret(cctx, store, key, queryMetadata(ctx))
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -169,7 +177,9 @@ func (s *Server) secret(ctx *fasthttp.RequestCtx, store, key string) {
 }
 
 func (s *Server) bulkSecret(ctx *fasthttp.RequestCtx, store string) {
-	data, err := s.d.Blocks.BulkGetSecret(bg, store, queryMetadata(ctx))
+	cctx, done := s.longCall(ctx)
+	defer done()
+	data, err := s.d.Blocks.BulkGetSecret(cctx, store, queryMetadata(ctx))
 	if err != nil {
 		writeError(ctx, err)
 		return

@@ -14,6 +14,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"mecha/internal/netlimit"
 	"mecha/runtime/api"
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
@@ -22,7 +23,9 @@ import (
 
 // Server is the HTTP API server.
 type Server struct {
-	d   *api.Deps
+	d *api.Deps
+	// base ends when the runtime stops for good.
+	base context.Context
 	srv *fasthttp.Server
 	log *slog.Logger
 
@@ -41,7 +44,10 @@ type opHandles struct {
 
 // New builds the server.
 func New(d *api.Deps) *Server {
-	s := &Server{d: d, log: d.Log}
+	s := &Server{d: d, log: d.Log, base: d.Context}
+	if s.base == nil {
+		s.base = context.Background()
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -95,11 +101,19 @@ func New(d *api.Deps) *Server {
 	return s
 }
 
-// bg is the context building blocks run under. fasthttp's RequestCtx
-// is done as soon as a shutdown starts, which would fail the very
-// requests the shutdown waits for; fasthttp never cancels a single
-// request, so nothing is lost by not passing it.
-var bg = context.Background()
+// call is the context of a quick call (one state key, one publish):
+// the runtime's, which ends when the runtime stops for good (its grace
+// period over). fasthttp's own RequestCtx is not used: it is done as
+// soon as a shutdown starts, which would fail the very requests the
+// shutdown waits for.
+func (s *Server) call() context.Context { return s.base }
+
+// longCall is the context of a call that may take a while (invocation,
+// bindings, secrets, bulk and transactional state): it also ends when
+// the client hangs up. done must be called when the call is over.
+func (s *Server) longCall(ctx *fasthttp.RequestCtx) (context.Context, func()) {
+	return netlimit.WatchHangup(s.base, ctx.Conn())
+}
 
 // Serve serves on lis until Shutdown.
 func (s *Server) Serve(lis net.Listener) error { return s.srv.Serve(lis) }

@@ -68,7 +68,7 @@ func (s *Server) stateSave(ctx *fasthttp.RequestCtx, store string) {
 			r.Options.Concurrency, r.Options.Consistency = it.Options.Concurrency, it.Options.Consistency
 		}
 	}
-	if err := s.d.Blocks.SaveState(bg, store, reqs); err != nil {
+	if err := s.d.Blocks.SaveState(s.call(), store, reqs); err != nil {
 		writeError(ctx, err)
 		return
 	}
@@ -77,7 +77,7 @@ func (s *Server) stateSave(ctx *fasthttp.RequestCtx, store string) {
 
 func (s *Server) stateGet(ctx *fasthttp.RequestCtx, store, key string) {
 	consistency := string(ctx.QueryArgs().Peek("consistency"))
-	resp, err := s.d.Blocks.GetState(bg, store, key, consistency, queryMetadata(ctx))
+	resp, err := s.d.Blocks.GetState(s.call(), store, key, consistency, queryMetadata(ctx))
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -114,7 +114,7 @@ func (s *Server) stateDelete(ctx *fasthttp.RequestCtx, store, key string) {
 		e := string(etag)
 		req.ETag = &e
 	}
-	if err := s.d.Blocks.DeleteState(bg, store, req); err != nil {
+	if err := s.d.Blocks.DeleteState(s.call(), store, req); err != nil {
 		writeError(ctx, err)
 		return
 	}
@@ -165,7 +165,9 @@ func (s *Server) stateBulkGet(ctx *fasthttp.RequestCtx, store string) {
 			}
 		}
 	}
-	resp, err := s.d.Blocks.BulkGetState(bg, store, req.Keys, req.Parallelism, meta)
+	cctx, done := s.longCall(ctx)
+	defer done()
+	resp, err := s.d.Blocks.BulkGetState(cctx, store, req.Keys, req.Parallelism, meta)
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -213,7 +215,9 @@ func (s *Server) stateTransaction(ctx *fasthttp.RequestCtx, store string) {
 		}
 		ops[i] = op
 	}
-	if err := s.d.Blocks.Transaction(bg, store, ops, req.Metadata); err != nil {
+	cctx, done := s.longCall(ctx)
+	defer done()
+	if err := s.d.Blocks.Transaction(cctx, store, ops, req.Metadata); err != nil {
 		writeError(ctx, err)
 		return
 	}
@@ -234,7 +238,9 @@ func (s *Server) stateScan(ctx *fasthttp.RequestCtx, store string) {
 		}
 		limit = n
 	}
-	items, err := s.d.Blocks.ScanState(bg, store, string(args.Peek("prefix")), limit)
+	cctx, done := s.longCall(ctx)
+	defer done()
+	items, err := s.d.Blocks.ScanState(cctx, store, string(args.Peek("prefix")), limit)
 	if err != nil {
 		writeError(ctx, err)
 		return
