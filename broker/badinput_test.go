@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"strings"
 	"testing"
+	"time"
+
+	"mecha/internal/poll"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -49,6 +52,7 @@ func TestBadFramesCloseTheConnection(t *testing.T) {
 		{"Metadata below no version", withSize(header(3, -1)), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			poll.Until(t, waitLong, "the last test's connections to end", func() bool { return openConns(b) == 0 })
 			c := dialRaw(t, b.Addr())
 			// A good request first: the connection was served until then.
 			c.roundTrip(kmsg.NewPtrApiVersionsRequest())
@@ -177,5 +181,92 @@ func TestLargeFramesOnlyForProduce(t *testing.T) {
 	big := encodeBatch(batchSpec{producerID: -1, values: []string{strings.Repeat("x", 9<<20)}})
 	if r := produceResult(t, c.roundTrip(produceReq("big", 0, big))); r.ErrorCode != kerr.MessageTooLarge.Code {
 		t.Fatalf("9 MiB produce: %v, want MESSAGE_TOO_LARGE", kerr.ErrorForCode(r.ErrorCode))
+	}
+}
+
+// openConns is how many connections the broker is serving.
+func openConns(b *Broker) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.conns)
+}
+
+// hugeCount is a uvarint of 2^32-1, the largest count a flexible request
+// can claim.
+var hugeCount = []byte{0xff, 0xff, 0xff, 0xff, 0x0f}
+
+// withHugeCount returns req encoded as a whole frame with the byte at
+// back bytes from the end, the count of an empty tag section, replaced by
+// hugeCount.
+func withHugeCount(t *testing.T, req kmsg.Request, back int) []byte {
+	t.Helper()
+	frame := kmsg.NewRequestFormatter(kmsg.FormatterClientID("trap")).AppendRequest(nil, req, 7)
+	at := len(frame) - back
+	if frame[at] != 0 {
+		t.Fatalf("byte %d from the end is %#x, not an empty tag section", back, frame[at])
+	}
+	out := append(append(append([]byte(nil), frame[:at]...), hugeCount...), frame[at+1:]...)
+	binary.BigEndian.PutUint32(out, uint32(len(out)-4))
+	return out
+}
+
+// A flexible request claiming a count near 2^32 that its bytes cannot
+// back is refused at once, wherever the count sits: kmsg would loop over
+// the missing tags for minutes, holding a core after the client has left.
+// The connection is closed and its goroutine ends.
+func TestHugeCountsAreRefusedAtOnce(t *testing.T) {
+	b := startBroker(t)
+	apiVersions := kmsg.NewPtrApiVersionsRequest()
+	apiVersions.SetVersion(3)
+	apiVersions.ClientSoftwareName, apiVersions.ClientSoftwareVersion = "a", "b"
+	metadata := kmsg.NewPtrMetadataRequest()
+	metadata.SetVersion(9)
+	mt := kmsg.NewMetadataRequestTopic()
+	mt.Topic = kmsg.StringPtr("t")
+	metadata.Topics = append(metadata.Topics, mt)
+	fetch := kmsg.NewPtrFetchRequest()
+	fetch.SetVersion(12)
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic = "t"
+	ft.Partitions = append(ft.Partitions, kmsg.NewFetchRequestTopicPartition())
+	fetch.Topics = append(fetch.Topics, ft)
+	fetch.Rack = "r"
+	produce := produceReq("t", 0, nil)
+	produce.Acks = 1
+
+	// A Fetch whose ReplicaState tag (key 1, decoded by kmsg at any
+	// version) holds a huge tag count of its own.
+	nested := kmsg.NewRequestFormatter(kmsg.FormatterClientID("trap")).AppendRequest(nil, fetch, 7)
+	nested = nested[:len(nested)-1]                 // the top-level tag count (0)
+	nested = append(nested, 1, 1, 4+8+5)            // one tag: key 1, 17 bytes
+	nested = append(nested, 0, 0, 0, 1)             // ID
+	nested = append(nested, 0, 0, 0, 0, 0, 0, 0, 1) // Epoch
+	nested = append(nested, hugeCount...)
+	binary.BigEndian.PutUint32(nested, uint32(len(nested)-4))
+
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		// Size, key 18 v3, correlation id, null client id, no header
+		// tags, two empty compact strings, then the count: 22 bytes.
+		{"ApiVersions v3 body tag count", append(binary.BigEndian.AppendUint32(nil, 18),
+			0, 18, 0, 3, 0, 0, 0, 7, 0xff, 0xff, 0, 1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f)},
+		{"ApiVersions v3 top-level tag count", withHugeCount(t, apiVersions, 1)},
+		{"Metadata v9 topic tag count", withHugeCount(t, metadata, 5)},
+		{"Fetch v12 partition tag count", withHugeCount(t, fetch, 6)},
+		{"Fetch v12 nested tag count in a known tag", nested},
+		{"Produce v9 partition tag count", withHugeCount(t, produce, 3)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			poll.Until(t, waitLong, "the last test's connections to end", func() bool { return openConns(b) == 0 })
+			c := dialRaw(t, b.Addr())
+			c.roundTrip(kmsg.NewPtrApiVersionsRequest())
+			poll.Until(t, waitLong, "the first connection to be counted", func() bool { return openConns(b) == 1 })
+			c.write(tc.frame)
+			c.expectClosed(tc.name)
+			poll.Until(t, 5*time.Second, "the connection's goroutine to end", func() bool { return openConns(b) == 0 })
+			metadataWorks(t, b.Addr())
+		})
 	}
 }

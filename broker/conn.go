@@ -98,59 +98,29 @@ func parseRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 		return h, req, fmt.Errorf("%w: %s v%d (supported %s)", errUnsupported, kmsg.NameForKey(h.key), h.version, api.rangeString())
 	}
 	req.SetVersion(h.version)
-	if req.IsFlexible() {
+	flexible := req.IsFlexible()
+	if flexible {
 		// Not kmsg.SkipTags: it runs the loop as many times as the count
-		// says even after the bytes have run out, so a 5-byte count of
-		// 2^31 would hold a core for seconds. Each tag takes at least two
-		// bytes, so stopping at the first failure bounds the loop by the
-		// frame.
-		r := &tagReader{b: rest}
-		for n := r.Uvarint(); n > 0 && !r.failed; n-- {
-			r.Uvarint()
-			r.Span(int(r.Uvarint()))
+		// says even after the bytes have run out.
+		p := prescanner{b: rest, version: h.version, flexible: true}
+		if err := p.tags(nil); err != nil {
+			return h, nil, fmt.Errorf("%w: tagged fields in the header: %w", errFrame, err)
 		}
-		if r.failed {
-			return h, nil, fmt.Errorf("%w: bad tagged fields in the header", errFrame)
-		}
-		rest = r.b
+		rest = p.b
+	}
+	// Every count in the body is checked against the bytes before kmsg
+	// reads it (see prescan.go).
+	if _, err := prescanBody(h.key, h.version, flexible, rest); err != nil {
+		return h, nil, fmt.Errorf("%w: %s v%d body: %w", errFrame, kmsg.NameForKey(h.key), h.version, err)
 	}
 	if err := req.ReadFrom(rest); err != nil {
-		return h, nil, fmt.Errorf("%w: %s v%d body: %v", errFrame, kmsg.NameForKey(h.key), h.version, err)
+		return h, nil, fmt.Errorf("%w: %s v%d body: %w", errFrame, kmsg.NameForKey(h.key), h.version, err)
 	}
 	return h, req, nil
 }
 
 // errUnsupported is an unknown API key or an unsupported version.
 var errUnsupported = errors.New("unsupported request")
-
-// tagReader reads the request header's tagged fields; after the first
-// failure it stays failed and empty.
-type tagReader struct {
-	b      []byte
-	failed bool
-}
-
-func (r *tagReader) Uvarint() uint32 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 || v > 1<<31 {
-		r.failed = true
-		r.b = nil
-		return 0
-	}
-	r.b = r.b[n:]
-	return uint32(v)
-}
-
-func (r *tagReader) Span(n int) []byte {
-	if n < 0 || n > len(r.b) {
-		r.failed = true
-		r.b = nil
-		return nil
-	}
-	s := r.b[:n]
-	r.b = r.b[n:]
-	return s
-}
 
 // serve reads requests until the connection closes.
 func (c *conn) serve() {
