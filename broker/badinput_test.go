@@ -13,7 +13,8 @@ import (
 )
 
 // Frames a client would never send close that connection and nothing
-// else: after each, a new client is served.
+// else: after each, a new client is served. A null client id (length -1)
+// is fine; the test's own requests send one.
 func TestBadFramesCloseTheConnection(t *testing.T) {
 	const maxReq = 64 << 10
 	b := startBroker(t, func(c *Config) { c.MaxRequestBytes = maxReq })
@@ -31,6 +32,13 @@ func TestBadFramesCloseTheConnection(t *testing.T) {
 		b, _ := (&rawConn{f: kmsg.NewRequestFormatter()}).frame(req)
 		return b
 	}
+	// clientIDLength is a whole Metadata v9 request whose client id
+	// length (-1, null, as kmsg writes it) is replaced by n.
+	clientIDLength := func(n int16) []byte {
+		b := metadata(9)
+		binary.BigEndian.PutUint16(b[4+8:], uint16(n))
+		return b
+	}
 	for _, tc := range []struct {
 		name  string
 		bytes []byte
@@ -39,6 +47,11 @@ func TestBadFramesCloseTheConnection(t *testing.T) {
 		halfClose bool
 	}{
 		{"negative size", sizeOnly(0xFFFFFFF0), false},
+		// Nothing follows: the broker must not wait for more bytes.
+		{"zero size", sizeOnly(0), false},
+		{"size shorter than a header", withSize([]byte{0, 3, 0, 9, 0, 0, 0, 1, 0}), false},
+		{"client id length -2", clientIDLength(-2), false},
+		{"client id length -32768", clientIDLength(-32768), false},
 		{"size over MaxRequestBytes", sizeOnly(maxReq + 1), false},
 		{"frame shorter than a header", withSize([]byte{0, 3, 0}), false},
 		{"client id past the frame", withSize(append(header(3, 0)[:8], 0, 50, 'x')), false},

@@ -15,6 +15,10 @@ import (
 // maxControlRequestBytes bounds every request but Produce.
 const maxControlRequestBytes = 8 << 20
 
+// minRequestBytes is the shortest request: api key, version, correlation
+// id and client id length.
+const minRequestBytes = 10
+
 // maxInFlight bounds the requests one connection may have in progress;
 // the reader stops reading while the writer catches up.
 const maxInFlight = 128
@@ -85,6 +89,10 @@ func parseRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 	if idLen > len(rest) {
 		return h, nil, fmt.Errorf("%w: client id length %d past the frame", errFrame, idLen)
 	}
+	// -1 is a null client id; any other negative length is not a length.
+	if idLen < -1 {
+		return h, nil, fmt.Errorf("%w: client id length %d", errFrame, idLen)
+	}
 	if idLen > 0 {
 		h.clientID = string(rest[:idLen])
 		rest = rest[idLen:]
@@ -145,7 +153,11 @@ func (c *conn) serve() {
 			return
 		}
 		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
-		if size < 0 || size > c.b.cfg.MaxRequestBytes {
+		// Below a header's 10 bytes, the frame cannot be a request, and
+		// the peeks at its api key below would wait on the next frame's
+		// bytes: a 0-byte frame with nothing after it would hold the
+		// connection open.
+		if size < minRequestBytes || size > c.b.cfg.MaxRequestBytes {
 			log.Warn("broker: closing connection: request size out of bounds", "size", size, "max_request_bytes", c.b.cfg.MaxRequestBytes)
 			return
 		}
