@@ -283,3 +283,39 @@ func TestHugeCountsAreRefusedAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// A produce with acks other than -1, 0 or 1 gets INVALID_REQUIRED_ACKS
+// (21) for every partition, as Kafka answers, and nothing is written.
+func TestProduceInvalidAcks(t *testing.T) {
+	b := startBroker(t)
+	adm := newAdmin(t, b.Addr())
+	createTopic(t, adm, "acks", 2, nil)
+	c := dialRaw(t, b.Addr())
+	batch := encodeBatch(batchSpec{producerID: -1, values: []string{"v"}})
+	for _, acks := range []int16{2, -2, 5, 32767, -32768} {
+		req := produceReq("acks", 0, batch)
+		req.Topics[0].Partitions = append(req.Topics[0].Partitions, req.Topics[0].Partitions[0])
+		req.Topics[0].Partitions[1].Partition = 1
+		req.Acks = acks
+		resp := c.roundTrip(req).(*kmsg.ProduceResponse)
+		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 2 {
+			t.Fatalf("acks=%d: response %+v, want both partitions answered", acks, resp)
+		}
+		for _, p := range resp.Topics[0].Partitions {
+			if p.ErrorCode != kerr.InvalidRequiredAcks.Code {
+				t.Errorf("acks=%d partition %d: %v, want INVALID_REQUIRED_ACKS", acks, p.Partition, kerr.ErrorForCode(p.ErrorCode))
+			}
+		}
+		if e := endOffsets(t, adm, "acks"); e[0] != 0 || e[1] != 0 {
+			t.Fatalf("acks=%d: end offsets %v, want nothing written", acks, e)
+		}
+	}
+	// The same connection goes on serving the valid settings.
+	for _, acks := range []int16{-1, 1} {
+		req := produceReq("acks", 0, batch)
+		req.Acks = acks
+		if r := produceResult(t, c.roundTrip(req)); r.ErrorCode != 0 {
+			t.Fatalf("acks=%d: %v", acks, kerr.ErrorForCode(r.ErrorCode))
+		}
+	}
+}
