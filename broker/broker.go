@@ -62,7 +62,8 @@ type Config struct {
 	// MinSessionTimeout and MaxSessionTimeout bound consumer sessions
 	// (group.min/max.session.timeout.ms).
 	MinSessionTimeout, MaxSessionTimeout time.Duration
-	// Logger receives the broker's logs.
+	// Logger receives the broker's logs. Warnings and errors are
+	// rate-limited per message (10, then one a second).
 	Logger *slog.Logger
 }
 
@@ -140,7 +141,10 @@ func Start(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger, conns: map[*conn]struct{}{}, lock: lock}
+	// Warnings and errors are rate-limited: clients and failing disks can
+	// drive them in loops (ratelog.go).
+	log := slog.New(newRateLimitedHandler(cfg.Logger.Handler()))
+	b := &Broker{cfg: cfg, log: log, conns: map[*conn]struct{}{}, lock: lock}
 	ok := false
 	defer func() {
 		if !ok {
