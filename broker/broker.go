@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"mecha/broker/storage"
@@ -76,6 +77,11 @@ type Config struct {
 	// MaxRequestBytes of memory) with a frame it never finishes. 0 takes
 	// the default.
 	RequestReadTimeout time.Duration
+	// MaxOpenSegmentFiles bounds the partition segment files held open
+	// across all topics (see storage.SegmentFiles): the others are closed
+	// and reopened on demand. Files in use at once may pass it. 0 takes
+	// the default.
+	MaxOpenSegmentFiles int
 	// Logger receives the broker's logs. Warnings and errors are
 	// rate-limited per message (10, then one a second).
 	Logger *slog.Logger
@@ -94,6 +100,7 @@ func DefaultConfig() Config {
 		FlushInterval: time.Second, TopicQueueDepth: 512, RetentionCheckInterval: time.Minute,
 		MinSessionTimeout: 6 * time.Second, MaxSessionTimeout: 30 * time.Minute,
 		MaxConnections: defaultMaxConnections, IdleTimeout: defaultIdleTimeout, RequestReadTimeout: defaultRequestReadTimeout,
+		MaxOpenSegmentFiles: defaultMaxOpenSegmentFiles,
 	}
 }
 
@@ -104,6 +111,10 @@ const (
 	defaultMaxConnections     = 10000
 	defaultIdleTimeout        = 10 * time.Minute
 	defaultRequestReadTimeout = 30 * time.Second
+	// defaultMaxOpenSegmentFiles keeps the log's descriptors, with the
+	// connection cap's, under a 16384 descriptor limit, while a broker
+	// writing to fewer partitions never closes a file it writes.
+	defaultMaxOpenSegmentFiles = 1024
 )
 
 func (c *Config) validate() error {
@@ -122,6 +133,9 @@ func (c *Config) validate() error {
 	if c.RequestReadTimeout == 0 {
 		c.RequestReadTimeout = defaultRequestReadTimeout
 	}
+	if c.MaxOpenSegmentFiles == 0 {
+		c.MaxOpenSegmentFiles = defaultMaxOpenSegmentFiles
+	}
 	switch {
 	case c.DataDir == "":
 		return errors.New("broker: data dir is required")
@@ -139,6 +153,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("broker: idle timeout %s is negative", c.IdleTimeout)
 	case c.RequestReadTimeout < 0:
 		return fmt.Errorf("broker: request read timeout %s is negative", c.RequestReadTimeout)
+	case c.MaxOpenSegmentFiles < 0:
+		return fmt.Errorf("broker: max open segment files %d is negative", c.MaxOpenSegmentFiles)
 	case c.MinSessionTimeout > c.MaxSessionTimeout:
 		return fmt.Errorf("broker: min session timeout %s above max %s", c.MinSessionTimeout, c.MaxSessionTimeout)
 	}
@@ -228,7 +244,23 @@ func Start(cfg Config) (*Broker, error) {
 	go b.flushLoop()
 	go b.tickLoop()
 	b.log.Info("broker listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "topics", b.topics.count())
+	b.checkDescriptorLimit()
 	return b, nil
+}
+
+// checkDescriptorLimit warns when the process's descriptor limit is below
+// what the broker's caps allow it to hold: then accepts and segment
+// opens fail (and are retried) before the caps stop them.
+func (b *Broker) checkDescriptorLimit() {
+	// A few dozen for the listener, the offsets file, the data dir lock
+	// and the runtime's own.
+	const slack = 64
+	var lim syscall.Rlimit
+	need := uint64(b.cfg.MaxConnections + b.cfg.MaxOpenSegmentFiles + slack)
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < need {
+		b.log.Warn("broker: the descriptor limit is below the connection cap plus the open segment files",
+			"rlimit_nofile", lim.Cur, "max_connections", b.cfg.MaxConnections, "max_open_segment_files", b.cfg.MaxOpenSegmentFiles)
+	}
 }
 
 // Addr is the address the broker listens on.

@@ -24,6 +24,10 @@ var (
 		"Connections closed as soon as accepted because the broker was at its connection cap.", nil, nil)
 	acceptErrorsDesc = prometheus.NewDesc("mecha_broker_accept_errors_total",
 		"Failed accepts (for example a full descriptor table), each retried after a wait.", nil, nil)
+	segmentFilesDesc = prometheus.NewDesc("mecha_broker_open_segment_files",
+		"Partition segment files open now; at most the bound when no more are in use at once.", nil, nil)
+	maxSegmentFilesDesc = prometheus.NewDesc("mecha_broker_max_open_segment_files",
+		"The bound on open segment files; the others are closed and reopened on demand.", nil, nil)
 	timeoutsDesc = prometheus.NewDesc("mecha_broker_connection_timeouts_total",
 		"Connections closed by a timeout: idle (nothing sent or taken for the idle timeout) or request_read (a request not finished in time).",
 		[]string{"reason"}, nil)
@@ -31,15 +35,16 @@ var (
 
 // Collector returns the broker's Prometheus metrics, for the process that
 // embeds the broker to register on its registry: the connections served
-// and the cap, connections refused at the cap, failed accepts and
-// connections closed by timeouts. The broker registers nothing itself,
+// and the cap, connections refused at the cap, failed accepts,
+// connections closed by timeouts, and the open segment files and their
+// bound. The broker registers nothing itself,
 // so that it stays usable as a library next to any registry.
 func (b *Broker) Collector() prometheus.Collector { return brokerCollector{b} }
 
 type brokerCollector struct{ b *Broker }
 
 func (c brokerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connectionsDesc, maxConnectionsDesc, refusedDesc, acceptErrorsDesc, timeoutsDesc} {
+	for _, d := range []*prometheus.Desc{connectionsDesc, maxConnectionsDesc, refusedDesc, acceptErrorsDesc, timeoutsDesc, segmentFilesDesc, maxSegmentFilesDesc} {
 		ch <- d
 	}
 }
@@ -52,4 +57,6 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(acceptErrorsDesc, prometheus.CounterValue, float64(b.stats.acceptErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(timeoutsDesc, prometheus.CounterValue, float64(b.stats.idleClosed.Load()), "idle")
 	ch <- prometheus.MustNewConstMetric(timeoutsDesc, prometheus.CounterValue, float64(b.stats.readTimeouts.Load()), "request_read")
+	ch <- prometheus.MustNewConstMetric(segmentFilesDesc, prometheus.GaugeValue, float64(b.topics.files.Open()))
+	ch <- prometheus.MustNewConstMetric(maxSegmentFilesDesc, prometheus.GaugeValue, float64(b.topics.files.Max()))
 }
