@@ -605,7 +605,7 @@ func readFrom(seg *segment, f *os.File, offset, pos, limit int64, maxBytes int, 
 		return nil, 0, 0, nil
 	}
 	buf := alloc(int(want))[:want]
-	if _, err := f.ReadAt(buf, pos); err != nil {
+	if _, err := readAtFn(f, buf, pos); err != nil {
 		return nil, 0, 0, fmt.Errorf("read %s at %d: %w", segPath(seg.dir, seg.base, ".log"), pos, err)
 	}
 	// Skip batches that end before offset.
@@ -656,7 +656,7 @@ func readFrom(seg *segment, f *os.File, offset, pos, limit int64, maxBytes int, 
 			return nil, 0, 0, fmt.Errorf("read %s at %d: batch runs past the segment", segPath(seg.dir, seg.base, ".log"), start)
 		}
 		whole := alloc(info.Size)[:info.Size]
-		if _, err := f.ReadAt(whole, start); err != nil {
+		if _, err := readAtFn(f, whole, start); err != nil {
 			return nil, 0, 0, err
 		}
 		return whole, start + int64(info.Size), base + int64(info.LastOffsetDelta) + 1, nil
@@ -759,8 +759,10 @@ func (p *Partition) dropBefore(offset int64) {
 	}
 }
 
-// removeFirst deletes the oldest segment. Its file is closed a little
-// later: a read that found it just before may still be using it.
+// removeFirst deletes the oldest segment. Its file is closed when the
+// last read using it is done (at once when none is): reads take the file
+// under mu, so none can start on it after this, and one that started
+// before reads the unlinked file to its end.
 func (p *Partition) removeFirst() {
 	s := p.segs[0]
 	p.segs = p.segs[1:]
@@ -771,7 +773,7 @@ func (p *Partition) removeFirst() {
 	for _, ext := range []string{".log", ".index", ".timeindex"} {
 		_ = os.Remove(segPath(s.dir, s.base, ext))
 	}
-	time.AfterFunc(30*time.Second, func() { _ = s.file.retire() })
+	_ = s.file.retire() // sealed, so fsynced: no error to report
 	if p.logStart < p.segs[0].base {
 		p.logStart = p.segs[0].base
 	}

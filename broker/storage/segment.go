@@ -36,6 +36,9 @@ const (
 // writeFn is the write the log uses; tests swap it to inject a full disk.
 var writeFn = func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) }
 
+// readAtFn is the read of fetches; tests swap it to hold a read open.
+var readAtFn = func(f *os.File, b []byte, off int64) (int, error) { return f.ReadAt(b, off) }
+
 // syncFn is the fsync the log uses; tests swap it to inject failures.
 var syncFn = func(f *os.File) error { return f.Sync() }
 

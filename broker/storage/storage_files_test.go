@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // openLogFDs counts this process's descriptors open on .log files under
@@ -216,4 +217,105 @@ func TestSegmentFilesInUseAreNotClosed(t *testing.T) {
 	if err := errors.Join(a.Close(), b.Close()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// fdsOn counts this process's descriptors open on path, deleted or not.
+func fdsOn(t testing.TB, path string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("needs /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err == nil && strings.TrimSuffix(target, " (deleted)") == path {
+			n++
+		}
+	}
+	return n
+}
+
+// A deleted segment's file is closed as soon as no read uses it: at once
+// when none does, else when the last read in progress is done, which
+// reads the deleted segment whole.
+func TestDeletedSegmentClosedAfterLastRead(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		readRunning bool
+		deleteFirst func(p *Partition) error
+	}{
+		{"DeleteRecords, no read", false, func(p *Partition) error { _, err := p.DeleteRecords(p.segs[1].base); return err }},
+		{"DeleteRecords during a read", true, func(p *Partition) error { _, err := p.DeleteRecords(p.segs[1].base); return err }},
+		{"retention, no read", false, func(p *Partition) error { p.EnforceRetention(time.Now()); return nil }},
+		{"retention during a read", true, func(p *Partition) error { p.EnforceRetention(time.Now()); return nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.SegmentBytes = 300
+			dir := t.TempDir()
+			p := openT(t, dir, cfg)
+			var first []byte
+			for i := 0; i < 20; i++ {
+				b := makeBatch(spec{n: 2, tag: byte(i)})
+				appendT(t, p, b)
+				if i == 0 {
+					first = b
+				}
+			}
+			if len(p.segs) < 3 {
+				t.Fatalf("%d segments, want several", len(p.segs))
+			}
+			// Retention by size deletes the first segment only.
+			p.cfg.RetentionBytes = p.size - p.segs[0].size
+			path := segPath(dir, p.segs[0].base, ".log")
+			if fdsOn(t, path) != 1 {
+				t.Fatalf("the first segment's file is not open")
+			}
+			inRead, release := make(chan struct{}), make(chan struct{})
+			readDone := make(chan error, 1)
+			if tc.readRunning {
+				var once sync.Once
+				swapRead(t, func(f *os.File, b []byte, off int64) (int, error) {
+					if f.Name() == path {
+						once.Do(func() { close(inRead); <-release })
+					}
+					return f.ReadAt(b, off)
+				})
+				go func() {
+					res, err := p.Read(0, 1)
+					if err == nil && string(res.Batches[crcStart:]) != string(first[crcStart:]) {
+						err = fmt.Errorf("the read of the deleted segment returned other records")
+					}
+					readDone <- err
+				}()
+				<-inRead
+			}
+			if err := tc.deleteFirst(p); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the first segment was not deleted: %v", err)
+			}
+			if tc.readRunning {
+				if n := fdsOn(t, path); n != 1 {
+					t.Fatalf("%d descriptors on the deleted file during the read, want 1", n)
+				}
+				close(release)
+				if err := <-readDone; err != nil {
+					t.Fatalf("the read in progress: %v", err)
+				}
+			}
+			if n := fdsOn(t, path); n != 0 {
+				t.Fatalf("%d descriptors still open on the deleted segment", n)
+			}
+		})
+	}
+}
+
+func swapRead(t *testing.T, fn func(*os.File, []byte, int64) (int, error)) {
+	t.Helper()
+	old := readAtFn
+	readAtFn = fn
+	t.Cleanup(func() { readAtFn = old })
 }
