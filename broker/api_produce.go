@@ -9,7 +9,9 @@
 // Acks: 0 sends no response at all (the records are still written before
 // the next request on the connection is answered); 1 and -1 (all) answer
 // after the write, and, when the log fsyncs every write, after the fsync.
-// On a single node acks=1 and acks=all are the same.
+// On a single node acks=1 and acks=all are the same. Any other acks
+// gets INVALID_REQUIRED_ACKS for every partition and nothing is written,
+// as Kafka answers a client that is broken.
 //
 // Errors per partition: CORRUPT_MESSAGE for a bad batch, MESSAGE_TOO_LARGE
 // over max.message.bytes, UNKNOWN_TOPIC_OR_PARTITION, INVALID_TOPIC_EXCEPTION,
@@ -38,6 +40,10 @@ import (
 
 func (b *Broker) handleProduce(req *kmsg.ProduceRequest, h requestHeader) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	if req.Acks != -1 && req.Acks != 0 && req.Acks != 1 {
+		b.log.Warn("broker: produce refused: invalid acks", "acks", req.Acks, "client_id", h.clientID)
+		return produceErrorResponse(req, kerr.InvalidRequiredAcks.Code)
+	}
 	txn := req.TransactionID != nil
 	for _, rt := range req.Topics {
 		st := kmsg.NewProduceResponseTopic()
@@ -73,6 +79,22 @@ func (b *Broker) handleProduce(req *kmsg.ProduceRequest, h requestHeader) kmsg.R
 	}
 	if req.Acks == 0 {
 		return nil
+	}
+	return resp
+}
+
+// produceErrorResponse answers every partition of req with code.
+func produceErrorResponse(req *kmsg.ProduceRequest, code int16) *kmsg.ProduceResponse {
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	for _, rt := range req.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic = rt.Topic
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition, sp.ErrorCode, sp.BaseOffset, sp.LogAppendTime, sp.LogStartOffset = rp.Partition, code, -1, -1, -1
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
 	}
 	return resp
 }

@@ -4,13 +4,17 @@ import (
 	"encoding/binary"
 	"strings"
 	"testing"
+	"time"
+
+	"mecha/internal/poll"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Frames a client would never send close that connection and nothing
-// else: after each, a new client is served.
+// else: after each, a new client is served. A null client id (length -1)
+// is fine; the test's own requests send one.
 func TestBadFramesCloseTheConnection(t *testing.T) {
 	const maxReq = 64 << 10
 	b := startBroker(t, func(c *Config) { c.MaxRequestBytes = maxReq })
@@ -28,6 +32,13 @@ func TestBadFramesCloseTheConnection(t *testing.T) {
 		b, _ := (&rawConn{f: kmsg.NewRequestFormatter()}).frame(req)
 		return b
 	}
+	// clientIDLength is a whole Metadata v9 request whose client id
+	// length (-1, null, as kmsg writes it) is replaced by n.
+	clientIDLength := func(n int16) []byte {
+		b := metadata(9)
+		binary.BigEndian.PutUint16(b[4+8:], uint16(n))
+		return b
+	}
 	for _, tc := range []struct {
 		name  string
 		bytes []byte
@@ -36,6 +47,11 @@ func TestBadFramesCloseTheConnection(t *testing.T) {
 		halfClose bool
 	}{
 		{"negative size", sizeOnly(0xFFFFFFF0), false},
+		// Nothing follows: the broker must not wait for more bytes.
+		{"zero size", sizeOnly(0), false},
+		{"size shorter than a header", withSize([]byte{0, 3, 0, 9, 0, 0, 0, 1, 0}), false},
+		{"client id length -2", clientIDLength(-2), false},
+		{"client id length -32768", clientIDLength(-32768), false},
 		{"size over MaxRequestBytes", sizeOnly(maxReq + 1), false},
 		{"frame shorter than a header", withSize([]byte{0, 3, 0}), false},
 		{"client id past the frame", withSize(append(header(3, 0)[:8], 0, 50, 'x')), false},
@@ -49,6 +65,7 @@ func TestBadFramesCloseTheConnection(t *testing.T) {
 		{"Metadata below no version", withSize(header(3, -1)), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			poll.Until(t, waitLong, "the last test's connections to end", func() bool { return openConns(b) == 0 })
 			c := dialRaw(t, b.Addr())
 			// A good request first: the connection was served until then.
 			c.roundTrip(kmsg.NewPtrApiVersionsRequest())
@@ -177,5 +194,128 @@ func TestLargeFramesOnlyForProduce(t *testing.T) {
 	big := encodeBatch(batchSpec{producerID: -1, values: []string{strings.Repeat("x", 9<<20)}})
 	if r := produceResult(t, c.roundTrip(produceReq("big", 0, big))); r.ErrorCode != kerr.MessageTooLarge.Code {
 		t.Fatalf("9 MiB produce: %v, want MESSAGE_TOO_LARGE", kerr.ErrorForCode(r.ErrorCode))
+	}
+}
+
+// openConns is how many connections the broker is serving.
+func openConns(b *Broker) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.conns)
+}
+
+// hugeCount is a uvarint of 2^32-1, the largest count a flexible request
+// can claim.
+var hugeCount = []byte{0xff, 0xff, 0xff, 0xff, 0x0f}
+
+// withHugeCount returns req encoded as a whole frame with the byte at
+// back bytes from the end, the count of an empty tag section, replaced by
+// hugeCount.
+func withHugeCount(t *testing.T, req kmsg.Request, back int) []byte {
+	t.Helper()
+	frame := kmsg.NewRequestFormatter(kmsg.FormatterClientID("trap")).AppendRequest(nil, req, 7)
+	at := len(frame) - back
+	if frame[at] != 0 {
+		t.Fatalf("byte %d from the end is %#x, not an empty tag section", back, frame[at])
+	}
+	out := append(append(append([]byte(nil), frame[:at]...), hugeCount...), frame[at+1:]...)
+	binary.BigEndian.PutUint32(out, uint32(len(out)-4))
+	return out
+}
+
+// A flexible request claiming a count near 2^32 that its bytes cannot
+// back is refused at once, wherever the count sits: kmsg would loop over
+// the missing tags for minutes, holding a core after the client has left.
+// The connection is closed and its goroutine ends.
+func TestHugeCountsAreRefusedAtOnce(t *testing.T) {
+	b := startBroker(t)
+	apiVersions := kmsg.NewPtrApiVersionsRequest()
+	apiVersions.SetVersion(3)
+	apiVersions.ClientSoftwareName, apiVersions.ClientSoftwareVersion = "a", "b"
+	metadata := kmsg.NewPtrMetadataRequest()
+	metadata.SetVersion(9)
+	mt := kmsg.NewMetadataRequestTopic()
+	mt.Topic = kmsg.StringPtr("t")
+	metadata.Topics = append(metadata.Topics, mt)
+	fetch := kmsg.NewPtrFetchRequest()
+	fetch.SetVersion(12)
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic = "t"
+	ft.Partitions = append(ft.Partitions, kmsg.NewFetchRequestTopicPartition())
+	fetch.Topics = append(fetch.Topics, ft)
+	fetch.Rack = "r"
+	produce := produceReq("t", 0, nil)
+	produce.Acks = 1
+
+	// A Fetch whose ReplicaState tag (key 1, decoded by kmsg at any
+	// version) holds a huge tag count of its own.
+	nested := kmsg.NewRequestFormatter(kmsg.FormatterClientID("trap")).AppendRequest(nil, fetch, 7)
+	nested = nested[:len(nested)-1]                 // the top-level tag count (0)
+	nested = append(nested, 1, 1, 4+8+5)            // one tag: key 1, 17 bytes
+	nested = append(nested, 0, 0, 0, 1)             // ID
+	nested = append(nested, 0, 0, 0, 0, 0, 0, 0, 1) // Epoch
+	nested = append(nested, hugeCount...)
+	binary.BigEndian.PutUint32(nested, uint32(len(nested)-4))
+
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		// Size, key 18 v3, correlation id, null client id, no header
+		// tags, two empty compact strings, then the count: 22 bytes.
+		{"ApiVersions v3 body tag count", append(binary.BigEndian.AppendUint32(nil, 18),
+			0, 18, 0, 3, 0, 0, 0, 7, 0xff, 0xff, 0, 1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f)},
+		{"ApiVersions v3 top-level tag count", withHugeCount(t, apiVersions, 1)},
+		{"Metadata v9 topic tag count", withHugeCount(t, metadata, 5)},
+		{"Fetch v12 partition tag count", withHugeCount(t, fetch, 6)},
+		{"Fetch v12 nested tag count in a known tag", nested},
+		{"Produce v9 partition tag count", withHugeCount(t, produce, 3)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			poll.Until(t, waitLong, "the last test's connections to end", func() bool { return openConns(b) == 0 })
+			c := dialRaw(t, b.Addr())
+			c.roundTrip(kmsg.NewPtrApiVersionsRequest())
+			poll.Until(t, waitLong, "the first connection to be counted", func() bool { return openConns(b) == 1 })
+			c.write(tc.frame)
+			c.expectClosed(tc.name)
+			poll.Until(t, 5*time.Second, "the connection's goroutine to end", func() bool { return openConns(b) == 0 })
+			metadataWorks(t, b.Addr())
+		})
+	}
+}
+
+// A produce with acks other than -1, 0 or 1 gets INVALID_REQUIRED_ACKS
+// (21) for every partition, as Kafka answers, and nothing is written.
+func TestProduceInvalidAcks(t *testing.T) {
+	b := startBroker(t)
+	adm := newAdmin(t, b.Addr())
+	createTopic(t, adm, "acks", 2, nil)
+	c := dialRaw(t, b.Addr())
+	batch := encodeBatch(batchSpec{producerID: -1, values: []string{"v"}})
+	for _, acks := range []int16{2, -2, 5, 32767, -32768} {
+		req := produceReq("acks", 0, batch)
+		req.Topics[0].Partitions = append(req.Topics[0].Partitions, req.Topics[0].Partitions[0])
+		req.Topics[0].Partitions[1].Partition = 1
+		req.Acks = acks
+		resp := c.roundTrip(req).(*kmsg.ProduceResponse)
+		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 2 {
+			t.Fatalf("acks=%d: response %+v, want both partitions answered", acks, resp)
+		}
+		for _, p := range resp.Topics[0].Partitions {
+			if p.ErrorCode != kerr.InvalidRequiredAcks.Code {
+				t.Errorf("acks=%d partition %d: %v, want INVALID_REQUIRED_ACKS", acks, p.Partition, kerr.ErrorForCode(p.ErrorCode))
+			}
+		}
+		if e := endOffsets(t, adm, "acks"); e[0] != 0 || e[1] != 0 {
+			t.Fatalf("acks=%d: end offsets %v, want nothing written", acks, e)
+		}
+	}
+	// The same connection goes on serving the valid settings.
+	for _, acks := range []int16{-1, 1} {
+		req := produceReq("acks", 0, batch)
+		req.Acks = acks
+		if r := produceResult(t, c.roundTrip(req)); r.ErrorCode != 0 {
+			t.Fatalf("acks=%d: %v", acks, kerr.ErrorForCode(r.ErrorCode))
+		}
 	}
 }

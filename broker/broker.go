@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"mecha/broker/storage"
@@ -62,7 +63,27 @@ type Config struct {
 	// MinSessionTimeout and MaxSessionTimeout bound consumer sessions
 	// (group.min/max.session.timeout.ms).
 	MinSessionTimeout, MaxSessionTimeout time.Duration
-	// Logger receives the broker's logs.
+	// MaxConnections caps the connections served at once; one accepted
+	// past the cap is closed at once, so the descriptors left stay free
+	// for the logs. 0 takes the default.
+	MaxConnections int
+	// IdleTimeout closes a connection that has no request in progress
+	// and has sent nothing for that long, or whose client has not taken
+	// a response for that long (connections.max.idle.ms). 0 takes the
+	// default.
+	IdleTimeout time.Duration
+	// RequestReadTimeout bounds the time from a request's first byte to
+	// its last, so that a client cannot hold a connection (and up to
+	// MaxRequestBytes of memory) with a frame it never finishes. 0 takes
+	// the default.
+	RequestReadTimeout time.Duration
+	// MaxOpenSegmentFiles bounds the partition segment files held open
+	// across all topics (see storage.SegmentFiles): the others are closed
+	// and reopened on demand. Files in use at once may pass it. 0 takes
+	// the default.
+	MaxOpenSegmentFiles int
+	// Logger receives the broker's logs. Warnings and errors are
+	// rate-limited per message (10, then one a second).
 	Logger *slog.Logger
 }
 
@@ -78,8 +99,23 @@ func DefaultConfig() Config {
 		AutoCreateTopics: true, DefaultPartitions: 1, Log: storage.DefaultConfig(),
 		FlushInterval: time.Second, TopicQueueDepth: 512, RetentionCheckInterval: time.Minute,
 		MinSessionTimeout: 6 * time.Second, MaxSessionTimeout: 30 * time.Minute,
+		MaxConnections: defaultMaxConnections, IdleTimeout: defaultIdleTimeout, RequestReadTimeout: defaultRequestReadTimeout,
+		MaxOpenSegmentFiles: defaultMaxOpenSegmentFiles,
 	}
 }
+
+// Listener defaults: Kafka's connections.max.idle.ms (10 minutes); a
+// connection cap well under the usual descriptor limit; and 30 s for one
+// request, which a 32 MiB produce meets at 1 MB/s.
+const (
+	defaultMaxConnections     = 10000
+	defaultIdleTimeout        = 10 * time.Minute
+	defaultRequestReadTimeout = 30 * time.Second
+	// defaultMaxOpenSegmentFiles keeps the log's descriptors, with the
+	// connection cap's, under a 16384 descriptor limit, while a broker
+	// writing to fewer partitions never closes a file it writes.
+	defaultMaxOpenSegmentFiles = 1024
+)
 
 func (c *Config) validate() error {
 	if c.RetentionCheckInterval <= 0 {
@@ -87,6 +123,18 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = defaultMaxConnections
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = defaultIdleTimeout
+	}
+	if c.RequestReadTimeout == 0 {
+		c.RequestReadTimeout = defaultRequestReadTimeout
+	}
+	if c.MaxOpenSegmentFiles == 0 {
+		c.MaxOpenSegmentFiles = defaultMaxOpenSegmentFiles
 	}
 	switch {
 	case c.DataDir == "":
@@ -99,6 +147,14 @@ func (c *Config) validate() error {
 		return fmt.Errorf("broker: flush interval %s must be positive", c.FlushInterval)
 	case c.TopicQueueDepth <= 0:
 		return fmt.Errorf("broker: topic queue depth %d must be positive", c.TopicQueueDepth)
+	case c.MaxConnections < 0:
+		return fmt.Errorf("broker: max connections %d is negative", c.MaxConnections)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("broker: idle timeout %s is negative", c.IdleTimeout)
+	case c.RequestReadTimeout < 0:
+		return fmt.Errorf("broker: request read timeout %s is negative", c.RequestReadTimeout)
+	case c.MaxOpenSegmentFiles < 0:
+		return fmt.Errorf("broker: max open segment files %d is negative", c.MaxOpenSegmentFiles)
 	case c.MinSessionTimeout > c.MaxSessionTimeout:
 		return fmt.Errorf("broker: min session timeout %s above max %s", c.MinSessionTimeout, c.MaxSessionTimeout)
 	}
@@ -128,6 +184,8 @@ type Broker struct {
 	mu     sync.Mutex // guards conns and closed
 	conns  map[*conn]struct{}
 	closed bool
+
+	stats listenerStats
 }
 
 // Start opens the data directory, recovers every partition and starts
@@ -140,7 +198,10 @@ func Start(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger, conns: map[*conn]struct{}{}, lock: lock}
+	// Warnings and errors are rate-limited: clients and failing disks can
+	// drive them in loops (ratelog.go).
+	log := slog.New(newRateLimitedHandler(cfg.Logger.Handler()))
+	b := &Broker{cfg: cfg, log: log, conns: map[*conn]struct{}{}, lock: lock}
 	ok := false
 	defer func() {
 		if !ok {
@@ -183,34 +244,70 @@ func Start(cfg Config) (*Broker, error) {
 	go b.flushLoop()
 	go b.tickLoop()
 	b.log.Info("broker listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "topics", b.topics.count())
+	b.checkDescriptorLimit()
 	return b, nil
+}
+
+// checkDescriptorLimit warns when the process's descriptor limit is below
+// what the broker's caps allow it to hold: then accepts and segment
+// opens fail (and are retried) before the caps stop them.
+func (b *Broker) checkDescriptorLimit() {
+	// A few dozen for the listener, the offsets file, the data dir lock
+	// and the runtime's own.
+	const slack = 64
+	var lim syscall.Rlimit
+	need := uint64(b.cfg.MaxConnections + b.cfg.MaxOpenSegmentFiles + slack)
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < need {
+		b.log.Warn("broker: the descriptor limit is below the connection cap plus the open segment files",
+			"rlimit_nofile", lim.Cur, "max_connections", b.cfg.MaxConnections, "max_open_segment_files", b.cfg.MaxOpenSegmentFiles)
+	}
 }
 
 // Addr is the address the broker listens on.
 func (b *Broker) Addr() string { return net.JoinHostPort(b.host, strconv.Itoa(int(b.port))) }
 
+// acceptLoop accepts connections until the broker closes. A failed accept
+// (a full descriptor table, EMFILE or ENFILE, or the kernel out of
+// buffers) is retried with a growing wait, as net/http does: the listener
+// itself is fine, and the pending connections are taken once descriptors
+// are free again. Retrying at once would spin a core and flood the log.
 func (b *Broker) acceptLoop() {
 	defer b.wg.Done()
+	var delay time.Duration
 	for {
 		nc, err := b.ln.Accept()
 		if err != nil {
-			if b.ctx.Err() != nil {
+			if b.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			delay = nextAcceptDelay(delay)
+			b.stats.acceptErrors.Add(1)
+			b.log.Error("broker: accept failed; retrying", "err", err, "retry_in", delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-b.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
 			}
-			b.log.Error("broker accept", "err", err)
-			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		delay = 0
 		c := newConn(b, nc)
 		b.mu.Lock()
 		if b.closed {
 			b.mu.Unlock()
 			nc.Close()
 			return
+		}
+		if len(b.conns) >= b.cfg.MaxConnections {
+			b.mu.Unlock()
+			// Closed before anything is read: the client sees the
+			// connection end and retries later, maybe elsewhere.
+			nc.Close()
+			b.stats.refused.Add(1)
+			b.log.Warn("broker: connection refused: at the connection cap", "remote", nc.RemoteAddr().String(), "max_connections", b.cfg.MaxConnections)
+			continue
 		}
 		b.conns[c] = struct{}{}
 		b.mu.Unlock()
@@ -223,6 +320,23 @@ func (b *Broker) acceptLoop() {
 			b.mu.Unlock()
 		}()
 	}
+}
+
+// nextAcceptDelay doubles the wait after a failed accept, from 5 ms up to
+// a second.
+func nextAcceptDelay(d time.Duration) time.Duration {
+	const first, most = 5 * time.Millisecond, time.Second
+	if d == 0 {
+		return first
+	}
+	return min(2*d, most)
+}
+
+// connCount is the number of connections being served.
+func (b *Broker) connCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.conns)
 }
 
 // flushLoop is the periodic fsync of partition logs and group offsets.

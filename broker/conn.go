@@ -6,14 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // maxControlRequestBytes bounds every request but Produce.
 const maxControlRequestBytes = 8 << 20
+
+// minRequestBytes is the shortest request: api key, version, correlation
+// id and client id length.
+const minRequestBytes = 10
 
 // maxInFlight bounds the requests one connection may have in progress;
 // the reader stops reading while the writer catches up.
@@ -27,6 +34,13 @@ type conn struct {
 	nc net.Conn
 
 	pending chan *pendingResp // requests in order, owned by the writer
+
+	// inflight counts requests read and not yet answered (or dropped):
+	// the reader adds, the writer takes off. lastActive is when a
+	// request was last read or a response written, in Unix nanoseconds.
+	// Both tell the reader whether the connection is idle.
+	inflight   atomic.Int32
+	lastActive atomic.Int64
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when the connection closes
@@ -42,7 +56,9 @@ type pendingResp struct {
 }
 
 func newConn(b *Broker, nc net.Conn) *conn {
-	return &conn{b: b, nc: nc, pending: make(chan *pendingResp, maxInFlight), done: make(chan struct{})}
+	c := &conn{b: b, nc: nc, pending: make(chan *pendingResp, maxInFlight), done: make(chan struct{})}
+	c.touch()
+	return c
 }
 
 func (c *conn) close() {
@@ -85,6 +101,10 @@ func parseRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 	if idLen > len(rest) {
 		return h, nil, fmt.Errorf("%w: client id length %d past the frame", errFrame, idLen)
 	}
+	// -1 is a null client id; any other negative length is not a length.
+	if idLen < -1 {
+		return h, nil, fmt.Errorf("%w: client id length %d", errFrame, idLen)
+	}
 	if idLen > 0 {
 		h.clientID = string(rest[:idLen])
 		rest = rest[idLen:]
@@ -98,59 +118,29 @@ func parseRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 		return h, req, fmt.Errorf("%w: %s v%d (supported %s)", errUnsupported, kmsg.NameForKey(h.key), h.version, api.rangeString())
 	}
 	req.SetVersion(h.version)
-	if req.IsFlexible() {
+	flexible := req.IsFlexible()
+	if flexible {
 		// Not kmsg.SkipTags: it runs the loop as many times as the count
-		// says even after the bytes have run out, so a 5-byte count of
-		// 2^31 would hold a core for seconds. Each tag takes at least two
-		// bytes, so stopping at the first failure bounds the loop by the
-		// frame.
-		r := &tagReader{b: rest}
-		for n := r.Uvarint(); n > 0 && !r.failed; n-- {
-			r.Uvarint()
-			r.Span(int(r.Uvarint()))
+		// says even after the bytes have run out.
+		p := prescanner{b: rest, version: h.version, flexible: true}
+		if err := p.tags(nil); err != nil {
+			return h, nil, fmt.Errorf("%w: tagged fields in the header: %w", errFrame, err)
 		}
-		if r.failed {
-			return h, nil, fmt.Errorf("%w: bad tagged fields in the header", errFrame)
-		}
-		rest = r.b
+		rest = p.b
+	}
+	// Every count in the body is checked against the bytes before kmsg
+	// reads it (see prescan.go).
+	if _, err := prescanBody(h.key, h.version, flexible, rest); err != nil {
+		return h, nil, fmt.Errorf("%w: %s v%d body: %w", errFrame, kmsg.NameForKey(h.key), h.version, err)
 	}
 	if err := req.ReadFrom(rest); err != nil {
-		return h, nil, fmt.Errorf("%w: %s v%d body: %v", errFrame, kmsg.NameForKey(h.key), h.version, err)
+		return h, nil, fmt.Errorf("%w: %s v%d body: %w", errFrame, kmsg.NameForKey(h.key), h.version, err)
 	}
 	return h, req, nil
 }
 
 // errUnsupported is an unknown API key or an unsupported version.
 var errUnsupported = errors.New("unsupported request")
-
-// tagReader reads the request header's tagged fields; after the first
-// failure it stays failed and empty.
-type tagReader struct {
-	b      []byte
-	failed bool
-}
-
-func (r *tagReader) Uvarint() uint32 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 || v > 1<<31 {
-		r.failed = true
-		r.b = nil
-		return 0
-	}
-	r.b = r.b[n:]
-	return uint32(v)
-}
-
-func (r *tagReader) Span(n int) []byte {
-	if n < 0 || n > len(r.b) {
-		r.failed = true
-		r.b = nil
-		return nil
-	}
-	s := r.b[:n]
-	r.b = r.b[n:]
-	return s
-}
 
 // serve reads requests until the connection closes.
 func (c *conn) serve() {
@@ -171,38 +161,53 @@ func (c *conn) serve() {
 	var prev chan struct{} // closed when the previous ordered request is done
 	log := c.b.log.With("remote", c.nc.RemoteAddr().String())
 	for {
+		if !c.awaitRequest(r, log) {
+			return
+		}
+		// From its first byte, a request must arrive whole in time.
+		c.nc.SetReadDeadline(time.Now().Add(c.b.cfg.RequestReadTimeout))
 		if _, err := io.ReadFull(r, sizeBuf[:]); err != nil {
+			c.readFailed(log, 4, err)
 			return
 		}
 		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
-		if size < 0 || size > c.b.cfg.MaxRequestBytes {
+		// Below a header's 10 bytes, the frame cannot be a request, and
+		// the peek at its api key below would wait on the next frame's
+		// bytes: a 0-byte frame with nothing after it would hold the
+		// connection open.
+		if size < minRequestBytes || size > c.b.cfg.MaxRequestBytes {
 			log.Warn("broker: closing connection: request size out of bounds", "size", size, "max_request_bytes", c.b.cfg.MaxRequestBytes)
 			return
 		}
+		peek, err := r.Peek(2)
+		if err != nil {
+			c.readFailed(log, size, err)
+			return
+		}
+		key := int16(binary.BigEndian.Uint16(peek))
 		// Only Produce carries bulk data. Other requests are small, and
 		// a big one could only be a run of array counts that make kmsg
 		// allocate many structs per byte, so they get a tighter bound.
-		if size > maxControlRequestBytes {
-			if key, err := r.Peek(2); err == nil && binary.BigEndian.Uint16(key) != 0 {
-				log.Warn("broker: closing connection: non-produce request too large", "size", size, "api_key", int16(binary.BigEndian.Uint16(key)), "max", maxControlRequestBytes)
-				return
-			}
+		if size > maxControlRequestBytes && key != 0 {
+			log.Warn("broker: closing connection: non-produce request too large", "size", size, "api_key", key, "max", maxControlRequestBytes)
+			return
 		}
 		// A produce frame is recycled once handled: its records are
 		// written to the log, and nothing else keeps them. Other requests
 		// may leave parts of their frame in long-lived state (group
 		// metadata), so they get their own.
 		var frame []byte
-		pooled := false
-		if key, err := r.Peek(2); err == nil && binary.BigEndian.Uint16(key) == 0 {
-			frame, pooled = getBuf(int(size)), true
+		pooled := key == 0
+		if pooled {
+			frame = getBuf(int(size))
 		} else {
 			frame = make([]byte, size)
 		}
 		if _, err := io.ReadFull(r, frame); err != nil {
-			log.Warn("broker: closing connection: truncated request", "size", size, "err", err)
+			c.readFailed(log, size, err)
 			return
 		}
+		c.touch()
 		h, req, err := parseRequest(frame)
 		if err != nil {
 			if h.key == 18 && errors.Is(err, errUnsupported) && req != nil {
@@ -257,12 +262,66 @@ func (c *conn) serve() {
 }
 
 func (c *conn) enqueue(p *pendingResp) bool {
+	// Counted before it is queued, so that the writer never takes it
+	// off the count first.
+	c.inflight.Add(1)
 	select {
 	case c.pending <- p:
 		return true
 	case <-c.done:
+		c.inflight.Add(-1)
 		return false
 	}
+}
+
+// touch records activity: a request read or a response written.
+func (c *conn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+
+// awaitRequest waits for the first byte of the next request and reports
+// whether one came. A connection is idle, and closed, once it has had no
+// request in progress and no bytes read or written for IdleTimeout, as
+// with Kafka's connections.max.idle.ms; a request in progress (a
+// long-polling fetch, a join waiting for its group) keeps it open.
+func (c *conn) awaitRequest(r *bufio.Reader, log *slog.Logger) bool {
+	idle := c.b.cfg.IdleTimeout
+	for {
+		if r.Buffered() > 0 {
+			return true
+		}
+		now := time.Now()
+		deadline := time.Unix(0, c.lastActive.Load()).Add(idle)
+		if c.inflight.Load() > 0 {
+			deadline = now.Add(idle)
+		}
+		if !deadline.After(now) {
+			c.b.stats.idleClosed.Add(1)
+			log.Debug("broker: closing idle connection", "idle_timeout", idle)
+			return false
+		}
+		c.nc.SetReadDeadline(deadline)
+		_, err := r.Peek(1)
+		if err == nil {
+			return true
+		}
+		if !isTimeout(err) {
+			return false
+		}
+	}
+}
+
+// readFailed logs why a request of size bytes could not be read whole.
+func (c *conn) readFailed(log *slog.Logger, size int32, err error) {
+	if isTimeout(err) {
+		c.b.stats.readTimeouts.Add(1)
+		log.Warn("broker: closing connection: request not received in time", "size", size, "request_read_timeout", c.b.cfg.RequestReadTimeout)
+		return
+	}
+	log.Warn("broker: closing connection: truncated request", "size", size, "err", err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // writeLoop writes responses in request order, flushing when no further
@@ -272,65 +331,88 @@ func (c *conn) writeLoop() {
 	var buf []byte
 	broken := false
 	for p := range c.pending {
-		select {
-		case <-p.ready:
-		default:
-			// Not ready (a long-polling fetch, a join): send what is
-			// buffered before waiting.
-			if !broken && w.Buffered() > 0 && w.Flush() != nil {
-				broken = true
-				c.close()
-			}
-			<-p.ready
-		}
-		if broken {
-			continue
-		}
-		if p.closeNow {
-			broken = true
-			c.close()
-			continue
-		}
-		if p.resp == nil {
-			continue
-		}
-		pooledOut := false
-		if r, ok := p.resp.(*fetchResponse); ok && r.bytes > 1<<20 {
-			// A big fetch answer is mostly its record batches: build it in
-			// a pooled buffer of about that size.
-			buf, pooledOut = getBuf(r.bytes + 64<<10)[:0], true
-		}
-		buf = append(buf[:0], 0, 0, 0, 0)
-		buf = binary.BigEndian.AppendUint32(buf, uint32(p.corr))
-		if p.flexHdr {
-			buf = append(buf, 0) // no tagged fields
-		}
-		buf = p.resp.AppendTo(buf)
-		if r, ok := p.resp.(interface{ release() }); ok {
-			r.release()
-		}
-		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
-		if _, err := w.Write(buf); err != nil {
-			broken = true
-			c.close()
-			continue
-		}
-		if pooledOut {
-			putBuf(buf)
-			buf = nil
-		} else if cap(buf) > 1<<20 {
-			buf = nil
-		}
-		if len(c.pending) == 0 {
-			if err := w.Flush(); err != nil {
-				broken = true
-				c.close()
-			}
-		}
+		broken = c.writeOne(w, p, &buf, broken)
+		c.inflight.Add(-1)
 	}
 	if !broken {
+		c.writeDeadline()
 		_ = w.Flush()
 	}
+}
+
+// writeDeadline gives the next write IdleTimeout: a client that takes no
+// response bytes for that long is as idle as one that sends nothing, and
+// would otherwise hold the writer (and, once maxInFlight requests wait,
+// the reader) forever.
+func (c *conn) writeDeadline() {
+	c.nc.SetWriteDeadline(time.Now().Add(c.b.cfg.IdleTimeout))
+}
+
+// writeOne waits for p and writes its response unless the connection is
+// broken; it reports whether the connection is broken after.
+func (c *conn) writeOne(w *bufio.Writer, p *pendingResp, buf *[]byte, broken bool) bool {
+	select {
+	case <-p.ready:
+	default:
+		// Not ready (a long-polling fetch, a join): send what is
+		// buffered before waiting.
+		if !broken && w.Buffered() > 0 {
+			c.writeDeadline()
+			if w.Flush() != nil {
+				broken = true
+				c.close()
+			}
+		}
+		<-p.ready
+	}
+	if broken {
+		return true
+	}
+	if p.closeNow {
+		c.close()
+		return true
+	}
+	if p.resp == nil {
+		return false
+	}
+	pooledOut := false
+	if r, ok := p.resp.(*fetchResponse); ok && r.bytes > 1<<20 {
+		// A big fetch answer is mostly its record batches: build it in
+		// a pooled buffer of about that size.
+		*buf, pooledOut = getBuf(r.bytes + 64<<10)[:0], true
+	}
+	b := append((*buf)[:0], 0, 0, 0, 0)
+	b = binary.BigEndian.AppendUint32(b, uint32(p.corr))
+	if p.flexHdr {
+		b = append(b, 0) // no tagged fields
+	}
+	b = p.resp.AppendTo(b)
+	if r, ok := p.resp.(interface{ release() }); ok {
+		r.release()
+	}
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	c.writeDeadline()
+	if _, err := w.Write(b); err != nil {
+		c.close()
+		return true
+	}
+	switch {
+	case pooledOut:
+		putBuf(b)
+		*buf = nil
+	case cap(b) > 1<<20:
+		*buf = nil
+	default:
+		*buf = b
+	}
+	if len(c.pending) == 0 {
+		if err := w.Flush(); err != nil {
+			c.close()
+			return true
+		}
+	}
+	c.touch()
+	return false
 }
 
 func (c *conn) isClosed() bool {

@@ -19,6 +19,10 @@ func (c *Config) BindFlags(fs *flag.FlagSet, prefix string) {
 	fs.Int64Var(&c.Log.RetentionBytes, prefix+"retention-bytes", c.Log.RetentionBytes, "default retention.bytes per partition (-1 for no bound)")
 	fs.Var(int32Flag{&c.TopicQueueDepth}, prefix+"topic-queue-depth", "produce requests in flight per topic before the broker answers REQUEST_TIMED_OUT")
 	fs.StringVar(&c.AdvertisedHost, prefix+"advertised-host", c.AdvertisedHost, "the host clients are told to connect to (default: the listen host)")
+	fs.IntVar(&c.MaxConnections, prefix+"max-connections", c.MaxConnections, "Kafka connections served at once; one accepted past the cap is closed at once")
+	fs.DurationVar(&c.IdleTimeout, prefix+"idle-timeout", c.IdleTimeout, "close a Kafka connection with no request in progress and no bytes sent or taken for this long")
+	fs.IntVar(&c.MaxOpenSegmentFiles, prefix+"max-open-segment-files", c.MaxOpenSegmentFiles, "partition segment files held open at once; the others are closed and reopened on demand")
+	fs.DurationVar(&c.RequestReadTimeout, prefix+"request-read-timeout", c.RequestReadTimeout, "close a Kafka connection whose request does not arrive whole within this long of its first byte")
 }
 
 type int32Flag struct{ v *int32 }

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"runtime"
 	"sort"
@@ -34,8 +33,6 @@ func fuzzSeedRequests() []kmsg.Request {
 	out = append(out, prod)
 
 	fetch := kmsg.NewPtrFetchRequest()
-	// Seeds avoid -1 in int32 and int64 fields: four bytes of 0xff read
-	// like a long uvarint, which fuzzSlowTags skips.
 	fetch.MaxBytes, fetch.ReplicaID, fetch.SessionEpoch = 1<<20, 0, 0
 	ft := kmsg.NewFetchRequestTopic()
 	ft.Topic = "t"
@@ -173,17 +170,17 @@ func FuzzParseRequest(f *testing.F) {
 	}
 	var ms runtime.MemStats
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		if len(frame) > maxFuzzFrame || fuzzSlowTags(frame) {
+		if len(frame) > maxFuzzFrame {
 			return
 		}
 		runtime.ReadMemStats(&ms)
 		before := ms.TotalAlloc
 		h, req, err := parseRequest(frame)
 		runtime.ReadMemStats(&ms)
-		// kmsg allocates every array whole as soon as it reads the
-		// count, which it bounds only by the bytes left: up to ~73 bytes
-		// per input byte (a Fetch v12 partitions array claiming the rest
-		// of the frame). More than that is the parser's own doing.
+		// kmsg allocates every array whole from its count, which the
+		// pre-scan has checked element by element: up to ~73 bytes per
+		// input byte (a Fetch v12 partitions array of minimal elements).
+		// More than that is the parser's own doing.
 		if alloc := ms.TotalAlloc - before; alloc > 128*uint64(len(frame))+64<<10 {
 			t.Fatalf("parsing a %d-byte frame allocated %d bytes", len(frame), alloc)
 		}
@@ -221,43 +218,9 @@ func FuzzParseRequest(f *testing.F) {
 	})
 }
 
-// fuzzSlowTags reports frames of flexible versions that may hold a tag
-// count of 2^21 or more: any uvarint of four or five bytes (which a -1 in
-// an int32 field also looks like). kmsg v1.15.0 reads a body's tagged
-// fields in a loop that runs as many times as the count says even after
-// the bytes run out (internalReadTags), which takes seconds to minutes of
-// CPU; that is kmsg's to fix, and these frames are skipped so the fuzzer
-// does not stall on them. (The request header's tags are read by
-// parseRequest itself and stop at the end of the frame.)
-func fuzzSlowTags(frame []byte) bool {
-	if len(frame) < 4 {
-		return false
-	}
-	req := kmsg.RequestForKey(int16(binary.BigEndian.Uint16(frame)))
-	if req == nil {
-		return false
-	}
-	req.SetVersion(int16(binary.BigEndian.Uint16(frame[2:])))
-	if !req.IsFlexible() {
-		return false
-	}
-	run := 0
-	for _, b := range frame {
-		if b&0x80 != 0 {
-			run++
-			continue
-		}
-		if run >= 3 {
-			return true
-		}
-		run = 0
-	}
-	return false
-}
-
 // TestParseRequestHeaderTagCount: a flexible request header whose tag
 // count is 2^31 with no tags after it is refused at once (kmsg.SkipTags
-// would loop 2^31 times).
+// would loop 2^31 times). Body counts: TestHugeCountsAreRefusedAtOnce.
 func TestParseRequestHeaderTagCount(t *testing.T) {
 	frame := []byte{0, 18, 0, 3, 0, 0, 0, 1, 0, 0, 0x80, 0x80, 0x80, 0x80, 0x08}
 	done := make(chan error, 1)

@@ -73,6 +73,7 @@ type topicRegistry struct {
 	dir   string
 	trash string // deleted topics, removed in the background
 	base  storage.Config
+	files *storage.SegmentFiles // bounds the open segment files of every partition
 	log   *slog.Logger
 
 	mu     sync.RWMutex // guards topics
@@ -83,7 +84,8 @@ func openTopics(dir string, cfg Config, log *slog.Logger) (*topicRegistry, error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	r := &topicRegistry{dir: dir, trash: filepath.Join(filepath.Dir(dir), "trash"), base: cfg.Log, log: log, topics: map[string]*topic{}}
+	r := &topicRegistry{dir: dir, trash: filepath.Join(filepath.Dir(dir), "trash"), base: cfg.Log, log: log, topics: map[string]*topic{},
+		files: storage.NewSegmentFiles(cfg.MaxOpenSegmentFiles)}
 	// Deletions that a crash interrupted.
 	_ = os.RemoveAll(r.trash)
 	ents, err := os.ReadDir(dir)
@@ -121,7 +123,7 @@ func (r *topicRegistry) openTopic(name string, tf topicFile) (*topic, error) {
 	}
 	t := &topic{name: name, dir: filepath.Join(r.dir, name), configs: tf.Configs, cfg: cfg}
 	for p := int32(0); p < tf.Partitions; p++ {
-		part, err := storage.Open(filepath.Join(t.dir, strconv.Itoa(int(p))), cfg)
+		part, err := r.files.OpenPartition(filepath.Join(t.dir, strconv.Itoa(int(p))), cfg)
 		if err != nil {
 			for _, q := range t.parts {
 				q.Close()
@@ -285,7 +287,7 @@ func (r *topicRegistry) addPartitions(name string, count int32, validateOnly boo
 		return err
 	}
 	for p := have; p < count; p++ {
-		part, err := storage.Open(filepath.Join(t.dir, strconv.Itoa(int(p))), t.cfg)
+		part, err := r.files.OpenPartition(filepath.Join(t.dir, strconv.Itoa(int(p))), t.cfg)
 		if err != nil {
 			return err
 		}

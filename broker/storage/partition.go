@@ -93,7 +93,8 @@ type ReadResult struct {
 
 // Partition is one partition's log.
 type Partition struct {
-	dir string
+	dir   string
+	files *SegmentFiles // holds the segments' open files
 
 	// syncMu serializes fsyncs (see sync).
 	syncMu sync.Mutex
@@ -122,15 +123,21 @@ type readHint struct {
 }
 
 // Open opens (or creates) the partition log in dir, recovering the active
-// segment: every CRC is checked and a torn tail cut.
+// segment: every CRC is checked and a torn tail cut. Its segment files are
+// held open without a bound; SegmentFiles.OpenPartition shares a bound
+// among partitions.
 func Open(dir string, cfg Config) (*Partition, error) {
+	return open(dir, cfg, NewSegmentFiles(0))
+}
+
+func open(dir string, cfg Config, files *SegmentFiles) (*Partition, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	p := &Partition{dir: dir, cfg: cfg, producers: map[int64]*producerState{}}
+	p := &Partition{dir: dir, files: files, cfg: cfg, producers: map[int64]*producerState{}}
 	p.logStart = p.readLogStart()
 	bases, err := listSegments(dir)
 	if err != nil {
@@ -138,21 +145,21 @@ func Open(dir string, cfg Config) (*Partition, error) {
 	}
 	for i, b := range bases {
 		last := i == len(bases)-1
-		s, err := openSegment(dir, b, last, cfg.IndexIntervalBytes)
+		s, err := openSegment(dir, b, last, cfg.IndexIntervalBytes, files)
 		if err != nil {
-			p.closeFiles()
+			_ = p.closeFiles()
 			return nil, fmt.Errorf("open partition %s: %w", dir, err)
 		}
 		if n := len(p.segs); n > 0 && p.segs[n-1].next > s.base {
-			s.f.Close()
-			p.closeFiles()
+			_ = s.file.retire()
+			_ = p.closeFiles()
 			return nil, fmt.Errorf("open partition %s: segment %d overlaps the one before it, which ends at %d", dir, s.base, p.segs[n-1].next)
 		}
 		p.segs = append(p.segs, s)
 		p.size += s.size
 	}
 	if len(p.segs) == 0 {
-		s, err := createSegment(dir, p.logStart)
+		s, err := createSegment(dir, p.logStart, files)
 		if err != nil {
 			return nil, err
 		}
@@ -173,13 +180,16 @@ func Open(dir string, cfg Config) (*Partition, error) {
 		for _, s := range p.segs {
 			s.remove()
 		}
-		s, err := createSegment(dir, p.logStart)
+		s, err := createSegment(dir, p.logStart, files)
 		if err != nil {
 			return nil, err
 		}
 		p.segs, p.size, p.next = []*segment{s}, 0, p.logStart
 	}
-	p.rebuildProducers()
+	if err := p.rebuildProducers(); err != nil {
+		_ = p.closeFiles()
+		return nil, fmt.Errorf("open partition %s: %w", dir, err)
+	}
 	return p, nil
 }
 
@@ -188,11 +198,15 @@ func Open(dir string, cfg Config) (*Partition, error) {
 // broker restart is still de-duplicated even when its last batches were
 // rolled into sealed segments by other producers' writes. (Kafka keeps a
 // producer snapshot per segment to bound this scan; this log has none.)
-func (p *Partition) rebuildProducers() {
+func (p *Partition) rebuildProducers() error {
 	hdr := make([]byte, batchHeaderLen)
 	for _, s := range p.segs {
+		f, err := s.file.acquire()
+		if err != nil {
+			return err
+		}
 		for pos := int64(0); pos < s.size; {
-			if _, err := s.f.ReadAt(hdr, pos); err != nil {
+			if _, err := f.ReadAt(hdr, pos); err != nil {
 				break
 			}
 			base, info, ok := scanBatch(hdr, false)
@@ -204,7 +218,9 @@ func (p *Partition) rebuildProducers() {
 			}
 			pos += int64(info.Size)
 		}
+		s.file.release()
 	}
+	return nil
 }
 
 func (p *Partition) readLogStart() int64 {
@@ -277,17 +293,26 @@ func (p *Partition) Append(buf []byte, infos []BatchInfo) (AppendResult, error) 
 		off += int64(in.LastOffsetDelta) + 1
 	}
 	pos := seg.size
-	if n, err := writeFn(seg.f, buf, pos); err != nil || n != len(buf) {
+	f, err := seg.file.acquire()
+	if err != nil {
+		p.mu.Unlock()
+		return AppendResult{}, fmt.Errorf("append to %s: %w", p.dir, err)
+	}
+	n, err := writeFn(f, buf, pos)
+	seg.file.markDirty()
+	if err != nil || n != len(buf) {
 		// Take back a partial write so the log never holds half a batch.
-		if terr := seg.f.Truncate(pos); terr != nil {
+		if terr := f.Truncate(pos); terr != nil {
 			p.failed = fmt.Errorf("%w: write failed (%v) and truncate failed (%v)", ErrLogFailed, err, terr)
 		}
+		seg.file.release()
 		p.mu.Unlock()
 		if err == nil {
 			err = fmt.Errorf("short write: %d of %d bytes", n, len(buf))
 		}
 		return AppendResult{}, fmt.Errorf("append to %s: %w", p.dir, err)
 	}
+	seg.file.release()
 	off = base
 	for _, in := range infos {
 		seg.account(pos+int64(in.Pos), off, in, p.cfg.IndexIntervalBytes)
@@ -404,7 +429,13 @@ func (p *Partition) remember(in BatchInfo, base int64) {
 // The caller holds mu.
 func (p *Partition) roll() (*segment, error) {
 	old := p.segs[len(p.segs)-1]
-	if err := syncFn(old.f); err != nil {
+	f, err := old.file.acquire()
+	if err != nil {
+		return nil, fmt.Errorf("seal segment %d of %s: %w", old.base, p.dir, err)
+	}
+	err = old.file.sync(f)
+	old.file.release()
+	if err != nil {
 		p.failed = fmt.Errorf("%w: fsync %s: %v", ErrLogFailed, p.dir, err)
 		return nil, p.failed
 	}
@@ -412,7 +443,7 @@ func (p *Partition) roll() (*segment, error) {
 	if err := old.saveIndexes(); err != nil {
 		return nil, fmt.Errorf("seal segment %d of %s: %w", old.base, p.dir, err)
 	}
-	s, err := createSegment(p.dir, p.next)
+	s, err := createSegment(p.dir, p.next, p.files)
 	if err != nil {
 		return nil, fmt.Errorf("roll %s: %w", p.dir, err)
 	}
@@ -433,14 +464,27 @@ func (p *Partition) sync(seg *segment) error {
 	size := seg.size
 	done := seg.flushed >= size
 	failed := p.failed
+	closed := p.closed
+	var f *os.File
+	var err error
+	if failed == nil && !done && !closed {
+		// Under the lock: the segment cannot be deleted meanwhile.
+		f, err = seg.file.acquire()
+	}
 	p.mu.RUnlock()
-	if failed != nil {
+	switch {
+	case failed != nil:
 		return failed
-	}
-	if done {
+	case done:
 		return nil
+	case closed:
+		return ErrClosed
+	case err != nil:
+		return fmt.Errorf("fsync %s: %w", p.dir, err)
 	}
-	if err := syncFn(seg.f); err != nil {
+	err = seg.file.sync(f)
+	seg.file.release()
+	if err != nil {
 		p.mu.Lock()
 		p.failed = fmt.Errorf("%w: fsync %s: %v", ErrLogFailed, p.dir, err)
 		p.mu.Unlock()
@@ -528,9 +572,15 @@ func (p *Partition) ReadInto(offset int64, maxBytes int, alloc func(n int) []byt
 	}
 	limit := seg.size
 	interval := p.cfg.IndexIntervalBytes
+	// Taken under the lock, so the segment cannot be deleted before the
+	// read holds its file; the read itself runs without the lock.
+	f, err := seg.file.acquire()
 	p.mu.RUnlock()
-
-	data, end, endOffset, err := readFrom(seg, offset, pos, limit, maxBytes, interval, alloc)
+	if err != nil {
+		return res, fmt.Errorf("read %s: %w", p.dir, err)
+	}
+	data, end, endOffset, err := readFrom(seg, f, offset, pos, limit, maxBytes, interval, alloc)
+	seg.file.release()
 	if err != nil || len(data) == 0 {
 		return res, err
 	}
@@ -544,7 +594,7 @@ func (p *Partition) ReadInto(offset int64, maxBytes int, alloc func(n int) []byt
 // readFrom reads batches of seg from pos (at or before offset's batch),
 // skipping those wholly before offset and trimming to whole batches within
 // maxBytes. It returns the file position and the offset after the data.
-func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int64, alloc func(int) []byte) (data []byte, end, endOffset int64, err error) {
+func readFrom(seg *segment, f *os.File, offset, pos, limit int64, maxBytes int, interval int64, alloc func(int) []byte) (data []byte, end, endOffset int64, err error) {
 	// At least a header, or a small maxBytes with a small index interval
 	// would never see a whole header and never move on.
 	want := max(int64(maxBytes)+interval, batchHeaderLen)
@@ -555,7 +605,7 @@ func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int
 		return nil, 0, 0, nil
 	}
 	buf := alloc(int(want))[:want]
-	if _, err := seg.f.ReadAt(buf, pos); err != nil {
+	if _, err := readAtFn(f, buf, pos); err != nil {
 		return nil, 0, 0, fmt.Errorf("read %s at %d: %w", segPath(seg.dir, seg.base, ".log"), pos, err)
 	}
 	// Skip batches that end before offset.
@@ -579,7 +629,7 @@ func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int
 		if skip == 0 {
 			return nil, 0, 0, fmt.Errorf("read %s at %d: %d bytes left, shorter than a batch header", segPath(seg.dir, seg.base, ".log"), pos, limit-pos)
 		}
-		return readFrom(seg, offset, pos+int64(skip), limit, maxBytes, interval, alloc)
+		return readFrom(seg, f, offset, pos+int64(skip), limit, maxBytes, interval, alloc)
 	}
 	buf = buf[skip:]
 	start := pos + int64(skip)
@@ -606,7 +656,7 @@ func readFrom(seg *segment, offset, pos, limit int64, maxBytes int, interval int
 			return nil, 0, 0, fmt.Errorf("read %s at %d: batch runs past the segment", segPath(seg.dir, seg.base, ".log"), start)
 		}
 		whole := alloc(info.Size)[:info.Size]
-		if _, err := seg.f.ReadAt(whole, start); err != nil {
+		if _, err := readAtFn(f, whole, start); err != nil {
 			return nil, 0, 0, err
 		}
 		return whole, start + int64(info.Size), base + int64(info.LastOffsetDelta) + 1, nil
@@ -709,8 +759,10 @@ func (p *Partition) dropBefore(offset int64) {
 	}
 }
 
-// removeFirst deletes the oldest segment. Its file is closed a little
-// later: a read that found it just before may still be using it.
+// removeFirst deletes the oldest segment. Its file is closed when the
+// last read using it is done (at once when none is): reads take the file
+// under mu, so none can start on it after this, and one that started
+// before reads the unlinked file to its end.
 func (p *Partition) removeFirst() {
 	s := p.segs[0]
 	p.segs = p.segs[1:]
@@ -721,7 +773,7 @@ func (p *Partition) removeFirst() {
 	for _, ext := range []string{".log", ".index", ".timeindex"} {
 		_ = os.Remove(segPath(s.dir, s.base, ext))
 	}
-	time.AfterFunc(30*time.Second, func() { _ = s.f.Close() })
+	_ = s.file.retire() // sealed, so fsynced: no error to report
 	if p.logStart < p.segs[0].base {
 		p.logStart = p.segs[0].base
 	}
@@ -763,11 +815,18 @@ func (p *Partition) Close() error {
 	var errs []error
 	if p.failed == nil {
 		active := p.segs[len(p.segs)-1]
-		if err := syncFn(active.f); err != nil {
+		f, err := active.file.acquire()
+		if err == nil {
+			err = active.file.sync(f)
+			active.file.release()
+		}
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}
-	p.closeFiles()
+	if err := p.closeFiles(); err != nil && p.failed == nil {
+		errs = append(errs, err)
+	}
 	for _, w := range p.waiters {
 		select {
 		case w <- struct{}{}:
@@ -778,10 +837,14 @@ func (p *Partition) Close() error {
 	return errors.Join(errs...)
 }
 
-func (p *Partition) closeFiles() {
+// closeFiles retires every segment file: each closes when its last read
+// is done. It returns a failed fsync of an eviction not reported yet.
+func (p *Partition) closeFiles() error {
+	var errs []error
 	for _, s := range p.segs {
-		_ = s.f.Close()
+		errs = append(errs, s.file.retire())
 	}
+	return errors.Join(errs...)
 }
 
 // Remove closes the partition and deletes its directory (a deleted topic).

@@ -36,15 +36,19 @@ const (
 // writeFn is the write the log uses; tests swap it to inject a full disk.
 var writeFn = func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) }
 
+// readAtFn is the read of fetches; tests swap it to hold a read open.
+var readAtFn = func(f *os.File, b []byte, off int64) (int, error) { return f.ReadAt(b, off) }
+
 // syncFn is the fsync the log uses; tests swap it to inject failures.
 var syncFn = func(f *os.File) error { return f.Sync() }
 
 // segment is one .log file and its indexes. The partition's mutex guards
-// every field except f, which is safe for concurrent ReadAt.
+// every field except file, which guards itself; its *os.File is safe for
+// concurrent ReadAt.
 type segment struct {
 	dir  string
 	base int64
-	f    *os.File
+	file *segFile // acquired (under the partition's lock) for each use
 
 	size     int64 // bytes of whole batches in the file
 	next     int64 // offset after the last batch
@@ -84,45 +88,47 @@ func listSegments(dir string) ([]int64, error) {
 	return out, nil
 }
 
-func createSegment(dir string, base int64) (*segment, error) {
-	f, err := os.OpenFile(segPath(dir, base, ".log"), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+func createSegment(dir string, base int64, files *SegmentFiles) (*segment, error) {
+	sf, _, err := files.openFile(segPath(dir, base, ".log"), os.O_RDWR|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return nil, err
 	}
+	defer sf.release()
 	// The new file's name must survive a power loss with the records
 	// fsynced into it.
 	if err := syncDir(dir); err != nil {
-		f.Close()
+		_ = sf.retire()
 		return nil, err
 	}
 	for _, ext := range []string{".index", ".timeindex"} {
 		_ = os.Remove(segPath(dir, base, ext))
 	}
-	return &segment{dir: dir, base: base, f: f, next: base, maxTs: -1, modTime: time.Now()}, nil
+	return &segment{dir: dir, base: base, file: sf, next: base, maxTs: -1, modTime: time.Now()}, nil
 }
 
 // openSegment opens an existing segment. A sealed segment trusts its index
 // files when they are sane and scans batch headers otherwise; the last
 // segment (recover set) is scanned in full, every CRC checked, and cut at
 // the first batch that is torn or corrupt.
-func openSegment(dir string, base int64, recover bool, indexInterval int64) (*segment, error) {
-	f, err := os.OpenFile(segPath(dir, base, ".log"), os.O_RDWR, 0o644)
+func openSegment(dir string, base int64, recover bool, indexInterval int64, files *SegmentFiles) (*segment, error) {
+	sf, f, err := files.openFile(segPath(dir, base, ".log"), os.O_RDWR)
 	if err != nil {
 		return nil, err
 	}
+	defer sf.release()
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = sf.retire()
 		return nil, err
 	}
-	s := &segment{dir: dir, base: base, f: f, next: base, maxTs: -1, modTime: st.ModTime()}
+	s := &segment{dir: dir, base: base, file: sf, next: base, maxTs: -1, modTime: st.ModTime()}
 	if !recover && s.loadIndexes(st.Size()) {
 		s.size = st.Size()
 		s.flushed = s.size
 		return s, nil
 	}
-	if err := s.scan(st.Size(), recover, indexInterval); err != nil {
-		f.Close()
+	if err := s.scan(f, st.Size(), recover, indexInterval); err != nil {
+		_ = sf.retire()
 		return nil, err
 	}
 	s.flushed = s.size
@@ -132,7 +138,7 @@ func openSegment(dir string, base int64, recover bool, indexInterval int64) (*se
 // scan walks the batches of the file, rebuilding the indexes. With check
 // set it verifies each CRC and truncates the file after the last intact
 // batch.
-func (s *segment) scan(fileSize int64, check bool, indexInterval int64) error {
+func (s *segment) scan(f *os.File, fileSize int64, check bool, indexInterval int64) error {
 	s.index, s.tindex, s.sinceIdx = nil, nil, 0
 	const chunk = 1 << 20
 	buf := make([]byte, 0, chunk)
@@ -140,7 +146,7 @@ func (s *segment) scan(fileSize int64, check bool, indexInterval int64) error {
 	for pos < fileSize {
 		need := int64(batchHeaderLen)
 		hdr := make([]byte, batchHeaderLen)
-		if n, err := s.f.ReadAt(hdr, pos); n < batchHeaderLen {
+		if n, err := f.ReadAt(hdr, pos); n < batchHeaderLen {
 			if err != nil && !errors.Is(err, io.EOF) {
 				return err
 			}
@@ -157,7 +163,7 @@ func (s *segment) scan(fileSize int64, check bool, indexInterval int64) error {
 				buf = make([]byte, need)
 			}
 			buf = buf[:need]
-			if _, err := s.f.ReadAt(buf, pos); err != nil {
+			if _, err := f.ReadAt(buf, pos); err != nil {
 				return err
 			}
 		} else {
@@ -177,9 +183,10 @@ func (s *segment) scan(fileSize int64, check bool, indexInterval int64) error {
 		if !check {
 			return fmt.Errorf("segment %s: bad batch at position %d of %d in a sealed segment", segPath(s.dir, s.base, ".log"), pos, fileSize)
 		}
-		if err := s.f.Truncate(pos); err != nil {
+		if err := f.Truncate(pos); err != nil {
 			return fmt.Errorf("truncate torn tail of %s: %w", segPath(s.dir, s.base, ".log"), err)
 		}
+		s.file.markDirty()
 	}
 	s.size = pos
 	return nil
@@ -311,8 +318,10 @@ func (s *segment) lookup(offset int64) int64 {
 	return int64(s.index[i-1].pos)
 }
 
+// remove deletes the segment's files; the open file is closed once its
+// last user is done.
 func (s *segment) remove() {
-	_ = s.f.Close()
+	_ = s.file.retire()
 	for _, ext := range []string{".log", ".index", ".timeindex"} {
 		_ = os.Remove(segPath(s.dir, s.base, ext))
 	}

@@ -121,11 +121,11 @@ func FuzzSegmentRecovery(f *testing.F) {
 
 		// As a sealed segment without index files: a header scan that
 		// may refuse the file but must not panic.
-		if s, err := openSegment(dir, 0, false, cfg.IndexIntervalBytes); err == nil {
+		if s, err := openSegment(dir, 0, false, cfg.IndexIntervalBytes, NewSegmentFiles(0)); err == nil {
 			if s.size != int64(len(data)) {
 				t.Fatalf("sealed segment opened with %d of %d bytes", s.size, len(data))
 			}
-			_ = s.f.Close()
+			_ = s.file.retire()
 		}
 
 		// As the active segment: recovery keeps an intact prefix.

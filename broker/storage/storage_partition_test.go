@@ -936,10 +936,20 @@ func TestLogStartPastRecoveredEnd(t *testing.T) {
 // periodic jobs at once (meant for -race): every consumer sees every
 // batch once, in offset order, each intact.
 func TestConcurrentAppendRead(t *testing.T) {
+	// With one file for the partition's many segments, readers of old
+	// segments and the writer take turns at opening and closing files.
+	for _, max := range []int{0, 1} {
+		t.Run(fmt.Sprintf("at most %d segment files", max), func(t *testing.T) {
+			concurrentAppendRead(t, NewSegmentFiles(max))
+		})
+	}
+}
+
+func concurrentAppendRead(t *testing.T, files *SegmentFiles) {
 	cfg := testConfig()
 	cfg.SegmentBytes = 2000
 	cfg.RetentionBytes = -1
-	p := openT(t, t.TempDir(), cfg)
+	p := openShared(t, files, t.TempDir(), cfg)
 	const producers, perProducer, consumers = 2, 150, 2
 	errc := make(chan error, producers+consumers+1)
 	done := make(chan struct{})

@@ -48,13 +48,16 @@ func TestPartitionModel(t *testing.T) {
 		cfg.RetentionMs = -1
 		cfg.SegmentBytes = int64(rapid.IntRange(150, 2000).Draw(rt, "segmentBytes"))
 		cfg.IndexIntervalBytes = int64(rapid.IntRange(0, 600).Draw(rt, "indexInterval"))
+		// 0 is no bound; 1 and 2 make every read of an older segment
+		// close and reopen files.
+		files := NewSegmentFiles(rapid.IntRange(0, 2).Draw(rt, "maxOpenFiles"))
 		root, err := os.MkdirTemp(t.TempDir(), "model")
 		if err != nil {
 			rt.Fatal(err)
 		}
 		generation := 0
 		dir := filepath.Join(root, "0")
-		p, err := Open(dir, cfg)
+		p, err := files.OpenPartition(dir, cfg)
 		if err != nil {
 			rt.Fatal(err)
 		}
@@ -157,7 +160,7 @@ func TestPartitionModel(t *testing.T) {
 				if err := p.Close(); err != nil {
 					rt.Fatal(err)
 				}
-				if p, err = Open(dir, cfg); err != nil {
+				if p, err = files.OpenPartition(dir, cfg); err != nil {
 					rt.Fatal(err)
 				}
 				checkAll(rt)
@@ -177,7 +180,7 @@ func TestPartitionModel(t *testing.T) {
 				}
 				_ = p.Close()
 				dir = crashed
-				if p, err = Open(dir, cfg); err != nil {
+				if p, err = files.OpenPartition(dir, cfg); err != nil {
 					rt.Fatalf("Open after crash: %v", err)
 				}
 				// Only a suffix of whole batches is lost: those the cut

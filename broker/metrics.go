@@ -1,0 +1,62 @@
+package broker
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// listenerStats counts what the listener did; the gauges (connections
+// open) are read live when metrics are collected.
+type listenerStats struct {
+	refused      atomic.Int64 // connections closed at the cap
+	acceptErrors atomic.Int64
+	idleClosed   atomic.Int64 // connections closed by IdleTimeout
+	readTimeouts atomic.Int64 // connections closed by RequestReadTimeout
+}
+
+var (
+	connectionsDesc = prometheus.NewDesc("mecha_broker_connections",
+		"Kafka client connections the broker is serving.", nil, nil)
+	maxConnectionsDesc = prometheus.NewDesc("mecha_broker_max_connections",
+		"The connection cap; a connection accepted past it is closed at once.", nil, nil)
+	refusedDesc = prometheus.NewDesc("mecha_broker_connections_refused_total",
+		"Connections closed as soon as accepted because the broker was at its connection cap.", nil, nil)
+	acceptErrorsDesc = prometheus.NewDesc("mecha_broker_accept_errors_total",
+		"Failed accepts (for example a full descriptor table), each retried after a wait.", nil, nil)
+	segmentFilesDesc = prometheus.NewDesc("mecha_broker_open_segment_files",
+		"Partition segment files open now; at most the bound when no more are in use at once.", nil, nil)
+	maxSegmentFilesDesc = prometheus.NewDesc("mecha_broker_max_open_segment_files",
+		"The bound on open segment files; the others are closed and reopened on demand.", nil, nil)
+	timeoutsDesc = prometheus.NewDesc("mecha_broker_connection_timeouts_total",
+		"Connections closed by a timeout: idle (nothing sent or taken for the idle timeout) or request_read (a request not finished in time).",
+		[]string{"reason"}, nil)
+)
+
+// Collector returns the broker's Prometheus metrics, for the process that
+// embeds the broker to register on its registry: the connections served
+// and the cap, connections refused at the cap, failed accepts,
+// connections closed by timeouts, and the open segment files and their
+// bound. The broker registers nothing itself,
+// so that it stays usable as a library next to any registry.
+func (b *Broker) Collector() prometheus.Collector { return brokerCollector{b} }
+
+type brokerCollector struct{ b *Broker }
+
+func (c brokerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{connectionsDesc, maxConnectionsDesc, refusedDesc, acceptErrorsDesc, timeoutsDesc, segmentFilesDesc, maxSegmentFilesDesc} {
+		ch <- d
+	}
+}
+
+func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
+	b := c.b
+	ch <- prometheus.MustNewConstMetric(connectionsDesc, prometheus.GaugeValue, float64(b.connCount()))
+	ch <- prometheus.MustNewConstMetric(maxConnectionsDesc, prometheus.GaugeValue, float64(b.cfg.MaxConnections))
+	ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(b.stats.refused.Load()))
+	ch <- prometheus.MustNewConstMetric(acceptErrorsDesc, prometheus.CounterValue, float64(b.stats.acceptErrors.Load()))
+	ch <- prometheus.MustNewConstMetric(timeoutsDesc, prometheus.CounterValue, float64(b.stats.idleClosed.Load()), "idle")
+	ch <- prometheus.MustNewConstMetric(timeoutsDesc, prometheus.CounterValue, float64(b.stats.readTimeouts.Load()), "request_read")
+	ch <- prometheus.MustNewConstMetric(segmentFilesDesc, prometheus.GaugeValue, float64(b.topics.files.Open()))
+	ch <- prometheus.MustNewConstMetric(maxSegmentFilesDesc, prometheus.GaugeValue, float64(b.topics.files.Max()))
+}
