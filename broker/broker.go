@@ -31,6 +31,7 @@ import (
 
 	"mecha/broker/storage"
 	"mecha/internal/dirlock"
+	"mecha/internal/netlimit"
 )
 
 // Config configures a broker. Zero values take the defaults of
@@ -168,7 +169,7 @@ func (c *Config) validate() error {
 type Broker struct {
 	cfg     Config
 	log     *slog.Logger
-	ln      net.Listener
+	ln      *netlimit.Listener
 	host    string
 	port    int32
 	offsets *storage.OffsetStore
@@ -228,7 +229,7 @@ func Start(cfg Config) (*Broker, error) {
 		b.offsets.Close()
 		return nil, fmt.Errorf("broker: listen %s: %w", cfg.Addr, err)
 	}
-	b.ln = ln
+	b.ln = netlimit.Wrap(ln, netlimit.Options{Name: "broker", MaxConns: cfg.MaxConnections, Logger: b.log})
 	addr := ln.Addr().(*net.TCPAddr)
 	b.port = int32(addr.Port)
 	b.host = cfg.AdvertisedHost
@@ -266,48 +267,22 @@ func (b *Broker) checkDescriptorLimit() {
 // Addr is the address the broker listens on.
 func (b *Broker) Addr() string { return net.JoinHostPort(b.host, strconv.Itoa(int(b.port))) }
 
-// acceptLoop accepts connections until the broker closes. A failed accept
-// (a full descriptor table, EMFILE or ENFILE, or the kernel out of
-// buffers) is retried with a growing wait, as net/http does: the listener
-// itself is fine, and the pending connections are taken once descriptors
-// are free again. Retrying at once would spin a core and flood the log.
+// acceptLoop accepts connections until the broker closes. The listener
+// (netlimit) retries failed accepts (a full descriptor table) with a
+// growing wait and closes connections past the cap at once.
 func (b *Broker) acceptLoop() {
 	defer b.wg.Done()
-	var delay time.Duration
 	for {
 		nc, err := b.ln.Accept()
 		if err != nil {
-			if b.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			delay = nextAcceptDelay(delay)
-			b.stats.acceptErrors.Add(1)
-			b.log.Error("broker: accept failed; retrying", "err", err, "retry_in", delay)
-			t := time.NewTimer(delay)
-			select {
-			case <-b.ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			continue
+			return // closed
 		}
-		delay = 0
 		c := newConn(b, nc)
 		b.mu.Lock()
 		if b.closed {
 			b.mu.Unlock()
 			nc.Close()
 			return
-		}
-		if len(b.conns) >= b.cfg.MaxConnections {
-			b.mu.Unlock()
-			// Closed before anything is read: the client sees the
-			// connection end and retries later, maybe elsewhere.
-			nc.Close()
-			b.stats.refused.Add(1)
-			b.log.Warn("broker: connection refused: at the connection cap", "remote", nc.RemoteAddr().String(), "max_connections", b.cfg.MaxConnections)
-			continue
 		}
 		b.conns[c] = struct{}{}
 		b.mu.Unlock()
@@ -320,16 +295,6 @@ func (b *Broker) acceptLoop() {
 			b.mu.Unlock()
 		}()
 	}
-}
-
-// nextAcceptDelay doubles the wait after a failed accept, from 5 ms up to
-// a second.
-func nextAcceptDelay(d time.Duration) time.Duration {
-	const first, most = 5 * time.Millisecond, time.Second
-	if d == 0 {
-		return first
-	}
-	return min(2*d, most)
 }
 
 // connCount is the number of connections being served.

@@ -9,8 +9,6 @@ import (
 // listenerStats counts what the listener did; the gauges (connections
 // open) are read live when metrics are collected.
 type listenerStats struct {
-	refused      atomic.Int64 // connections closed at the cap
-	acceptErrors atomic.Int64
 	idleClosed   atomic.Int64 // connections closed by IdleTimeout
 	readTimeouts atomic.Int64 // connections closed by RequestReadTimeout
 }
@@ -53,8 +51,8 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	b := c.b
 	ch <- prometheus.MustNewConstMetric(connectionsDesc, prometheus.GaugeValue, float64(b.connCount()))
 	ch <- prometheus.MustNewConstMetric(maxConnectionsDesc, prometheus.GaugeValue, float64(b.cfg.MaxConnections))
-	ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(b.stats.refused.Load()))
-	ch <- prometheus.MustNewConstMetric(acceptErrorsDesc, prometheus.CounterValue, float64(b.stats.acceptErrors.Load()))
+	ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(b.ln.Refused()))
+	ch <- prometheus.MustNewConstMetric(acceptErrorsDesc, prometheus.CounterValue, float64(b.ln.AcceptErrors()))
 	ch <- prometheus.MustNewConstMetric(timeoutsDesc, prometheus.CounterValue, float64(b.stats.idleClosed.Load()), "idle")
 	ch <- prometheus.MustNewConstMetric(timeoutsDesc, prometheus.CounterValue, float64(b.stats.readTimeouts.Load()), "request_read")
 	ch <- prometheus.MustNewConstMetric(segmentFilesDesc, prometheus.GaugeValue, float64(b.topics.files.Open()))

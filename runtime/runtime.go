@@ -302,6 +302,7 @@ func (r *Runtime) startBroker(context.Context) error {
 		return fmt.Errorf("%w (--broker-port %d; -1 picks a free port, 0 turns the broker off)", err, r.cfg.BrokerPort)
 	}
 	r.broker = b
+	r.metrics.Registry.MustRegister(b.Collector())
 	return nil
 }
 

@@ -26,8 +26,8 @@ type Server struct {
 	d *api.Deps
 	// base ends when the runtime stops for good.
 	base context.Context
-	srv *fasthttp.Server
-	log *slog.Logger
+	srv  *fasthttp.Server
+	log  *slog.Logger
 
 	ops     opHandles
 	maxBody int // bodies up to it are read whole
