@@ -259,4 +259,4 @@ func (m hostMetadata) Metadata() *api.Metadata {
 }
 
 // SetExtended implements api.MetadataProvider.
-func (m hostMetadata) SetExtended(key, value string) { m.h.rt.setExtended(key, value) }
+func (m hostMetadata) SetExtended(key, value string) error { return m.h.rt.setExtended(key, value) }

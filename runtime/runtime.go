@@ -26,6 +26,7 @@ import (
 	"mecha/internal/authtoken"
 	"mecha/internal/netlimit"
 	"mecha/runtime/accesscontrol"
+	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
 	"mecha/runtime/blocks"
 	"mecha/runtime/clustertls"
@@ -820,12 +821,40 @@ func (r *Runtime) extendedCopy() map[string]string {
 	return m
 }
 
+// Limits of the extended metadata (PUT /v1.0/metadata/{key}): it is
+// held in memory and returned whole by every GET.
+const (
+	maxExtendedKey    = 256
+	maxExtendedValue  = 64 << 10
+	maxExtendedKeys   = 256
+	maxExtendedValues = 1 << 20
+)
+
 // setExtended sets an extended attribute of the metadata API (shared by
-// the apps of the runtime).
-func (r *Runtime) setExtended(key, value string) {
+// the apps of the runtime), within the limits on its size and count.
+func (r *Runtime) setExtended(key, value string) error {
+	if len(key) > maxExtendedKey {
+		return apierr.BadRequest("metadata key of %d bytes: at most %d", len(key), maxExtendedKey)
+	}
+	if len(value) > maxExtendedValue {
+		return apierr.BadRequest("metadata value of %d bytes for %q: at most %d", len(value), key, maxExtendedValue)
+	}
 	r.extMu.Lock()
+	defer r.extMu.Unlock()
+	total := len(value)
+	for k, v := range r.extended {
+		if k != key {
+			total += len(v)
+		}
+	}
+	if _, ok := r.extended[key]; !ok && len(r.extended) >= maxExtendedKeys {
+		return apierr.BadRequest("the extended metadata holds %d keys already: at most %d", len(r.extended), maxExtendedKeys)
+	}
+	if total > maxExtendedValues {
+		return apierr.BadRequest("the extended metadata would hold %d bytes of values: at most %d", total, maxExtendedValues)
+	}
 	r.extended[key] = value
-	r.extMu.Unlock()
+	return nil
 }
 
 // setAppHealth publishes the health of one of this runtime's apps in the

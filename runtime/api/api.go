@@ -61,7 +61,9 @@ func (d *Deps) TokenOK(got []byte) bool { return authtoken.Allows(got, d.APIToke
 // MetadataProvider serves the metadata API.
 type MetadataProvider interface {
 	Metadata() *Metadata
-	SetExtended(key, value string)
+	// SetExtended sets an extended attribute, or refuses it (past the
+	// limits on size and count) with an error for the caller.
+	SetExtended(key, value string) error
 }
 
 // Metadata is Dapr's metadata document (GET /v1.0/metadata).

@@ -1,6 +1,7 @@
 package appchannel
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -137,6 +138,48 @@ func (h *HTTP) Proxy(ctx context.Context, req *fasthttp.Request, resp *fasthttp.
 			return fmt.Errorf("%w: %s: %v", ErrAppUnreachable, h.client.Addr, err)
 		}
 		resp.SetBody(b)
+	}
+	return nil
+}
+
+// CheckFraming refuses request headers whose framing a proxy in front
+// of the runtime could read differently (request smuggling): a line
+// ended by a bare LF, white space between a header's name and its colon
+// (Transfer-Encoding : chunked), or both Transfer-Encoding and
+// Content-Length. fasthttp tolerates all three.
+func CheckFraming(h *fasthttp.RequestHeader) error {
+	raw := h.RawHeaders()
+	te, cl := false, false
+	for len(raw) > 0 {
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			break
+		}
+		if i == 0 || raw[i-1] != '\r' {
+			return errors.New("a header line ends with a bare LF; HTTP/1.1 lines end with CRLF")
+		}
+		line := raw[:i-1]
+		raw = raw[i+1:]
+		if len(line) == 0 {
+			continue
+		}
+		c := bytes.IndexByte(line, ':')
+		if c <= 0 {
+			continue
+		}
+		name := line[:c]
+		if last := name[len(name)-1]; last == ' ' || last == '\t' {
+			return fmt.Errorf("white space before the colon of header %q", bytes.TrimRight(name, " \t"))
+		}
+		switch {
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			te = true
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			cl = true
+		}
+	}
+	if te && cl {
+		return errors.New("both Transfer-Encoding and Content-Length")
 	}
 	return nil
 }

@@ -147,7 +147,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			ctx.SetConnectionClose()
 		}
 	}()
+	if err == nil {
+		err = appchannel.CheckFraming(&ctx.Request.Header)
+	}
 	if err != nil {
+		ctx.SetConnectionClose()
 		writeError(ctx, apierr.Malformed("%v", err))
 		return
 	}

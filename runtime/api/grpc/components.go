@@ -131,7 +131,9 @@ func metadataResponse(m *api.Metadata) *runtimev1pb.GetMetadataResponse {
 // as in Dapr.
 func (s *Server) SetMetadata(ctx context.Context, in *runtimev1pb.SetMetadataRequest) (*emptypb.Empty, error) {
 	if in.GetKey() != "" && s.d.Metadata != nil {
-		s.d.Metadata.SetExtended(in.GetKey(), in.GetValue())
+		if err := s.d.Metadata.SetExtended(in.GetKey(), in.GetValue()); err != nil {
+			return nil, grpcErr(err)
+		}
 	}
 	return &emptypb.Empty{}, nil
 }

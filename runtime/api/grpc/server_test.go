@@ -69,10 +69,11 @@ func (f *fakeMetadata) Metadata() *api.Metadata {
 	return m
 }
 
-func (f *fakeMetadata) SetExtended(key, value string) {
+func (f *fakeMetadata) SetExtended(key, value string) error {
 	f.mu.Lock()
 	f.extended[key] = value
 	f.mu.Unlock()
+	return nil
 }
 
 // appEcho is what the test app answers on /echo.

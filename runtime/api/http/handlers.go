@@ -192,6 +192,9 @@ func (s *Server) metadataGet(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) metadataPut(ctx *fasthttp.RequestCtx, key string) {
-	s.d.Metadata.SetExtended(key, string(ctx.PostBody()))
+	if err := s.d.Metadata.SetExtended(key, string(ctx.PostBody())); err != nil {
+		writeError(ctx, err)
+		return
+	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -95,7 +96,7 @@ func New(d *api.Deps) *Server {
 				writeError(ctx, apierr.BodyTooLarge(maxBody))
 				return
 			}
-			writeError(ctx, apierr.Malformed("failed reading HTTP request: %v", err))
+			writeError(ctx, apierr.Malformed("failed reading HTTP request: %v", headerError(err)))
 		},
 	}
 	return s
@@ -158,6 +159,11 @@ var hAPIToken = []byte("dapr-api-token")
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
+	if err := appchannel.CheckFraming(&ctx.Request.Header); err != nil {
+		ctx.SetConnectionClose()
+		writeError(ctx, apierr.Malformed("%v", err))
+		return
+	}
 	// Bodies up to the limit are read whole; a larger or chunked one is
 	// streamed to an invoked app, and refused by every other API.
 	streamed, err := appchannel.BufferSmallBody(&ctx.Request, s.maxBody)
@@ -331,6 +337,16 @@ func (s *Server) bufferBody(ctx *fasthttp.RequestCtx) error {
 		writeError(ctx, apierr.Malformed("%v", err))
 	}
 	return err
+}
+
+// headerError names what is wrong with headers fasthttp could not read:
+// its own error quotes the bytes it got.
+func headerError(err error) string {
+	msg := err.Error()
+	if strings.Contains(msg, `\n`) && !strings.Contains(msg, `\r\n`) {
+		return "no CRLF line ends (bare LF lines are not HTTP/1.1): " + msg
+	}
+	return msg
 }
 
 // discardMax is how much of a refused body is read so that the client
