@@ -20,7 +20,7 @@ import (
 
 type fakeMeta struct{ ext map[string]string }
 
-func (f *fakeMeta) Metadata() *api.Metadata       { return &api.Metadata{ID: "app", Extended: f.ext} }
+func (f *fakeMeta) Metadata() *api.Metadata             { return &api.Metadata{ID: "app", Extended: f.ext} }
 func (f *fakeMeta) SetExtended(key, value string) error { f.ext[key] = value; return nil }
 
 func newTestServer(tb testing.TB) *Server {
