@@ -17,9 +17,14 @@ deps:
 	@if command -v npm >/dev/null 2>&1 && [ ! -d broker/testdata/kafkajs/node_modules/kafkajs ]; then \
 		cd broker/testdata/kafkajs && npm install --silent --no-audit --no-fund; fi
 
+# staticcheck at a pinned version, run from the module cache (go run
+# builds it once).
+STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1
+
 test: deps
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(STATICCHECK) ./...
 	$(GO) test -race -count=1 -timeout 10m $(CORE)
 	$(GO) test -count=1 -timeout 10m ./cmd/... ./e2e/...
 

@@ -347,10 +347,10 @@ func (m *Manager) applyOne(ctx context.Context, key, app string, c *Component) (
 			back := &instance{comp: old.comp, app: app, props: old.props, key: old.key, gate: newGate()}
 			if back.value, _ = m.create(ctx, old.comp, old.props, tagApp); back.value != nil {
 				m.instances[key] = back
-				m.log.Error("component reload failed; its previous configuration was started again", "name", c.Metadata.Name, "error", err)
+				m.log.Error("component reload failed; its previous configuration was started again", "name", c.Metadata.Name, "err", err)
 			} else {
 				delete(m.instances, key)
-				m.log.Error("component reload failed, and so did starting its previous configuration again; it is unloaded", "name", c.Metadata.Name, "error", err)
+				m.log.Error("component reload failed, and so did starting its previous configuration again; it is unloaded", "name", c.Metadata.Name, "err", err)
 			}
 			m.publishLocked()
 			old.gate.release()
@@ -422,13 +422,13 @@ func (c *Component) where() string {
 func (m *Manager) failed(c *Component, err error, strict bool) error {
 	err = fmt.Errorf("%s: component %q (%s): %w", c.where(), c.Metadata.Name, c.TypeVersion(), err)
 	if c.Spec.IgnoreErrors {
-		m.log.Warn("component failed and is skipped (ignoreErrors)", "error", err)
+		m.log.Warn("component failed and is skipped (ignoreErrors)", "err", err)
 		return nil
 	}
 	if strict {
 		return err
 	}
-	m.log.Error("component reload failed; keeping the previous state", "error", err)
+	m.log.Error("component reload failed; keeping the previous state", "err", err)
 	return nil
 }
 
@@ -514,7 +514,7 @@ func substituteTags(v, appID string) string {
 
 // create builds and initializes one component within its initTimeout.
 func (m *Manager) create(ctx context.Context, c *Component, props map[string]string, app string) (any, error) {
-	clog := NewContribLogger(m.log.With("component", c.Metadata.Name))
+	clog := NewContribLogger(m.log.With("name", c.Metadata.Name))
 	v, err := m.opts.Registry.create(c, clog)
 	if err != nil {
 		return nil, err
@@ -598,7 +598,7 @@ func closeComponent(v any, log *slog.Logger) {
 	}()
 	if c, ok := v.(io.Closer); ok {
 		if err := c.Close(); err != nil {
-			log.Warn("closing component", "error", err)
+			log.Warn("closing component", "err", err)
 		}
 	}
 }
@@ -609,7 +609,7 @@ func closeComponent(v any, log *slog.Logger) {
 func (m *Manager) Reload(ctx context.Context) error {
 	comps, docs, err := m.read()
 	if err != nil {
-		m.log.Error("hot reload: resources not applied", "error", err)
+		m.log.Error("hot reload: resources not applied", "err", err)
 		return err
 	}
 	m.mu.Lock()
@@ -669,7 +669,7 @@ func (m *Manager) Watch(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			m.log.Warn("resources watcher", "error", err)
+			m.log.Warn("resources watcher", "err", err)
 		case <-fire:
 			fire = nil
 			_ = m.Reload(ctx)

@@ -110,13 +110,13 @@ func (h *appHost) serve() {
 	go func() {
 		defer h.serving.Done()
 		if err := h.http.Serve(h.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			h.log.Error("server stopped", "server", "http", "error", err)
+			h.log.Error("server stopped", "server", "http", "err", err)
 		}
 	}()
 	go func() {
 		defer h.serving.Done()
 		if err := h.grpc.Serve(h.grpcLis); err != nil {
-			h.log.Error("server stopped", "server", "grpc", "error", err)
+			h.log.Error("server stopped", "server", "grpc", "err", err)
 		}
 	}()
 	if !h.primary {
@@ -155,7 +155,7 @@ func (h *appHost) connect(ctx context.Context) {
 	ch, err := r.dialApp(ctx, addr, h.spec.Protocol)
 	if err != nil {
 		if ctx.Err() == nil {
-			h.log.Error("app channel", "app", h.spec.ID, "error", err)
+			h.log.Error("app channel", "app", h.spec.ID, "err", err)
 		}
 		return
 	}
@@ -183,7 +183,7 @@ func (h *appHost) connect(ctx context.Context) {
 		if h.primary {
 			r.metrics.SetAppHealthy(false)
 		}
-		h.log.Warn("app is unhealthy; pausing deliveries", "app", h.spec.ID, "error", err)
+		h.log.Warn("app is unhealthy; pausing deliveries", "app", h.spec.ID, "err", err)
 		h.subs.Pause()
 		h.bindings.Pause()
 	})
@@ -196,7 +196,7 @@ func (h *appHost) startDeliveries(ctx context.Context, ch appchannel.Channel) {
 	subs, err := ch.Subscriptions(sctx)
 	cancel()
 	if err != nil {
-		h.log.Error("reading the app's subscriptions", "app", h.spec.ID, "error", err)
+		h.log.Error("reading the app's subscriptions", "app", h.spec.ID, "err", err)
 	}
 	h.subs.SetApp(ch, subs)
 	h.subs.Sync(ctx)
@@ -208,7 +208,7 @@ func (h *appHost) startDeliveries(ctx context.Context, ch appchannel.Channel) {
 // components as they are now.
 func (h *appHost) reload(ctx context.Context, docs []components.Document) {
 	if decl, err := subscriptions.ParseDeclarative(docs, h.spec.ID); err != nil {
-		h.log.Error("hot reload: subscriptions not applied", "app", h.spec.ID, "error", err)
+		h.log.Error("hot reload: subscriptions not applied", "app", h.spec.ID, "err", err)
 	} else {
 		h.subs.SetDeclarative(decl)
 	}

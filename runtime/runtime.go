@@ -232,7 +232,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	case <-r.shutdownCh:
 		r.log.Info("shutting down", "reason", "shutdown API")
 	case err := <-childDone:
-		r.log.Info("shutting down", "reason", "app exited", "error", err)
+		r.log.Info("shutting down", "reason", "app exited", "err", err)
 		exitErr = err
 		r.child.exited.Store(true)
 	}
@@ -445,7 +445,7 @@ func (r *Runtime) leaveCluster(grace context.Context) {
 	lctx, cancel := context.WithTimeout(grace, 2*time.Second)
 	defer cancel()
 	if err := r.node.Leave(lctx); err != nil {
-		r.log.Warn("leaving the gossip pool", "error", err)
+		r.log.Warn("leaving the gossip pool", "err", err)
 	}
 }
 
@@ -466,7 +466,7 @@ func (r *Runtime) servePeer(context.Context) error {
 	}
 	go func() {
 		if err := r.peer.ServeBoth(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			r.log.Error("server stopped", "server", "internal", "error", err)
+			r.log.Error("server stopped", "server", "internal", "err", err)
 		}
 	}()
 	return nil
@@ -542,7 +542,7 @@ func (r *Runtime) serveMetrics(context.Context) error {
 	r.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: to.Header, IdleTimeout: to.Idle}
 	go func() {
 		if err := r.metricsSrv.Serve(r.metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			r.log.Error("server stopped", "server", "metrics", "error", err)
+			r.log.Error("server stopped", "server", "metrics", "err", err)
 		}
 	}()
 	return nil
@@ -595,7 +595,7 @@ func (r *Runtime) startWorkers(ctx context.Context, workers *sync.WaitGroup) {
 	r.comps.OnChange(func(cs components.ChangeSet) { r.reload(ctx, cs) })
 	go1(func() {
 		if err := r.comps.Watch(ctx); err != nil {
-			r.log.Error("hot reload is off", "error", err)
+			r.log.Error("hot reload is off", "err", err)
 		}
 	})
 	for _, h := range r.hosts {
@@ -608,13 +608,13 @@ func (r *Runtime) startWorkers(ctx context.Context, workers *sync.WaitGroup) {
 			Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: h.saveJobState,
 			InvokeApp: h.postJobResult, Publish: h.publishJobResult})
 		if err != nil {
-			r.log.Error("stream job not started", "job", spec.Name, "error", err)
+			r.log.Error("stream job not started", "job", spec.Name, "err", err)
 			continue
 		}
 		r.jobs.Add(run)
 		go1(func() {
 			if err := run.Run(ctx); err != nil {
-				r.log.Error("stream job stopped", "job", spec.Name, "error", err)
+				r.log.Error("stream job stopped", "job", spec.Name, "err", err)
 			}
 		})
 	}
@@ -624,10 +624,10 @@ func (r *Runtime) startWorkers(ctx context.Context, workers *sync.WaitGroup) {
 func (r *Runtime) reload(ctx context.Context, cs components.ChangeSet) {
 	r.recordComponents()
 	if err := r.loadResiliency(cs.Docs); err != nil {
-		r.log.Error("hot reload: resiliency policies not applied; the previous ones stand", "error", err)
+		r.log.Error("hot reload: resiliency policies not applied; the previous ones stand", "err", err)
 	}
 	if specs, err := trafficSpecs(cs.Docs); err != nil {
-		r.log.Error("hot reload: traffic policies not applied", "error", err)
+		r.log.Error("hot reload: traffic policies not applied", "err", err)
 	} else {
 		r.applyTrafficFiles(specs)
 	}

@@ -181,7 +181,7 @@ func Open(opts Options) (*Engine, error) {
 	go func() {
 		defer e.wg.Done()
 		e.wal.run(opts.FsyncInterval, e.done, func(err error) {
-			e.log.Error("crux log write failed; the store refuses writes until reopened", "error", err)
+			e.log.Error("crux log write failed; the store refuses writes until reopened", "err", err)
 		})
 	}()
 	go func() { defer e.wg.Done(); e.expiryLoop() }()

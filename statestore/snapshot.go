@@ -346,13 +346,13 @@ func (e *Engine) snapshotLoop() {
 		e.snapMu.Unlock()
 		if e.opts.SnapshotLogBytes > 0 && int64(since) >= e.opts.SnapshotLogBytes {
 			if err := e.Snapshot(); err != nil {
-				e.log.Error("crux snapshot failed", "error", err)
+				e.log.Error("crux snapshot failed", "err", err)
 			}
 			continue
 		}
 		if e.wal.size() >= e.opts.SegmentBytes {
 			if _, err := e.wal.rotate(); err != nil {
-				e.log.Error("crux log rotation failed", "error", err)
+				e.log.Error("crux log rotation failed", "err", err)
 			}
 		}
 	}

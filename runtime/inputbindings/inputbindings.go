@@ -100,7 +100,7 @@ func (r *Runner) Sync(ctx context.Context) {
 		ok, err := r.channel.BindingSubscribed(pctx, name)
 		cancel()
 		if err != nil {
-			r.log.Warn("input binding probe failed; not reading it", "binding", name, "error", err)
+			r.log.Warn("input binding probe failed; not reading it", "binding", name, "err", err)
 			continue
 		}
 		if !ok {
@@ -113,7 +113,7 @@ func (r *Runner) Sync(ctx context.Context) {
 			return r.deliver(r.deliverCtx, ch, name, resp)
 		}); err != nil {
 			cancel()
-			r.log.Error("input binding read failed", "binding", name, "error", err)
+			r.log.Error("input binding read failed", "binding", name, "err", err)
 			continue
 		}
 		r.active[name] = &reader{binding: b, cancel: cancel}
@@ -250,7 +250,7 @@ func (r *Runner) applyReply(ctx context.Context, name string, ar *bindings.AppRe
 		}
 		for _, to := range ar.To {
 			if _, err := r.opts.Blocks.InvokeBinding(ctx, to, string(bindings.CreateOperation), data, nil); err != nil {
-				r.log.Error("output binding the app asked for failed", "from", name, "to", to, "error", err)
+				r.log.Error("output binding the app asked for failed", "from", name, "to", to, "err", err)
 			}
 		}
 	}

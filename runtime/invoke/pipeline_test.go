@@ -68,7 +68,7 @@ func (s *script) send(_ context.Context, t Target) (int, error) {
 	return step.(int), nil
 }
 
-var unreachable = fmt.Errorf("%w: dial: connection refused", appchannel.ErrAppUnreachable)
+var errUnreachable = fmt.Errorf("%w: dial: connection refused", appchannel.ErrAppUnreachable)
 
 func policyStore(t *testing.T, doc string) *resiliency.Store {
 	t.Helper()
@@ -101,20 +101,20 @@ func TestPipeline(t *testing.T) {
 			wantSent: []string{"a:1"}, wantOut: []string{"a:1:ok"}},
 		{name: "a 5xx answer is the caller's, and a failure for the balancer", call: Call{AppID: "svc", Verb: "GET"}, steps: []any{503},
 			wantSent: []string{"a:1"}, wantOut: []string{"a:1:err"}},
-		{name: "unreachable runtime, idempotent: to the next instances, twice at most", call: Call{AppID: "svc", Verb: "GET"},
-			steps: []any{unreachable, unreachable, unreachable}, wantErr: true,
+		{name: "errUnreachable runtime, idempotent: to the next instances, twice at most", call: Call{AppID: "svc", Verb: "GET"},
+			steps: []any{errUnreachable, errUnreachable, errUnreachable}, wantErr: true,
 			wantSent: []string{"a:1", "b:1", "c:1"}, wantOut: []string{"a:1:err", "b:1:err", "c:1:err"}},
-		{name: "unreachable, then answered", call: Call{AppID: "svc", Verb: "DELETE"}, steps: []any{unreachable, 204},
+		{name: "errUnreachable, then answered", call: Call{AppID: "svc", Verb: "DELETE"}, steps: []any{errUnreachable, 204},
 			wantSent: []string{"a:1", "b:1"}, wantOut: []string{"a:1:err", "b:1:ok"}},
-		{name: "unreachable, POST is not sent again", call: Call{AppID: "svc", Verb: "POST"}, steps: []any{unreachable}, wantErr: true,
+		{name: "errUnreachable, POST is not sent again", call: Call{AppID: "svc", Verb: "POST"}, steps: []any{errUnreachable}, wantErr: true,
 			wantSent: []string{"a:1"}, wantOut: []string{"a:1:err"}},
-		{name: "unreachable, a streamed body is not sent again", call: Call{AppID: "svc", Verb: "PUT", Once: true}, steps: []any{unreachable}, wantErr: true,
+		{name: "errUnreachable, a streamed body is not sent again", call: Call{AppID: "svc", Verb: "PUT", Once: true}, steps: []any{errUnreachable}, wantErr: true,
 			wantSent: []string{"a:1"}, wantOut: []string{"a:1:err"}},
 		{name: "policy: 5xx retried on other instances, last answer stands", policy: retryThree, call: Call{AppID: "svc", Verb: "GET"},
 			steps: []any{500, 500, 500, 502}, wantSent: []string{"a:1", "b:1", "c:1", "a:1"},
 			wantOut: []string{"a:1:err", "b:1:err", "c:1:err", "a:1:err"}},
 		{name: "policy: retried until answered", policy: retryThree, call: Call{AppID: "svc", Verb: "GET"},
-			steps: []any{unreachable, 200}, wantSent: []string{"a:1", "b:1"}, wantOut: []string{"a:1:err", "b:1:ok"}},
+			steps: []any{errUnreachable, 200}, wantSent: []string{"a:1", "b:1"}, wantOut: []string{"a:1:err", "b:1:ok"}},
 		{name: "policy: POST not retried", policy: retryThree, call: Call{AppID: "svc", Verb: "POST"},
 			steps: []any{500}, wantSent: []string{"a:1"}, wantOut: []string{"a:1:err"}},
 	} {

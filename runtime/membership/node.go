@@ -124,7 +124,7 @@ func Start(cfg Config, logger *slog.Logger) (*Node, error) {
 	cfg.Roles, cfg.Join, cfg.WANJoin = slices.Clone(cfg.Roles), slices.Clone(cfg.Join), slices.Clone(cfg.WANJoin)
 	n := &Node{
 		cfg:    cfg,
-		log:    logger.With("component", "membership"),
+		log:    logger,
 		outbox: make(chan outMsg, 256),
 		metaCh: make(chan struct{}, 1),
 		joined: make(chan struct{}),

@@ -100,8 +100,10 @@ func TestBulkhead(t *testing.T) {
 	b := newBulkhead(&bulkheadPolicy{maxConcurrent: 2, maxWait: ms(50)})
 	ctx := context.Background()
 	acq := func(ctx context.Context) error { _, err := b.acquire(ctx, clock); return err }
-	if acq(ctx) != nil || acq(ctx) != nil {
-		t.Fatal("two slots must be free")
+	for i := range 2 {
+		if acq(ctx) != nil {
+			t.Fatalf("slot %d of two must be free", i+1)
+		}
 	}
 	// A third caller waits; a slot frees within maxWait.
 	got := make(chan error, 1)

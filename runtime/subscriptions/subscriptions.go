@@ -94,7 +94,6 @@ type Manager struct {
 	mu           sync.Mutex
 	sink         Sink
 	declarative  []appchannel.Subscription
-	declScopes   [][]string
 	programmatic []appchannel.Subscription
 	active       map[string]*running // key: pubsub/topic/type
 	draining     bool
@@ -255,7 +254,7 @@ func (m *Manager) Sync(ctx context.Context) {
 			continue
 		}
 		if err := m.startLocked(ctx, key, w); err != nil {
-			m.log.Error("subscription not started", "pubsub", w.sub.PubsubName, "topic", w.sub.Topic, "error", err)
+			m.log.Error("subscription not started", "pubsub", w.sub.PubsubName, "topic", w.sub.Topic, "err", err)
 		}
 	}
 }
@@ -300,7 +299,7 @@ func (m *Manager) startLocked(ctx context.Context, key string, r *running) error
 		return fmt.Errorf("subscribing to %s/%s: %w", r.sub.PubsubName, r.sub.Topic, err)
 	}
 	m.active[key] = r
-	m.log.Info("subscribed", "pubsub", r.sub.PubsubName, "topic", r.sub.Topic, "type", r.typ, "deadLetterTopic", r.sub.DeadLetterTopic)
+	m.log.Info("subscribed", "pubsub", r.sub.PubsubName, "topic", r.sub.Topic, "type", r.typ, "dead_letter_topic", r.sub.DeadLetterTopic)
 	return nil
 }
 
@@ -433,7 +432,7 @@ func (d *deliverer) handle(_ context.Context, msg *pubsub.NewMessage) error {
 	ce, path, ev, err := d.prepare(msg.Data, msg.Topic, msg.ContentType)
 	if err != nil {
 		// An event that cannot be read will never be deliverable.
-		d.m.log.Warn("dropping undecodable event", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "error", err)
+		d.m.log.Warn("dropping undecodable event", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "err", err)
 		d.deadLetter(ctx, msg.Data)
 		d.observe("drop", start)
 		return nil
@@ -527,7 +526,7 @@ func (d *deliverer) deadLetter(ctx context.Context, data []byte) {
 	}
 	ct := cloudevent.ContentType
 	if err := d.ps.PS.Publish(context.WithoutCancel(ctx), &pubsub.PublishRequest{Data: data, PubsubName: d.sub.PubsubName, Topic: d.sub.DeadLetterTopic, ContentType: &ct}); err != nil {
-		d.m.log.Error("publishing to dead-letter topic failed", "pubsub", d.sub.PubsubName, "topic", d.sub.DeadLetterTopic, "error", err)
+		d.m.log.Error("publishing to dead-letter topic failed", "pubsub", d.sub.PubsubName, "topic", d.sub.DeadLetterTopic, "err", err)
 	}
 }
 

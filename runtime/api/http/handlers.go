@@ -16,8 +16,6 @@ import (
 	"mecha/runtime/tracecontext"
 )
 
-var hContentType = []byte("Content-Type")
-
 func (s *Server) publish(ctx *fasthttp.RequestCtx, ps, topic string) {
 	tp := string(ctx.Request.Header.PeekBytes(hTraceP))
 	err := s.d.Blocks.Publish(s.call(), &blocks.PublishRequest{
