@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"mecha/internal/fsutil"
 )
 
 // Config is a partition's log configuration, from the topic's configs.
@@ -277,7 +279,7 @@ func (p *Partition) Append(buf []byte, infos []BatchInfo) (AppendResult, error) 
 		off += int64(in.LastOffsetDelta) + 1
 	}
 	pos := seg.size
-	if n, err := writeFn(seg.f, buf, pos); err != nil || n != len(buf) {
+	if n, err := fsutil.WriteAt(seg.f, buf, pos); err != nil || n != len(buf) {
 		// Take back a partial write so the log never holds half a batch.
 		if terr := seg.f.Truncate(pos); terr != nil {
 			p.failed = fmt.Errorf("%w: write failed (%v) and truncate failed (%v)", ErrLogFailed, err, terr)
@@ -404,7 +406,7 @@ func (p *Partition) remember(in BatchInfo, base int64) {
 // The caller holds mu.
 func (p *Partition) roll() (*segment, error) {
 	old := p.segs[len(p.segs)-1]
-	if err := syncFn(old.f); err != nil {
+	if err := fsutil.Sync(old.f); err != nil {
 		p.failed = fmt.Errorf("%w: fsync %s: %v", ErrLogFailed, p.dir, err)
 		return nil, p.failed
 	}
@@ -440,7 +442,7 @@ func (p *Partition) sync(seg *segment) error {
 	if done {
 		return nil
 	}
-	if err := syncFn(seg.f); err != nil {
+	if err := fsutil.Sync(seg.f); err != nil {
 		p.mu.Lock()
 		p.failed = fmt.Errorf("%w: fsync %s: %v", ErrLogFailed, p.dir, err)
 		p.mu.Unlock()
@@ -693,7 +695,7 @@ func (p *Partition) DeleteRecords(offset int64) (int64, error) {
 	if offset <= p.logStart {
 		return p.logStart, nil
 	}
-	if err := writeFileSync(filepath.Join(p.dir, "log-start-offset"), []byte(strconv.FormatInt(offset, 10))); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(p.dir, "log-start-offset"), []byte(strconv.FormatInt(offset, 10))); err != nil {
 		return p.logStart, err
 	}
 	p.logStart = offset
@@ -763,7 +765,7 @@ func (p *Partition) Close() error {
 	var errs []error
 	if p.failed == nil {
 		active := p.segs[len(p.segs)-1]
-		if err := syncFn(active.f); err != nil {
+		if err := fsutil.Sync(active.f); err != nil {
 			errs = append(errs, err)
 		}
 	}

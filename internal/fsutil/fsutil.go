@@ -28,6 +28,13 @@ import (
 // accelerated on amd64 and arm64.
 var Castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// ErrDirNotSynced is wrapped by the error of Replace (and WriteFile) when
+// only the directory fsync failed: the new file is in place under its
+// name, but the rename may not survive a power loss. A caller that keeps
+// the file open (an append-only log compacted by replacing it) must
+// reopen it either way.
+var ErrDirNotSynced = errors.New("the new file is in place but the directory fsync failed")
+
 // ErrNotSupported is returned by Allocate when the file system cannot
 // preallocate; the caller then writes without preallocation.
 var ErrNotSupported = errors.New("preallocation not supported by the file system")
@@ -195,8 +202,7 @@ func WriteFile(path string, b []byte) error {
 // new one whole, never a mix. fill may be called for large content: what
 // it writes goes to the file unbuffered, so it should buffer itself when
 // it writes in small pieces. On an error the temporary file is removed
-// and path is untouched, unless the error is the directory fsync's: then
-// the new file is in place but its name may not survive a power loss.
+// and path is untouched, unless the error wraps ErrDirNotSynced.
 func Replace(path string, fill func(w io.Writer) error) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -218,7 +224,7 @@ func Replace(path string, fill func(w io.Writer) error) error {
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
 	if err := SyncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
+		return fmt.Errorf("replace %s: %w: %w", path, ErrDirNotSynced, err)
 	}
 	return nil
 }

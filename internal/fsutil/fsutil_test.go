@@ -121,6 +121,9 @@ func TestReplaceFailures(t *testing.T) {
 			if tc.wantOld {
 				want = "old"
 			}
+			if errors.Is(err, ErrDirNotSynced) == tc.wantOld {
+				t.Fatalf("Replace: %v; ErrDirNotSynced must be wrapped exactly when the new file is in place", err)
+			}
 			if got := readFile(t, path); got != want {
 				t.Fatalf("after the failure the file holds %q, want %q", got, want)
 			}
