@@ -27,6 +27,7 @@ import (
 	"unsafe"
 
 	"mecha/internal/dirlock"
+	"mecha/internal/fsutil"
 )
 
 // NumSlots is the fixed number of slots the key space is pre-sharded into
@@ -203,7 +204,7 @@ func slotOf(key string) uint16 {
 }
 
 func hashSlot(s string) uint16 {
-	c := crc32.Update(0, castagnoli, unsafe.Slice(unsafe.StringData(s), len(s)))
+	c := crc32.Update(0, fsutil.Castagnoli, unsafe.Slice(unsafe.StringData(s), len(s)))
 	// Fibonacci hashing: the top bits of the product spread keys that
 	// differ in a few bytes across all slots.
 	return uint16((uint64(c) * 0x9E3779B97F4A7C15) >> (64 - 10))

@@ -2,21 +2,17 @@ package statestore
 
 import (
 	"errors"
-	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"mecha/internal/fsutil"
 )
 
-// withFaults replaces the failing system calls for one test.
-func withFaults(t *testing.T, falloc func(int, uint32, int64, int64) error, sync func(*os.File) error) {
-	oldF, oldS := fallocateFn, fdatasyncFn
-	if falloc != nil {
-		fallocateFn = falloc
-	}
-	if sync != nil {
-		fdatasyncFn = sync
-	}
-	t.Cleanup(func() { fallocateFn, fdatasyncFn = oldF, oldS })
+// withFaults installs fault hooks for one test. They are process-wide:
+// no test of this package runs in parallel with another.
+func withFaults(t *testing.T, f fsutil.Faults) {
+	t.Cleanup(fsutil.SetFaults(f))
 }
 
 // A full disk is found when the log space is allocated, before the write
@@ -30,13 +26,14 @@ func TestDiskFullFailsTheWriteCleanly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full := true
-	withFaults(t, func(fd int, mode uint32, off, n int64) error {
-		if full {
+	var full atomic.Bool
+	full.Store(true)
+	withFaults(t, fsutil.Faults{Allocate: func(string, int64, int64) error {
+		if full.Load() {
 			return syscall.ENOSPC
 		}
-		return syscall.Fallocate(fd, mode, off, n)
-	}, nil)
+		return nil
+	}})
 	// Exhaust the space already allocated so the next write must allocate.
 	big := make([]byte, preallocChunk/4)
 	var failed error
@@ -52,7 +49,7 @@ func TestDiskFullFailsTheWriteCleanly(t *testing.T) {
 	if it, ok, _ := e.Get("k"); !ok || string(it.Value) != "before" || it.Version != v {
 		t.Fatalf("a refused write changed the store: %q v%d", it.Value, it.Version)
 	}
-	full = false
+	full.Store(false)
 	if _, err := e.Set(Write{Key: "k", Value: []byte("after"), ETag: ptr(ETag(v))}); err != nil {
 		t.Fatalf("write once space is back: %v", err)
 	}
@@ -67,7 +64,8 @@ func TestFsyncFailure(t *testing.T) {
 	if _, err := e.Set(Write{Key: "k", Value: []byte("durable")}); err != nil {
 		t.Fatal(err)
 	}
-	withFaults(t, nil, func(*os.File) error { return syscall.EIO })
+	restore := fsutil.SetFaults(fsutil.Faults{Sync: func(string) error { return syscall.EIO }})
+	defer restore()
 	if _, err := e.Set(Write{Key: "k", Value: []byte("lost")}); !errors.Is(err, ErrFailed) {
 		t.Fatalf("write with a failing fsync: %v", err)
 	}
@@ -78,7 +76,7 @@ func TestFsyncFailure(t *testing.T) {
 		t.Fatalf("write after the failure: %v", err)
 	}
 	e.Close()
-	fdatasyncFn = fdatasync
+	restore()
 	e = open(t, dir, func(o *Options) { o.Fsync = FsyncAlways })
 	defer e.Close()
 	// The failed write may or may not have reached the file: it was never

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"pgregory.net/rapid"
+
+	"mecha/internal/fsutil"
 )
 
 // propKeys is the key universe of the model test: few keys, so that writes
@@ -583,7 +585,7 @@ func TestPropertyTornTail(t *testing.T) {
 				covered = covered[:length]
 			}
 			hdr := binary.BigEndian.AppendUint32(nil, length)
-			hdr = binary.BigEndian.AppendUint32(hdr, crc32.Checksum(covered, castagnoli)^1)
+			hdr = binary.BigEndian.AppendUint32(hdr, crc32.Checksum(covered, fsutil.Castagnoli)^1)
 			damaged = append(append(append(bytes.Clone(data), hdr...), payload...), tail...)
 		case "garbage":
 			// Anything at all: recovery may call it corruption, but

@@ -11,8 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"mecha/internal/fsutil"
 )
 
 // FsyncPolicy says when the log reaches the disk.
@@ -99,13 +100,6 @@ func listNumbered(dir, prefix, suffix string) ([]uint64, error) {
 	return out, nil
 }
 
-// The system calls that can fail for reasons outside the store (a full
-// disk, a failing device); tests replace them to inject those faults.
-var (
-	fallocateFn = syscall.Fallocate
-	fdatasyncFn = fdatasync
-)
-
 // preallocChunk is how far ahead of the write position the segment is
 // allocated. Allocating before a record is accepted is what makes a full
 // disk fail the write instead of losing an acknowledged one later.
@@ -154,7 +148,7 @@ func openWAL(dir string, policy FsyncPolicy, segBytes int64, segStart uint64, fi
 		return nil, err
 	}
 	w.f, w.allocated = f, st.Size()
-	if err := syncDir(dir); err != nil {
+	if err := fsutil.SyncDir(dir); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -176,8 +170,8 @@ func (w *wal) append(rec []byte) (uint64, error) {
 	need := w.fileOff + int64(len(w.buf)) + int64(len(rec))
 	if need > w.allocated && !w.noFalloc {
 		size := need + preallocChunk
-		if err := fallocateFn(int(w.f.Fd()), 0, w.allocated, size-w.allocated); err != nil {
-			if errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS) {
+		if err := fsutil.Allocate(w.f, w.allocated, size-w.allocated); err != nil {
+			if errors.Is(err, fsutil.ErrNotSupported) {
 				w.noFalloc = true
 			} else {
 				return 0, fmt.Errorf("%w: allocating log space: %v", ErrNoSpace, err)
@@ -212,10 +206,10 @@ func (w *wal) flushLocked() error {
 
 	var err error
 	if len(data) > 0 {
-		_, err = f.WriteAt(data, off)
+		_, err = fsutil.WriteAt(f, data, off)
 	}
 	if err == nil && w.policy != FsyncNever && len(data) > 0 {
-		err = fdatasyncFn(f)
+		err = fsutil.DataSync(f)
 	}
 	w.mu.Lock()
 	if err != nil {
@@ -285,7 +279,7 @@ func (w *wal) rotate() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := syncDir(w.dir); err != nil {
+	if err := fsutil.SyncDir(w.dir); err != nil {
 		f.Close()
 		return 0, err
 	}
@@ -380,7 +374,7 @@ func scanSegment(path string, last bool, fn func(ops []op) error) (end int64, to
 			return classify(path, off, last && !validRecordAfter(data, off+1), fmt.Sprintf("record length %d runs past the end of the segment", n))
 		}
 		payload := data[off+recordHeader : off+recordHeader+int(n)]
-		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(data[off+4:]) {
+		if crc32.Checksum(payload, fsutil.Castagnoli) != binary.BigEndian.Uint32(data[off+4:]) {
 			torn := last && off+recordHeader+int(n) > lastNonZero && !validRecordAfter(data, off+1)
 			return classify(path, off, torn, "checksum mismatch")
 		}
@@ -405,7 +399,7 @@ func validRecordAfter(data []byte, from int) bool {
 			continue
 		}
 		payload := data[off+recordHeader : off+recordHeader+n]
-		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(data[off+4:]) {
+		if crc32.Checksum(payload, fsutil.Castagnoli) != binary.BigEndian.Uint32(data[off+4:]) {
 			continue
 		}
 		if _, err := decodePayload(payload); err == nil {
@@ -420,25 +414,4 @@ func classify(path string, off int, torn bool, why string) (int64, bool, error) 
 		return int64(off), true, nil
 	}
 	return 0, false, fmt.Errorf("%w: %s at offset %d: %s", ErrCorrupt, path, off, why)
-}
-
-func fdatasync(f *os.File) error {
-	for {
-		err := syscall.Fdatasync(int(f.Fd()))
-		if err != syscall.EINTR {
-			return err
-		}
-	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return err
-	}
-	return nil
 }
