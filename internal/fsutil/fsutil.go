@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 )
@@ -65,13 +66,16 @@ type Faults struct {
 var faults atomic.Pointer[Faults]
 
 // SetFaults installs f for every store in the process and returns the
-// function that puts the previous hooks back; tests call it as
-// t.Cleanup(fsutil.SetFaults(...)). The hooks are process-wide: a test
+// function that puts the previous hooks back (once; later calls do
+// nothing); tests call it as t.Cleanup(fsutil.SetFaults(...)). The hooks are process-wide: a test
 // that sets them must not run in parallel with other tests of its
 // package, and should match the names of its own files only.
 func SetFaults(f Faults) (restore func()) {
 	old := faults.Swap(&f)
-	return func() { faults.Store(old) }
+	// Restoring twice (explicitly, then from a cleanup) must not undo
+	// hooks set in between.
+	var once sync.Once
+	return func() { once.Do(func() { faults.Store(old) }) }
 }
 
 // WriteAt writes b at off in f, all of it or an error.
