@@ -182,7 +182,7 @@ func Open(opts Options) (*Engine, error) {
 	go func() {
 		defer e.wg.Done()
 		e.wal.run(opts.FsyncInterval, e.done, func(err error) {
-			e.log.Error("crux log write failed; the store refuses writes until reopened", "error", err)
+			e.log.Error("crux log fsync failed; the store refuses writes until reopened", "error", err)
 		})
 	}()
 	go func() { defer e.wg.Done(); e.expiryLoop() }()
@@ -351,10 +351,10 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if e.opts.Fsync == FsyncAlways {
-		if err := e.wal.waitDurable(lsn); err != nil {
-			return 0, err
-		}
+	// Holding the slot lock while the record reaches the OS keeps
+	// readers from seeing a value a crash could still take back.
+	if err := e.wal.wait(lsn, e.opts.Fsync == FsyncAlways); err != nil {
+		return 0, err
 	}
 	s.seq = o.seq
 	if o.kind == opSet {
@@ -502,9 +502,9 @@ func checkConcurrency(w *Write, curVersion uint64, exists bool) error {
 	return nil
 }
 
-// logOps appends ops as one record and, under FsyncAlways, waits until it
-// is durable. Slot locks are held: the log order of a slot is its apply
-// order.
+// logOps appends ops as one record and waits until a group commit wrote
+// it to the OS (and fsynced it, under FsyncAlways). Slot locks are held:
+// the log order of a slot is its apply order.
 func (e *Engine) logOps(ops []op) error {
 	buf := getBuf()
 	rec := appendRecord(buf.b[:0], ops)
@@ -514,10 +514,7 @@ func (e *Engine) logOps(ops []op) error {
 	if err != nil {
 		return err
 	}
-	if e.opts.Fsync == FsyncAlways {
-		return e.wal.waitDurable(lsn)
-	}
-	return nil
+	return e.wal.wait(lsn, e.opts.Fsync == FsyncAlways)
 }
 
 // applyOp applies a logged op to memory. The slot lock is held (or the
@@ -722,12 +719,14 @@ func (e *Engine) Close() error {
 	return e.closeErr
 }
 
-// Sync makes everything written so far durable, whatever the policy.
+// Sync fsyncs everything written so far, whatever the policy. Under
+// FsyncNever that is the current segment only: segments sealed before
+// were left to the OS's writeback.
 func (e *Engine) Sync(ctx context.Context) error {
 	e.wal.mu.Lock()
 	lsn := e.wal.appended
 	e.wal.mu.Unlock()
-	return e.wal.waitDurable(lsn)
+	return e.wal.wait(lsn, true)
 }
 
 type bufHolder struct{ b []byte }

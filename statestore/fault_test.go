@@ -2,11 +2,14 @@ package statestore
 
 import (
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"mecha/internal/fsutil"
+	"mecha/internal/poll"
 )
 
 // withFaults installs fault hooks for one test. They are process-wide:
@@ -65,7 +68,7 @@ func TestFsyncFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	restore := fsutil.SetFaults(fsutil.Faults{Sync: func(string) error { return syscall.EIO }})
-	defer restore()
+	t.Cleanup(restore)
 	if _, err := e.Set(Write{Key: "k", Value: []byte("lost")}); !errors.Is(err, ErrFailed) {
 		t.Fatalf("write with a failing fsync: %v", err)
 	}
@@ -89,5 +92,95 @@ func TestFsyncFailure(t *testing.T) {
 	}
 	if _, err := e.Set(Write{Key: "k2", Value: []byte("ok")}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A failed write or fsync of the log, under any policy, fails the write
+// that met it (or, for the interval fsync, the writes after it) with
+// ErrFailed, never makes a refused write visible, and is sticky: the
+// store takes no more writes even once the disk answers again, while
+// reads go on. A reopen finds every acknowledged write. Under never no
+// write ever waits for an fsync.
+func TestLogFailures(t *testing.T) {
+	halfWrite := func(_ string, b []byte, _ int64) (int, error) { return len(b) / 2, syscall.ENOSPC }
+	failSync := func(string) error { return syscall.EIO }
+	cases := []struct {
+		name   string
+		policy FsyncPolicy
+		faults fsutil.Faults
+		cause  error // nil: no write fails
+	}{
+		{"always, write", FsyncAlways, fsutil.Faults{Write: halfWrite}, syscall.ENOSPC},
+		{"always, fsync", FsyncAlways, fsutil.Faults{Sync: failSync}, syscall.EIO},
+		{"interval, write", FsyncInterval, fsutil.Faults{Write: halfWrite}, syscall.ENOSPC},
+		{"interval, background fsync", FsyncInterval, fsutil.Faults{Sync: failSync}, syscall.EIO},
+		{"never, write", FsyncNever, fsutil.Faults{Write: halfWrite}, syscall.ENOSPC},
+		{"never, fsync is never waited for", FsyncNever, fsutil.Faults{Sync: failSync}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			mod := func(o *Options) { o.Fsync = tc.policy; o.FsyncInterval = time.Millisecond }
+			e := open(t, dir, mod)
+			var acked []string
+			set := func() error {
+				k := fmt.Sprint("k", len(acked))
+				if _, err := e.Set(Write{Key: k, Value: []byte(k)}); err != nil {
+					if _, ok, _ := e.Get(k); ok {
+						t.Fatalf("the refused write of %s is visible", k)
+					}
+					return err
+				}
+				acked = append(acked, k)
+				return nil
+			}
+			for range 10 {
+				if err := set(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			restore := fsutil.SetFaults(tc.faults)
+			t.Cleanup(restore)
+			var failed error
+			if tc.cause == nil {
+				for range 200 {
+					if err := set(); err != nil {
+						t.Fatalf("write under never with a failing fsync: %v", err)
+					}
+				}
+			} else {
+				// The interval fsync fails in the background: write until
+				// the store notices.
+				poll.Until(t, 10*time.Second, "a write to fail", func() bool {
+					failed = set()
+					return failed != nil
+				})
+				if !errors.Is(failed, ErrFailed) || !errors.Is(failed, tc.cause) {
+					t.Fatalf("failed write: %v, want ErrFailed wrapping %v", failed, tc.cause)
+				}
+			}
+			restore()
+			if tc.cause != nil {
+				if err := set(); !errors.Is(err, ErrFailed) {
+					t.Fatalf("write once the disk answers again: %v, want ErrFailed", err)
+				}
+			}
+			for _, k := range acked {
+				if got, ok := mustGet(t, e, k); !ok || got != k {
+					t.Fatalf("read of acknowledged %s after the failure: %q %v", k, got, ok)
+				}
+			}
+			e.Close()
+			e = open(t, dir, mod)
+			defer e.Close()
+			for _, k := range acked {
+				if got, ok := mustGet(t, e, k); !ok || got != k {
+					t.Fatalf("acknowledged %s after reopen: %q %v", k, got, ok)
+				}
+			}
+			if _, err := e.Set(Write{Key: "after", Value: []byte("reopen")}); err != nil {
+				t.Fatalf("write after reopen: %v", err)
+			}
+		})
 	}
 }

@@ -16,22 +16,25 @@ import (
 	"mecha/internal/fsutil"
 )
 
-// FsyncPolicy says when the log reaches the disk.
+// FsyncPolicy says when the log reaches the disk. Under every policy a
+// write is acknowledged only once its log record is written to the OS
+// (write(2) returned): a crash of the process alone (kill -9, a panic, the
+// OOM killer) loses no acknowledged write. The policies differ in what a
+// crash of the machine (power loss, kernel panic) may lose.
 type FsyncPolicy int
 
 // Fsync policies.
 //
 //   - FsyncAlways: a write is acknowledged after the group commit that
-//     holds it is fsynced. A crash loses no acknowledged write.
-//   - FsyncInterval (default): a write is acknowledged once it is in the
-//     log buffer; a group commit writes and fsyncs the buffer at least
-//     every interval (10 ms). A crash of the machine loses at most the
-//     writes of the last interval plus the commit under way; a crash of
-//     the process alone loses at most the buffer not yet written (the
-//     same window).
-//   - FsyncNever: the buffer is written to the OS every interval and
-//     never fsynced. A process crash loses at most one interval; a machine
-//     crash loses whatever the OS had not written back.
+//     holds it is written and fsynced. A machine crash loses no
+//     acknowledged write.
+//   - FsyncInterval (default): a write is acknowledged after the group
+//     commit that holds it is written; a background fsync runs every
+//     interval (10 ms), as Redis's appendfsync everysec does. A machine
+//     crash loses at most the writes of the last interval (plus the
+//     fsync under way).
+//   - FsyncNever: as interval, without the fsync: a machine crash loses
+//     whatever the OS had not written back yet.
 const (
 	FsyncInterval FsyncPolicy = iota
 	FsyncAlways
@@ -105,25 +108,36 @@ func listNumbered(dir, prefix, suffix string) ([]uint64, error) {
 // disk fail the write instead of losing an acknowledged one later.
 const preallocChunk = 16 << 20
 
-// wal is the write-ahead log: an append buffer flushed by group commit.
+// wal is the write-ahead log: records are appended to a buffer, and a
+// group commit writes all that is buffered with one write(2), for every
+// writer waiting on it.
 type wal struct {
 	dir      string
 	policy   FsyncPolicy
 	segBytes int64
 
-	// ioMu serializes file writes, syncs and rotation. Lock order: ioMu,
-	// then mu.
+	// ioMu serializes group commits (file writes) and rotation. Lock
+	// order: ioMu, then syncMu, then mu.
 	ioMu sync.Mutex
+	// syncMu keeps the interval fsync, which does not take ioMu (group
+	// commits go on writing while the disk syncs), off a file that
+	// rotation or close is closing.
+	syncMu sync.Mutex
 
-	// mu guards the fields below; cond waits on it for durability.
-	mu        sync.Mutex
-	cond      *sync.Cond
-	buf       []byte
-	spare     []byte
-	appended  uint64 // LSN after the last appended record
-	durable   uint64 // LSN up to which the log is written (and fsynced unless never)
-	failed    error  // set after a write or fsync error; the log takes no more
-	flushing  bool
+	// mu guards the fields below; cond waits on it for group commits.
+	mu       sync.Mutex
+	cond     *sync.Cond
+	buf      []byte
+	spare    []byte
+	appended uint64 // LSN after the last appended record
+	written  uint64 // LSN up to which the log is written to the OS: it survives a process crash
+	synced   uint64 // LSN up to which the log is fsynced: it survives a machine crash
+	// failed is set after a write or fsync error, and the log takes no
+	// more records: after a failed fsync the kernel may have dropped the
+	// dirty pages and marked them clean, so what the file holds is
+	// unknown until recovery reads it again.
+	failed    error
+	flushing  bool // a waiter is leading a group commit
 	f         *os.File
 	segStart  uint64 // LSN of the first byte of f
 	fileOff   int64  // next write offset in f
@@ -135,8 +149,9 @@ type wal struct {
 // openWAL opens the log for appending at LSN end, in segment segStart whose
 // valid data ends at fileOff.
 func openWAL(dir string, policy FsyncPolicy, segBytes int64, segStart uint64, fileOff int64) (*wal, error) {
+	end := segStart + uint64(fileOff)
 	w := &wal{dir: dir, policy: policy, segBytes: segBytes, segStart: segStart, fileOff: fileOff,
-		appended: segStart + uint64(fileOff), durable: segStart + uint64(fileOff)}
+		appended: end, written: end, synced: end}
 	w.cond = sync.NewCond(&w.mu)
 	f, err := os.OpenFile(filepath.Join(dir, segName(segStart)), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -165,7 +180,7 @@ func (w *wal) append(rec []byte) (uint64, error) {
 		return 0, ErrClosed
 	}
 	if w.failed != nil {
-		return 0, fmt.Errorf("%w: %v", ErrFailed, w.failed)
+		return 0, fmt.Errorf("%w: %w", ErrFailed, w.failed)
 	}
 	need := w.fileOff + int64(len(w.buf)) + int64(len(rec))
 	if need > w.allocated && !w.noFalloc {
@@ -174,7 +189,7 @@ func (w *wal) append(rec []byte) (uint64, error) {
 			if errors.Is(err, fsutil.ErrNotSupported) {
 				w.noFalloc = true
 			} else {
-				return 0, fmt.Errorf("%w: allocating log space: %v", ErrNoSpace, err)
+				return 0, fmt.Errorf("%w: allocating log space: %w", ErrNoSpace, err)
 			}
 		} else {
 			w.allocated = size
@@ -185,14 +200,15 @@ func (w *wal) append(rec []byte) (uint64, error) {
 	return w.appended, nil
 }
 
-// flush writes the buffer and, unless the policy is never, fsyncs it.
-func (w *wal) flush() error {
+// commit is one group commit: it writes everything buffered and, with
+// sync, fsyncs the file.
+func (w *wal) commit(sync bool) error {
 	w.ioMu.Lock()
 	defer w.ioMu.Unlock()
-	return w.flushLocked()
+	return w.commitLocked(sync)
 }
 
-func (w *wal) flushLocked() error {
+func (w *wal) commitLocked(sync bool) error {
 	w.mu.Lock()
 	if w.failed != nil {
 		err := w.failed
@@ -202,20 +218,28 @@ func (w *wal) flushLocked() error {
 	data, end, f, off := w.buf, w.appended, w.f, w.fileOff
 	w.buf, w.spare = w.spare[:0], nil
 	w.fileOff += int64(len(data))
+	sync = sync && w.synced < end
 	w.mu.Unlock()
 
 	var err error
 	if len(data) > 0 {
-		_, err = fsutil.WriteAt(f, data, off)
+		if _, err = fsutil.WriteAt(f, data, off); err != nil {
+			err = fmt.Errorf("writing %s: %w", f.Name(), err)
+		}
 	}
-	if err == nil && w.policy != FsyncNever && len(data) > 0 {
-		err = fsutil.DataSync(f)
+	if err == nil && sync {
+		if err = fsutil.DataSync(f); err != nil {
+			err = fmt.Errorf("fsync: %w", err)
+		}
 	}
 	w.mu.Lock()
 	if err != nil {
 		w.failed = err
-	} else if end > w.durable {
-		w.durable = end
+	} else if w.failed == nil {
+		w.written = max(w.written, end)
+		if sync {
+			w.synced = max(w.synced, end)
+		}
 	}
 	// Keep the written buffer for reuse while it is about the size the
 	// load needs; after a burst, a mostly empty big buffer is dropped
@@ -228,15 +252,23 @@ func (w *wal) flushLocked() error {
 	return err
 }
 
-// waitDurable blocks until the log is durable up to lsn. One waiter at a
-// time leads a group commit; the others wait for it and find their records
-// included (group commit).
-func (w *wal) waitDurable(lsn uint64) error {
+// wait blocks until the log is written to the OS up to lsn and, with
+// sync, fsynced up to it. One waiter at a time leads a group commit of
+// everything buffered; the others wait for it and find their records
+// included, or lead the next one with what was appended meanwhile.
+func (w *wal) wait(lsn uint64, sync bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for w.durable < lsn {
+	for {
+		done := w.written
+		if sync {
+			done = w.synced
+		}
+		if done >= lsn {
+			return nil
+		}
 		if w.failed != nil {
-			return fmt.Errorf("%w: %v", ErrFailed, w.failed)
+			return fmt.Errorf("%w: %w", ErrFailed, w.failed)
 		}
 		if w.closed {
 			return ErrClosed
@@ -247,32 +279,65 @@ func (w *wal) waitDurable(lsn uint64) error {
 		}
 		w.flushing = true
 		w.mu.Unlock()
-		err := w.flush()
+		err := w.commit(sync)
 		w.mu.Lock()
 		w.flushing = false
 		w.cond.Broadcast()
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrFailed, err)
+			return fmt.Errorf("%w: %w", ErrFailed, err)
 		}
+	}
+}
+
+// syncWritten fsyncs what group commits have written since the last
+// fsync: the interval fsync. It returns an error only when this fsync
+// failed, so that a failure is reported once.
+func (w *wal) syncWritten() error {
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
+	w.mu.Lock()
+	end, f := w.written, w.f
+	if w.failed != nil || w.closed || w.synced >= end {
+		w.mu.Unlock()
+		return nil
+	}
+	w.mu.Unlock()
+	// Rotation fsyncs a segment before it seals it (under this policy),
+	// so everything written and not yet synced is in f.
+	err := fsutil.DataSync(f)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		if w.failed == nil {
+			w.failed = fmt.Errorf("fsync: %w", err)
+		}
+		w.cond.Broadcast()
+		return err
+	}
+	if w.failed == nil {
+		w.synced = max(w.synced, end)
 	}
 	return nil
 }
 
-// rotate flushes and starts a new segment; it returns the new segment's
-// start LSN. Records appended from then on go to the new segment.
+// rotate writes what is buffered (and fsyncs it, unless the policy is
+// never) and starts a new segment; it returns the new segment's start
+// LSN. Records appended from then on go to the new segment.
 func (w *wal) rotate() (uint64, error) {
 	w.ioMu.Lock()
 	defer w.ioMu.Unlock()
-	if err := w.flushLocked(); err != nil {
+	if err := w.commitLocked(w.policy != FsyncNever); err != nil {
 		return 0, err
 	}
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.fileOff == 0 {
 		// The current segment is empty: it already starts here.
 		return w.segStart, nil
 	}
-	// Appends that raced in after the flush are still buffered: they
+	// Appends that raced in after the commit are still buffered: they
 	// belong to the new segment, which starts where the old one ends.
 	start := w.segStart + uint64(w.fileOff)
 	f, err := os.OpenFile(filepath.Join(w.dir, segName(start)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
@@ -298,9 +363,13 @@ func (w *wal) size() int64 {
 	return w.fileOff + int64(len(w.buf))
 }
 
-// run flushes every interval until done is closed. It is the log's
-// background goroutine, owned by the engine.
+// run fsyncs what was written every interval until done is closed,
+// under FsyncInterval; under the other policies it has nothing to do. It
+// is the log's background goroutine, owned by the engine.
 func (w *wal) run(interval time.Duration, done <-chan struct{}, onErr func(error)) {
+	if w.policy != FsyncInterval {
+		return
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -309,22 +378,20 @@ func (w *wal) run(interval time.Duration, done <-chan struct{}, onErr func(error
 			return
 		case <-t.C:
 		}
-		w.mu.Lock()
-		pending := len(w.buf) > 0
-		w.mu.Unlock()
-		if pending {
-			if err := w.flush(); err != nil {
-				onErr(err)
-			}
+		if err := w.syncWritten(); err != nil {
+			onErr(err)
 		}
 	}
 }
 
-// close flushes what is buffered and closes the file.
+// close writes (and, unless the policy is never, fsyncs) what is buffered
+// and closes the file.
 func (w *wal) close() error {
-	err := w.flush()
+	err := w.commit(w.policy != FsyncNever)
 	w.ioMu.Lock()
 	defer w.ioMu.Unlock()
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
 	w.mu.Lock()
 	w.closed = true
 	w.cond.Broadcast()
