@@ -83,6 +83,9 @@ type Options struct {
 	Logger         *slog.Logger
 	// Now is the clock, for tests.
 	Now func() time.Time
+	// preallocBytes is how far ahead the log allocates its segment;
+	// preallocChunk, unless a test that reopens many times shrinks it.
+	preallocBytes int64
 }
 
 func (o *Options) defaults() {
@@ -106,6 +109,9 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.preallocBytes <= 0 {
+		o.preallocBytes = preallocChunk
 	}
 }
 
@@ -172,7 +178,7 @@ func Open(opts Options) (*Engine, error) {
 		lock.Release()
 		return nil, err
 	}
-	e.wal, err = openWAL(opts.Dir, opts.Fsync, opts.SegmentBytes, segStart, fileOff)
+	e.wal, err = openWAL(opts.Dir, opts.Fsync, opts.preallocBytes, segStart, fileOff)
 	if err != nil {
 		lock.Release()
 		return nil, err

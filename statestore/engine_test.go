@@ -1,6 +1,8 @@
 package statestore
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -259,30 +261,72 @@ func lastSegment(t *testing.T, dir string) string {
 	return filepath.Join(dir, segName(segs[len(segs)-1]))
 }
 
-func TestTornTailIsTruncated(t *testing.T) {
-	dir := t.TempDir()
-	e := open(t, dir)
-	e.Set(Write{Key: "a", Value: []byte("1")})
-	e.Set(Write{Key: "b", Value: []byte("2")})
-	e.Close()
-	path := lastSegment(t, dir)
-	data, _ := os.ReadFile(path)
-	// Cut the last record in half, as a crash mid-write would.
-	os.WriteFile(path, data[:len(data)-3], 0o644)
-	e = open(t, dir)
-	if got, _ := mustGet(t, e, "a"); got != "1" {
-		t.Fatal("a lost")
+// A record torn by a crash is cut off: the records before it are kept,
+// its bytes are zeroed (the file keeps its preallocated size), and new
+// records written where it was survive the next reopen.
+func TestTornTailIsZeroed(t *testing.T) {
+	cases := []struct {
+		name string
+		// damage makes the segment a crash would leave from the data
+		// of the records, end being where the last one starts.
+		damage func(data []byte, last int64) []byte
+	}{
+		{"file cut inside the last record", func(data []byte, last int64) []byte { return data[:len(data)-3] }},
+		{"last record half written in preallocated space", func(data []byte, last int64) []byte {
+			torn := bytes.Clone(data)
+			clear(torn[last+(int64(len(data))-last)/2:])
+			return append(torn, make([]byte, 4096)...)
+		}},
+		{"a long garbage record after the last", func(data []byte, last int64) []byte {
+			garbage := binary.BigEndian.AppendUint32(nil, 300)
+			garbage = append(garbage, bytes.Repeat([]byte{0xAB}, 300)...)
+			return append(append(bytes.Clone(data), garbage...), make([]byte, 4096)...)
+		}},
 	}
-	if _, ok := mustGet(t, e, "b"); ok {
-		t.Fatal("torn record applied")
-	}
-	// Appends resume cleanly after the truncation.
-	e.Set(Write{Key: "c", Value: []byte("3")})
-	e.Close()
-	e = open(t, dir)
-	defer e.Close()
-	if got, _ := mustGet(t, e, "c"); got != "3" {
-		t.Fatal("write after truncation lost")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			e := open(t, dir)
+			e.Set(Write{Key: "a", Value: []byte("1")})
+			last := e.wal.size()
+			e.Set(Write{Key: "b", Value: []byte("2")})
+			end := e.wal.size()
+			e.Close()
+			path := lastSegment(t, dir)
+			data, _ := os.ReadFile(path)
+			damaged := tc.damage(data[:end], last)
+			if tc.name == "a long garbage record after the last" {
+				last = end // b is whole
+			}
+			os.WriteFile(path, damaged, 0o644)
+			e = open(t, dir)
+			if got, _ := mustGet(t, e, "a"); got != "1" {
+				t.Fatal("a lost")
+			}
+			if _, ok := mustGet(t, e, "b"); ok != (last == end) {
+				t.Fatalf("b present %v, want %v", ok, last == end)
+			}
+			// Torn bytes left behind the valid data would make the next
+			// torn write look like a damaged record followed by data:
+			// corruption, and a store that does not open.
+			after, _ := os.ReadFile(path)
+			if len(after) < len(damaged) {
+				t.Fatalf("recovery shrank the segment from %d to %d bytes", len(damaged), len(after))
+			}
+			if valid := e.wal.size(); lastNonZeroByte(after[valid:]) >= 0 {
+				t.Fatalf("non-zero bytes left after the valid data at %d", valid)
+			}
+			// Appends resume where the valid data ends, over the zeroed
+			// bytes: a short record, so that torn bytes left behind it
+			// would show at the next reopen.
+			e.Set(Write{Key: "c", Value: []byte("3")})
+			e.Close()
+			e = open(t, dir)
+			defer e.Close()
+			if got, _ := mustGet(t, e, "c"); got != "3" {
+				t.Fatal("write after the torn tail lost")
+			}
+		})
 	}
 }
 

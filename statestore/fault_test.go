@@ -1,8 +1,10 @@
 package statestore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -182,5 +184,129 @@ func TestLogFailures(t *testing.T) {
 				t.Fatalf("write after reopen: %v", err)
 			}
 		})
+	}
+}
+
+// fakeDisk makes fallocate of the files under dir see a disk with free
+// bytes left: an allocation larger than that fails with ENOSPC.
+type fakeDisk struct {
+	free  atomic.Int64
+	calls atomic.Int64
+}
+
+func (d *fakeDisk) install(t *testing.T, dir string) {
+	t.Cleanup(fsutil.SetFaults(fsutil.Faults{Allocate: func(name string, _, n int64) error {
+		if !strings.HasPrefix(name, dir) {
+			return nil
+		}
+		d.calls.Add(1)
+		for {
+			free := d.free.Load()
+			if n > free {
+				return syscall.ENOSPC
+			}
+			if d.free.CompareAndSwap(free, free-n) {
+				return nil
+			}
+		}
+	}}))
+}
+
+// The first writes after a restart, clean or not, go into the space the
+// log had preallocated before it: on a disk that filled up meanwhile, the
+// store does not need new space before it can save anything. Once that
+// space is used up, a write fails with ErrNoSpace and changes nothing,
+// and works again once the disk has room.
+func TestRestartWritesIntoThePreallocatedTail(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		t.Run(map[bool]string{false: "after a clean close", true: "after a crash"}[crash], func(t *testing.T) {
+			dir := t.TempDir()
+			const prealloc = 1 << 20
+			small := func(o *Options) { o.preallocBytes = prealloc }
+			e := open(t, dir, small)
+			if _, err := e.Set(Write{Key: "before", Value: []byte("restart")}); err != nil {
+				t.Fatal(err)
+			}
+			if crash {
+				// What a kill leaves: the files as they are, the log
+				// written to the OS and its preallocation in place.
+				crashed := t.TempDir()
+				if err := crashCopy(dir, crashed, "", 0); err != nil {
+					t.Fatal(err)
+				}
+				e.Close()
+				dir = crashed
+			} else if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			disk := &fakeDisk{}
+			disk.install(t, dir) // the disk is full
+			e = open(t, dir, small)
+			defer func() { e.Close() }()
+			val := bytes.Repeat([]byte("v"), 1024)
+			for i := range 64 {
+				if _, err := e.Set(Write{Key: fmt.Sprint("k", i), Value: val}); err != nil {
+					t.Fatalf("write %d after the restart, on a full disk: %v", i, err)
+				}
+			}
+			if n := disk.calls.Load(); n != 0 {
+				t.Fatalf("%d allocations for writes that fit the preallocated tail", n)
+			}
+			// More than the tail holds.
+			big := make([]byte, prealloc)
+			if _, err := e.Set(Write{Key: "big", Value: big}); !errors.Is(err, ErrNoSpace) || !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("a write larger than the tail on a full disk: %v, want ErrNoSpace", err)
+			}
+			if _, ok := mustGet(t, e, "big"); ok {
+				t.Fatal("the refused write is visible")
+			}
+			disk.free.Store(1 << 40)
+			if _, err := e.Set(Write{Key: "big", Value: big}); err != nil {
+				t.Fatalf("the same write once the disk has room: %v", err)
+			}
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			e = open(t, dir, small)
+			for _, k := range []string{"before", "k0", "k63", "big"} {
+				if _, ok := mustGet(t, e, k); !ok {
+					t.Fatalf("%s lost after reopen", k)
+				}
+			}
+		})
+	}
+}
+
+// On a disk with less room than a preallocation chunk, the log allocates
+// in smaller steps, down to what each write needs: the store goes on
+// until the disk is really full, then fails cleanly.
+func TestAllocationStepsDownOnANearlyFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	disk := &fakeDisk{}
+	const room = 3 << 20 // more than a 1 MiB step, less than a 16 MiB chunk
+	disk.free.Store(room)
+	disk.install(t, dir)
+	e := open(t, dir)
+	if e.opts.preallocBytes != 16<<20 {
+		t.Fatalf("preallocation %d, want the default 16 MiB", e.opts.preallocBytes)
+	}
+	defer e.Close()
+	val := bytes.Repeat([]byte("v"), 64<<10)
+	var written int64
+	var err error
+	for i := 0; err == nil; i++ {
+		if _, err = e.Set(Write{Key: fmt.Sprint("k", i), Value: val}); err == nil {
+			written += int64(len(val))
+		}
+		if written > 2*room {
+			t.Fatal("writes go on past the disk's room")
+		}
+	}
+	if !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("write on the full disk: %v, want ErrNoSpace", err)
+	}
+	// All but the last record's worth of the room holds records.
+	if written < room-2*int64(len(val)) {
+		t.Fatalf("%d bytes of values written into %d bytes of room", written, room)
 	}
 }

@@ -280,27 +280,45 @@ func (e *Engine) recover() (segStart uint64, fileOff int64, keys int, err error)
 		}
 		if last {
 			if torn {
-				e.log.Warn("crux log: truncating a torn last record", "file", path, "offset", end)
+				e.log.Warn("crux log: zeroing a torn last record", "file", path, "offset", end)
+				if err := zeroTail(path, end); err != nil {
+					return 0, 0, 0, err
+				}
 			}
-			// Drop the torn tail and the preallocated zeros: appends
-			// resume at end.
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				return 0, 0, 0, err
-			}
-			if err := f.Truncate(end); err != nil {
-				f.Close()
-				return 0, 0, 0, err
-			}
-			err = fsutil.Sync(f)
-			f.Close()
-			if err != nil {
-				return 0, 0, 0, err
-			}
+			// The preallocated zeros after end stay: appends resume at
+			// end, into space the disk already gave.
 			segStart, fileOff = s, end
 		}
 	}
 	return segStart, fileOff, e.countKeys(), nil
+}
+
+// zeroTail overwrites the damaged bytes after end in the segment at path
+// with zeros, up to the last non-zero byte, and fsyncs them: the segment
+// then ends cleanly at end, and keeps its size (the preallocation). A
+// later crash must not find the old torn bytes behind new, shorter
+// records.
+func zeroTail(path string, end int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	dirty, err := dataEnd(f, st.Size())
+	if err != nil || dirty <= end {
+		return err
+	}
+	if _, err := fsutil.WriteAt(f, make([]byte, dirty-end), end); err != nil {
+		return fmt.Errorf("zeroing the torn tail of %s: %w", path, err)
+	}
+	if err := fsutil.DataSync(f); err != nil {
+		return fmt.Errorf("zeroing the torn tail of %s: %w", path, err)
+	}
+	return nil
 }
 
 func (e *Engine) countKeys() int {

@@ -1,6 +1,7 @@
 package statestore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"mecha/internal/fsutil"
@@ -104,17 +106,20 @@ func listNumbered(dir, prefix, suffix string) ([]uint64, error) {
 }
 
 // preallocChunk is how far ahead of the write position the segment is
-// allocated. Allocating before a record is accepted is what makes a full
-// disk fail the write instead of losing an acknowledged one later.
+// allocated (Options.preallocBytes, for tests, aside). Allocating before
+// a record is accepted is what makes a full disk fail the write instead
+// of losing an acknowledged one later.
 const preallocChunk = 16 << 20
 
 // wal is the write-ahead log: records are appended to a buffer, and a
 // group commit writes all that is buffered with one write(2), for every
 // writer waiting on it.
 type wal struct {
-	dir      string
-	policy   FsyncPolicy
-	segBytes int64
+	dir    string
+	policy FsyncPolicy
+	// prealloc is how far ahead of the write position the segment is
+	// allocated.
+	prealloc int64
 
 	// ioMu serializes group commits (file writes) and rotation. Lock
 	// order: ioMu, then syncMu, then mu.
@@ -148,9 +153,9 @@ type wal struct {
 
 // openWAL opens the log for appending at LSN end, in segment segStart whose
 // valid data ends at fileOff.
-func openWAL(dir string, policy FsyncPolicy, segBytes int64, segStart uint64, fileOff int64) (*wal, error) {
+func openWAL(dir string, policy FsyncPolicy, prealloc int64, segStart uint64, fileOff int64) (*wal, error) {
 	end := segStart + uint64(fileOff)
-	w := &wal{dir: dir, policy: policy, segBytes: segBytes, segStart: segStart, fileOff: fileOff,
+	w := &wal{dir: dir, policy: policy, prealloc: prealloc, segStart: segStart, fileOff: fileOff,
 		appended: end, written: end, synced: end}
 	w.cond = sync.NewCond(&w.mu)
 	f, err := os.OpenFile(filepath.Join(dir, segName(segStart)), os.O_RDWR|os.O_CREATE, 0o644)
@@ -182,22 +187,39 @@ func (w *wal) append(rec []byte) (uint64, error) {
 	if w.failed != nil {
 		return 0, fmt.Errorf("%w: %w", ErrFailed, w.failed)
 	}
-	need := w.fileOff + int64(len(w.buf)) + int64(len(rec))
-	if need > w.allocated && !w.noFalloc {
-		size := need + preallocChunk
-		if err := fsutil.Allocate(w.f, w.allocated, size-w.allocated); err != nil {
-			if errors.Is(err, fsutil.ErrNotSupported) {
-				w.noFalloc = true
-			} else {
-				return 0, fmt.Errorf("%w: allocating log space: %w", ErrNoSpace, err)
-			}
-		} else {
-			w.allocated = size
+	if need := w.fileOff + int64(len(w.buf)) + int64(len(rec)); need > w.allocated && !w.noFalloc {
+		if err := w.allocate(need); err != nil {
+			return 0, err
 		}
 	}
 	w.buf = append(w.buf, rec...)
 	w.appended += uint64(len(rec))
 	return w.appended, nil
+}
+
+// allocate grows the segment's allocation to hold need bytes, a chunk
+// ahead when the disk has room for it. With less room than that it tries
+// a sixteenth of a chunk ahead, then only need: a write still gets the
+// space it needs itself, and the store goes on until the disk is really
+// full. mu is held.
+func (w *wal) allocate(need int64) error {
+	var err error
+	for _, ahead := range []int64{w.prealloc, w.prealloc / 16, 0} {
+		size := need + ahead
+		err = fsutil.Allocate(w.f, w.allocated, size-w.allocated)
+		if err == nil {
+			w.allocated = size
+			return nil
+		}
+		if errors.Is(err, fsutil.ErrNotSupported) {
+			w.noFalloc = true
+			return nil
+		}
+		if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+			break
+		}
+	}
+	return fmt.Errorf("%w: allocating log space: %w", ErrNoSpace, err)
 }
 
 // commit is one group commit: it writes everything buffered and, with
@@ -385,7 +407,10 @@ func (w *wal) run(interval time.Duration, done <-chan struct{}, onErr func(error
 }
 
 // close writes (and, unless the policy is never, fsyncs) what is buffered
-// and closes the file.
+// and closes the file. It keeps the file's preallocated tail (zeros, the
+// end of the log for recovery): the first write after a restart goes
+// there, without needing new space on a disk that may have filled up
+// meanwhile.
 func (w *wal) close() error {
 	err := w.commit(w.policy != FsyncNever)
 	w.ioMu.Lock()
@@ -397,9 +422,6 @@ func (w *wal) close() error {
 	w.cond.Broadcast()
 	f := w.f
 	w.mu.Unlock()
-	if terr := f.Truncate(w.fileOff); terr != nil && err == nil {
-		err = terr
-	}
 	if cerr := f.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
@@ -408,46 +430,45 @@ func (w *wal) close() error {
 
 // scanSegment reads the records of one segment, calling fn with each op
 // list. It returns the offset where valid data ends. A damaged record is a
-// torn tail, and is truncated by the caller, when it is in the last
-// segment and nothing but zeros follows it; otherwise it is corruption.
+// torn tail, and is cut off by the caller, when it is in the last segment
+// and nothing but zeros follows it; otherwise it is corruption.
 func scanSegment(path string, last bool, fn func(ops []op) error) (end int64, torn bool, err error) {
-	data, err := os.ReadFile(path)
+	seg, err := readSegment(path)
 	if err != nil {
 		return 0, false, err
 	}
-	lastNonZero := len(data) - 1
-	for lastNonZero >= 0 && data[lastNonZero] == 0 {
-		lastNonZero--
-	}
+	lastNonZero := seg.nonZero - 1
 	off := 0
 	for {
-		if off+recordHeader > len(data) {
+		if off+recordHeader > seg.size {
 			if off <= lastNonZero {
 				return classify(path, off, last, "truncated record header")
 			}
 			return int64(off), false, nil
 		}
-		n := binary.BigEndian.Uint32(data[off:])
+		seg.upTo(off + recordHeader)
+		n := binary.BigEndian.Uint32(seg.b[off:])
 		if n == 0 {
 			if off <= lastNonZero {
-				return classify(path, off, last && !validRecordAfter(data, off+1), "zero length record followed by data")
+				return classify(path, off, last && !validRecordAfter(seg, off+1), "zero length record followed by data")
 			}
 			return int64(off), false, nil
 		}
 		// A damaged record is a torn tail only when no intact record
 		// follows it: a crash tears the last write, it does not leave
 		// good records behind a bad one.
-		if n > maxRecord || off+recordHeader+int(n) > len(data) {
-			return classify(path, off, last && !validRecordAfter(data, off+1), fmt.Sprintf("record length %d runs past the end of the segment", n))
+		if n > maxRecord || off+recordHeader+int(n) > seg.size {
+			return classify(path, off, last && !validRecordAfter(seg, off+1), fmt.Sprintf("record length %d runs past the end of the segment", n))
 		}
-		payload := data[off+recordHeader : off+recordHeader+int(n)]
-		if crc32.Checksum(payload, fsutil.Castagnoli) != binary.BigEndian.Uint32(data[off+4:]) {
-			torn := last && off+recordHeader+int(n) > lastNonZero && !validRecordAfter(data, off+1)
+		seg.upTo(off + recordHeader + int(n))
+		payload := seg.b[off+recordHeader : off+recordHeader+int(n)]
+		if crc32.Checksum(payload, fsutil.Castagnoli) != binary.BigEndian.Uint32(seg.b[off+4:]) {
+			torn := last && off+recordHeader+int(n) > lastNonZero && !validRecordAfter(seg, off+1)
 			return classify(path, off, torn, "checksum mismatch")
 		}
 		ops, derr := decodePayload(payload)
 		if derr != nil {
-			return 0, false, fmt.Errorf("%w: %s at offset %d: %v", ErrCorrupt, path, off, derr)
+			return 0, false, fmt.Errorf("%w: %s at offset %d: %w", ErrCorrupt, path, off, derr)
 		}
 		if err := fn(ops); err != nil {
 			return 0, false, err
@@ -456,17 +477,93 @@ func scanSegment(path string, last bool, fn func(ops []op) error) (end int64, to
 	}
 }
 
+// segmentBytes is a segment read up to its last non-zero byte. The bytes
+// after it, up to size, are zeros (mostly the preallocated tail, up to
+// 16 MiB): they are only put in memory as far as a record reaches into
+// them, which makes scanning them the same as scanning the whole file.
+type segmentBytes struct {
+	b       []byte
+	nonZero int // bytes up to the last non-zero one: the first len(b) before any upTo
+	size    int
+}
+
+// upTo makes b hold at least the first n bytes of the segment (n ≤ size).
+func (s *segmentBytes) upTo(n int) {
+	if n > len(s.b) {
+		s.b = append(s.b, make([]byte, n-len(s.b))...)
+	}
+}
+
+// readSegment reads the segment at path up to its last non-zero byte.
+func readSegment(path string) (*segmentBytes, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	end, err := dataEnd(f, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, end)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return &segmentBytes{b: b, nonZero: len(b), size: int(st.Size())}, nil
+}
+
+// dataEnd returns the offset after the last non-zero byte of the first
+// size bytes of f, reading backwards a block at a time into one buffer,
+// so that the preallocated zeros are never all in memory.
+func dataEnd(f *os.File, size int64) (int64, error) {
+	buf := make([]byte, min(size, 1<<20))
+	for end := size; end > 0; {
+		n := min(end, int64(len(buf)))
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return 0, fmt.Errorf("reading %s: %w", f.Name(), err)
+		}
+		if i := lastNonZeroByte(buf[:n]); i >= 0 {
+			return end - n + int64(i) + 1, nil
+		}
+		end -= n
+	}
+	return 0, nil
+}
+
+// lastNonZeroByte returns the index of the last byte of data that is not
+// zero, -1 when there is none; zeros are skipped a block at a time.
+func lastNonZeroByte(data []byte) int {
+	const block = 4096
+	var zeros [block]byte
+	end := len(data)
+	for end >= block && bytes.Equal(data[end-block:end], zeros[:]) {
+		end -= block
+	}
+	for end > 0 && data[end-1] == 0 {
+		end--
+	}
+	return end - 1
+}
+
 // validRecordAfter reports whether an intact record (sane length, matching
 // checksum, decodable payload) starts anywhere at or after from. It only
-// runs when recovery met a damaged record.
-func validRecordAfter(data []byte, from int) bool {
-	for off := from; off+recordHeader <= len(data); off++ {
-		n := int(binary.BigEndian.Uint32(data[off:]))
-		if n == 0 || n > maxRecord || off+recordHeader+n > len(data) {
+// runs when recovery met a damaged record. A record cannot start in the
+// zeros after the last non-zero byte (its length would be 0).
+func validRecordAfter(seg *segmentBytes, from int) bool {
+	lastNonZero := seg.nonZero - 1
+	for off := from; off <= lastNonZero && off+recordHeader <= seg.size; off++ {
+		seg.upTo(off + recordHeader)
+		n := int(binary.BigEndian.Uint32(seg.b[off:]))
+		if n == 0 || n > maxRecord || off+recordHeader+n > seg.size {
 			continue
 		}
-		payload := data[off+recordHeader : off+recordHeader+n]
-		if crc32.Checksum(payload, fsutil.Castagnoli) != binary.BigEndian.Uint32(data[off+4:]) {
+		seg.upTo(off + recordHeader + n)
+		payload := seg.b[off+recordHeader : off+recordHeader+n]
+		if crc32.Checksum(payload, fsutil.Castagnoli) != binary.BigEndian.Uint32(seg.b[off+4:]) {
 			continue
 		}
 		if _, err := decodePayload(payload); err == nil {
