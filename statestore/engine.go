@@ -350,7 +350,7 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 		}
 	}
 	s.scratch = appendRecord(s.scratch[:0], ops[:])
-	lsn, err := e.wal.append(s.scratch)
+	t, err := e.wal.append(s.scratch)
 	if cap(s.scratch) > 64<<10 {
 		s.scratch = nil // do not keep a large value's buffer per slot
 	}
@@ -359,7 +359,7 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 	}
 	// Holding the slot lock while the record reaches the OS keeps
 	// readers from seeing a value a crash could still take back.
-	if err := e.wal.wait(lsn, e.opts.Fsync == FsyncAlways); err != nil {
+	if err := e.wal.wait(t, e.opts.Fsync == FsyncAlways); err != nil {
 		return 0, err
 	}
 	s.seq = o.seq
@@ -514,13 +514,13 @@ func checkConcurrency(w *Write, curVersion uint64, exists bool) error {
 func (e *Engine) logOps(ops []op) error {
 	buf := getBuf()
 	rec := appendRecord(buf.b[:0], ops)
-	lsn, err := e.wal.append(rec)
+	t, err := e.wal.append(rec)
 	buf.b = rec
 	putBuf(buf)
 	if err != nil {
 		return err
 	}
-	return e.wal.wait(lsn, e.opts.Fsync == FsyncAlways)
+	return e.wal.wait(t, e.opts.Fsync == FsyncAlways)
 }
 
 // applyOp applies a logged op to memory. The slot lock is held (or the
@@ -729,10 +729,12 @@ func (e *Engine) Close() error {
 // FsyncNever that is the current segment only: segments sealed before
 // were left to the OS's writeback.
 func (e *Engine) Sync(ctx context.Context) error {
-	e.wal.mu.Lock()
-	lsn := e.wal.appended
-	e.wal.mu.Unlock()
-	return e.wal.wait(lsn, true)
+	if err := e.wal.commit(true); err != nil && !errors.Is(err, ErrClosed) {
+		return fmt.Errorf("%w: %w", ErrFailed, err)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 type bufHolder struct{ b []byte }
