@@ -22,7 +22,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -142,12 +141,11 @@ type Engine struct {
 	seed maphash.Seed
 
 	// snapMu serializes snapshots; lastSnapLSN is guarded by it.
-	snapMu       sync.Mutex
-	lastSnapLSN  uint64
-	snapshotting atomic.Bool
+	snapMu      sync.Mutex
+	lastSnapLSN uint64
 
 	done      chan struct{}
-	wg        sync.WaitGroup // the background goroutines: flusher, expiry, snapshotter
+	wg        sync.WaitGroup // the background goroutines: interval fsync, expiry, snapshotter
 	closeOnce sync.Once
 	closeErr  error
 }
