@@ -522,3 +522,64 @@ func TestConcurrentWritesSurviveCommitsAndRotations(t *testing.T) {
 		})
 	}
 }
+
+// Close while writers are busy: every writer returns, with success or
+// ErrClosed, and what was acknowledged is in the reopened store. A record
+// appended after Close's last commit must fail its writers, not leave
+// them waiting for a commit that never comes.
+func TestCloseWhileWriting(t *testing.T) {
+	for _, policy := range []FsyncPolicy{FsyncAlways, FsyncInterval, FsyncNever} {
+		t.Run(policy.String(), func(t *testing.T) {
+			for round := range 20 {
+				dir := t.TempDir()
+				e := open(t, dir, func(o *Options) { o.Fsync = policy })
+				const writers = 8
+				acked := make([][]string, writers)
+				var started, wg sync.WaitGroup
+				started.Add(writers)
+				for w := range writers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for i := 0; ; i++ {
+							if i == 10 {
+								started.Done()
+							}
+							k := fmt.Sprintf("w%d-%d", w, i)
+							if _, err := e.Set(Write{Key: k, Value: []byte(k)}); err != nil {
+								if !errors.Is(err, ErrClosed) {
+									t.Errorf("Set during Close: %v, want ErrClosed", err)
+								}
+								if i < 10 {
+									started.Done()
+								}
+								return
+							}
+							acked[w] = append(acked[w], k)
+						}
+					}()
+				}
+				started.Wait()
+				if err := e.Close(); err != nil {
+					t.Fatal(err)
+				}
+				returned := make(chan struct{})
+				go func() { wg.Wait(); close(returned) }()
+				select {
+				case <-returned:
+				case <-time.After(30 * time.Second):
+					t.Fatalf("round %d: writers still waiting 30 s after Close", round)
+				}
+				e = open(t, dir, func(o *Options) { o.Fsync = policy })
+				for w := range writers {
+					for _, k := range acked[w] {
+						if _, ok := mustGet(t, e, k); !ok {
+							t.Fatalf("round %d: acknowledged %s lost", round, k)
+						}
+					}
+				}
+				e.Close()
+			}
+		})
+	}
+}

@@ -346,7 +346,9 @@ func (w *wal) wait(t ticket, sync bool) error {
 		w.ioMu.Unlock()
 	}
 	<-t.b.done
-	if t.b.err != nil {
+	if errors.Is(t.b.err, ErrClosed) {
+		return ErrClosed
+	} else if t.b.err != nil {
 		return fmt.Errorf("%w: %w", ErrFailed, t.b.err)
 	}
 	if sync {
@@ -463,15 +465,24 @@ func (w *wal) run(interval time.Duration, done <-chan struct{}, onErr func(error
 // there, without needing new space on a disk that may have filled up
 // meanwhile.
 func (w *wal) close() error {
-	err := w.commit(w.policy != FsyncNever)
 	w.ioMu.Lock()
 	defer w.ioMu.Unlock()
+	err := w.commitLocked(w.policy != FsyncNever)
 	w.syncMu.Lock()
 	defer w.syncMu.Unlock()
 	w.mu.Lock()
 	w.closed = true
 	f := w.f
+	// Records appended after that commit are not written: their writers
+	// hear the store closed, and nothing of them was applied.
+	pending := len(w.buf) > 0
+	b := w.cur
+	w.buf = nil
 	w.mu.Unlock()
+	if pending {
+		b.err = ErrClosed
+		close(b.done)
+	}
 	if cerr := f.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
