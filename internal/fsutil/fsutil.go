@@ -67,9 +67,10 @@ var faults atomic.Pointer[Faults]
 
 // SetFaults installs f for every store in the process and returns the
 // function that puts the previous hooks back (once; later calls do
-// nothing); tests call it as t.Cleanup(fsutil.SetFaults(...)). The hooks are process-wide: a test
-// that sets them must not run in parallel with other tests of its
-// package, and should match the names of its own files only.
+// nothing); tests call it as t.Cleanup(fsutil.SetFaults(...)). The hooks
+// are process-wide: a test that sets them must not run in parallel with
+// other tests of its package, and should match the names of its own
+// files only.
 func SetFaults(f Faults) (restore func()) {
 	old := faults.Swap(&f)
 	// Restoring twice (explicitly, then from a cleanup) must not undo
