@@ -310,3 +310,50 @@ func TestAllocationStepsDownOnANearlyFullDisk(t *testing.T) {
 		t.Fatalf("%d bytes of values written into %d bytes of room", written, room)
 	}
 }
+
+// A directory fsync that fails when rotation creates a segment fails the
+// log for good, like a failed fsync of the log itself: the snapshot that
+// rotated fails, writes are refused, and a reopen recovers every
+// acknowledged write.
+func TestRotationDirectoryFsyncFailure(t *testing.T) {
+	for _, policy := range []FsyncPolicy{FsyncAlways, FsyncInterval, FsyncNever} {
+		t.Run(policy.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			mod := func(o *Options) { o.Fsync = policy }
+			e := open(t, dir, mod)
+			for i := range 10 {
+				if _, err := e.Set(Write{Key: fmt.Sprint("k", i), Value: []byte("v")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			restore := fsutil.SetFaults(fsutil.Faults{Sync: func(name string) error {
+				if name == dir {
+					return syscall.EIO
+				}
+				return nil
+			}})
+			t.Cleanup(restore)
+			if err := e.Snapshot(); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("snapshot with a failing directory fsync: %v", err)
+			}
+			restore()
+			if _, err := e.Set(Write{Key: "after", Value: []byte("v")}); !errors.Is(err, ErrFailed) {
+				t.Fatalf("write after the failed rotation: %v, want ErrFailed", err)
+			}
+			e.Close()
+			e = open(t, dir, mod)
+			defer e.Close()
+			for i := range 10 {
+				if _, ok := mustGet(t, e, fmt.Sprint("k", i)); !ok {
+					t.Fatalf("k%d lost", i)
+				}
+			}
+			if _, err := e.Set(Write{Key: "after", Value: []byte("v")}); err != nil {
+				t.Fatalf("write after reopen: %v", err)
+			}
+			if err := e.Snapshot(); err != nil {
+				t.Fatalf("snapshot after reopen: %v", err)
+			}
+		})
+	}
+}

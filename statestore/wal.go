@@ -420,8 +420,13 @@ func (w *wal) rotate() (uint64, error) {
 		return 0, err
 	}
 	if err := fsutil.SyncDir(w.dir); err != nil {
+		// The new segment's name may or may not survive a power loss,
+		// and a later rotation could not create it again: the log
+		// stops here, as after a failed fsync. It ends where the new
+		// segment starts, so recovery finds the two consistent.
 		f.Close()
-		return 0, err
+		w.failed = fmt.Errorf("creating segment %s: %w", segName(start), err)
+		return 0, w.failed
 	}
 	old := w.f
 	// Give back the old segment's unused preallocation.
