@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"mecha/broker/storage"
-	"mecha/internal/atomicfile"
+	"mecha/internal/fsutil"
 )
 
 // Sentinel errors of the topic registry; api files map them to Kafka codes.
@@ -385,7 +385,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(path, b)
+	return fsutil.WriteFile(path, b)
 }
 
 // producerIDs hands out producer ids, persisting a high-water mark in

@@ -3,6 +3,7 @@ package statestore
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 )
 
@@ -42,30 +43,41 @@ func BenchmarkEngineGet(b *testing.B) {
 }
 
 // BenchmarkEngineSet writes 200 B sessions to 100,000 keys from all cores
-// under the default fsync=interval policy (group commit every 10 ms).
+// under each fsync policy: first with one writer per core (GOMAXPROCS
+// goroutines, the figure docs/benchmarks.md has tracked), then with 16
+// writers, where group commits hold several writers' records.
 func BenchmarkEngineSet(b *testing.B) {
 	for _, policy := range []FsyncPolicy{FsyncInterval, FsyncAlways} {
-		b.Run("fsync="+policy.String(), func(b *testing.B) {
-			e := open(b, b.TempDir(), func(o *Options) { o.Fsync = policy })
-			defer e.Close()
-			const n = 100_000
-			keys := make([]string, n)
-			for i := range keys {
-				keys[i] = fmt.Sprintf("im||user-%d||session", i)
-			}
-			val := sessionValue()
-			b.ReportAllocs()
-			b.SetBytes(int64(len(val)))
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				r := rand.New(rand.NewPCG(rand.Uint64(), 2))
-				for pb.Next() {
-					if _, err := e.Set(Write{Key: keys[r.IntN(n)], Value: val}); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+		b.Run("fsync="+policy.String(), func(b *testing.B) { benchmarkSet(b, policy, 1) })
+	}
+	for _, policy := range []FsyncPolicy{FsyncInterval, FsyncAlways, FsyncNever} {
+		b.Run("fsync="+policy.String()+"/writers=16", func(b *testing.B) {
+			benchmarkSet(b, policy, (16+runtime.GOMAXPROCS(0)-1)/runtime.GOMAXPROCS(0))
 		})
 	}
+}
+
+// benchmarkSet runs parallelism writers per core.
+func benchmarkSet(b *testing.B, policy FsyncPolicy, parallelism int) {
+	e := open(b, b.TempDir(), func(o *Options) { o.Fsync = policy })
+	defer e.Close()
+	const n = 100_000
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("im||user-%d||session", i)
+	}
+	val := sessionValue()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(val)))
+	b.SetParallelism(parallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		r := rand.New(rand.NewPCG(rand.Uint64(), 2))
+		for pb.Next() {
+			if _, err := e.Set(Write{Key: keys[r.IntN(n)], Value: val}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

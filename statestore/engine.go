@@ -22,11 +22,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"mecha/internal/dirlock"
+	"mecha/internal/fsutil"
 )
 
 // NumSlots is the fixed number of slots the key space is pre-sharded into
@@ -82,6 +82,9 @@ type Options struct {
 	Logger         *slog.Logger
 	// Now is the clock, for tests.
 	Now func() time.Time
+	// preallocBytes is how far ahead the log allocates its segment;
+	// preallocChunk, unless a test that reopens many times shrinks it.
+	preallocBytes int64
 }
 
 func (o *Options) defaults() {
@@ -105,6 +108,9 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.preallocBytes <= 0 {
+		o.preallocBytes = preallocChunk
 	}
 }
 
@@ -135,12 +141,11 @@ type Engine struct {
 	seed maphash.Seed
 
 	// snapMu serializes snapshots; lastSnapLSN is guarded by it.
-	snapMu       sync.Mutex
-	lastSnapLSN  uint64
-	snapshotting atomic.Bool
+	snapMu      sync.Mutex
+	lastSnapLSN uint64
 
 	done      chan struct{}
-	wg        sync.WaitGroup // the background goroutines: flusher, expiry, snapshotter
+	wg        sync.WaitGroup // the background goroutines: interval fsync, expiry, snapshotter
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -171,7 +176,7 @@ func Open(opts Options) (*Engine, error) {
 		lock.Release()
 		return nil, err
 	}
-	e.wal, err = openWAL(opts.Dir, opts.Fsync, opts.SegmentBytes, segStart, fileOff)
+	e.wal, err = openWAL(opts.Dir, opts.Fsync, opts.preallocBytes, segStart, fileOff)
 	if err != nil {
 		lock.Release()
 		return nil, err
@@ -203,7 +208,7 @@ func slotOf(key string) uint16 {
 }
 
 func hashSlot(s string) uint16 {
-	c := crc32.Update(0, castagnoli, unsafe.Slice(unsafe.StringData(s), len(s)))
+	c := crc32.Update(0, fsutil.Castagnoli, unsafe.Slice(unsafe.StringData(s), len(s)))
 	// Fibonacci hashing: the top bits of the product spread keys that
 	// differ in a few bytes across all slots.
 	return uint16((uint64(c) * 0x9E3779B97F4A7C15) >> (64 - 10))
@@ -343,17 +348,17 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 		}
 	}
 	s.scratch = appendRecord(s.scratch[:0], ops[:])
-	lsn, err := e.wal.append(s.scratch)
+	t, err := e.wal.append(s.scratch)
 	if cap(s.scratch) > 64<<10 {
 		s.scratch = nil // do not keep a large value's buffer per slot
 	}
 	if err != nil {
 		return 0, err
 	}
-	if e.opts.Fsync == FsyncAlways {
-		if err := e.wal.waitDurable(lsn); err != nil {
-			return 0, err
-		}
+	// Holding the slot lock while the record reaches the OS keeps
+	// readers from seeing a value a crash could still take back.
+	if err := e.wal.wait(t, e.opts.Fsync == FsyncAlways); err != nil {
+		return 0, err
 	}
 	s.seq = o.seq
 	if o.kind == opSet {
@@ -501,22 +506,19 @@ func checkConcurrency(w *Write, curVersion uint64, exists bool) error {
 	return nil
 }
 
-// logOps appends ops as one record and, under FsyncAlways, waits until it
-// is durable. Slot locks are held: the log order of a slot is its apply
-// order.
+// logOps appends ops as one record and waits until a group commit wrote
+// it to the OS (and fsynced it, under FsyncAlways). Slot locks are held:
+// the log order of a slot is its apply order.
 func (e *Engine) logOps(ops []op) error {
 	buf := getBuf()
 	rec := appendRecord(buf.b[:0], ops)
-	lsn, err := e.wal.append(rec)
+	t, err := e.wal.append(rec)
 	buf.b = rec
 	putBuf(buf)
 	if err != nil {
 		return err
 	}
-	if e.opts.Fsync == FsyncAlways {
-		return e.wal.waitDurable(lsn)
-	}
-	return nil
+	return e.wal.wait(t, e.opts.Fsync == FsyncAlways)
 }
 
 // applyOp applies a logged op to memory. The slot lock is held (or the
@@ -721,12 +723,16 @@ func (e *Engine) Close() error {
 	return e.closeErr
 }
 
-// Sync makes everything written so far durable, whatever the policy.
+// Sync fsyncs everything written so far, whatever the policy. Under
+// FsyncNever that is the current segment only: segments sealed before
+// were left to the OS's writeback.
 func (e *Engine) Sync(ctx context.Context) error {
-	e.wal.mu.Lock()
-	lsn := e.wal.appended
-	e.wal.mu.Unlock()
-	return e.wal.waitDurable(lsn)
+	if err := e.wal.commit(true); err != nil && !errors.Is(err, ErrClosed) {
+		return fmt.Errorf("%w: %w", ErrFailed, err)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 type bufHolder struct{ b []byte }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+
+	"mecha/internal/fsutil"
 )
 
 // Log record layout. A record is one atomic unit: a single mutation or a
@@ -34,8 +36,6 @@ const (
 	// start with it and hold no further "||" (Dapr's DeleteWithPrefix).
 	opDeleteChildren = 4
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // errBadRecord is wrapped by errors about a record that cannot be decoded.
 var errBadRecord = errors.New("bad log record")
@@ -70,7 +70,7 @@ func appendRecord(dst []byte, ops []op) []byte {
 	}
 	payload := dst[start+recordHeader:]
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(payload)))
-	binary.BigEndian.PutUint32(dst[start+4:], crc32.Checksum(payload, castagnoli))
+	binary.BigEndian.PutUint32(dst[start+4:], crc32.Checksum(payload, fsutil.Castagnoli))
 	return dst
 }
 

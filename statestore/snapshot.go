@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"mecha/internal/fsutil"
 )
 
 // Snapshot layout:
@@ -51,24 +53,38 @@ func (e *Engine) Snapshot() error {
 		return fmt.Errorf("snapshot: rotating the log: %w", err)
 	}
 	final := filepath.Join(e.opts.Dir, snapName(start))
-	tmp := final + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
+	// A failed directory fsync leaves the snapshot in place under a name
+	// that may not survive a power loss: the older files must stay too.
+	if err := fsutil.Replace(final, func(w io.Writer) error { return e.writeSnapshot(w, start) }); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
+	e.lastSnapLSN = start
+	// Older segments and snapshots are now covered by this snapshot.
+	if segs, err := listSegments(e.opts.Dir); err == nil {
+		for _, s := range segs {
+			if s < start {
+				os.Remove(filepath.Join(e.opts.Dir, segName(s)))
+			}
 		}
-	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
+	}
+	if snaps, err := listSnapshots(e.opts.Dir); err == nil {
+		for _, s := range snaps {
+			if s < start {
+				os.Remove(filepath.Join(e.opts.Dir, snapName(s)))
+			}
+		}
+	}
+	return nil
+}
+
+// writeSnapshot writes the snapshot taken at log position start to w.
+func (e *Engine) writeSnapshot(w io.Writer, start uint64) error {
+	bw := bufio.NewWriterSize(w, 1<<20)
 	hdr := append([]byte(snapMagic), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 	binary.BigEndian.PutUint32(hdr[8:], snapFormat)
 	binary.BigEndian.PutUint64(hdr[12:], start)
 	if _, err := bw.Write(hdr); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
+		return err
 	}
 	now := e.now()
 	var entries []snapEntry
@@ -100,44 +116,12 @@ func (e *Engine) Snapshot() error {
 			block = binary.AppendVarint(block, se.en.expires)
 		}
 		binary.BigEndian.PutUint32(block, uint32(len(block)-8))
-		binary.BigEndian.PutUint32(block[4:], crc32.Checksum(block[8:], castagnoli))
+		binary.BigEndian.PutUint32(block[4:], crc32.Checksum(block[8:], fsutil.Castagnoli))
 		if _, err := bw.Write(block); err != nil {
-			return fmt.Errorf("snapshot: %w", err)
+			return err
 		}
 	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	ok = true
-	if err := syncDir(e.opts.Dir); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	e.lastSnapLSN = start
-	// Older segments and snapshots are now covered by this snapshot.
-	if segs, err := listSegments(e.opts.Dir); err == nil {
-		for _, s := range segs {
-			if s < start {
-				os.Remove(filepath.Join(e.opts.Dir, segName(s)))
-			}
-		}
-	}
-	if snaps, err := listSnapshots(e.opts.Dir); err == nil {
-		for _, s := range snaps {
-			if s < start {
-				os.Remove(filepath.Join(e.opts.Dir, snapName(s)))
-			}
-		}
-	}
-	return nil
+	return bw.Flush()
 }
 
 // loadSnapshot fills the slots from the snapshot file.
@@ -176,7 +160,7 @@ func (e *Engine) loadSnapshot(path string, now int64) (uint64, error) {
 		if _, err := io.ReadFull(br, payload); err != nil {
 			return 0, fmt.Errorf("%w: %s at offset %d: truncated block", ErrCorrupt, path, off)
 		}
-		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(bh[4:]) {
+		if crc32.Checksum(payload, fsutil.Castagnoli) != binary.BigEndian.Uint32(bh[4:]) {
 			return 0, fmt.Errorf("%w: %s at offset %d: checksum mismatch", ErrCorrupt, path, off)
 		}
 		if err := e.loadBlock(payload, i, now); err != nil {
@@ -296,27 +280,45 @@ func (e *Engine) recover() (segStart uint64, fileOff int64, keys int, err error)
 		}
 		if last {
 			if torn {
-				e.log.Warn("crux log: truncating a torn last record", "file", path, "offset", end)
+				e.log.Warn("crux log: zeroing a torn last record", "file", path, "offset", end)
+				if err := zeroTail(path, end); err != nil {
+					return 0, 0, 0, err
+				}
 			}
-			// Drop the torn tail and the preallocated zeros: appends
-			// resume at end.
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				return 0, 0, 0, err
-			}
-			if err := f.Truncate(end); err != nil {
-				f.Close()
-				return 0, 0, 0, err
-			}
-			err = f.Sync()
-			f.Close()
-			if err != nil {
-				return 0, 0, 0, err
-			}
+			// The preallocated zeros after end stay: appends resume at
+			// end, into space the disk already gave.
 			segStart, fileOff = s, end
 		}
 	}
 	return segStart, fileOff, e.countKeys(), nil
+}
+
+// zeroTail overwrites the damaged bytes after end in the segment at path
+// with zeros, up to the last non-zero byte, and fsyncs them: the segment
+// then ends cleanly at end, and keeps its size (the preallocation). A
+// later crash must not find the old torn bytes behind new, shorter
+// records.
+func zeroTail(path string, end int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	dirty, err := dataEnd(f, st.Size())
+	if err != nil || dirty <= end {
+		return err
+	}
+	if _, err := fsutil.WriteAt(f, make([]byte, dirty-end), end); err != nil {
+		return fmt.Errorf("zeroing the torn tail of %s: %w", path, err)
+	}
+	if err := fsutil.DataSync(f); err != nil {
+		return fmt.Errorf("zeroing the torn tail of %s: %w", path, err)
+	}
+	return nil
 }
 
 func (e *Engine) countKeys() int {

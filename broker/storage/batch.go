@@ -20,6 +20,8 @@ import (
 	"hash/crc32"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"mecha/internal/fsutil"
 )
 
 // Sentinel errors the protocol layer maps to Kafka error codes.
@@ -63,8 +65,6 @@ const (
 	crcStart     = 21
 	logOverhead  = 12 // base offset + length
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // BatchInfo is what the log keeps of a batch: enough to index it, to answer
 // ListOffsets and to track idempotent producers.
@@ -125,7 +125,7 @@ func validateOne(b []byte, maxBatch int) (BatchInfo, error) {
 	}
 	whole := b[:size]
 	want := binary.BigEndian.Uint32(whole[crcOffset:])
-	if got := crc32.Checksum(whole[crcStart:], castagnoli); got != want {
+	if got := crc32.Checksum(whole[crcStart:], fsutil.Castagnoli); got != want {
 		return BatchInfo{}, fmt.Errorf("%w: crc %08x, computed %08x", ErrCorruptBatch, want, got)
 	}
 	var rb kmsg.RecordBatch
@@ -162,7 +162,7 @@ func scanBatch(b []byte, check bool) (base int64, info BatchInfo, ok bool) {
 	}
 	size := length + logOverhead
 	if check {
-		if crc32.Checksum(b[crcStart:size], castagnoli) != binary.BigEndian.Uint32(b[crcOffset:]) {
+		if crc32.Checksum(b[crcStart:size], fsutil.Castagnoli) != binary.BigEndian.Uint32(b[crcOffset:]) {
 			return 0, info, false
 		}
 	}

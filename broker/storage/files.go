@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"sync"
+
+	"mecha/internal/fsutil"
 )
 
 // SegmentFiles bounds the segment files held open across the partitions
@@ -135,7 +137,7 @@ func (c *SegmentFiles) evictLocked(sf *segFile) evicted {
 
 func (c *SegmentFiles) closeEvicted(e evicted) {
 	if e.dirty {
-		if err := syncFn(e.f); err != nil {
+		if err := fsutil.Sync(e.f); err != nil {
 			c.mu.Lock()
 			if e.sf.syncErr == nil {
 				e.sf.syncErr = fmt.Errorf("fsync %s before closing it: %w", e.sf.path, err)
@@ -227,7 +229,7 @@ func (sf *segFile) sync(f *os.File) error {
 	if prev != nil {
 		return prev
 	}
-	return syncFn(f)
+	return fsutil.Sync(f)
 }
 
 // retire closes the file once its last user releases it (at once when it

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"mecha/internal/fsutil"
 )
 
 // OffsetKey names one committed offset.
@@ -41,8 +43,18 @@ type OffsetStore struct {
 	f       *os.File
 	live    map[OffsetKey]Committed
 	written int64 // bytes in the file
-	dirty   bool  // written since the last fsync
+	dirty   bool  // written since the last successful fsync
+	// failed is set once an fsync of the file fails, or a compaction's
+	// rename may not be durable: what the file holds on disk is then
+	// unknown (the kernel may have dropped the dirty pages and marked
+	// them clean), so the store takes no more commits. Reopening it
+	// replays what the disk really has.
+	failed error
 }
+
+// ErrOffsetsFailed is wrapped by the errors of an OffsetStore that stopped
+// taking commits after a failed fsync; restarting the broker reopens it.
+var ErrOffsetsFailed = errors.New("committed offsets file failed; restart the broker to reopen it")
 
 // errBadOffsetRecord marks a record that does not decode.
 var errBadOffsetRecord = errors.New("bad offset record")
@@ -90,7 +102,7 @@ func ReplayOffsets(data []byte, fn func(OffsetKey, Committed)) int {
 			break
 		}
 		payload := data[pos+8 : pos+4+n]
-		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(data[pos+4:]) {
+		if crc32.Checksum(payload, fsutil.Castagnoli) != binary.BigEndian.Uint32(data[pos+4:]) {
 			break
 		}
 		k, c, err := decodeOffset(payload)
@@ -151,7 +163,7 @@ func appendOffset(dst []byte, k OffsetKey, c Committed) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, uint32(c.LeaderEpoch))
 	put(c.Metadata)
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
-	binary.BigEndian.PutUint32(dst[start+4:], crc32.Checksum(dst[start+8:], castagnoli))
+	binary.BigEndian.PutUint32(dst[start+4:], crc32.Checksum(dst[start+8:], fsutil.Castagnoli))
 	return dst
 }
 
@@ -161,7 +173,7 @@ const maxOffsetString = 1<<16 - 1
 
 // Commit stores offsets for one group. The write reaches the page cache
 // before Commit returns (it survives the process being killed); sync makes
-// it durable against power loss too.
+// it durable against power loss too. A commit that fails is not applied.
 func (s *OffsetStore) Commit(entries map[OffsetKey]Committed, sync bool) error {
 	var buf []byte
 	for k, c := range entries {
@@ -175,11 +187,22 @@ func (s *OffsetStore) Commit(entries map[OffsetKey]Committed, sync bool) error {
 	if s.f == nil {
 		return ErrClosed
 	}
-	if _, err := writeFn(s.f, buf, s.written); err != nil {
+	if s.failed != nil {
+		return s.failed
+	}
+	if _, err := fsutil.WriteAt(s.f, buf, s.written); err != nil {
+		// The next commit overwrites a partial record anyway (writes
+		// are positional); the truncate keeps the file clean meanwhile.
 		_ = s.f.Truncate(s.written)
 		return fmt.Errorf("write %s: %w", s.path, err)
 	}
 	s.written += int64(len(buf))
+	s.dirty = true
+	if sync {
+		if err := s.syncLocked(); err != nil {
+			return err
+		}
+	}
 	for k, c := range entries {
 		if c.Offset < 0 {
 			delete(s.live, k)
@@ -187,16 +210,19 @@ func (s *OffsetStore) Commit(entries map[OffsetKey]Committed, sync bool) error {
 			s.live[k] = c
 		}
 	}
-	s.dirty = true
-	if sync {
-		if err := syncFn(s.f); err != nil {
-			return fmt.Errorf("fsync %s: %w", s.path, err)
-		}
-		s.dirty = false
-	}
 	if s.written > 1<<20 && s.written > int64(8*len(s.live)*64) {
 		return s.rewriteLocked()
 	}
+	return nil
+}
+
+// syncLocked fsyncs the file; a failure fails the store for good.
+func (s *OffsetStore) syncLocked() error {
+	if err := fsutil.Sync(s.f); err != nil {
+		s.failed = fmt.Errorf("%w: %w", ErrOffsetsFailed, err)
+		return s.failed
+	}
+	s.dirty = false
 	return nil
 }
 
@@ -245,56 +271,71 @@ func (s *OffsetStore) DeleteTopic(topic string) error {
 	return s.Commit(del, false)
 }
 
-// Flush fsyncs pending commits: the periodic flush.
+// Flush fsyncs pending commits: the periodic flush. The commits count as
+// clean only once the fsync succeeded; after a failed one the store
+// refuses commits (and Flush keeps returning the error).
 func (s *OffsetStore) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.f == nil || !s.dirty {
+	if s.f == nil {
 		return nil
 	}
-	s.dirty = false
-	return syncFn(s.f)
+	if s.failed != nil {
+		return s.failed
+	}
+	if !s.dirty {
+		return nil
+	}
+	return s.syncLocked()
 }
 
-// rewriteLocked compacts the file to the live offsets: a new file is
-// written and fsynced under a temporary name, renamed over the old one,
-// and its handle kept, so commits never go to an unlinked file.
+// rewriteLocked compacts the file to the live offsets: it is replaced
+// whole (fsutil.WriteFile) and reopened, so commits never go to an
+// unlinked file.
 func (s *OffsetStore) rewriteLocked() error {
 	var buf []byte
 	for k, c := range s.live {
 		buf = appendOffset(buf, k, c)
 	}
-	tmp := s.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
+	err := fsutil.WriteFile(s.path, buf)
+	if err != nil && !errors.Is(err, fsutil.ErrDirNotSynced) {
+		// The old file is untouched and still open: the commits stand,
+		// and the next commit tries the compaction again.
+		return fmt.Errorf("compacting %s: %w", s.path, err)
 	}
-	if _, err := f.Write(buf); err != nil {
-		f.Close()
-		return err
+	f, oerr := os.OpenFile(s.path, os.O_RDWR, 0o644)
+	if oerr != nil {
+		// The open handle is the old, unlinked file: a commit written
+		// there would be lost.
+		s.failed = fmt.Errorf("%w: reopening %s after compacting it: %w", ErrOffsetsFailed, s.path, oerr)
+		return s.failed
 	}
-	if err := syncFn(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		f.Close()
-		return err
-	}
-	_ = syncDir(filepath.Dir(s.path))
 	_ = s.f.Close()
-	s.f, s.written, s.dirty = f, int64(len(buf)), false
+	s.f, s.written = f, int64(len(buf))
+	if err != nil {
+		// The new file is in place but its name may not survive a power
+		// loss, which would bring back the old file without the commits
+		// written since its last fsync.
+		s.failed = fmt.Errorf("%w: %w", ErrOffsetsFailed, err)
+		return s.failed
+	}
+	s.dirty = false
 	return nil
 }
 
-// Close fsyncs and closes the file.
+// Close fsyncs and closes the file. A store that failed returns its
+// failure without fsyncing again: that fsync could succeed without the
+// lost pages being on disk.
 func (s *OffsetStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
 		return nil
 	}
-	err := syncFn(s.f)
+	err := s.failed
+	if err == nil {
+		err = s.syncLocked()
+	}
 	if cerr := s.f.Close(); err == nil {
 		err = cerr
 	}

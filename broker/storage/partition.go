@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"mecha/internal/fsutil"
 )
 
 // Config is a partition's log configuration, from the topic's configs.
@@ -298,7 +300,7 @@ func (p *Partition) Append(buf []byte, infos []BatchInfo) (AppendResult, error) 
 		p.mu.Unlock()
 		return AppendResult{}, fmt.Errorf("append to %s: %w", p.dir, err)
 	}
-	n, err := writeFn(f, buf, pos)
+	n, err := fsutil.WriteAt(f, buf, pos)
 	seg.file.markDirty()
 	if err != nil || n != len(buf) {
 		// Take back a partial write so the log never holds half a batch.
@@ -743,7 +745,7 @@ func (p *Partition) DeleteRecords(offset int64) (int64, error) {
 	if offset <= p.logStart {
 		return p.logStart, nil
 	}
-	if err := writeFileSync(filepath.Join(p.dir, "log-start-offset"), []byte(strconv.FormatInt(offset, 10))); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(p.dir, "log-start-offset"), []byte(strconv.FormatInt(offset, 10))); err != nil {
 		return p.logStart, err
 	}
 	p.logStart = offset

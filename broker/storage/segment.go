@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"mecha/internal/fsutil"
 )
 
 // indexEntry maps an offset (relative to the segment base) to the byte
@@ -33,14 +35,8 @@ const (
 	timeEntrySize  = 12
 )
 
-// writeFn is the write the log uses; tests swap it to inject a full disk.
-var writeFn = func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) }
-
 // readAtFn is the read of fetches; tests swap it to hold a read open.
 var readAtFn = func(f *os.File, b []byte, off int64) (int, error) { return f.ReadAt(b, off) }
-
-// syncFn is the fsync the log uses; tests swap it to inject failures.
-var syncFn = func(f *os.File) error { return f.Sync() }
 
 // segment is one .log file and its indexes. The partition's mutex guards
 // every field except file, which guards itself; its *os.File is safe for
@@ -96,7 +92,7 @@ func createSegment(dir string, base int64, files *SegmentFiles) (*segment, error
 	defer sf.release()
 	// The new file's name must survive a power loss with the records
 	// fsynced into it.
-	if err := syncDir(dir); err != nil {
+	if err := fsutil.SyncDir(dir); err != nil {
 		_ = sf.retire()
 		return nil, err
 	}
@@ -265,46 +261,10 @@ func (s *segment) saveIndexes() error {
 		tb = binary.BigEndian.AppendUint64(tb, uint64(e.ts))
 		tb = binary.BigEndian.AppendUint32(tb, e.rel)
 	}
-	if err := writeFileSync(segPath(s.dir, s.base, ".index"), ib); err != nil {
+	if err := fsutil.WriteFile(segPath(s.dir, s.base, ".index"), ib); err != nil {
 		return err
 	}
-	return writeFileSync(segPath(s.dir, s.base, ".timeindex"), tb)
-}
-
-// writeFileSync writes a file through a temporary name and fsyncs it, so a
-// crash leaves the old file or the new one.
-func writeFileSync(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := syncFn(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// syncDir fsyncs a directory, making the names created or renamed in it
-// durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return syncFn(d)
+	return fsutil.WriteFile(segPath(s.dir, s.base, ".timeindex"), tb)
 }
 
 // lookup returns the position of the last indexed batch at or before

@@ -3,51 +3,63 @@ package storage
 import (
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+
+	"mecha/internal/fsutil"
 )
 
-// The hooks are package globals: tests that swap them must not run in
-// parallel with other tests of this package (none here call t.Parallel).
+// The fault hooks are process-wide: tests that set them must not run in
+// parallel with other tests of this package (none here call t.Parallel),
+// and they only touch the files under their own directory.
 
-func swapWrite(t *testing.T, fn func(*os.File, []byte, int64) (int, error)) (restore func()) {
+// writeFault decides what a write under a test's directory does: how
+// many bytes reach the file and the error it fails with.
+type writeFault func(b []byte) (int, error)
+
+func swapWrite(t *testing.T, dir string, fn writeFault) (restore func()) {
 	t.Helper()
-	old := writeFn
-	writeFn = fn
-	restore = func() { writeFn = old }
+	restore = fsutil.SetFaults(fsutil.Faults{Write: func(name string, b []byte, _ int64) (int, error) {
+		if !strings.HasPrefix(name, dir) {
+			return len(b), nil
+		}
+		return fn(b)
+	}})
 	t.Cleanup(restore)
 	return restore
 }
 
-func swapSync(t *testing.T, fn func(*os.File) error) (restore func()) {
+func swapSync(t *testing.T, dir string, fn func(name string) error) (restore func()) {
 	t.Helper()
-	old := syncFn
-	syncFn = fn
-	restore = func() { syncFn = old }
+	restore = fsutil.SetFaults(fsutil.Faults{Sync: func(name string) error {
+		if !strings.HasPrefix(name, dir) {
+			return nil
+		}
+		return fn(name)
+	}})
 	t.Cleanup(restore)
 	return restore
 }
 
 // diskFull writes half of b, as a filling disk does, then fails.
-func diskFull(f *os.File, b []byte, off int64) (int, error) {
-	n, _ := f.WriteAt(b[:len(b)/2], off)
-	return n, syscall.ENOSPC
-}
+func diskFull(b []byte) (int, error) { return len(b) / 2, syscall.ENOSPC }
+
+func eio(string) error { return syscall.EIO }
 
 func TestWriteFailureTakesBackThePartialWrite(t *testing.T) {
 	cases := []struct {
 		name      string
 		segBytes  int64
 		sync      bool
-		fail      func(*os.File, []byte, int64) (int, error)
+		fail      writeFault
 		wantErrIs error
 	}{
 		{"enospc", 1 << 20, false, diskFull, syscall.ENOSPC},
 		{"enospc with fsync", 1 << 20, true, diskFull, syscall.ENOSPC},
 		{"enospc into a new segment", 250, false, diskFull, syscall.ENOSPC},
-		{"short write", 1 << 20, false, func(f *os.File, b []byte, off int64) (int, error) {
-			return f.WriteAt(b[:len(b)-1], off)
-		}, nil},
+		{"short write", 1 << 20, false, func(b []byte) (int, error) { return len(b) - 1, nil }, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,7 +75,7 @@ func TestWriteFailureTakesBackThePartialWrite(t *testing.T) {
 			_, end := p.Offsets()
 			size := p.Size()
 
-			restore := swapWrite(t, tc.fail)
+			restore := swapWrite(t, dir, tc.fail)
 			_, err := appendRaw(p, makeBatch(spec{n: 3, tag: 50}))
 			if err == nil {
 				t.Fatal("append succeeded on a failing disk")
@@ -111,7 +123,6 @@ func TestWriteFailureTakesBackThePartialWrite(t *testing.T) {
 }
 
 func TestFsyncFailureStopsThePartition(t *testing.T) {
-	eio := func(*os.File) error { return syscall.EIO }
 	cases := []struct {
 		name string
 		cfg  func(*Config)
@@ -145,7 +156,7 @@ func TestFsyncFailureStopsThePartition(t *testing.T) {
 			}
 			acked := readAll(t, p)
 
-			restore := swapSync(t, eio)
+			restore := swapSync(t, dir, eio)
 			err := tc.fail(t, p)
 			if !errors.Is(err, ErrLogFailed) {
 				t.Fatalf("err %v, want ErrLogFailed", err)
@@ -192,7 +203,7 @@ func TestOffsetStoreWriteFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	size := fileSize(t, dir+"/offsets.log")
-	restore := swapWrite(t, diskFull)
+	restore := swapWrite(t, dir, diskFull)
 	err = s.Commit(map[OffsetKey]Committed{k: {Offset: 9, Metadata: "some metadata to make the record longer"}}, true)
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("err %v, want ENOSPC", err)
@@ -214,5 +225,132 @@ func TestOffsetStoreWriteFailure(t *testing.T) {
 	}
 	if c, ok := s.Get(k); !ok || c.Offset != 11 {
 		t.Fatalf("after reopen %+v %v, want 11", c, ok)
+	}
+}
+
+// commitUntilCompacted commits offsets with long metadata to one key until
+// a commit returns an error or the file shrinks (it was compacted), and
+// returns that commit's error and the offset it committed.
+func commitUntilCompacted(t *testing.T, s *OffsetStore, path string, k OffsetKey) (int64, error) {
+	t.Helper()
+	meta := strings.Repeat("m", maxOffsetString)
+	for i := int64(100); i < 100+64; i++ {
+		before := fileSize(t, path)
+		if err := s.Commit(map[OffsetKey]Committed{k: {Offset: i, Metadata: meta}}, false); err != nil {
+			return i, err
+		}
+		if fileSize(t, path) < before {
+			return i, nil
+		}
+	}
+	t.Fatal("64 commits of 64 KiB to one key never compacted the file")
+	return 0, nil
+}
+
+// A failed fsync of the offsets file, wherever it happens, fails the store
+// for good: commits are refused with ErrOffsetsFailed even once the disk
+// answers again, Flush keeps reporting it (the commits are never counted
+// as clean), and a reopen finds every commit acknowledged before the
+// failure. A compaction whose temporary file fails is not such a failure:
+// the live file is untouched.
+func TestOffsetStoreFsyncFailure(t *testing.T) {
+	k := OffsetKey{"g", "t", 0}
+	cases := []struct {
+		name string
+		// failing reports whether a sync of name (a file or the
+		// directory) fails.
+		failing func(dir, name string) bool
+		// fail runs the operation that meets the failing fsync; it
+		// returns the offset it tried to commit to k.
+		fail   func(t *testing.T, s *OffsetStore, dir string) (int64, error)
+		sticky bool
+	}{
+		{"periodic flush", func(dir, name string) bool { return name == filepath.Join(dir, "offsets.log") },
+			func(t *testing.T, s *OffsetStore, dir string) (int64, error) {
+				if err := s.Commit(map[OffsetKey]Committed{k: {Offset: 7}}, false); err != nil {
+					t.Fatal(err)
+				}
+				return 7, s.Flush()
+			}, true},
+		{"commit with fsync", func(dir, name string) bool { return name == filepath.Join(dir, "offsets.log") },
+			func(t *testing.T, s *OffsetStore, dir string) (int64, error) {
+				err := s.Commit(map[OffsetKey]Committed{k: {Offset: 7}}, true)
+				if c, _ := s.Get(k); c.Offset != 5 {
+					t.Fatalf("a commit whose fsync failed is visible: %+v", c)
+				}
+				return 7, err
+			}, true},
+		{"directory fsync of a compaction", func(dir, name string) bool { return name == dir },
+			func(t *testing.T, s *OffsetStore, dir string) (int64, error) {
+				return commitUntilCompacted(t, s, filepath.Join(dir, "offsets.log"), k)
+			}, true},
+		{"fsync of a compaction's temporary file", func(dir, name string) bool { return strings.HasSuffix(name, ".tmp") },
+			func(t *testing.T, s *OffsetStore, dir string) (int64, error) {
+				return commitUntilCompacted(t, s, filepath.Join(dir, "offsets.log"), k)
+			}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := OpenOffsetStore(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.Commit(map[OffsetKey]Committed{k: {Offset: 5}}, true); err != nil {
+				t.Fatal(err)
+			}
+			restore := swapSync(t, dir, func(name string) error {
+				if tc.failing(dir, name) {
+					return syscall.EIO
+				}
+				return nil
+			})
+			want, err := tc.fail(t, s, dir)
+			if err == nil || !errors.Is(err, syscall.EIO) {
+				t.Fatalf("err %v, want one wrapping EIO", err)
+			}
+			if errors.Is(err, ErrOffsetsFailed) != tc.sticky {
+				t.Fatalf("err %v: wraps ErrOffsetsFailed %v, want %v", err, !tc.sticky, tc.sticky)
+			}
+			restore()
+			next := map[OffsetKey]Committed{k: {Offset: 1000}}
+			if !tc.sticky {
+				// The store goes on: the commit that met the failure
+				// stands, and later ones are taken and kept.
+				if err := s.Commit(next, true); err != nil {
+					t.Fatalf("commit after a failed compaction: %v", err)
+				}
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if c, ok := openOffsetsT(t, dir).Get(k); !ok || c.Offset != 1000 {
+					t.Fatalf("after reopen %+v %v, want 1000", c, ok)
+				}
+				if _, err := os.Stat(filepath.Join(dir, "offsets.log.tmp")); !os.IsNotExist(err) {
+					t.Fatalf("temporary file left behind: %v", err)
+				}
+				return
+			}
+			// Even with the disk answering again: the kernel may have
+			// dropped the dirty pages, so nothing is written after them.
+			if err := s.Commit(next, true); !errors.Is(err, ErrOffsetsFailed) {
+				t.Fatalf("commit after the failure: %v, want ErrOffsetsFailed", err)
+			}
+			if err := s.Flush(); !errors.Is(err, ErrOffsetsFailed) {
+				t.Fatalf("Flush after the failure: %v, want ErrOffsetsFailed (the commits are not clean)", err)
+			}
+			if err := s.Close(); !errors.Is(err, ErrOffsetsFailed) {
+				t.Fatalf("Close of a failed store: %v, want its failure", err)
+			}
+			// The fault was injected, so the page cache holds what was
+			// written: the reopened store has everything written before
+			// the failure (whether the commit that met it is applied is
+			// not promised), and never the refused commit.
+			c, ok := openOffsetsT(t, dir).Get(k)
+			if !ok || (c.Offset != 5 && c.Offset != want) {
+				t.Fatalf("after reopen %+v %v, want 5 or %d", c, ok, want)
+			}
+		})
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"mecha/internal/fsutil"
 )
 
 func FuzzValidateBatches(f *testing.F) {
@@ -191,7 +193,7 @@ func FuzzReplayOffsets(f *testing.F) {
 				if n < 4 || int64(pos)+4+n > int64(len(data)) {
 					break
 				}
-				binary.BigEndian.PutUint32(data[pos+4:], crc32.Checksum(data[pos+8:pos+4+int(n)], castagnoli))
+				binary.BigEndian.PutUint32(data[pos+4:], crc32.Checksum(data[pos+8:pos+4+int(n)], fsutil.Castagnoli))
 				pos += 4 + int(n)
 			}
 		}

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"mecha/internal/fsutil"
 )
 
 // spec describes a test record batch. Zero values give a plain
@@ -72,7 +74,7 @@ func makeBatch(s spec) []byte {
 // fixCRC recomputes the CRC of the batch at the start of b.
 func fixCRC(b []byte) []byte {
 	size := int(binary.BigEndian.Uint32(b[lengthOffset:])) + logOverhead
-	binary.BigEndian.PutUint32(b[crcOffset:], crc32.Checksum(b[crcStart:size], castagnoli))
+	binary.BigEndian.PutUint32(b[crcOffset:], crc32.Checksum(b[crcStart:size], fsutil.Castagnoli))
 	return b
 }
 

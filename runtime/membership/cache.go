@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"mecha/internal/atomicfile"
+	"mecha/internal/fsutil"
 )
 
 // The disk cache lets a runtime resolve while gossip is in trouble: the
@@ -73,5 +73,5 @@ func saveCache(dir string, s Snapshot) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(dir, CacheFile), b)
+	return fsutil.WriteFile(filepath.Join(dir, CacheFile), b)
 }

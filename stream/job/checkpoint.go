@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"mecha/internal/atomicfile"
+	"mecha/internal/fsutil"
 	"mecha/stream/window"
 )
 
@@ -100,7 +100,7 @@ func (r *Runner) checkpoint(ctx context.Context) error {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return err
 	}
-	if err := atomicfile.Write(r.checkpointPath(), b); err != nil {
+	if err := fsutil.WriteFile(r.checkpointPath(), b); err != nil {
 		return err
 	}
 	r.written = pending
