@@ -47,24 +47,37 @@ const (
 	levelSecret  = "Secretstore"
 )
 
+// policy is the named component's outbound resiliency policy, or nil
+// when it has none.
+func (b *Blocks) policy(name, level string) *resiliency.Runner {
+	if b.Resiliency == nil {
+		return nil
+	}
+	if r := b.Resiliency.ForComponent(name, level, resiliency.Outbound); !r.Passthrough() {
+		return r
+	}
+	return nil
+}
+
 // outbound runs op, a call into the named component, under the
 // component's outbound resiliency policy.
 func (b *Blocks) outbound(ctx context.Context, name, level string, op func(context.Context) error) error {
-	if b.Resiliency == nil {
-		return op(ctx)
+	if r := b.policy(name, level); r != nil {
+		return r.Do(ctx, permanentCallersFault(op))
 	}
-	r := b.Resiliency.ForComponent(name, level, resiliency.Outbound)
-	if r.Passthrough() {
-		return op(ctx)
-	}
-	return r.Do(ctx, func(ctx context.Context) error {
+	return op(ctx)
+}
+
+// permanentCallersFault marks the errors the request caused as not worth
+// a retry: sending it again cannot help.
+func permanentCallersFault(op func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
 		err := op(ctx)
 		if callersFault(err) {
-			// Sending it again cannot help.
 			return resiliency.Permanent(err)
 		}
 		return err
-	})
+	}
 }
 
 // callersFault reports whether a component's error was caused by the
@@ -80,20 +93,20 @@ func callersFault(err error) bool {
 
 // ---- state ----
 
-// stateStore takes the named store for one call: done must be called
-// when the call is over, so that a hot reload can wait for it.
-func (b *Blocks) stateStore(name string) (s *components.StateStore, done func(), err error) {
+// stateStore takes the named store for one call: s.Gate.Leave must be
+// called when the call is over, so that a hot reload can wait for it.
+func (b *Blocks) stateStore(name string) (*components.StateStore, error) {
 	for {
 		snap := b.Components.Snapshot()
 		if len(snap.State) == 0 {
-			return nil, nil, apierr.StateStoresNotConfigured()
+			return nil, apierr.StateStoresNotConfigured()
 		}
 		s, ok := snap.State[name]
 		if !ok {
-			return nil, nil, apierr.StateStoreNotFound(name)
+			return nil, apierr.StateStoreNotFound(name)
 		}
 		if s.Gate.Enter() {
-			return s, s.Gate.Leave, nil
+			return s, nil
 		}
 	}
 }
@@ -130,21 +143,29 @@ func stateErr(err error, fallback *apierr.Error) error {
 
 // GetState reads one key.
 func (b *Blocks) GetState(ctx context.Context, store, key, consistency string, meta map[string]string) (*state.GetResponse, error) {
-	s, done, err := b.stateStore(store)
+	s, err := b.stateStore(store)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer s.Gate.Leave()
 	k, err := s.Key(key)
 	if err != nil {
 		return nil, apierr.Malformed("%v", err)
 	}
 	req := &state.GetRequest{Key: k, Metadata: meta, Options: state.GetStateOption{Consistency: consistency}}
 	var resp *state.GetResponse
-	err = b.outbound(ctx, store, levelState, func(ctx context.Context) (err error) {
+	if r := b.policy(store, levelState); r == nil {
+		// The hot path builds no closure.
 		resp, err = s.Store.Get(ctx, req)
-		return err
-	})
+	} else {
+		var out *state.GetResponse
+		st := s.Store
+		err = r.Do(ctx, permanentCallersFault(func(ctx context.Context) (err error) {
+			out, err = st.Get(ctx, req)
+			return err
+		}))
+		resp = out
+	}
 	if err != nil {
 		return nil, stateErr(err, apierr.StateGet(key, store, err))
 	}
@@ -155,11 +176,11 @@ func (b *Blocks) GetState(ctx context.Context, store, key, consistency string, m
 // several. Keys are given as the app sees them; SaveState rewrites them in
 // place to the stored form, so the slice must not be reused.
 func (b *Blocks) SaveState(ctx context.Context, store string, items []state.SetRequest) error {
-	s, done, err := b.stateStore(store)
+	s, err := b.stateStore(store)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer s.Gate.Leave()
 	for i := range items {
 		if items[i].Key == "" {
 			return apierr.Malformed("failed saving state in state store %s: key at index %d is empty", store, i)
@@ -174,7 +195,12 @@ func (b *Blocks) SaveState(ctx context.Context, store string, items []state.SetR
 	case 0:
 		return nil
 	case 1:
-		err = b.outbound(ctx, store, levelState, func(ctx context.Context) error { return s.Store.Set(ctx, &items[0]) })
+		if r := b.policy(store, levelState); r == nil {
+			err = s.Store.Set(ctx, &items[0]) // the hot path builds no closure
+		} else {
+			st, item := s.Store, &items[0]
+			err = r.Do(ctx, permanentCallersFault(func(ctx context.Context) error { return st.Set(ctx, item) }))
+		}
 	default:
 		err = b.outbound(ctx, store, levelState, func(ctx context.Context) error { return s.Store.BulkSet(ctx, items, state.BulkStoreOpts{}) })
 	}
@@ -186,11 +212,11 @@ func (b *Blocks) SaveState(ctx context.Context, store string, items []state.SetR
 
 // DeleteState deletes one key, with an optional ETag.
 func (b *Blocks) DeleteState(ctx context.Context, store string, req *state.DeleteRequest) error {
-	s, done, err := b.stateStore(store)
+	s, err := b.stateStore(store)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer s.Gate.Leave()
 	orig := req.Key
 	if req.Key, err = s.Key(req.Key); err != nil {
 		return apierr.Malformed("%v", err)
@@ -203,11 +229,11 @@ func (b *Blocks) DeleteState(ctx context.Context, store string, req *state.Delet
 
 // DeleteBulkState deletes several keys.
 func (b *Blocks) DeleteBulkState(ctx context.Context, store string, reqs []state.DeleteRequest) error {
-	s, done, err := b.stateStore(store)
+	s, err := b.stateStore(store)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer s.Gate.Leave()
 	for i := range reqs {
 		if reqs[i].Key, err = s.Key(reqs[i].Key); err != nil {
 			return apierr.Malformed("%v", err)
@@ -222,11 +248,11 @@ func (b *Blocks) DeleteBulkState(ctx context.Context, store string, reqs []state
 // BulkGetState reads several keys. Per-key failures are reported in the
 // items; keys come back as the app sees them.
 func (b *Blocks) BulkGetState(ctx context.Context, store string, keys []string, parallelism int, meta map[string]string) ([]state.BulkGetResponse, error) {
-	s, done, err := b.stateStore(store)
+	s, err := b.stateStore(store)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer s.Gate.Leave()
 	reqs := make([]state.GetRequest, len(keys))
 	for i, k := range keys {
 		sk, err := s.Key(k)
@@ -260,11 +286,11 @@ type Scanner interface {
 // ScanState lists the app's keys that start with prefix, sorted, with
 // their values: mecha's extension for stores that implement Scanner.
 func (b *Blocks) ScanState(ctx context.Context, store, prefix string, limit int) ([]state.BulkGetResponse, error) {
-	s, done, err := b.stateStore(store)
+	s, err := b.stateStore(store)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer s.Gate.Leave()
 	sc, ok := s.Store.(Scanner)
 	if !ok {
 		return nil, &apierr.Error{Code: "ERR_STATE_STORE_NOT_SUPPORTED", HTTP: 500, GRPC: 12,
@@ -301,11 +327,11 @@ type TxOp struct {
 
 // Transaction runs ops atomically on a transactional store.
 func (b *Blocks) Transaction(ctx context.Context, store string, ops []TxOp, meta map[string]string) error {
-	s, done, err := b.stateStore(store)
+	s, err := b.stateStore(store)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer s.Gate.Leave()
 	if s.Txn == nil {
 		return apierr.StateNotTransactional(store)
 	}
@@ -354,26 +380,26 @@ type PublishRequest struct {
 	TraceState  string
 }
 
-// pubsub takes the named pubsub for one publish; done must be called
-// when it is over.
-func (b *Blocks) pubsub(name, topic string) (ps *components.PubSub, done func(), err error) {
+// pubsub takes the named pubsub for one publish; ps.Gate.Leave must be
+// called when it is over.
+func (b *Blocks) pubsub(name, topic string) (*components.PubSub, error) {
 	if name == "" {
-		return nil, nil, apierr.PubSubEmpty()
+		return nil, apierr.PubSubEmpty()
 	}
 	for {
 		snap := b.Components.Snapshot()
 		if len(snap.PubSub) == 0 {
-			return nil, nil, apierr.PubSubNotConfigured()
+			return nil, apierr.PubSubNotConfigured()
 		}
 		ps, ok := snap.PubSub[name]
 		if !ok {
-			return nil, nil, apierr.PubSubNotFound(name)
+			return nil, apierr.PubSubNotFound(name)
 		}
 		if topic == "" {
-			return nil, nil, apierr.TopicEmpty(name)
+			return nil, apierr.TopicEmpty(name)
 		}
 		if ps.Gate.Enter() {
-			return ps, ps.Gate.Leave, nil
+			return ps, nil
 		}
 	}
 }
@@ -438,11 +464,11 @@ func isTrue(s string) bool {
 
 // Publish publishes one event.
 func (b *Blocks) Publish(ctx context.Context, req *PublishRequest) error {
-	ps, done, err := b.pubsub(req.PubsubName, req.Topic)
+	ps, err := b.pubsub(req.PubsubName, req.Topic)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer ps.Gate.Leave()
 	data, err := b.envelope(ps, req)
 	if err != nil {
 		return err
@@ -475,11 +501,11 @@ type FailedEntry struct {
 // BulkPublish publishes several events to one topic. It returns the entries
 // that failed; err is set when the whole request is invalid or failed.
 func (b *Blocks) BulkPublish(ctx context.Context, pubsubName, topic string, entries []BulkEntry, meta map[string]string, traceParent string) ([]FailedEntry, error) {
-	ps, done, err := b.pubsub(pubsubName, topic)
+	ps, err := b.pubsub(pubsubName, topic)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer ps.Gate.Leave()
 	seen := make(map[string]bool, len(entries))
 	msgs := make([]pubsub.BulkMessageEntry, len(entries))
 	for i, e := range entries {
@@ -596,31 +622,31 @@ func (b *Blocks) InvokeBinding(ctx context.Context, name, operation string, data
 
 // ---- secrets ----
 
-// secretStore takes the named store for one call; done must be called
-// when it is over.
-func (b *Blocks) secretStore(name string) (s components.SecretStore, done func(), err error) {
+// secretStore takes the named store for one call; s.Gate.Leave must be
+// called when it is over.
+func (b *Blocks) secretStore(name string) (s components.SecretStore, err error) {
 	for {
 		snap := b.Components.Snapshot()
 		if len(snap.Secrets) == 0 {
-			return s, nil, apierr.SecretStoresNotConfigured()
+			return s, apierr.SecretStoresNotConfigured()
 		}
 		s, ok := snap.Secrets[name]
 		if !ok {
-			return s, nil, apierr.SecretStoreNotFound(name)
+			return s, apierr.SecretStoreNotFound(name)
 		}
 		if s.Gate.Enter() {
-			return s, s.Gate.Leave, nil
+			return s, nil
 		}
 	}
 }
 
 // GetSecret reads one secret.
 func (b *Blocks) GetSecret(ctx context.Context, store, key string, meta map[string]string) (map[string]string, error) {
-	s, done, err := b.secretStore(store)
+	s, err := b.secretStore(store)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer s.Gate.Leave()
 	var resp secretstores.GetSecretResponse
 	err = b.outbound(ctx, store, levelSecret, func(ctx context.Context) (err error) {
 		resp, err = s.GetSecret(ctx, secretstores.GetSecretRequest{Name: key, Metadata: meta})
@@ -637,11 +663,11 @@ func (b *Blocks) GetSecret(ctx context.Context, store, key string, meta map[stri
 
 // BulkGetSecret reads every secret of a store.
 func (b *Blocks) BulkGetSecret(ctx context.Context, store string, meta map[string]string) (map[string]map[string]string, error) {
-	s, done, err := b.secretStore(store)
+	s, err := b.secretStore(store)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer s.Gate.Leave()
 	var resp secretstores.BulkGetSecretResponse
 	err = b.outbound(ctx, store, levelSecret, func(ctx context.Context) (err error) {
 		resp, err = s.BulkGetSecret(ctx, secretstores.BulkGetSecretRequest{Metadata: meta})

@@ -408,16 +408,20 @@ func (p *Policies) componentTarget(k componentKey) resolved {
 
 func (p *Policies) componentRunner(k componentKey) *Runner {
 	t := p.componentTarget(k)
-	if t.empty() {
-		return noopRunner
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := *p.compRunners.Load()
 	if r, ok := old[k]; ok {
 		return r
 	}
-	r := p.newRunner(fmt.Sprintf("component %q %s", k.name, k.dir), stateTarget{comp: k}, &t)
+	// A component without policies is remembered too: resolving its
+	// defaults builds names, and components are called on every state
+	// and publish request. Callers name loaded components only, so the
+	// map stays as small as the set of components.
+	r := noopRunner
+	if !t.empty() {
+		r = p.newRunner(fmt.Sprintf("component %q %s", k.name, k.dir), stateTarget{comp: k}, &t)
+	}
 	m := make(map[componentKey]*Runner, len(old)+1)
 	for kk, v := range old {
 		m[kk] = v

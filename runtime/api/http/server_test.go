@@ -15,6 +15,7 @@ import (
 	"mecha/runtime/blocks"
 	"mecha/runtime/invoke"
 	"mecha/runtime/metrics"
+	"mecha/runtime/resiliency"
 	"mecha/runtime/subscriptions"
 )
 
@@ -36,8 +37,10 @@ func newTestServer(tb testing.TB) *Server {
 	tb.Cleanup(func() { _ = mgr.Close() })
 	m := metrics.New()
 	local := &invoke.Local{AppID: "app"}
+	// As the runtime has it: a policy store, empty unless documents say.
+	resil := resiliency.NewStore(resiliency.Options{AppID: "app"})
 	return New(&api.Deps{
-		AppID: "app", Blocks: &blocks.Blocks{AppID: "app", Components: mgr}, Invoker: &invoke.Invoker{Resolver: local},
+		AppID: "app", Blocks: &blocks.Blocks{AppID: "app", Components: mgr, Resiliency: resil}, Invoker: &invoke.Invoker{Resolver: local, Resiliency: resil},
 		Local: local, Subs: subscriptions.New(subscriptions.Options{AppID: "app", Components: mgr, Metrics: m}),
 		Metrics: m, Metadata: &fakeMeta{ext: map[string]string{}}, Shutdown: func() {},
 		Ready: func() bool { return true }, OutboundReady: func() bool { return true },
