@@ -44,9 +44,10 @@ type Options struct {
 	// Apps are the other apps the runtime hosts (--app): components
 	// scoped to any of them load too, and each app has its own View.
 	Apps []string
-	// Paths are the resources folders. When empty, Defaults are loaded.
+	// Paths are the resources folders.
 	Paths []string
-	// Defaults are the embedded components used when Paths is empty.
+	// Defaults are the embedded components: each is loaded unless a
+	// component of the resources folders has its name (that one wins).
 	Defaults []*Component
 	// Registry maps types to factories.
 	Registry *Registry
@@ -161,6 +162,8 @@ type Manager struct {
 	instances map[string]*instance // category/name[@app] -> instance
 	listeners []func(ChangeSet)
 	closed    bool
+	// overrideLogged remembers the defaults already said to be replaced.
+	overrideLogged map[string]bool
 }
 
 // NewManager returns a manager with an empty snapshot.
@@ -174,7 +177,7 @@ func NewManager(opts Options) *Manager {
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
-	m := &Manager{opts: opts, log: opts.Logger, instances: map[string]*instance{}, views: map[string]*View{}}
+	m := &Manager{opts: opts, log: opts.Logger, instances: map[string]*instance{}, views: map[string]*View{}, overrideLogged: map[string]bool{}}
 	for _, app := range append([]string{opts.AppID}, opts.Apps...) {
 		if _, dup := m.views[app]; dup {
 			continue
@@ -223,6 +226,29 @@ func (m *Manager) read() ([]*Component, []Document, error) {
 	if len(m.opts.Paths) == 0 {
 		return m.opts.Defaults, nil, nil
 	}
+	comps, docs, err := m.readPaths()
+	if err != nil {
+		return nil, nil, err
+	}
+	named := map[string]string{}
+	for _, c := range comps {
+		named[c.Metadata.Name] = c.File
+	}
+	for _, d := range m.opts.Defaults {
+		if file, ok := named[d.Metadata.Name]; ok {
+			if !m.overrideLogged[d.Metadata.Name] {
+				m.log.Info("a component of the resources path replaces the embedded default", "name", d.Metadata.Name, "file", file, "default_type", d.Spec.Type)
+				m.overrideLogged[d.Metadata.Name] = true
+			}
+			continue
+		}
+		comps = append(comps, d)
+	}
+	return comps, docs, nil
+}
+
+// readPaths loads and decodes the documents of the resources folders.
+func (m *Manager) readPaths() ([]*Component, []Document, error) {
 	docs, err := ReadDocuments(m.opts.Paths)
 	if err != nil {
 		return nil, nil, err

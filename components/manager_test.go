@@ -122,10 +122,14 @@ func withMecha(t *testing.T, r *components.Registry) *components.Registry {
 // defaults) that is closed at the end of the test.
 func newManager(t *testing.T, rec *recorder, appID string, paths ...string) *components.Manager {
 	t.Helper()
+	var defaults []*components.Component
+	if len(paths) == 0 {
+		defaults = components.EmbeddedDefaults(false) // TestDefaultsStay covers both together
+	}
 	m := components.NewManager(components.Options{
 		AppID:    appID,
 		Paths:    paths,
-		Defaults: components.EmbeddedDefaults(false),
+		Defaults: defaults,
 		Registry: withMecha(t, testRegistry(rec)),
 		Logger:   quietLogger(),
 		Debounce: 20 * time.Millisecond,
@@ -794,5 +798,28 @@ func TestKeyPrefixNamespaceAndInvalidPrefix(t *testing.T) {
 	m2 := components.NewManager(components.Options{AppID: "app", Paths: []string{dir}, Registry: testRegistry(&recorder{}), Logger: quietLogger()})
 	if _, err := m2.Load(t.Context()); err == nil || !strings.Contains(err.Error(), "keyPrefix") || !strings.Contains(err.Error(), "s.yaml") {
 		t.Fatalf("a keyPrefix with || loaded: %v", err)
+	}
+}
+
+// The embedded defaults stay when a resources path is given, unless a
+// component there takes one's name.
+func TestDefaultsStay(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.yaml"), component("mine", "state.in-memory", ""))
+	write(t, filepath.Join(dir, "b.yaml"), component("pubsub", "pubsub.in-memory", "  metadata:\n  - {name: x, value: y}\n"))
+	m := components.NewManager(components.Options{AppID: "app", Paths: []string{dir}, Defaults: components.EmbeddedDefaults(false),
+		Registry: withMecha(t, testRegistry(&recorder{})), Logger: quietLogger()})
+	t.Cleanup(func() { _ = m.Close() })
+	if _, err := m.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	snap := m.Snapshot()
+	if got := names(snap.State); !slices.Equal(got, []string{"mine", "statestore"}) {
+		t.Errorf("state stores %v, want the folder's and the embedded statestore", got)
+	}
+	for _, in := range snap.Infos {
+		if in.Name == "statestore" && in.Type != "state.crux" || in.Name == "pubsub" && in.Type != "pubsub.in-memory" {
+			t.Errorf("%s is %s", in.Name, in.Type)
+		}
 	}
 }

@@ -340,7 +340,8 @@ func TestStartupErrors(t *testing.T) {
 		dir := t.TempDir()
 		writeFile(t, dir, "redis.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  ignoreErrors: true\n  initTimeout: 1s\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n")
 		m := startMecha(t, "--app-id", "x", "--resources-path", dir)
-		expectError(t, do(t, "GET", m.url("/v1.0/state/s/k"), nil), 500, "ERR_STATE_STORE_NOT_CONFIGURED")
+		// The embedded statestore stays; the skipped store is not there.
+		expectError(t, do(t, "GET", m.url("/v1.0/state/s/k"), nil), 400, "ERR_STATE_STORE_NOT_FOUND")
 	})
 }
 
