@@ -81,7 +81,7 @@ func TestStateHTTP(t *testing.T) {
 		t.Fatalf("t1 = %s", r.Body)
 	}
 	expectStatus(t, do(t, "GET", base+"/b1", nil), 204)
-	expectError(t, do(t, "POST", base+"/transaction", `{"operations":[{"operation":"merge","request":{"key":"x"}}]}`), 400, "ERR_BAD_REQUEST")
+	expectError(t, do(t, "POST", base+"/transaction", `{"operations":[{"operation":"merge","request":{"key":"x"}}]}`), 400, "ERR_NOT_SUPPORTED_STATE_OPERATION")
 }
 
 func TestBadInputHTTP(t *testing.T) {
