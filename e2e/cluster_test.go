@@ -176,12 +176,13 @@ spec:
 		}
 		return nil
 	})
-	expectError(t, do(t, "POST", a.url("/v1.0/invoke/guarded/method/echo/x"), "{}"), 403, "ERR_PERMISSION_DENIED")
-	expectError(t, do(t, "GET", a.url("/v1.0/invoke/guarded/method/orders"), nil), 403, "ERR_PERMISSION_DENIED")
+	// daprd answers a denied invocation as a failed one with status 403.
+	expectError(t, do(t, "POST", a.url("/v1.0/invoke/guarded/method/echo/x"), "{}"), 403, "ERR_DIRECT_INVOKE")
+	expectError(t, do(t, "GET", a.url("/v1.0/invoke/guarded/method/orders"), nil), 403, "ERR_DIRECT_INVOKE")
 	eventually(t, 10*time.Second, func() error {
 		r := do(t, "GET", z.url("/v1.0/invoke/guarded/method/echo/x"), nil)
-		if r.Status != 403 || !strings.Contains(string(r.Body), "ERR_PERMISSION_DENIED") {
-			return fmt.Errorf("appz GET: %d %s, want 403 ERR_PERMISSION_DENIED", r.Status, r.Body)
+		if r.Status != 403 || !strings.Contains(string(r.Body), "ERR_DIRECT_INVOKE") || !strings.Contains(string(r.Body), "denied") {
+			return fmt.Errorf("appz GET: %d %s, want 403 ERR_DIRECT_INVOKE (denied)", r.Status, r.Body)
 		}
 		return nil
 	})
@@ -508,7 +509,7 @@ func TestPeerToken(t *testing.T) {
 		return nil
 	})
 	r := do(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/echo/x", b.internalPort), nil, "dapr-caller-app-id", "outer", "dapr-callee-app-id", "inner")
-	expectError(t, r, 403, "ERR_PERMISSION_DENIED")
+	expectError(t, r, 403, "ERR_DIRECT_INVOKE")
 }
 
 var hostedRE = regexp.MustCompile(`msg="app API listening".* app=(\S+) http_port=(\d+) grpc_port=(\d+)`)

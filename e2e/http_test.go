@@ -81,7 +81,7 @@ func TestStateHTTP(t *testing.T) {
 		t.Fatalf("t1 = %s", r.Body)
 	}
 	expectStatus(t, do(t, "GET", base+"/b1", nil), 204)
-	expectError(t, do(t, "POST", base+"/transaction", `{"operations":[{"operation":"merge","request":{"key":"x"}}]}`), 400, "ERR_BAD_REQUEST")
+	expectError(t, do(t, "POST", base+"/transaction", `{"operations":[{"operation":"merge","request":{"key":"x"}}]}`), 400, "ERR_NOT_SUPPORTED_STATE_OPERATION")
 }
 
 func TestBadInputHTTP(t *testing.T) {
@@ -95,18 +95,19 @@ func TestBadInputHTTP(t *testing.T) {
 		{"state not an array", "POST", "/v1.0/state/statestore", `{"key":"a"}`, 400, "ERR_MALFORMED_REQUEST"},
 		{"empty key", "POST", "/v1.0/state/statestore", `[{"key":"","value":1}]`, 400, "ERR_MALFORMED_REQUEST"},
 		{"key with separator", "GET", "/v1.0/state/statestore/a||b", "", 400, "ERR_MALFORMED_REQUEST"},
-		{"bad concurrency", "POST", "/v1.0/state/statestore", `[{"key":"a","value":1,"options":{"concurrency":"sometimes"}}]`, 400, "ERR_MALFORMED_REQUEST"},
+		{"bad concurrency", "POST", "/v1.0/state/statestore", `[{"key":"a","value":1,"options":{"concurrency":"sometimes"}}]`, 500, "ERR_STATE_SAVE"},
 		{"unknown store", "GET", "/v1.0/state/nostore/k", "", 400, "ERR_STATE_STORE_NOT_FOUND"},
 		{"unknown pubsub", "POST", "/v1.0/publish/nopubsub/topic", `{}`, 404, "ERR_PUBSUB_NOT_FOUND"},
-		{"missing topic", "POST", "/v1.0/publish/pubsub/", `{}`, 404, "ERR_TOPIC_NAME_EMPTY"},
-		{"malformed bulk publish", "POST", "/v1.0-alpha1/publish/bulk/pubsub/t", `[{`, 400, "ERR_MALFORMED_REQUEST"},
+		{"missing topic", "POST", "/v1.0/publish/pubsub/", `{}`, 404, "ERR_DIRECT_INVOKE"},
+		{"malformed bulk publish", "POST", "/v1.0-alpha1/publish/bulk/pubsub/t", `[{`, 400, "ERR_PUBSUB_EVENTS_SER"},
 		{"bulk publish without entryId", "POST", "/v1.0-alpha1/publish/bulk/pubsub/t", `[{"event":"x","contentType":"text/plain"}]`, 400, "ERR_PUBSUB_EVENTS_SER"},
 		{"unknown binding", "POST", "/v1.0/bindings/nobinding", `{"operation":"create"}`, 500, "ERR_INVOKE_OUTPUT_BINDING"},
 		{"malformed binding", "POST", "/v1.0/bindings/x", `nope`, 400, "ERR_MALFORMED_REQUEST"},
 		{"no secret stores", "GET", "/v1.0/secrets/nostore/k", "", 500, "ERR_SECRET_STORES_NOT_CONFIGURED"},
 		{"unknown app", "POST", "/v1.0/invoke/other-app/method/x", "", 500, "ERR_DIRECT_INVOKE"},
 		{"no app channel", "POST", "/v1.0/invoke/bad-app/method/x", "", 500, "ERR_DIRECT_INVOKE"},
-		{"unknown path", "GET", "/v1.0/nothing", "", 404, "ERR_NOT_FOUND"},
+		{"unknown path", "GET", "/v1.0/nothing", "", 404, "ERR_DIRECT_INVOKE"},
+		{"unserved Dapr API", "GET", "/v1.0/actors/a/b/state/k", "", 501, "ERR_API_UNIMPLEMENTED"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

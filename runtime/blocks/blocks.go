@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,7 +100,7 @@ func (b *Blocks) stateStore(name string) (*components.StateStore, error) {
 	for {
 		snap := b.Components.Snapshot()
 		if len(snap.State) == 0 {
-			return nil, apierr.StateStoresNotConfigured()
+			return nil, apierr.StateStoresNotConfigured(name)
 		}
 		s, ok := snap.State[name]
 		if !ok {
@@ -111,9 +112,30 @@ func (b *Blocks) stateStore(name string) (*components.StateStore, error) {
 	}
 }
 
-// stateErr maps a store error: ETag mismatches and invalid ETags keep their
-// own statuses (409 and 400); anything else becomes fallback.
-func stateErr(err error, fallback *apierr.Error) error {
+// CheckState returns the error a call to the named store fails with
+// before its request is read: none loaded, not found, and, with
+// transactional, not transactional. The HTTP API asks it when it cannot
+// decode a body, so that it answers as daprd does, which looks the
+// store up first.
+func (b *Blocks) CheckState(store string, transactional bool) error {
+	s, err := b.stateStore(store)
+	if err != nil {
+		return err
+	}
+	defer s.Gate.Leave()
+	if transactional && s.Txn == nil {
+		return apierr.StateNotTransactional(store)
+	}
+	return nil
+}
+
+// writeErr maps the error of a store's Set or Delete as daprd does: an
+// ETag mismatch is 409 / Aborted, an invalid ETag 400 / InvalidArgument,
+// anything else fallback (500 / Internal). Errors a store marks as the
+// caller's (InvalidInput: an oversize value, a bad TTL) are 500 too, as
+// daprd answers them: the message says what to change. Reads and
+// transactions do not single out ETag errors (nor does daprd).
+func writeErr(err error, fallback *apierr.Error) error {
 	var ee *state.ETagError
 	if errors.As(err, &ee) {
 		e := *fallback
@@ -126,19 +148,26 @@ func stateErr(err error, fallback *apierr.Error) error {
 			return &e
 		}
 	}
-	var ke *components.KeyPrefixInvalid
-	if errors.As(err, &ke) {
-		return apierr.Malformed("%v", ke)
-	}
-	// Stores mark errors the request caused (an oversize value, a bad
-	// TTL): those are the caller's, 400 / InvalidArgument.
-	var in interface{ InvalidInput() bool }
-	if errors.As(err, &in) && in.InvalidInput() {
-		e := *fallback
-		e.HTTP, e.GRPC = 400, 3 // codes.InvalidArgument
-		return &e
-	}
 	return fallback
+}
+
+// checkOptions refuses a concurrency or consistency a store does not
+// know. Dapr's stores refuse them (state.CheckRequestOptions), so daprd
+// answers with the operation's store error (500); mecha checks them for
+// every store, and fallback carries the code. Options from the gRPC API
+// are enums and always pass.
+func checkOptions(concurrency, consistency string, fallback func(error) *apierr.Error) error {
+	switch concurrency {
+	case "", state.FirstWrite, state.LastWrite:
+	default:
+		return fallback(fmt.Errorf("unrecognized concurrency model '%s' (options.concurrency: use first-write or last-write)", concurrency))
+	}
+	switch consistency {
+	case "", state.Eventual, state.Strong:
+	default:
+		return fallback(fmt.Errorf("unrecognized consistency model '%s' (options.consistency: use eventual or strong)", consistency))
+	}
+	return nil
 }
 
 // GetState reads one key.
@@ -167,7 +196,7 @@ func (b *Blocks) GetState(ctx context.Context, store, key, consistency string, m
 		resp = out
 	}
 	if err != nil {
-		return nil, stateErr(err, apierr.StateGet(key, store, err))
+		return nil, apierr.StateGet(key, store, err)
 	}
 	return resp, nil
 }
@@ -191,6 +220,12 @@ func (b *Blocks) SaveState(ctx context.Context, store string, items []state.SetR
 		}
 		items[i].Key = k
 	}
+	for i := range items {
+		o := items[i].Options
+		if err := checkOptions(o.Concurrency, o.Consistency, func(err error) *apierr.Error { return apierr.StateSave(store, err) }); err != nil {
+			return err
+		}
+	}
 	switch len(items) {
 	case 0:
 		return nil
@@ -205,7 +240,7 @@ func (b *Blocks) SaveState(ctx context.Context, store string, items []state.SetR
 		err = b.outbound(ctx, store, levelState, func(ctx context.Context) error { return s.Store.BulkSet(ctx, items, state.BulkStoreOpts{}) })
 	}
 	if err != nil {
-		return stateErr(err, apierr.StateSave(store, err))
+		return writeErr(err, apierr.StateSave(store, err))
 	}
 	return nil
 }
@@ -221,8 +256,11 @@ func (b *Blocks) DeleteState(ctx context.Context, store string, req *state.Delet
 	if req.Key, err = s.Key(req.Key); err != nil {
 		return apierr.Malformed("%v", err)
 	}
+	if err := checkOptions(req.Options.Concurrency, req.Options.Consistency, func(err error) *apierr.Error { return apierr.StateDelete(orig, err) }); err != nil {
+		return err
+	}
 	if err := b.outbound(ctx, store, levelState, func(ctx context.Context) error { return s.Store.Delete(ctx, req) }); err != nil {
-		return stateErr(err, apierr.StateDelete(orig, err))
+		return writeErr(err, apierr.StateDelete(orig, err))
 	}
 	return nil
 }
@@ -238,9 +276,13 @@ func (b *Blocks) DeleteBulkState(ctx context.Context, store string, reqs []state
 		if reqs[i].Key, err = s.Key(reqs[i].Key); err != nil {
 			return apierr.Malformed("%v", err)
 		}
+		o := reqs[i].Options
+		if err := checkOptions(o.Concurrency, o.Consistency, func(err error) *apierr.Error { return apierr.StateDeleteBulk(store, err) }); err != nil {
+			return err
+		}
 	}
 	if err := b.outbound(ctx, store, levelState, func(ctx context.Context) error { return s.Store.BulkDelete(ctx, reqs, state.BulkStoreOpts{}) }); err != nil {
-		return stateErr(err, apierr.StateDelete("(bulk)", err))
+		return writeErr(err, apierr.StateDeleteBulk(store, err))
 	}
 	return nil
 }
@@ -293,8 +335,7 @@ func (b *Blocks) ScanState(ctx context.Context, store, prefix string, limit int)
 	defer s.Gate.Leave()
 	sc, ok := s.Store.(Scanner)
 	if !ok {
-		return nil, &apierr.Error{Code: "ERR_STATE_STORE_NOT_SUPPORTED", HTTP: 500, GRPC: 12,
-			Message: fmt.Sprintf("state store %s does not support scanning keys by prefix", store)}
+		return nil, apierr.StateScanNotSupported(store)
 	}
 	if limit < 0 {
 		return nil, apierr.Malformed("limit %d must not be negative", limit)
@@ -319,7 +360,9 @@ func (b *Blocks) ScanState(ctx context.Context, store, prefix string, limit int)
 
 // TxOp is one operation of a transaction, as the app sends it.
 type TxOp struct {
-	// Operation is "upsert" or "delete".
+	// Operation is "upsert" or "delete", as the app wrote it: any other
+	// value (other letter cases too, as in daprd) fails the transaction
+	// with ERR_NOT_SUPPORTED_STATE_OPERATION.
 	Operation string
 	Set       state.SetRequest    // for upsert
 	Delete    state.DeleteRequest // for delete
@@ -335,34 +378,38 @@ func (b *Blocks) Transaction(ctx context.Context, store string, ops []TxOp, meta
 	if s.Txn == nil {
 		return apierr.StateNotTransactional(store)
 	}
-	if s.MultiMaxSize > 0 && len(ops) > s.MultiMaxSize {
-		return apierr.StateTooManyTransactions(store, len(ops), s.MultiMaxSize)
-	}
+	// An empty key is the store's to judge, as in daprd (it is stored
+	// with its prefix); the operation type is checked first, then the
+	// key, then the size of the whole transaction.
+	fail := func(err error) *apierr.Error { return apierr.StateTransaction(err) }
 	req := &state.TransactionalStateRequest{Metadata: meta, Operations: make([]state.TransactionalStateOperation, 0, len(ops))}
 	for i, op := range ops {
-		switch strings.ToLower(op.Operation) {
-		case string(state.OperationUpsert):
-			if op.Set.Key == "" {
-				return apierr.Malformed("operations[%d]: key is empty", i)
-			}
+		switch state.OperationType(op.Operation) {
+		case state.OperationUpsert:
 			if op.Set.Key, err = s.Key(op.Set.Key); err != nil {
 				return apierr.Malformed("operations[%d]: %v", i, err)
 			}
-			req.Operations = append(req.Operations, op.Set)
-		case string(state.OperationDelete):
-			if op.Delete.Key == "" {
-				return apierr.Malformed("operations[%d]: key is empty", i)
+			if err := checkOptions(op.Set.Options.Concurrency, op.Set.Options.Consistency, fail); err != nil {
+				return err
 			}
+			req.Operations = append(req.Operations, op.Set)
+		case state.OperationDelete:
 			if op.Delete.Key, err = s.Key(op.Delete.Key); err != nil {
 				return apierr.Malformed("operations[%d]: %v", i, err)
 			}
+			if err := checkOptions(op.Delete.Options.Concurrency, op.Delete.Options.Consistency, fail); err != nil {
+				return err
+			}
 			req.Operations = append(req.Operations, op.Delete)
 		default:
-			return apierr.BadRequest("operations[%d]: operation type %q not supported", i, op.Operation)
+			return apierr.StateOperationNotSupported(i, op.Operation)
 		}
 	}
+	if s.MultiMaxSize > 0 && len(ops) > s.MultiMaxSize {
+		return apierr.StateTooManyTransactions(store, len(ops), s.MultiMaxSize)
+	}
 	if err := b.outbound(ctx, store, levelState, func(ctx context.Context) error { return s.Txn.Multi(ctx, req) }); err != nil {
-		return stateErr(err, apierr.StateTransaction(err))
+		return apierr.StateTransaction(err)
 	}
 	return nil
 }
@@ -381,27 +428,64 @@ type PublishRequest struct {
 }
 
 // pubsub takes the named pubsub for one publish; ps.Gate.Leave must be
-// called when it is over.
-func (b *Blocks) pubsub(name, topic string) (*components.PubSub, error) {
+// called when it is over. It checks what daprd checks before it reads
+// the events, in daprd's order: the name, the pubsub (with none loaded,
+// every name is not found, as in daprd), the topic, and the request's
+// rawPayload metadata.
+func (b *Blocks) pubsub(name, topic string, meta map[string]string) (*components.PubSub, error) {
 	if name == "" {
 		return nil, apierr.PubSubEmpty()
 	}
 	for {
-		snap := b.Components.Snapshot()
-		if len(snap.PubSub) == 0 {
-			return nil, apierr.PubSubNotConfigured()
-		}
-		ps, ok := snap.PubSub[name]
+		ps, ok := b.Components.Snapshot().PubSub[name]
 		if !ok {
 			return nil, apierr.PubSubNotFound(name)
 		}
 		if topic == "" {
 			return nil, apierr.TopicEmpty(name)
 		}
+		if _, err := rawPayload(meta); err != nil {
+			return nil, apierr.PubSubMetadata(err)
+		}
 		if ps.Gate.Enter() {
 			return ps, nil
 		}
 	}
+}
+
+// CheckPubSub returns the error a publish to name and topic with the
+// request metadata meta fails with before its events are read. The HTTP
+// API asks it when it cannot decode a bulk publish body, so that it
+// answers as daprd does, which checks these first.
+func (b *Blocks) CheckPubSub(name, topic string, meta map[string]string) error {
+	ps, err := b.pubsub(name, topic, meta)
+	if err != nil {
+		return err
+	}
+	ps.Gate.Leave()
+	return nil
+}
+
+// rawPayload reads the rawPayload metadata as Dapr does: absent or empty
+// is false, otherwise it must parse as a Go boolean (true, True, 1, t, …).
+func rawPayload(meta map[string]string) (bool, error) {
+	v := meta["rawPayload"]
+	if v == "" {
+		return false, nil
+	}
+	raw, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("rawPayload value must be a valid boolean: actual is '%s'", v)
+	}
+	return raw, nil
+}
+
+// isRaw reports whether meta asks for a raw payload; a value that is not
+// a boolean is false (the request's own metadata was checked by pubsub;
+// an entry's is not, as in daprd).
+func isRaw(meta map[string]string) bool {
+	raw, _ := rawPayload(meta)
+	return raw
 }
 
 // Envelope wraps data the way Dapr does before publishing: as is with
@@ -417,7 +501,7 @@ func (b *Blocks) Envelope(req *PublishRequest) ([]byte, error) {
 }
 
 func (b *Blocks) envelope(ps *components.PubSub, req *PublishRequest) ([]byte, error) {
-	if isTrue(req.Metadata["rawPayload"]) {
+	if isRaw(req.Metadata) {
 		// Components may keep the data after Publish returns (the
 		// in-memory pubsub delivers and retries on other goroutines):
 		// never hand them the caller's buffer.
@@ -454,17 +538,9 @@ func (b *Blocks) envelope(ps *components.PubSub, req *PublishRequest) ([]byte, e
 	return cloudevent.Append(make([]byte, 0, len(req.Data)+320), env), nil
 }
 
-func isTrue(s string) bool {
-	switch strings.ToLower(s) {
-	case "true", "1", "yes", "y", "on":
-		return true
-	}
-	return false
-}
-
 // Publish publishes one event.
 func (b *Blocks) Publish(ctx context.Context, req *PublishRequest) error {
-	ps, err := b.pubsub(req.PubsubName, req.Topic)
+	ps, err := b.pubsub(req.PubsubName, req.Topic, req.Metadata)
 	if err != nil {
 		return err
 	}
@@ -474,7 +550,7 @@ func (b *Blocks) Publish(ctx context.Context, req *PublishRequest) error {
 		return err
 	}
 	ct := cloudevent.ContentType
-	if isTrue(req.Metadata["rawPayload"]) && req.ContentType != "" {
+	if isRaw(req.Metadata) && req.ContentType != "" {
 		ct = req.ContentType
 	}
 	preq := &pubsub.PublishRequest{Data: data, PubsubName: req.PubsubName, Topic: req.Topic, Metadata: req.Metadata, ContentType: &ct}
@@ -501,7 +577,7 @@ type FailedEntry struct {
 // BulkPublish publishes several events to one topic. It returns the entries
 // that failed; err is set when the whole request is invalid or failed.
 func (b *Blocks) BulkPublish(ctx context.Context, pubsubName, topic string, entries []BulkEntry, meta map[string]string, traceParent string) ([]FailedEntry, error) {
-	ps, err := b.pubsub(pubsubName, topic)
+	ps, err := b.pubsub(pubsubName, topic, meta)
 	if err != nil {
 		return nil, err
 	}
@@ -522,7 +598,7 @@ func (b *Blocks) BulkPublish(ctx context.Context, pubsubName, topic string, entr
 			return nil, err
 		}
 		ct := cloudevent.ContentType
-		if isTrue(em["rawPayload"]) && e.ContentType != "" {
+		if isRaw(em) && e.ContentType != "" {
 			ct = e.ContentType
 		}
 		msgs[i] = pubsub.BulkMessageEntry{EntryId: e.EntryID, Event: data, ContentType: ct, Metadata: e.Metadata}
@@ -592,7 +668,14 @@ func mergeMeta(a, b map[string]string) map[string]string {
 // ---- bindings ----
 
 // InvokeBinding calls an output binding.
+//
+// As in daprd, the operation is checked first (it must be set), then the
+// binding, then that the binding lists the operation among its
+// Operations; every failure is ERR_INVOKE_OUTPUT_BINDING.
 func (b *Blocks) InvokeBinding(ctx context.Context, name, operation string, data []byte, meta map[string]string) (*bindings.InvokeResponse, error) {
+	if operation == "" {
+		return nil, apierr.BindingInvoke(name, errors.New("operation field is missing from request (set \"operation\", e.g. \"create\")"))
+	}
 	var ob components.OutputBinding
 	for {
 		var ok bool
@@ -604,8 +687,12 @@ func (b *Blocks) InvokeBinding(ctx context.Context, name, operation string, data
 		}
 	}
 	defer ob.Gate.Leave()
-	if operation == "" {
-		return nil, apierr.BindingInvoke(name, errors.New("operation is empty"))
+	if ops := ob.Operations(); !slices.Contains(ops, bindings.OperationKind(operation)) {
+		names := make([]string, len(ops))
+		for i, o := range ops {
+			names[i] = string(o)
+		}
+		return nil, apierr.BindingInvoke(name, fmt.Errorf("binding %s does not support operation %s. supported operations: %s", name, operation, strings.Join(names, " ")))
 	}
 	req := &bindings.InvokeRequest{Data: data, Metadata: meta, Operation: bindings.OperationKind(operation)}
 	var resp *bindings.InvokeResponse

@@ -10,6 +10,7 @@ import (
 	"mecha/internal/poll"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,13 +36,39 @@ func (badETagStore) Set(context.Context, *state.SetRequest) error {
 	return state.NewETagError(state.ETagInvalid, errors.New("etag is not a number"))
 }
 
+// failingStore fails every read and write the way a store can: Get with
+// an ETag error (which reads do not single out), Set and Delete with an
+// error marked as the caller's (InvalidInput), BulkGet outright.
+type failingStore struct{ state.Store }
+
+type inputError string
+
+func (e inputError) Error() string      { return string(e) }
+func (e inputError) InvalidInput() bool { return true }
+
+func (failingStore) Get(context.Context, *state.GetRequest) (*state.GetResponse, error) {
+	return nil, state.NewETagError(state.ETagMismatch, errors.New("etag mismatch on a read"))
+}
+
+func (failingStore) Set(context.Context, *state.SetRequest) error {
+	return inputError("value is larger than the configured maximum")
+}
+
+func (failingStore) Delete(context.Context, *state.DeleteRequest) error {
+	return inputError("key is longer than allowed")
+}
+
+func (failingStore) BulkGet(context.Context, []state.GetRequest, state.BulkGetOpts) ([]state.BulkGetResponse, error) {
+	return nil, errors.New("store unreachable")
+}
+
 // echoBinding is an output binding that answers with the request data, or
-// fails for the operation "fail".
+// fails for the operation "fail"; "nil" answers nothing.
 type echoBinding struct{}
 
 func (echoBinding) Init(context.Context, bindings.Metadata) error { return nil }
 func (echoBinding) Operations() []bindings.OperationKind {
-	return []bindings.OperationKind{bindings.CreateOperation}
+	return []bindings.OperationKind{bindings.CreateOperation, "fail", "nil"}
 }
 
 func (echoBinding) Invoke(_ context.Context, req *bindings.InvokeRequest) (*bindings.InvokeResponse, error) {
@@ -67,6 +94,7 @@ func newBlocks(t *testing.T, loaded bool, extra ...*components.Component) *block
 	components.RegisterContrib(reg)
 	components.RegisterMecha(reg, components.MechaOptions{DataDir: t.TempDir()})
 	reg.Register("state.badetag", "v1", func(l logger.Logger) any { return badETagStore{inmemorystate.NewInMemoryStateStore(l)} })
+	reg.Register("state.failing", "v1", func(l logger.Logger) any { return failingStore{inmemorystate.NewInMemoryStateStore(l)} })
 	reg.Register("bindings.echo", "v1", func(logger.Logger) any { return echoBinding{} })
 	log := slog.New(slog.DiscardHandler)
 	m := components.NewManager(components.Options{AppID: "app", Registry: reg,
@@ -162,7 +190,7 @@ func TestTransaction(t *testing.T) {
 	}
 	err := b.Transaction(ctx, "statestore", []blocks.TxOp{
 		{Operation: "upsert", Set: state.SetRequest{Key: "new", Value: []byte("2")}},
-		{Operation: "DELETE", Delete: state.DeleteRequest{Key: "gone"}},
+		{Operation: "delete", Delete: state.DeleteRequest{Key: "gone"}},
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -176,6 +204,11 @@ func TestTransaction(t *testing.T) {
 	raw := b.Components.Snapshot().State["statestore"].Store
 	if got, _ := raw.Get(ctx, &state.GetRequest{Key: "app||new"}); got == nil || string(got.Data) != "2" {
 		t.Errorf("transaction did not prefix its keys: raw Get(app||new) = %v", got)
+	}
+	// An empty key is the store's to judge, as in daprd: with the app-id
+	// prefix it is a key like any other.
+	if err := b.Transaction(ctx, "statestore", []blocks.TxOp{{Operation: "upsert", Set: state.SetRequest{Key: "", Value: []byte("3")}}}, nil); err != nil {
+		t.Errorf("transaction with an empty key: %v", err)
 	}
 }
 
@@ -211,13 +244,14 @@ func TestStateErrors(t *testing.T) {
 			code: "ERR_STATE_DELETE", http: http.StatusConflict, grpc: codes.Aborted,
 		},
 		{
+			// daprd does not single out ETag errors in transactions.
 			name: "etag mismatch in a transaction",
 			run: func(t *testing.T) error {
 				return seeded(t).Transaction(ctx, "statestore", []blocks.TxOp{
 					{Operation: "upsert", Set: state.SetRequest{Key: "k", Value: []byte("2"), ETag: ptr("999999")}},
 				}, nil)
 			},
-			code: "ERR_STATE_TRANSACTION", http: http.StatusConflict, grpc: codes.Aborted,
+			code: "ERR_STATE_TRANSACTION", http: http.StatusInternalServerError, grpc: codes.Internal,
 		},
 		{
 			name: "invalid etag",
@@ -264,7 +298,116 @@ func TestStateErrors(t *testing.T) {
 					{Operation: "patch", Set: state.SetRequest{Key: "k", Value: []byte("x")}},
 				}, nil)
 			},
-			code: "ERR_BAD_REQUEST", http: http.StatusBadRequest, grpc: codes.InvalidArgument,
+			code: "ERR_NOT_SUPPORTED_STATE_OPERATION", http: http.StatusBadRequest, grpc: codes.Unimplemented,
+		},
+		{
+			name: "transaction operation in another letter case",
+			run: func(t *testing.T) error {
+				return seeded(t).Transaction(ctx, "statestore", []blocks.TxOp{{Operation: "Upsert", Set: state.SetRequest{Key: "k"}}}, nil)
+			},
+			code: "ERR_NOT_SUPPORTED_STATE_OPERATION", http: http.StatusBadRequest, grpc: codes.Unimplemented,
+		},
+		{
+			name: "transaction with an unknown operation on an unknown store",
+			run: func(t *testing.T) error {
+				return seeded(t).Transaction(ctx, "nope", []blocks.TxOp{{Operation: "patch"}}, nil)
+			},
+			code: "ERR_STATE_STORE_NOT_FOUND", http: http.StatusBadRequest, grpc: codes.InvalidArgument,
+		},
+		{
+			name: "transaction with a key with the prefix separator",
+			run: func(t *testing.T) error {
+				return seeded(t).Transaction(ctx, "statestore", []blocks.TxOp{{Operation: "delete", Delete: state.DeleteRequest{Key: "a||b"}}}, nil)
+			},
+			code: "ERR_MALFORMED_REQUEST", http: http.StatusBadRequest, grpc: codes.InvalidArgument,
+		},
+		{
+			name: "transaction with an unknown concurrency",
+			run: func(t *testing.T) error {
+				return seeded(t).Transaction(ctx, "statestore", []blocks.TxOp{{Operation: "upsert",
+					Set: state.SetRequest{Key: "k", Options: state.SetStateOption{Concurrency: "sometimes"}}}}, nil)
+			},
+			code: "ERR_STATE_TRANSACTION", http: http.StatusInternalServerError, grpc: codes.Internal,
+		},
+		{
+			name: "save with an unknown concurrency",
+			run: func(t *testing.T) error {
+				return seeded(t).SaveState(ctx, "statestore", []state.SetRequest{{Key: "k", Options: state.SetStateOption{Concurrency: "sometimes"}}})
+			},
+			code: "ERR_STATE_SAVE", http: http.StatusInternalServerError, grpc: codes.Internal,
+		},
+		{
+			name: "delete with an unknown consistency",
+			run: func(t *testing.T) error {
+				return seeded(t).DeleteState(ctx, "statestore", &state.DeleteRequest{Key: "k", Options: state.DeleteStateOption{Consistency: "often"}})
+			},
+			code: "ERR_STATE_DELETE", http: http.StatusInternalServerError, grpc: codes.Internal,
+		},
+		{
+			name: "bulk delete with an unknown concurrency",
+			run: func(t *testing.T) error {
+				return seeded(t).DeleteBulkState(ctx, "statestore", []state.DeleteRequest{{Key: "k", Options: state.DeleteStateOption{Concurrency: "x"}}})
+			},
+			code: "ERR_STATE_DELETE", http: http.StatusInternalServerError, grpc: codes.Internal,
+		},
+		{
+			name: "etag mismatch on bulk delete",
+			run: func(t *testing.T) error {
+				return seeded(t).DeleteBulkState(ctx, "statestore", []state.DeleteRequest{{Key: "k", ETag: ptr("999999")}})
+			},
+			code: "ERR_STATE_DELETE", http: http.StatusConflict, grpc: codes.Aborted,
+		},
+		{
+			name: "store error on get, even an ETag error",
+			run: func(t *testing.T) error {
+				_, err := newBlocks(t, true, comp("failing", "state.failing")).GetState(ctx, "failing", "k", "", nil)
+				return err
+			},
+			code: "ERR_STATE_GET", http: http.StatusInternalServerError, grpc: codes.Internal,
+		},
+		{
+			name: "store error the store marks as the caller's, on save",
+			run: func(t *testing.T) error {
+				return newBlocks(t, true, comp("failing", "state.failing")).SaveState(ctx, "failing", []state.SetRequest{{Key: "k", Value: []byte("1")}})
+			},
+			code: "ERR_STATE_SAVE", http: http.StatusInternalServerError, grpc: codes.Internal,
+		},
+		{
+			name: "store error the store marks as the caller's, on delete",
+			run: func(t *testing.T) error {
+				return newBlocks(t, true, comp("failing", "state.failing")).DeleteState(ctx, "failing", &state.DeleteRequest{Key: "k"})
+			},
+			code: "ERR_STATE_DELETE", http: http.StatusInternalServerError, grpc: codes.Internal,
+		},
+		{
+			name: "store error on bulk get",
+			run: func(t *testing.T) error {
+				_, err := newBlocks(t, true, comp("failing", "state.failing")).BulkGetState(ctx, "failing", []string{"a"}, 0, nil)
+				return err
+			},
+			code: "ERR_STATE_BULK_GET", http: http.StatusInternalServerError, grpc: codes.Unknown,
+		},
+		{
+			name: "scan on a store that cannot scan",
+			run: func(t *testing.T) error {
+				_, err := newBlocks(t, true, comp("plain", "state.badetag")).ScanState(ctx, "plain", "", 0)
+				return err
+			},
+			code: "ERR_STATE_STORE_NOT_SUPPORTED", http: http.StatusInternalServerError, grpc: codes.Internal,
+		},
+		{
+			name: "check: unknown store",
+			run: func(t *testing.T) error {
+				return newBlocks(t, true).CheckState("nope", false)
+			},
+			code: "ERR_STATE_STORE_NOT_FOUND", http: http.StatusBadRequest, grpc: codes.InvalidArgument,
+		},
+		{
+			name: "check: no transactions",
+			run: func(t *testing.T) error {
+				return newBlocks(t, true, comp("plain", "state.badetag")).CheckState("plain", true)
+			},
+			code: "ERR_STATE_STORE_NOT_SUPPORTED", http: http.StatusInternalServerError, grpc: codes.Unimplemented,
 		},
 		{
 			name: "transaction on a store without transactions",
@@ -288,7 +431,7 @@ func TestTransactionUnknownOpIsAtomic(t *testing.T) {
 		{Operation: "upsert", Set: state.SetRequest{Key: "first", Value: []byte("1")}},
 		{Operation: "merge"},
 	}, nil)
-	wantAPIErr(t, err, "ERR_BAD_REQUEST", http.StatusBadRequest, codes.InvalidArgument)
+	wantAPIErr(t, err, "ERR_NOT_SUPPORTED_STATE_OPERATION", http.StatusBadRequest, codes.Unimplemented)
 	if got, _ := b.GetState(ctx, "statestore", "first", "", nil); got == nil || got.Data != nil {
 		t.Errorf("the upsert before the bad operation was applied: %q", got.Data)
 	}
@@ -466,9 +609,21 @@ func TestPubSubErrors(t *testing.T) {
 		{"empty pubsub name", func(t *testing.T) error {
 			return newBlocks(t, true).Publish(ctx, &blocks.PublishRequest{Topic: "t"})
 		}, "ERR_PUBSUB_EMPTY", http.StatusNotFound, codes.InvalidArgument},
+		// daprd's publisher always exists: with no pubsub loaded, the
+		// name is not found (ERR_PUBSUB_NOT_CONFIGURED never comes).
 		{"no pubsub configured", func(t *testing.T) error {
 			return newBlocks(t, false).Publish(ctx, &blocks.PublishRequest{PubsubName: "pubsub", Topic: "t"})
-		}, "ERR_PUBSUB_NOT_CONFIGURED", http.StatusBadRequest, codes.FailedPrecondition},
+		}, "ERR_PUBSUB_NOT_FOUND", http.StatusNotFound, codes.InvalidArgument},
+		{"rawPayload that is not a boolean", func(t *testing.T) error {
+			return newBlocks(t, true).Publish(ctx, &blocks.PublishRequest{PubsubName: "pubsub", Topic: "t", Metadata: map[string]string{"rawPayload": "yes"}})
+		}, "ERR_PUBSUB_REQUEST_METADATA", http.StatusBadRequest, codes.InvalidArgument},
+		{"bulk: rawPayload that is not a boolean", func(t *testing.T) error {
+			_, err := newBlocks(t, true).BulkPublish(ctx, "pubsub", "t", []blocks.BulkEntry{{EntryID: "a"}}, map[string]string{"rawPayload": "on"}, "")
+			return err
+		}, "ERR_PUBSUB_REQUEST_METADATA", http.StatusBadRequest, codes.InvalidArgument},
+		{"check: empty topic", func(t *testing.T) error {
+			return newBlocks(t, true).CheckPubSub("pubsub", "", nil)
+		}, "ERR_TOPIC_NAME_EMPTY", http.StatusNotFound, codes.InvalidArgument},
 		{"component fails", func(t *testing.T) error {
 			b := newBlocks(t, true)
 			if err := b.Components.Snapshot().PubSub["pubsub"].PS.(io.Closer).Close(); err != nil {
@@ -515,6 +670,18 @@ func TestInvokeBinding(t *testing.T) {
 	wantAPIErr(t, err, "ERR_INVOKE_OUTPUT_BINDING", http.StatusInternalServerError, codes.Internal)
 	_, err = b.InvokeBinding(ctx, "echo", "", nil, nil)
 	wantAPIErr(t, err, "ERR_INVOKE_OUTPUT_BINDING", http.StatusInternalServerError, codes.Internal)
+	// As in daprd, a missing operation is found before a missing binding,
+	// and an operation the binding does not list is refused.
+	_, err = b.InvokeBinding(ctx, "missing", "", nil, nil)
+	wantAPIErr(t, err, "ERR_INVOKE_OUTPUT_BINDING", http.StatusInternalServerError, codes.Internal)
+	if !strings.Contains(err.Error(), "operation field is missing") {
+		t.Errorf("missing operation on a missing binding: %v", err)
+	}
+	_, err = b.InvokeBinding(ctx, "echo", "delete", nil, nil)
+	wantAPIErr(t, err, "ERR_INVOKE_OUTPUT_BINDING", http.StatusInternalServerError, codes.Internal)
+	if !strings.Contains(err.Error(), "does not support operation delete") {
+		t.Errorf("unsupported operation: %v", err)
+	}
 }
 
 func TestSecrets(t *testing.T) {

@@ -2,10 +2,14 @@ package grpcapi
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"mecha/runtime/apierr"
 	"mecha/runtime/blocks"
 	"mecha/runtime/tracecontext"
 )
@@ -35,9 +39,11 @@ func (s *Server) PublishEvent(ctx context.Context, in *runtimev1pb.PublishEventR
 	return &emptypb.Empty{}, nil
 }
 
-// BulkPublishEventAlpha1 publishes several events to one topic. Entries
-// that failed are listed in the response; the call itself fails only when
-// the request is invalid.
+// BulkPublishEventAlpha1 publishes several events to one topic. As in
+// daprd, the call fails with Internal (ERR_PUBSUB_PUBLISH_MESSAGE) when
+// any entry failed: daprd's publisher reports partial failures as an
+// error, and its gRPC API then returns no failed entries, only the
+// error. The message names the failed entries.
 func (s *Server) BulkPublishEventAlpha1(ctx context.Context, in *runtimev1pb.BulkPublishRequest) (*runtimev1pb.BulkPublishResponse, error) {
 	entries := make([]blocks.BulkEntry, len(in.GetEntries()))
 	for i, e := range in.GetEntries() {
@@ -47,9 +53,17 @@ func (s *Server) BulkPublishEventAlpha1(ctx context.Context, in *runtimev1pb.Bul
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	out := &runtimev1pb.BulkPublishResponse{FailedEntries: make([]*runtimev1pb.BulkPublishResponseFailedEntry, len(failed))}
-	for i, f := range failed {
-		out.FailedEntries[i] = &runtimev1pb.BulkPublishResponseFailedEntry{EntryId: f.EntryID, Error: f.Error}
+	if len(failed) > 0 {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%d of %d entries failed:", len(failed), len(entries))
+		for i, f := range failed {
+			if i == 3 {
+				fmt.Fprintf(&b, " and %d more", len(failed)-i)
+				break
+			}
+			fmt.Fprintf(&b, " entry %s: %s;", f.EntryID, f.Error)
+		}
+		return nil, apierr.PublishFailed(in.GetTopic(), in.GetPubsubName(), errors.New(strings.TrimSuffix(b.String(), ";")))
 	}
-	return out, nil
+	return &runtimev1pb.BulkPublishResponse{FailedEntries: []*runtimev1pb.BulkPublishResponseFailedEntry{}}, nil
 }

@@ -121,6 +121,10 @@ func testApp(t *testing.T) *httptest.Server {
 
 type envOpts struct {
 	maxRequestBytes int
+	// maxValueBytes is state.crux's --max-value-bytes.
+	maxValueBytes int
+	// noComponents loads no component at all.
+	noComponents bool
 }
 
 type env struct {
@@ -141,7 +145,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 
 	r := components.NewRegistry()
 	components.RegisterContrib(r)
-	components.RegisterMecha(r, components.MechaOptions{DataDir: t.TempDir()})
+	components.RegisterMecha(r, components.MechaOptions{DataDir: t.TempDir(), MaxValueBytes: o.maxValueBytes})
 	defaults := append(components.EmbeddedDefaults(false),
 		&components.Component{APIVersion: "dapr.io/v1alpha1", Kind: "Component",
 			Metadata: components.ObjectMeta{Name: "envsecrets"},
@@ -154,6 +158,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 				{Name: "url", Value: components.DynamicValue{S: app.URL, Set: true}},
 			}}},
 	)
+	if o.noComponents {
+		defaults = nil
+	}
 	mgr := components.NewManager(components.Options{AppID: "app", Registry: r, Defaults: defaults})
 	if _, err := mgr.Load(ctx); err != nil {
 		t.Fatalf("loading components: %v", err)
@@ -415,6 +422,91 @@ func TestErrors(t *testing.T) {
 			_, err := e.sdk.InvokeMethod(ctx, "otherapp", "echo", "get")
 			return err
 		}, codes.Internal, "otherapp"},
+		{"save: key with ||", func() error {
+			_, err := e.raw.SaveState(ctx, &runtimev1pb.SaveStateRequest{StoreName: "statestore",
+				States: []*commonv1pb.StateItem{{Key: "a||b", Value: []byte("v")}}})
+			return err
+		}, codes.InvalidArgument, "can't contain '||'"},
+		{"get: key with ||", func() error {
+			_, err := e.raw.GetState(ctx, &runtimev1pb.GetStateRequest{StoreName: "statestore", Key: "a||b"})
+			return err
+		}, codes.InvalidArgument, "can't contain '||'"},
+		{"bulk get: unknown state store", func() error {
+			_, err := e.raw.GetBulkState(ctx, &runtimev1pb.GetBulkStateRequest{StoreName: "nostore", Keys: []string{"a"}})
+			return err
+		}, codes.InvalidArgument, "nostore"},
+		{"bulk delete: unknown state store", func() error {
+			_, err := e.raw.DeleteBulkState(ctx, &runtimev1pb.DeleteBulkStateRequest{StoreName: "nostore",
+				States: []*commonv1pb.StateItem{{Key: "a"}}})
+			return err
+		}, codes.InvalidArgument, "nostore"},
+		{"transaction: operation 'merge'", func() error {
+			_, err := e.raw.ExecuteStateTransaction(ctx, &runtimev1pb.ExecuteStateTransactionRequest{StoreName: "statestore",
+				Operations: []*runtimev1pb.TransactionalStateOperation{{OperationType: "merge", Request: &commonv1pb.StateItem{Key: "t1"}}}})
+			return err
+		}, codes.Unimplemented, "operation type merge not supported"},
+		{"transaction: operation 'Upsert'", func() error {
+			_, err := e.raw.ExecuteStateTransaction(ctx, &runtimev1pb.ExecuteStateTransactionRequest{StoreName: "statestore",
+				Operations: []*runtimev1pb.TransactionalStateOperation{{OperationType: "Upsert", Request: &commonv1pb.StateItem{Key: "t1"}}}})
+			return err
+		}, codes.Unimplemented, "Upsert"},
+		{"transaction: unknown store before an unknown operation", func() error {
+			_, err := e.raw.ExecuteStateTransaction(ctx, &runtimev1pb.ExecuteStateTransactionRequest{StoreName: "nostore",
+				Operations: []*runtimev1pb.TransactionalStateOperation{{OperationType: "merge", Request: &commonv1pb.StateItem{Key: "t1"}}}})
+			return err
+		}, codes.InvalidArgument, "nostore"},
+		{"transaction: ETag mismatch", func() error {
+			if err := e.sdk.SaveState(ctx, "statestore", "tx-etag", []byte("1"), nil); err != nil {
+				return err
+			}
+			_, err := e.raw.ExecuteStateTransaction(ctx, &runtimev1pb.ExecuteStateTransactionRequest{StoreName: "statestore",
+				Operations: []*runtimev1pb.TransactionalStateOperation{{OperationType: "upsert",
+					Request: &commonv1pb.StateItem{Key: "tx-etag", Value: []byte("2"), Etag: &commonv1pb.Etag{Value: "999999"}}}}})
+			return err
+		}, codes.Internal, "state transaction"},
+		{"publish: pubsub name empty", func() error {
+			_, err := e.raw.PublishEvent(ctx, &runtimev1pb.PublishEventRequest{Topic: "t"})
+			return err
+		}, codes.InvalidArgument, "pubsub name is empty"},
+		{"publish: topic empty", func() error {
+			_, err := e.raw.PublishEvent(ctx, &runtimev1pb.PublishEventRequest{PubsubName: "pubsub"})
+			return err
+		}, codes.InvalidArgument, "topic is empty"},
+		{"publish: rawPayload not a boolean", func() error {
+			_, err := e.raw.PublishEvent(ctx, &runtimev1pb.PublishEventRequest{PubsubName: "pubsub", Topic: "t", Metadata: map[string]string{"rawPayload": "yes"}})
+			return err
+		}, codes.InvalidArgument, "rawPayload"},
+		{"publish: invalid CloudEvent", func() error {
+			_, err := e.raw.PublishEvent(ctx, &runtimev1pb.PublishEventRequest{PubsubName: "pubsub", Topic: "t",
+				Data: []byte("[1]"), DataContentType: "application/cloudevents+json"})
+			return err
+		}, codes.InvalidArgument, "cloud event"},
+		{"bulk publish: unknown pubsub", func() error {
+			_, err := e.raw.BulkPublishEventAlpha1(ctx, &runtimev1pb.BulkPublishRequest{PubsubName: "nopubsub", Topic: "t",
+				Entries: []*runtimev1pb.BulkPublishRequestEntry{{EntryId: "1", Event: []byte("a")}}})
+			return err
+		}, codes.InvalidArgument, "nopubsub"},
+		{"bulk publish: entryId missing", func() error {
+			_, err := e.raw.BulkPublishEventAlpha1(ctx, &runtimev1pb.BulkPublishRequest{PubsubName: "pubsub", Topic: "t",
+				Entries: []*runtimev1pb.BulkPublishRequestEntry{{Event: []byte("a")}}})
+			return err
+		}, codes.InvalidArgument, "entryId"},
+		{"binding: operation missing", func() error {
+			_, err := e.raw.InvokeBinding(ctx, &runtimev1pb.InvokeBindingRequest{Name: "nobinding"})
+			return err
+		}, codes.Internal, "operation field is missing"},
+		{"binding: operation not supported", func() error {
+			_, err := e.raw.InvokeBinding(ctx, &runtimev1pb.InvokeBindingRequest{Name: "apphttp", Operation: "frobnicate"})
+			return err
+		}, codes.Internal, "does not support operation frobnicate"},
+		{"bulk secret store not found", func() error {
+			_, err := e.raw.GetBulkSecret(ctx, &runtimev1pb.GetBulkSecretRequest{StoreName: "nosecrets"})
+			return err
+		}, codes.InvalidArgument, "nosecrets"},
+		{"invoke: no app id", func() error {
+			_, err := e.raw.InvokeService(ctx, &runtimev1pb.InvokeServiceRequest{Message: &commonv1pb.InvokeRequest{Method: "echo"}})
+			return err
+		}, codes.Internal, "app id"},
 		{"GetConfiguration is unimplemented", func() error {
 			_, err := e.raw.GetConfiguration(ctx, &runtimev1pb.GetConfigurationRequest{StoreName: "cfg"})
 			return err
@@ -433,6 +525,62 @@ func TestErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestErrorsNothingLoaded: with no component loaded, daprd says "not
+// configured" for state and secret stores, and "not found" for a pubsub.
+func TestErrorsNothingLoaded(t *testing.T) {
+	e := newEnv(t, envOpts{noComponents: true})
+	ctx := testCtx(t)
+	_, err := e.raw.GetState(ctx, &runtimev1pb.GetStateRequest{StoreName: "statestore", Key: "k"})
+	wantCode(t, err, codes.FailedPrecondition)
+	_, err = e.raw.PublishEvent(ctx, &runtimev1pb.PublishEventRequest{PubsubName: "pubsub", Topic: "t"})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = e.raw.GetSecret(ctx, &runtimev1pb.GetSecretRequest{StoreName: "s", Key: "k"})
+	wantCode(t, err, codes.FailedPrecondition)
+	stream, err := e.raw.SubscribeTopicEventsAlpha1(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&runtimev1pb.SubscribeTopicEventsRequestAlpha1{
+		SubscribeTopicEventsRequestType: &runtimev1pb.SubscribeTopicEventsRequestAlpha1_InitialRequest{
+			InitialRequest: &runtimev1pb.SubscribeTopicEventsRequestInitialAlpha1{PubsubName: "pubsub", Topic: "t"}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = stream.Recv()
+	wantCode(t, err, codes.InvalidArgument)
+}
+
+// TestStoreErrorCodes: a store's own errors are Internal whatever the
+// store says, but for ETag errors on writes (Aborted, InvalidArgument).
+func TestStoreErrorCodes(t *testing.T) {
+	e := newEnv(t, envOpts{maxValueBytes: 100})
+	ctx := testCtx(t)
+	err := e.sdk.SaveState(ctx, "statestore", "k", make([]byte, 200), nil)
+	wantCode(t, err, codes.Internal)
+	err = e.sdk.SaveState(ctx, "statestore", "k", []byte("1"), map[string]string{"ttlInSeconds": "soon"})
+	wantCode(t, err, codes.Internal)
+	err = e.sdk.SaveStateWithETag(ctx, "statestore", "k", []byte("1"), "not-a-version", nil)
+	wantCode(t, err, codes.InvalidArgument)
+}
+
+// TestBulkPublishFailedEntries: as in daprd, failed entries fail the call
+// with Internal.
+func TestBulkPublishFailedEntries(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := testCtx(t)
+	ps := e.deps.Blocks.Components.Snapshot().PubSub["pubsub"]
+	if err := ps.PS.(io.Closer).Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.raw.BulkPublishEventAlpha1(ctx, &runtimev1pb.BulkPublishRequest{PubsubName: "pubsub", Topic: "t",
+		Entries: []*runtimev1pb.BulkPublishRequestEntry{{EntryId: "1", Event: []byte("a"), ContentType: "text/plain"}}})
+	wantCode(t, err, codes.Internal)
+	if !strings.Contains(err.Error(), "entry 1") {
+		t.Errorf("error %v does not name the failed entry", err)
+	}
+	_, err = e.raw.PublishEvent(ctx, &runtimev1pb.PublishEventRequest{PubsubName: "pubsub", Topic: "t", Data: []byte("a")})
+	wantCode(t, err, codes.Internal)
 }
 
 func TestMaxRequestBytes(t *testing.T) {
@@ -641,12 +789,16 @@ func TestSubscribeInvalid(t *testing.T) {
 		first *runtimev1pb.SubscribeTopicEventsRequestAlpha1
 		code  codes.Code
 	}{
+		// daprd answers a bad first message with a plain error: Unknown.
 		{"event before initial request", &runtimev1pb.SubscribeTopicEventsRequestAlpha1{
 			SubscribeTopicEventsRequestType: &runtimev1pb.SubscribeTopicEventsRequestAlpha1_EventProcessed{
-				EventProcessed: &runtimev1pb.SubscribeTopicEventsRequestProcessedAlpha1{Id: "x"}}}, codes.InvalidArgument},
+				EventProcessed: &runtimev1pb.SubscribeTopicEventsRequestProcessedAlpha1{Id: "x"}}}, codes.Unknown},
+		{"no pubsub name", &runtimev1pb.SubscribeTopicEventsRequestAlpha1{
+			SubscribeTopicEventsRequestType: &runtimev1pb.SubscribeTopicEventsRequestAlpha1_InitialRequest{
+				InitialRequest: &runtimev1pb.SubscribeTopicEventsRequestInitialAlpha1{Topic: "t"}}}, codes.Unknown},
 		{"no topic", &runtimev1pb.SubscribeTopicEventsRequestAlpha1{
 			SubscribeTopicEventsRequestType: &runtimev1pb.SubscribeTopicEventsRequestAlpha1_InitialRequest{
-				InitialRequest: &runtimev1pb.SubscribeTopicEventsRequestInitialAlpha1{PubsubName: "pubsub"}}}, codes.InvalidArgument},
+				InitialRequest: &runtimev1pb.SubscribeTopicEventsRequestInitialAlpha1{PubsubName: "pubsub"}}}, codes.Unknown},
 		{"unknown pubsub", &runtimev1pb.SubscribeTopicEventsRequestAlpha1{
 			SubscribeTopicEventsRequestType: &runtimev1pb.SubscribeTopicEventsRequestAlpha1_InitialRequest{
 				InitialRequest: &runtimev1pb.SubscribeTopicEventsRequestInitialAlpha1{PubsubName: "nopubsub", Topic: "t"}}}, codes.InvalidArgument},
@@ -713,8 +865,9 @@ func TestGracefulStopEndsSubscriptions(t *testing.T) {
 		e.srv.GracefulStop(sctx)
 		close(stopped)
 	}()
+	// daprd ends the stream with a plain error ("api server closed").
 	_, err := stream.Recv()
-	wantCode(t, err, codes.Unavailable)
+	wantCode(t, err, codes.Unknown)
 	select {
 	case <-stopped:
 	case <-ctx.Done():

@@ -6,8 +6,6 @@ import (
 	"github.com/dapr/components-contrib/state"
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"mecha/runtime/blocks"
@@ -133,20 +131,20 @@ func (s *Server) DeleteBulkState(ctx context.Context, in *runtimev1pb.DeleteBulk
 	return &emptypb.Empty{}, nil
 }
 
-// ExecuteStateTransaction runs upserts and deletes atomically. An unknown
-// operation type is Unimplemented, as in Dapr.
+// ExecuteStateTransaction runs upserts and deletes atomically. The
+// operation types go to the blocks as written: an unknown one is
+// Unimplemented (ERR_NOT_SUPPORTED_STATE_OPERATION), after the store's
+// own checks, as in daprd.
 func (s *Server) ExecuteStateTransaction(ctx context.Context, in *runtimev1pb.ExecuteStateTransactionRequest) (*emptypb.Empty, error) {
 	ops := make([]blocks.TxOp, len(in.GetOperations()))
 	for i, op := range in.GetOperations() {
 		it := op.GetRequest()
+		ops[i].Operation = op.GetOperationType()
 		switch state.OperationType(op.GetOperationType()) {
 		case state.OperationUpsert:
-			ops[i] = blocks.TxOp{Operation: string(state.OperationUpsert), Set: setRequest(it)}
+			ops[i].Set = setRequest(it)
 		case state.OperationDelete:
-			ops[i] = blocks.TxOp{Operation: string(state.OperationDelete),
-				Delete: deleteRequest(it.GetKey(), it.GetEtag(), it.GetOptions(), it.GetMetadata())}
-		default:
-			return nil, status.Errorf(codes.Unimplemented, "operation type %s not supported", op.GetOperationType())
+			ops[i].Delete = deleteRequest(it.GetKey(), it.GetEtag(), it.GetOptions(), it.GetMetadata())
 		}
 	}
 	if err := s.d.Blocks.Transaction(ctx, in.GetStoreName(), ops, in.GetMetadata()); err != nil {

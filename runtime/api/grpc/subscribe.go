@@ -34,21 +34,23 @@ const streamRoute = "/"
 // or DROP. The subscription ends with the stream: when the client closes
 // its side (the RPC ends OK), on a stream error, or when the server stops.
 func (s *Server) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTopicEventsAlpha1Server) error {
+	// daprd answers a bad first message with a plain error, which gRPC
+	// sends as Unknown; mecha keeps the code and daprd's messages.
 	first, err := stream.Recv()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return status.Error(codes.InvalidArgument, "initial request is required")
+			return status.Error(codes.Unknown, "initial request is required")
 		}
 		return err
 	}
 	init := first.GetInitialRequest()
 	switch {
 	case init == nil:
-		return status.Error(codes.InvalidArgument, "initial request is required")
+		return status.Error(codes.Unknown, "initial request is required")
 	case init.GetPubsubName() == "":
-		return status.Error(codes.InvalidArgument, "pubsubName is required")
+		return status.Error(codes.Unknown, "pubsubName is required")
 	case init.GetTopic() == "":
-		return status.Error(codes.InvalidArgument, "topic is required")
+		return status.Error(codes.Unknown, "topic is required")
 	}
 	if s.d.Subs == nil {
 		return status.Error(codes.Unimplemented, "streaming subscriptions are not available")
@@ -77,7 +79,7 @@ func (s *Server) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTop
 	}, sink)
 	if err != nil {
 		sink.sendMu.Unlock()
-		return grpcErr(fmt.Errorf("subscribing to pubsub %s topic %s: %w", init.GetPubsubName(), init.GetTopic(), err))
+		return status.Errorf(codes.Unknown, "subscribing to pubsub %s topic %s: %v", init.GetPubsubName(), init.GetTopic(), err)
 	}
 	defer func() {
 		sink.close()
@@ -106,22 +108,22 @@ func (s *Server) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTop
 		}
 		return err
 	case <-s.closing:
-		return status.Error(codes.Unavailable, "runtime is shutting down")
+		// daprd ends the stream with a plain error ("api server closed"):
+		// Unknown.
+		return status.Error(codes.Unknown, "runtime is shutting down")
 	case <-ended:
+		// Mecha only: a hot reload of the pubsub ends its streams.
 		return status.Errorf(codes.Unavailable, "pubsub %s was reloaded or removed; subscribe again", init.GetPubsubName())
 	}
 }
 
-// checkPubSub fails with Dapr's errors when the pubsub is not loaded.
+// checkPubSub fails with Dapr's error when the pubsub is not loaded (with
+// none loaded too, as in daprd).
 func (s *Server) checkPubSub(name string) error {
 	if s.d.Blocks == nil || s.d.Blocks.Components == nil {
 		return nil
 	}
-	snap := s.d.Blocks.Components.Snapshot()
-	if len(snap.PubSub) == 0 {
-		return apierr.PubSubNotConfigured()
-	}
-	if _, ok := snap.PubSub[name]; !ok {
+	if _, ok := s.d.Blocks.Components.Snapshot().PubSub[name]; !ok {
 		return apierr.PubSubNotFound(name)
 	}
 	return nil
@@ -170,7 +172,7 @@ func (k *streamSink) readLoop() {
 		}
 		p := req.GetEventProcessed()
 		if p == nil {
-			k.recvErr <- status.Error(codes.InvalidArgument, "duplicate initial request received")
+			k.recvErr <- status.Error(codes.Unknown, "duplicate initial request received")
 			return
 		}
 		k.resolve(p.GetId(), p.GetStatus())

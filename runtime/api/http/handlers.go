@@ -41,10 +41,15 @@ type bulkPublishEntry struct {
 	Metadata    map[string]string `json:"metadata,omitempty"`
 }
 
+// bulkPublish serves POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}.
+// A body that is not a list of entries is ERR_PUBSUB_EVENTS_SER, as in
+// daprd, which checks the pubsub, topic and metadata first.
 func (s *Server) bulkPublish(ctx *fasthttp.RequestCtx, ps, topic string) {
+	meta := queryMetadata(ctx)
 	var entries []bulkPublishEntry
 	if err := json.Unmarshal(ctx.PostBody(), &entries); err != nil {
-		writeError(ctx, apierr.Malformed("failed deserializing HTTP body: %v", err))
+		s.bodyError(ctx, s.d.Blocks.CheckPubSub(ps, topic, meta),
+			apierr.PublishEventsSer("error when unmarshaling the request for topic %s pubsub %s: %v (the body must be a JSON list of entries)", topic, ps, err))
 		return
 	}
 	in := make([]blocks.BulkEntry, len(entries))
@@ -59,7 +64,8 @@ func (s *Server) bulkPublish(ctx *fasthttp.RequestCtx, ps, topic string) {
 				if !cloudevent.IsJSONContentType(e.ContentType) && !strings.HasPrefix(strings.ToLower(e.ContentType), "text/") && e.ContentType != "" {
 					dec, err := base64.StdEncoding.DecodeString(str)
 					if err != nil {
-						writeError(ctx, apierr.PublishEventsSer("entry %q: event of content type %s must be base64: %v", e.EntryID, e.ContentType, err))
+						s.bodyError(ctx, s.d.Blocks.CheckPubSub(ps, topic, meta),
+							apierr.PublishEventsSer("entry %q: event of content type %s must be base64: %v", e.EntryID, e.ContentType, err))
 						return
 					}
 					data = dec
@@ -71,7 +77,7 @@ func (s *Server) bulkPublish(ctx *fasthttp.RequestCtx, ps, topic string) {
 	tp := tracecontext.Ensure(string(ctx.Request.Header.PeekBytes(hTraceP)))
 	cctx, done := s.longCall(ctx)
 	defer done()
-	failed, err := s.d.Blocks.BulkPublish(cctx, ps, topic, in, queryMetadata(ctx), tp)
+	failed, err := s.d.Blocks.BulkPublish(cctx, ps, topic, in, meta, tp)
 	if err != nil {
 		writeError(ctx, err)
 		return
@@ -164,6 +170,10 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 }
 
 func (s *Server) secret(ctx *fasthttp.RequestCtx, store, key string) {
+	if err := protoBody(ctx); err != nil {
+		writeError(ctx, err)
+		return
+	}
 	cctx, done := s.longCall(ctx)
 	defer done()
 	data, err := s.d.Blocks.GetSecret(cctx, store, key, queryMetadata(ctx))
@@ -175,6 +185,10 @@ func (s *Server) secret(ctx *fasthttp.RequestCtx, store, key string) {
 }
 
 func (s *Server) bulkSecret(ctx *fasthttp.RequestCtx, store string) {
+	if err := protoBody(ctx); err != nil {
+		writeError(ctx, err)
+		return
+	}
 	cctx, done := s.longCall(ctx)
 	defer done()
 	data, err := s.d.Blocks.BulkGetSecret(cctx, store, queryMetadata(ctx))
@@ -186,7 +200,53 @@ func (s *Server) bulkSecret(ctx *fasthttp.RequestCtx, store string) {
 }
 
 func (s *Server) metadataGet(ctx *fasthttp.RequestCtx) {
+	if err := protoBody(ctx); err != nil {
+		writeError(ctx, err)
+		return
+	}
 	writeJSON(ctx, fasthttp.StatusOK, s.d.Metadata.Metadata())
+}
+
+// shutdown serves POST /v1.0/shutdown: 204, then a graceful shutdown.
+func (s *Server) shutdown(ctx *fasthttp.RequestCtx) {
+	if err := protoBody(ctx); err != nil {
+		writeError(ctx, err)
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	s.log.Info("shutdown requested through the API")
+	go s.d.Shutdown()
+}
+
+// protoBody checks the body of the routes daprd serves with its
+// gRPC-shaped handlers (metadata, secrets, shutdown): daprd decodes a
+// body, when there is one, as the JSON form of the gRPC request, and
+// answers ERR_MALFORMED_REQUEST when it is not a JSON object. Mecha
+// reads nothing from these bodies.
+func protoBody(ctx *fasthttp.RequestCtx) error {
+	body := ctx.PostBody()
+	if len(body) == 0 {
+		return nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+		if err == nil {
+			err = errors.New("null is not a JSON object")
+		}
+		return apierr.Malformed("failed deserializing HTTP body: %v (send no body, or a JSON object)", err)
+	}
+	return nil
+}
+
+// bodyError answers a body the server could not decode: with first, the
+// error daprd finds before it reads the body (an unknown store or
+// pubsub), when there is one, else with bad.
+func (s *Server) bodyError(ctx *fasthttp.RequestCtx, first error, bad *apierr.Error) {
+	if first != nil {
+		writeError(ctx, first)
+		return
+	}
+	writeError(ctx, bad)
 }
 
 func (s *Server) metadataPut(ctx *fasthttp.RequestCtx, key string) {

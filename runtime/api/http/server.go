@@ -126,6 +126,7 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.ShutdownWith
 var (
 	pV1        = []byte("/v1.0/")
 	pV1Alpha1  = []byte("/v1.0-alpha1/")
+	pV1Beta1   = []byte("/v1.0-beta1/")
 	pInvoke    = []byte("/v1.0/invoke/")
 	sState     = []byte("state")
 	sPublish   = []byte("publish")
@@ -178,7 +179,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, apierr.Malformed("%v", err))
 		return
 	}
-	if !s.d.TokenOK(ctx.Request.Header.PeekBytes(hAPIToken)) && !bytes.HasPrefix(ctx.Path(), []byte("/v1.0/healthz")) {
+	if !s.d.TokenOK(ctx.Request.Header.PeekBytes(hAPIToken)) && !healthProbe(ctx) {
 		writeError(ctx, apierr.Unauthenticated())
 		return
 	}
@@ -196,112 +197,152 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 }
 
 // route dispatches the request and returns the metric handle of the route.
+//
+// Routes take the methods daprd's take (writes POST or PUT), and ignore
+// a trailing slash, as daprd's router does (fasthttp has already
+// collapsed double slashes); invocation paths pass as sent. A path that
+// matches no route goes where daprd sends it: to service invocation,
+// which calls the app named by dapr-app-id, or answers 404
+// ERR_DIRECT_INVOKE without one. As in daprd, a route with an empty name
+// in it (/v1.0/state/, /v1.0/publish/pubsub/, /v1.0/secrets/store/)
+// matches no route: why says which name is missing.
 func (s *Server) route(ctx *fasthttp.RequestCtx) *metrics.Op {
 	path := ctx.Path()
 	method := ctx.Method()
+	var why string
 	switch {
 	case bytes.HasPrefix(path, pV1):
 		block, rest := cut(path[len(pV1):])
+		if !bytes.Equal(block, sInvoke) {
+			rest = bytes.TrimSuffix(rest, []byte("/"))
+		}
 		switch {
 		case bytes.Equal(block, sState):
 			store, key := cut(rest)
 			switch {
 			case len(store) == 0:
-				writeError(ctx, apierr.StateStoreNotFound(""))
-				return s.ops.stateGet
-			case key == nil && isPost(method):
+				why = "the state store name is empty"
+			case key == nil && isWrite(method):
 				s.stateSave(ctx, string(store))
 				return s.ops.stateSave
-			case bytes.Equal(key, sBulk) && isPost(method):
+			case bytes.Equal(key, sBulk) && isWrite(method):
 				s.stateBulkGet(ctx, string(store))
 				return s.ops.stateBulk
-			case bytes.Equal(key, sTx) && isPost(method):
+			case bytes.Equal(key, sTx) && isWrite(method):
 				s.stateTransaction(ctx, string(store))
 				return s.ops.stateTx
-			case len(key) > 0 && bytes.Equal(method, []byte(fasthttp.MethodGet)):
+			case len(key) > 0 && isMethod(method, fasthttp.MethodGet):
 				s.stateGet(ctx, string(store), string(key))
 				return s.ops.stateGet
-			case len(key) > 0 && bytes.Equal(method, []byte(fasthttp.MethodDelete)):
+			case len(key) > 0 && isMethod(method, fasthttp.MethodDelete):
 				s.stateDelete(ctx, string(store), string(key))
 				return s.ops.stateDelete
 			}
 		case bytes.Equal(block, sPublish):
 			ps, topic := cut(rest)
-			if isPost(method) {
-				s.publish(ctx, string(ps), string(topic))
-				return s.ops.publish
+			if isWrite(method) {
+				if why = emptyNames(ps, topic); why == "" {
+					s.publish(ctx, string(ps), string(topic))
+					return s.ops.publish
+				}
 			}
 		case bytes.Equal(block, sBindings):
-			if isPost(method) || bytes.Equal(method, []byte(fasthttp.MethodPut)) {
-				s.invokeBinding(ctx, string(rest))
-				return s.ops.binding
+			if isWrite(method) {
+				if why = bindingName(rest); why == "" {
+					s.invokeBinding(ctx, string(rest))
+					return s.ops.binding
+				}
 			}
 		case bytes.Equal(block, sInvoke):
 			id, rest := cut(rest)
-			m, _ := cut(rest)
-			if bytes.Equal(m, sMethod) {
+			m, methodPath := cut(rest)
+			// "{id}/method" without a slash after it is no invocation
+			// in daprd either; "{id}/method/" invokes the app's root.
+			if bytes.Equal(m, sMethod) && methodPath != nil {
 				s.invoke(ctx, string(id), rawMethod(ctx, 4))
 				return s.ops.invoke
 			}
 		case bytes.Equal(block, sSecrets):
 			store, key := cut(rest)
-			if bytes.Equal(method, []byte(fasthttp.MethodGet)) {
-				if bytes.Equal(key, sBulk) {
+			if isMethod(method, fasthttp.MethodGet) {
+				switch {
+				case len(store) == 0:
+					why = "the secret store name is empty"
+				case len(key) == 0:
+					why = "the secret key is empty"
+				case bytes.Equal(key, sBulk):
 					s.bulkSecret(ctx, string(store))
 					return s.ops.bulkSecret
+				default:
+					s.secret(ctx, string(store), string(key))
+					return s.ops.secret
 				}
-				s.secret(ctx, string(store), string(key))
-				return s.ops.secret
 			}
 		case bytes.Equal(block, sMetadata):
-			if len(rest) == 0 && bytes.Equal(method, []byte(fasthttp.MethodGet)) {
+			if len(rest) == 0 && isMethod(method, fasthttp.MethodGet) {
 				s.metadataGet(ctx)
 				return s.ops.metaGet
 			}
-			if len(rest) > 0 && bytes.Equal(method, []byte(fasthttp.MethodPut)) {
+			if len(rest) > 0 && isMethod(method, fasthttp.MethodPut) {
 				s.metadataPut(ctx, string(rest))
 				return s.ops.metaPut
 			}
 		case bytes.Equal(block, sHealthz):
+			if !isMethod(method, fasthttp.MethodGet) {
+				break
+			}
 			if len(rest) == 0 {
-				// ?appid= asks whether this runtime serves that app
-				// (Dapr's name resolvers probe with it).
-				if id := ctx.QueryArgs().Peek("appid"); len(id) > 0 && string(id) != s.d.AppID {
-					writeError(ctx, &apierr.Error{Code: "ERR_HEALTH_APPID_NOT_MATCH", HTTP: fasthttp.StatusInternalServerError,
-						Message: "dapr app-id does not match"})
-					return s.ops.health
-				}
-				s.healthz(ctx, s.d.Ready, apierr.HealthNotReady())
+				s.healthz(ctx, s.d.Ready, apierr.HealthNotReady(), true)
 				return s.ops.health
 			}
 			if bytes.Equal(rest, sOutbound) {
-				s.healthz(ctx, s.d.OutboundReady, apierr.OutboundNotReady())
+				s.healthz(ctx, s.d.OutboundReady, apierr.OutboundNotReady(), false)
 				return s.ops.outbound
 			}
 		case bytes.Equal(block, sShutdown):
 			if isPost(method) {
-				ctx.SetStatusCode(fasthttp.StatusNoContent)
-				s.log.Info("shutdown requested through the API")
-				go s.d.Shutdown()
+				s.shutdown(ctx)
 				return s.ops.shutdown
+			}
+		default:
+			if what := unservedV1[string(block)]; what != "" {
+				writeError(ctx, apierr.Unimplemented(what))
+				return s.ops.notFound
 			}
 		}
 	case bytes.HasPrefix(path, pV1Alpha1):
 		block, rest := cut(path[len(pV1Alpha1):])
-		if bytes.Equal(block, sState) && bytes.Equal(method, []byte(fasthttp.MethodGet)) {
+		rest = bytes.TrimSuffix(rest, []byte("/"))
+		switch {
+		case bytes.Equal(block, sState):
 			store, what := cut(rest)
-			if bytes.Equal(what, []byte("scan")) {
+			if bytes.Equal(what, []byte("scan")) && len(store) > 0 && isMethod(method, fasthttp.MethodGet) {
 				s.stateScan(ctx, string(store))
 				return s.ops.stateScan
 			}
-		}
-		if bytes.Equal(block, sPublish) && isPost(method) {
-			b, rest := cut(rest)
-			if bytes.Equal(b, sBulk) {
-				ps, topic := cut(rest)
-				s.bulkPublish(ctx, string(ps), string(topic))
-				return s.ops.bulkPublish
+			if bytes.Equal(what, []byte("query")) && len(store) > 0 && isWrite(method) {
+				writeError(ctx, apierr.Unimplemented("state query"))
+				return s.ops.notFound
 			}
+		case bytes.Equal(block, sPublish):
+			b, rest := cut(rest)
+			if bytes.Equal(b, sBulk) && isWrite(method) {
+				ps, topic := cut(rest)
+				if why = emptyNames(ps, topic); why == "" {
+					s.bulkPublish(ctx, string(ps), string(topic))
+					return s.ops.bulkPublish
+				}
+			}
+		default:
+			if what := unservedAlpha[string(block)]; what != "" {
+				writeError(ctx, apierr.Unimplemented(what))
+				return s.ops.notFound
+			}
+		}
+	case bytes.HasPrefix(path, pV1Beta1):
+		if block, _ := cut(path[len(pV1Beta1):]); bytes.Equal(block, []byte("workflows")) {
+			writeError(ctx, apierr.Unimplemented("workflows"))
+			return s.ops.notFound
 		}
 	}
 	// Any other path with a dapr-app-id header is an invocation of that
@@ -310,9 +351,50 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) *metrics.Op {
 		s.invoke(ctx, string(id), rawMethod(ctx, 0))
 		return s.ops.invoke
 	}
-	writeError(ctx, &apierr.Error{Code: "ERR_NOT_FOUND", HTTP: fasthttp.StatusNotFound,
-		Message: "no API at " + string(method) + " " + string(path)})
+	writeError(ctx, apierr.NoRoute(string(method), string(path), why))
 	return s.ops.notFound
+}
+
+// Path blocks of Dapr APIs that daprd 1.14 serves and mecha does not:
+// they answer 501 ERR_API_UNIMPLEMENTED, as their gRPC calls answer
+// Unimplemented (mecha only: daprd serves them).
+var (
+	unservedV1    = map[string]string{"actors": "actors", "configuration": "configuration"}
+	unservedAlpha = map[string]string{"configuration": "configuration", "lock": "distributed lock", "unlock": "distributed lock",
+		"workflows": "workflows", "crypto": "crypto", "subtlecrypto": "subtle crypto", "jobs": "jobs"}
+)
+
+// emptyNames says which of a pubsub name and a topic is empty, or "".
+func emptyNames(ps, topic []byte) string {
+	switch {
+	case len(ps) == 0:
+		return "the pubsub name is empty"
+	case len(topic) == 0:
+		return "the topic is empty"
+	}
+	return ""
+}
+
+// bindingName says why name (the path after /v1.0/bindings/) is no
+// binding's name, or "".
+func bindingName(name []byte) string {
+	switch {
+	case len(name) == 0:
+		return "the binding name is empty"
+	case bytes.IndexByte(name, '/') >= 0:
+		return "a binding name has no '/'"
+	}
+	return ""
+}
+
+// healthProbe reports whether the request is one daprd lets through
+// without the API token: GET /v1.0/healthz and /v1.0/healthz/outbound.
+func healthProbe(ctx *fasthttp.RequestCtx) bool {
+	if !isMethod(ctx.Method(), fasthttp.MethodGet) {
+		return false
+	}
+	p := bytes.Trim(ctx.Path(), "/")
+	return bytes.Equal(p, []byte("v1.0/healthz")) || bytes.Equal(p, []byte("v1.0/healthz/outbound"))
 }
 
 // invocation reports whether the request is a service invocation, whose
@@ -354,6 +436,11 @@ func headerError(err error) string {
 const discardMax = 64 << 20
 
 func isPost(m []byte) bool { return bytes.Equal(m, []byte(fasthttp.MethodPost)) }
+
+// isWrite reports POST or PUT, the methods of daprd's writing routes.
+func isWrite(m []byte) bool { return isPost(m) || bytes.Equal(m, []byte(fasthttp.MethodPut)) }
+
+func isMethod(m []byte, want string) bool { return string(m) == want }
 
 // rawMethod returns the request path as the client sent it (still
 // percent-encoded), without its leading slash and first skip segments:
@@ -415,10 +502,19 @@ func queryMetadata(ctx *fasthttp.RequestCtx) map[string]string {
 	return m
 }
 
-func (s *Server) healthz(ctx *fasthttp.RequestCtx, ready func() bool, notReady *apierr.Error) {
-	if ready != nil && ready() {
-		ctx.SetStatusCode(fasthttp.StatusNoContent)
+// healthz answers 204 when ready. As in daprd, readiness comes first;
+// then, with checkAppID, ?appid= (even empty) must name this runtime's
+// app: Dapr's name resolvers probe with it.
+func (s *Server) healthz(ctx *fasthttp.RequestCtx, ready func() bool, notReady *apierr.Error, checkAppID bool) {
+	if ready == nil || !ready() {
+		writeError(ctx, notReady)
 		return
 	}
-	writeError(ctx, notReady)
+	if args := ctx.QueryArgs(); checkAppID && args.Has("appid") {
+		if id := string(args.Peek("appid")); id != s.d.AppID {
+			writeError(ctx, apierr.HealthAppIDNotMatch(id, s.d.AppID))
+			return
+		}
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
 }

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dapr/components-contrib/state"
+	inmemorystate "github.com/dapr/components-contrib/state/in-memory"
+	"github.com/dapr/kit/logger"
 	"github.com/valyala/fasthttp"
 
 	"mecha/components"
@@ -25,16 +28,41 @@ func (f *fakeMeta) Metadata() *api.Metadata             { return &api.Metadata{I
 func (f *fakeMeta) SetExtended(key, value string) error { f.ext[key] = value; return nil }
 
 func newTestServer(tb testing.TB) *Server {
+	return newTestServerWith(tb, testOpts{components: components.EmbeddedDefaults(false)})
+}
+
+// testOpts configure newTestServerWith.
+type testOpts struct {
+	// components are loaded; none means no component at all.
+	components []*components.Component
+	// token is DAPR_API_TOKEN.
+	token string
+	// notReady makes /v1.0/healthz answer not ready.
+	notReady bool
+	// maxValueBytes is state.crux's --max-value-bytes.
+	maxValueBytes int
+	// shutdown is called by the shutdown API.
+	shutdown func()
+}
+
+func newTestServerWith(tb testing.TB, o testOpts) *Server {
 	tb.Helper()
 	reg := components.NewRegistry()
 	components.RegisterContrib(reg)
-	components.RegisterMecha(reg, components.MechaOptions{DataDir: tb.TempDir()})
-	mgr := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: components.EmbeddedDefaults(false),
+	components.RegisterMecha(reg, components.MechaOptions{DataDir: tb.TempDir(), MaxValueBytes: o.maxValueBytes})
+	// state.plain is a store without transactions.
+	reg.Register("state.plain", "v1", func(l logger.Logger) any {
+		return struct{ state.Store }{inmemorystate.NewInMemoryStateStore(l)}
+	})
+	mgr := components.NewManager(components.Options{AppID: "app", Registry: reg, Defaults: o.components,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if _, err := mgr.Load(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = mgr.Close() })
+	if o.shutdown == nil {
+		o.shutdown = func() {}
+	}
 	m := metrics.New()
 	local := &invoke.Local{AppID: "app"}
 	// As the runtime has it: a policy store, empty unless documents say.
@@ -42,8 +70,8 @@ func newTestServer(tb testing.TB) *Server {
 	return New(&api.Deps{
 		AppID: "app", Blocks: &blocks.Blocks{AppID: "app", Components: mgr, Resiliency: resil}, Invoker: &invoke.Invoker{Resolver: local, Resiliency: resil},
 		Local: local, Subs: subscriptions.New(subscriptions.Options{AppID: "app", Components: mgr, Metrics: m}),
-		Metrics: m, Metadata: &fakeMeta{ext: map[string]string{}}, Shutdown: func() {},
-		Ready: func() bool { return true }, OutboundReady: func() bool { return true },
+		Metrics: m, Metadata: &fakeMeta{ext: map[string]string{}}, Shutdown: o.shutdown, APIToken: o.token,
+		Ready: func() bool { return !o.notReady }, OutboundReady: func() bool { return true },
 	})
 }
 
@@ -83,7 +111,12 @@ func TestRouting(t *testing.T) {
 		{"GET", "/v1.0/shutdown", "", 404},
 		{"PUT", "/v1.0/metadata/k", "v", 204},
 		{"GET", "/v1.0/metadata", "", 200},
-		{"GET", "/v1.0/actors/x/y", "", 404},
+		{"PUT", "/v1.0/state/statestore", `[{"key":"p","value":1}]`, 204},
+		{"PUT", "/v1.0/publish/pubsub/topic", `{}`, 204},
+		{"POST", "/v1.0/state/statestore/", `[{"key":"a","value":1}]`, 204},
+		{"GET", "/v1.0/healthz/", "", 204},
+		{"POST", "/v1.0/healthz", "", 404},
+		{"GET", "/v1.0/actors/x/y", "", 501},
 		{"GET", "/", "", 404},
 	}
 	for _, c := range cases {

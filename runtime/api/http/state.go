@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
-	"strings"
 
 	"github.com/dapr/components-contrib/state"
 	"github.com/valyala/fasthttp"
@@ -27,40 +26,18 @@ type stateOptions struct {
 	Consistency string `json:"consistency,omitempty"`
 }
 
-func validOptions(o *stateOptions) error {
-	if o == nil {
-		return nil
-	}
-	switch o.Concurrency {
-	case "", state.FirstWrite, state.LastWrite:
-	default:
-		return apierr.Malformed("options.concurrency %q is not first-write or last-write", o.Concurrency)
-	}
-	switch o.Consistency {
-	case "", state.Eventual, state.Strong:
-	default:
-		return apierr.Malformed("options.consistency %q is not eventual or strong", o.Consistency)
-	}
-	return nil
-}
-
+// stateSave serves POST /v1.0/state/{store}. The blocks check the keys
+// (an empty one is ERR_MALFORMED_REQUEST) and the options (an unknown
+// one is the store's error, ERR_STATE_SAVE), after the store, as daprd.
 func (s *Server) stateSave(ctx *fasthttp.RequestCtx, store string) {
 	var items []saveItem
 	if err := json.Unmarshal(ctx.PostBody(), &items); err != nil {
-		writeError(ctx, apierr.Malformed("failed deserializing HTTP body: %v", err))
+		s.bodyError(ctx, s.d.Blocks.CheckState(store, false), apierr.Malformed("failed deserializing HTTP body: %v (want a JSON list of {key, value})", err))
 		return
 	}
 	reqs := make([]state.SetRequest, len(items))
 	for i := range items {
 		it := &items[i]
-		if it.Key == "" {
-			writeError(ctx, apierr.Malformed("failed saving state in state store %s: item %d has no key", store, i))
-			return
-		}
-		if err := validOptions(it.Options); err != nil {
-			writeError(ctx, err)
-			return
-		}
 		r := &reqs[i]
 		r.Key, r.ETag, r.Metadata = it.Key, it.ETag, it.Metadata
 		r.Value = []byte(it.Value)
@@ -106,10 +83,6 @@ func (s *Server) stateDelete(ctx *fasthttp.RequestCtx, store, key string) {
 	req := &state.DeleteRequest{Key: key, Metadata: queryMetadata(ctx)}
 	req.Options.Concurrency = string(args.Peek("concurrency"))
 	req.Options.Consistency = string(args.Peek("consistency"))
-	if err := validOptions(&stateOptions{Concurrency: req.Options.Concurrency, Consistency: req.Options.Consistency}); err != nil {
-		writeError(ctx, err)
-		return
-	}
 	if etag := ctx.Request.Header.PeekBytes(hIfMatch); len(etag) > 0 {
 		e := string(etag)
 		req.ETag = &e
@@ -151,7 +124,7 @@ func rawOrString(b []byte) json.RawMessage {
 func (s *Server) stateBulkGet(ctx *fasthttp.RequestCtx, store string) {
 	var req bulkGetRequest
 	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
-		writeError(ctx, apierr.Malformed("failed deserializing HTTP body: %v", err))
+		s.bodyError(ctx, s.d.Blocks.CheckState(store, false), apierr.Malformed("failed deserializing HTTP body: %v (want {\"keys\": [...]})", err))
 		return
 	}
 	// Query metadata.* and body metadata merge; the query wins.
@@ -187,25 +160,34 @@ type txRequest struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
+// stateTransaction serves POST /v1.0/state/{store}/transaction. As in
+// daprd, the store must be transactional before the body is read, no
+// operations is a 204, and operation types are compared as written
+// ("upsert", "delete").
 func (s *Server) stateTransaction(ctx *fasthttp.RequestCtx, store string) {
 	var req txRequest
 	body := bytes.TrimSpace(ctx.PostBody())
 	if err := json.Unmarshal(body, &req); err != nil {
-		writeError(ctx, apierr.Malformed("failed deserializing HTTP body: %v", err))
+		s.bodyError(ctx, s.d.Blocks.CheckState(store, true),
+			apierr.Malformed("failed deserializing HTTP body: %v (want {\"operations\": [{\"operation\": \"upsert\", \"request\": {...}}]})", err))
+		return
+	}
+	if len(req.Operations) == 0 {
+		if err := s.d.Blocks.CheckState(store, true); err != nil {
+			writeError(ctx, err)
+			return
+		}
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
 		return
 	}
 	ops := make([]blocks.TxOp, len(req.Operations))
 	for i, o := range req.Operations {
-		if err := validOptions(o.Request.Options); err != nil {
-			writeError(ctx, err)
-			return
-		}
-		op := blocks.TxOp{Operation: strings.ToLower(o.Operation)}
+		op := blocks.TxOp{Operation: o.Operation}
 		var opts stateOptions
 		if o.Request.Options != nil {
 			opts = *o.Request.Options
 		}
-		switch strings.ToLower(o.Operation) {
+		switch o.Operation {
 		case string(state.OperationUpsert):
 			op.Set = state.SetRequest{Key: o.Request.Key, Value: []byte(o.Request.Value), ETag: o.Request.ETag, Metadata: o.Request.Metadata,
 				Options: state.SetStateOption{Concurrency: opts.Concurrency, Consistency: opts.Consistency}}
