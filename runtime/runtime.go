@@ -424,7 +424,7 @@ func (r *Runtime) startMembership(context.Context) error {
 	mcfg.DataDir = filepath.Join(r.cfg.DataDir, "membership")
 	node, err := membership.Start(mcfg, r.log.With("component", "membership"))
 	if err != nil {
-		return fmt.Errorf("gossip membership (--gossip-port %d): %w", mcfg.GossipPort, err)
+		return fmt.Errorf("gossip membership: %w", err)
 	}
 	r.node = node
 	r.applyTrafficFiles(r.traffic)

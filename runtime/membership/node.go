@@ -140,7 +140,7 @@ func Start(cfg Config, logger *slog.Logger) (*Node, error) {
 
 	lanT, err := bindTransport(cfg.BindAddress, cfg.GossipPort, n.stdLogger(lanPool))
 	if err != nil {
-		return nil, fmt.Errorf("membership: gossip port: %w", err)
+		return nil, fmt.Errorf("membership: gossip port %s:%d: %w (--gossip-port, --gossip-bind-address; 0 picks a free port)", cfg.BindAddress, cfg.GossipPort, err)
 	}
 	n.lanPort = lanT.GetAutoBindPort()
 	n.name = cfg.NodeName
@@ -152,7 +152,7 @@ func Start(cfg Config, logger *slog.Logger) (*Node, error) {
 	ip, _, err := lanT.FinalAdvertiseAddr(cfg.AdvertiseAddress, n.lanPort)
 	if err != nil {
 		_ = lanT.Shutdown()
-		return nil, fmt.Errorf("membership: advertise address: %w", err)
+		return nil, fmt.Errorf("membership: advertise address: %w (set --advertise-address to the address other runtimes reach this one at, or --gossip-bind-address to one address of this host)", err)
 	}
 	n.addr = ip.String()
 	now := time.Now()
@@ -196,7 +196,7 @@ func Start(cfg Config, logger *slog.Logger) (*Node, error) {
 		wanT, err := bindTransport(cfg.BindAddress, cfg.WANPort, n.stdLogger(wanPool))
 		if err != nil {
 			_ = n.lan.Shutdown()
-			return nil, fmt.Errorf("membership: wan port: %w", err)
+			return nil, fmt.Errorf("membership: wan port %d: %w (--wan-port; 0 picks a free port)", cfg.WANPort, err)
 		}
 		n.wanPort = wanT.GetAutoBindPort()
 		wanCfg := memberlist.DefaultWANConfig()
