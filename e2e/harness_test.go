@@ -105,7 +105,12 @@ func (p *proc) stop() {
 	case <-p.done:
 	case <-time.After(10 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-p.done
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			// Killed, but a process it started still holds its output.
+			p.t.Errorf("%s: a process it started outlived it and holds its output", p.cmd.Path)
+		}
 	}
 }
 

@@ -447,3 +447,43 @@ func TestGracefulShutdownDrains(t *testing.T) {
 		t.Fatalf("drain gave up:\n%s", m.output())
 	}
 }
+
+// The app dies with its runtime, even by kill -9, and so do the
+// processes it started: a shell wrapper's app (as `npm start` runs node)
+// no longer holds its port for the next `mecha run`. Reproduced defect:
+// the app lived on under PID 1.
+func TestAppDiesWithTheRuntime(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pids")
+	// sh starts a grandchild (sleep) and waits: both must go.
+	p := start(t, bins.mecha, "run", "--app-id", "orphan", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0", "--gossip-port", "0",
+		"--broker-port", "0", "--data-dir", t.TempDir(), "--", "sh", "-c", `sleep 600 & echo "$$ $!" > `+pidFile+`; wait`)
+	p.waitLine(apiRE, 20*time.Second)
+	var shPID, sleepPID int
+	eventually(t, 10*time.Second, func() error {
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Sscan(string(b), &shPID, &sleepPID); err != nil {
+			return err
+		}
+		return nil
+	})
+	alive := func(pid int) bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// A zombie is dead: only its parent has not reaped it yet.
+		return err == nil && !strings.Contains(string(b), ") Z ")
+	}
+	if !alive(shPID) || !alive(sleepPID) {
+		t.Fatal("the app is not running")
+	}
+	_ = p.cmd.Process.Kill() // kill -9
+	p.wait(10 * time.Second)
+	eventually(t, 10*time.Second, func() error {
+		if alive(shPID) || alive(sleepPID) {
+			return fmt.Errorf("after kill -9 of mecha: app alive %v, its child alive %v", alive(shPID), alive(sleepPID))
+		}
+		return nil
+	})
+}

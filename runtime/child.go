@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,12 +28,21 @@ type ChildStarter func(command []string, env []string) (Child, error)
 
 // execChild is an app started with os/exec in its own process group,
 // which dies with the runtime.
-type execChild struct{ cmd *exec.Cmd }
+type execChild struct {
+	cmd    *exec.Cmd
+	reaper *exec.Cmd // nil without one
+}
 
 // StartProcess is the ChildStarter of `mecha run`: the app gets the
 // runtime's stdio, its own process group (so that a signal reaches the
 // processes it starts too), and SIGKILL when the runtime dies, even by
 // kill -9, so that it never outlives the runtime holding its port.
+//
+// The kernel's parent-death signal reaches the app process only; the
+// processes it started (`npm start` runs node, `sh -c` runs the app)
+// would be left. So a reaper runs beside it: the mecha binary itself
+// (ReapCommand), which the kernel signals when the runtime dies, and
+// which then kills the app's whole process group.
 func StartProcess(command []string, env []string) (Child, error) {
 	cmd := exec.Command(command[0], command[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -41,11 +51,57 @@ func StartProcess(command []string, env []string) (Child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	return execChild{cmd}, nil
+	c := execChild{cmd: cmd}
+	if self, err := os.Executable(); err == nil && ReapCommand != "" {
+		r := exec.Command(self, ReapCommand, strconv.Itoa(cmd.Process.Pid), strconv.Itoa(os.Getpid()))
+		// Its own process group: a Ctrl-C at the terminal is for the
+		// runtime, which stops the app gracefully, not for the reaper.
+		// SIGWINCH is ignored by default: one that comes before the
+		// reaper listens for it does not kill it, and its poll of its
+		// parent notices the death instead.
+		r.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGWINCH, Setpgid: true}
+		if r.Start() == nil {
+			c.reaper = r
+		}
+	}
+	return c, nil
+}
+
+// ReapCommand is the hidden subcommand of the binary that runs Reap
+// ("" runs no reaper: a binary that embeds the runtime without the
+// subcommand).
+var ReapCommand = ""
+
+// Reap is the reaper of an app's process group pgid started by the
+// runtime of pid parent: it waits until that runtime is gone (the kernel
+// sends the reaper SIGWINCH when it dies; a poll of its parent covers a
+// signal that came before the reaper listened), then kills the group.
+func Reap(pgid, parent int) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGWINCH)
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for os.Getppid() == parent {
+		select {
+		case <-sigs:
+		case <-t.C:
+			continue
+		}
+		break
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
 func (c execChild) Signal(sig syscall.Signal) error { return syscall.Kill(-c.cmd.Process.Pid, sig) }
-func (c execChild) Wait() error                     { return c.cmd.Wait() }
+// Wait waits for the app, then ends its reaper.
+func (c execChild) Wait() error {
+	err := c.cmd.Wait()
+	if c.reaper != nil {
+		_ = c.reaper.Process.Kill()
+		_ = c.reaper.Wait()
+	}
+	return err
+}
 
 // child runs the app command for Run: it starts it with the API ports in
 // its environment, reports its exit on done, forwards signals and stops

@@ -26,7 +26,12 @@ import (
 	"mecha/runtime"
 )
 
+// reapCommand is the hidden subcommand that reaps an app's process
+// group when its runtime dies (runtime.Reap).
+const reapCommand = "__reap"
+
 func main() {
+	runtime.ReapCommand = reapCommand
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -49,6 +54,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case reapCommand:
+		if len(args) == 3 {
+			pgid, _ := strconv.Atoi(args[1])
+			parent, _ := strconv.Atoi(args[2])
+			if pgid > 1 {
+				runtime.Reap(pgid, parent)
+			}
+		}
+		return 0
 	case "run":
 		return runCmd(args[1:], stderr)
 	case "broker":
