@@ -1,7 +1,7 @@
 # The test command README gives. It installs what the tests need that Go
-# does not bring (kcat, the librdkafka client, from apt; kafkajs from npm
-# when Node.js is present), then vets, checks formatting and runs every
-# test. The tests build mecha and
+# does not bring (kcat, the librdkafka client, and Node.js from apt;
+# kafkajs and the Dapr JS SDK from npm), then vets, checks formatting,
+# runs staticcheck and every test. The tests build mecha and
 # their apps themselves and bind 127.0.0.1 on free ports.
 GO ?= go
 CORE := ./components/... ./runtime/... ./statestore/... ./broker/... ./bindings/... ./stream/... ./internal/...
@@ -14,8 +14,11 @@ build:
 deps:
 	@command -v kcat >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
 	@command -v kcat >/dev/null 2>&1 || { echo "kcat is required (apt-get install -y kcat)"; exit 1; }
+	@command -v npm >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	@if command -v npm >/dev/null 2>&1 && [ ! -d broker/testdata/kafkajs/node_modules/kafkajs ]; then \
 		cd broker/testdata/kafkajs && npm install --silent --no-audit --no-fund; fi
+	@if command -v npm >/dev/null 2>&1 && [ ! -d e2e/testdata/quickstarts/js/node_modules/@dapr/dapr ]; then \
+		cd e2e/testdata/quickstarts/js && npm install --silent --no-audit --no-fund; fi
 
 # staticcheck at a pinned version, run from the module cache (go run
 # builds it once).

@@ -298,11 +298,15 @@ func SplitDocuments(path string, b []byte) ([]Document, error) {
 			return nil, fmt.Errorf("%w: %s: not valid YAML: %v", ErrInvalidResource, d.Where(), err)
 		}
 		var head struct {
-			APIVersion string `json:"apiVersion"`
-			Kind       string `json:"kind"`
+			APIVersion string          `json:"apiVersion"`
+			Kind       string          `json:"kind"`
+			Apps       json.RawMessage `json:"apps"`
 		}
 		if err := json.Unmarshal(raw, &head); err != nil {
 			return nil, fmt.Errorf("%w: %s: expected a mapping with apiVersion and kind: %v", ErrInvalidResource, d.Where(), describeJSONError(err))
+		}
+		if head.Kind == "" && head.APIVersion == "" && head.Apps != nil {
+			continue // a multi-app run template (dapr.yaml) beside the components
 		}
 		if head.Kind == "" {
 			return nil, fmt.Errorf("%w: %s: field kind: must be set", ErrInvalidResource, d.Where())

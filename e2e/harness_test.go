@@ -22,7 +22,7 @@ import (
 	"time"
 )
 
-var bins struct{ mecha, httpapp, grpcapp string }
+var bins struct{ mecha, httpapp, grpcapp, checkout, orderprocessor string }
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "mecha-e2e-bin")
@@ -33,7 +33,10 @@ func TestMain(m *testing.M) {
 	bins.mecha = filepath.Join(dir, "mecha")
 	bins.httpapp = filepath.Join(dir, "httpapp")
 	bins.grpcapp = filepath.Join(dir, "grpcapp")
-	for out, pkg := range map[string]string{bins.mecha: "mecha/cmd/mecha", bins.httpapp: "mecha/e2e/testapps/httpapp", bins.grpcapp: "mecha/e2e/testapps/grpcapp"} {
+	bins.checkout = filepath.Join(dir, "checkout")
+	bins.orderprocessor = filepath.Join(dir, "orderprocessor")
+	for out, pkg := range map[string]string{bins.mecha: "mecha/cmd/mecha", bins.httpapp: "mecha/e2e/testapps/httpapp", bins.grpcapp: "mecha/e2e/testapps/grpcapp",
+		bins.checkout: "mecha/e2e/testapps/quickstart/checkout", bins.orderprocessor: "mecha/e2e/testapps/quickstart/orderprocessor"} {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {

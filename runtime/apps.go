@@ -23,6 +23,12 @@ type AppSpec struct {
 	Protocol string
 	HTTPPort int
 	GRPCPort int
+	// Command, when set, is the app's process, which the runtime starts
+	// in Dir with Env added once the app's API ports listen (a multi-app
+	// run template's apps; the --app-id app's is after "--").
+	Command []string
+	Dir     string
+	Env     []string
 }
 
 // appList is the repeatable --app flag.

@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -22,9 +21,9 @@ type Child interface {
 	Wait() error
 }
 
-// ChildStarter starts the app command with env added to the runtime's
-// environment.
-type ChildStarter func(command []string, env []string) (Child, error)
+// ChildStarter starts an app command in dir ("" for the runtime's own)
+// with env added to the runtime's environment.
+type ChildStarter func(command []string, dir string, env []string) (Child, error)
 
 // execChild is an app started with os/exec in its own process group,
 // which dies with the runtime.
@@ -43,8 +42,9 @@ type execChild struct {
 // would be left. So a reaper runs beside it: the mecha binary itself
 // (ReapCommand), which the kernel signals when the runtime dies, and
 // which then kills the app's whole process group.
-func StartProcess(command []string, env []string) (Child, error) {
+func StartProcess(command []string, dir string, env []string) (Child, error) {
 	cmd := exec.Command(command[0], command[1:]...)
+	cmd.Dir = dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -103,59 +103,65 @@ func (c execChild) Wait() error {
 	return err
 }
 
-// child runs the app command for Run: it starts it with the API ports in
-// its environment, reports its exit on done, forwards signals and stops
-// it on shutdown.
+// child runs one app's command for Run: it starts it with its app's API
+// ports in its environment, reports its exit on exits, forwards signals
+// and stops it on shutdown.
 type child struct {
-	rt *Runtime
-	// done receives the app's exit error once; Run selects on it.
-	done chan error
+	h *appHost
+	// exits takes the app's exit (Run selects on it); done is closed
+	// once the app has exited.
+	exits chan<- childExit
+	done  chan struct{}
 
-	// exited is set once Run took the app's exit from done.
-	exited atomic.Bool
-
-	// mu guards proc, which start sets and Signal reads from the
+	// mu guards proc, which start sets and signal reads from the
 	// signal goroutine.
 	mu   sync.Mutex
 	proc Child
 }
 
-// childEnv is what the app learns of its runtime.
-func (r *Runtime) childEnv() []string {
-	p := r.primary
-	env := []string{
-		"DAPR_HTTP_PORT=" + strconv.Itoa(port(p.httpLis.Addr())),
-		"DAPR_GRPC_PORT=" + strconv.Itoa(port(p.grpcLis.Addr())),
-		"APP_ID=" + r.cfg.AppID,
-	}
-	if r.cfg.AppPort != 0 {
-		env = append(env, "APP_PORT="+strconv.Itoa(r.cfg.AppPort))
-	}
-	if r.metricsLis != nil {
-		env = append(env, "DAPR_METRICS_PORT="+strconv.Itoa(port(r.metricsLis.Addr())))
-	}
-	return env
+// childExit is one app's command ending.
+type childExit struct {
+	app string
+	err error
 }
 
-func (c *child) start(context.Context) error {
-	start := c.rt.hooks.StartChild
+// childEnv is what an app learns of its runtime.
+func (h *appHost) childEnv() []string {
+	env := []string{
+		"DAPR_HTTP_PORT=" + strconv.Itoa(port(h.httpLis.Addr())),
+		"DAPR_GRPC_PORT=" + strconv.Itoa(port(h.grpcLis.Addr())),
+		"APP_ID=" + h.spec.ID,
+	}
+	if h.spec.Port != 0 {
+		env = append(env, "APP_PORT="+strconv.Itoa(h.spec.Port))
+	}
+	if h.rt.metricsLis != nil {
+		env = append(env, "DAPR_METRICS_PORT="+strconv.Itoa(port(h.rt.metricsLis.Addr())))
+	}
+	return append(env, h.spec.Env...)
+}
+
+func (c *child) start() error {
+	r, h := c.h.rt, c.h
+	start := r.hooks.StartChild
 	if start == nil {
 		start = StartProcess
 	}
-	p, err := start(c.rt.cfg.Command, c.rt.childEnv())
+	p, err := start(h.spec.Command, h.spec.Dir, h.childEnv())
 	if err != nil {
-		return fmt.Errorf("starting the app %q: %w", c.rt.cfg.Command[0], err)
+		return fmt.Errorf("starting the app %s (%q): %w", h.spec.ID, h.spec.Command[0], err)
 	}
 	c.mu.Lock()
 	c.proc = p
 	c.mu.Unlock()
-	c.rt.log.Info("app started", "command", c.rt.cfg.Command)
+	h.log.Info("app started", "app", h.spec.ID, "command", h.spec.Command, "dir", h.spec.Dir)
 	go func() {
 		err := p.Wait()
 		if err != nil {
-			err = fmt.Errorf("app: %w", err)
+			err = fmt.Errorf("app %s: %w", h.spec.ID, err)
 		}
-		c.done <- err
+		close(c.done)
+		c.exits <- childExit{app: h.spec.ID, err: err}
 	}()
 	return nil
 }
@@ -176,8 +182,13 @@ func (c *child) stop(grace context.Context) {
 	c.mu.Lock()
 	p := c.proc
 	c.mu.Unlock()
-	if p == nil || c.exited.Load() {
+	if p == nil {
 		return
+	}
+	select {
+	case <-c.done:
+		return
+	default:
 	}
 	_ = p.Signal(syscall.SIGTERM)
 	wait := time.Second
@@ -189,7 +200,7 @@ func (c *child) stop(grace context.Context) {
 	select {
 	case <-c.done:
 	case <-t.C:
-		c.rt.log.Warn("app did not exit in time; killing it")
+		c.h.log.Warn("app did not exit in time; killing it", "app", c.h.spec.ID)
 		_ = p.Signal(syscall.SIGKILL)
 		<-c.done
 	}

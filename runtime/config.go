@@ -79,8 +79,14 @@ type Config struct {
 	APIToken string
 	// Apps are more apps this runtime serves on its host (--app).
 	Apps []AppSpec
-	// Command is the app to start as a child process (after "--").
-	Command []string
+	// RunFile is a multi-app run template (`-f`, as `dapr run -f`); the
+	// command line applies it with ApplyRunFile before Validate.
+	RunFile string
+	// Command is the app to start as a child process (after "--"), in
+	// CommandDir ("" for the runtime's own) with CommandEnv added.
+	Command    []string
+	CommandDir string
+	CommandEnv []string
 }
 
 // DefaultConfig returns the defaults daprd uses where mecha has the flag.
@@ -143,7 +149,8 @@ func (s stringList) Set(v string) error {
 
 // BindFlags registers the run flags on fs.
 func (c *Config) BindFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.AppID, "app-id", c.AppID, "the app's id (required)")
+	fs.StringVar(&c.AppID, "app-id", c.AppID, "the app's id (required, unless -f gives the apps)")
+	fs.StringVar(&c.RunFile, "f", c.RunFile, "a multi-app run template (dapr.yaml, or a folder holding one), as `dapr run -f`: every app on this runtime")
 	fs.IntVar(&c.AppPort, "app-port", c.AppPort, "the port the app listens on; 0 means the app takes no calls")
 	fs.StringVar(&c.AppProtocol, "app-protocol", c.AppProtocol, "how to talk to the app: http or grpc")
 	fs.StringVar(&c.AppChannelAddress, "app-channel-address", c.AppChannelAddress, "the address the app listens on")

@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,7 +73,10 @@ type Runtime struct {
 	// Listeners of the runtime's own ports (the apps' are their hosts').
 	metricsLis, internalLis net.Listener
 	metricsSrv              *http.Server
-	child                   *child
+	// children run the apps' commands (the --app-id app's after "--", and
+	// those of a multi-app run template); exits takes their ends.
+	children []*child
+	exits    chan childExit
 
 	jobs      job.Jobs  // stream jobs, controlled on the metrics port
 	grpcConns grpcConns // to other runtimes, for proxied gRPC calls
@@ -95,6 +99,10 @@ type Runtime struct {
 
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
+
+	// childMu guards children, which startChildren appends to while the
+	// signal goroutine reads them.
+	childMu sync.Mutex
 
 	// extMu guards extended.
 	extMu    sync.Mutex
@@ -123,6 +131,7 @@ func NewWithHooks(cfg Config, log *slog.Logger, hooks Hooks) *Runtime {
 	stopCtx, stopCancel := context.WithCancel(context.Background())
 	return &Runtime{
 		cfg: cfg, log: log, hooks: hooks, registry: reg, stopCtx: stopCtx, stopCancel: stopCancel,
+		exits: make(chan childExit, 1+len(cfg.Apps)),
 		started:    make(chan struct{}),
 		shutdownCh: make(chan struct{}),
 		extended:   map[string]string{},
@@ -146,10 +155,17 @@ func (r *Runtime) Shutdown() {
 	r.shutdownOnce.Do(func() { close(r.shutdownCh) })
 }
 
-// Signal forwards sig to the child app (and its process group).
+// Signal forwards sig to the apps' commands (and their process groups).
 func (r *Runtime) Signal(sig os.Signal) {
-	if s, ok := sig.(syscall.Signal); ok && r.child != nil {
-		r.child.signal(s)
+	s, ok := sig.(syscall.Signal)
+	if !ok {
+		return
+	}
+	r.childMu.Lock()
+	children := r.children
+	r.childMu.Unlock()
+	for _, c := range children {
+		c.signal(s)
 	}
 }
 
@@ -183,9 +199,6 @@ func (r *Runtime) Run(ctx context.Context) error {
 	defer cancel()
 	defer r.stopCancel()
 	var workers sync.WaitGroup
-	if len(r.cfg.Command) > 0 {
-		r.child = &child{rt: r, done: make(chan error, 1)}
-	}
 	sup := &supervisor{log: r.log}
 	// Startup, in order; a failure stops what started, in reverse.
 	units := []unit{
@@ -206,35 +219,51 @@ func (r *Runtime) Run(ctx context.Context) error {
 			}
 		}},
 		{name: "ready", start: r.announce},
+		{name: "workers", start: func(context.Context) error {
+			r.startWorkers(runCtx, &workers)
+			return nil
+		}, stop: func(context.Context) {
+			cancel()
+			workers.Wait()
+		}},
+		// Last: the apps' commands start once everything serves, and
+		// stop first.
+		{name: "apps' commands", start: r.startChildren, stop: r.stopChildren},
 	}
-	if r.child != nil {
-		units = append(units, unit{name: "app", start: r.child.start, stop: r.child.stop})
-	}
-	units = append(units, unit{name: "workers", start: func(context.Context) error {
-		r.startWorkers(runCtx, &workers)
-		return nil
-	}, stop: func(context.Context) {
-		cancel()
-		workers.Wait()
-	}})
 	if err := sup.start(runCtx, r.cfg.ShutdownGracePeriod, units...); err != nil {
 		return err
 	}
 
+	// With apps' commands, the runtime lives until they have all
+	// exited (as `dapr run` and `dapr run -f` do), and exits with the
+	// first failure.
 	var exitErr error
-	var childDone chan error
-	if r.child != nil {
-		childDone = r.child.done
+	running := len(r.children)
+	var exits chan childExit
+	if running > 0 {
+		exits = r.exits
 	}
-	select {
-	case <-ctx.Done():
-		r.log.Info("shutting down", "reason", "signal")
-	case <-r.shutdownCh:
-		r.log.Info("shutting down", "reason", "shutdown API")
-	case err := <-childDone:
-		r.log.Info("shutting down", "reason", "app exited", "err", err)
-		exitErr = err
-		r.child.exited.Store(true)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			r.log.Info("shutting down", "reason", "signal")
+			break wait
+		case <-r.shutdownCh:
+			r.log.Info("shutting down", "reason", "shutdown API")
+			break wait
+		case e := <-exits:
+			running--
+			if e.err != nil && exitErr == nil {
+				exitErr = e.err
+			}
+			if running > 0 {
+				r.log.Info("app exited; the others run on", "app", e.app, "err", e.err)
+				continue
+			}
+			r.log.Info("shutting down", "reason", "app exited", "app", e.app, "err", e.err)
+			break wait
+		}
 	}
 
 	// Graceful shutdown: stop taking events and let the deliveries in
@@ -255,6 +284,73 @@ func (r *Runtime) Run(ctx context.Context) error {
 	sup.stop(grace)
 	r.log.Info("shutdown complete")
 	return exitErr
+}
+
+// serversFirst is how long the commands of apps that take no calls
+// wait for those that do to be connected.
+const serversFirst = 30 * time.Second
+
+// startChildren starts the apps' commands, once every port listens. With
+// several apps (a multi-app run template), the apps that take calls
+// (an app port) start first, and the others once those are connected
+// (or serversFirst has passed): a publisher or caller started with its
+// subscribers and callees then finds them there.
+func (r *Runtime) startChildren(ctx context.Context) error {
+	startOne := func(h *appHost) error {
+		c := &child{h: h, exits: r.exits, done: make(chan struct{})}
+		if err := c.start(); err != nil {
+			r.stopChildren(context.Background()) // a unit that fails undoes itself
+			return err
+		}
+		r.childMu.Lock()
+		r.children = append(r.children, c)
+		r.childMu.Unlock()
+		return nil
+	}
+	var servers, others []*appHost
+	for _, h := range r.hosts {
+		switch {
+		case len(h.spec.Command) == 0:
+		case h.spec.Port != 0:
+			servers = append(servers, h)
+		default:
+			others = append(others, h)
+		}
+	}
+	for _, h := range servers {
+		if err := startOne(h); err != nil {
+			return err
+		}
+	}
+	if len(servers) > 0 && len(others) > 0 {
+		notReady := func(h *appHost) bool { return !h.ready.Load() }
+		deadline := time.Now().Add(serversFirst)
+		for slices.ContainsFunc(servers, notReady) && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if slices.ContainsFunc(servers, notReady) {
+			r.log.Warn("starting the other apps before every app that takes calls is connected", "waited", serversFirst)
+		}
+	}
+	for _, h := range others {
+		if err := startOne(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stopChildren stops the apps' commands, all within the grace period.
+func (r *Runtime) stopChildren(grace context.Context) {
+	r.childMu.Lock()
+	children := r.children
+	r.childMu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range children {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.stop(grace) }()
+	}
+	wg.Wait()
 }
 
 // loadConfig reads --config.
@@ -358,7 +454,7 @@ func (r *Runtime) loadComponents(ctx context.Context) (err error) {
 		return err
 	}
 	r.primary = newAppHost(r, AppSpec{ID: r.cfg.AppID, Port: r.cfg.AppPort, Protocol: r.cfg.AppProtocol,
-		HTTPPort: r.cfg.HTTPPort, GRPCPort: r.cfg.GRPCPort}, true)
+		HTTPPort: r.cfg.HTTPPort, GRPCPort: r.cfg.GRPCPort, Command: r.cfg.Command, Dir: r.cfg.CommandDir, Env: r.cfg.CommandEnv}, true)
 	r.hosts = []*appHost{r.primary}
 	for _, spec := range r.cfg.Apps {
 		r.hosts = append(r.hosts, newAppHost(r, spec, false))

@@ -142,7 +142,7 @@ func TestRunFailedChildStopsEverything(t *testing.T) {
 	l := &listens{}
 	rt := NewWithHooks(cfg, quiet(), Hooks{Listen: l.listen})
 	err := wait(t, runAsync(t.Context(), rt), "the app failed to start")
-	if err == nil || !strings.Contains(err.Error(), `starting the app "/nonexistent/app"`) {
+	if err == nil || !strings.Contains(err.Error(), `starting the app a ("/nonexistent/app")`) {
 		t.Fatalf("Run = %v, want the app's start error", err)
 	}
 	if want := []string{"http a", "grpc a", "http b", "grpc b", "metrics", "internal"}; !slices.Equal(l.names, want) {
@@ -179,7 +179,7 @@ func TestRunChildLifecycle(t *testing.T) {
 		want error
 		sig  bool // the app is sent SIGTERM
 	}{
-		{"the app exits", func(_ *Runtime, c *fakeChild) { c.stop(errors.New("exit status 3")) }, errors.New("app: exit status 3"), false},
+		{"the app exits", func(_ *Runtime, c *fakeChild) { c.stop(errors.New("exit status 3")) }, errors.New("app a: exit status 3"), false},
 		{"shutdown API", func(rt *Runtime, _ *fakeChild) { rt.Shutdown() }, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,7 +188,7 @@ func TestRunChildLifecycle(t *testing.T) {
 			l := &listens{}
 			started := make(chan *fakeChild, 1)
 			var openAtStart []string
-			rt := NewWithHooks(cfg, quiet(), Hooks{Listen: l.listen, StartChild: func(cmd, env []string) (Child, error) {
+			rt := NewWithHooks(cfg, quiet(), Hooks{Listen: l.listen, StartChild: func(cmd []string, dir string, env []string) (Child, error) {
 				l.mu.Lock()
 				openAtStart = slices.Clone(l.names)
 				l.mu.Unlock()

@@ -96,12 +96,27 @@ func runCmd(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Command = fs.Args()
+	var ignored []string
+	if cfg.RunFile != "" {
+		if len(cfg.Command) > 0 {
+			fmt.Fprintln(stderr, "mecha run: -f gives the apps' commands; drop the command after --")
+			return 2
+		}
+		var err error
+		if ignored, err = runtime.ApplyRunFile(cfg.RunFile, &cfg); err != nil {
+			fmt.Fprintf(stderr, "mecha run: %v\n", err)
+			return 2
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "mecha run: %v\n", err)
 		return 2
 	}
 	log := newLogger(cfg, stderr)
 	slog.SetDefault(log)
+	if len(ignored) > 0 {
+		log.Info("run template fields mecha does not use", "fields", ignored)
+	}
 
 	rt := runtime.New(cfg, log)
 	ctx, cancel := context.WithCancel(context.Background())
