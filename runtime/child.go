@@ -93,6 +93,7 @@ func Reap(pgid, parent int) {
 }
 
 func (c execChild) Signal(sig syscall.Signal) error { return syscall.Kill(-c.cmd.Process.Pid, sig) }
+
 // Wait waits for the app, then ends its reaper.
 func (c execChild) Wait() error {
 	err := c.cmd.Wait()

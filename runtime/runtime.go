@@ -131,7 +131,7 @@ func NewWithHooks(cfg Config, log *slog.Logger, hooks Hooks) *Runtime {
 	stopCtx, stopCancel := context.WithCancel(context.Background())
 	return &Runtime{
 		cfg: cfg, log: log, hooks: hooks, registry: reg, stopCtx: stopCtx, stopCancel: stopCancel,
-		exits: make(chan childExit, 1+len(cfg.Apps)),
+		exits:      make(chan childExit, 1+len(cfg.Apps)),
 		started:    make(chan struct{}),
 		shutdownCh: make(chan struct{}),
 		extended:   map[string]string{},
