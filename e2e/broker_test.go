@@ -86,12 +86,19 @@ func TestBrokerKafkaClientInterop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "orders", Key: []byte("k"), Value: []byte(`{"from":"kafka"}`)}).FirstErr(); err != nil {
+	// A plain record with its content type in a header: wrapped in a
+	// CloudEvent (as Dapr wraps raw payloads) whose data is the record.
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "orders", Key: []byte("k"), Value: []byte(`{"from":"kafka"}`),
+		Headers: []kgo.RecordHeader{{Key: "content-type", Value: []byte("application/json")}}}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	got := waitReceived(t, appPort, "orders", 1)
-	if !strings.Contains(string(got[0].Body), `"from":"kafka"`) {
-		t.Fatalf("app got %s, want the Kafka record's payload", got[0].Body)
+	var ev struct {
+		ce
+		DataContentType string `json:"datacontenttype"`
+	}
+	if err := json.Unmarshal(got[0].Body, &ev); err != nil || ev.SpecVersion != "1.0" || ev.DataContentType != "application/json" || string(ev.Data) != `{"from":"kafka"}` {
+		t.Fatalf("app got %s (%v), want the Kafka record's payload in a CloudEvent", got[0].Body, err)
 	}
 	expectStatus(t, do(t, "POST", m.url("/v1.0/publish/pubsub/orders"), `{"from":"dapr"}`, "Content-Type", "application/json"), 204)
 	for {
@@ -372,4 +379,70 @@ spec:
   aggregate:
     type: count
 ` + sink
+}
+
+// Records a plain Kafka client produced, without a CloudEvent envelope,
+// reach the subscriber wrapped as Dapr wraps raw payloads (data_base64,
+// application/octet-stream without a content type of their own); an
+// event the app fails every time (a poison event) is dropped after the
+// retries when the subscription has no dead-letter topic, so the events
+// behind it on its partition are delivered. Reproduced defect: a raw
+// record was delivered as it was, labelled a CloudEvent, and one the app
+// failed was redelivered forever, blocking its partition.
+func TestPlainKafkaRecordsAndPoisonEvents(t *testing.T) {
+	appPort := startHTTPApp(t)
+	res := t.TempDir()
+	writeFile(t, res, "poison.yaml", `apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata: {name: poison}
+spec:
+  pubsubname: pubsub
+  topic: poison
+  routes:
+    rules:
+    - {match: 'event.type == "good"', path: /orders}
+    default: /fail
+`)
+	m := startMecha(t, "--app-id", "plain", "--app-port", fmt.Sprint(appPort), "--resources-path", res)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", m.brokerPort)), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte("hello")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	got := waitReceived(t, appPort, "orders", 1)
+	var ev struct {
+		SpecVersion     string `json:"specversion"`
+		DataContentType string `json:"datacontenttype"`
+		DataBase64      string `json:"data_base64"`
+		Topic           string `json:"topic"`
+	}
+	if err := json.Unmarshal(got[0].Body, &ev); err != nil || ev.SpecVersion != "1.0" || ev.DataContentType != "application/octet-stream" ||
+		ev.DataBase64 != "aGVsbG8=" || ev.Topic != "orders" {
+		t.Fatalf("the app got %s (%v), want a CloudEvent wrapping the raw record", got[0].Body, err)
+	}
+
+	// A poison record, then a good one behind it on the same partition.
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "poison", Value: []byte("bad")},
+		&kgo.Record{Topic: "poison", Value: []byte(`{"specversion":"1.0","type":"good","id":"g1","source":"kafka","datacontenttype":"application/json","data":{"ok":true}}`)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() error {
+		for _, r := range received(t, appPort, "orders") {
+			if strings.Contains(string(r.Body), `"id":"g1"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("the event behind the poison one has not arrived")
+	})
+	if n := len(received(t, appPort, "fail")); n < 2 {
+		t.Errorf("the poison event was tried %d times, want its retries", n)
+	}
+	if !strings.Contains(m.output(), "delivery failed after retries; event dropped") {
+		t.Errorf("no log line for the dropped event:\n%s", m.output())
+	}
 }

@@ -47,6 +47,14 @@ type Envelope struct {
 	Data       []byte
 }
 
+// IsEnvelope reports, cheaply, whether b looks like a structured
+// CloudEvent: a JSON object with a specversion attribute. Records a
+// plain Kafka client produced do not, and are wrapped on delivery.
+func IsEnvelope(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && b[0] == '{' && bytes.Contains(b, []byte(`"specversion"`))
+}
+
 // IsJSONContentType reports whether ct is application/json or a +json type.
 func IsJSONContentType(ct string) bool {
 	ct = mediaType(ct)

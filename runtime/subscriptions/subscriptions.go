@@ -397,8 +397,15 @@ type deliverer struct {
 // CloudEvent with data_base64 first, as Dapr does.
 func (d *deliverer) prepare(data []byte, topic string, contentType *string) (ce []byte, path string, ev *cloudevent.Event, err error) {
 	ce = data
-	if isTrue(d.sub.Metadata["rawPayload"]) {
+	switch raw := isTrue(d.sub.Metadata["rawPayload"]); {
+	case raw, !cloudevent.IsEnvelope(data):
+		// A raw-payload subscription, or a record without a CloudEvent
+		// envelope (from a plain Kafka client): wrapped as Dapr wraps
+		// raw payloads, with the record's content type when it has one.
 		ct := "application/octet-stream"
+		if !raw && contentType != nil && *contentType != "" && *contentType != cloudevent.ContentType {
+			ct = *contentType
+		}
 		ce = cloudevent.Append(nil, &cloudevent.Envelope{Source: d.m.opts.AppID, Topic: topic, PubsubName: d.sub.PubsubName, ContentType: ct, Data: data})
 	}
 	if d.router.needsFields() {
@@ -429,7 +436,17 @@ func (d *deliverer) handle(_ context.Context, msg *pubsub.NewMessage) error {
 	defer d.m.inflight.Leave()
 	ctx := d.m.deliverCtx
 	start := time.Now()
-	ce, path, ev, err := d.prepare(msg.Data, msg.Topic, msg.ContentType)
+	ct := msg.ContentType
+	if ct == nil {
+		// A Kafka record's own content type travels as a header.
+		for _, k := range []string{"content-type", "Content-Type", "contentType"} {
+			if v, ok := msg.Metadata[k]; ok {
+				ct = &v
+				break
+			}
+		}
+	}
+	ce, path, ev, err := d.prepare(msg.Data, msg.Topic, ct)
 	if err != nil {
 		// An event that cannot be read will never be deliverable.
 		d.m.log.Warn("dropping undecodable event", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "err", err)
@@ -483,13 +500,31 @@ func (d *deliverer) handle(_ context.Context, msg *pubsub.NewMessage) error {
 		d.observe("success", start)
 		return nil
 	}
-	d.m.log.Warn("delivery failed after retries", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "route", path, "err", err)
-	if d.sub.DeadLetterTopic != "" && ctx.Err() == nil {
+	if ctx.Err() != nil || !appAnswered(err) {
+		// The app could not be reached (or the runtime is stopping): the
+		// event goes back to the component, to come again later.
+		d.m.log.Warn("delivery failed; the event comes again", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "route", path, "err", err)
+		return err
+	}
+	// The app took the event and failed it every time: a poison event.
+	// It must not hold its partition forever.
+	if d.sub.DeadLetterTopic != "" {
+		d.m.log.Warn("delivery failed after retries; to the dead-letter topic", "pubsub", d.sub.PubsubName, "topic", msg.Topic, "route", path,
+			"dead_letter_topic", d.sub.DeadLetterTopic, "err", err)
 		d.deadLetter(ctx, ce)
 		d.observe("deadletter", start)
 		return nil
 	}
-	return err
+	d.m.log.Error("delivery failed after retries; event dropped (give the subscription a deadLetterTopic to keep such events)", "pubsub", d.sub.PubsubName,
+		"topic", msg.Topic, "route", path, "err", err)
+	d.observe("drop", start)
+	return nil
+}
+
+// appAnswered reports whether a failed delivery reached the app (which
+// answered with an error or RETRY), rather than failing on the way.
+func appAnswered(err error) bool {
+	return err != nil && !errors.Is(err, appchannel.ErrAppUnreachable) && !errors.Is(err, errDraining)
 }
 
 // withRetries runs a delivery under its pubsub's inbound resiliency
