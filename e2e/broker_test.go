@@ -253,13 +253,20 @@ spec:
 		}
 		return string(out)
 	}
-	if out := cli("list"); !strings.Contains(out, `"job": "clicks-per-page"`) || !strings.Contains(out, `"in": 6`) {
-		t.Fatalf("mecha stream list:\n%s", out)
+	if out := cli("-o", "json", "list"); !strings.Contains(out, `"job": "clicks-per-page"`) || !strings.Contains(out, `"in": 6`) {
+		t.Fatalf("mecha stream -o json list:\n%s", out)
 	}
-	cli("pause", "clicks-per-page")
+	if out := cli("list"); !regexp.MustCompile(`(?m)^JOB +SOURCE +STATE`).MatchString(out) || !regexp.MustCompile(`(?m)^clicks-per-page +clicks +running +`).MatchString(out) {
+		t.Fatalf("mecha stream list (a table):\n%s", out)
+	}
+	// pause answers the state it set; reading follows at the end of the
+	// poll under way.
+	if out := cli("pause", "clicks-per-page"); !strings.Contains(out, `"paused": true`) {
+		t.Fatalf("mecha stream pause:\n%s", out)
+	}
 	eventually(t, 10*time.Second, func() error {
-		if out := cli("status", "clicks-per-page"); !strings.Contains(out, `"paused": true`) {
-			return fmt.Errorf("not paused yet:\n%s", out)
+		if out := cli("status", "clicks-per-page"); !strings.Contains(out, `"reading": false`) {
+			return fmt.Errorf("still reading:\n%s", out)
 		}
 		return nil
 	})
@@ -445,4 +452,82 @@ spec:
 	if !strings.Contains(m.output(), "delivery failed after retries; event dropped") {
 		t.Errorf("no log line for the dropped event:\n%s", m.output())
 	}
+}
+
+// StreamJob files hot-reload like components: a new one starts, a
+// changed one restarts, a removed one stops.
+func TestStreamJobHotReload(t *testing.T) {
+	res := t.TempDir()
+	writeFile(t, res, "pubsub.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.mecha\n  version: v1\n")
+	m := startMecha(t, "--app-id", "jobs", "--resources-path", res)
+	admin := fmt.Sprintf("127.0.0.1:%d", m.metricsPort)
+	list := func() string {
+		out, err := exec.Command(bins.mecha, "stream", "--admin", admin, "-o", "json", "list").CombinedOutput()
+		if err != nil {
+			t.Fatalf("mecha stream list: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	job := func(rate string) string {
+		return "apiVersion: mecha.io/v1alpha1\nkind: StreamJob\nmetadata:\n  name: passthrough\nspec:\n  source: {topic: in, rateLimit: " + rate + "}\n  sink: {type: topic, topic: out}\n"
+	}
+	file := writeFile(t, res, "job.yaml", job("100"))
+	eventually(t, 15*time.Second, func() error {
+		if out := list(); !strings.Contains(out, `"job": "passthrough"`) || !strings.Contains(out, `"rateLimit": 100`) {
+			return fmt.Errorf("the new job is not running:\n%s", out)
+		}
+		return nil
+	})
+	writeFile(t, res, "job.yaml", job("200"))
+	eventually(t, 15*time.Second, func() error {
+		if out := list(); !strings.Contains(out, `"rateLimit": 200`) {
+			return fmt.Errorf("the changed job did not restart:\n%s", out)
+		}
+		return nil
+	})
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, func() error {
+		if out := list(); strings.Contains(out, "passthrough") {
+			return fmt.Errorf("the removed job still runs:\n%s", out)
+		}
+		return nil
+	})
+}
+
+// README's stream example works as written: the example job reads the
+// CloudEvents that `mecha stream gen --template examples/stream/clicks.json`
+// writes, none to its dead-letter topic. Reproduced defect: the job
+// mapped data.page while the generator wrote bare JSON, and every record
+// went to the dead-letter topic.
+func TestReadmeStreamExample(t *testing.T) {
+	examples, _ := filepath.Abs("../examples/stream")
+	m := startMecha(t, "--app-id", "clicks", "--resources-path", examples)
+	admin := fmt.Sprintf("127.0.0.1:%d", m.metricsPort)
+	out, err := exec.Command(bins.mecha, "stream", "gen", "--brokers", fmt.Sprintf("127.0.0.1:%d", m.brokerPort), "--topic", "clicks",
+		"--template", filepath.Join(examples, "clicks.json"), "--count", "500").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mecha stream gen: %v\n%s", err, out)
+	}
+	eventually(t, 20*time.Second, func() error {
+		out, err := exec.Command(bins.mecha, "stream", "--admin", admin, "-o", "json", "status", "uv-per-page").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		var st struct {
+			In           int64 `json:"in"`
+			DeadLettered int64 `json:"deadLettered"`
+		}
+		if err := json.Unmarshal(out, &st); err != nil {
+			return err
+		}
+		if st.DeadLettered != 0 {
+			t.Fatalf("%d generated records went to the dead-letter topic:\n%s", st.DeadLettered, out)
+		}
+		if st.In < 500 {
+			return fmt.Errorf("the job read %d of 500 records", st.In)
+		}
+		return nil
+	})
 }

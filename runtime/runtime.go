@@ -13,13 +13,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/dapr/components-contrib/state"
 	"google.golang.org/grpc/credentials"
 
 	"mecha/broker"
@@ -29,7 +27,6 @@ import (
 	"mecha/runtime/accesscontrol"
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
-	"mecha/runtime/blocks"
 	"mecha/runtime/clustertls"
 	"mecha/runtime/invoke"
 	"mecha/runtime/membership"
@@ -79,6 +76,7 @@ type Runtime struct {
 	exits    chan childExit
 
 	jobs      job.Jobs  // stream jobs, controlled on the metrics port
+	streams   *jobSet   // the running stream jobs; set by startWorkers
 	grpcConns grpcConns // to other runtimes, for proxied gRPC calls
 
 	// appsMu guards appHealth: the health of each app hosted here.
@@ -698,22 +696,8 @@ func (r *Runtime) startWorkers(ctx context.Context, workers *sync.WaitGroup) {
 		go1(func() { h.connect(ctx) })
 	}
 	go1(func() { r.cluster.ProbeLoop(ctx, 500*time.Millisecond) })
-	for _, spec := range r.jobSpecs {
-		h := r.host(spec.Sink.App)
-		run, err := job.New(spec, job.Options{Brokers: r.brokerAddr(), DataDir: filepath.Join(r.cfg.DataDir, "stream"),
-			Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: h.saveJobState,
-			InvokeApp: h.postJobResult, Publish: h.publishJobResult})
-		if err != nil {
-			r.log.Error("stream job not started", "job", spec.Name, "err", err)
-			continue
-		}
-		r.jobs.Add(run)
-		go1(func() {
-			if err := run.Run(ctx); err != nil {
-				r.log.Error("stream job stopped", "job", spec.Name, "err", err)
-			}
-		})
-	}
+	r.streams = &jobSet{r: r, ctx: ctx, workers: workers, running: map[string]*runningJob{}}
+	r.streams.sync(r.jobSpecs)
 }
 
 // reload applies a hot reload of the resources path.
@@ -730,6 +714,11 @@ func (r *Runtime) reload(ctx context.Context, cs components.ChangeSet) {
 	for _, h := range r.hosts {
 		h.reload(ctx, cs.Docs)
 	}
+	if specs, err := r.streamJobs(cs.Docs); err != nil {
+		r.log.Error("hot reload: stream jobs not applied; the running ones stand", "err", err)
+	} else {
+		r.streams.sync(specs)
+	}
 }
 
 // host is the host of app-id id ("" is the --app-id app).
@@ -740,67 +729,6 @@ func (r *Runtime) host(id string) *appHost {
 		}
 	}
 	return r.primary
-}
-
-// streamJobs reads the StreamJob documents of the resources path. A bad
-// job stops startup with an error naming the file and field, as a bad
-// component does. Jobs are read at startup; a changed job file takes a
-// restart.
-func (r *Runtime) streamJobs(docs []components.Document) ([]job.Spec, error) {
-	var out []job.Spec
-	for _, d := range docs {
-		if d.Kind != job.Kind {
-			continue
-		}
-		spec, err := job.ParseDocument(d.Raw)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", d.Where(), err)
-		}
-		if spec.Sink.App != "" && r.host(spec.Sink.App).spec.ID != spec.Sink.App {
-			return nil, fmt.Errorf("%s: stream job %q: spec.sink.app: %q is not an app of this runtime (--app-id or --app)", d.Where(), spec.Name, spec.Sink.App)
-		}
-		if spec.Source.Brokers == "" && r.broker == nil {
-			return nil, fmt.Errorf("%s: stream job %q: spec.source.brokers: not set, and the embedded broker is off (--broker-port 0)", d.Where(), spec.Name)
-		}
-		r.log.Info("stream job loaded", "job", spec.Name, "source", spec.Source.Topic, "sink", spec.Sink.Type)
-		out = append(out, spec)
-	}
-	return out, nil
-}
-
-// saveJobState is a stream job's state sink: results saved through the
-// state building block, under keys the app reads as its own.
-func (h *appHost) saveJobState(ctx context.Context, store string, entries []job.StateEntry) error {
-	items := make([]state.SetRequest, len(entries))
-	for i, e := range entries {
-		items[i] = state.SetRequest{Key: e.Key, Value: e.Value}
-	}
-	return h.blocks.SaveState(ctx, store, items)
-}
-
-// postJobResult is a stream job's app sink: a POST of one result to a
-// route of the app. It fails (and the job retries) until the app is up,
-// and when the app answers with an error status.
-func (h *appHost) postJobResult(ctx context.Context, route string, body []byte) error {
-	ch := h.local.Channel()
-	if ch == nil {
-		return fmt.Errorf("app sink %s: the app is not connected yet", route)
-	}
-	resp, err := ch.Invoke(ctx, &appchannel.InvokeRequest{Method: strings.TrimPrefix(route, "/"), Verb: "POST",
-		ContentType: "application/json", Body: body})
-	if err != nil {
-		return fmt.Errorf("app sink %s: %w", route, err)
-	}
-	if resp.Status >= 300 {
-		return fmt.Errorf("app sink %s: the app answered %d: %.200s", route, resp.Status, resp.Body)
-	}
-	return nil
-}
-
-// publishJobResult is a stream job's pubsub sink: one result published
-// as a CloudEvent, as the app's own publishes are.
-func (h *appHost) publishJobResult(ctx context.Context, pubsub, topic string, body []byte) error {
-	return h.blocks.Publish(ctx, &blocks.PublishRequest{PubsubName: pubsub, Topic: topic, Data: body, ContentType: "application/json"})
 }
 
 // loadResiliency applies the Resiliency documents of the resources path,

@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"text/tabwriter"
+	"time"
 
 	"mecha/broker"
 	"mecha/runtime"
@@ -211,7 +213,7 @@ func brokerCmd(args []string, stderr io.Writer) int {
 }
 
 const streamUsage = `Usage:
-  mecha stream list                       every job with its metrics
+  mecha stream [-o json] list             every job with its metrics (a table, or JSON)
   mecha stream status JOB
   mecha stream pause JOB | resume JOB     stop and restart reading the source
   mecha stream checkpoint JOB             take a checkpoint now
@@ -236,6 +238,7 @@ func streamCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mecha stream", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	admin := fs.String("admin", "127.0.0.1:9090", "mecha run's metrics (admin) address")
+	output := fs.String("o", "table", "list's output: table or json")
 	fs.Usage = func() { fmt.Fprint(stderr, streamUsage) }
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -317,10 +320,56 @@ func streamCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mecha stream: %s: %s", resp.Status, out)
 		return 1
 	}
+	if args[0] == "list" && *output == "table" {
+		if err := jobTable(stdout, out); err == nil {
+			return 0
+		}
+	}
 	var pretty bytes.Buffer
 	if json.Indent(&pretty, out, "", "  ") == nil {
 		out = append(pretty.Bytes(), '\n')
 	}
 	stdout.Write(out)
 	return 0
+}
+
+// jobTable prints `mecha stream list` as a table, a job a line.
+func jobTable(w io.Writer, body []byte) error {
+	var jobs []struct {
+		Job              string           `json:"job"`
+		Source           string           `json:"source"`
+		Paused           bool             `json:"paused"`
+		Overloaded       string           `json:"overloaded"`
+		InputRate        float64          `json:"inputRate"`
+		OutputRate       float64          `json:"outputRate"`
+		Lag              map[string]int64 `json:"lag"`
+		WatermarkDelayMs int64            `json:"watermarkDelayMs"`
+		CheckpointCount  int64            `json:"checkpointCount"`
+		In               int64            `json:"in"`
+		Out              int64            `json:"out"`
+	}
+	if err := json.Unmarshal(body, &jobs); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tSOURCE\tSTATE\tIN/S\tOUT/S\tIN\tOUT\tLAG\tWATERMARK DELAY\tCHECKPOINTS")
+	for _, j := range jobs {
+		st := "running"
+		switch {
+		case j.Paused:
+			st = "paused"
+		case j.Overloaded != "":
+			st = "overloaded (" + j.Overloaded + ")"
+		}
+		var lag int64
+		for _, n := range j.Lag {
+			lag += n
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%.0f\t%d\t%d\t%d\t%s\t%d\n", j.Job, j.Source, st, j.InputRate, j.OutputRate, j.In, j.Out, lag,
+			(time.Duration(j.WatermarkDelayMs) * time.Millisecond).String(), j.CheckpointCount)
+	}
+	if len(jobs) == 0 {
+		fmt.Fprintln(tw, "(no stream jobs)")
+	}
+	return tw.Flush()
 }

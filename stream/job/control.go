@@ -83,9 +83,11 @@ func (r *Runner) TriggerCheckpoint() error {
 type Status struct {
 	Job    string `json:"job"`
 	Source string `json:"source"`
-	// Paused is set once the source is paused in fact: a pause takes
-	// effect at the end of the poll under way.
+	// Paused is the state asked for (pause or resume): what a pause
+	// answers. Reading says whether the source is read in fact: a pause
+	// takes effect at the end of the poll under way.
 	Paused    bool    `json:"paused"`
+	Reading   bool    `json:"reading"`
 	RateLimit float64 `json:"rateLimit"`
 	// EffectiveRate is the source limit in force: RateLimit, or lower
 	// while overload protection holds the job back (0 = none).
@@ -123,7 +125,7 @@ func (r *Runner) Status() Status {
 	c := r.ctl.snapshot()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := Status{Job: r.spec.Name, Source: r.spec.Source.Topic, Paused: r.pausedNow, RateLimit: c.rateLimit,
+	st := Status{Job: r.spec.Name, Source: r.spec.Source.Topic, Paused: c.paused, Reading: !r.pausedNow, RateLimit: c.rateLimit,
 		Sampling: c.sampling, Checkpoints: c.checkpoints,
 		In: r.counts.In, Out: r.counts.Out, Filtered: r.counts.Filtered, SampledOut: r.counts.SampledOut,
 		Late: r.counts.Late, DeadLettered: r.counts.DeadLettered,
@@ -162,6 +164,13 @@ func (j *Jobs) Add(r *Runner) {
 		j.runners = map[string]*Runner{}
 	}
 	j.runners[r.spec.Name] = r
+}
+
+// Remove takes a runner off the API (its job stopped or was replaced).
+func (j *Jobs) Remove(name string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	delete(j.runners, name)
 }
 
 // ServeHTTP serves the control API.
