@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -486,4 +487,35 @@ func TestAppDiesWithTheRuntime(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// On a host with only loopback (a container without a network), plain
+// `mecha run --app-id myapp` starts and serves: single-host needs no
+// private IP. Reproduced defect: it exited with "no private IP address
+// found".
+func TestLoopbackOnlyHost(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a network namespace needs root; skipped")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("needs unshare (util-linux); skipped")
+	}
+	data := t.TempDir()
+	// Inside a fresh network namespace with only lo up, mecha starts on
+	// its default ports and healthz answers there.
+	script := fmt.Sprintf(`ip link set lo up || exit 1
+%s run --app-id myapp --data-dir %s & pid=$!
+trap 'kill $pid; wait $pid' EXIT
+for i in $(seq 300); do
+  if exec 3<>/dev/tcp/127.0.0.1/3500 2>/dev/null; then
+    printf 'GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3; head -1 <&3; exit 0
+  fi
+  kill -0 $pid 2>/dev/null || exit 1
+  sleep 0.1
+done
+exit 1`, bins.mecha, data)
+	out, err := exec.Command("unshare", "--net", "--fork", "bash", "-c", script).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "HTTP/1.1 204") {
+		t.Fatalf("mecha in a loopback-only network: %v\n%s", err, out)
+	}
 }
