@@ -90,10 +90,15 @@ func TestCheckpointResumeExactState(t *testing.T) {
 	if err := cl.ProduceSync(ctx, recs[:1500]...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	poll.Until(t, 20*time.Second, "the first run to checkpoint the first 1,500 records", func() bool {
-		c := a.Counts()
-		return c.Checkpoints >= 2 && c.In == 1500
-	})
+	// A checkpoint counted when In reached 1,500 may have been taken
+	// before the last records were in (the old wait, Checkpoints >= 2 and
+	// In == 1500, let one through under load: the second run then read
+	// more than 1,500 again and the exact count below never came). Two
+	// more checkpoints after In reached 1,500: the second of them started
+	// after it.
+	poll.Until(t, 20*time.Second, "the first run to read the first 1,500 records", func() bool { return a.Counts().In == 1500 })
+	after := a.Counts().Checkpoints
+	poll.Until(t, 20*time.Second, "two checkpoints after the first 1,500 records", func() bool { return a.Counts().Checkpoints >= after+2 })
 	// Keep that checkpoint: put back after the run below, it stands for
 	// a crash after results were delivered but before the next
 	// checkpoint was written.
