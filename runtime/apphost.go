@@ -56,7 +56,9 @@ type appHost struct {
 func newAppHost(r *Runtime, spec AppSpec, primary bool) *appHost {
 	h := &appHost{rt: r, spec: spec, primary: primary, log: r.log}
 	if !primary {
-		h.log = r.log.With("app_id", spec.ID)
+		// The runtime's lines carry its --app-id app's app_id; an app of
+		// --app is named by "app" on its own.
+		h.log = r.log.With("app", spec.ID)
 	}
 	h.view = r.comps.View(spec.ID)
 	h.local = &invoke.Local{AppID: spec.ID}
@@ -120,7 +122,7 @@ func (h *appHost) serve() {
 		}
 	}()
 	if !h.primary {
-		h.log.Info("app API listening", "app", h.spec.ID, "http_port", port(h.httpLis.Addr()), "grpc_port", port(h.grpcLis.Addr()), "app_port", h.spec.Port)
+		r.log.Info("app API listening", "app", h.spec.ID, "http_port", port(h.httpLis.Addr()), "grpc_port", port(h.grpcLis.Addr()), "app_port", h.spec.Port)
 	}
 }
 
@@ -151,11 +153,11 @@ func (h *appHost) connect(ctx context.Context) {
 		return
 	}
 	addr := net.JoinHostPort(r.cfg.AppChannelAddress, strconv.Itoa(h.spec.Port))
-	h.log.Info("waiting for the app", "app", h.spec.ID, "address", addr)
+	h.log.Info("waiting for the app", "address", addr)
 	ch, err := r.dialApp(ctx, addr, h.spec.Protocol)
 	if err != nil {
 		if ctx.Err() == nil {
-			h.log.Error("app channel", "app", h.spec.ID, "err", err)
+			h.log.Error("app channel", "err", err)
 		}
 		return
 	}
@@ -168,7 +170,7 @@ func (h *appHost) connect(ctx context.Context) {
 		}
 		h.startDeliveries(ctx, ch)
 		if !h.ready.Swap(true) {
-			h.log.Info("mecha ready", "app", h.spec.ID, "app_port", h.spec.Port)
+			h.log.Info("mecha ready", "app_port", h.spec.Port)
 		}
 	}
 	if !r.cfg.EnableAppHealthCheck {
@@ -176,14 +178,14 @@ func (h *appHost) connect(ctx context.Context) {
 		return
 	}
 	r.watchHealth(ctx, ch, func() {
-		h.log.Info("app is healthy", "app", h.spec.ID)
+		h.log.Info("app is healthy")
 		up()
 	}, func(err error) {
 		r.setAppHealth(h.spec.ID, false)
 		if h.primary {
 			r.metrics.SetAppHealthy(false)
 		}
-		h.log.Warn("app is unhealthy; pausing deliveries", "app", h.spec.ID, "err", err)
+		h.log.Warn("app is unhealthy; pausing deliveries", "err", err)
 		h.subs.Pause()
 		h.bindings.Pause()
 	})
@@ -196,7 +198,7 @@ func (h *appHost) startDeliveries(ctx context.Context, ch appchannel.Channel) {
 	subs, err := ch.Subscriptions(sctx)
 	cancel()
 	if err != nil {
-		h.log.Error("reading the app's subscriptions", "app", h.spec.ID, "err", err)
+		h.log.Error("reading the app's subscriptions", "err", err)
 	}
 	h.subs.SetApp(ch, subs)
 	h.subs.Sync(ctx)
@@ -208,7 +210,7 @@ func (h *appHost) startDeliveries(ctx context.Context, ch appchannel.Channel) {
 // components as they are now.
 func (h *appHost) reload(ctx context.Context, docs []components.Document) {
 	if decl, err := subscriptions.ParseDeclarative(docs, h.spec.ID); err != nil {
-		h.log.Error("hot reload: subscriptions not applied", "app", h.spec.ID, "err", err)
+		h.log.Error("hot reload: subscriptions not applied", "err", err)
 	} else {
 		h.subs.SetDeclarative(decl)
 	}

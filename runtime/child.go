@@ -155,7 +155,7 @@ func (c *child) start() error {
 	c.mu.Lock()
 	c.proc = p
 	c.mu.Unlock()
-	h.log.Info("app started", "app", h.spec.ID, "command", h.spec.Command, "dir", h.spec.Dir)
+	h.log.Info("app started", "command", h.spec.Command, "dir", h.spec.Dir)
 	go func() {
 		err := p.Wait()
 		if err != nil {

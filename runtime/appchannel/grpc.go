@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -114,6 +115,10 @@ func NewGRPC(ctx context.Context, opts GRPCOptions) (*GRPC, error) {
 			},
 			MinConnectTimeout: 5 * time.Second,
 		}),
+		// As the API server: writes share buffers, reads take them from
+		// a pool (deliveries and invocations are many small calls).
+		grpc.WithSharedWriteBuffer(true),
+		experimental.WithRecvBufferPool(grpc.NewSharedBufferPool()),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("grpc app channel: %s: %w", opts.Address, err)
@@ -340,6 +345,11 @@ func (g *GRPC) Subscriptions(ctx context.Context) ([]Subscription, error) {
 			for _, rule := range r.GetRules() {
 				sub.Routes.Rules = append(sub.Routes.Rules, Rule{Match: rule.GetMatch(), Path: rule.GetPath()})
 			}
+		} else {
+			// As in Dapr, a gRPC app's subscription without routes gets
+			// every event on the empty path ("/" here, which OnTopicEvent
+			// gets without its slash).
+			sub.Route = "/"
 		}
 		if b := s.GetBulkSubscribe(); b != nil {
 			sub.BulkSubscribe = &BulkSubscribe{

@@ -479,7 +479,8 @@ func TestGRPCSubscriptions(t *testing.T) {
 					BulkSubscribe: &BulkSubscribe{Enabled: true, MaxMessagesCount: 50, MaxAwaitDurationMs: 200},
 				},
 				{PubsubName: "ps", Topic: "plain", Routes: &Routes{Default: "plain"}},
-				{PubsubName: "ps2", Topic: "noroute"},
+				// No routes: every event, on the empty path (as in Dapr).
+				{PubsubName: "ps2", Topic: "noroute", Route: "/"},
 			},
 		},
 		{
