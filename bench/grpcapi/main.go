@@ -143,21 +143,22 @@ func run(duration time.Duration, rounds, conns int, mechaBin string) error {
 	cmd := exec.Command(mechaBin, "run", "--app-id", "httpapp", "--app-port", strconv.Itoa(hport),
 		"--app", fmt.Sprintf("id=grpcapp,port=%d,protocol=grpc", gport),
 		"--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0", "--gossip-port", "0",
-		"--broker-port", "0", "--log-level", "info", "--data-dir", filepath.Join(work, "data"))
+		"--broker-port", "0", "--log-level", "info", "--data-dir", filepath.Join(work, "data"), "--enable-profiling")
 	stderr, _ := cmd.StderrPipe()
 	cmd.Stdout = os.Stdout
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	apiRE := regexp.MustCompile(`msg="API listening".* http_port=(\d+) grpc_port=(\d+)`)
+	apiRE := regexp.MustCompile(`msg="API listening".* http_port=(\d+) grpc_port=(\d+) metrics_port=(\d+)`)
 	hostedRE := regexp.MustCompile(`msg="app API listening".* app=grpcapp http_port=(\d+) grpc_port=(\d+)`)
-	var httpPort, grpcPort, gHTTPPort int
+	var httpPort, grpcPort, gHTTPPort, metricsPort int
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() && (httpPort == 0 || gHTTPPort == 0) {
 		if m := apiRE.FindStringSubmatch(sc.Text()); m != nil {
 			httpPort, _ = strconv.Atoi(m[1])
 			grpcPort, _ = strconv.Atoi(m[2])
+			metricsPort, _ = strconv.Atoi(m[3])
 		}
 		if m := hostedRE.FindStringSubmatch(sc.Text()); m != nil {
 			gHTTPPort, _ = strconv.Atoi(m[1])
@@ -279,9 +280,24 @@ wrk.body = '{"orderId":42,"item":"book","qty":1}'`)
 		{"events delivered to the gRPC app", deliveries(&ga.events, fmt.Sprintf("http://127.0.0.1:%d/v1.0/publish/pubsub/grpc-events", gHTTPPort))},
 	}
 	results := make([][]result, len(measures))
-	for range rounds {
+	// BENCH_PROFILE=<part of a measure's name> takes a CPU profile of the
+	// runtime during that measure, to cpu-<n>.pprof in this folder.
+	profile := os.Getenv("BENCH_PROFILE")
+	for round := range rounds {
 		for i, m := range measures {
+			var prof sync.WaitGroup
+			if profile != "" && strings.Contains(m.name, profile) {
+				prof.Add(1)
+				go func() {
+					defer prof.Done()
+					url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", metricsPort, max(1, int(duration.Seconds())-1))
+					if out, err := exec.Command("curl", "-sf", "-o", fmt.Sprintf("cpu-%d.pprof", round), url).CombinedOutput(); err != nil {
+						fmt.Fprintf(os.Stderr, "grpcapi: profile: %v %s\n", err, out)
+					}
+				}()
+			}
 			results[i] = append(results[i], m.run())
+			prof.Wait()
 		}
 	}
 	fmt.Printf("machine: %d cores, %s, %s; %d SDK goroutines / wrk connections, %s per measure, median of %d interleaved rounds\n\n",

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"mecha/internal/muxconn"
 	"mecha/runtime/appchannel"
 	"mecha/runtime/invoke"
 )
@@ -55,9 +56,9 @@ type peekedConn struct {
 
 func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// split hands each connection of ln to httpL or grpcL by its first bytes,
-// until ln closes.
-func split(ln net.Listener, httpL, grpcL *chanListener, headerTimeout time.Duration) {
+// split hands each connection of ln to httpL, grpcL or mux by its first
+// bytes, until ln closes.
+func split(ln net.Listener, httpL, grpcL *chanListener, mux func(c net.Conn, r *bufio.Reader), headerTimeout time.Duration) {
 	defer httpL.Close()
 	defer grpcL.Close()
 	for {
@@ -68,15 +69,29 @@ func split(ln net.Listener, httpL, grpcL *chanListener, headerTimeout time.Durat
 		go func() {
 			r := bufio.NewReaderSize(c, 4096)
 			_ = c.SetReadDeadline(time.Now().Add(headerTimeout))
-			head, err := r.Peek(len(h2Preface))
-			_ = c.SetReadDeadline(time.Time{})
+			head, err := r.Peek(5)
 			dst := httpL
-			if err == nil && string(head) == h2Preface {
-				dst = grpcL
-			} else if err != nil && len(head) == 0 {
+			switch {
+			case err == nil && string(head) == muxconn.Preface[:5]:
+				p, err := r.Peek(len(muxconn.Preface))
+				_ = c.SetReadDeadline(time.Time{})
+				if err != nil || string(p) != muxconn.Preface || mux == nil {
+					c.Close()
+					return
+				}
+				_, _ = r.Discard(len(muxconn.Preface))
+				mux(c, r)
+				return
+			case err == nil && string(head) == h2Preface[:5]:
+				head, err = r.Peek(len(h2Preface))
+				if err == nil && string(head) == h2Preface {
+					dst = grpcL
+				}
+			case err != nil && len(head) == 0:
 				c.Close()
 				return
 			}
+			_ = c.SetReadDeadline(time.Time{})
 			select {
 			case dst.ch <- &peekedConn{Conn: c, r: r}:
 			case <-dst.closed:
@@ -91,7 +106,17 @@ func split(ln net.Listener, httpL, grpcL *chanListener, headerTimeout time.Durat
 func (s *Server) ServeBoth(ln net.Listener) error {
 	s.init()
 	httpL, grpcL := newChanListener(ln.Addr()), newChanListener(ln.Addr())
-	go split(ln, httpL, grpcL, s.Timeouts.Header)
+	var mux func(net.Conn, *bufio.Reader)
+	if s.Mux != nil {
+		mux = func(c net.Conn, r *bufio.Reader) {
+			base := s.Context
+			if base == nil {
+				base = context.Background()
+			}
+			s.Mux.ServeConn(base, c, r)
+		}
+	}
+	go split(ln, httpL, grpcL, mux, s.Timeouts.Header)
 	go func() { _ = s.grpc.Serve(grpcL) }()
 	err := s.srv.Serve(httpL)
 	ln.Close()

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"mecha/internal/authtoken"
+	"mecha/internal/muxconn"
 	"mecha/internal/netlimit"
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
@@ -68,6 +69,9 @@ type Server struct {
 	Logger *slog.Logger
 	// Timeouts bound the connections' headers, idleness and bodies.
 	Timeouts netlimit.Timeouts
+	// Mux, when set, serves the muxconn connections of the port (Crux
+	// routing, replication): binary frames beside HTTP/1.1 and HTTP/2.
+	Mux *muxconn.Server
 	// Context ends when the runtime stops for good; calls run under it,
 	// and end too when their caller hangs up. Nil is Background.
 	Context context.Context
@@ -126,6 +130,9 @@ func (s *Server) build() {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.grpc.Stop()
+	if s.Mux != nil {
+		_ = s.Mux.Shutdown(ctx)
+	}
 	return s.srv.ShutdownWithContext(ctx)
 }
 
