@@ -122,6 +122,15 @@ func (f *Follower) HandleResponse(resp *FetchResponse, now time.Time) error {
 		if resp.Diverging {
 			return f.truncate(resp.DivergingEpoch, resp.DivergingEnd)
 		}
+		if resp.LogStart > f.log.StartOffset() {
+			// The log start follows the leader's (as in Kafka):
+			// records below it are gone there, and the leader
+			// could not check them, so they may not even be its.
+			if err := f.log.TrimTo(resp.LogStart); err != nil {
+				f.notBefore = now.Add(f.cfg.RetryBackoff)
+				return fmt.Errorf("replica: trim to the leader's start %d: %w", resp.LogStart, err)
+			}
+		}
 		if len(resp.Batches) > 0 {
 			if err := f.log.Append(resp.Batches); err != nil {
 				f.notBefore = now.Add(f.cfg.RetryBackoff)
@@ -197,6 +206,8 @@ func (f *Follower) cut(offset int64) error {
 		if err := f.log.Truncate(offset); err != nil {
 			return fmt.Errorf("replica: truncate to %d: %w", offset, err)
 		}
+		// A batch holding offset went whole.
+		offset = f.log.EndOffset()
 		f.events = append(f.events, Event{Kind: EventTruncated, Offset: offset})
 	}
 	// Committed records are on every possible leader, so a correct

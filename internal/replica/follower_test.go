@@ -133,6 +133,16 @@ func TestFollowerHandleResponse(t *testing.T) {
 			wantEnd: 8, wantHW: 5,
 		},
 		{
+			name: "the log start follows the leader's", hw: 2,
+			resp:      FetchResponse{HighWatermark: 9, LogStart: 4, Batches: []Batch{batch(8, 5, 1, "e")}},
+			wantStart: 4, wantEnd: 9, wantHW: 9, wantEvent: []EventKind{EventHighWatermark},
+		},
+		{
+			name: "diverging inside a batch: it goes whole", hw: 2,
+			resp:    FetchResponse{HighWatermark: 9, Diverging: true, DivergingEpoch: 3, DivergingEnd: 5},
+			wantEnd: 4, wantHW: 2, wantEvent: []EventKind{EventTruncated},
+		},
+		{
 			name: "records not at the log end", hw: 2,
 			resp:    FetchResponse{HighWatermark: 9, Batches: []Batch{batch(9, 5, 1, "e")}},
 			wantErr: ErrNotContiguous, wantEnd: 8, wantHW: 2,

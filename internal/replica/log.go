@@ -62,9 +62,16 @@ type Log interface {
 	// [StartOffset, EndOffset]. Data may alias the log's memory: the
 	// caller does not modify it.
 	Read(offset int64, maxBytes int, dst []Batch) ([]Batch, error)
-	// Truncate removes every record at or above offset (a batch
-	// boundary) and the history entries that start there or later.
+	// Truncate removes every record at or above offset, in
+	// [StartOffset, EndOffset], and the history entries that start
+	// there or later. A batch holding offset goes whole (as in Kafka),
+	// so the log may end below offset: callers read EndOffset after.
 	Truncate(offset int64) error
+	// TrimTo removes every record below offset, at most EndOffset
+	// (retention; and a follower's log start follows the leader's). A
+	// batch holding offset goes whole, so the log may start above it.
+	// The history keeps the entry covering the new start.
+	TrimTo(offset int64) error
 	// Reset empties the log and restarts it at offset, with an empty
 	// history: a follower whose log ends below the leader's start.
 	Reset(offset int64) error

@@ -194,12 +194,14 @@ func TestMemLogTruncateResetTrim(t *testing.T) {
 		{"truncate at a boundary", func(l *MemLog) error { return l.Truncate(3) }, nil, 0, 3, EpochHistory{{1, 0}, {2, 2}}},
 		{"truncate everything", func(l *MemLog) error { return l.Truncate(0) }, nil, 0, 0, nil},
 		{"truncate at the end", func(l *MemLog) error { return l.Truncate(6) }, nil, 0, 6, EpochHistory{{1, 0}, {2, 2}, {3, 3}}},
-		{"truncate inside a batch", func(l *MemLog) error { return l.Truncate(4) }, ErrInvalid, 0, 6, EpochHistory{{1, 0}, {2, 2}, {3, 3}}},
+		{"truncate inside a batch drops it whole", func(l *MemLog) error { return l.Truncate(4) }, nil, 0, 3, EpochHistory{{1, 0}, {2, 2}}},
 		{"truncate past the end", func(l *MemLog) error { return l.Truncate(7) }, ErrOffsetOutOfRange, 0, 6, EpochHistory{{1, 0}, {2, 2}, {3, 3}}},
 		{"reset", func(l *MemLog) error { return l.Reset(10) }, nil, 10, 10, nil},
 		{"trim", func(l *MemLog) error { return l.TrimTo(3) }, nil, 3, 6, EpochHistory{{3, 3}}},
 		{"trim all", func(l *MemLog) error { return l.TrimTo(6) }, nil, 6, 6, EpochHistory{{3, 6}}},
-		{"trim inside a batch", func(l *MemLog) error { return l.TrimTo(1) }, ErrInvalid, 0, 6, EpochHistory{{1, 0}, {2, 2}, {3, 3}}},
+		{"trim inside a batch drops it whole", func(l *MemLog) error { return l.TrimTo(1) }, nil, 2, 6, EpochHistory{{2, 2}, {3, 3}}},
+		{"trim below the start", func(l *MemLog) error { _ = l.TrimTo(2); return l.TrimTo(1) }, nil, 2, 6, EpochHistory{{2, 2}, {3, 3}}},
+		{"trim past the end", func(l *MemLog) error { return l.TrimTo(7) }, ErrOffsetOutOfRange, 0, 6, EpochHistory{{1, 0}, {2, 2}, {3, 3}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -97,29 +97,44 @@ func (l *MemLog) Read(offset int64, maxBytes int, dst []Batch) ([]Batch, error) 
 	return dst, nil
 }
 
-// boundary checks that offset is in [start, end] and between batches.
-func (l *MemLog) boundary(offset int64) (int, error) {
-	if offset < l.start || offset > l.end {
-		return 0, fmt.Errorf("%w: %d not in [%d, %d]", ErrOffsetOutOfRange, offset, l.start, l.end)
-	}
-	i := l.find(offset)
-	if i < len(l.batches) && l.batches[i].Base != offset {
-		return 0, fmt.Errorf("%w: offset %d is inside the batch at %d", ErrInvalid, offset, l.batches[i].Base)
-	}
-	return i, nil
-}
-
 // Truncate implements Log.
 func (l *MemLog) Truncate(offset int64) error {
-	i, err := l.boundary(offset)
-	if err != nil {
-		return err
+	if offset < l.start || offset > l.end {
+		return fmt.Errorf("%w: truncate to %d, log is [%d, %d]", ErrOffsetOutOfRange, offset, l.start, l.end)
 	}
+	i := l.find(offset)
+	if i == len(l.batches) {
+		return nil
+	}
+	end := l.batches[i].Base // offset, or the base of the batch holding it
 	clear(l.batches[i:])
 	l.batches = l.batches[:i]
-	l.end = offset
-	l.epochs.TruncateFrom(offset)
+	l.end = end
+	l.epochs.TruncateFrom(end)
 	l.arena = nil
+	return nil
+}
+
+// TrimTo implements Log.
+func (l *MemLog) TrimTo(offset int64) error {
+	if offset > l.end {
+		return fmt.Errorf("%w: trim to %d, log ends at %d", ErrOffsetOutOfRange, offset, l.end)
+	}
+	if offset <= l.start {
+		return nil
+	}
+	i := l.find(offset)
+	if i < len(l.batches) && l.batches[i].Base < offset {
+		i++ // the batch holding offset goes whole
+	}
+	start := l.end
+	if i < len(l.batches) {
+		start = l.batches[i].Base
+	}
+	clear(l.batches[:i])
+	l.batches = l.batches[i:]
+	l.start = start
+	l.epochs.TrimTo(start)
 	return nil
 }
 
@@ -129,22 +144,5 @@ func (l *MemLog) Reset(offset int64) error {
 		return fmt.Errorf("%w: reset to %d", ErrInvalid, offset)
 	}
 	*l = MemLog{start: offset, end: offset}
-	return nil
-}
-
-// TrimTo is retention: it drops the batches below offset, a batch
-// boundary no higher than the log end. (Kafka deletes only below the high
-// watermark; that rule is the caller's.)
-func (l *MemLog) TrimTo(offset int64) error {
-	if offset <= l.start {
-		return nil
-	}
-	i, err := l.boundary(offset)
-	if err != nil {
-		return err
-	}
-	l.batches = l.batches[i:]
-	l.start = offset
-	l.epochs.TrimTo(offset)
 	return nil
 }
