@@ -65,7 +65,9 @@ func (l *MemLog) Append(batches []Batch) error {
 // keep copies d into the arena.
 func (l *MemLog) keep(d []byte) []byte {
 	if cap(l.arena)-len(l.arena) < len(d) {
-		l.arena = make([]byte, 0, max(2*cap(l.arena), len(d), 4096))
+		// Chunks double up to 1 MiB: a log that appends and trims
+		// forever keeps its chunks that size, not ever larger.
+		l.arena = make([]byte, 0, max(min(2*cap(l.arena), 1<<20), len(d), 4096))
 	}
 	n := len(l.arena)
 	l.arena = append(l.arena, d...)
