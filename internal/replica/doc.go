@@ -37,6 +37,9 @@
 //     truncates a divergent tail (and asks again, until its tail is the
 //     leader's), and follows the leader's HW, never above the part of
 //     its log the leader checked.
+//   - Retention trims a log from its start (Log.TrimTo), on the leader
+//     only below its HW; a follower's log start follows the leader's,
+//     and a follower that ends below it starts over there (EventReset).
 //
 // # Guarantees
 //
@@ -70,10 +73,14 @@
 // ObserveEpoch, SetLeader), drains its Events, and does the I/O: the
 // transport carries fetches (a compact frame: AppendFetchRequest,
 // DecodeFetchResponse, …), the control plane takes proposals and
-// publishes epochs. Idempotence and de-duplication of producer writes,
-// and what a store builds from its log (Crux's key map), are the
-// store's: EventTruncated and EventReset tell it when its log lost a
-// tail or restarted.
+// publishes epochs and ISRs. A replica changes role by building the
+// other machine over the same Log, passing on its high watermark:
+// NewLeader when the control plane names it leader at a new epoch,
+// NewFollower when its Leader reports EventFenced. Readers read through
+// ReadCommitted. Idempotence and de-duplication of producer writes, and
+// what a store builds from its log (Crux's key map), are the store's:
+// EventTruncated and EventReset tell it when its log lost a tail or
+// restarted.
 //
 // A Log must keep across a crash what its replica reported in a fetch
 // (see Log); a replica that lost its log must rejoin out of the ISR.

@@ -68,6 +68,7 @@ func (k EventKind) String() string {
 // an interface, so that queueing events allocates nothing on the write
 // path; Kind says which fields are set.
 type Event struct {
+	// Kind says what happened, and so which fields are set.
 	Kind EventKind
 	// Offset is the write's first offset (Acked, WriteFailed), the new
 	// high watermark, the log end after truncation or the start after
@@ -126,10 +127,12 @@ type FetchRequest struct {
 
 // FetchResponse is the leader's answer to a FetchRequest.
 type FetchResponse struct {
-	// Corr and FetchOffset echo the request's: the follower takes the
-	// answer only to the request it waits for, and only for the log
-	// end it asked from.
-	Corr        uint64
+	// Corr echoes the request's: the follower takes the answer only to
+	// the request it waits for.
+	Corr uint64
+	// FetchOffset echoes the request's: the answer is about the log
+	// end the follower asked from, and a follower whose log moved since
+	// (a new incarnation) drops it.
 	FetchOffset int64
 	// Epoch is the responder's epoch.
 	Epoch Epoch
@@ -140,12 +143,15 @@ type FetchResponse struct {
 	// LogStart and LogEnd are the leader's log bounds.
 	LogStart, LogEnd int64
 	// Diverging says the follower's tail is not in the leader's
-	// history: the leader's records of epochs up to DivergingEpoch end
-	// at DivergingEnd, and the follower truncates to where its own
-	// matching epoch ends, at most DivergingEnd. Batches is empty then.
-	Diverging      bool
+	// history, so it truncates: to where its own records of epochs up
+	// to DivergingEpoch end, at most DivergingEnd. Batches is empty.
+	Diverging bool
+	// DivergingEpoch is the leader's largest epoch not above the
+	// follower's last.
 	DivergingEpoch Epoch
-	DivergingEnd   int64
+	// DivergingEnd is where the leader's records of epochs up to
+	// DivergingEpoch end.
+	DivergingEnd int64
 	// Batches are the records from FetchOffset. They alias the leader's
 	// log or the decoded frame: the receiver copies what it keeps.
 	Batches []Batch

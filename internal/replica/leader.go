@@ -320,7 +320,8 @@ func (l *Leader) Tick(now time.Time) {
 // An older or equal version is old news and ignored. Any newer version
 // settles the pending proposal (applied, or rejected and superseded);
 // the leader proposes again from the new set if it still differs from
-// what it sees.
+// what it sees. A member that is not among the replicas is an error and
+// changes nothing: a reassignment is a new Assignment (NewLeader).
 func (l *Leader) CommitISR(isr []ReplicaID, version uint64) error {
 	if l.fenced || version <= l.isrVersion {
 		return nil

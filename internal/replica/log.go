@@ -18,10 +18,14 @@ type ReplicaID uint32
 // written by the leader of Epoch. The package never looks inside Data:
 // idempotence, de-duplication and the record format are the store's.
 type Batch struct {
-	Base  int64
+	// Base is the offset of the batch's first record.
+	Base int64
+	// Epoch is the epoch of the leader that wrote the batch.
 	Epoch Epoch
+	// Count is the number of records, at least 1.
 	Count int32
-	Data  []byte
+	// Data is the records, in the store's format.
+	Data []byte
 }
 
 // End is the offset after the batch's last record.
@@ -84,7 +88,9 @@ type Log interface {
 // EpochStart is one entry of an epoch history: the records from Start on
 // (up to the next entry's Start) were written by the leader of Epoch.
 type EpochStart struct {
+	// Epoch is the leader epoch.
 	Epoch Epoch
+	// Start is the offset of the epoch's first record.
 	Start int64
 }
 
