@@ -227,7 +227,7 @@ func TestLeaderAcks(t *testing.T) {
 				}
 				fetchFrom(t, l, 2, 7, 5, at(2))
 				out := outcomes(l)
-				if len(out) != 0 {
+				if len(out) != 0 || l.Pending() != 1 {
 					t.Fatalf("acknowledged before replica 3 had it: %v", out)
 				}
 				fetchFrom(t, l, 3, 7, 5, at(3))
