@@ -897,7 +897,8 @@ func (t *txn) createTopic(c CreateTopic) error {
 		if cfg.ReplicationFactor > len(elig) {
 			return fmt.Errorf("topic %q: replication factor %d, %d data members: %w", c.Name, cfg.ReplicationFactor, len(elig), ErrNotEnoughMembers)
 		}
-		assign = Spread(t.m.byLoad(elig, false), parts, cfg.ReplicationFactor)
+		order, load := t.m.byLoad(elig)
+		assign = spread(order, parts, cfg.ReplicationFactor, load)
 	}
 	for p, ids := range assign {
 		what := PartitionRef(c.Name, p).String()

@@ -824,64 +824,83 @@ func (p *planner) chainTo(pl *pool, u int, isr [][]int) []int {
 }
 
 // Spread assigns n groups of rf replicas over members (in the order
-// given: CreateTopic passes them least loaded first), as Kafka does: the
-// leaders go round the members, so leader counts differ by at most one,
-// and each follower sits at a shift from its leader that grows every
-// round, so followers spread evenly and no two members share every group.
+// given: CreateTopic passes them least loaded first). The leaders go
+// round the members, so leader counts differ by at most one; each
+// follower goes to the member with the fewest replicas so far (leaders
+// counted from the start), the tie broken by the ring order from a
+// point after the leader that shifts every round, so that followers
+// spread evenly and the groups a member shares with others vary.
 // rf must be at most len(members).
 func Spread(members []string, n, rf int) [][]string {
+	return spread(members, n, rf, nil)
+}
+
+// spread is Spread with the members' replica counts so far (nil: none),
+// so that a new topic's followers go to the least loaded members.
+func spread(members []string, n, rf int, load []int) [][]string {
 	k := len(members)
 	out := make([][]string, n)
 	backing := make([]string, n*rf)
-	shift := 0
+	count := make([]int, k)
+	copy(count, load)
 	for g := range n {
-		if g > 0 && g%k == 0 {
-			shift++
-		}
-		first := g % k
-		reps := backing[g*rf : g*rf : (g+1)*rf]
-		reps = append(reps, members[first])
-		for j := range rf - 1 {
-			reps = append(reps, members[(first+1+(shift+j)%(k-1))%k])
+		count[g%k]++
+	}
+	chosen := make([]int, 0, rf)
+	for g := range n {
+		lead := g % k
+		chosen = append(chosen[:0], lead)
+		reps := append(backing[g*rf:g*rf:(g+1)*rf], members[lead])
+		for j := 1; j < rf; j++ {
+			start := lead + j + g/k
+			best := -1
+			for d := range k {
+				i := (start + d) % k
+				if slices.Contains(chosen, i) {
+					continue
+				}
+				if best < 0 || count[i] < count[best] {
+					best = i
+				}
+			}
+			chosen = append(chosen, best)
+			count[best]++
+			reps = append(reps, members[best])
 		}
 		out[g] = reps
 	}
 	return out
 }
 
-// byLoad orders ids by their load in the slots (slots) or the
-// partitions: fewest replicas, then fewest leaderships, then id.
-func (m *Map) byLoad(ids []string, slots bool) []string {
+// byLoad orders ids by their load in the partitions (fewest leaderships,
+// then fewest replicas, then id) and returns their replica counts in
+// that order, for spread.
+func (m *Map) byLoad(ids []string) ([]string, []int) {
 	rc := make(map[string]int, len(ids))
 	lc := make(map[string]int, len(ids))
-	add := func(_ Ref, g *Group) {
-		for _, id := range g.Replicas {
-			rc[id]++
-		}
-		if g.Leader != "" {
-			lc[g.Leader]++
-		}
-	}
-	if slots {
-		for i, g := range m.Slots {
-			add(SlotRef(i), g)
-		}
-	} else {
-		for _, tp := range m.Topics {
-			for i, g := range tp.Partitions {
-				add(PartitionRef(tp.Name, i), g)
+	for _, tp := range m.Topics {
+		for _, g := range tp.Partitions {
+			for _, id := range g.Replicas {
+				rc[id]++
+			}
+			if g.Leader != "" {
+				lc[g.Leader]++
 			}
 		}
 	}
 	out := slices.Clone(ids)
 	slices.SortStableFunc(out, func(a, b string) int {
-		if c := cmp.Compare(rc[a], rc[b]); c != 0 {
+		if c := cmp.Compare(lc[a], lc[b]); c != 0 {
 			return c
 		}
-		if c := cmp.Compare(lc[a], lc[b]); c != 0 {
+		if c := cmp.Compare(rc[a], rc[b]); c != 0 {
 			return c
 		}
 		return cmp.Compare(a, b)
 	})
-	return out
+	load := make([]int, len(out))
+	for i, id := range out {
+		load[i] = rc[id]
+	}
+	return out, load
 }
