@@ -1,0 +1,295 @@
+package clustermap
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// fleet is an in-memory cluster for tests: a map, a controller that
+// applies Plan's commands, and replicas that act as the real ones would
+// (a new replica copies, then tails, then the leader counts it in sync; a
+// returning replica catches up). Nothing runs concurrently and time is a
+// counter, so every run is the same.
+type fleet struct {
+	tb  testing.TB
+	m   *Map
+	cfg PlanConfig
+	now int64
+	// check runs Check and the transition checks after every command.
+	check bool
+	// Figures of the run.
+	rounds, commands         int
+	started, done, aborted   int
+	transfers, elections     int
+	maxMovesSeen, maxPerPlan int
+}
+
+func newFleet(tb testing.TB, cfg PlanConfig, boot Bootstrap) *fleet {
+	f := &fleet{tb: tb, m: New(), cfg: cfg, now: time.Unix(1_700_000_000, 0).UnixNano(), check: true}
+	f.must(boot)
+	return f
+}
+
+// apply applies c and, on success, checks the new map against the old.
+func (f *fleet) apply(c Command) error {
+	f.tb.Helper()
+	old := f.m
+	var oldPrint uint64
+	if f.check {
+		oldPrint = fingerprint(old)
+	}
+	next, err := Apply(old, c)
+	if f.check {
+		if fingerprint(old) != oldPrint {
+			f.tb.Fatalf("%T %+v modified the map it was applied to", c, c)
+		}
+	}
+	if err != nil {
+		if next != old {
+			f.tb.Fatalf("%T refused (%v) but returned a different map", c, err)
+		}
+		return err
+	}
+	f.commands++
+	switch c := c.(type) {
+	case MoveStart:
+		f.started++
+	case MoveDone:
+		f.done++
+	case MoveAbort:
+		f.aborted++
+	case LeaderTransfer:
+		f.transfers++
+	case ElectLeaders:
+		f.elections += len(c.Refs)
+	}
+	if f.check {
+		checkTransition(f.tb, old, next, c)
+	}
+	f.m = next
+	return nil
+}
+
+func (f *fleet) must(cs ...Command) {
+	f.tb.Helper()
+	for _, c := range cs {
+		if err := f.apply(c); err != nil {
+			f.tb.Fatalf("%T %+v: %v", c, c, err)
+		}
+	}
+}
+
+func (f *fleet) join(ids ...string) {
+	f.tb.Helper()
+	for _, id := range ids {
+		f.must(MemberJoin{ID: id, Addr: id + ":7000", Roles: []string{RoleData}, At: f.now})
+	}
+}
+
+// round is one controller round: plan and apply, then the replicas'
+// reports, then a tick of a second. It returns how many commands it
+// applied.
+func (f *fleet) round() int {
+	f.tb.Helper()
+	f.rounds++
+	before := f.commands
+	plan := Plan(f.m, f.cfg)
+	f.maxPerPlan = max(f.maxPerPlan, len(plan))
+	for _, c := range plan {
+		if err := f.apply(c); err != nil {
+			f.tb.Fatalf("round %d: planned %T %+v refused: %v", f.rounds, c, c, err)
+		}
+	}
+	moving := 0
+	for _, c := range f.replicaReports() {
+		if err := f.apply(c); err != nil {
+			f.tb.Fatalf("round %d: replica report %T %+v refused: %v", f.rounds, c, c, err)
+		}
+	}
+	f.m.eachGroup(func(_ Ref, g *Group) {
+		if g.Move != nil {
+			moving++
+		}
+	})
+	f.maxMovesSeen = max(f.maxMovesSeen, moving)
+	if moving > f.cfg.MaxMoves && f.cfg.MaxMoves > 0 {
+		f.tb.Fatalf("round %d: %d moves in progress, bound %d", f.rounds, moving, f.cfg.MaxMoves)
+	}
+	f.now += int64(time.Second)
+	f.must(Tick{Now: f.now})
+	return f.commands - before
+}
+
+// replicaReports is what the replicas say after a round: a copying
+// replica has its snapshot (tailing), a tailing one or a returned one
+// has caught up and its leader adds it to the in-sync set.
+func (f *fleet) replicaReports() []Command {
+	var out []Command
+	f.m.eachGroup(func(r Ref, g *Group) {
+		if len(g.Replicas) == 0 || g.Leader == "" {
+			return
+		}
+		if mv := g.Move; mv != nil && mv.Phase == PhaseCopying && f.m.Member(mv.To).Alive() {
+			out = append(out, MoveProgress{Ref: r, From: mv.From, To: mv.To, Phase: PhaseTailing})
+			return
+		}
+		isr := slices.Clone(g.ISR)
+		for _, id := range g.Replicas {
+			if !g.InSync(id) && f.m.Member(id).Alive() {
+				isr = append(isr, id)
+			}
+		}
+		if len(isr) != len(g.ISR) {
+			out = append(out, ISRChange{Ref: r, ISR: isr, Epoch: g.Epoch})
+		}
+	})
+	return out
+}
+
+// converge runs rounds until the plan is empty and the map converged;
+// it fails the test after limit rounds. It returns the rounds it took.
+func (f *fleet) converge(limit int) int {
+	f.tb.Helper()
+	for i := 1; i <= limit; i++ {
+		n := f.round()
+		done := n == 1 && f.m.Report().Converged() && len(Plan(f.m, f.cfg)) == 0
+		if f.check || done || i%8 == 0 {
+			if err := f.m.Check(); err != nil {
+				f.tb.Fatalf("round %d: %v", f.rounds, err)
+			}
+		}
+		if done {
+			return i
+		}
+	}
+	rep := f.m.Report()
+	f.tb.Fatalf("no convergence in %d rounds: %d leaderless, %d under-replicated, %d moving, slots %+v, partitions %+v",
+		limit, len(rep.Leaderless), len(rep.UnderReplicated), len(rep.Moving), rep.Slots, rep.Partitions)
+	return limit
+}
+
+// checkTransition asserts what must hold between a map and the next:
+// the version goes up by one; a group's epoch never goes down; a new
+// leader comes with a new epoch and from the old in-sync set (unless
+// the group is new or its topic allows unclean election).
+func checkTransition(tb testing.TB, old, next *Map, c Command) {
+	tb.Helper()
+	if next == old {
+		return
+	}
+	if next.Version != old.Version+1 {
+		tb.Fatalf("%T: version %d -> %d", c, old.Version, next.Version)
+	}
+	if err := next.Check(); err != nil {
+		tb.Fatalf("%T %+v: %v", c, c, err)
+	}
+	cmpGroup := func(r Ref, a, b *Group, unclean bool) {
+		if a == b {
+			return // copy-on-write: untouched
+		}
+		if b.Epoch < a.Epoch {
+			tb.Fatalf("%T: %v epoch %d -> %d", c, r, a.Epoch, b.Epoch)
+		}
+		if a.Leader != b.Leader {
+			if b.Epoch == a.Epoch {
+				tb.Fatalf("%T: %v leader %q -> %q at epoch %d", c, r, a.Leader, b.Leader, a.Epoch)
+			}
+			if b.Leader != "" && len(a.Replicas) > 0 && !a.InSync(b.Leader) && !unclean {
+				tb.Fatalf("%T: %v out-of-sync leader %q (isr was %q)", c, r, b.Leader, a.ISR)
+			}
+		}
+	}
+	for i := range old.Slots {
+		cmpGroup(SlotRef(i), old.Slots[i], next.Slots[i], false)
+	}
+	for _, tp := range next.Topics {
+		otp := old.Topic(tp.Name)
+		if otp == nil || otp.ID != tp.ID {
+			continue
+		}
+		for p := range tp.Partitions {
+			cmpGroup(PartitionRef(tp.Name, p), otp.Partitions[p], tp.Partitions[p], otp.Config.UncleanLeaderElection || tp.Config.UncleanLeaderElection)
+		}
+	}
+}
+
+// fingerprint hashes everything in m (FNV-1a), to tell that a map was
+// not written to.
+func fingerprint(m *Map) uint64 {
+	h := uint64(14695981039346656037)
+	s := func(v string) {
+		for i := 0; i < len(v); i++ {
+			h ^= uint64(v[i])
+			h *= 1099511628211
+		}
+		h ^= 0xff
+		h *= 1099511628211
+	}
+	u := func(v uint64) {
+		for i := 0; i < 8; i++ {
+			h ^= v & 0xff
+			h *= 1099511628211
+			v >>= 8
+		}
+	}
+	s(m.ClusterID)
+	u(m.Version)
+	u(uint64(m.Settings.Replicas))
+	u(uint64(m.Settings.RebuildAfter))
+	for _, mb := range m.Members {
+		s(mb.ID)
+		s(mb.Addr)
+		s(mb.DC)
+		for _, r := range mb.Roles {
+			s(r)
+		}
+		u(uint64(mb.State))
+		u(uint64(b2i(mb.Draining)))
+		u(uint64(mb.Since))
+		u(uint64(mb.JoinedAt))
+	}
+	g := func(g *Group) {
+		for _, id := range g.Replicas {
+			s(id)
+		}
+		s("|")
+		s(g.Leader)
+		u(g.Epoch)
+		for _, id := range g.ISR {
+			s(id)
+		}
+		s("|")
+		if g.Move != nil {
+			s(g.Move.From)
+			s(g.Move.To)
+			u(uint64(g.Move.Phase))
+		}
+		for _, id := range g.Target {
+			s(id)
+		}
+	}
+	for _, sl := range m.Slots {
+		g(sl)
+	}
+	for _, tp := range m.Topics {
+		s(tp.Name)
+		u(tp.ID)
+		u(uint64(tp.Config.ReplicationFactor))
+		u(uint64(tp.Config.MinInSyncReplicas))
+		u(uint64(b2i(tp.Config.UncleanLeaderElection)))
+		for _, p := range tp.Partitions {
+			g(p)
+		}
+	}
+	return h
+}
+
+func ids(prefix string, from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf("%s%04d", prefix, i))
+	}
+	return out
+}
