@@ -373,7 +373,7 @@ func TestApply(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := &fleet{tb: t, m: base(t), check: true}
+			f := &fleet{tb: t, m: base(t), deep: true}
 			f.must(tt.prep...)
 			old := f.m
 			before := fingerprint(old)
@@ -402,7 +402,7 @@ func TestApply(t *testing.T) {
 			if m.Version != old.Version+1 {
 				t.Errorf("version %d after %d", m.Version, old.Version)
 			}
-			checkTransition(t, old, m, tt.cmd)
+			checkTransition(t, old, m, tt.cmd, true)
 			tt.check(t, old, m)
 		})
 	}
