@@ -102,35 +102,39 @@ func (m *Map) checkGroup(r Ref, g *Group, members map[string]*Member, held map[s
 		}
 		return nil
 	}
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%v: %s: %w", r, fmt.Sprintf(format, args...), ErrCorrupt)
-	}
 	if len(g.Replicas) > maxReplicas+1 {
-		return bad("%d replicas", len(g.Replicas))
+		return corrupt(r, "%d replicas", len(g.Replicas))
 	}
 	for i, id := range g.Replicas {
 		if slices.Contains(g.Replicas[:i], id) {
-			return bad("replica %q twice", id)
+			return corrupt(r, "replica %q twice", id)
 		}
 		if members[id] == nil {
-			return bad("replica %q is not a member", id)
+			return corrupt(r, "replica %q is not a member", id)
 		}
 		held[id] = true
 	}
 	for _, id := range g.Target {
 		if members[id] == nil {
-			return bad("target %q is not a member", id)
+			return corrupt(r, "target %q is not a member", id)
 		}
 		held[id] = true
 	}
 	if g.Epoch == 0 {
-		return bad("epoch 0")
+		return corrupt(r, "epoch 0")
 	}
 	if len(g.ISR) == 0 {
-		return bad("empty in-sync set")
+		return corrupt(r, "empty in-sync set")
 	}
-	if !slices.Equal(g.ISR, inReplicaOrder(g, g.ISR)) {
-		return bad("in-sync set %q not a subset of replicas %q in their order", g.ISR, g.Replicas)
+	// The in-sync set is a subsequence of the replicas: one pass.
+	k := 0
+	for _, id := range g.Replicas {
+		if k < len(g.ISR) && g.ISR[k] == id {
+			k++
+		}
+	}
+	if k != len(g.ISR) {
+		return corrupt(r, "in-sync set %q not a subset of replicas %q in their order", g.ISR, g.Replicas)
 	}
 	aliveISR := 0
 	for _, id := range g.ISR {
@@ -140,32 +144,36 @@ func (m *Map) checkGroup(r Ref, g *Group, members map[string]*Member, held map[s
 	}
 	if g.Leader != "" {
 		if !g.InSync(g.Leader) {
-			return bad("leader %q not in sync %q", g.Leader, g.ISR)
+			return corrupt(r, "leader %q not in sync %q", g.Leader, g.ISR)
 		}
 		if aliveISR != len(g.ISR) {
-			return bad("in-sync set %q has a member that is not alive", g.ISR)
+			return corrupt(r, "in-sync set %q has a member that is not alive", g.ISR)
 		}
 	} else {
 		if aliveISR > 0 {
-			return bad("leaderless with a live in-sync member %q", g.ISR)
+			return corrupt(r, "leaderless with a live in-sync member %q", g.ISR)
 		}
 		if m.unclean(r) {
 			for _, id := range g.Replicas {
 				if members[id].Alive() {
-					return bad("leaderless with unclean election on and live replica %q", id)
+					return corrupt(r, "leaderless with unclean election on and live replica %q", id)
 				}
 			}
 		}
 	}
 	if mv := g.Move; mv != nil {
 		if mv.Phase < PhaseCopying || mv.Phase > PhaseSwitching {
-			return bad("move phase %d", mv.Phase)
+			return corrupt(r, "move phase %d", mv.Phase)
 		}
 		if !g.HasReplica(mv.To) || mv.From == mv.To || (mv.From != "" && !g.HasReplica(mv.From)) {
-			return bad("move %q->%q with replicas %q", mv.From, mv.To, g.Replicas)
+			return corrupt(r, "move %q->%q with replicas %q", mv.From, mv.To, g.Replicas)
 		}
 	} else if len(g.Replicas) > maxReplicas {
-		return bad("%d replicas", len(g.Replicas))
+		return corrupt(r, "%d replicas", len(g.Replicas))
 	}
 	return nil
+}
+
+func corrupt(r Ref, format string, args ...any) error {
+	return fmt.Errorf("%v: %s: %w", r, fmt.Sprintf(format, args...), ErrCorrupt)
 }
