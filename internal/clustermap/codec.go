@@ -92,6 +92,11 @@ func Decode(b []byte) (Command, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode %v: %w", k, err)
 	}
+	// The one enum a command carries: a missing phase reads as 0, which
+	// no encoder writes.
+	if mp, ok := c.(MoveProgress); ok && (mp.Phase < PhaseCopying || mp.Phase > PhaseSwitching) {
+		return nil, fmt.Errorf("decode %v: phase %d: %w", k, mp.Phase, ErrBadCommand)
+	}
 	return c, nil
 }
 
