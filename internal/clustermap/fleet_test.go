@@ -1,9 +1,9 @@
 package clustermap
 
 import (
+	"errors"
 	"fmt"
 	"slices"
-	"testing"
 	"time"
 )
 
@@ -13,7 +13,7 @@ import (
 // returning replica catches up). Nothing runs concurrently and time is a
 // counter, so every run is the same.
 type fleet struct {
-	tb  testing.TB
+	tb  failer
 	m   *Map
 	cfg PlanConfig
 	now int64
@@ -29,7 +29,19 @@ type fleet struct {
 	maxMovesSeen, maxPerPlan int
 }
 
-func newFleet(tb testing.TB, cfg PlanConfig, boot Bootstrap) *fleet {
+// sentinels are the errors a refusal may wrap.
+var sentinels = []error{ErrNotBootstrapped, ErrBootstrapped, ErrBadCommand, ErrUnknownMember, ErrMemberLeft,
+	ErrMemberNotAlive, ErrMemberDraining, ErrNotDataMember, ErrUnknownSlot, ErrUnknownTopic, ErrUnknownPartition,
+	ErrTopicExists, ErrUnassigned, ErrSlotsAssigned, ErrStaleEpoch, ErrBadISR, ErrBadAssignment, ErrNotEnoughMembers,
+	ErrNoLeader, ErrIsLeader, ErrLastInSync, ErrNotInSync, ErrMoveInProgress, ErrNoSuchMove, ErrBadPhase, ErrBadConfig}
+
+// failer is what the fleet needs of testing.TB, which *rapid.T has too.
+type failer interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+func newFleet(tb failer, cfg PlanConfig, boot Bootstrap) *fleet {
 	f := &fleet{tb: tb, m: New(), cfg: cfg, now: time.Unix(1_700_000_000, 0).UnixNano(), deep: true}
 	f.must(boot)
 	return f
@@ -50,6 +62,9 @@ func (f *fleet) apply(c Command) error {
 	if err != nil {
 		if next != old {
 			f.tb.Fatalf("%T refused (%v) but returned a different map", c, err)
+		}
+		if !slices.ContainsFunc(sentinels, func(s error) bool { return errors.Is(err, s) }) {
+			f.tb.Fatalf("%T refused with %v, which wraps no sentinel", c, err)
 		}
 		return err
 	}
@@ -173,7 +188,7 @@ func (f *fleet) converge(limit int) int {
 // the version goes up by one; a group's epoch never goes down; a new
 // leader comes with a new epoch and from the old in-sync set (unless
 // the group is new or its topic allows unclean election).
-func checkTransition(tb testing.TB, old, next *Map, c Command, deep bool) {
+func checkTransition(tb failer, old, next *Map, c Command, deep bool) {
 	tb.Helper()
 	if next == old {
 		return
