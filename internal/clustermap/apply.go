@@ -76,7 +76,7 @@ func Apply(m *Map, c Command) (*Map, error) {
 	if !t.changed {
 		return m, nil
 	}
-	t.forgetLeft()
+	t.forgetLeft(c)
 	t.m.Version = m.Version + 1
 	return t.m, nil
 }
@@ -132,21 +132,29 @@ func (t *txn) topicW(i int) *Topic {
 // groupW returns a writable copy of the group r names, which must exist.
 func (t *txn) groupW(r Ref) *Group {
 	t.changed = true
-	var slot *[]*Group
+	var slot **Group
 	if r.Topic == "" {
 		if !t.ownSlots {
-			t.m.Slots = slices.Clone(t.m.Slots)
+			t.m.slots = slices.Clone(t.m.slots)
 			t.ownSlots = true
 		}
-		slot = &t.m.Slots
+		ci := r.Index / slotChunkSize
+		c := t.m.slots[ci]
+		if _, ok := t.own[c]; !ok {
+			cc := *c
+			c = &cc
+			t.m.slots[ci] = c
+			t.own[c] = struct{}{}
+		}
+		slot = &c[r.Index%slotChunkSize]
 	} else {
 		i, _ := t.m.topicIndex(r.Topic)
-		slot = &t.topicW(i).Partitions
+		slot = &t.topicW(i).Partitions[r.Index]
 	}
-	g := (*slot)[r.Index]
+	g := *slot
 	if _, ok := t.own[g]; !ok {
 		g = g.clone()
-		(*slot)[r.Index] = g
+		*slot = g
 		t.own[g] = struct{}{}
 	}
 	return g
@@ -247,9 +255,13 @@ func (t *txn) bootstrap(c Bootstrap) error {
 	t.m.ClusterID = c.ClusterID
 	t.m.Settings = s
 	groups := make([]Group, NumSlots)
-	t.m.Slots = make([]*Group, NumSlots)
+	chunks := make([]slotChunk, NumSlots/slotChunkSize)
+	t.m.slots = make([]*slotChunk, len(chunks))
 	for i := range groups {
-		t.m.Slots[i] = &groups[i]
+		chunks[i/slotChunkSize][i%slotChunkSize] = &groups[i]
+	}
+	for i := range chunks {
+		t.m.slots[i] = &chunks[i]
 	}
 	t.changed = true
 	return nil
@@ -533,8 +545,8 @@ func (t *txn) assignSlots(c AssignSlots) error {
 	if len(c.Replicas) != NumSlots {
 		return fmt.Errorf("assign slots: %d lists, want %d: %w", len(c.Replicas), NumSlots, ErrBadAssignment)
 	}
-	for _, g := range t.m.Slots {
-		if len(g.Replicas) != 0 {
+	for i := range NumSlots {
+		if len(t.m.Slot(i).Replicas) != 0 {
 			return fmt.Errorf("assign slots: %w", ErrSlotsAssigned)
 		}
 	}
@@ -1036,34 +1048,49 @@ func (t *txn) setTopicConfig(c SetTopicConfig) error {
 
 // forgetLeft drops the members that left and hold nothing more, so a
 // fleet that churns through members does not grow the map forever.
-func (t *txn) forgetLeft() {
-	left := 0
-	for _, mb := range t.m.Members {
-		if mb.State == StateLeft {
-			left++
-		}
-	}
-	if left == 0 {
+// Only commands that drop a replica or a target (or a leave) can free a
+// member, so only they pay for the scan.
+func (t *txn) forgetLeft(c Command) {
+	switch c.(type) {
+	case MemberLeave, MoveDone, MoveAbort, RemoveReplica, DeleteTopic, ReassignPartition, SetTopicConfig:
+	default:
 		return
 	}
-	held := make(map[string]struct{})
-	t.m.eachGroup(func(_ Ref, g *Group) {
-		for _, id := range g.Replicas {
-			held[id] = struct{}{}
+	var left []string
+	for _, mb := range t.m.Members {
+		if mb.State == StateLeft {
+			left = append(left, mb.ID)
 		}
-		for _, id := range g.Target {
-			held[id] = struct{}{}
+	}
+	if len(left) == 0 {
+		return
+	}
+	held := make([]bool, len(left))
+	free := len(left)
+	mark := func(ids []string) {
+		for _, id := range ids {
+			if i := slices.Index(left, id); i >= 0 && !held[i] {
+				held[i] = true
+				free--
+			}
+		}
+	}
+	t.m.eachGroup(func(_ Ref, g *Group) {
+		if free > 0 {
+			mark(g.Replicas)
+			mark(g.Target)
 		}
 	})
+	if free == 0 {
+		return
+	}
 	keep := t.m.Members[:0:0]
 	for _, mb := range t.m.Members {
-		if _, ok := held[mb.ID]; mb.State == StateLeft && !ok {
+		if i := slices.Index(left, mb.ID); i >= 0 && !held[i] {
 			continue
 		}
 		keep = append(keep, mb)
 	}
-	if len(keep) != len(t.m.Members) {
-		t.m.Members = keep
-		t.ownMembers = true
-	}
+	t.m.Members = keep
+	t.ownMembers = true
 }

@@ -25,7 +25,7 @@ func base(tb testing.TB) *Map {
 	return f.m
 }
 
-func slot(m *Map, i int) *Group { return m.Slots[i] }
+func slot(m *Map, i int) *Group { return m.Slot(i) }
 
 func part(m *Map, topic string, p int) *Group { return m.Topic(topic).Partitions[p] }
 
@@ -434,7 +434,9 @@ func TestApplyBootstrap(t *testing.T) {
 	want(t, "version", m.Version, 1)
 	want(t, "replicas", m.Settings.Replicas, DefaultReplicas)
 	want(t, "rebuild after", m.Settings.RebuildAfter, DefaultRebuildAfter)
-	want(t, "slots", len(m.Slots), NumSlots)
+	if m.Slot(NumSlots-1) == nil || m.Slot(NumSlots) != nil {
+		t.Error("not NumSlots slots")
+	}
 	if err := m.Check(); err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func (m *Map) Check() error {
 		return fmt.Errorf("nil map: %w", ErrCorrupt)
 	}
 	if !m.Bootstrapped() {
-		if m.Version != 0 || len(m.Members) != 0 || len(m.Slots) != 0 || len(m.Topics) != 0 {
+		if m.Version != 0 || len(m.Members) != 0 || len(m.slots) != 0 || len(m.Topics) != 0 {
 			return fmt.Errorf("not bootstrapped but not empty: %w", ErrCorrupt)
 		}
 		return nil
@@ -50,8 +50,8 @@ func (m *Map) Check() error {
 			return fmt.Errorf("member %q: roles %q: %w", mb.ID, mb.Roles, ErrCorrupt)
 		}
 	}
-	if len(m.Slots) != NumSlots {
-		return fmt.Errorf("%d slots: %w", len(m.Slots), ErrCorrupt)
+	if len(m.slots) != NumSlots/slotChunkSize || slices.Contains(m.slots, nil) {
+		return fmt.Errorf("slot table of %d chunks: %w", len(m.slots), ErrCorrupt)
 	}
 	for i, tp := range m.Topics {
 		if tp == nil {

@@ -1,6 +1,7 @@
 package clustermap
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -23,6 +24,8 @@ type fleet struct {
 	// converge runs Check every few rounds.
 	deep bool
 	// Figures of the run.
+	// tick is how far the clock moves each round; 0 means a second.
+	tick                     time.Duration
 	rounds, commands         int
 	started, done, aborted   int
 	transfers, elections     int
@@ -131,7 +134,7 @@ func (f *fleet) round() int {
 	if moving > f.cfg.MaxMoves && f.cfg.MaxMoves > 0 {
 		f.tb.Fatalf("round %d: %d moves in progress, bound %d", f.rounds, moving, f.cfg.MaxMoves)
 	}
-	f.now += int64(time.Second)
+	f.now += int64(cmp.Or(f.tick, time.Second))
 	f.must(Tick{Now: f.now})
 	return f.commands - before
 }
@@ -217,8 +220,14 @@ func checkTransition(tb failer, old, next *Map, c Command, deep bool) {
 			}
 		}
 	}
-	for i := range old.Slots {
-		cmpGroup(SlotRef(i), old.Slots[i], next.Slots[i], false)
+	for ci, c := range old.slots {
+		if c == next.slots[ci] {
+			continue // copy-on-write: the whole chunk is untouched
+		}
+		for j, g := range c {
+			i := ci*slotChunkSize + j
+			cmpGroup(SlotRef(i), g, next.Slot(i), false)
+		}
 	}
 	for _, tp := range next.Topics {
 		otp := old.Topic(tp.Name)
@@ -231,70 +240,67 @@ func checkTransition(tb failer, old, next *Map, c Command, deep bool) {
 	}
 }
 
-// fingerprint hashes everything in m (FNV-1a), to tell that a map was
-// not written to.
+// fingerprint hashes everything in m, to tell that a map was not
+// written to.
 func fingerprint(m *Map) uint64 {
+	// FNV-1a over the bytes, a word at a time for numbers (maphash is
+	// several times slower under the race detector).
+	const prime = 1099511628211
 	h := uint64(14695981039346656037)
+	u := func(v uint64) {
+		h = (h ^ v) * prime
+		h ^= h >> 29
+	}
 	s := func(v string) {
 		for i := 0; i < len(v); i++ {
-			h ^= uint64(v[i])
-			h *= 1099511628211
+			h = (h ^ uint64(v[i])) * prime
 		}
-		h ^= 0xff
-		h *= 1099511628211
+		u(uint64(len(v)))
 	}
-	u := func(v uint64) {
-		for i := 0; i < 8; i++ {
-			h ^= v & 0xff
-			h *= 1099511628211
-			v >>= 8
+	ss := func(v []string) {
+		u(uint64(len(v)))
+		for _, x := range v {
+			s(x)
 		}
 	}
 	s(m.ClusterID)
 	u(m.Version)
 	u(uint64(m.Settings.Replicas))
 	u(uint64(m.Settings.RebuildAfter))
+	u(uint64(len(m.Members)))
 	for _, mb := range m.Members {
 		s(mb.ID)
 		s(mb.Addr)
 		s(mb.DC)
-		for _, r := range mb.Roles {
-			s(r)
-		}
+		ss(mb.Roles)
 		u(uint64(mb.State))
 		u(uint64(b2i(mb.Draining)))
 		u(uint64(mb.Since))
 		u(uint64(mb.JoinedAt))
 	}
 	g := func(g *Group) {
-		for _, id := range g.Replicas {
-			s(id)
-		}
-		s("|")
+		ss(g.Replicas)
 		s(g.Leader)
 		u(g.Epoch)
-		for _, id := range g.ISR {
-			s(id)
-		}
-		s("|")
+		ss(g.ISR)
 		if g.Move != nil {
 			s(g.Move.From)
 			s(g.Move.To)
 			u(uint64(g.Move.Phase))
+		} else {
+			u(0)
 		}
-		for _, id := range g.Target {
-			s(id)
-		}
+		ss(g.Target)
 	}
-	for _, sl := range m.Slots {
-		g(sl)
-	}
+	m.eachSlot(func(_ Ref, sl *Group) { g(sl) })
+	u(uint64(len(m.Topics)))
 	for _, tp := range m.Topics {
 		s(tp.Name)
 		u(tp.ID)
 		u(uint64(tp.Config.ReplicationFactor))
 		u(uint64(tp.Config.MinInSyncReplicas))
 		u(uint64(b2i(tp.Config.UncleanLeaderElection)))
+		u(uint64(len(tp.Partitions)))
 		for _, p := range tp.Partitions {
 			g(p)
 		}

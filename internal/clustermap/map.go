@@ -1,6 +1,7 @@
 package clustermap
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -296,10 +297,67 @@ type Map struct {
 	Settings Settings `json:"settings"`
 	// Members are sorted by ID.
 	Members []*Member `json:"members"`
-	// Slots holds NumSlots groups once bootstrapped.
-	Slots []*Group `json:"slots"`
+	// slots holds the NumSlots slots once bootstrapped (read them with
+	// Slot), in chunks: a command touching one slot copies one chunk's
+	// pointers, not the table's (a map goes through thousands of
+	// commands while slots move).
+	slots []*slotChunk
 	// Topics are sorted by name.
 	Topics []*Topic `json:"topics"`
+}
+
+// slotChunkSize slots make a chunk: 32 chunks of 32 pointers, so a
+// command touching a slot copies 64 pointers instead of 1,024.
+const slotChunkSize = 32
+
+type slotChunk [slotChunkSize]*Group
+
+// Slot returns Crux slot i, or nil when i is out of range or the map is
+// not bootstrapped.
+func (m *Map) Slot(i int) *Group {
+	if i < 0 || i >= NumSlots || len(m.slots) != NumSlots/slotChunkSize {
+		return nil
+	}
+	return m.slots[i/slotChunkSize][i%slotChunkSize]
+}
+
+// mapJSON is the encoding of a Map, with the slots as one list.
+type mapJSON struct {
+	ClusterID string    `json:"cluster_id"`
+	Version   uint64    `json:"version"`
+	Settings  Settings  `json:"settings"`
+	Members   []*Member `json:"members"`
+	Slots     []*Group  `json:"slots"`
+	Topics    []*Topic  `json:"topics"`
+}
+
+// MarshalJSON writes the map with its slots as one list.
+func (m *Map) MarshalJSON() ([]byte, error) {
+	v := mapJSON{ClusterID: m.ClusterID, Version: m.Version, Settings: m.Settings, Members: m.Members, Topics: m.Topics}
+	for _, c := range m.slots {
+		v.Slots = append(v.Slots, c[:]...)
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote, strictly (no unknown
+// fields); a slot list must be empty or hold NumSlots slots.
+func (m *Map) UnmarshalJSON(b []byte) error {
+	var v mapJSON
+	if err := strictJSON(b, &v); err != nil {
+		return err
+	}
+	if len(v.Slots) != 0 && len(v.Slots) != NumSlots {
+		return fmt.Errorf("%d slots: %w", len(v.Slots), ErrCorrupt)
+	}
+	*m = Map{ClusterID: v.ClusterID, Version: v.Version, Settings: v.Settings, Members: v.Members, Topics: v.Topics}
+	if len(v.Slots) == NumSlots {
+		m.slots = make([]*slotChunk, NumSlots/slotChunkSize)
+		for i := range m.slots {
+			m.slots[i] = (*slotChunk)(v.Slots[i*slotChunkSize : (i+1)*slotChunkSize])
+		}
+	}
+	return nil
 }
 
 // New returns the empty map every replica starts from; Bootstrap is its
@@ -365,10 +423,11 @@ func (r Ref) String() string {
 // Group returns the slot or partition r names.
 func (m *Map) Group(r Ref) (*Group, error) {
 	if r.Topic == "" {
-		if r.Index < 0 || r.Index >= len(m.Slots) {
+		g := m.Slot(r.Index)
+		if g == nil {
 			return nil, fmt.Errorf("%v: %w", r, ErrUnknownSlot)
 		}
-		return m.Slots[r.Index], nil
+		return g, nil
 	}
 	tp := m.Topic(r.Topic)
 	if tp == nil {
@@ -393,12 +452,19 @@ func (m *Map) unclean(r Ref) bool {
 
 // eachGroup calls fn for every slot, then every partition in topic order.
 func (m *Map) eachGroup(fn func(r Ref, g *Group)) {
-	for i, g := range m.Slots {
-		fn(Ref{Index: i}, g)
-	}
+	m.eachSlot(fn)
 	for _, tp := range m.Topics {
 		for p, g := range tp.Partitions {
 			fn(Ref{Topic: tp.Name, Index: p}, g)
+		}
+	}
+}
+
+// eachSlot calls fn for every slot in order.
+func (m *Map) eachSlot(fn func(r Ref, g *Group)) {
+	for ci, c := range m.slots {
+		for j, g := range c {
+			fn(Ref{Index: ci*slotChunkSize + j}, g)
 		}
 	}
 }

@@ -147,10 +147,11 @@ func newPlanner(m *Map, cfg PlanConfig) *planner {
 		p.draining[i] = mb.Alive() && !mb.Eligible()
 		p.lost[i] = mb.State == StateGone || mb.State == StateLeft
 	}
-	slots := &pool{refs: make([]Ref, len(m.Slots)), groups: m.Slots}
-	for i := range m.Slots {
-		slots.refs[i] = SlotRef(i)
-	}
+	slots := &pool{}
+	m.eachSlot(func(r Ref, g *Group) {
+		slots.refs = append(slots.refs, r)
+		slots.groups = append(slots.groups, g)
+	})
 	parts := &pool{}
 	for _, tp := range m.Topics {
 		for i, g := range tp.Partitions {
@@ -243,7 +244,7 @@ func (p *planner) emit(c Command) { p.out = append(p.out, c) }
 // assignSlots plans the slots' first assignment. It returns true if it
 // did: the rest of the plan waits for the slots to exist.
 func (p *planner) assignSlots() bool {
-	if len(p.m.Slots) == 0 || len(p.m.Slots[0].Replicas) != 0 {
+	if len(p.m.Slot(0).Replicas) != 0 {
 		return false
 	}
 	var elig []string

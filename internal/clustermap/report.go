@@ -65,7 +65,9 @@ func (m *Map) Report() Report {
 			r.Moving = append(r.Moving, ref)
 		}
 	})
-	r.Slots = m.balance(m.Slots)
+	slots := make([]*Group, 0, NumSlots)
+	m.eachSlot(func(_ Ref, g *Group) { slots = append(slots, g) })
+	r.Slots = m.balance(slots)
 	var parts []*Group
 	for _, tp := range m.Topics {
 		parts = append(parts, tp.Partitions...)
