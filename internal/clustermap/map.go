@@ -192,8 +192,11 @@ func (p *MovePhase) UnmarshalText(b []byte) error {
 // when a replica is only added (a slot or partition growing to its
 // replication factor).
 type Move struct {
-	From  string    `json:"from,omitempty"`
-	To    string    `json:"to"`
+	// From is the replica being replaced ("" when adding one).
+	From string `json:"from,omitempty"`
+	// To is the new replica, in the replica list from the start.
+	To string `json:"to"`
+	// Phase is how far the move has come.
 	Phase MovePhase `json:"phase"`
 }
 
