@@ -2,6 +2,7 @@ package clustermap
 
 import (
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -35,7 +36,7 @@ func TestSimulatedFleet(t *testing.T) {
 	phase("topics created", 20)
 	for _, w := range [][2]int{{100, 250}, {250, 500}, {500, 1000}} {
 		f.join(ids("m", w[0], w[1])...)
-		phase("wave to "+itoa(w[1]), 2000)
+		phase("wave to "+strconv.Itoa(w[1]), 2000)
 	}
 
 	alive := ids("m", 0, 1000)
@@ -62,7 +63,7 @@ func TestSimulatedFleet(t *testing.T) {
 	f.join(ids("n", 0, 40)...) // joins while the drain's moves are in flight
 	phase("20 drained, 40 joined", 2000)
 	for _, id := range drained {
-		if f.m.Report(); leadsAny(f.m, id) {
+		if leadsAny(f.m, id) {
 			t.Fatalf("drained member %s still leads", id)
 		}
 		f.must(MemberLeave{ID: id, At: f.now})
@@ -94,5 +95,3 @@ func leadsAny(m *Map, id string) bool {
 	m.eachGroup(func(_ Ref, g *Group) { found = found || g.Leader == id })
 	return found
 }
-
-func itoa(i int) string { return ids("", i, i+1)[0] }
