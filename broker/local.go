@@ -32,6 +32,11 @@ type Local interface {
 	// Addr is the address Kafka clients reach the broker at: a component
 	// given this address as its brokers is local.
 	Addr() string
+	// Partitions returns the partition count of topic, creating the
+	// topic when auto-creation is on, as a Metadata request allowing
+	// auto-creation does. It is what a producer partitions by, on every
+	// produce, so it is a plain call rather than a Metadata request.
+	Partitions(ctx context.Context, topic string) (int32, error)
 	// Produce appends records, one or more v2 record batches, to a
 	// partition and returns the offset of the first record. The topic is
 	// created when auto-creation is on. It returns when the log has the
@@ -96,6 +101,21 @@ type FetchedPartition struct {
 	// NOT_LEADER_FOR_PARTITION (the partition was deleted) or
 	// KAFKA_STORAGE_ERROR.
 	Err error
+}
+
+// Partitions implements Local.
+func (b *Broker) Partitions(ctx context.Context, topic string) (int32, error) {
+	if err := b.usable(ctx); err != nil {
+		return 0, err
+	}
+	t, err := b.topics.ensure(topic, b.cfg.AutoCreateTopics, b.cfg.DefaultPartitions)
+	switch {
+	case errors.Is(err, errInvalidTopic):
+		return 0, fmt.Errorf("broker: %w: %w", kerr.InvalidTopicException, err)
+	case err != nil || t == nil:
+		return 0, fmt.Errorf("broker: topic %s: %w", topic, kerr.UnknownTopicOrPartition)
+	}
+	return t.numPartitions(), nil
 }
 
 // Produce implements Local.

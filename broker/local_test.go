@@ -282,6 +282,15 @@ func TestLocalRequest(t *testing.T) {
 		t.Fatalf("metadata: %+v", r.Topics)
 	}
 
+	if n, err := b.Partitions(ctx, name); err != nil || n != 1 {
+		t.Errorf("Partitions(%s) = %d, %v; want 1", name, n, err)
+	}
+	if n, err := b.Partitions(ctx, "auto-created"); err != nil || n != 1 {
+		t.Errorf("Partitions of a new topic = %d, %v; want 1 (created)", n, err)
+	}
+	if _, err := b.Partitions(ctx, "bad name"); !errors.Is(err, kerr.InvalidTopicException) {
+		t.Errorf("Partitions of an invalid name: %v, want INVALID_TOPIC_EXCEPTION", err)
+	}
 	for _, req := range []kmsg.Request{produceReq("t", 0, nil), kmsg.NewPtrFetchRequest()} {
 		req.SetVersion(9)
 		if _, err := b.Request(ctx, "test", req); !errors.Is(err, ErrRequest) {
