@@ -276,6 +276,58 @@ func (c *Client) ListOffsets(ctx context.Context, topic string, partitions []int
 	return out, nil
 }
 
+// CreateTopic creates topic with partitions (-1: the broker's default)
+// and the broker's default configs.
+func (c *Client) CreateTopic(ctx context.Context, topic string, partitions int32) error {
+	req := kmsg.NewPtrCreateTopicsRequest()
+	req.SetVersion(6)
+	req.TimeoutMillis = 60_000
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, partitions, -1
+	req.Topics = append(req.Topics, rt)
+	resp, err := c.b.Request(ctx, c.opts.ClientID, req)
+	if err != nil {
+		return fmt.Errorf("inproc: create topic %s: %w", topic, err)
+	}
+	for _, t := range resp.(*kmsg.CreateTopicsResponse).Topics {
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+			return fmt.Errorf("inproc: create topic %s: %w", topic, err)
+		}
+	}
+	return nil
+}
+
+// EndOffsets returns the end offset (the high watermark) of every
+// partition of each topic that exists; topics that do not are left out,
+// and not created.
+func (c *Client) EndOffsets(ctx context.Context, topics ...string) (map[string]map[int32]int64, error) {
+	md := kmsg.NewPtrMetadataRequest()
+	md.SetVersion(9)
+	for _, t := range topics {
+		mt := kmsg.NewMetadataRequestTopic()
+		mt.Topic = kmsg.StringPtr(t)
+		md.Topics = append(md.Topics, mt)
+	}
+	resp, err := c.b.Request(ctx, c.opts.ClientID, md)
+	if err != nil {
+		return nil, fmt.Errorf("inproc: metadata of %v: %w", topics, err)
+	}
+	out := map[string]map[int32]int64{}
+	for _, t := range resp.(*kmsg.MetadataResponse).Topics {
+		if t.Topic == nil || t.ErrorCode != 0 {
+			continue
+		}
+		parts := make([]int32, len(t.Partitions))
+		for i, p := range t.Partitions {
+			parts[i] = p.Partition
+		}
+		if out[*t.Topic], err = c.ListOffsets(ctx, *t.Topic, parts, -1); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 // Partitions returns the partitions of topic, creating it when the
 // broker auto-creates topics.
 func (c *Client) Partitions(ctx context.Context, topic string) ([]int32, error) {

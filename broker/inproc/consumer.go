@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -68,18 +69,29 @@ func (c *Client) NewConsumer(from map[string]map[int32]kgo.Offset, log *slog.Log
 	return co
 }
 
-// PauseTopics stops reading topics until ResumeTopics.
-func (co *Consumer) PauseTopics(topics ...string) { co.setPaused(true, topics) }
+// PauseFetchTopics stops reading topics until ResumeFetchTopics, and
+// returns every paused topic, as kgo's does.
+func (co *Consumer) PauseFetchTopics(topics ...string) []string {
+	co.setPaused(true, topics)
+	var paused []string
+	for _, cur := range co.cursors {
+		if cur.paused && !slices.Contains(paused, cur.topic) {
+			paused = append(paused, cur.topic)
+		}
+	}
+	return paused
+}
 
-// ResumeTopics reads topics again.
-func (co *Consumer) ResumeTopics(topics ...string) { co.setPaused(false, topics) }
+// ResumeFetchTopics reads topics again.
+func (co *Consumer) ResumeFetchTopics(topics ...string) { co.setPaused(false, topics) }
+
+// Close is there to match kgo's client: a consumer holds nothing open.
+func (co *Consumer) Close() {}
 
 func (co *Consumer) setPaused(paused bool, topics []string) {
 	for _, cur := range co.cursors {
-		for _, t := range topics {
-			if cur.topic == t {
-				cur.paused = paused
-			}
+		if slices.Contains(topics, cur.topic) {
+			cur.paused = paused
 		}
 	}
 }

@@ -167,6 +167,32 @@ func TestProduceSyncLimits(t *testing.T) {
 	}
 }
 
+// CreateTopic and EndOffsets: the admin calls a job needs, in-process.
+func TestAdmin(t *testing.T) {
+	b := startBroker(t, 1)
+	ctx := testContext(t)
+	c := inproc.New(b, inproc.Options{Partitioner: kgo.ManualPartitioner()})
+	if err := c.CreateTopic(ctx, "four", 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateTopic(ctx, "four", 4); !errors.Is(err, kerr.TopicAlreadyExists) {
+		t.Errorf("creating it again: %v, want TOPIC_ALREADY_EXISTS", err)
+	}
+	if err := c.ProduceSync(ctx, &kgo.Record{Topic: "four", Partition: 2}, &kgo.Record{Topic: "four", Partition: 2}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	ends, err := c.EndOffsets(ctx, "four", "missing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ends) != 1 || len(ends["four"]) != 4 || ends["four"][2] != 2 || ends["four"][0] != 0 {
+		t.Fatalf("EndOffsets = %v, want four's four partitions (2 records in partition 2) and nothing for missing", ends)
+	}
+	if ps, _ := c.Partitions(ctx, "missing"); len(ps) != 1 {
+		t.Errorf("Partitions of a missing topic: %v, want it created with one", ps)
+	}
+}
+
 // A consumer reads from the start, the end or an offset, pauses and
 // resumes topics, honours maxRecords, reads what a Kafka client wrote
 // compressed, and starts over at the log start when its offset is gone.
@@ -201,7 +227,7 @@ func TestConsumer(t *testing.T) {
 		t.Fatalf("read %v, want %v", got, want)
 	}
 
-	co.PauseTopics("c")
+	co.PauseFetchTopics("c")
 	if err := c.ProduceSync(ctx, &kgo.Record{Topic: "c", Partition: 0, Value: []byte("later")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +237,7 @@ func TestConsumer(t *testing.T) {
 	if fs.NumRecords() != 0 {
 		t.Fatal("a paused topic was read")
 	}
-	co.ResumeTopics("c")
+	co.ResumeFetchTopics("c")
 	if fs := co.PollRecords(ctx, 0); fs.NumRecords() != 1 || string(fs.Records()[0].Value) != "later" {
 		t.Fatalf("after resume: %v", fs.Records())
 	}
