@@ -612,7 +612,7 @@ func (r *Runtime) startWorkers(ctx context.Context, workers *sync.WaitGroup) {
 	go1(func() { r.cluster.ProbeLoop(ctx, 500*time.Millisecond) })
 	for _, spec := range r.jobSpecs {
 		h := r.host(spec.Sink.App)
-		run, err := job.New(spec, job.Options{Brokers: r.brokerAddr(), DataDir: filepath.Join(r.cfg.DataDir, "stream"),
+		run, err := job.New(spec, job.Options{Brokers: r.brokerAddr(), Broker: r.localBroker(), DataDir: filepath.Join(r.cfg.DataDir, "stream"),
 			Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: h.saveJobState,
 			InvokeApp: h.postJobResult, Publish: h.publishJobResult})
 		if err != nil {
