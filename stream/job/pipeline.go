@@ -111,6 +111,7 @@ type Pipeline struct {
 // by one goroutine at a time, in the phases of a round.
 type task struct {
 	idx  int
+	dec  decoder
 	eval evaluator
 	op   *window.Operator // nil without a window
 	recs []Record         // this round's records of the partitions it reads
@@ -157,8 +158,9 @@ func NewPipeline(spec Spec) (*Pipeline, error) {
 		p.encode, p.decode = p.agg.Encode, p.agg.Decode
 	}
 	n := spec.tasks()
+	only := decodedFields(spec, prog)
 	for i := range n {
-		t := &task{idx: i, eval: evaluator{p: prog}, out: make([][]event, n)}
+		t := &task{idx: i, dec: newDecoder(only), eval: evaluator{p: prog}, out: make([][]event, n)}
 		if factory != nil {
 			if t.op, err = window.NewOperator(spec.windowSpec(), factory); err != nil {
 				return nil, err
@@ -321,7 +323,7 @@ func (p *Pipeline) emit(t *task, results []window.Result) {
 func (p *Pipeline) apply(t *task, rec *Record) (ev event, keep bool, err error) {
 	fields := rec.Fields
 	if fields == nil {
-		if fields, err = decodeJSON(rec.Value); err != nil {
+		if fields, err = t.dec.decode(rec.Value); err != nil {
 			return ev, false, fmt.Errorf("decode: %v", err)
 		}
 	}
