@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -176,6 +177,17 @@ func (c *Client) ProduceSync(ctx context.Context, recs ...*kgo.Record) kgo.Produ
 // encode appends the records recs[idx...] as batches of at most
 // MaxBatchBytes each.
 func (c *Client) encode(dst []byte, recs []*kgo.Record, idx []int, now time.Time) []byte {
+	// Grow once: records take about their key, value and headers, and
+	// each batch a header.
+	need := batchHeaderLen
+	for _, i := range idx {
+		r := recs[i]
+		need += len(r.Key) + len(r.Value) + 16
+		for _, h := range r.Headers {
+			need += len(h.Key) + len(h.Value) + 4
+		}
+	}
+	dst = slices.Grow(dst, need+need/c.opts.MaxBatchBytes*batchHeaderLen)
 	batch := make([]*kgo.Record, 0, len(idx))
 	size := batchHeaderLen
 	for _, i := range idx {

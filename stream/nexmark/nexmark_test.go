@@ -191,4 +191,9 @@ func TestEncodeIsJSON(t *testing.T) {
 			t.Fatalf("encoded %s, encoding/json writes %s", b, std)
 		}
 	}
+	// Keys of no event kind, and strings to escape, take the slow paths.
+	f := map[string]any{"b": "quote \" and \\", "a": int64(-3), "c": "plain", "d": []int{1}}
+	if b, std := Encode(nil, f), `{"a":-3,"b":"quote \" and \\","c":"plain","d":[1]}`; string(b) != std {
+		t.Fatalf("encoded %s, want %s", b, std)
+	}
 }

@@ -237,7 +237,10 @@ func RunThroughBroker(ctx context.Context, cfg Config, brokers string) (Result, 
 	for g.Count() < cfg.Events && ctx.Err() == nil {
 		off := g.Count()
 		fields, ts := g.Next()
-		if err := prod.produce(ctx, &kgo.Record{Topic: topic, Partition: int32(off % int64(cfg.Parallelism)), Value: Encode(nil, fields), Timestamp: time.UnixMilli(ts)}); err != nil {
+		r := prod.record()
+		r.Topic, r.Partition, r.Timestamp = topic, int32(off%int64(cfg.Parallelism)), time.UnixMilli(ts)
+		r.Value = prod.encode(fields)
+		if err := prod.produce(ctx, r); err != nil {
 			return res, fmt.Errorf("producing: %w", err)
 		}
 	}
@@ -263,6 +266,10 @@ func RunThroughBroker(ctx context.Context, cfg Config, brokers string) (Result, 
 
 // producer is how the generator writes to the broker.
 type producer interface {
+	// record returns a record to fill and produce.
+	record() *kgo.Record
+	// encode returns fields as the JSON a record carries.
+	encode(fields map[string]any) []byte
 	// produce takes a record, which may be written later, up to flush.
 	produce(ctx context.Context, r *kgo.Record) error
 	// flush writes what is pending and returns the first error so far.
@@ -270,13 +277,35 @@ type producer interface {
 }
 
 // localProducer appends in-process, a batch of localBatch records at a
-// time, as a Kafka client's producer batches.
+// time, as a Kafka client's producer batches. The records of a batch and
+// their values are carved from one slab each: once the log has a batch,
+// nothing refers to them.
 type localProducer struct {
 	c       *inproc.Client
 	pending []*kgo.Record
+	recs    []kgo.Record
+	values  []byte
 }
 
 const localBatch = 4096
+
+func (p *localProducer) record() *kgo.Record {
+	if len(p.recs) == 0 {
+		p.recs = make([]kgo.Record, localBatch)
+	}
+	r := &p.recs[0]
+	p.recs = p.recs[1:]
+	return r
+}
+
+func (p *localProducer) encode(fields map[string]any) []byte {
+	if cap(p.values)-len(p.values) < 512 {
+		p.values = make([]byte, 0, localBatch*256)
+	}
+	start := len(p.values)
+	p.values = Encode(p.values, fields)
+	return p.values[start:len(p.values):len(p.values)]
+}
 
 func (p *localProducer) produce(ctx context.Context, r *kgo.Record) error {
 	p.pending = append(p.pending, r)
@@ -297,6 +326,12 @@ func (p *localProducer) flush(ctx context.Context) error {
 type remoteProducer struct {
 	cl     *kgo.Client
 	failed chan error // the first failure, when there is one
+}
+
+func (p *remoteProducer) record() *kgo.Record { return &kgo.Record{} }
+
+func (p *remoteProducer) encode(fields map[string]any) []byte {
+	return Encode(make([]byte, 0, 256), fields)
 }
 
 func (p *remoteProducer) produce(ctx context.Context, r *kgo.Record) error {
