@@ -1,6 +1,7 @@
 package job
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -33,9 +34,11 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-// BenchmarkRound is a pipeline round over 4,096 Nexmark records as JSON,
-// one task: q0 (filter bids, pass them through), q5's front (filter, the
-// aggregate field, a sliding window) and a map (q1).
+// BenchmarkRound is the job without the broker: a pipeline round over
+// 4,096 Nexmark records as JSON, with one task (one source partition) and
+// with two (two partitions, as `mecha stream bench nexmark --parallelism
+// 2` runs): q0 (filter bids, pass them through), q1 (a map) and q5's
+// front (filter, the aggregate field, a sliding window).
 func BenchmarkRound(b *testing.B) {
 	specs := map[string]Spec{
 		"q0": {Filter: `event_type == 2`},
@@ -43,32 +46,36 @@ func BenchmarkRound(b *testing.B) {
 		"q5": {Filter: `event_type == 2`, Window: Window{Type: "sliding", Size: Duration{10 * time.Second}, Slide: Duration{2 * time.Second}},
 			Aggregate: Aggregate{Type: "topN", N: 1, Field: "auction"}},
 	}
-	recs := make([]Record, 4096)
-	for i := range recs {
-		v := benchBid
-		switch i % 50 {
-		case 0:
-			v = benchPerson
-		case 1, 2, 3:
-			v = benchAuction
-		}
-		recs[i] = Record{Topic: "nexmark", Offset: int64(i), Timestamp: 1_700_000_000_123, Value: v}
-	}
 	for _, q := range []string{"q0", "q1", "q5"} {
-		b.Run(q, func(b *testing.B) {
-			s := specs[q]
-			s.Name, s.Source, s.Sink = "bench-"+q, Source{Topic: "nexmark", EventTimeField: "dateTime"}, Sink{Type: "blackhole"}
-			p, err := NewPipeline(s)
-			if err != nil {
-				b.Fatal(err)
-			}
-			p.AddPartition("nexmark", 0)
-			b.ReportAllocs()
-			now := time.Now()
-			for b.Loop() {
-				p.Round(recs, now)
-			}
-			b.ReportMetric(float64(b.N)*float64(len(recs))/b.Elapsed().Seconds(), "records/s")
-		})
+		for _, par := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/tasks=%d", q, par), func(b *testing.B) {
+				recs := make([]Record, 4096)
+				for i := range recs {
+					v := benchBid
+					switch i % 50 {
+					case 0:
+						v = benchPerson
+					case 1, 2, 3:
+						v = benchAuction
+					}
+					recs[i] = Record{Topic: "nexmark", Partition: int32(i % par), Offset: int64(i), Timestamp: 1_700_000_000_123, Value: v}
+				}
+				s := specs[q]
+				s.Name, s.Source, s.Sink, s.Parallelism = "bench-"+q, Source{Topic: "nexmark", EventTimeField: "dateTime"}, Sink{Type: "blackhole"}, par
+				p, err := NewPipeline(s)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i := range par {
+					p.AddPartition("nexmark", int32(i))
+				}
+				b.ReportAllocs()
+				now := time.Now()
+				for b.Loop() {
+					p.Round(recs, now)
+				}
+				b.ReportMetric(float64(b.N)*float64(len(recs))/b.Elapsed().Seconds(), "records/s")
+			})
+		}
 	}
 }
