@@ -22,7 +22,7 @@ import (
 
 const waitLong = 20 * time.Second
 
-func startBroker(t *testing.T, partitions int32) *broker.Broker {
+func startBroker(t testing.TB, partitions int32) *broker.Broker {
 	t.Helper()
 	cfg := broker.DefaultConfig()
 	cfg.Addr, cfg.DataDir, cfg.DefaultPartitions = "127.0.0.1:0", t.TempDir(), partitions
