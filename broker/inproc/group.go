@@ -178,7 +178,7 @@ func (m *GroupMember) generationRun(ctx context.Context) error {
 	m.owned = assigned
 	m.mu.Unlock()
 	if len(added) > 0 {
-		m.cfg.OnAssigned(ctx, m, added)
+		m.whileAlive(ctx, func() { m.cfg.OnAssigned(ctx, m, added) })
 	}
 	if len(revoked) > 0 {
 		return errRejoin
@@ -336,6 +336,47 @@ func (m *GroupMember) partitionCounts(ctx context.Context, topics map[string]str
 	return counts, nil
 }
 
+// whileAlive runs a callback while another goroutine heartbeats, so that
+// a slow one (a handler finishing its record before its partition is
+// given back) does not cost the member its session. What the heartbeats
+// answer is left to the heartbeat loop that follows.
+func (m *GroupMember) whileAlive(ctx context.Context, callback func()) {
+	hctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(m.cfg.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+				if req := m.heartbeatRequest(); req != nil {
+					_, _ = m.c.b.Request(hctx, m.c.opts.ClientID, req)
+				}
+			}
+		}
+	}()
+	callback()
+	stop()
+	<-done
+}
+
+// heartbeatRequest is a Heartbeat of the member's generation, nil when it
+// is not a member.
+func (m *GroupMember) heartbeatRequest() *kmsg.HeartbeatRequest {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.memberID == "" {
+		return nil
+	}
+	req := kmsg.NewPtrHeartbeatRequest()
+	req.SetVersion(heartbeatVersion)
+	req.Group, req.Generation, req.MemberID = m.cfg.Group, m.generation, m.memberID
+	return req
+}
+
 // heartbeat keeps the generation alive until the group rebalances
 // (errRejoin) or ctx ends. The leader also watches its topics' partition
 // counts, and rebalances when one grew, as Kafka clients' leaders do.
@@ -348,10 +389,11 @@ func (m *GroupMember) heartbeat(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
+		req := m.heartbeatRequest()
+		if req == nil {
+			return errRejoin
+		}
 		m.mu.Lock()
-		req := kmsg.NewPtrHeartbeatRequest()
-		req.SetVersion(heartbeatVersion)
-		req.Group, req.Generation, req.MemberID = m.cfg.Group, m.generation, m.memberID
 		leader, counts := m.leader, m.counts
 		m.mu.Unlock()
 		r, err := m.c.b.Request(ctx, m.c.opts.ClientID, req)
@@ -386,7 +428,7 @@ func (m *GroupMember) revoke(ctx context.Context, revoked map[string][]int32) {
 	if len(revoked) == 0 {
 		return
 	}
-	m.cfg.OnRevoked(ctx, m, revoked)
+	m.whileAlive(ctx, func() { m.cfg.OnRevoked(ctx, m, revoked) })
 	m.mu.Lock()
 	m.owned = diff(m.owned, revoked)
 	m.mu.Unlock()

@@ -458,3 +458,30 @@ func TestGroupMemberConfig(t *testing.T) {
 		}
 	}
 }
+
+// A revocation slower than the session timeout does not cost the member
+// its session: it heartbeats meanwhile, so what it commits there counts.
+func TestGroupMemberSlowRevoke(t *testing.T) {
+	b := startBroker(t, 2)
+	ctx := testContext(t)
+	c := inproc.New(b, inproc.Options{})
+	var committed error
+	m, err := c.NewGroupMember(inproc.GroupConfig{Group: "slow", Topics: []string{"g"}, SessionTimeout: 300 * time.Millisecond, HeartbeatInterval: 50 * time.Millisecond,
+		OnRevoked: func(ctx context.Context, m *inproc.GroupMember, r map[string][]int32) {
+			time.Sleep(time.Second) // a handler finishing its record
+			committed = m.Commit(ctx, map[string]map[int32]int64{"g": {0: 3}})
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(rctx) }()
+	poll.Until(t, waitLong, "the member to own both partitions", func() bool { return len(m.Owned()["g"]) == 2 })
+	cancel()
+	<-done
+	if committed != nil {
+		t.Fatalf("the commit at the end of a slow revocation: %v", committed)
+	}
+}
