@@ -11,6 +11,7 @@
 #   bench/publish.sh                 # 10s per measure, 3 rounds
 #   DURATION=20s ROUNDS=5 bench/publish.sh
 #   MECHA=/tmp/old/mecha bench/publish.sh   # a binary built elsewhere
+#   BEFORE=/tmp/old/mecha bench/publish.sh  # adds its pubsub.mecha, same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
@@ -40,13 +41,24 @@ spec:
   version: v1
 YAML
 
-names=("pubsub.mecha, fsync interval (default)" "pubsub.mecha, fsync always" "pubsub.in-memory")
-extra=("" "--broker-fsync always" "--resources-path $work/inmemory")
+names=("pubsub.mecha, fsync interval (default)" "pubsub.mecha, fsync always")
+extra=("" "--broker-fsync always")
+bins=("$work/mecha" "$work/mecha")
+if [ -n "${BEFORE:-}" ]; then
+  cp "$BEFORE" "$work/before"
+  names+=("pubsub.mecha, fsync interval, BEFORE binary")
+  extra+=("")
+  bins+=("$work/before")
+fi
+# The reference goes last.
+names+=("pubsub.in-memory")
+extra+=("--resources-path $work/inmemory")
+bins+=("$work/mecha")
 declare -a PORTS PIDS
 for i in "${!names[@]}"; do
   PORTS[$i]=$(free_port)
   # shellcheck disable=SC2086
-  "$work/mecha" run --app-id "pub$i" --dapr-http-port "${PORTS[$i]}" --dapr-grpc-port 0 --metrics-port 0 \
+  "${bins[$i]}" run --app-id "pub$i" --dapr-http-port "${PORTS[$i]}" --dapr-grpc-port 0 --metrics-port 0 \
     --broker-port -1 --internal-port 0 --gossip-port 0 --gossip-bind-address 127.0.0.1 --log-level warn --data-dir "$work/data$i" ${extra[$i]} &
   PIDS[$i]=$!
 done
