@@ -3,6 +3,7 @@ package inproc_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"slices"
 	"strconv"
@@ -483,5 +484,56 @@ func TestGroupMemberSlowRevoke(t *testing.T) {
 	<-done
 	if committed != nil {
 		t.Fatalf("the commit at the end of a slow revocation: %v", committed)
+	}
+}
+
+// Concurrent produces to one partition: every record lands once, each
+// call's records contiguous and in order, at the offsets its caller was
+// told.
+func TestProduceSyncConcurrent(t *testing.T) {
+	b := startBroker(t, 1)
+	ctx := testContext(t)
+	c := inproc.New(b, inproc.Options{})
+	const writers, calls = 8, 100
+	var mu sync.Mutex
+	told := map[int64]string{}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range calls {
+				recs := make([]*kgo.Record, 1+i%3)
+				for j := range recs {
+					recs[j] = &kgo.Record{Topic: "gc", Value: fmt.Appendf(nil, "w%d-%d-%d", w, i, j)}
+				}
+				if err := c.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				for j, r := range recs {
+					if r.Offset != recs[0].Offset+int64(j) {
+						t.Errorf("call w%d-%d: offsets %d then %d", w, i, recs[0].Offset, r.Offset)
+					}
+					if prev, dup := told[r.Offset]; dup {
+						t.Errorf("%s and %s both told offset %d", prev, r.Value, r.Offset)
+					}
+					told[r.Offset] = string(r.Value)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	co := c.NewConsumer(map[string]map[int32]kgo.Offset{"gc": {0: kgo.NewOffset().AtStart()}}, nil)
+	read := 0
+	for read < len(told) {
+		co.PollRecords(ctx, 0).EachRecord(func(r *kgo.Record) {
+			if told[r.Offset] != string(r.Value) {
+				t.Fatalf("offset %d holds %s, its producer was told %s", r.Offset, r.Value, told[r.Offset])
+			}
+			read++
+		})
 	}
 }
