@@ -104,6 +104,9 @@ type Pipeline struct {
 	seed    maphash.Seed
 	// wm is the watermark the last round advanced to.
 	wm int64
+	// spare is the array of the results collect handed out last, reused
+	// by the next round's.
+	spare []Result
 }
 
 // task is one of a job's tasks: an evaluator for the partitions it reads,
@@ -116,8 +119,11 @@ type task struct {
 	op   *window.Operator // nil without a window
 	recs []Record         // this round's records of the partitions it reads
 	// out[i] holds what task i must add to its window this round.
-	out    [][]event
-	res    []Result
+	out [][]event
+	res []Result
+	// spare is res's array once its round is over, reused by the next
+	// (results are valid until the next round).
+	spare  []Result
 	counts Counts
 }
 
@@ -207,6 +213,10 @@ func (p *Pipeline) Round(recs []Record, now time.Time) []Result {
 			p.AddPartition(k.topic, k.partition)
 		}
 	}
+	for _, t := range p.tasks {
+		clear(t.spare) // let go of last round's records and values
+		t.res, t.spare = t.spare[:0], nil
+	}
 	if len(p.tasks) == 1 {
 		t := p.tasks[0]
 		t.recs = recs
@@ -215,7 +225,7 @@ func (p *Pipeline) Round(recs []Record, now time.Time) []Result {
 		p.window(t)
 		t.recs = nil
 		res := t.res
-		t.res = nil
+		t.res, t.spare = nil, res
 		return res
 	}
 	for _, t := range p.tasks {
@@ -233,11 +243,14 @@ func (p *Pipeline) Round(recs []Record, now time.Time) []Result {
 
 // collect takes every task's results, in task order.
 func (p *Pipeline) collect() []Result {
-	var res []Result
+	clear(p.spare)
+	res := p.spare[:0]
 	for _, t := range p.tasks {
 		res = append(res, t.res...)
-		t.res = nil
+		clear(t.res)
+		t.res, t.spare = nil, t.res[:0]
 	}
+	p.spare = res
 	return res
 }
 
