@@ -2,8 +2,10 @@
 # Nexmark through the broker, end to end: `mecha stream bench nexmark
 # --through-broker` (the generator writes JSON events into an embedded
 # broker, a job with --parallelism 2 reads them, all in one process), q0
-# and q5, ROUNDS interleaved rounds, medians reported. BEFORE adds another
-# binary's runs to the same rounds. Then the floors, each part alone, as
+# and q5, ROUNDS interleaved rounds, medians reported: events per wall
+# second, and per CPU-second of the process (per_core), which moves less
+# with the load of a shared machine. BEFORE adds another binary's runs to
+# the same rounds. Then the floors, each part alone, as
 # go test -bench: the generator (BenchmarkGenerateEncode), the broker's
 # in-process produce and fetch (BenchmarkProduceFetch), and the job's
 # pipeline on JSON records (BenchmarkRound).
@@ -29,22 +31,24 @@ fi
 for _ in $(seq "$ROUNDS"); do
   for q in q0 q5; do
     for i in "${!bins[@]}"; do
-      line=$("${bins[$i]}" stream bench nexmark --query "$q" --events "$EVENTS" --through-broker --parallelism 2 | grep '^outputs=')
-      eps=$(sed -E 's/.*events_per_s=([0-9]+).*/\1/' <<<"$line")
-      echo "$q $i $eps" >> "$work/results"
+      out=$("${bins[$i]}" stream bench nexmark --query "$q" --events "$EVENTS" --through-broker --parallelism 2)
+      eps=$(grep '^outputs=' <<<"$out" | sed -E 's/.*events_per_s=([0-9]+).*/\1/')
+      core=$(grep '^nexmark-broker' <<<"$out" | sed -E 's/.*per_core=([0-9]+).*/\1/')
+      echo "$q $i $eps $core" >> "$work/results"
     done
   done
 done
 
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | awk '{print $3}'); $EVENTS events, --parallelism 2, median of $ROUNDS interleaved rounds"
 echo
-echo "| query | build | events/s end to end (median) | all rounds |"
-echo "|---|---|---|---|"
+echo "| query | build | events/s end to end (median) | all rounds | events per CPU-second (median) | all rounds |"
+echo "|---|---|---|---|---|---|"
+col() { awk -v q="$1" -v i="$2" -v c="$3" '$1==q && $2==i {print $c}' "$work/results" | sort -n; }
 for q in q0 q5; do
   for i in "${!bins[@]}"; do
-    all=$(awk -v q="$q" -v i="$i" '$1==q && $2==i {print $3}' "$work/results" | sort -n | paste -sd' ')
-    med=$(awk -v q="$q" -v i="$i" '$1==q && $2==i {print $3}' "$work/results" | sort -n | awk -v n="$ROUNDS" 'NR==int((n+1)/2)')
-    printf '| %s | %s | %s | %s |\n' "$q" "${labels[$i]}" "$med" "$all"
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$q" "${labels[$i]}" \
+      "$(col "$q" "$i" 3 | awk -v n="$ROUNDS" 'NR==int((n+1)/2)')" "$(col "$q" "$i" 3 | paste -sd' ')" \
+      "$(col "$q" "$i" 4 | awk -v n="$ROUNDS" 'NR==int((n+1)/2)')" "$(col "$q" "$i" 4 | paste -sd' ')"
   done
 done
 echo
