@@ -18,14 +18,17 @@ func Start(t testing.TB) string {
 }
 
 // StartBroker is Start returning the broker, for components that call it
-// in-process.
-func StartBroker(t testing.TB) *broker.Broker {
+// in-process; mutate changes the configuration first.
+func StartBroker(t testing.TB, mutate ...func(*broker.Config)) *broker.Broker {
 	t.Helper()
 	cfg := broker.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	cfg.DefaultPartitions = 3
 	cfg.MinSessionTimeout = 100 * time.Millisecond
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	b, err := broker.Start(cfg)
 	if err != nil {
 		t.Fatal(err)

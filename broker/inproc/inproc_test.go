@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"mecha/broker"
+	"mecha/broker/brokertest"
 	"mecha/broker/inproc"
 	"mecha/internal/poll"
 )
@@ -25,15 +26,7 @@ const waitLong = 20 * time.Second
 
 func startBroker(t testing.TB, partitions int32) *broker.Broker {
 	t.Helper()
-	cfg := broker.DefaultConfig()
-	cfg.Addr, cfg.DataDir, cfg.DefaultPartitions = "127.0.0.1:0", t.TempDir(), partitions
-	cfg.MinSessionTimeout = 100 * time.Millisecond
-	b, err := broker.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
+	return brokertest.StartBroker(t, func(c *broker.Config) { c.DefaultPartitions = partitions })
 }
 
 func newKgo(t *testing.T, b *broker.Broker, opts ...kgo.Opt) *kgo.Client {
