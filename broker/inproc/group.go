@@ -161,6 +161,12 @@ func (m *GroupMember) generationRun(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if b := m.offers(derefString(join.Protocol)); b != nil && !b.IsCooperative() {
+		// The group went eager (a member that offers only eager
+		// protocols joined) while this member kept its partitions, as a
+		// cooperative one does: give them back before the new plan.
+		m.revoke(ctx, m.ownedCopy())
+	}
 	assigned, err := m.sync(ctx, join)
 	if err != nil {
 		return err
@@ -230,16 +236,8 @@ func (m *GroupMember) join(ctx context.Context) (*kmsg.JoinGroupResponse, error)
 // sync balances (as the leader) and syncs, and returns the member's
 // assignment in this generation.
 func (m *GroupMember) sync(ctx context.Context, join *kmsg.JoinGroupResponse) (map[string][]int32, error) {
-	protocol := ""
-	if join.Protocol != nil {
-		protocol = *join.Protocol
-	}
-	var bal kgo.GroupBalancer
-	for _, b := range m.cfg.Balancers {
-		if b.ProtocolName() == protocol {
-			bal = b
-		}
-	}
+	protocol := derefString(join.Protocol)
+	bal := m.offers(protocol)
 	if bal == nil {
 		return nil, fmt.Errorf("inproc: group %s chose protocol %q, which this member did not offer", m.cfg.Group, protocol)
 	}
@@ -281,6 +279,24 @@ func (m *GroupMember) sync(ctx context.Context, join *kmsg.JoinGroupResponse) (m
 		slices.Sort(assigned[t])
 	}
 	return assigned, nil
+}
+
+func derefString(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// offers returns the member's balancer of protocol, nil when it offers
+// none by that name.
+func (m *GroupMember) offers(protocol string) kgo.GroupBalancer {
+	for _, b := range m.cfg.Balancers {
+		if b.ProtocolName() == protocol {
+			return b
+		}
+	}
+	return nil
 }
 
 // balance is the leader's work: the plan of bal over the members' topics.
