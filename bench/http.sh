@@ -17,7 +17,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$wo
 go build -o "$work/mecha" ./cmd/mecha
 go build -o "$work/trivialapp" ./bench/trivialapp
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 APP_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 "$work/trivialapp" -addr "127.0.0.1:$APP_PORT" &
@@ -50,26 +51,6 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"orderId":42,"item":"book","qty":1}'
 LUA
-
-# CPU time (user+system, in clock ticks) a process has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
-# One wrk run; prints "rps p50 p90 p99 non2xx cpu_us_per_request", the
-# last being the CPU time the measured process (mecha, or the app for the
-# direct call) spent per request: unlike req/s it barely moves with the
-# noise of a shared machine.
-measure() { # url script pid
-  local url=$1 script=$2 pid=$3
-  local args=(-t"$THREADS" -c"$CONNS" -d"$DURATION" --latency)
-  [ -n "$script" ] && args+=(-s "$script")
-  local out before after
-  before=$(cpu_ticks "$pid")
-  out=$(wrk "${args[@]}" "$url")
-  after=$(cpu_ticks "$pid")
-  awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
-       / requests in / {n=$1} /Requests\/sec/ {rps=int($2)} $1=="50%" {p50=$2} $1=="90%" {p90=$2} $1=="99%" {p99=$2}
-       /Non-2xx/ {err=$4} END {printf "%d %s %s %s %d %.1f\n", rps, p50, p90, p99, (err==""?0:err), ticks/hz*1e6/n}' <<<"$out"
-}
 
 names=("state GET" "state SET" "publish" "local invoke" "trivial app called directly (no mecha)")
 urls=("$BASE/v1.0/state/statestore/bench" "$BASE/v1.0/state/statestore" "$BASE/v1.0/publish/pubsub/orders"

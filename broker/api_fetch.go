@@ -65,7 +65,7 @@ func (r *fetchResponse) release() {
 	r.bufs = nil
 }
 
-func (b *Broker) handleFetch(c *conn, req *kmsg.FetchRequest) kmsg.Response {
+func (b *Broker) handleFetch(c caller, req *kmsg.FetchRequest) kmsg.Response {
 	resp := &fetchResponse{FetchResponse: req.ResponseKind().(*kmsg.FetchResponse)}
 	if req.Version >= 7 && req.SessionID != 0 {
 		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
@@ -75,16 +75,29 @@ func (b *Broker) handleFetch(c *conn, req *kmsg.FetchRequest) kmsg.Response {
 	if req.MaxWaitMillis > 0 {
 		deadline = time.Now().Add(time.Duration(req.MaxWaitMillis) * time.Millisecond)
 	}
+	b.longPoll(c, deadline, func() ([]seenPartition, bool) {
+		total, failed := b.fillFetch(req, resp)
+		return resp.seen, total >= int(req.MinBytes) || failed
+	})
+	return resp
+}
+
+// longPoll runs read until it reports that it has enough (or an error
+// to answer at once) or the deadline passes, waiting between runs for an
+// append to one of the partitions it read, the caller leaving or the
+// broker closing. seen is each partition read with the log end the read
+// saw. A zero deadline reads once.
+func (b *Broker) longPoll(c caller, deadline time.Time, read func() (seen []seenPartition, enough bool)) {
 	var wake chan struct{}
 	for {
-		total, failed := b.fillFetch(req, resp)
-		if total >= int(req.MinBytes) || failed || deadline.IsZero() || !time.Now().Before(deadline) {
-			return resp
+		seen, enough := read()
+		if enough || deadline.IsZero() || !time.Now().Before(deadline) {
+			return
 		}
 		if wake == nil {
 			wake = make(chan struct{}, 1)
 		}
-		waiting, arrived := registerFetchWait(resp.seen, wake)
+		waiting, arrived := registerFetchWait(seen, wake)
 		if arrived {
 			continue // an append landed since the read
 		}
@@ -103,8 +116,8 @@ func (b *Broker) handleFetch(c *conn, req *kmsg.FetchRequest) kmsg.Response {
 		case <-wake:
 		default:
 		}
-		if c.isClosed() || b.ctx.Err() != nil {
-			return resp
+		if c.gone() || b.ctx.Err() != nil {
+			return
 		}
 	}
 }
@@ -164,20 +177,12 @@ func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *fetchResponse) (total i
 			if total == 0 && limit <= 0 {
 				limit = 1 // KIP-74: the first batch always goes
 			}
-			res, err := p.ReadInto(rp.FetchOffset, limit, resp.alloc)
+			res, code := b.readPartition(p, rt.Topic, rp.Partition, rp.FetchOffset, limit, resp.alloc)
 			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, res.HighWatermark, res.LogStart
-			switch {
-			case errors.Is(err, storage.ErrOffsetOutOfRange):
-				sp.ErrorCode = kerr.OffsetOutOfRange.Code
+			sp.ErrorCode = code
+			if code != 0 {
 				failed = true
-			case errors.Is(err, storage.ErrClosed):
-				sp.ErrorCode = kerr.NotLeaderForPartition.Code
-				failed = true
-			case err != nil:
-				b.log.Error("broker: fetch read failed", "topic", rt.Topic, "partition", rp.Partition, "offset", rp.FetchOffset, "err", err)
-				sp.ErrorCode = kerr.KafkaStorageError.Code
-				failed = true
-			default:
+			} else {
 				resp.seen = append(resp.seen, seenPartition{p, res.HighWatermark})
 				if len(res.Batches) > 0 {
 					sp.RecordBatches = res.Batches
@@ -190,4 +195,22 @@ func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *fetchResponse) (total i
 		resp.Topics = append(resp.Topics, st)
 	}
 	return total, failed
+}
+
+// readPartition reads whole batches of p from offset, up to limit bytes
+// (the first batch whole), into buffers from alloc, and gives a read
+// error as its Kafka error code. Both fetch paths (the Fetch API and the
+// in-process Fetch) read through it.
+func (b *Broker) readPartition(p *storage.Partition, topic string, partition int32, offset int64, limit int, alloc func(int) []byte) (storage.ReadResult, int16) {
+	res, err := p.ReadInto(offset, limit, alloc)
+	switch {
+	case err == nil:
+		return res, 0
+	case errors.Is(err, storage.ErrOffsetOutOfRange):
+		return res, kerr.OffsetOutOfRange.Code
+	case errors.Is(err, storage.ErrClosed):
+		return res, kerr.NotLeaderForPartition.Code
+	}
+	b.log.Error("broker: fetch read failed", "topic", topic, "partition", partition, "offset", offset, "err", err)
+	return res, kerr.KafkaStorageError.Code
 }

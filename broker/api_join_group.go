@@ -14,16 +14,14 @@
 package broker
 
 import (
-	"net"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleJoinGroup(c *conn, req *kmsg.JoinGroupRequest, h requestHeader) kmsg.Response {
-	host, _, _ := net.SplitHostPort(c.nc.RemoteAddr().String())
-	resp, wait := b.groups.join(req, h.clientID, "/"+host, time.Now())
+func (b *Broker) handleJoinGroup(c caller, req *kmsg.JoinGroupRequest, h requestHeader) kmsg.Response {
+	resp, wait := b.groups.join(req, h.clientID, c.host, time.Now())
 	if resp != nil {
 		return resp
 	}
@@ -31,8 +29,9 @@ func (b *Broker) handleJoinGroup(c *conn, req *kmsg.JoinGroupRequest, h requestH
 	case r := <-wait:
 		return r.resp
 	case <-c.done:
-		// The reply is lost with the connection; the member will be
-		// expired by its session timeout.
+		// The reply is lost with the connection (or the in-process
+		// caller's context); the member will be expired by its session
+		// timeout.
 		r := req.ResponseKind().(*kmsg.JoinGroupResponse)
 		r.ErrorCode = kerr.RebalanceInProgress.Code
 		return r

@@ -48,30 +48,25 @@ func (b *Broker) handleProduce(req *kmsg.ProduceRequest, h requestHeader) kmsg.R
 	for _, rt := range req.Topics {
 		st := kmsg.NewProduceResponseTopic()
 		st.Topic = rt.Topic
-		t, terr := b.topics.ensure(rt.Topic, b.cfg.AutoCreateTopics, b.cfg.DefaultPartitions)
-		code := int16(0)
-		switch {
-		case txn:
-			code = kerr.TransactionalIDAuthorizationFailed.Code
-		case errors.Is(terr, errInvalidTopic):
-			code = kerr.InvalidTopicException.Code
-		case terr != nil || t == nil:
-			code = kerr.UnknownTopicOrPartition.Code
-		}
-		if code == 0 {
-			if t.inflight.Add(1) > b.cfg.TopicQueueDepth {
-				code = kerr.RequestTimedOut.Code
-				b.log.Warn("broker: topic queue full; failing produce fast", "topic", rt.Topic, "depth", b.cfg.TopicQueueDepth)
+		var t *topic
+		code := kerr.TransactionalIDAuthorizationFailed.Code
+		if !txn {
+			var release func()
+			if t, code, release = b.produceTopic(rt.Topic); code == 0 {
+				defer release()
 			}
-			defer t.inflight.Add(-1)
 		}
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewProduceResponseTopicPartition()
 			sp.Partition, sp.BaseOffset, sp.LogAppendTime, sp.LogStartOffset = rp.Partition, -1, -1, -1
-			if code != 0 {
-				sp.ErrorCode = code
-			} else {
-				b.produceOne(t, &rp, &sp, h)
+			sp.ErrorCode = code
+			if code == 0 {
+				var err error
+				sp.BaseOffset, sp.LogStartOffset, sp.ErrorCode, err = b.appendRecords(t, rp.Partition, rp.Records, h.clientID)
+				if err != nil {
+					msg := err.Error()
+					sp.ErrorMessage = &msg
+				}
 			}
 			st.Partitions = append(st.Partitions, sp)
 		}
@@ -99,33 +94,55 @@ func produceErrorResponse(req *kmsg.ProduceRequest, code int16) *kmsg.ProduceRes
 	return resp
 }
 
-func (b *Broker) produceOne(t *topic, rp *kmsg.ProduceRequestTopicPartition, sp *kmsg.ProduceResponseTopicPartition, h requestHeader) {
-	p := t.partition(rp.Partition)
+// produceTopic resolves a produce's topic, creating it when
+// auto-creation is on, and takes a slot in its queue, which release
+// gives back. A code other than 0 is the error for every partition of
+// the topic, and then there is nothing to release.
+func (b *Broker) produceTopic(name string) (t *topic, code int16, release func()) {
+	t, err := b.topics.ensure(name, b.cfg.AutoCreateTopics, b.cfg.DefaultPartitions)
+	switch {
+	case errors.Is(err, errInvalidTopic):
+		return nil, kerr.InvalidTopicException.Code, nil
+	case err != nil || t == nil:
+		return nil, kerr.UnknownTopicOrPartition.Code, nil
+	}
+	if t.inflight.Add(1) > b.cfg.TopicQueueDepth {
+		t.inflight.Add(-1)
+		b.log.Warn("broker: topic queue full; failing produce fast", "topic", name, "depth", b.cfg.TopicQueueDepth)
+		return nil, kerr.RequestTimedOut.Code, nil
+	}
+	return t, 0, func() { t.inflight.Add(-1) }
+}
+
+// appendRecords validates the record batches of one partition's produce
+// and appends them to its log (which fsyncs before returning when the
+// fsync policy says so), returning the base offset and the log start. A
+// refusal is logged and returned as its Kafka error code with the reason.
+// Both produce paths (the Produce API and the in-process Produce) write
+// through it.
+func (b *Broker) appendRecords(t *topic, partition int32, records []byte, clientID string) (base, logStart int64, code int16, err error) {
+	p := t.partition(partition)
 	if p == nil {
-		sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-		return
+		return -1, -1, kerr.UnknownTopicOrPartition.Code, nil
 	}
 	t.mu.RLock()
 	maxBatch := t.cfg.MaxBatchBytes
 	t.mu.RUnlock()
-	infos, err := storage.ValidateBatches(rp.Records, maxBatch)
+	infos, err := storage.ValidateBatches(records, maxBatch)
 	if err == nil {
 		var res storage.AppendResult
-		res, err = p.Append(rp.Records, infos)
-		if err == nil {
-			sp.BaseOffset = res.Base
-			sp.LogStartOffset, _ = p.Offsets()
-			return
+		if res, err = p.Append(records, infos); err == nil {
+			logStart, _ = p.Offsets()
+			return res.Base, logStart, 0, nil
 		}
 	}
-	sp.ErrorCode = produceErrorCode(err)
-	msg := err.Error()
-	sp.ErrorMessage = &msg
+	code = produceErrorCode(err)
 	level := b.log.Warn
-	if sp.ErrorCode == kerr.OutOfOrderSequenceNumber.Code || sp.ErrorCode == kerr.DuplicateSequenceNumber.Code {
+	if code == kerr.OutOfOrderSequenceNumber.Code || code == kerr.DuplicateSequenceNumber.Code {
 		level = b.log.Info
 	}
-	level("broker: produce refused", "topic", t.name, "partition", rp.Partition, "client_id", h.clientID, "err", err)
+	level("broker: produce refused", "topic", t.name, "partition", partition, "client_id", clientID, "err", err)
+	return -1, -1, code, err
 }
 
 func produceErrorCode(err error) int16 {

@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleSyncGroup(c *conn, req *kmsg.SyncGroupRequest) kmsg.Response {
+func (b *Broker) handleSyncGroup(c caller, req *kmsg.SyncGroupRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.SyncGroupResponse)
 	res, wait, g := b.groups.sync(req, time.Now())
 	if wait != nil {

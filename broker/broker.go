@@ -8,6 +8,11 @@
 // watermark is the log end. Partition logs already expose what a follower
 // needs (read by offset, append with offsets), so replication adds callers.
 //
+// Components in the broker's own process call it without a socket
+// through Local (local.go): Produce and Fetch on the same paths as the
+// Produce and Fetch APIs, and Request for the other APIs, run by their
+// handlers unencoded.
+//
 // Isolation: each request runs on its own goroutine and responses are
 // written in request order, as Kafka requires per connection. Control
 // requests (metadata, group coordination) never take a partition lock, so

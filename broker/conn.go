@@ -160,6 +160,8 @@ func (c *conn) serve() {
 	var sizeBuf [4]byte
 	var prev chan struct{} // closed when the previous ordered request is done
 	log := c.b.log.With("remote", c.nc.RemoteAddr().String())
+	host, _, _ := net.SplitHostPort(c.nc.RemoteAddr().String())
+	from := caller{done: c.done, host: "/" + host}
 	for {
 		if !c.awaitRequest(r, log) {
 			return
@@ -253,7 +255,7 @@ func (c *conn) serve() {
 			if after != nil {
 				<-after
 			}
-			p.resp = c.b.handle(c, h, req)
+			p.resp = c.b.handle(from, h, req)
 			if pooled {
 				putBuf(frame)
 			}
@@ -413,13 +415,4 @@ func (c *conn) writeOne(w *bufio.Writer, p *pendingResp, buf *[]byte, broken boo
 	}
 	c.touch()
 	return false
-}
-
-func (c *conn) isClosed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
 }

@@ -4,9 +4,30 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// caller is where a request comes from: a client connection, or a
+// component in the broker's own process (Request).
+type caller struct {
+	// done is closed when the caller is gone (its connection closed, its
+	// context ended): a request waiting for others (a fetch's long poll,
+	// a join or sync waiting for the group) gives up then.
+	done <-chan struct{}
+	// host is the client's host as group descriptions show it.
+	host string
+}
+
+// gone reports whether the caller has gone.
+func (c caller) gone() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // handle runs one request and returns its response; nil means no response
 // (a Produce with acks=0).
-func (b *Broker) handle(c *conn, h requestHeader, req kmsg.Request) kmsg.Response {
+func (b *Broker) handle(c caller, h requestHeader, req kmsg.Request) kmsg.Response {
 	switch r := req.(type) {
 	case *kmsg.ApiVersionsRequest:
 		return b.handleApiVersions(r)

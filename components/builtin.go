@@ -19,6 +19,7 @@ import (
 	"github.com/dapr/kit/logger"
 
 	"mecha/bindings/brokerbinding"
+	"mecha/broker"
 	"mecha/broker/mechapubsub"
 	"mecha/statestore"
 )
@@ -70,21 +71,25 @@ type MechaOptions struct {
 	// Brokers is host:port of the embedded broker; empty when
 	// --broker-port 0.
 	Brokers string
+	// Broker is the embedded broker, nil when --broker-port 0:
+	// pubsub.mecha and bindings.mecha whose metadata names no other
+	// brokers call it in-process.
+	Broker broker.Local
 	// AppID is the app's id: bindings.mecha's default consumer group.
 	AppID string
 }
 
 // RegisterMecha registers mecha's own components: state.crux, and on
-// the broker (o.Brokers unless their metadata sets brokers) pubsub.mecha
-// and bindings.mecha.
+// the broker (o.Broker in-process, unless their metadata sets other
+// brokers) pubsub.mecha and bindings.mecha.
 func RegisterMecha(r *Registry, o MechaOptions) {
 	r.Register("state.crux", "v1", func(l logger.Logger) any {
 		return statestore.NewComponent(l, statestore.ComponentDefaults{DataDir: o.DataDir, MaxValueBytes: o.MaxValueBytes, Logger: o.Logger})
 	})
 	r.Register("pubsub.mecha", "v1", func(l logger.Logger) any {
-		return mechapubsub.New(l, mechapubsub.Defaults{Brokers: o.Brokers})
+		return mechapubsub.New(l, mechapubsub.Defaults{Brokers: o.Brokers, Broker: o.Broker, Logger: o.Logger})
 	})
 	r.Register("bindings.mecha", "v1", func(l logger.Logger) any {
-		return brokerbinding.New(l, brokerbinding.Defaults{Brokers: o.Brokers, AppID: o.AppID})
+		return brokerbinding.New(l, brokerbinding.Defaults{Brokers: o.Brokers, Broker: o.Broker, Logger: o.Logger, AppID: o.AppID})
 	})
 }

@@ -74,7 +74,7 @@ func (s *jobSet) sync(specs []job.Spec) {
 func (s *jobSet) start(spec job.Spec) {
 	r := s.r
 	h := r.host(spec.Sink.App)
-	run, err := job.New(spec, job.Options{Brokers: r.brokerAddr(), DataDir: filepath.Join(r.cfg.DataDir, "stream"),
+	run, err := job.New(spec, job.Options{Brokers: r.brokerAddr(), Broker: r.localBroker(), DataDir: filepath.Join(r.cfg.DataDir, "stream"),
 		Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: h.saveJobState,
 		InvokeApp: h.postJobResult, Publish: h.publishJobResult})
 	if err != nil {

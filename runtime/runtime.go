@@ -409,6 +409,15 @@ func (r *Runtime) brokerAddr() string {
 	return r.broker.Addr()
 }
 
+// localBroker is the embedded broker for the components and jobs that call
+// it in-process, nil (not a nil *broker.Broker) when it is off.
+func (r *Runtime) localBroker() broker.Local {
+	if r.broker == nil {
+		return nil
+	}
+	return r.broker
+}
+
 // loadComponents reads the resources path: the apps it declares, the
 // components (initialized), subscriptions, stream jobs, resiliency and
 // traffic policies. Anything invalid stops startup, naming its file and
@@ -426,7 +435,7 @@ func (r *Runtime) loadComponents(ctx context.Context) (err error) {
 	for i, a := range r.cfg.Apps {
 		ids[i] = a.ID
 	}
-	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: r.brokerAddr(), AppID: r.cfg.AppID})
+	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: r.brokerAddr(), Broker: r.localBroker(), AppID: r.cfg.AppID})
 	r.comps = components.NewManager(components.Options{
 		AppID: r.cfg.AppID, Apps: ids, Paths: r.cfg.ResourcesPaths, Defaults: components.EmbeddedDefaults(r.broker != nil),
 		Registry: r.registry, Logger: r.log,

@@ -1,23 +1,25 @@
 // Package brokerbinding is bindings.mecha: an input and output binding on
-// a Kafka-compatible broker (mecha's embedded broker by default). It
-// shares pubsub.mecha's client, consumer group and record mapping
-// (mecha/broker/mechapubsub), so both deliver at least once with the same
-// metadata.
+// a Kafka-compatible broker (mecha's embedded broker by default, called
+// in-process). It shares pubsub.mecha's client, consumer group and record
+// mapping (mecha/broker/mechapubsub), so both deliver at least once with
+// the same metadata.
 package brokerbinding
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
 
-	"github.com/IBM/sarama"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
 	"github.com/dapr/kit/logger"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"mecha/broker"
 	"mecha/broker/mechapubsub"
 )
 
@@ -29,6 +31,12 @@ type Defaults struct {
 	// Brokers is the embedded broker's "host:port"; empty when it is off
 	// (mecha run --broker-port 0).
 	Brokers string
+	// Broker is the embedded broker itself, nil when it is off: a binding
+	// whose metadata names no other brokers calls it in-process.
+	Broker broker.Local
+	// Logger receives the logs of the in-process group member; nil
+	// discards them.
+	Logger *slog.Logger
 	// AppID is the consumer group when the metadata names none.
 	AppID string
 }
@@ -36,7 +44,7 @@ type Defaults struct {
 // Binding is bindings.mecha.
 //
 // Metadata: brokers (comma-separated host:port; default the embedded
-// broker), topics (comma-separated, read by the input side),
+// broker, in-process), topics (comma-separated, read by the input side),
 // consumerGroup (default the consumerID property, then the app-id; required with topics),
 // publishTopic (the output side's default topic), initialOffset (oldest,
 // the default, or newest), clientID (default "mecha"), maxMessageBytes,
@@ -56,7 +64,7 @@ type Binding struct {
 	mu           sync.RWMutex
 	topics       []string
 	publishTopic string
-	producer     sarama.SyncProducer
+	client       *mechapubsub.Client
 	group        *mechapubsub.Group // nil without topics
 	closed       bool
 }
@@ -74,10 +82,10 @@ func New(l logger.Logger, d Defaults) *Binding {
 	return &Binding{defaults: d, log: l}
 }
 
-// Init parses the metadata and connects the producer; the consumer group
-// joins when Read is called.
-func (b *Binding) Init(_ context.Context, md bindings.Metadata) error {
-	o, err := mechapubsub.ParseClientOptions(md.Properties, mechapubsub.Defaults{Brokers: b.defaults.Brokers})
+// Init parses the metadata and connects to the brokers (in-process: to
+// nothing); the consumer group joins when Read is called.
+func (b *Binding) Init(ctx context.Context, md bindings.Metadata) error {
+	o, err := mechapubsub.ParseClientOptions(md.Properties, mechapubsub.Defaults{Brokers: b.defaults.Brokers, Broker: b.defaults.Broker, Logger: b.defaults.Logger})
 	if err != nil {
 		return fmt.Errorf("bindings.mecha: %w", err)
 	}
@@ -99,13 +107,13 @@ func (b *Binding) Init(_ context.Context, md bindings.Metadata) error {
 			return fmt.Errorf("bindings.mecha: %w", err)
 		}
 	}
-	prod, err := sarama.NewSyncProducer(o.Brokers, o.Config())
+	c, err := mechapubsub.NewClient(ctx, o)
 	if err != nil {
-		return fmt.Errorf("bindings.mecha: connecting to %v: %w", o.Brokers, err)
+		return fmt.Errorf("bindings.mecha: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.topics, b.publishTopic, b.producer, b.group = topics, strings.TrimSpace(md.Properties["publishTopic"]), prod, g
+	b.topics, b.publishTopic, b.client, b.group = topics, strings.TrimSpace(md.Properties["publishTopic"]), c, g
 	return nil
 }
 
@@ -120,8 +128,8 @@ func (b *Binding) Read(ctx context.Context, handler bindings.Handler) error {
 	if b.group == nil {
 		return fmt.Errorf("bindings.mecha: read: %w", &mechapubsub.MetadataError{Field: "topics", Problem: "not set, so there is nothing to read"})
 	}
-	h := func(ctx context.Context, m *sarama.ConsumerMessage) error {
-		_, err := handler(ctx, &bindings.ReadResponse{Data: m.Value, Metadata: mechapubsub.RecordMetadata(m)})
+	h := func(ctx context.Context, r *kgo.Record) error {
+		_, err := handler(ctx, &bindings.ReadResponse{Data: r.Value, Metadata: mechapubsub.RecordMetadata(r)})
 		return err
 	}
 	for _, t := range b.topics {
@@ -139,7 +147,7 @@ func (b *Binding) Operations() []bindings.OperationKind {
 
 // Invoke produces req.Data (operation create) and answers with the
 // record's topic, partition and offset.
-func (b *Binding) Invoke(_ context.Context, req *bindings.InvokeRequest) (*bindings.InvokeResponse, error) {
+func (b *Binding) Invoke(ctx context.Context, req *bindings.InvokeRequest) (*bindings.InvokeResponse, error) {
 	if req.Operation != bindings.CreateOperation {
 		return nil, fmt.Errorf("bindings.mecha: %w %q: the supported operation is %q", ErrOperation, req.Operation, bindings.CreateOperation)
 	}
@@ -160,19 +168,19 @@ func (b *Binding) Invoke(_ context.Context, req *bindings.InvokeRequest) (*bindi
 	if topic == "" {
 		return nil, errors.New("bindings.mecha: create: no topic: set publishTopic in the component metadata or topic in the request metadata")
 	}
-	part, off, err := b.producer.SendMessage(mechapubsub.ProducerMessage(topic, req.Data, md))
-	if err != nil {
+	r := mechapubsub.NewRecord(topic, req.Data, md)
+	if err := b.client.Produce(ctx, r).FirstErr(); err != nil {
 		return nil, fmt.Errorf("bindings.mecha: create on %s: %w", topic, err)
 	}
 	return &bindings.InvokeResponse{Metadata: map[string]string{
 		"topic":     topic,
-		"partition": strconv.FormatInt(int64(part), 10),
-		"offset":    strconv.FormatInt(off, 10),
+		"partition": strconv.FormatInt(int64(r.Partition), 10),
+		"offset":    strconv.FormatInt(r.Offset, 10),
 	}}, nil
 }
 
 // Close stops reading (committing what was handled), leaves the group and
-// closes the producer.
+// closes the client.
 func (b *Binding) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -189,8 +197,8 @@ func (b *Binding) Close() error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.producer != nil {
-		errs = append(errs, b.producer.Close())
+	if b.client != nil {
+		b.client.Close()
 	}
 	return errors.Join(errs...)
 }
@@ -201,7 +209,7 @@ func (b *Binding) usable() error {
 	switch {
 	case b.closed:
 		return fmt.Errorf("bindings.mecha: %w", mechapubsub.ErrClosed)
-	case b.producer == nil:
+	case b.client == nil:
 		return errors.New("bindings.mecha: not initialized")
 	}
 	return nil

@@ -6,8 +6,8 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/IBM/sarama"
 	"github.com/dapr/kit/logger"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"mecha/internal/backoff"
 )
@@ -15,17 +15,20 @@ import (
 // Handler processes one record. Returning nil commits it; an error
 // redelivers the same record, with backoff, until it succeeds or the
 // subscription or session ends. ctx ends with the subscription.
-type Handler func(ctx context.Context, m *sarama.ConsumerMessage) error
+type Handler func(ctx context.Context, r *kgo.Record) error
 
 // Group is one consumer group whose topic set follows the subscriptions:
 // Subscribe adds a topic, the end of its context removes it, and each
-// change restarts the group's Consume loop with the new set. One group
-// per component, rather than one per topic, keeps an app's subscriptions
-// from rebalancing against each other.
+// change starts a new session with the new set. One group per component,
+// rather than one per topic, keeps an app's subscriptions from
+// rebalancing against each other.
 //
-// Delivery within a partition is sequential: a record whose handler
-// fails holds back the records after it, and its offset is committed
-// only once the handler succeeded, so a restart redelivers it.
+// A session is a member of the broker's consumer group: in-process
+// (session_local.go) when the broker is in this process, franz-go's
+// group consumer (session_remote.go) otherwise. Either way each assigned
+// partition has a worker that delivers its records in order: a record
+// whose handler fails holds back the records after it, and its offset is
+// committed only once the handler succeeded, so a restart redelivers it.
 type Group struct {
 	opts ClientOptions
 	log  logger.Logger
@@ -36,12 +39,8 @@ type Group struct {
 	// wg counts the run goroutine and one watcher per subscription.
 	wg sync.WaitGroup
 	// changed is signalled (never blocking, capacity 1) whenever the
-	// subscriptions change; the run goroutine restarts Consume on it.
+	// subscriptions change; the run goroutine starts a new session on it.
 	changed chan struct{}
-
-	// cg is created and used by the run goroutine; Close closes it once
-	// that goroutine has exited.
-	cg sarama.ConsumerGroup
 
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -60,8 +59,7 @@ type subscription struct {
 }
 
 // NewGroup returns a group named o.ConsumerGroup. It does no I/O: the
-// sarama client is created, and recreated after failures, by the group's
-// goroutine once there is a topic to consume.
+// group's goroutine joins once there is a topic to consume.
 func NewGroup(o ClientOptions, l logger.Logger) (*Group, error) {
 	if o.ConsumerGroup == "" {
 		return nil, &MetadataError{"consumerGroup", "not set, and the runtime gave no consumerID"}
@@ -128,9 +126,6 @@ func (g *Group) Close() error {
 	g.mu.Unlock()
 	g.cancel()
 	g.wg.Wait()
-	if g.cg != nil {
-		return g.cg.Close()
-	}
 	return nil
 }
 
@@ -164,8 +159,7 @@ func (g *Group) current(topic string) *subscription {
 	return g.subs[topic]
 }
 
-// run owns g.cg: it consumes the current topic set until it changes, then
-// starts again with the new set, until Close.
+// run consumes the current topic set, a session per set, until Close.
 func (g *Group) run() {
 	defer g.wg.Done()
 	bo := newBackoff()
@@ -188,27 +182,25 @@ func (g *Group) run() {
 				continue
 			}
 		}
-		if g.cg == nil {
-			cg, err := sarama.NewConsumerGroup(g.opts.Brokers, g.opts.ConsumerGroup, g.opts.Config())
-			if err != nil {
-				g.log.Warnf("consumer group %s: connecting to %v: %v", g.opts.ConsumerGroup, g.opts.Brokers, err)
-				if !bo.WaitChan(g.ctx.Done(), nil) {
-					return
-				}
-				continue
-			}
-			g.cg = cg
-		}
-		if !g.consume(topics) {
+		err := g.session(topics)
+		if g.ctx.Err() != nil {
 			return
+		}
+		if err != nil {
+			g.log.Warnf("consumer group %s on %v: %v", g.opts.ConsumerGroup, topics, err)
+			if !bo.WaitChan(g.ctx.Done(), nil) {
+				return
+			}
+			continue
 		}
 		bo.Reset()
 	}
 }
 
-// consume runs sessions over topics until the subscriptions change
-// (true) or the group closes (false).
-func (g *Group) consume(topics []string) bool {
+// session is a member of the group for topics until the subscriptions
+// change (nil) or the group closes; an error is a session that could not
+// run, to try again after a backoff.
+func (g *Group) session(topics []string) error {
 	ctx, cancel := context.WithCancel(g.ctx)
 	watcherDone := make(chan struct{})
 	go func() {
@@ -223,76 +215,131 @@ func (g *Group) consume(topics []string) bool {
 		cancel()
 		<-watcherDone
 	}()
-	h := &groupHandler{g: g}
-	bo := newBackoff()
-	for ctx.Err() == nil {
-		// Consume returns at the end of each session: a rebalance, or
-		// ctx ending. Marked offsets are committed before it returns.
-		err := g.cg.Consume(ctx, topics, h)
-		switch {
-		case errors.Is(err, sarama.ErrClosedConsumerGroup):
-			return false
-		case err != nil && ctx.Err() == nil:
-			g.log.Warnf("consumer group %s on %v: %v", g.opts.ConsumerGroup, topics, err)
-			bo.WaitChan(ctx.Done(), nil)
-		case err == nil:
-			bo.Reset()
-		}
+	s := &session{g: g, workers: map[topicPartition]*worker{}}
+	var err error
+	if g.opts.Local != nil {
+		err = s.runLocal(ctx, topics)
+	} else {
+		err = s.runRemote(ctx, topics)
 	}
-	return g.ctx.Err() == nil
+	s.stopAll()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
-// groupHandler adapts the group to sarama; sarama calls ConsumeClaim on a
-// goroutine of its own per partition.
-type groupHandler struct{ g *Group }
+// topicPartition names a partition.
+type topicPartition struct {
+	topic     string
+	partition int32
+}
 
-func (*groupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
-func (*groupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+// session is the workers of one member's assigned partitions.
+type session struct {
+	g *Group
 
-func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	for {
-		select {
-		case <-sess.Context().Done():
-			return nil
-		case m, ok := <-claim.Messages():
-			if !ok {
-				return nil
-			}
-			if !h.g.deliver(sess, m) {
-				// m stays unmarked: the session is ending, or the
-				// topic's subscription was removed or replaced.
-				// Returning ends the whole session (sarama cancels
-				// it when any claim returns); the next one starts
-				// from the committed offset and delivers m again.
-				return nil
+	mu      sync.Mutex // guards workers
+	workers map[topicPartition]*worker
+}
+
+// worker delivers the records of one partition, in order, on its own
+// goroutine, until stop.
+type worker struct {
+	tp     topicPartition
+	ctx    context.Context // ends when the partition is revoked
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// The records the remote poll loop handed over (session_remote.go);
+	// mu guards them.
+	mu     sync.Mutex
+	queue  []*kgo.Record
+	paused bool // the poll loop paused the partition: too many queued
+	wake   chan struct{}
+}
+
+// start runs loop on a new worker for tp. The session's owner stops it.
+func (s *session) start(ctx context.Context, tp topicPartition, loop func(w *worker)) {
+	w := &worker{tp: tp, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	w.ctx, w.cancel = context.WithCancel(ctx)
+	s.mu.Lock()
+	if old := s.workers[tp]; old != nil {
+		// Assigned again without a revocation in between: the old one
+		// goes first, so that one worker delivers a partition.
+		s.mu.Unlock()
+		s.stop(map[string][]int32{tp.topic: {tp.partition}})
+		s.mu.Lock()
+	}
+	s.workers[tp] = w
+	s.mu.Unlock()
+	go func() {
+		defer close(w.done)
+		loop(w)
+	}()
+}
+
+// worker returns tp's worker, or nil.
+func (s *session) worker(tp topicPartition) *worker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.workers[tp]
+}
+
+// stop ends the workers of tps and waits for them: each finishes the
+// handler call under way, if any, and delivers nothing more.
+func (s *session) stop(tps map[string][]int32) {
+	var ws []*worker
+	s.mu.Lock()
+	for t, ps := range tps {
+		for _, p := range ps {
+			tp := topicPartition{t, p}
+			if w := s.workers[tp]; w != nil {
+				w.cancel()
+				ws = append(ws, w)
+				delete(s.workers, tp)
 			}
 		}
 	}
+	s.mu.Unlock()
+	for _, w := range ws {
+		<-w.done
+	}
 }
 
-// deliver calls the topic's handler until it succeeds and marks m. It
-// reports false, leaving m unmarked, when the session or subscription
+// stopAll ends every worker.
+func (s *session) stopAll() {
+	all := map[string][]int32{}
+	s.mu.Lock()
+	for tp := range s.workers {
+		all[tp.topic] = append(all[tp.topic], tp.partition)
+	}
+	s.mu.Unlock()
+	s.stop(all)
+}
+
+// deliver calls the topic's handler until it succeeds. It reports false,
+// the record not handled, when ctx (the worker's) or the subscription
 // ends first.
-func (g *Group) deliver(sess sarama.ConsumerGroupSession, m *sarama.ConsumerMessage) bool {
-	s := g.current(m.Topic)
+func (g *Group) deliver(ctx context.Context, r *kgo.Record) bool {
+	s := g.current(r.Topic)
 	if s == nil {
 		return false
 	}
 	bo := newBackoff()
 	for attempt := 1; ; attempt++ {
-		// Once a subscription's context has ended, its handler is
-		// never called again, even if the watcher has not removed it.
-		if s.ctx.Err() != nil {
+		// Once a subscription's context has ended, or the partition was
+		// revoked, the handler is not called again.
+		if s.ctx.Err() != nil || ctx.Err() != nil {
 			return false
 		}
-		err := s.handler(s.ctx, m)
+		err := s.handler(s.ctx, r)
 		if err == nil {
-			sess.MarkMessage(m, "")
 			return true
 		}
 		g.log.Debugf("topic %s partition %d offset %d: handler failed (attempt %d), redelivering: %v",
-			m.Topic, m.Partition, m.Offset, attempt, err)
-		if !bo.WaitChan(sess.Context().Done(), s.ctx.Done()) {
+			r.Topic, r.Partition, r.Offset, attempt, err)
+		if !bo.WaitChan(ctx.Done(), s.ctx.Done()) {
 			return false
 		}
 	}

@@ -3,13 +3,18 @@ package mechapubsub
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/dapr/components-contrib/pubsub"
 	"github.com/rcrowley/go-metrics"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"mecha/broker"
 )
 
 // Sentinel errors of the package.
@@ -38,14 +43,20 @@ type Defaults struct {
 	// Brokers is the embedded broker's "host:port"; empty when it is off
 	// (mecha run --broker-port 0).
 	Brokers string
+	// Broker is the embedded broker itself, nil when it is off. A
+	// component whose metadata names no other brokers calls it
+	// in-process instead of connecting to Brokers.
+	Broker broker.Local
+	// Logger receives the logs of the in-process group member; nil
+	// discards them.
+	Logger *slog.Logger
 }
 
-// kafkaVersion is the protocol level sarama speaks. sarama does not
-// negotiate per request: the version fixes every API version it sends.
-// V2_7_0_0 means Produce v7, Fetch v11, Metadata v9, JoinGroup v5,
-// OffsetFetch v7, ApiVersions v3. V2_8_0_0 would move Metadata to v10,
-// beyond what the embedded broker serves (up to v9).
-var kafkaVersion = sarama.V2_7_0_0
+// Initial offsets (initialOffset), as Kafka's ListOffsets names them.
+const (
+	OffsetOldest int64 = -2
+	OffsetNewest int64 = -1
+)
 
 // Redelivery backoff after a handler error: it doubles from
 // retryBackoffStart up to retryBackoffMax.
@@ -55,14 +66,26 @@ const (
 )
 
 // autoCommitInterval is how often marked offsets are committed; the rest
-// is committed when a session ends (topic change, rebalance, Close).
+// is committed when partitions are revoked (topic change, rebalance,
+// Close).
 const autoCommitInterval = time.Second
+
+// The group protocol's timeouts: sarama's defaults, which pubsub.mecha
+// has always used.
+const (
+	sessionTimeout    = 10 * time.Second
+	rebalanceTimeout  = 60 * time.Second
+	heartbeatInterval = 3 * time.Second
+)
 
 // ClientOptions are the metadata fields that mecha's broker components
 // (pubsub.mecha, bindings.mecha) share.
 type ClientOptions struct {
 	// Brokers are the bootstrap "host:port" addresses.
 	Brokers []string
+	// Local is the broker in this process when Brokers name only it (or
+	// nothing): then the component calls it in-process.
+	Local broker.Local
 	// ClientID is sent with every request (default "mecha").
 	ClientID string
 	// ConsumerGroup names the group that subscribers join; from
@@ -70,12 +93,16 @@ type ClientOptions struct {
 	// empty: then the component cannot subscribe.
 	ConsumerGroup string
 	// InitialOffset is where a group with no committed offset starts:
-	// sarama.OffsetOldest (default) or sarama.OffsetNewest.
+	// OffsetOldest (default) or OffsetNewest.
 	InitialOffset int64
-	// MaxMessageBytes caps a produced record (default sarama's 1,000,000).
+	// MaxMessageBytes caps a produced record, encoded as a record batch
+	// of its own (default 1,000,000).
 	MaxMessageBytes int
-	// PublishRetries is how often a failed produce is retried (default 3).
+	// PublishRetries is how often a failed produce is retried over the
+	// network (default 3); in-process there is no network to retry.
 	PublishRetries int
+	// Logger receives the in-process group member's logs.
+	Logger *slog.Logger
 }
 
 // ParseClientOptions reads brokers, clientID, consumerGroup (or
@@ -84,17 +111,21 @@ type ClientOptions struct {
 func ParseClientOptions(props map[string]string, d Defaults) (ClientOptions, error) {
 	o := ClientOptions{
 		ClientID:        "mecha",
-		InitialOffset:   sarama.OffsetOldest,
+		InitialOffset:   OffsetOldest,
 		MaxMessageBytes: 1_000_000,
 		PublishRetries:  3,
+		Logger:          d.Logger,
 	}
 	brokers := strings.TrimSpace(props["brokers"])
 	if brokers == "" {
 		brokers = d.Brokers
 	}
 	o.Brokers = splitList(brokers)
-	if len(o.Brokers) == 0 {
+	if len(o.Brokers) == 0 && d.Broker == nil {
 		return o, &MetadataError{"brokers", "not set, and the embedded broker is off (--broker-port 0); set brokers to the host:port of a Kafka-compatible broker"}
+	}
+	if d.Broker != nil && !slices.ContainsFunc(o.Brokers, func(b string) bool { return b != d.Broker.Addr() }) {
+		o.Local = d.Broker
 	}
 	if v := strings.TrimSpace(props["clientID"]); v != "" {
 		o.ClientID = v
@@ -110,7 +141,7 @@ func ParseClientOptions(props map[string]string, d Defaults) (ClientOptions, err
 	switch v := strings.TrimSpace(props["initialOffset"]); strings.ToLower(v) {
 	case "", "oldest":
 	case "newest":
-		o.InitialOffset = sarama.OffsetNewest
+		o.InitialOffset = OffsetNewest
 	default:
 		return o, &MetadataError{"initialOffset", fmt.Sprintf("want \"oldest\" or \"newest\", got %q", v)}
 	}
@@ -128,37 +159,57 @@ func ParseClientOptions(props map[string]string, d Defaults) (ClientOptions, err
 		}
 		o.PublishRetries = n
 	}
-	if err := o.Config().Validate(); err != nil {
-		return o, fmt.Errorf("%w: %v", ErrMetadata, err)
-	}
 	return o, nil
 }
 
-// Config is the sarama configuration for these options: acks from all
-// in-sync replicas, successes returned (SyncProducer), marked offsets
-// auto-committed every second and on session end.
-func (o ClientOptions) Config() *sarama.Config {
-	c := sarama.NewConfig()
-	c.ClientID = o.ClientID
-	c.Version = kafkaVersion
-	c.Net.DialTimeout = 10 * time.Second
-	c.Producer.RequiredAcks = sarama.WaitForAll
-	c.Producer.Return.Successes = true
-	c.Producer.Return.Errors = true
-	c.Producer.Retry.Max = o.PublishRetries
-	c.Producer.MaxMessageBytes = o.MaxMessageBytes
-	c.Consumer.Offsets.Initial = o.InitialOffset
-	c.Consumer.Offsets.AutoCommit.Enable = true
-	c.Consumer.Offsets.AutoCommit.Interval = autoCommitInterval
-	return c
+// partitioner places keyed records as sarama's default (hash) partitioner
+// does, FNV-1a, which pubsub.mecha used before it moved to franz-go, so
+// that a key stays on its partition across the move and whichever way
+// (in-process or over the network) a record is written. Records without
+// a key stick to a partition per batch.
+func partitioner() kgo.Partitioner {
+	return kgo.StickyKeyPartitioner(kgo.SaramaCompatHasher(func(k []byte) uint32 {
+		h := fnv.New32a()
+		h.Write(k)
+		return h.Sum32()
+	}))
+}
+
+// kgoOpts are the franz-go options of a network client for these
+// options: acks from all in-sync replicas with the idempotent producer
+// (franz-go's default), no linger (a publish waits for its record),
+// topics created on first use (as sarama's metadata requests create
+// them), and sarama's partitioning.
+func (o ClientOptions) kgoOpts() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(o.Brokers...),
+		kgo.ClientID(o.ClientID),
+		kgo.DialTimeout(10 * time.Second),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0),
+		kgo.RecordRetries(o.PublishRetries),
+		// franz-go takes no batch limit under 512 bytes.
+		kgo.ProducerBatchMaxBytes(int32(max(o.MaxMessageBytes, 512))),
+		kgo.RecordPartitioner(partitioner()),
+		kgo.AllowAutoTopicCreation(),
+	}
+}
+
+// startOffset is InitialOffset as a franz-go offset.
+func (o ClientOptions) startOffset() kgo.Offset {
+	if o.InitialOffset == OffsetNewest {
+		return kgo.NewOffset().AtEnd()
+	}
+	return kgo.NewOffset().AtStart()
 }
 
 func init() {
-	// sarama's go-metrics meters and histograms take a lock and a clock
-	// read per record, and each meter starts a ticker; mecha exports its
-	// own Prometheus metrics, so they only cost CPU. go-metrics has no
-	// per-registry switch, only this process-wide one (it also quiets
-	// contrib's kafka components, which export nothing either).
+	// contrib's pubsub.kafka and bindings.kafka, which mecha ships beside
+	// its own components, are built on sarama, whose go-metrics meters and
+	// histograms take a lock and a clock read per record, and each meter
+	// starts a ticker; mecha exports its own Prometheus metrics, so they
+	// only cost CPU. go-metrics has no per-registry switch, only this
+	// process-wide one.
 	metrics.UseNilMetrics = true
 }
 

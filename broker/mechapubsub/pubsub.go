@@ -1,8 +1,12 @@
 // Package mechapubsub is pubsub.mecha: a components-contrib pubsub.PubSub
-// on a Kafka-compatible broker (mecha's embedded broker by default), built
-// on sarama. It also exports the pieces bindings.mecha shares: metadata
-// parsing (ClientOptions), the dynamic consumer Group, and the record
-// mapping (ProducerMessage, RecordMetadata).
+// on a Kafka-compatible broker, mecha's embedded broker by default. When
+// that broker is in this process (Defaults.Broker, and the metadata names
+// no other brokers) the component calls it in-process (broker/inproc):
+// publish and fetch without a socket, and the subscriber a member of the
+// broker's consumer group like any Kafka client. Over the network it is
+// a franz-go client. It also exports the pieces bindings.mecha shares:
+// metadata parsing (ClientOptions), the dynamic consumer Group, and the
+// record mapping (NewRecord, RecordMetadata).
 //
 // Delivery is at least once: a record's offset is committed only after
 // the handler returned nil; a handler error redelivers the same record
@@ -16,16 +20,16 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/IBM/sarama"
 	"github.com/dapr/components-contrib/metadata"
 	"github.com/dapr/components-contrib/pubsub"
 	"github.com/dapr/kit/logger"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // PubSub is pubsub.mecha.
 //
 // Metadata (all optional): brokers (comma-separated host:port; default the
-// embedded broker), consumerGroup (default the runtime's consumerID, the
+// embedded broker, in-process), consumerGroup (default the runtime's consumerID, the
 // app-id), clientID (default "mecha"), initialOffset (oldest, the
 // default, or newest), maxMessageBytes, publishRetries.
 type PubSub struct {
@@ -34,11 +38,11 @@ type PubSub struct {
 
 	// mu guards the fields below. Publish holds it shared for the whole
 	// send so that Close never closes the producer under a send.
-	mu       sync.RWMutex
-	opts     ClientOptions
-	producer sarama.SyncProducer
-	group    *Group // nil without a consumer group
-	closed   bool
+	mu     sync.RWMutex
+	opts   ClientOptions
+	client *Client
+	group  *Group // nil without a consumer group
+	closed bool
 }
 
 var (
@@ -54,16 +58,16 @@ func New(l logger.Logger, d Defaults) pubsub.PubSub {
 	return &PubSub{defaults: d, log: l}
 }
 
-// Init parses the metadata and connects the producer; the consumer group
-// joins on the first Subscribe.
-func (p *PubSub) Init(_ context.Context, md pubsub.Metadata) error {
+// Init parses the metadata and connects to the brokers (in-process: to
+// nothing); the consumer group joins on the first Subscribe.
+func (p *PubSub) Init(ctx context.Context, md pubsub.Metadata) error {
 	o, err := ParseClientOptions(md.Properties, p.defaults)
 	if err != nil {
 		return fmt.Errorf("pubsub.mecha: %w", err)
 	}
-	prod, err := sarama.NewSyncProducer(o.Brokers, o.Config())
+	c, err := NewClient(ctx, o)
 	if err != nil {
-		return fmt.Errorf("pubsub.mecha: connecting to %v: %w", o.Brokers, err)
+		return fmt.Errorf("pubsub.mecha: %w", err)
 	}
 	var g *Group
 	if o.ConsumerGroup != "" {
@@ -71,7 +75,7 @@ func (p *PubSub) Init(_ context.Context, md pubsub.Metadata) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.opts, p.producer, p.group = o, prod, g
+	p.opts, p.client, p.group = o, c, g
 	return nil
 }
 
@@ -79,9 +83,10 @@ func (p *PubSub) Init(_ context.Context, md pubsub.Metadata) error {
 func (p *PubSub) Features() []pubsub.Feature { return nil }
 
 // Publish produces req.Data to req.Topic and waits for all in-sync
-// replicas. The record key comes from the metadata partitionKey or key;
-// every other metadata entry becomes a header.
-func (p *PubSub) Publish(_ context.Context, req *pubsub.PublishRequest) error {
+// replicas (in-process: for the broker's log, fsynced when the broker
+// fsyncs every write). The record key comes from the metadata
+// partitionKey or key; every other metadata entry becomes a header.
+func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error {
 	if req.Topic == "" {
 		return errors.New("pubsub.mecha: publish: topic is empty")
 	}
@@ -90,7 +95,7 @@ func (p *PubSub) Publish(_ context.Context, req *pubsub.PublishRequest) error {
 	if err := p.usable(); err != nil {
 		return err
 	}
-	if _, _, err := p.producer.SendMessage(ProducerMessage(req.Topic, req.Data, req.Metadata)); err != nil {
+	if err := p.client.Produce(ctx, NewRecord(req.Topic, req.Data, req.Metadata)).FirstErr(); err != nil {
 		return fmt.Errorf("pubsub.mecha: publish to %s: %w", req.Topic, err)
 	}
 	return nil
@@ -98,7 +103,7 @@ func (p *PubSub) Publish(_ context.Context, req *pubsub.PublishRequest) error {
 
 // BulkPublish produces every entry in one batch and lists those that
 // failed. An entry's metadata overrides the request's.
-func (p *PubSub) BulkPublish(_ context.Context, req *pubsub.BulkPublishRequest) (pubsub.BulkPublishResponse, error) {
+func (p *PubSub) BulkPublish(ctx context.Context, req *pubsub.BulkPublishRequest) (pubsub.BulkPublishResponse, error) {
 	if req.Topic == "" {
 		err := errors.New("pubsub.mecha: bulk publish: topic is empty")
 		return pubsub.NewBulkPublishResponse(req.Entries, err), err
@@ -108,8 +113,7 @@ func (p *PubSub) BulkPublish(_ context.Context, req *pubsub.BulkPublishRequest) 
 	if err := p.usable(); err != nil {
 		return pubsub.NewBulkPublishResponse(req.Entries, err), err
 	}
-	msgs := make([]*sarama.ProducerMessage, len(req.Entries))
-	ids := make(map[*sarama.ProducerMessage]string, len(req.Entries))
+	recs := make([]*kgo.Record, len(req.Entries))
 	for i, e := range req.Entries {
 		md := make(map[string]string, len(req.Metadata)+len(e.Metadata))
 		for k, v := range req.Metadata {
@@ -118,23 +122,22 @@ func (p *PubSub) BulkPublish(_ context.Context, req *pubsub.BulkPublishRequest) 
 		for k, v := range e.Metadata {
 			md[k] = v
 		}
-		msgs[i] = ProducerMessage(req.Topic, e.Event, md)
-		ids[msgs[i]] = e.EntryId
+		recs[i] = NewRecord(req.Topic, e.Event, md)
 	}
-	err := p.producer.SendMessages(msgs)
-	if err == nil {
+	var resp pubsub.BulkPublishResponse
+	var first error
+	for i, r := range p.client.Produce(ctx, recs...) {
+		if r.Err != nil {
+			resp.FailedEntries = append(resp.FailedEntries, pubsub.BulkPublishResponseFailedEntry{EntryId: req.Entries[i].EntryId, Error: r.Err})
+			if first == nil {
+				first = r.Err
+			}
+		}
+	}
+	if first == nil {
 		return pubsub.BulkPublishResponse{}, nil
 	}
-	var perrs sarama.ProducerErrors
-	if !errors.As(err, &perrs) {
-		err = fmt.Errorf("pubsub.mecha: bulk publish to %s: %w", req.Topic, err)
-		return pubsub.NewBulkPublishResponse(req.Entries, err), err
-	}
-	resp := pubsub.BulkPublishResponse{FailedEntries: make([]pubsub.BulkPublishResponseFailedEntry, 0, len(perrs))}
-	for _, pe := range perrs {
-		resp.FailedEntries = append(resp.FailedEntries, pubsub.BulkPublishResponseFailedEntry{EntryId: ids[pe.Msg], Error: pe.Err})
-	}
-	return resp, fmt.Errorf("pubsub.mecha: bulk publish to %s: %d of %d entries failed, first: %w", req.Topic, len(perrs), len(msgs), perrs[0].Err)
+	return resp, fmt.Errorf("pubsub.mecha: bulk publish to %s: %d of %d entries failed, first: %w", req.Topic, len(resp.FailedEntries), len(recs), first)
 }
 
 // Subscribe adds req.Topic to the component's consumer group and returns
@@ -149,8 +152,8 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	if p.group == nil {
 		return fmt.Errorf("pubsub.mecha: subscribe: %w", &MetadataError{"consumerGroup", "not set, and the runtime gave no consumerID"})
 	}
-	err := p.group.Subscribe(ctx, req.Topic, func(ctx context.Context, m *sarama.ConsumerMessage) error {
-		return handler(ctx, &pubsub.NewMessage{Data: m.Value, Topic: m.Topic, Metadata: RecordMetadata(m)})
+	err := p.group.Subscribe(ctx, req.Topic, func(ctx context.Context, r *kgo.Record) error {
+		return handler(ctx, &pubsub.NewMessage{Data: r.Value, Topic: r.Topic, Metadata: RecordMetadata(r)})
 	})
 	if err != nil {
 		return fmt.Errorf("pubsub.mecha: subscribe to %s: %w", req.Topic, err)
@@ -159,7 +162,7 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 }
 
 // Close stops every subscription (committing what was handled), leaves
-// the group and closes the producer.
+// the group and closes the client.
 func (p *PubSub) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -179,8 +182,8 @@ func (p *PubSub) Close() error {
 	// Taking mu waits for sends that started before closed was set.
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.producer != nil {
-		errs = append(errs, p.producer.Close())
+	if p.client != nil {
+		p.client.Close()
 	}
 	return errors.Join(errs...)
 }
@@ -191,7 +194,7 @@ func (p *PubSub) usable() error {
 	switch {
 	case p.closed:
 		return fmt.Errorf("pubsub.mecha: %w", ErrClosed)
-	case p.producer == nil:
+	case p.client == nil:
 		return errors.New("pubsub.mecha: not initialized")
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"mecha/broker"
 	"mecha/broker/brokertest"
 	"mecha/broker/mechapubsub"
 	"mecha/internal/poll"
@@ -32,11 +33,35 @@ func testLogger() logger.Logger {
 	return l
 }
 
-// newPubSub returns an initialized pubsub.mecha on brokers with the given
-// extra properties, closed at the end of the test (Close twice is fine).
-func newPubSub(t *testing.T, brokers string, props map[string]string) pubsub.PubSub {
+// env is a test's broker and the way the component reaches it: in-process
+// (the default of mecha run) or over the network.
+type env struct {
+	b     *broker.Broker
+	local bool
+}
+
+// brokers is the broker's address.
+func (e env) brokers() string { return e.b.Addr() }
+
+// defaults are what mecha run would give the component.
+func (e env) defaults() mechapubsub.Defaults {
+	if e.local {
+		return mechapubsub.Defaults{Brokers: e.b.Addr(), Broker: e.b}
+	}
+	return mechapubsub.Defaults{Brokers: e.b.Addr()}
+}
+
+// eachWay runs test in-process and over the network (brokertest.EachWay).
+func eachWay(t *testing.T, test func(t *testing.T, e env)) {
+	brokertest.EachWay(t, func(t *testing.T, b *broker.Broker, local bool) { test(t, env{b: b, local: local}) })
+}
+
+// newPubSub returns an initialized pubsub.mecha on e's broker with the
+// given extra properties, closed at the end of the test (Close twice is
+// fine).
+func newPubSub(t *testing.T, e env, props map[string]string) pubsub.PubSub {
 	t.Helper()
-	p := mechapubsub.New(testLogger(), mechapubsub.Defaults{Brokers: brokers})
+	p := mechapubsub.New(testLogger(), e.defaults())
 	md := pubsub.Metadata{Base: metadata.Base{Name: "pubsub", Properties: props}}
 	if err := p.Init(t.Context(), md); err != nil {
 		t.Fatal(err)
@@ -111,157 +136,161 @@ func subscribe(t *testing.T, ctx context.Context, p pubsub.PubSub, topic string,
 }
 
 func TestPublishSubscribeRoundTrip(t *testing.T) {
-	brokers := brokertest.Start(t)
-	p := newPubSub(t, brokers, map[string]string{"consumerID": "app1"})
-	in := &inbox{}
-	start := time.Now()
-	subscribe(t, t.Context(), p, "orders", in)
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("Subscribe took %s; it must return before the group is assigned", d)
-	}
-	publish(t, p, "orders", "hello", map[string]string{"partitionKey": "k1", "traceparent": "00-abc", "h1": "v1"})
-	poll.Until(t, waitLong, "the published message", func() bool { return in.has("hello") })
-
-	m := in.get("hello")[0]
-	if m.Topic != "orders" {
-		t.Errorf("Topic = %q, want orders", m.Topic)
-	}
-	for k, want := range map[string]string{"__key": "k1", "__topic": "orders", "h1": "v1", "traceparent": "00-abc"} {
-		if got := m.Metadata[k]; got != want {
-			t.Errorf("metadata %s = %q, want %q (all: %v)", k, got, want, m.Metadata)
+	eachWay(t, func(t *testing.T, e env) {
+		p := newPubSub(t, e, map[string]string{"consumerID": "app1"})
+		in := &inbox{}
+		start := time.Now()
+		subscribe(t, t.Context(), p, "orders", in)
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("Subscribe took %s; it must return before the group is assigned", d)
 		}
-	}
-	if _, ok := m.Metadata["partitionKey"]; ok {
-		t.Errorf("partitionKey became a header: %v", m.Metadata)
-	}
-	for _, k := range []string{"__partition", "__offset", "__timestamp"} {
-		if _, err := strconv.ParseInt(m.Metadata[k], 10, 64); err != nil {
-			t.Errorf("metadata %s = %q, want a number", k, m.Metadata[k])
+		publish(t, p, "orders", "hello", map[string]string{"partitionKey": "k1", "traceparent": "00-abc", "h1": "v1"})
+		poll.Until(t, waitLong, "the published message", func() bool { return in.has("hello") })
+
+		m := in.get("hello")[0]
+		if m.Topic != "orders" {
+			t.Errorf("Topic = %q, want orders", m.Topic)
 		}
-	}
+		for k, want := range map[string]string{"__key": "k1", "__topic": "orders", "h1": "v1", "traceparent": "00-abc"} {
+			if got := m.Metadata[k]; got != want {
+				t.Errorf("metadata %s = %q, want %q (all: %v)", k, got, want, m.Metadata)
+			}
+		}
+		if _, ok := m.Metadata["partitionKey"]; ok {
+			t.Errorf("partitionKey became a header: %v", m.Metadata)
+		}
+		for _, k := range []string{"__partition", "__offset", "__timestamp"} {
+			if _, err := strconv.ParseInt(m.Metadata[k], 10, 64); err != nil {
+				t.Errorf("metadata %s = %q, want a number", k, m.Metadata[k])
+			}
+		}
 
-	// key is the other way to set the record key; records with the same
-	// key share a partition.
-	publish(t, p, "orders", "second", map[string]string{"key": "k1"})
-	poll.Until(t, waitLong, "the second message", func() bool { return in.has("second") })
-	m2 := in.get("second")[0]
-	if m2.Metadata["__key"] != "k1" || m2.Metadata["__partition"] != m.Metadata["__partition"] {
-		t.Errorf("second: key %q partition %q, want k1 on partition %s", m2.Metadata["__key"], m2.Metadata["__partition"], m.Metadata["__partition"])
-	}
+		// key is the other way to set the record key; records with the same
+		// key share a partition.
+		publish(t, p, "orders", "second", map[string]string{"key": "k1"})
+		poll.Until(t, waitLong, "the second message", func() bool { return in.has("second") })
+		m2 := in.get("second")[0]
+		if m2.Metadata["__key"] != "k1" || m2.Metadata["__partition"] != m.Metadata["__partition"] {
+			t.Errorf("second: key %q partition %q, want k1 on partition %s", m2.Metadata["__key"], m2.Metadata["__partition"], m.Metadata["__partition"])
+		}
 
-	bp, ok := p.(pubsub.BulkPublisher)
-	if !ok {
-		t.Fatal("pubsub.mecha is not a BulkPublisher")
-	}
-	resp, err := bp.BulkPublish(t.Context(), &pubsub.BulkPublishRequest{Topic: "orders", Metadata: map[string]string{"batch": "1"}, Entries: []pubsub.BulkMessageEntry{
-		{EntryId: "e1", Event: []byte("bulk-1"), Metadata: map[string]string{"partitionKey": "b"}},
-		{EntryId: "e2", Event: []byte("bulk-2")},
-	}})
-	if err != nil || len(resp.FailedEntries) != 0 {
-		t.Fatalf("BulkPublish = %+v, %v", resp, err)
-	}
-	poll.Until(t, waitLong, "both bulk entries", func() bool { return in.has("bulk-1") && in.has("bulk-2") })
-	if b := in.get("bulk-1")[0]; b.Metadata["batch"] != "1" || b.Metadata["__key"] != "b" {
-		t.Errorf("bulk-1 metadata = %v, want the request's batch header and key b", b.Metadata)
-	}
-	if got := len(in.data()); got != 4 {
-		t.Errorf("%d deliveries (%v), want 4, each once", got, in.data())
-	}
+		bp, ok := p.(pubsub.BulkPublisher)
+		if !ok {
+			t.Fatal("pubsub.mecha is not a BulkPublisher")
+		}
+		resp, err := bp.BulkPublish(t.Context(), &pubsub.BulkPublishRequest{Topic: "orders", Metadata: map[string]string{"batch": "1"}, Entries: []pubsub.BulkMessageEntry{
+			{EntryId: "e1", Event: []byte("bulk-1"), Metadata: map[string]string{"partitionKey": "b"}},
+			{EntryId: "e2", Event: []byte("bulk-2")},
+		}})
+		if err != nil || len(resp.FailedEntries) != 0 {
+			t.Fatalf("BulkPublish = %+v, %v", resp, err)
+		}
+		poll.Until(t, waitLong, "both bulk entries", func() bool { return in.has("bulk-1") && in.has("bulk-2") })
+		if b := in.get("bulk-1")[0]; b.Metadata["batch"] != "1" || b.Metadata["__key"] != "b" {
+			t.Errorf("bulk-1 metadata = %v, want the request's batch header and key b", b.Metadata)
+		}
+		if got := len(in.data()); got != 4 {
+			t.Errorf("%d deliveries (%v), want 4, each once", got, in.data())
+		}
+	})
 }
 
 func TestBulkPublishReportsFailedEntries(t *testing.T) {
-	brokers := brokertest.Start(t)
-	p := newPubSub(t, brokers, map[string]string{"maxMessageBytes": "1000"})
-	resp, err := p.(pubsub.BulkPublisher).BulkPublish(t.Context(), &pubsub.BulkPublishRequest{Topic: "big", Entries: []pubsub.BulkMessageEntry{
-		{EntryId: "small", Event: []byte("ok")},
-		{EntryId: "huge", Event: []byte(strings.Repeat("x", 5000))},
-	}})
-	if err == nil {
-		t.Fatal("BulkPublish with a record over maxMessageBytes succeeded")
-	}
-	if len(resp.FailedEntries) != 1 || resp.FailedEntries[0].EntryId != "huge" || resp.FailedEntries[0].Error == nil {
-		t.Fatalf("FailedEntries = %+v, want just huge with its error", resp.FailedEntries)
-	}
+	eachWay(t, func(t *testing.T, e env) {
+		p := newPubSub(t, e, map[string]string{"maxMessageBytes": "1000"})
+		resp, err := p.(pubsub.BulkPublisher).BulkPublish(t.Context(), &pubsub.BulkPublishRequest{Topic: "big", Entries: []pubsub.BulkMessageEntry{
+			{EntryId: "small", Event: []byte("ok")},
+			{EntryId: "huge", Event: []byte(strings.Repeat("x", 5000))},
+		}})
+		if err == nil {
+			t.Fatal("BulkPublish with a record over maxMessageBytes succeeded")
+		}
+		if len(resp.FailedEntries) != 1 || resp.FailedEntries[0].EntryId != "huge" || resp.FailedEntries[0].Error == nil {
+			t.Fatalf("FailedEntries = %+v, want just huge with its error", resp.FailedEntries)
+		}
+	})
 }
 
 // A handler error redelivers the same record, with a growing delay, and
 // holds back the records after it in its partition.
 func TestHandlerErrorRedeliversSameMessage(t *testing.T) {
-	brokers := brokertest.Start(t)
-	p := newPubSub(t, brokers, map[string]string{"consumerID": "app1"})
-	in := &inbox{fail: func(m *pubsub.NewMessage, attempt int) error {
-		if string(m.Data) == "b" && attempt <= 3 {
-			return fmt.Errorf("app says retry (attempt %d)", attempt)
+	eachWay(t, func(t *testing.T, e env) {
+		p := newPubSub(t, e, map[string]string{"consumerID": "app1"})
+		in := &inbox{fail: func(m *pubsub.NewMessage, attempt int) error {
+			if string(m.Data) == "b" && attempt <= 3 {
+				return fmt.Errorf("app says retry (attempt %d)", attempt)
+			}
+			return nil
+		}}
+		subscribe(t, t.Context(), p, "jobs", in)
+		for _, d := range []string{"a", "b", "c"} {
+			publish(t, p, "jobs", d, map[string]string{"partitionKey": "same"})
 		}
-		return nil
-	}}
-	subscribe(t, t.Context(), p, "jobs", in)
-	for _, d := range []string{"a", "b", "c"} {
-		publish(t, p, "jobs", d, map[string]string{"partitionKey": "same"})
-	}
-	poll.Until(t, waitLong, "c after b succeeded", func() bool { return in.has("c") })
-	if got, want := in.data(), []string{"a", "b", "b", "b", "b", "c"}; !slices.Equal(got, want) {
-		t.Fatalf("deliveries = %v, want %v", got, want)
-	}
-	bs := in.get("b")
-	for _, b := range bs[1:] {
-		if b.Metadata["__offset"] != bs[0].Metadata["__offset"] || b.Metadata["__partition"] != bs[0].Metadata["__partition"] {
-			t.Errorf("redelivery at %s/%s, first at %s/%s: not the same record", b.Metadata["__partition"], b.Metadata["__offset"], bs[0].Metadata["__partition"], bs[0].Metadata["__offset"])
+		poll.Until(t, waitLong, "c after b succeeded", func() bool { return in.has("c") })
+		if got, want := in.data(), []string{"a", "b", "b", "b", "b", "c"}; !slices.Equal(got, want) {
+			t.Fatalf("deliveries = %v, want %v", got, want)
 		}
-	}
-	// Backoff: 100 ms, then 200 ms, then 400 ms, each ±20% (jitter).
-	in.mu.Lock()
-	gaps := []time.Duration{in.at[2].Sub(in.at[1]), in.at[3].Sub(in.at[2]), in.at[4].Sub(in.at[3])}
-	in.mu.Unlock()
-	for i, min := range []time.Duration{75 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond} {
-		if gaps[i] < min {
-			t.Errorf("redelivery gaps %v: gap %d is under %s; want a backoff of 100ms doubling", gaps, i+1, min)
+		bs := in.get("b")
+		for _, b := range bs[1:] {
+			if b.Metadata["__offset"] != bs[0].Metadata["__offset"] || b.Metadata["__partition"] != bs[0].Metadata["__partition"] {
+				t.Errorf("redelivery at %s/%s, first at %s/%s: not the same record", b.Metadata["__partition"], b.Metadata["__offset"], bs[0].Metadata["__partition"], bs[0].Metadata["__offset"])
+			}
 		}
-	}
+		// Backoff: 100 ms, then 200 ms, then 400 ms, each ±20% (jitter).
+		in.mu.Lock()
+		gaps := []time.Duration{in.at[2].Sub(in.at[1]), in.at[3].Sub(in.at[2]), in.at[4].Sub(in.at[3])}
+		in.mu.Unlock()
+		for i, min := range []time.Duration{75 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond} {
+			if gaps[i] < min {
+				t.Errorf("redelivery gaps %v: gap %d is under %s; want a backoff of 100ms doubling", gaps, i+1, min)
+			}
+		}
+	})
 }
 
 // A record whose handler never succeeded is delivered again by the next
 // instance of the component in the same group; handled ones are not.
 func TestRestartRedeliversOnlyUnacked(t *testing.T) {
-	brokers := brokertest.Start(t)
-	props := map[string]string{"consumerGroup": "restart-group"}
-	p1 := newPubSub(t, brokers, props)
-	in1 := &inbox{fail: func(m *pubsub.NewMessage, _ int) error {
-		if string(m.Data) == "unacked" {
-			return errors.New("not yet")
+	eachWay(t, func(t *testing.T, e env) {
+		props := map[string]string{"consumerGroup": "restart-group"}
+		p1 := newPubSub(t, e, props)
+		in1 := &inbox{fail: func(m *pubsub.NewMessage, _ int) error {
+			if string(m.Data) == "unacked" {
+				return errors.New("not yet")
+			}
+			return nil
+		}}
+		subscribe(t, t.Context(), p1, "events", in1)
+		elsewhere := keyOnOtherPartition(t, "events", "k")
+		publish(t, p1, "events", "acked", map[string]string{"partitionKey": "k"})
+		publish(t, p1, "events", "unacked", map[string]string{"partitionKey": "k"})
+		// Another partition: handled, so it must not come back either.
+		publish(t, p1, "events", "other-acked", map[string]string{"partitionKey": elsewhere})
+		poll.Until(t, waitLong, "unacked to be retried", func() bool {
+			return len(in1.get("unacked")) >= 2 && in1.has("other-acked")
+		})
+		if err := p1.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
 		}
-		return nil
-	}}
-	subscribe(t, t.Context(), p1, "events", in1)
-	elsewhere := keyOnOtherPartition(t, "events", "k")
-	publish(t, p1, "events", "acked", map[string]string{"partitionKey": "k"})
-	publish(t, p1, "events", "unacked", map[string]string{"partitionKey": "k"})
-	// Another partition: handled, so it must not come back either.
-	publish(t, p1, "events", "other-acked", map[string]string{"partitionKey": elsewhere})
-	poll.Until(t, waitLong, "unacked to be retried", func() bool {
-		return len(in1.get("unacked")) >= 2 && in1.has("other-acked")
-	})
-	if err := p1.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	n := len(in1.data())
+		n := len(in1.data())
 
-	p2 := newPubSub(t, brokers, props)
-	in2 := &inbox{}
-	subscribe(t, t.Context(), p2, "events", in2)
-	poll.Until(t, waitLong, "unacked on the new instance", func() bool { return in2.has("unacked") })
-	// Publish a marker on the other partition: once it arrives, anything
-	// redelivered there would have arrived before it.
-	publish(t, p2, "events", "marker", map[string]string{"partitionKey": elsewhere})
-	poll.Until(t, waitLong, "the marker", func() bool { return in2.has("marker") })
-	got := in2.data()
-	slices.Sort(got)
-	if want := []string{"marker", "unacked"}; !slices.Equal(got, want) {
-		t.Errorf("new instance got %v, want %v: acked messages came back or unacked did not", got, want)
-	}
-	if len(in1.data()) != n {
-		t.Errorf("the closed instance's handler was called after Close")
-	}
+		p2 := newPubSub(t, e, props)
+		in2 := &inbox{}
+		subscribe(t, t.Context(), p2, "events", in2)
+		poll.Until(t, waitLong, "unacked on the new instance", func() bool { return in2.has("unacked") })
+		// Publish a marker on the other partition: once it arrives, anything
+		// redelivered there would have arrived before it.
+		publish(t, p2, "events", "marker", map[string]string{"partitionKey": elsewhere})
+		poll.Until(t, waitLong, "the marker", func() bool { return in2.has("marker") })
+		got := in2.data()
+		slices.Sort(got)
+		if want := []string{"marker", "unacked"}; !slices.Equal(got, want) {
+			t.Errorf("new instance got %v, want %v: acked messages came back or unacked did not", got, want)
+		}
+		if len(in1.data()) != n {
+			t.Errorf("the closed instance's handler was called after Close")
+		}
+	})
 }
 
 // keyOnOtherPartition returns a key that sarama's default partitioner
@@ -285,23 +314,24 @@ func keyOnOtherPartition(t *testing.T, topic, key string) string {
 // Several topics share one group member: the app's group does not
 // rebalance against itself.
 func TestTwoTopicsOneMember(t *testing.T) {
-	brokers := brokertest.Start(t)
-	p := newPubSub(t, brokers, map[string]string{"consumerID": "two-topics"})
-	in := &inbox{}
-	subscribe(t, t.Context(), p, "t1", in)
-	subscribe(t, t.Context(), p, "t2", in)
-	publish(t, p, "t1", "one", nil)
-	publish(t, p, "t2", "two", nil)
-	poll.Until(t, waitLong, "both topics", func() bool { return in.has("one") && in.has("two") })
-	for _, m := range in.get("one") {
-		if m.Topic != "t1" {
-			t.Errorf("one arrived with topic %s", m.Topic)
+	eachWay(t, func(t *testing.T, e env) {
+		p := newPubSub(t, e, map[string]string{"consumerID": "two-topics"})
+		in := &inbox{}
+		subscribe(t, t.Context(), p, "t1", in)
+		subscribe(t, t.Context(), p, "t2", in)
+		publish(t, p, "t1", "one", nil)
+		publish(t, p, "t2", "two", nil)
+		poll.Until(t, waitLong, "both topics", func() bool { return in.has("one") && in.has("two") })
+		for _, m := range in.get("one") {
+			if m.Topic != "t1" {
+				t.Errorf("one arrived with topic %s", m.Topic)
+			}
 		}
-	}
 
-	adm := newAdmin(t, brokers)
-	poll.Until(t, waitLong, "one member subscribed to both topics", func() bool {
-		return slices.Equal(memberTopics(t, adm, "two-topics"), []string{"t1", "t2"})
+		adm := newAdmin(t, e.brokers())
+		poll.Until(t, waitLong, "one member subscribed to both topics", func() bool {
+			return slices.Equal(memberTopics(t, adm, "two-topics"), []string{"t1", "t2"})
+		})
 	})
 }
 
@@ -338,53 +368,56 @@ func newAdmin(t *testing.T, brokers string) *kadm.Client {
 // Ending a Subscribe context stops delivery of that topic only; a later
 // Subscribe picks up what was published in between.
 func TestSubscribeCancelStopsTopic(t *testing.T) {
-	brokers := brokertest.Start(t)
-	p := newPubSub(t, brokers, map[string]string{"consumerID": "cancel-app"})
-	gone, keep := &inbox{}, &inbox{}
-	ctx, cancel := context.WithCancel(t.Context())
-	subscribe(t, ctx, p, "gone", gone)
-	subscribe(t, t.Context(), p, "keep", keep)
-	publish(t, p, "gone", "before", nil)
-	poll.Until(t, waitLong, "the first message", func() bool { return gone.has("before") })
+	eachWay(t, func(t *testing.T, e env) {
+		p := newPubSub(t, e, map[string]string{"consumerID": "cancel-app"})
+		gone, keep := &inbox{}, &inbox{}
+		ctx, cancel := context.WithCancel(t.Context())
+		subscribe(t, ctx, p, "gone", gone)
+		subscribe(t, t.Context(), p, "keep", keep)
+		publish(t, p, "gone", "before", nil)
+		poll.Until(t, waitLong, "the first message", func() bool { return gone.has("before") })
 
-	cancel()
-	// The group's member drops the topic: nothing of ours fetches it.
-	adm := newAdmin(t, brokers)
-	poll.Until(t, waitLong, "the member to subscribe to keep only", func() bool {
-		return slices.Equal(memberTopics(t, adm, "cancel-app"), []string{"keep"})
+		cancel()
+		// The group's member drops the topic: nothing of ours fetches it.
+		adm := newAdmin(t, e.brokers())
+		poll.Until(t, waitLong, "the member to subscribe to keep only", func() bool {
+			return slices.Equal(memberTopics(t, adm, "cancel-app"), []string{"keep"})
+		})
+		publish(t, p, "gone", "after", nil)
+		publish(t, p, "keep", "still", nil)
+		poll.Until(t, waitLong, "the other topic's message", func() bool { return keep.has("still") })
+
+		again := &inbox{}
+		subscribe(t, t.Context(), p, "gone", again)
+		poll.Until(t, waitLong, "the message published while unsubscribed", func() bool { return again.has("after") })
+		if gone.has("after") {
+			t.Errorf("the cancelled subscription received a message: %v", gone.data())
+		}
+		if again.has("before") {
+			t.Errorf("a handled message came back: %v", again.data())
+		}
 	})
-	publish(t, p, "gone", "after", nil)
-	publish(t, p, "keep", "still", nil)
-	poll.Until(t, waitLong, "the other topic's message", func() bool { return keep.has("still") })
-
-	again := &inbox{}
-	subscribe(t, t.Context(), p, "gone", again)
-	poll.Until(t, waitLong, "the message published while unsubscribed", func() bool { return again.has("after") })
-	if gone.has("after") {
-		t.Errorf("the cancelled subscription received a message: %v", gone.data())
-	}
-	if again.has("before") {
-		t.Errorf("a handled message came back: %v", again.data())
-	}
 }
 
 func TestSubscribeWithoutGroup(t *testing.T) {
-	brokers := brokertest.Start(t)
-	p := newPubSub(t, brokers, nil)
-	publish(t, p, "t", "publishing needs no group", nil)
-	err := p.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: "t"}, (&inbox{}).handler)
-	if err == nil || !strings.Contains(err.Error(), "consumerGroup") || !errors.Is(err, mechapubsub.ErrMetadata) {
-		t.Fatalf("Subscribe without a group: %v, want a metadata error naming consumerGroup", err)
-	}
+	eachWay(t, func(t *testing.T, e env) {
+		p := newPubSub(t, e, nil)
+		publish(t, p, "t", "publishing needs no group", nil)
+		err := p.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: "t"}, (&inbox{}).handler)
+		if err == nil || !strings.Contains(err.Error(), "consumerGroup") || !errors.Is(err, mechapubsub.ErrMetadata) {
+			t.Fatalf("Subscribe without a group: %v, want a metadata error naming consumerGroup", err)
+		}
+	})
 }
 
-// ourGoroutines lists goroutines running the component's or sarama's code.
+// ourGoroutines lists goroutines running the component's or its clients'
+// code (franz-go's, inproc's).
 func ourGoroutines() []string {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	var out []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "github.com/IBM/sarama.") || strings.Contains(g, "mechapubsub.(*") {
+		if strings.Contains(g, "github.com/twmb/franz-go/pkg/kgo.") || strings.Contains(g, "mecha/broker/inproc.") || strings.Contains(g, "mechapubsub.(*") {
 			out = append(out, g)
 		}
 	}
@@ -392,47 +425,48 @@ func ourGoroutines() []string {
 }
 
 func TestCloseStopsEverything(t *testing.T) {
-	brokers := brokertest.Start(t)
-	p := mechapubsub.New(testLogger(), mechapubsub.Defaults{Brokers: brokers})
-	if err := p.Init(t.Context(), pubsub.Metadata{Base: metadata.Base{Properties: map[string]string{"consumerID": "closer"}}}); err != nil {
-		t.Fatal(err)
-	}
-	in := &inbox{fail: func(m *pubsub.NewMessage, _ int) error {
-		if string(m.Data) == "stuck" {
-			return errors.New("always failing")
+	eachWay(t, func(t *testing.T, e env) {
+		p := mechapubsub.New(testLogger(), e.defaults())
+		if err := p.Init(t.Context(), pubsub.Metadata{Base: metadata.Base{Properties: map[string]string{"consumerID": "closer"}}}); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	}}
-	subscribe(t, t.Context(), p, "a", in)
-	subscribe(t, t.Context(), p, "b", in)
-	publish(t, p, "a", "stuck", nil)
-	publish(t, p, "b", "fine", nil)
-	poll.Until(t, waitLong, "deliveries", func() bool { return in.has("fine") && len(in.get("stuck")) >= 2 })
+		in := &inbox{fail: func(m *pubsub.NewMessage, _ int) error {
+			if string(m.Data) == "stuck" {
+				return errors.New("always failing")
+			}
+			return nil
+		}}
+		subscribe(t, t.Context(), p, "a", in)
+		subscribe(t, t.Context(), p, "b", in)
+		publish(t, p, "a", "stuck", nil)
+		publish(t, p, "b", "fine", nil)
+		poll.Until(t, waitLong, "deliveries", func() bool { return in.has("fine") && len(in.get("stuck")) >= 2 })
 
-	done := make(chan error, 1)
-	go func() { done <- p.Close() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Close: %v", err)
+		done := make(chan error, 1)
+		go func() { done <- p.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		case <-time.After(waitLong):
+			t.Fatal("Close did not return while a handler kept failing")
 		}
-	case <-time.After(waitLong):
-		t.Fatal("Close did not return while a handler kept failing")
-	}
-	poll.Until(t, waitLong, "sarama and component goroutines to end", func() bool { return len(ourGoroutines()) == 0 })
-	n := len(in.data())
-	if err := p.Publish(t.Context(), &pubsub.PublishRequest{Topic: "a", Data: []byte("x")}); !errors.Is(err, mechapubsub.ErrClosed) {
-		t.Errorf("Publish after Close: %v, want ErrClosed", err)
-	}
-	if err := p.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: "a"}, in.handler); !errors.Is(err, mechapubsub.ErrClosed) {
-		t.Errorf("Subscribe after Close: %v, want ErrClosed", err)
-	}
-	if err := p.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	if len(in.data()) != n {
-		t.Error("handler called after Close returned")
-	}
+		poll.Until(t, waitLong, "client and component goroutines to end", func() bool { return len(ourGoroutines()) == 0 })
+		n := len(in.data())
+		if err := p.Publish(t.Context(), &pubsub.PublishRequest{Topic: "a", Data: []byte("x")}); !errors.Is(err, mechapubsub.ErrClosed) {
+			t.Errorf("Publish after Close: %v, want ErrClosed", err)
+		}
+		if err := p.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: "a"}, in.handler); !errors.Is(err, mechapubsub.ErrClosed) {
+			t.Errorf("Subscribe after Close: %v, want ErrClosed", err)
+		}
+		if err := p.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+		if len(in.data()) != n {
+			t.Error("handler called after Close returned")
+		}
+	})
 }
 
 func TestInitMetadataErrors(t *testing.T) {
@@ -477,6 +511,22 @@ func TestInitDefaultsAndOverrides(t *testing.T) {
 	}
 	_ = p.Close()
 
+	// The embedded broker is called in-process unless the metadata names
+	// other brokers.
+	b := brokertest.StartBroker(t)
+	for _, tc := range []struct {
+		brokers string
+		local   bool
+	}{{"", true}, {b.Addr(), true}, {brokers, false}, {b.Addr() + "," + brokers, false}} {
+		o, err := mechapubsub.ParseClientOptions(map[string]string{"brokers": tc.brokers}, mechapubsub.Defaults{Brokers: b.Addr(), Broker: b})
+		if err != nil || (o.Local != nil) != tc.local {
+			t.Errorf("brokers %q: local %v (%v), want %v", tc.brokers, o.Local != nil, err, tc.local)
+		}
+	}
+	if o, err := mechapubsub.ParseClientOptions(nil, mechapubsub.Defaults{Broker: b}); err != nil || o.Local == nil {
+		t.Errorf("no broker address but an embedded broker: local %v, %v", o.Local != nil, err)
+	}
+
 	o, err := mechapubsub.ParseClientOptions(map[string]string{"consumerID": "app", "initialOffset": "Newest"}, mechapubsub.Defaults{Brokers: "h1:1, h2:2"})
 	if err != nil {
 		t.Fatal(err)
@@ -494,49 +544,158 @@ func TestInitDefaultsAndOverrides(t *testing.T) {
 // every second), not only at Close: a crash loses at most a second of
 // acknowledgements.
 func TestHandledOffsetsCommittedWhileRunning(t *testing.T) {
-	brokers := brokertest.Start(t)
-	p := newPubSub(t, brokers, map[string]string{"consumerID": "committer"})
-	in := &inbox{}
-	subscribe(t, t.Context(), p, "ticks", in)
-	publish(t, p, "ticks", "one", map[string]string{"partitionKey": "k"})
-	publish(t, p, "ticks", "two", map[string]string{"partitionKey": "k"})
-	poll.Until(t, waitLong, "both records", func() bool { return in.has("two") })
-	m := in.get("two")[0]
-	part, _ := strconv.ParseInt(m.Metadata["__partition"], 10, 32)
-	off, _ := strconv.ParseInt(m.Metadata["__offset"], 10, 64)
+	eachWay(t, func(t *testing.T, e env) {
+		p := newPubSub(t, e, map[string]string{"consumerID": "committer"})
+		in := &inbox{}
+		subscribe(t, t.Context(), p, "ticks", in)
+		publish(t, p, "ticks", "one", map[string]string{"partitionKey": "k"})
+		publish(t, p, "ticks", "two", map[string]string{"partitionKey": "k"})
+		poll.Until(t, waitLong, "both records", func() bool { return in.has("two") })
+		m := in.get("two")[0]
+		part, _ := strconv.ParseInt(m.Metadata["__partition"], 10, 32)
+		off, _ := strconv.ParseInt(m.Metadata["__offset"], 10, 64)
 
-	adm := newAdmin(t, brokers)
-	poll.Until(t, waitLong, "the committed offset past two", func() bool {
-		os, err := adm.FetchOffsets(t.Context(), "committer")
-		if err != nil {
-			return false
-		}
-		o, ok := os.Lookup("ticks", int32(part))
-		return ok && o.At == off+1
+		adm := newAdmin(t, e.brokers())
+		poll.Until(t, waitLong, "the committed offset past two", func() bool {
+			os, err := adm.FetchOffsets(t.Context(), "committer")
+			if err != nil {
+				return false
+			}
+			o, ok := os.Lookup("ticks", int32(part))
+			return ok && o.At == off+1
+		})
 	})
 }
 
 // With initialOffset newest a new group skips what was published before
 // it joined.
 func TestInitialOffsetNewest(t *testing.T) {
-	brokers := brokertest.Start(t)
-	p := newPubSub(t, brokers, map[string]string{"consumerID": "late", "initialOffset": "newest"})
-	publish(t, p, "news", "old", map[string]string{"partitionKey": "k"})
-	in := &inbox{}
-	subscribe(t, t.Context(), p, "news", in)
-	// The group starts at the end of the log once assigned, which
-	// Subscribe does not wait for: publish until something arrives.
-	// Same key, same partition: had old been delivered, it would be
-	// first.
-	calls := 0
-	poll.Until(t, waitLong, "a record published after the group joined", func() bool {
-		if calls%50 == 0 {
-			publish(t, p, "news", "new-"+strconv.Itoa(calls), map[string]string{"partitionKey": "k"})
+	eachWay(t, func(t *testing.T, e env) {
+		p := newPubSub(t, e, map[string]string{"consumerID": "late", "initialOffset": "newest"})
+		publish(t, p, "news", "old", map[string]string{"partitionKey": "k"})
+		in := &inbox{}
+		subscribe(t, t.Context(), p, "news", in)
+		// The group starts at the end of the log once assigned, which
+		// Subscribe does not wait for: publish until something arrives.
+		// Same key, same partition: had old been delivered, it would be
+		// first.
+		calls := 0
+		poll.Until(t, waitLong, "a record published after the group joined", func() bool {
+			if calls%50 == 0 {
+				publish(t, p, "news", "new-"+strconv.Itoa(calls), map[string]string{"partitionKey": "k"})
+			}
+			calls++
+			return len(in.data()) > 0
+		})
+		if got := in.data()[0]; got == "old" {
+			t.Errorf("first delivery %q: newest delivered what was published before", got)
 		}
-		calls++
-		return len(in.data()) > 0
 	})
-	if got := in.data()[0]; got == "old" {
-		t.Errorf("first delivery %q: newest delivered what was published before", got)
+}
+
+// In-process subscribers are members of the broker's consumer group like
+// any Kafka client: one in-process and one franz-go member of one group
+// split its partitions, every record reaches exactly one of them, and the
+// group's committed offsets cover what either handled.
+func TestInProcessSharesGroupWithKafkaClient(t *testing.T) {
+	b := brokertest.StartBroker(t)
+	e := env{b: b, local: true}
+	p := newPubSub(t, e, map[string]string{"consumerID": "shared"})
+	in := &inbox{}
+	subscribe(t, t.Context(), p, "split", in)
+
+	var mu sync.Mutex
+	var viaKafka []string
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.ConsumerGroup("shared"), kgo.ConsumeTopics("split"),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()), kgo.HeartbeatInterval(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
 	}
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			fs := cl.PollFetches(t.Context())
+			if fs.IsClientClosed() || t.Context().Err() != nil {
+				return
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				mu.Lock()
+				viaKafka = append(viaKafka, string(r.Value))
+				mu.Unlock()
+			})
+		}
+	}()
+	t.Cleanup(func() {
+		cl.Close()
+		<-polled
+	})
+	adm := newAdmin(t, b.Addr())
+	poll.Until(t, waitLong, "two members sharing the three partitions", func() bool {
+		ds, err := adm.DescribeGroups(t.Context(), "shared")
+		if err != nil || ds["shared"].State != "Stable" || len(ds["shared"].Members) != 2 {
+			return false
+		}
+		n := 0
+		for _, m := range ds["shared"].Members {
+			a, _ := m.Assigned.AsConsumer()
+			for _, tp := range a.Topics {
+				if len(tp.Partitions) == 0 {
+					return false
+				}
+				n += len(tp.Partitions)
+			}
+		}
+		return n == 3
+	})
+	const n = 60
+	for i := range n {
+		publish(t, p, "split", strconv.Itoa(i), map[string]string{"partitionKey": "k" + strconv.Itoa(i)})
+	}
+	poll.Until(t, waitLong, "every record at one member", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(in.data())+len(viaKafka) >= n
+	})
+	mu.Lock()
+	all := append(in.data(), viaKafka...)
+	kafka := len(viaKafka)
+	mu.Unlock()
+	slices.Sort(all)
+	if len(all) != n || len(slices.Compact(all)) != n {
+		t.Fatalf("%d deliveries, %d distinct; want each of %d once", len(all), len(slices.Compact(all)), n)
+	}
+	if kafka == 0 || kafka == n {
+		t.Fatalf("the Kafka client got %d of %d: the group did not split", kafka, n)
+	}
+	// What the in-process member handled is committed in the group.
+	poll.Until(t, waitLong, "the in-process member's commits", func() bool {
+		offs, err := adm.FetchOffsets(t.Context(), "shared")
+		if err != nil {
+			return false
+		}
+		for _, m := range in.get(in.data()[len(in.data())-1]) {
+			part, _ := strconv.ParseInt(m.Metadata["__partition"], 10, 32)
+			off, _ := strconv.ParseInt(m.Metadata["__offset"], 10, 64)
+			if o, ok := offs.Lookup("split", int32(part)); !ok || o.At != off+1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// Given only the embedded broker (no address at all), pubsub.mecha
+// publishes and subscribes in-process: no socket is involved.
+func TestInProcessWithoutAddress(t *testing.T) {
+	b := brokertest.StartBroker(t)
+	p := mechapubsub.New(testLogger(), mechapubsub.Defaults{Broker: b})
+	if err := p.Init(t.Context(), pubsub.Metadata{Base: metadata.Base{Properties: map[string]string{"consumerID": "no-socket"}}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	in := &inbox{}
+	subscribe(t, t.Context(), p, "direct", in)
+	publish(t, p, "direct", "in-process", nil)
+	poll.Until(t, waitLong, "the record", func() bool { return in.has("in-process") })
 }

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Metadata keys a delivered record carries besides its headers; the same
@@ -23,14 +23,14 @@ const (
 // record's metadata can be published again unchanged).
 var keyFields = []string{"partitionKey", "key", MetaKey}
 
-// ProducerMessage builds the record for data: its key from md's
-// partitionKey, key or __key (first found), every other entry a header,
-// in name order so that records are reproducible.
-func ProducerMessage(topic string, data []byte, md map[string]string) *sarama.ProducerMessage {
-	m := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(data)}
+// NewRecord builds the record for data: its key from md's partitionKey,
+// key or __key (first found), every other entry a header, in name order
+// so that records are reproducible.
+func NewRecord(topic string, data []byte, md map[string]string) *kgo.Record {
+	r := &kgo.Record{Topic: topic, Value: data}
 	for _, k := range keyFields {
 		if v, ok := md[k]; ok {
-			m.Key = sarama.StringEncoder(v)
+			r.Key = []byte(v)
 			break
 		}
 	}
@@ -42,28 +42,26 @@ func ProducerMessage(topic string, data []byte, md map[string]string) *sarama.Pr
 	}
 	slices.Sort(names)
 	for _, k := range names {
-		m.Headers = append(m.Headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(md[k])})
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(md[k])})
 	}
-	return m
+	return r
 }
 
 // RecordMetadata is the metadata of a delivered record: its headers, then
 // __topic, __partition, __offset, __timestamp (Unix ms) and, when the
 // record has a key, __key. The record's own fields win over a header of
 // the same name.
-func RecordMetadata(m *sarama.ConsumerMessage) map[string]string {
-	md := make(map[string]string, len(m.Headers)+5)
-	for _, h := range m.Headers {
-		if h != nil {
-			md[string(h.Key)] = string(h.Value)
-		}
+func RecordMetadata(r *kgo.Record) map[string]string {
+	md := make(map[string]string, len(r.Headers)+5)
+	for _, h := range r.Headers {
+		md[h.Key] = string(h.Value)
 	}
-	md[MetaTopic] = m.Topic
-	md[MetaPartition] = strconv.FormatInt(int64(m.Partition), 10)
-	md[MetaOffset] = strconv.FormatInt(m.Offset, 10)
-	md[MetaTimestamp] = strconv.FormatInt(m.Timestamp.UnixMilli(), 10)
-	if m.Key != nil {
-		md[MetaKey] = string(m.Key)
+	md[MetaTopic] = r.Topic
+	md[MetaPartition] = strconv.FormatInt(int64(r.Partition), 10)
+	md[MetaOffset] = strconv.FormatInt(r.Offset, 10)
+	md[MetaTimestamp] = strconv.FormatInt(r.Timestamp.UnixMilli(), 10)
+	if r.Key != nil {
+		md[MetaKey] = string(r.Key)
 	}
 	return md
 }

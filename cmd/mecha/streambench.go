@@ -22,7 +22,9 @@ blackhole sink, as Flink's Nexmark reference run does. The last line is
 
 where R is events per CPU-second of the whole process, generator
 included. With --through-broker the events go generator → broker topic →
-job instead, and the last line starts with nexmark-broker.
+job instead, and the last line starts with nexmark-broker: into an
+embedded broker that the generator and the job call in-process (as
+inside mecha run), or, with --brokers, into that cluster over franz-go.
 
 Flags:
 `

@@ -17,7 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"mecha/broker/brokertest"
+	"mecha/broker"
 	"mecha/internal/poll"
 )
 
@@ -263,24 +263,25 @@ func uvSpec(name, topic string, parallelism int) Spec {
 // both leave exactly the reference UV of every page in every window, each
 // window fired once.
 func TestParallelismExactUV(t *testing.T) {
-	addr := brokertest.Start(t)
-	cl := ftClient(t, addr)
-	ftCreateTopic(t, cl, "visits", 4)
-	recs, want := uvData("visits", 4000)
-	st4, st1 := newFTState(), newFTState()
-	r4, _ := ftStart(t, uvSpec("uv4", "visits", 4), Options{Brokers: addr, SaveState: st4.save})
-	r1, _ := ftStart(t, uvSpec("uv1", "visits", 1), Options{Brokers: addr, SaveState: st1.save})
-	ftProduce(t, cl, recs)
-	ftWaitState(t, st4, "uv4", want)
-	ftWaitState(t, st1, "uv1", want)
-	for _, r := range []*Runner{r4, r1} {
-		if c := r.Counts(); c.Out != int64(len(want)) || c.Late != 0 || c.DeadLettered != 0 {
-			t.Errorf("job %s: counts %+v, want %d windows out, none late or dead-lettered", r.spec.Name, c, len(want))
+	eachWay(t, func(t *testing.T, addr string, local broker.Local) {
+		cl := ftClient(t, addr)
+		ftCreateTopic(t, cl, "visits", 4)
+		recs, want := uvData("visits", 4000)
+		st4, st1 := newFTState(), newFTState()
+		r4, _ := ftStart(t, uvSpec("uv4", "visits", 4), Options{Brokers: addr, Broker: local, SaveState: st4.save})
+		r1, _ := ftStart(t, uvSpec("uv1", "visits", 1), Options{Brokers: addr, Broker: local, SaveState: st1.save})
+		ftProduce(t, cl, recs)
+		ftWaitState(t, st4, "uv4", want)
+		ftWaitState(t, st1, "uv1", want)
+		for _, r := range []*Runner{r4, r1} {
+			if c := r.Counts(); c.Out != int64(len(want)) || c.Late != 0 || c.DeadLettered != 0 {
+				t.Errorf("job %s: counts %+v, want %d windows out, none late or dead-lettered", r.spec.Name, c, len(want))
+			}
 		}
-	}
-	if got := r4.Status().Parallelism; got != 4 {
-		t.Errorf("status parallelism %d, want 4", got)
-	}
+		if got := r4.Status().Parallelism; got != 4 {
+			t.Errorf("status parallelism %d, want 4", got)
+		}
+	})
 }
 
 // TestParallelismCheckpointPortable stops a 4-task job mid-window after a
@@ -289,44 +290,45 @@ func TestParallelismExactUV(t *testing.T) {
 // dictionary move to the tasks that own their keys now, and the state
 // ends exactly at the reference.
 func TestParallelismCheckpointPortable(t *testing.T) {
-	addr := brokertest.Start(t)
-	cl := ftClient(t, addr)
-	ftCreateTopic(t, cl, "visits", 4)
-	recs, want := uvData("visits", 4000)
-	const half = 2250 // event time 4.5 s: mid-window
-	st := newFTState()
-	dataDir := t.TempDir()
-	spec := uvSpec("uvcp", "visits", 4)
-	spec.Checkpoint.Interval = Duration{20 * time.Millisecond}
-	a, stopA := ftStart(t, spec, Options{Brokers: addr, DataDir: dataDir, SaveState: st.save})
-	ftProduce(t, cl, recs[:half])
-	poll.Until(t, 30*time.Second, "the first run to read the first half", func() bool { return a.Counts().In == half })
-	c0 := a.Counts().Checkpoints
-	poll.Until(t, 30*time.Second, "a checkpoint after the first half", func() bool { return a.Counts().Checkpoints > c0 })
-	stopA()
+	eachWay(t, func(t *testing.T, addr string, local broker.Local) {
+		cl := ftClient(t, addr)
+		ftCreateTopic(t, cl, "visits", 4)
+		recs, want := uvData("visits", 4000)
+		const half = 2250 // event time 4.5 s: mid-window
+		st := newFTState()
+		dataDir := t.TempDir()
+		spec := uvSpec("uvcp", "visits", 4)
+		spec.Checkpoint.Interval = Duration{20 * time.Millisecond}
+		a, stopA := ftStart(t, spec, Options{Brokers: addr, Broker: local, DataDir: dataDir, SaveState: st.save})
+		ftProduce(t, cl, recs[:half])
+		poll.Until(t, 30*time.Second, "the first run to read the first half", func() bool { return a.Counts().In == half })
+		c0 := a.Counts().Checkpoints
+		poll.Until(t, 30*time.Second, "a checkpoint after the first half", func() bool { return a.Counts().Checkpoints > c0 })
+		stopA()
 
-	// The checkpoint holds open windows (else the resume would prove
-	// nothing about moving them between tasks).
-	b, err := os.ReadFile(filepath.Join(dataDir, "uvcp", "checkpoint.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cp checkpointFile
-	if err := json.Unmarshal(b, &cp); err != nil {
-		t.Fatal(err)
-	}
-	if len(cp.Operator.Panes) == 0 || len(cp.Dictionary) == 0 {
-		t.Fatalf("checkpoint has %d panes and %d dictionary values, want some of both", len(cp.Operator.Panes), len(cp.Dictionary))
-	}
+		// The checkpoint holds open windows (else the resume would prove
+		// nothing about moving them between tasks).
+		b, err := os.ReadFile(filepath.Join(dataDir, "uvcp", "checkpoint.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cp checkpointFile
+		if err := json.Unmarshal(b, &cp); err != nil {
+			t.Fatal(err)
+		}
+		if len(cp.Operator.Panes) == 0 || len(cp.Dictionary) == 0 {
+			t.Fatalf("checkpoint has %d panes and %d dictionary values, want some of both", len(cp.Operator.Panes), len(cp.Dictionary))
+		}
 
-	spec.Parallelism = 2
-	r2, _ := ftStart(t, spec, Options{Brokers: addr, DataDir: dataDir, SaveState: st.save})
-	ftProduce(t, cl, recs[half:])
-	ftWaitState(t, st, "uvcp", want)
-	c := r2.Counts()
-	if !c.Restored || c.In != int64(len(recs)-half) {
-		t.Fatalf("second run: restored %v, read %d records, want it resumed at record %d (read %d)", c.Restored, c.In, half, len(recs)-half)
-	}
+		spec.Parallelism = 2
+		r2, _ := ftStart(t, spec, Options{Brokers: addr, Broker: local, DataDir: dataDir, SaveState: st.save})
+		ftProduce(t, cl, recs[half:])
+		ftWaitState(t, st, "uvcp", want)
+		c := r2.Counts()
+		if !c.Restored || c.In != int64(len(recs)-half) {
+			t.Fatalf("second run: restored %v, read %d records, want it resumed at record %d (read %d)", c.Restored, c.In, half, len(recs)-half)
+		}
+	})
 }
 
 // pipelineResults runs recs through a pipeline of spec in rounds of size
@@ -424,49 +426,50 @@ func TestPipelineParallelismSameResults(t *testing.T) {
 // numbers stay integers, so id % 2 works and a 64-bit id keeps its last
 // digit.
 func TestPassThroughFilterMap(t *testing.T) {
-	addr := brokertest.Start(t)
-	cl := ftClient(t, addr)
-	ftCreateTopic(t, cl, "events", 3)
-	ftCreateTopic(t, cl, "evens-out", 3)
-	spec, err := ParseDocument([]byte(`{"apiVersion":"mecha.io/v1alpha1","kind":"StreamJob","metadata":{"name":"evens"},
-	 "spec":{"source":{"topic":"events"},"filter":"id % 2 == 0",
-	  "map":{"id":"id","twice":"id * 2","big":"big","who":"name + \"!\""},
-	  "sink":{"type":"topic","topic":"evens-out"}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, _ := ftStart(t, spec, Options{Brokers: addr})
-	const big = 9007199254740993 // 2^53+1: a float64 would make it ...992
-	var recs []*kgo.Record
-	want := map[string][]string{} // source key → mapped records, in order
-	total := 0
-	for i := range 300 {
-		key := fmt.Sprintf("k%d", i%7)
-		recs = append(recs, &kgo.Record{Topic: "events", Partition: int32(i % 7 % 3), Key: []byte(key),
-			Value: fmt.Appendf(nil, `{"id":%d,"name":"n%d","big":%d,"extra":true}`, i, i, big+i)})
-		if i%2 == 0 {
-			want[key] = append(want[key], fmt.Sprintf(`{"big":%d,"id":%d,"twice":%d,"who":"n%d!"}`, big+i, i, 2*i, i))
-			total++
+	eachWay(t, func(t *testing.T, addr string, local broker.Local) {
+		cl := ftClient(t, addr)
+		ftCreateTopic(t, cl, "events", 3)
+		ftCreateTopic(t, cl, "evens-out", 3)
+		spec, err := ParseDocument([]byte(`{"apiVersion":"mecha.io/v1alpha1","kind":"StreamJob","metadata":{"name":"evens"},
+		 "spec":{"source":{"topic":"events"},"filter":"id % 2 == 0",
+		  "map":{"id":"id","twice":"id * 2","big":"big","who":"name + \"!\""},
+		  "sink":{"type":"topic","topic":"evens-out"}}}`))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	ftProduce(t, cl, recs)
-	poll.Until(t, 30*time.Second, "every kept record on the sink", func() bool { return ftEndCount(t, cl, "evens-out") >= int64(total) })
-	got := map[string][]string{}
-	out := ftReadTopic(t, addr, "evens-out")
-	for _, rec := range out {
-		got[string(rec.Key)] = append(got[string(rec.Key)], string(rec.Value))
-	}
-	if len(out) != total {
-		t.Errorf("sink holds %d records, want %d", len(out), total)
-	}
-	for k, w := range want {
-		if !reflect.DeepEqual(got[k], w) {
-			t.Errorf("key %s: sink has\n%v\nwant\n%v", k, got[k], w)
+		r, _ := ftStart(t, spec, Options{Brokers: addr, Broker: local})
+		const big = 9007199254740993 // 2^53+1: a float64 would make it ...992
+		var recs []*kgo.Record
+		want := map[string][]string{} // source key → mapped records, in order
+		total := 0
+		for i := range 300 {
+			key := fmt.Sprintf("k%d", i%7)
+			recs = append(recs, &kgo.Record{Topic: "events", Partition: int32(i % 7 % 3), Key: []byte(key),
+				Value: fmt.Appendf(nil, `{"id":%d,"name":"n%d","big":%d,"extra":true}`, i, i, big+i)})
+			if i%2 == 0 {
+				want[key] = append(want[key], fmt.Sprintf(`{"big":%d,"id":%d,"twice":%d,"who":"n%d!"}`, big+i, i, 2*i, i))
+				total++
+			}
 		}
-	}
-	if c := r.Counts(); c.In != 300 || c.Filtered != 150 || c.Out != int64(total) || c.DeadLettered != 0 {
-		t.Errorf("counts %+v, want 300 in, 150 filtered, %d out, none dead-lettered", c, total)
-	}
+		ftProduce(t, cl, recs)
+		poll.Until(t, 30*time.Second, "every kept record on the sink", func() bool { return ftEndCount(t, cl, "evens-out") >= int64(total) })
+		got := map[string][]string{}
+		out := ftReadTopic(t, addr, "evens-out")
+		for _, rec := range out {
+			got[string(rec.Key)] = append(got[string(rec.Key)], string(rec.Value))
+		}
+		if len(out) != total {
+			t.Errorf("sink holds %d records, want %d", len(out), total)
+		}
+		for k, w := range want {
+			if !reflect.DeepEqual(got[k], w) {
+				t.Errorf("key %s: sink has\n%v\nwant\n%v", k, got[k], w)
+			}
+		}
+		if c := r.Counts(); c.In != 300 || c.Filtered != 150 || c.Out != int64(total) || c.DeadLettered != 0 {
+			t.Errorf("counts %+v, want 300 in, 150 filtered, %d out, none dead-lettered", c, total)
+		}
+	})
 }
 
 // ---- 3. windowed join ----------------------------------------------------
@@ -540,61 +543,62 @@ func TestPipelineWindowedJoin(t *testing.T) {
 // of a real broker, with 2 tasks, into a topic sink: exactly the pairs of
 // equal order ids in the same 1 s window come out.
 func TestJoinThroughBroker(t *testing.T) {
-	addr := brokertest.Start(t)
-	cl := ftClient(t, addr)
-	ftCreateTopic(t, cl, "orders", 1)
-	ftCreateTopic(t, cl, "payments", 1)
-	ftCreateTopic(t, cl, "paid-out", 3)
-	r, _ := ftStart(t, Spec{Name: "paid", Source: Source{Topic: "orders", EventTimeField: "ts", IdleTimeout: Duration{time.Minute}},
-		KeyBy: "order", Window: Window{Type: "tumbling", Size: Duration{time.Second}},
-		Join: &Join{Topic: "payments", KeyBy: "order", Filter: "amount > 0"}, Sink: Sink{Type: "topic", Topic: "paid-out"}, Parallelism: 2},
-		Options{Brokers: addr})
-	var recs []*kgo.Record
-	var want []string
-	pay := func(id, order string, ts int64, amount int) {
-		recs = append(recs, &kgo.Record{Topic: "payments", Value: fmt.Appendf(nil, `{"pay":%q,"order":%q,"ts":%d,"amount":%d}`, id, order, ts, amount)})
-	}
-	for i := range 20 {
-		recs = append(recs, &kgo.Record{Topic: "orders", Value: fmt.Appendf(nil, `{"order":"o%d","ts":%d}`, i, i*100)})
-	}
-	recs = append(recs, &kgo.Record{Topic: "orders", Value: []byte(`{"order":"end","ts":100000}`)})
-	for i := 0; i < 20; i += 2 {
-		pay(fmt.Sprintf("p%d", i), fmt.Sprintf("o%d", i), int64(i*100+50), 5)
-		want = append(want, fmt.Sprintf("o%d@%d o%d+p%d", i, i/10*1000, i, i))
-	}
-	pay("p4b", "o4", 450, 7) // a second payment of o4, same window
-	want = append(want, "o4@0 o4+p4b")
-	pay("p3", "o3", 1300, 5)    // o3 is in window 0, its payment in window 1
-	pay("p99", "o99", 500, 5)   // no such order
-	pay("p5", "o5", 550, 0)     // filtered out on the right
-	pay("pend", "x", 100000, 1) // closes the windows on the right
-	ftProduce(t, cl, recs)
-	poll.Until(t, 30*time.Second, "every pair on the sink", func() bool { return ftEndCount(t, cl, "paid-out") >= int64(len(want)) })
-	var got []string
-	for _, rec := range ftReadTopic(t, addr, "paid-out") {
-		var o struct {
-			Key         string `json:"key"`
-			WindowStart int64  `json:"windowStart"`
-			Value       struct {
-				Left, Right map[string]any
-			} `json:"value"`
+	eachWay(t, func(t *testing.T, addr string, local broker.Local) {
+		cl := ftClient(t, addr)
+		ftCreateTopic(t, cl, "orders", 1)
+		ftCreateTopic(t, cl, "payments", 1)
+		ftCreateTopic(t, cl, "paid-out", 3)
+		r, _ := ftStart(t, Spec{Name: "paid", Source: Source{Topic: "orders", EventTimeField: "ts", IdleTimeout: Duration{time.Minute}},
+			KeyBy: "order", Window: Window{Type: "tumbling", Size: Duration{time.Second}},
+			Join: &Join{Topic: "payments", KeyBy: "order", Filter: "amount > 0"}, Sink: Sink{Type: "topic", Topic: "paid-out"}, Parallelism: 2},
+			Options{Brokers: addr, Broker: local})
+		var recs []*kgo.Record
+		var want []string
+		pay := func(id, order string, ts int64, amount int) {
+			recs = append(recs, &kgo.Record{Topic: "payments", Value: fmt.Appendf(nil, `{"pay":%q,"order":%q,"ts":%d,"amount":%d}`, id, order, ts, amount)})
 		}
-		if err := json.Unmarshal(rec.Value, &o); err != nil {
-			t.Fatalf("result %s: %v", rec.Value, err)
+		for i := range 20 {
+			recs = append(recs, &kgo.Record{Topic: "orders", Value: fmt.Appendf(nil, `{"order":"o%d","ts":%d}`, i, i*100)})
 		}
-		if string(rec.Key) != o.Key {
-			t.Errorf("result %s under key %s", rec.Value, rec.Key)
+		recs = append(recs, &kgo.Record{Topic: "orders", Value: []byte(`{"order":"end","ts":100000}`)})
+		for i := 0; i < 20; i += 2 {
+			pay(fmt.Sprintf("p%d", i), fmt.Sprintf("o%d", i), int64(i*100+50), 5)
+			want = append(want, fmt.Sprintf("o%d@%d o%d+p%d", i, i/10*1000, i, i))
 		}
-		got = append(got, fmt.Sprintf("%s@%d %v+%v", o.Key, o.WindowStart, o.Value.Left["order"], o.Value.Right["pay"]))
-	}
-	sort.Strings(got)
-	sort.Strings(want)
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("pairs\n%q\nwant\n%q", got, want)
-	}
-	if c := r.Counts(); c.Filtered != 1 || c.Out != int64(len(want)) {
-		t.Fatalf("counts %+v, want 1 filtered and %d out", c, len(want))
-	}
+		pay("p4b", "o4", 450, 7) // a second payment of o4, same window
+		want = append(want, "o4@0 o4+p4b")
+		pay("p3", "o3", 1300, 5)    // o3 is in window 0, its payment in window 1
+		pay("p99", "o99", 500, 5)   // no such order
+		pay("p5", "o5", 550, 0)     // filtered out on the right
+		pay("pend", "x", 100000, 1) // closes the windows on the right
+		ftProduce(t, cl, recs)
+		poll.Until(t, 30*time.Second, "every pair on the sink", func() bool { return ftEndCount(t, cl, "paid-out") >= int64(len(want)) })
+		var got []string
+		for _, rec := range ftReadTopic(t, addr, "paid-out") {
+			var o struct {
+				Key         string `json:"key"`
+				WindowStart int64  `json:"windowStart"`
+				Value       struct {
+					Left, Right map[string]any
+				} `json:"value"`
+			}
+			if err := json.Unmarshal(rec.Value, &o); err != nil {
+				t.Fatalf("result %s: %v", rec.Value, err)
+			}
+			if string(rec.Key) != o.Key {
+				t.Errorf("result %s under key %s", rec.Value, rec.Key)
+			}
+			got = append(got, fmt.Sprintf("%s@%d %v+%v", o.Key, o.WindowStart, o.Value.Left["order"], o.Value.Right["pay"]))
+		}
+		sort.Strings(got)
+		sort.Strings(want)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("pairs\n%q\nwant\n%q", got, want)
+		}
+		if c := r.Counts(); c.Filtered != 1 || c.Out != int64(len(want)) {
+			t.Fatalf("counts %+v, want 1 filtered and %d out", c, len(want))
+		}
+	})
 }
 
 // ---- 4. topic sink across a restart --------------------------------------
@@ -618,9 +622,9 @@ func dedupSpec() Spec {
 // dedupFirstRun runs the job over records 0–274 (windows 0–4 fire: 25
 // results), checkpoints on request, then over records up to 599 (windows
 // 5–10: 30 results more) and stops without a checkpoint, as in a crash.
-func dedupFirstRun(t *testing.T, addr string, cl *kgo.Client, dataDir string) (atCheckpoint, atStop int64) {
+func dedupFirstRun(t *testing.T, addr string, local broker.Local, cl *kgo.Client, dataDir string) (atCheckpoint, atStop int64) {
 	t.Helper()
-	a, stopA := ftStart(t, dedupSpec(), Options{Brokers: addr, DataDir: dataDir})
+	a, stopA := ftStart(t, dedupSpec(), Options{Brokers: addr, Broker: local, DataDir: dataDir})
 	ftProduce(t, cl, dedupData(0, 275))
 	poll.Until(t, 30*time.Second, "the first 25 results", func() bool { return ftEndCount(t, cl, "ticks-out") == 25 && a.Counts().In == 275 })
 	if err := a.TriggerCheckpoint(); err != nil {
@@ -676,26 +680,27 @@ func dedupCheckSink(t *testing.T, addr string, windows int) {
 // exactly as many as were written between the checkpoint and the stop.
 // Every window ends up on the sink once, with the right count.
 func TestTopicSinkNoDuplicatesAfterRestart(t *testing.T) {
-	addr := brokertest.Start(t)
-	cl := ftClient(t, addr)
-	ftCreateTopic(t, cl, "ticks", 1)
-	ftCreateTopic(t, cl, "ticks-out", 3)
-	dataDir := t.TempDir()
-	atCheckpoint, atStop := dedupFirstRun(t, addr, cl, dataDir)
+	eachWay(t, func(t *testing.T, addr string, local broker.Local) {
+		cl := ftClient(t, addr)
+		ftCreateTopic(t, cl, "ticks", 1)
+		ftCreateTopic(t, cl, "ticks-out", 3)
+		dataDir := t.TempDir()
+		atCheckpoint, atStop := dedupFirstRun(t, addr, local, cl, dataDir)
 
-	b, _ := ftStart(t, dedupSpec(), Options{Brokers: addr, DataDir: dataDir})
-	ftProduce(t, cl, dedupData(600, 900)) // windows 11–16 fire: 85 in all
-	poll.Until(t, 30*time.Second, "the second run to read from its checkpoint to the end", func() bool {
-		return b.Counts().In == 900-275 && ftEndCount(t, cl, "ticks-out") >= 85
+		b, _ := ftStart(t, dedupSpec(), Options{Brokers: addr, Broker: local, DataDir: dataDir})
+		ftProduce(t, cl, dedupData(600, 900)) // windows 11–16 fire: 85 in all
+		poll.Until(t, 30*time.Second, "the second run to read from its checkpoint to the end", func() bool {
+			return b.Counts().In == 900-275 && ftEndCount(t, cl, "ticks-out") >= 85
+		})
+		c := b.Counts()
+		if !c.Restored || c.Skipped != atStop-atCheckpoint {
+			t.Fatalf("second run: restored %v, skipped %d, want the %d results written after the checkpoint skipped", c.Restored, c.Skipped, atStop-atCheckpoint)
+		}
+		dedupCheckSink(t, addr, 17)
+		if n := ftEndCount(t, cl, "ticks-out"); n != 85 {
+			t.Fatalf("sink holds %d records, want 85", n)
+		}
 	})
-	c := b.Counts()
-	if !c.Restored || c.Skipped != atStop-atCheckpoint {
-		t.Fatalf("second run: restored %v, skipped %d, want the %d results written after the checkpoint skipped", c.Restored, c.Skipped, atStop-atCheckpoint)
-	}
-	dedupCheckSink(t, addr, 17)
-	if n := ftEndCount(t, cl, "ticks-out"); n != 85 {
-		t.Fatalf("sink holds %d records, want 85", n)
-	}
 }
 
 // TestTopicSinkNoDuplicatesCheckpointDuringReplay: the restarted job
@@ -705,42 +710,43 @@ func TestTopicSinkNoDuplicatesAfterRestart(t *testing.T) {
 func TestTopicSinkNoDuplicatesCheckpointDuringReplay(t *testing.T) {
 	for _, crashAgain := range []bool{false, true} {
 		t.Run(fmt.Sprintf("crash again %v", crashAgain), func(t *testing.T) {
-			addr := brokertest.Start(t)
-			cl := ftClient(t, addr)
-			ftCreateTopic(t, cl, "ticks", 1)
-			ftCreateTopic(t, cl, "ticks-out", 3)
-			dataDir := t.TempDir()
-			atCheckpoint, atStop := dedupFirstRun(t, addr, cl, dataDir)
+			eachWay(t, func(t *testing.T, addr string, local broker.Local) {
+				cl := ftClient(t, addr)
+				ftCreateTopic(t, cl, "ticks", 1)
+				ftCreateTopic(t, cl, "ticks-out", 3)
+				dataDir := t.TempDir()
+				atCheckpoint, atStop := dedupFirstRun(t, addr, local, cl, dataDir)
 
-			// Paused from the start: the checkpoint comes before any replay.
-			b, stopB := ftStart(t, dedupSpec(), Options{Brokers: addr, DataDir: dataDir}, func(r *Runner) {
-				r.Pause()
-				if err := r.TriggerCheckpoint(); err != nil {
-					t.Fatal(err)
+				// Paused from the start: the checkpoint comes before any replay.
+				b, stopB := ftStart(t, dedupSpec(), Options{Brokers: addr, Broker: local, DataDir: dataDir}, func(r *Runner) {
+					r.Pause()
+					if err := r.TriggerCheckpoint(); err != nil {
+						t.Fatal(err)
+					}
+				})
+				poll.Until(t, 30*time.Second, "the checkpoint before the replay", func() bool { return b.Counts().Checkpoints == 1 })
+				if in := b.Counts().In; in != 0 {
+					t.Fatalf("read %d records while paused", in)
+				}
+				r := b
+				if crashAgain {
+					stopB()
+					r, _ = ftStart(t, dedupSpec(), Options{Brokers: addr, Broker: local, DataDir: dataDir})
+				} else {
+					b.Resume()
+				}
+				ftProduce(t, cl, dedupData(600, 900))
+				poll.Until(t, 30*time.Second, "the replay and the new records", func() bool {
+					return r.Counts().In == 900-275 && ftEndCount(t, cl, "ticks-out") >= 85
+				})
+				if s := r.Counts().Skipped; s != atStop-atCheckpoint {
+					t.Errorf("skipped %d, want the %d results written after the first checkpoint", s, atStop-atCheckpoint)
+				}
+				dedupCheckSink(t, addr, 17)
+				if n := ftEndCount(t, cl, "ticks-out"); n != 85 {
+					t.Fatalf("sink holds %d records, want 85", n)
 				}
 			})
-			poll.Until(t, 30*time.Second, "the checkpoint before the replay", func() bool { return b.Counts().Checkpoints == 1 })
-			if in := b.Counts().In; in != 0 {
-				t.Fatalf("read %d records while paused", in)
-			}
-			r := b
-			if crashAgain {
-				stopB()
-				r, _ = ftStart(t, dedupSpec(), Options{Brokers: addr, DataDir: dataDir})
-			} else {
-				b.Resume()
-			}
-			ftProduce(t, cl, dedupData(600, 900))
-			poll.Until(t, 30*time.Second, "the replay and the new records", func() bool {
-				return r.Counts().In == 900-275 && ftEndCount(t, cl, "ticks-out") >= 85
-			})
-			if s := r.Counts().Skipped; s != atStop-atCheckpoint {
-				t.Errorf("skipped %d, want the %d results written after the first checkpoint", s, atStop-atCheckpoint)
-			}
-			dedupCheckSink(t, addr, 17)
-			if n := ftEndCount(t, cl, "ticks-out"); n != 85 {
-				t.Fatalf("sink holds %d records, want 85", n)
-			}
 		})
 	}
 }
@@ -791,35 +797,36 @@ func TestAppAndPubSubSinksRetry(t *testing.T) {
 		{"pubsub named component", Sink{Type: "pubsub", PubSub: "events", Topic: "results"}, []string{"events", "results"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			addr := brokertest.Start(t)
-			cl := ftClient(t, addr)
-			ftCreateTopic(t, cl, "src", 1)
-			f := &ftFlaky{fail: map[int]bool{1: true, 2: true, 3: true, 20: true, 21: true}}
-			opts := Options{Brokers: addr,
-				InvokeApp: func(_ context.Context, route string, body []byte) error { return f.take([]string{route}, body) },
-				Publish: func(_ context.Context, pubsub, topic string, body []byte) error {
-					return f.take([]string{pubsub, topic}, body)
-				}}
-			ftStart(t, Spec{Name: "s", Source: Source{Topic: "src"}, Map: map[string]string{"n": "n"}, Sink: c.sink}, opts)
-			var recs []*kgo.Record
-			var want []string
-			for i := range 40 {
-				recs = append(recs, &kgo.Record{Topic: "src", Value: fmt.Appendf(nil, `{"n":%d,"drop":"me"}`, i)})
-				want = append(want, fmt.Sprintf(`{"n":%d}`, i))
-			}
-			// In two parts, so that later failures hit another round.
-			ftProduce(t, cl, recs[:10])
-			poll.Until(t, 30*time.Second, "the first 10 results", func() bool { return len(f.bodies()) >= 10 })
-			ftProduce(t, cl, recs[10:])
-			poll.Until(t, 30*time.Second, "every result", func() bool { return len(f.bodies()) >= len(want) })
-			if got := f.bodies(); !reflect.DeepEqual(got, want) {
-				t.Fatalf("received\n%q\nwant\n%q", got, want)
-			}
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			if !reflect.DeepEqual(f.args, c.args) || f.calls != len(want)+5 {
-				t.Fatalf("calls %d naming %q, want %d naming %q", f.calls, f.args, len(want)+5, c.args)
-			}
+			eachWay(t, func(t *testing.T, addr string, local broker.Local) {
+				cl := ftClient(t, addr)
+				ftCreateTopic(t, cl, "src", 1)
+				f := &ftFlaky{fail: map[int]bool{1: true, 2: true, 3: true, 20: true, 21: true}}
+				opts := Options{Brokers: addr, Broker: local,
+					InvokeApp: func(_ context.Context, route string, body []byte) error { return f.take([]string{route}, body) },
+					Publish: func(_ context.Context, pubsub, topic string, body []byte) error {
+						return f.take([]string{pubsub, topic}, body)
+					}}
+				ftStart(t, Spec{Name: "s", Source: Source{Topic: "src"}, Map: map[string]string{"n": "n"}, Sink: c.sink}, opts)
+				var recs []*kgo.Record
+				var want []string
+				for i := range 40 {
+					recs = append(recs, &kgo.Record{Topic: "src", Value: fmt.Appendf(nil, `{"n":%d,"drop":"me"}`, i)})
+					want = append(want, fmt.Sprintf(`{"n":%d}`, i))
+				}
+				// In two parts, so that later failures hit another round.
+				ftProduce(t, cl, recs[:10])
+				poll.Until(t, 30*time.Second, "the first 10 results", func() bool { return len(f.bodies()) >= 10 })
+				ftProduce(t, cl, recs[10:])
+				poll.Until(t, 30*time.Second, "every result", func() bool { return len(f.bodies()) >= len(want) })
+				if got := f.bodies(); !reflect.DeepEqual(got, want) {
+					t.Fatalf("received\n%q\nwant\n%q", got, want)
+				}
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if !reflect.DeepEqual(f.args, c.args) || f.calls != len(want)+5 {
+					t.Fatalf("calls %d naming %q, want %d naming %q", f.calls, f.args, len(want)+5, c.args)
+				}
+			})
 		})
 	}
 }

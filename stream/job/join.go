@@ -1,7 +1,6 @@
 package job
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -66,22 +65,52 @@ func encodeJoin(a agg.Accumulator) ([]byte, error) {
 	return json.Marshal(joinState{j.left, j.right, j.emittedL, j.emittedR})
 }
 
+// decodeJoin reads encodeJoin's JSON back, its records with the same
+// decoder as source records, so that a restored record has the values
+// (int64 for whole numbers) it had when it was read.
 func decodeJoin(b []byte) (agg.Accumulator, error) {
-	var st joinState
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(&st); err != nil {
+	var d decoder
+	m, err := d.decode(b)
+	if err != nil {
 		return nil, fmt.Errorf("join state: %w", err)
+	}
+	side := func(k string) ([]map[string]any, error) {
+		a, ok := m[k].([]any)
+		if !ok && m[k] != nil {
+			return nil, fmt.Errorf("join state: %s is a %T, not an array", k, m[k])
+		}
+		out := make([]map[string]any, 0, len(a))
+		for _, e := range a {
+			r, ok := e.(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("join state: a %T among the %s records", e, k)
+			}
+			out = append(out, r)
+		}
+		return out, nil
+	}
+	count := func(k string) (int, error) {
+		n, ok := m[k].(int64)
+		if !ok && m[k] != nil {
+			return 0, fmt.Errorf("join state: %s is %v, not a count", k, m[k])
+		}
+		return int(n), nil
+	}
+	var st joinState
+	if st.Left, err = side("left"); err != nil {
+		return nil, err
+	}
+	if st.Right, err = side("right"); err != nil {
+		return nil, err
+	}
+	if st.EmittedL, err = count("emittedL"); err != nil {
+		return nil, err
+	}
+	if st.EmittedR, err = count("emittedR"); err != nil {
+		return nil, err
 	}
 	if st.EmittedL < 0 || st.EmittedL > len(st.Left) || st.EmittedR < 0 || st.EmittedR > len(st.Right) {
 		return nil, fmt.Errorf("join state: %d/%d emitted of %d/%d records", st.EmittedL, st.EmittedR, len(st.Left), len(st.Right))
-	}
-	for _, side := range [][]map[string]any{st.Left, st.Right} {
-		for _, m := range side {
-			for k, v := range m {
-				m[k] = numbers(v)
-			}
-		}
 	}
 	return &joinAcc{left: st.Left, right: st.Right, emittedL: st.EmittedL, emittedR: st.EmittedR}, nil
 }

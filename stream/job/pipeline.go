@@ -104,6 +104,9 @@ type Pipeline struct {
 	seed    maphash.Seed
 	// wm is the watermark the last round advanced to.
 	wm int64
+	// spare is the array of the results collect handed out last, reused
+	// by the next round's.
+	spare []Result
 }
 
 // task is one of a job's tasks: an evaluator for the partitions it reads,
@@ -111,12 +114,16 @@ type Pipeline struct {
 // by one goroutine at a time, in the phases of a round.
 type task struct {
 	idx  int
+	dec  decoder
 	eval evaluator
 	op   *window.Operator // nil without a window
 	recs []Record         // this round's records of the partitions it reads
 	// out[i] holds what task i must add to its window this round.
-	out    [][]event
-	res    []Result
+	out [][]event
+	res []Result
+	// spare is res's array once its round is over, reused by the next
+	// (results are valid until the next round).
+	spare  []Result
 	counts Counts
 }
 
@@ -157,8 +164,9 @@ func NewPipeline(spec Spec) (*Pipeline, error) {
 		p.encode, p.decode = p.agg.Encode, p.agg.Decode
 	}
 	n := spec.tasks()
+	only := decodedFields(spec, prog)
 	for i := range n {
-		t := &task{idx: i, eval: evaluator{p: prog}, out: make([][]event, n)}
+		t := &task{idx: i, dec: newDecoder(only), eval: evaluator{p: prog}, out: make([][]event, n)}
 		if factory != nil {
 			if t.op, err = window.NewOperator(spec.windowSpec(), factory); err != nil {
 				return nil, err
@@ -205,6 +213,10 @@ func (p *Pipeline) Round(recs []Record, now time.Time) []Result {
 			p.AddPartition(k.topic, k.partition)
 		}
 	}
+	for _, t := range p.tasks {
+		clear(t.spare) // let go of last round's records and values
+		t.res, t.spare = t.spare[:0], nil
+	}
 	if len(p.tasks) == 1 {
 		t := p.tasks[0]
 		t.recs = recs
@@ -213,7 +225,7 @@ func (p *Pipeline) Round(recs []Record, now time.Time) []Result {
 		p.window(t)
 		t.recs = nil
 		res := t.res
-		t.res = nil
+		t.res, t.spare = nil, res
 		return res
 	}
 	for _, t := range p.tasks {
@@ -231,11 +243,14 @@ func (p *Pipeline) Round(recs []Record, now time.Time) []Result {
 
 // collect takes every task's results, in task order.
 func (p *Pipeline) collect() []Result {
-	var res []Result
+	clear(p.spare)
+	res := p.spare[:0]
 	for _, t := range p.tasks {
 		res = append(res, t.res...)
-		t.res = nil
+		clear(t.res)
+		t.res, t.spare = nil, t.res[:0]
 	}
+	p.spare = res
 	return res
 }
 
@@ -321,7 +336,7 @@ func (p *Pipeline) emit(t *task, results []window.Result) {
 func (p *Pipeline) apply(t *task, rec *Record) (ev event, keep bool, err error) {
 	fields := rec.Fields
 	if fields == nil {
-		if fields, err = decodeJSON(rec.Value); err != nil {
+		if fields, err = t.dec.decode(rec.Value); err != nil {
 			return ev, false, fmt.Errorf("decode: %v", err)
 		}
 	}

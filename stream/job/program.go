@@ -1,8 +1,6 @@
 package job
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
@@ -105,47 +103,6 @@ func compile(s Spec) (*program, error) {
 // reflection, and a field a record lacks is nil rather than an error.
 func recordEnv(opts ...expr.Option) []expr.Option {
 	return append([]expr.Option{expr.Env(map[string]any{}), expr.AllowUndefinedVariables()}, opts...)
-}
-
-// decodeJSON decodes a record's JSON object. Whole numbers become int64
-// (so that expressions such as id % 10 work) and others float64.
-func decodeJSON(b []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		return nil, err
-	}
-	if m == nil {
-		return nil, fmt.Errorf("want a JSON object, got null")
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("data after the JSON object")
-	}
-	for k, v := range m {
-		m[k] = numbers(v)
-	}
-	return m, nil
-}
-
-func numbers(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i
-		}
-		f, _ := x.Float64()
-		return f
-	case map[string]any:
-		for k, e := range x {
-			x[k] = numbers(e)
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = numbers(e)
-		}
-	}
-	return v
 }
 
 // apply runs filter, map, key-by and the aggregate field over one record

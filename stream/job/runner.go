@@ -13,11 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/time/rate"
 
+	"mecha/broker"
+	"mecha/broker/inproc"
 	"mecha/internal/backoff"
 	"mecha/internal/procstat"
 	"mecha/stream/overload"
@@ -28,6 +28,10 @@ type Options struct {
 	// Brokers is the cluster when the source names none (the embedded
 	// broker inside mecha run).
 	Brokers string
+	// Broker is the embedded broker itself (inside mecha run): a job
+	// whose source names no other brokers reads and writes it
+	// in-process, without a socket.
+	Broker broker.Local
 	// DataDir holds the job's checkpoints (DataDir/<job>/checkpoint.json);
 	// empty turns checkpoints off, and the job starts from
 	// source.startOffset every time.
@@ -66,23 +70,28 @@ type Output struct {
 	Update bool `json:"update,omitempty"`
 }
 
-// Runner runs one job over a Kafka-compatible cluster. It reads every
-// partition of its source (and of a join's topic) directly, at the
-// offsets of its last checkpoint (or source.startOffset), so that offsets
-// and window state are saved together, and feeds them to its Pipeline
-// one poll at a time. Results after the last checkpoint are produced
+// Runner runs one job over a Kafka-compatible cluster: the broker of its
+// own process, in-process, or one over the network (cluster.go). It
+// reads every partition of its source (and of a join's topic) directly,
+// at the offsets of its last checkpoint (or source.startOffset), so that
+// offsets and window state are saved together, and feeds them to its
+// Pipeline one poll at a time. Results after the last checkpoint are produced
 // again after a crash: a state sink overwrites them with the same values,
 // and a topic sink skips those it finds already written (see Sink).
 type Runner struct {
 	spec    Spec
 	pipe    *Pipeline
-	brokers []string
+	brokers []string // nil in-process
+	local   broker.Local
 	topics  []string // the source, then the join's topic
 	dir     string   // checkpoint dir; "" when checkpoints are off
 	// offsets is the next offset per source partition; Run owns it.
 	offsets map[srcPart]int64
 	opts    Options
-	cl      *kgo.Client
+	// cluster and src are Run's: where the job reads and writes, and its
+	// reader of the source partitions.
+	cluster cluster
+	src     source
 	// sinkEnds are the end offsets of the topics the job writes, as of
 	// the last checkpoint; written counts the ids (mecha-id) found past
 	// them on a restart, which delivery skips once each. Run owns both.
@@ -134,11 +143,16 @@ func New(spec Spec, opts Options) (*Runner, error) {
 	if brokers == "" {
 		brokers = opts.Brokers
 	}
-	if brokers == "" {
-		return nil, fmt.Errorf("%w %q: spec.source.brokers: not set, and there is no embedded broker (--broker-port 0)", ErrSpec, spec.Name)
-	}
-	r := &Runner{spec: spec, pipe: pipe, brokers: strings.Split(brokers, ","), topics: []string{spec.Source.Topic},
+	r := &Runner{spec: spec, pipe: pipe, topics: []string{spec.Source.Topic},
 		offsets: map[srcPart]int64{}, opts: opts, lag: map[srcPart]int64{}, wmNow: math.MinInt64}
+	switch {
+	case opts.Broker != nil && (spec.Source.Brokers == "" || spec.Source.Brokers == opts.Broker.Addr()):
+		r.local = opts.Broker
+	case brokers == "":
+		return nil, fmt.Errorf("%w %q: spec.source.brokers: not set, and there is no embedded broker (--broker-port 0)", ErrSpec, spec.Name)
+	default:
+		r.brokers = strings.Split(brokers, ",")
+	}
 	if spec.Join != nil {
 		r.topics = append(r.topics, spec.Join.Topic)
 	}
@@ -171,6 +185,16 @@ func (r *Runner) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if r.local != nil {
+		r.cluster = localCluster{inproc.New(r.local, inproc.Options{ClientID: "mecha-stream-" + r.spec.Name})}
+	} else {
+		rc, err := newRemoteCluster(r.brokers)
+		if err != nil {
+			return err
+		}
+		r.cluster = rc
+	}
+	defer r.cluster.close()
 	start := kgo.NewOffset().AtStart()
 	if r.spec.Source.StartOffset == "latest" {
 		start = kgo.NewOffset().AtEnd()
@@ -194,11 +218,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	var err error
-	r.cl, err = kgo.NewClient(kgo.SeedBrokers(r.brokers...), kgo.AllowAutoTopicCreation(), kgo.ConsumePartitions(from))
-	if err != nil {
+	if r.src, err = r.cluster.consume(from); err != nil {
 		return err
 	}
-	defer r.cl.Close()
+	defer r.src.Close()
 	if r.sinkEnds != nil {
 		if err := r.loadWritten(ctx); err != nil {
 			return err
@@ -224,9 +247,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		if c.paused != paused {
 			paused = c.paused
 			if paused {
-				r.cl.PauseFetchTopics(r.topics...)
+				r.src.PauseFetchTopics(r.topics...)
 			} else {
-				r.cl.ResumeFetchTopics(r.topics...)
+				r.src.ResumeFetchTopics(r.topics...)
 			}
 		}
 		r.ctrl.Static = c.rateLimit
@@ -255,7 +278,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			maxRecs = limiter.Burst()
 		}
 		pctx, cancel := context.WithTimeout(ctx, wait)
-		fs := r.cl.PollRecords(pctx, maxRecs)
+		fs := r.src.PollRecords(pctx, maxRecs)
 		cancel()
 		if ctx.Err() != nil {
 			return nil
@@ -401,24 +424,14 @@ func sampled(offset int64, share float64) bool {
 }
 
 // partitions returns a topic's partitions, creating the topic (with the
-// cluster's defaults) when it does not exist yet.
+// cluster's defaults) when it does not exist yet, and retrying while the
+// cluster cannot be reached.
 func (r *Runner) partitions(ctx context.Context, topic string) ([]int32, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
 	bo := backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}.New()
 	for {
-		details, err := adm.ListTopics(ctx, topic)
-		if err == nil {
-			if d, ok := details[topic]; ok && d.Err == nil && len(d.Partitions) > 0 {
-				return d.Partitions.Numbers(), nil
-			}
-			if _, cerr := adm.CreateTopic(ctx, -1, -1, nil, topic); cerr != nil && !errors.Is(cerr, kerr.TopicAlreadyExists) {
-				err = cerr
-			}
+		parts, err := r.cluster.partitions(ctx, topic)
+		if err == nil && len(parts) > 0 {
+			return parts, nil
 		}
 		if err != nil {
 			r.opts.Logger.Warn("stream: source topic not reachable; retrying", "job", r.spec.Name, "topic", topic, "err", err)

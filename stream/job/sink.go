@@ -3,14 +3,11 @@ package job
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"strconv"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"mecha/internal/backoff"
@@ -131,7 +128,7 @@ func (r *Runner) deliver(ctx context.Context, out []Result) {
 	for ctx.Err() == nil && (len(recs) > 0 || len(entries) > 0 || len(bodies) > 0) {
 		var err error
 		if len(recs) > 0 {
-			if err = r.cl.ProduceSync(ctx, recs...).FirstErr(); err == nil {
+			if err = r.cluster.produce(ctx, recs...).FirstErr(); err == nil {
 				recs = nil
 			}
 		}
@@ -177,26 +174,11 @@ func (r *Runner) outputTopics() []string {
 // sinkOffsets are the end offsets of the output topics now; topics that
 // do not exist yet have none.
 func (r *Runner) sinkOffsets(ctx context.Context) (map[srcPart]int64, error) {
-	out := map[srcPart]int64{}
 	ts := r.outputTopics()
 	if len(ts) == 0 {
-		return out, nil
+		return map[srcPart]int64{}, nil
 	}
-	ends, err := kadm.NewClient(r.cl).ListEndOffsets(ctx, ts...)
-	if err != nil {
-		return nil, err
-	}
-	var ferr error
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil {
-			if ferr == nil && !isUnknownTopic(o.Err) {
-				ferr = fmt.Errorf("end offset of %s/%d: %w", o.Topic, o.Partition, o.Err)
-			}
-			return
-		}
-		out[srcPart{o.Topic, o.Partition}] = o.Offset
-	})
-	return out, ferr
+	return r.cluster.endOffsets(ctx, ts...)
 }
 
 // loadWritten reads what the job wrote to its output topics after its
@@ -226,14 +208,14 @@ func (r *Runner) loadWritten(ctx context.Context) error {
 	if remaining == 0 {
 		return nil
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...), kgo.ConsumePartitions(from))
+	cl, err := r.cluster.consume(from)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	done := map[srcPart]bool{}
 	for len(done) < remaining {
-		fs := cl.PollFetches(ctx)
+		fs := cl.PollRecords(ctx, 0)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -266,8 +248,6 @@ func (r *Runner) loadWritten(ctx context.Context) error {
 	r.opts.Logger.Info("stream: found records written after the checkpoint; the replay skips them", "job", r.spec.Name, "records", n)
 	return nil
 }
-
-func isUnknownTopic(err error) bool { return errors.Is(err, kerr.UnknownTopicOrPartition) }
 
 func (r *Runner) count(f func(*Counts)) {
 	r.mu.Lock()

@@ -8,6 +8,7 @@ package nexmark
 
 import (
 	"encoding/json"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -174,27 +175,72 @@ func (g *Generator) price() int64 {
 // else, which is all it handles (anything else goes through
 // encoding/json).
 func Encode(dst []byte, fields map[string]any) []byte {
-	keys := make([]string, 0, 12)
-	for k := range fields {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := sortedKeys(fields)
 	dst = append(dst, '{')
 	for i, k := range keys {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = strconv.AppendQuote(dst, k)
+		dst = appendString(dst, k)
 		dst = append(dst, ':')
 		switch v := fields[k].(type) {
 		case int64:
 			dst = strconv.AppendInt(dst, v, 10)
 		case string:
-			dst = strconv.AppendQuote(dst, v)
+			dst = appendString(dst, v)
 		default:
 			b, _ := json.Marshal(v)
 			dst = append(dst, b...)
 		}
 	}
 	return append(dst, '}')
+}
+
+// kindKeys are the keys of each event kind, sorted: Encode uses them
+// instead of sorting an event's keys, when they are its keys.
+var kindKeys = func() [][]string {
+	var out [][]string
+	g := NewGenerator(0, 1, 1)
+	for range totalProportion {
+		f, _ := g.Next()
+		keys := slices.Sorted(maps.Keys(f))
+		if !slices.ContainsFunc(out, func(k []string) bool { return slices.Equal(k, keys) }) {
+			out = append(out, keys)
+		}
+	}
+	return out
+}()
+
+// sortedKeys returns fields' keys, sorted.
+func sortedKeys(fields map[string]any) []string {
+	for _, keys := range kindKeys {
+		if len(keys) != len(fields) {
+			continue
+		}
+		all := true
+		for _, k := range keys {
+			if _, ok := fields[k]; !ok {
+				all = false
+				break
+			}
+		}
+		if all {
+			return keys
+		}
+	}
+	return slices.Sorted(maps.Keys(fields))
+}
+
+// appendString appends s as a JSON string: as it is between quotes when
+// it is printable ASCII without a quote or a backslash (every string the
+// generator makes), else quoted by strconv.
+func appendString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return strconv.AppendQuote(dst, s)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
 }

@@ -191,4 +191,22 @@ func TestEncodeIsJSON(t *testing.T) {
 			t.Fatalf("encoded %s, encoding/json writes %s", b, std)
 		}
 	}
+	// Keys of no event kind, and strings to escape, take the slow paths.
+	f := map[string]any{"b": "quote \" and \\", "a": int64(-3), "c": "plain", "d": []int{1}}
+	if b, std := Encode(nil, f), `{"a":-3,"b":"quote \" and \\","c":"plain","d":[1]}`; string(b) != std {
+		t.Fatalf("encoded %s, want %s", b, std)
+	}
+}
+
+// BenchmarkGenerateEncode is the generator's side of --through-broker
+// without the broker: making an event and encoding it as JSON.
+func BenchmarkGenerateEncode(b *testing.B) {
+	g := NewGenerator(0, 10_000_000, 42)
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		f, _ := g.Next()
+		buf = Encode(buf[:0], f)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }

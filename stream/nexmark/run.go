@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"mecha/broker"
+	"mecha/broker/inproc"
 	"mecha/internal/procstat"
 	"mecha/stream/job"
 )
@@ -178,11 +179,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 }
 
 // RunThroughBroker runs generator → broker → engine: it writes the
-// events as JSON to a new topic of brokers (an embedded broker in a
-// temporary directory when brokers is empty) while the job reads them,
-// and measures until the job has read them all.
+// events as JSON to a new topic of brokers while the job reads them, and
+// measures until the job has read them all. With brokers empty the
+// broker is embedded (in a temporary directory), and the generator and
+// the job call it in-process, as pubsub.mecha and jobs inside mecha run
+// do; otherwise both are franz-go clients of brokers.
 func RunThroughBroker(ctx context.Context, cfg Config, brokers string) (Result, error) {
 	cfg.defaults()
+	topic := fmt.Sprintf("nexmark-%s-%d", cfg.Query, time.Now().UnixNano())
+	spec, err := Query(cfg.Query, topic, cfg.Parallelism)
+	if err != nil {
+		return Result{}, err
+	}
+	var prod producer
+	var opts job.Options
 	if brokers == "" {
 		dir, err := os.MkdirTemp("", "nexmark-broker-")
 		if err != nil {
@@ -196,23 +206,24 @@ func RunThroughBroker(ctx context.Context, cfg Config, brokers string) (Result, 
 			return Result{}, err
 		}
 		defer b.Close()
-		brokers = b.Addr()
+		c := inproc.New(b, inproc.Options{Partitioner: kgo.ManualPartitioner()})
+		if err := c.CreateTopic(ctx, topic, int32(cfg.Parallelism)); err != nil {
+			return Result{}, err
+		}
+		prod, opts = &localProducer{c: c}, job.Options{Broker: b}
+	} else {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.DefaultProduceTopic(topic),
+			kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(1<<16))
+		if err != nil {
+			return Result{}, err
+		}
+		defer cl.Close()
+		if _, err := kadm.NewClient(cl).CreateTopic(ctx, int32(cfg.Parallelism), 1, nil, topic); err != nil {
+			return Result{}, fmt.Errorf("creating %s: %w", topic, err)
+		}
+		prod, opts = &remoteProducer{cl: cl, failed: make(chan error, 1)}, job.Options{Brokers: brokers}
 	}
-	topic := fmt.Sprintf("nexmark-%s-%d", cfg.Query, time.Now().UnixNano())
-	spec, err := Query(cfg.Query, topic, cfg.Parallelism)
-	if err != nil {
-		return Result{}, err
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.DefaultProduceTopic(topic),
-		kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(1<<16))
-	if err != nil {
-		return Result{}, err
-	}
-	defer cl.Close()
-	if _, err := kadm.NewClient(cl).CreateTopic(ctx, int32(cfg.Parallelism), 1, nil, topic); err != nil {
-		return Result{}, fmt.Errorf("creating %s: %w", topic, err)
-	}
-	r, err := job.New(spec, job.Options{Brokers: brokers})
+	r, err := job.New(spec, opts)
 	if err != nil {
 		return Result{}, err
 	}
@@ -223,30 +234,18 @@ func RunThroughBroker(ctx context.Context, cfg Config, brokers string) (Result, 
 	cpu0, start := procstat.CPU(), time.Now()
 	go func() { done <- r.Run(jctx) }()
 	g := NewGenerator(time.Now().UnixMilli(), cfg.Rate, cfg.Seed)
-	var perr error
-	failed := make(chan error, 1)
 	for g.Count() < cfg.Events && ctx.Err() == nil {
 		off := g.Count()
 		fields, ts := g.Next()
-		cl.Produce(ctx, &kgo.Record{Partition: int32(off % int64(cfg.Parallelism)), Value: Encode(nil, fields), Timestamp: time.UnixMilli(ts)},
-			func(_ *kgo.Record, err error) {
-				if err != nil {
-					select {
-					case failed <- err:
-					default:
-					}
-				}
-			})
+		r := prod.record()
+		r.Topic, r.Partition, r.Timestamp = topic, int32(off%int64(cfg.Parallelism)), time.UnixMilli(ts)
+		r.Value = prod.encode(fields)
+		if err := prod.produce(ctx, r); err != nil {
+			return res, fmt.Errorf("producing: %w", err)
+		}
 	}
-	if err := cl.Flush(ctx); err != nil {
-		perr = err
-	}
-	select {
-	case perr = <-failed:
-	default:
-	}
-	if perr != nil {
-		return res, fmt.Errorf("producing: %w", perr)
+	if err := prod.flush(ctx); err != nil {
+		return res, fmt.Errorf("producing: %w", err)
 	}
 	for r.Counts().In < cfg.Events {
 		select {
@@ -263,6 +262,105 @@ func RunThroughBroker(ctx context.Context, cfg Config, brokers string) (Result, 
 	<-done
 	res.MaxRSS, res.HeapInUse = memory()
 	return res, nil
+}
+
+// producer is how the generator writes to the broker.
+type producer interface {
+	// record returns a record to fill and produce.
+	record() *kgo.Record
+	// encode returns fields as the JSON a record carries.
+	encode(fields map[string]any) []byte
+	// produce takes a record, which may be written later, up to flush.
+	produce(ctx context.Context, r *kgo.Record) error
+	// flush writes what is pending and returns the first error so far.
+	flush(ctx context.Context) error
+}
+
+// localProducer appends in-process, a batch of localBatch records at a
+// time, as a Kafka client's producer batches. The records of a batch and
+// their values are carved from one slab each: once the log has a batch,
+// nothing refers to them.
+type localProducer struct {
+	c       *inproc.Client
+	pending []*kgo.Record
+	recs    []kgo.Record
+	values  []byte
+}
+
+const localBatch = 4096
+
+func (p *localProducer) record() *kgo.Record {
+	if len(p.recs) == 0 {
+		p.recs = make([]kgo.Record, localBatch)
+	}
+	r := &p.recs[0]
+	p.recs = p.recs[1:]
+	return r
+}
+
+func (p *localProducer) encode(fields map[string]any) []byte {
+	if cap(p.values)-len(p.values) < 512 {
+		p.values = make([]byte, 0, localBatch*256)
+	}
+	start := len(p.values)
+	p.values = Encode(p.values, fields)
+	return p.values[start:len(p.values):len(p.values)]
+}
+
+func (p *localProducer) produce(ctx context.Context, r *kgo.Record) error {
+	p.pending = append(p.pending, r)
+	if len(p.pending) < localBatch {
+		return nil
+	}
+	return p.flush(ctx)
+}
+
+func (p *localProducer) flush(ctx context.Context) error {
+	err := p.c.ProduceSync(ctx, p.pending...).FirstErr()
+	clear(p.pending)
+	p.pending = p.pending[:0]
+	return err
+}
+
+// remoteProducer is franz-go's asynchronous producer.
+type remoteProducer struct {
+	cl     *kgo.Client
+	failed chan error // the first failure, when there is one
+}
+
+func (p *remoteProducer) record() *kgo.Record { return &kgo.Record{} }
+
+func (p *remoteProducer) encode(fields map[string]any) []byte {
+	return Encode(make([]byte, 0, 256), fields)
+}
+
+func (p *remoteProducer) produce(ctx context.Context, r *kgo.Record) error {
+	p.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+		if err != nil {
+			select {
+			case p.failed <- err:
+			default:
+			}
+		}
+	})
+	select {
+	case err := <-p.failed:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (p *remoteProducer) flush(ctx context.Context) error {
+	if err := p.cl.Flush(ctx); err != nil {
+		return err
+	}
+	select {
+	case err := <-p.failed:
+		return err
+	default:
+		return nil
+	}
 }
 
 func memory() (rss int64, heap uint64) {
