@@ -64,7 +64,7 @@ func TestControlPauseResumeSamplingCheckpoint(t *testing.T) {
 	poll.Until(t, 10*time.Second, "10 records read", func() bool { return r.Status().In == 10 })
 
 	r.Pause()
-	poll.Until(t, 5*time.Second, "the pause to show", func() bool { return r.Status().Paused })
+	poll.Until(t, 5*time.Second, "the pause to take effect", func() bool { st := r.Status(); return st.Paused && !st.Reading })
 	produceN(t, cl, 10)
 	// Still paused after the records arrived: a full poll round later,
 	// nothing was read.
