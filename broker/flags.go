@@ -14,6 +14,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet, prefix string) {
 	fs.DurationVar(&c.FlushInterval, prefix+"flush-interval", c.FlushInterval, "the periodic fsync of logs and committed offsets")
 	fs.BoolVar(&c.AutoCreateTopics, prefix+"auto-create-topics", c.AutoCreateTopics, "create a topic on first produce or metadata request")
 	fs.Var(int32Flag{&c.DefaultPartitions}, prefix+"default-partitions", "partitions of auto-created topics")
+	fs.IntVar(&c.Log.MaxBatchBytes, prefix+"max-message-bytes", c.Log.MaxBatchBytes, "default max.message.bytes of topics: the largest record batch the broker takes")
 	fs.Int64Var(&c.Log.SegmentBytes, prefix+"segment-bytes", c.Log.SegmentBytes, "default segment.bytes of topics")
 	fs.Int64Var(&c.Log.RetentionMs, prefix+"retention-ms", c.Log.RetentionMs, "default retention.ms of topics (-1 keeps forever)")
 	fs.Int64Var(&c.Log.RetentionBytes, prefix+"retention-bytes", c.Log.RetentionBytes, "default retention.bytes per partition (-1 for no bound)")

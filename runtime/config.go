@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"mecha/broker"
+	"mecha/broker/mechapubsub"
 	"mecha/internal/netlimit"
 	"mecha/runtime/membership"
 )
@@ -116,8 +117,17 @@ func DefaultConfig() Config {
 		BrokerPort:          9092,
 		MaxConnections:      10000,
 		Timeouts:            netlimit.DefaultTimeouts,
-		Broker:              broker.DefaultConfig(),
+		Broker:              embeddedBrokerConfig(),
 	}
+}
+
+// embeddedBrokerConfig is Kafka's defaults but for max.message.bytes,
+// which is as large as pubsub.mecha's maxMessageBytes so that any body
+// the HTTP API takes can be published.
+func embeddedBrokerConfig() broker.Config {
+	c := broker.DefaultConfig()
+	c.Log.MaxBatchBytes = mechapubsub.DefaultMaxMessageBytes
+	return c
 }
 
 // defaultMembership is membership's defaults with the bind address left

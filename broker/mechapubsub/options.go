@@ -96,7 +96,7 @@ type ClientOptions struct {
 	// OffsetOldest (default) or OffsetNewest.
 	InitialOffset int64
 	// MaxMessageBytes caps a produced record, encoded as a record batch
-	// of its own (default 1,000,000).
+	// of its own (default DefaultMaxMessageBytes).
 	MaxMessageBytes int
 	// PublishRetries is how often a failed produce is retried over the
 	// network (default 3); in-process there is no network to retry.
@@ -105,6 +105,12 @@ type ClientOptions struct {
 	Logger *slog.Logger
 }
 
+// DefaultMaxMessageBytes is the default maxMessageBytes: the embedded
+// broker's default max.message.bytes, so that any body the HTTP API takes
+// (4 MB by default, --dapr-http-max-request-size) can be published, even
+// once wrapped in a CloudEvent with its data in base64.
+const DefaultMaxMessageBytes = 8 << 20
+
 // ParseClientOptions reads brokers, clientID, consumerGroup (or
 // consumerID), initialOffset, maxMessageBytes and publishRetries from a
 // component's properties. Errors are *MetadataError.
@@ -112,7 +118,7 @@ func ParseClientOptions(props map[string]string, d Defaults) (ClientOptions, err
 	o := ClientOptions{
 		ClientID:        "mecha",
 		InitialOffset:   OffsetOldest,
-		MaxMessageBytes: 1_000_000,
+		MaxMessageBytes: DefaultMaxMessageBytes,
 		PublishRetries:  3,
 		Logger:          d.Logger,
 	}

@@ -87,8 +87,8 @@ func (p *PubSub) Features() []pubsub.Feature { return nil }
 // fsyncs every write). The record key comes from the metadata
 // partitionKey or key; every other metadata entry becomes a header.
 func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error {
-	if req.Topic == "" {
-		return errors.New("pubsub.mecha: publish: topic is empty")
+	if err := CheckTopic(req.Topic); err != nil {
+		return fmt.Errorf("pubsub.mecha: publish: %w", err)
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -96,7 +96,7 @@ func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error 
 		return err
 	}
 	if err := p.client.Produce(ctx, NewRecord(req.Topic, req.Data, req.Metadata)).FirstErr(); err != nil {
-		return fmt.Errorf("pubsub.mecha: publish to %s: %w", req.Topic, err)
+		return fmt.Errorf("pubsub.mecha: publish to %s: %w", req.Topic, p.produceError(req.Topic, err))
 	}
 	return nil
 }
@@ -104,8 +104,8 @@ func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error 
 // BulkPublish produces every entry in one batch and lists those that
 // failed. An entry's metadata overrides the request's.
 func (p *PubSub) BulkPublish(ctx context.Context, req *pubsub.BulkPublishRequest) (pubsub.BulkPublishResponse, error) {
-	if req.Topic == "" {
-		err := errors.New("pubsub.mecha: bulk publish: topic is empty")
+	if err := CheckTopic(req.Topic); err != nil {
+		err = fmt.Errorf("pubsub.mecha: bulk publish: %w", err)
 		return pubsub.NewBulkPublishResponse(req.Entries, err), err
 	}
 	p.mu.RLock()
@@ -128,6 +128,7 @@ func (p *PubSub) BulkPublish(ctx context.Context, req *pubsub.BulkPublishRequest
 	var first error
 	for i, r := range p.client.Produce(ctx, recs...) {
 		if r.Err != nil {
+			r.Err = p.produceError(req.Topic, r.Err)
 			resp.FailedEntries = append(resp.FailedEntries, pubsub.BulkPublishResponseFailedEntry{EntryId: req.Entries[i].EntryId, Error: r.Err})
 			if first == nil {
 				first = r.Err

@@ -195,8 +195,21 @@ func PubSubNotFound(name string) *Error {
 // PublishFailed wraps a component's Publish failure, and a bulk publish
 // with failed entries.
 func PublishFailed(topic, pubsub string, err error) *Error {
-	return mk("ERR_PUBSUB_PUBLISH_MESSAGE", http.StatusInternalServerError, codes.Internal,
+	e := mk("ERR_PUBSUB_PUBLISH_MESSAGE", http.StatusInternalServerError, codes.Internal,
 		"error when publishing to topic %s in pubsub %s: %v", topic, pubsub, err)
+	// mecha only: an event the component refuses for its size, or a
+	// topic name it cannot take, is the request's fault, and says so
+	// with a 4xx naming the limit or the rule.
+	var tl interface{ MessageTooLarge() bool }
+	var in interface{ InvalidInput() bool }
+	switch {
+	case errors.As(err, &tl) && tl.MessageTooLarge():
+		e.HTTP, e.GRPC = http.StatusRequestEntityTooLarge, codes.ResourceExhausted
+	case errors.As(err, &in) && in.InvalidInput():
+		e.HTTP, e.GRPC = http.StatusBadRequest, codes.InvalidArgument
+	}
+	e.Cause = err
+	return e
 }
 
 // CloudEventsSer: the event could not be put in a CloudEvent.
