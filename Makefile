@@ -6,10 +6,17 @@
 GO ?= go
 CORE := ./components/... ./runtime/... ./statestore/... ./broker/... ./bindings/... ./stream/... ./internal/...
 
-.PHONY: test deps build bench fmt vet
+.PHONY: test deps build build-full bench fmt vet
 
+# The default build: mecha's own components and the contrib components
+# that bring no cloud SDK (README, "Build"). build-full adds state.redis,
+# pubsub.redis and state.postgresql (-tags contrib_all).
+LDFLAGS := -s -w
 build:
-	$(GO) build -o bin/mecha ./cmd/mecha
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/mecha ./cmd/mecha
+
+build-full:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -tags contrib_all -o bin/mecha ./cmd/mecha
 
 deps:
 	@command -v kcat >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
@@ -26,6 +33,7 @@ STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
 test: deps
 	$(GO) vet ./...
+	$(GO) vet -tags contrib_all ./components/
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(STATICCHECK) ./...
 	$(GO) test -race -count=1 -timeout 10m $(CORE)

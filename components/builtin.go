@@ -8,14 +8,10 @@ import (
 	kafkabinding "github.com/dapr/components-contrib/bindings/kafka"
 	inmemorypubsub "github.com/dapr/components-contrib/pubsub/in-memory"
 	kafkapubsub "github.com/dapr/components-contrib/pubsub/kafka"
-	redispubsub "github.com/dapr/components-contrib/pubsub/redis"
 	envsecrets "github.com/dapr/components-contrib/secretstores/local/env"
 	filesecrets "github.com/dapr/components-contrib/secretstores/local/file"
 	inmemorystate "github.com/dapr/components-contrib/state/in-memory"
 	mysqlstate "github.com/dapr/components-contrib/state/mysql"
-	postgresv1 "github.com/dapr/components-contrib/state/postgresql/v1"
-	postgresv2 "github.com/dapr/components-contrib/state/postgresql/v2"
-	redisstate "github.com/dapr/components-contrib/state/redis"
 	"github.com/dapr/kit/logger"
 
 	"mecha/bindings/brokerbinding"
@@ -25,16 +21,19 @@ import (
 )
 
 // RegisterContrib registers the curated set of components-contrib
-// components that mecha ships with.
+// components that mecha ships with. The default build has those that
+// bring no cloud SDK with them; state.redis, pubsub.redis and
+// state.postgresql (which bring the Azure and AWS SDKs, for their cloud
+// sign-in options) are in builds with the tags in tagged (see README,
+// "Build").
 func RegisterContrib(r *Registry) {
+	for _, f := range taggedContrib {
+		f(r)
+	}
 	r.Register("state.in-memory", "v1", func(l logger.Logger) any { return inmemorystate.NewInMemoryStateStore(l) })
-	r.Register("state.redis", "v1", func(l logger.Logger) any { return redisstate.NewRedisStateStore(l) })
 	r.Register("state.mysql", "v1", func(l logger.Logger) any { return mysqlstate.NewMySQLStateStore(l) })
-	r.Register("state.postgresql", "v1", func(l logger.Logger) any { return postgresv1.NewPostgreSQLStateStore(l) })
-	r.Register("state.postgresql", "v2", func(l logger.Logger) any { return postgresv2.NewPostgreSQLStateStore(l) })
 	r.Register("pubsub.in-memory", "v1", func(l logger.Logger) any { return inmemorypubsub.New(l) })
 	r.Register("pubsub.kafka", "v1", func(l logger.Logger) any { return kafkapubsub.NewKafka(l) })
-	r.Register("pubsub.redis", "v1", func(l logger.Logger) any { return redispubsub.NewRedisStreams(l) })
 	r.Register("bindings.kafka", "v1", func(l logger.Logger) any { return kafkabinding.NewKafka(l) })
 	r.Register("bindings.cron", "v1", func(l logger.Logger) any { return cronbinding.NewCron(l) })
 	r.Register("bindings.http", "v1", func(l logger.Logger) any { return httpbinding.NewHTTP(l) })
@@ -92,4 +91,17 @@ func RegisterMecha(r *Registry, o MechaOptions) {
 	r.Register("bindings.mecha", "v1", func(l logger.Logger) any {
 		return brokerbinding.New(l, brokerbinding.Defaults{Brokers: o.Brokers, Broker: o.Broker, Logger: o.Logger, AppID: o.AppID})
 	})
+}
+
+// taggedContrib are the registrations of components built in by a build
+// tag (contrib_*.go).
+var taggedContrib []func(*Registry)
+
+// tagged names, for each component type that needs one, the build tag
+// that builds it in; contrib_all builds in every one.
+var tagged = map[string]string{
+	"state.redis@v1":      "redis",
+	"pubsub.redis@v1":     "redis",
+	"state.postgresql@v1": "postgresql",
+	"state.postgresql@v2": "postgresql",
 }

@@ -58,6 +58,10 @@ func (r *Registry) Types() []string {
 
 func (r *Registry) create(c *Component, log logger.Logger) (any, error) {
 	f, ok := r.Lookup(c.TypeVersion())
+	if tag, ok2 := tagged[c.TypeVersion()]; !ok && ok2 {
+		return nil, fmt.Errorf("spec.type: %s is not in this build of mecha: it brings cloud SDKs with it, so it is built in only with "+
+			"the build tag %q (or contrib_all): go build -tags %s ./cmd/mecha (README, \"Build\")", c.TypeVersion(), tag, tag)
+	}
 	if !ok {
 		return nil, fmt.Errorf("spec.type: unknown component type %q version %q (registered: %v)", c.Spec.Type, versionOf(c), r.Types())
 	}

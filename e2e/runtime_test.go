@@ -283,7 +283,8 @@ func TestStartupErrors(t *testing.T) {
 		{name: "unknown field", file: "typo.yaml", content: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  metdata: []\n", want: `typo.yaml: unknown field "metdata"`},
 		{name: "missing type", file: "notype.yaml", content: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  version: v1\n", want: "notype.yaml: component \"s\": spec.type: must be set"},
 		{name: "unknown type", file: "unknown.yaml", content: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.nosuch\n  version: v1\n", want: `unknown.yaml: component "s" (state.nosuch@v1): spec.type: unknown component type "state.nosuch"`},
-		{name: "failed init", file: "redis.yaml", content: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  initTimeout: 2s\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n", want: `redis.yaml: component "s" (state.redis@v1): component init failed`},
+		{name: "failed init", file: "mysql.yaml", content: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.mysql\n  version: v1\n  initTimeout: 2s\n  metadata:\n  - name: connectionString\n    value: u:p@tcp(127.0.0.1:1)/db\n", want: `mysql.yaml: component "s" (state.mysql@v1): component init failed`},
+		{name: "not in this build", file: "redis.yaml", content: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n", want: `redis.yaml: component "s" (state.redis@v1): spec.type: state.redis@v1 is not in this build of mecha: it brings cloud SDKs with it, so it is built in only with the build tag "redis"`},
 		{name: "bad subscription", file: "sub.yaml", content: "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s\nspec:\n  pubsubname: pubsub\n  routes:\n    default: /x\n", want: `sub.yaml: subscription "s": spec.topic: must be set`},
 		{name: "bad stream job", file: "job.yaml", content: "apiVersion: mecha.io/v1alpha1\nkind: StreamJob\nmetadata:\n  name: j\nspec:\n  source:\n    topic: t\n  window:\n    type: hopping\n    size: 1s\n  aggregate:\n    type: count\n  sink:\n    type: stdout\n", want: `job.yaml: invalid stream job "j": spec.window: kind "hopping"`},
 		{name: "bad CEL", file: "cel.yaml", content: "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s\nspec:\n  pubsubname: pubsub\n  topic: t\n  routes:\n    rules:\n    - match: 'event.type =='\n      path: /x\n", want: `cel.yaml: subscription "s": spec.routes.rules[0].match`},
@@ -339,7 +340,7 @@ func TestStartupErrors(t *testing.T) {
 	})
 	t.Run("ignoreErrors skips a failing component", func(t *testing.T) {
 		dir := t.TempDir()
-		writeFile(t, dir, "redis.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  ignoreErrors: true\n  initTimeout: 1s\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n")
+		writeFile(t, dir, "mysql.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.mysql\n  version: v1\n  ignoreErrors: true\n  initTimeout: 1s\n  metadata:\n  - name: connectionString\n    value: u:p@tcp(127.0.0.1:1)/db\n")
 		m := startMecha(t, "--app-id", "x", "--resources-path", dir)
 		// The embedded statestore stays; the skipped store is not there.
 		expectError(t, do(t, "GET", m.url("/v1.0/state/s/k"), nil), 400, "ERR_STATE_STORE_NOT_FOUND")
