@@ -28,7 +28,7 @@ go build -o "$work/relay" ./bench/relay
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 APP_PORT=$(free_port); B_HTTP=$(free_port); B_GOSSIP=$(free_port); A_HTTP=$(free_port)
-common=(--dapr-grpc-port 0 --metrics-port 0 --broker-port 0 --internal-port 0 --gossip-bind-address 127.0.0.1 --log-level warn)
+common=(--dapr-grpc-port 0 --metrics-port 0 --broker=false --internal-port 0 --gossip-bind-address 127.0.0.1 --log-level warn)
 "$work/trivialapp" -addr "127.0.0.1:$APP_PORT" &
 APP_PID=$!
 GOMAXPROCS=${RUNTIME_PROCS:-} "$work/mecha" run --app-id target --app-port "$APP_PORT" --dapr-http-port "$B_HTTP" --gossip-port "$B_GOSSIP" \

@@ -45,7 +45,7 @@ func RegisterContrib(r *Registry) {
 // path is given, so that Dapr quickstarts run unchanged: Crux (state.crux,
 // durable in --data-dir) as "statestore", and as "pubsub" the embedded
 // broker (pubsub.mecha), or contrib's in-memory pubsub when the broker is
-// off (--broker-port 0).
+// off (--broker=false).
 func EmbeddedDefaults(broker bool) []*Component {
 	ps := "pubsub.mecha"
 	if !broker {
@@ -68,9 +68,9 @@ type MechaOptions struct {
 	MaxValueBytes int
 	Logger        *slog.Logger
 	// Brokers is host:port of the embedded broker; empty when
-	// --broker-port 0.
+	// --broker=false.
 	Brokers string
-	// Broker is the embedded broker, nil when --broker-port 0:
+	// Broker is the embedded broker, nil when --broker=false:
 	// pubsub.mecha and bindings.mecha whose metadata names no other
 	// brokers call it in-process.
 	Broker broker.Local

@@ -219,7 +219,13 @@ func startMechaEnv(t *testing.T, env []string, args ...string) *mecha {
 	base := []string{"run", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "-1",
 		"--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1", "--data-dir", t.TempDir()}
 	p := startEnv(t, env, bins.mecha, append(base, args...)...)
-	g := p.waitLine(apiRE, 20*time.Second)
+	return listening(p, 20*time.Second)
+}
+
+// listening waits for the "API listening" line of a started mecha and
+// reads its ports from it.
+func listening(p *proc, timeout time.Duration) *mecha {
+	g := p.waitLine(apiRE, timeout)
 	m := &mecha{proc: p}
 	m.httpPort, _ = strconv.Atoi(g[1])
 	m.grpcPort, _ = strconv.Atoi(g[2])

@@ -59,7 +59,7 @@ func metric(t *testing.T, m *mecha, name, label string) float64 {
 // Now a failed accept is retried, silent connections are closed after
 // the header timeout, and the runtime serves again by itself.
 func TestOutOfDescriptors(t *testing.T) {
-	cmd := fmt.Sprintf("ulimit -n 256 && exec %s run --app-id fd --dapr-http-port 0 --dapr-grpc-port 0 --metrics-port 0 --broker-port 0 "+
+	cmd := fmt.Sprintf("ulimit -n 256 && exec %s run --app-id fd --dapr-http-port 0 --dapr-grpc-port 0 --metrics-port 0 --broker=false "+
 		"--internal-port 0 --gossip-port 0 --header-timeout 1s --data-dir %s", bins.mecha, t.TempDir())
 	p := start(t, "sh", "-c", cmd)
 	g := p.waitLine(apiRE, 20*time.Second)

@@ -319,7 +319,7 @@ func TestStartupErrors(t *testing.T) {
 		port := ln.Addr().(*net.TCPAddr).Port
 		p := start(t, bins.mecha, "run", "--app-id", "x", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1",
 			"--data-dir", t.TempDir(), "--broker-port", fmt.Sprint(port))
-		want := fmt.Sprintf("address already in use (--broker-port %d; -1 picks a free port, 0 turns the broker off)", port)
+		want := fmt.Sprintf("address already in use (--broker-port %d; 0 picks a free port, --broker=false turns the broker off)", port)
 		if code := p.wait(30 * time.Second); code == 0 || !strings.Contains(p.output(), want) {
 			t.Fatalf("exit %d, want an error saying %q:\n%s", code, want, p.output())
 		}
@@ -459,7 +459,7 @@ func TestAppDiesWithTheRuntime(t *testing.T) {
 	pidFile := filepath.Join(dir, "pids")
 	// sh starts a grandchild (sleep) and waits: both must go.
 	p := start(t, bins.mecha, "run", "--app-id", "orphan", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0", "--gossip-port", "0",
-		"--broker-port", "0", "--data-dir", t.TempDir(), "--", "sh", "-c", `sleep 600 & echo "$$ $!" > `+pidFile+`; wait`)
+		"--broker=false", "--data-dir", t.TempDir(), "--", "sh", "-c", `sleep 600 & echo "$$ $!" > `+pidFile+`; wait`)
 	p.waitLine(apiRE, 20*time.Second)
 	var shPID, sleepPID int
 	eventually(t, 10*time.Second, func() error {

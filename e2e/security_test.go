@@ -27,7 +27,7 @@ func reachable(addr string) bool {
 // and parses its ports.
 func startBare(t *testing.T, env []string, args ...string) *mecha {
 	t.Helper()
-	base := []string{"run", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "0",
+	base := []string{"run", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker=false",
 		"--internal-port", "0", "--gossip-port", "0", "--data-dir", t.TempDir()}
 	p := startEnv(t, env, bins.mecha, append(base, args...)...)
 	g := p.waitLine(apiRE, 20*time.Second)

@@ -48,9 +48,16 @@ type Config struct {
 	AppHealthTimeout     time.Duration
 	AppHealthThreshold   int
 	ShutdownGracePeriod  time.Duration
-	// BrokerPort is the embedded Kafka-compatible broker's port: 0 turns
-	// the broker off, -1 picks a free port.
+	// BrokerPort is the embedded Kafka-compatible broker's port: 0 (or
+	// -1, kept from earlier versions) picks a free port, as for every
+	// other port flag.
 	BrokerPort int
+	// NoBroker turns the embedded broker off (--broker=false).
+	NoBroker bool
+	// Explicit names the flags given on the command line: a guest of
+	// another runtime's data dir (datadir.go) keeps those and picks the
+	// rest.
+	Explicit map[string]bool
 	// Broker configures the embedded broker; Addr and DataDir are set
 	// from BrokerPort, ListenAddress and DataDir.
 	Broker broker.Config
@@ -185,7 +192,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Var(seconds{&c.AppHealthTimeout, time.Millisecond}, "app-health-probe-timeout", "timeout of one app health probe, in milliseconds or as a duration (500, 500ms)")
 	fs.IntVar(&c.AppHealthThreshold, "app-health-threshold", c.AppHealthThreshold, "failed probes before the app counts as unhealthy")
 	fs.Var(seconds{&c.ShutdownGracePeriod, time.Second}, "dapr-graceful-shutdown-seconds", "how long shutdown waits for work in flight, in seconds or as a duration")
-	fs.IntVar(&c.BrokerPort, "broker-port", c.BrokerPort, "the embedded Kafka-compatible broker's port (0 turns it off, -1 picks a free port)")
+	fs.IntVar(&c.BrokerPort, "broker-port", c.BrokerPort, "the embedded Kafka-compatible broker's port (0 picks a free port)")
+	fs.Var(negBool{&c.NoBroker}, "broker", "run the embedded Kafka-compatible broker (--broker=false turns it off; the default pubsub is then contrib's in-memory one)")
 	c.Broker.BindFlags(fs, "broker-")
 	fs.IntVar(&c.InternalPort, "internal-port", c.InternalPort, "the port other runtimes invoke this runtime's app on; 0 picks a free port")
 	c.Membership.BindFlags(fs)
@@ -251,9 +259,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Sprintf("--max-value-bytes %d must be positive", c.MaxValueBytes))
 	}
 	if c.BrokerPort < -1 || c.BrokerPort > 65535 {
-		errs = append(errs, fmt.Sprintf("--broker-port %d is not a port (0 turns the broker off, -1 picks a free port)", c.BrokerPort))
+		errs = append(errs, fmt.Sprintf("--broker-port %d is not a port (0 picks a free port; --broker=false turns the broker off)", c.BrokerPort))
 	}
-	if c.BrokerPort != 0 {
+	if !c.NoBroker {
 		bc := c.Broker
 		bc.DataDir = c.DataDir
 		if err := bc.Validate(); err != nil {
@@ -347,3 +355,25 @@ func (s seconds) Set(v string) error {
 	*s.d = d
 	return nil
 }
+
+// negBool is a boolean flag that sets *v to its negation: --broker=false
+// sets NoBroker.
+type negBool struct{ v *bool }
+
+func (f negBool) String() string {
+	if f.v == nil {
+		return "true"
+	}
+	return strconv.FormatBool(!*f.v)
+}
+
+func (f negBool) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("%q is not true or false", s)
+	}
+	*f.v = !b
+	return nil
+}
+
+func (f negBool) IsBoolFlag() bool { return true }

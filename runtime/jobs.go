@@ -118,7 +118,7 @@ func (r *Runtime) streamJobs(docs []components.Document) ([]job.Spec, error) {
 			return nil, fmt.Errorf("%s: stream job %q: spec.sink.app: %q is not an app of this runtime (--app-id or --app)", d.Where(), spec.Name, spec.Sink.App)
 		}
 		if spec.Source.Brokers == "" && r.broker == nil {
-			return nil, fmt.Errorf("%s: stream job %q: spec.source.brokers: not set, and the embedded broker is off (--broker-port 0)", d.Where(), spec.Name)
+			return nil, fmt.Errorf("%s: stream job %q: spec.source.brokers: not set, and the embedded broker is off (--broker=false)", d.Where(), spec.Name)
 		}
 		r.log.Info("stream job loaded", "job", spec.Name, "source", spec.Source.Topic, "sink", spec.Sink.Type)
 		out = append(out, spec)

@@ -49,20 +49,25 @@ type Runtime struct {
 	registry *components.Registry
 
 	// Set by Run's startup, before anything serves; read-only after.
-	metrics   *metrics.Metrics
-	features  []string
-	acl       *accesscontrol.List // who may call the apps; nil allows all
-	broker    *broker.Broker      // the embedded broker; nil when --broker-port 0
-	comps     *components.Manager
-	resil     *resiliency.Store // Resiliency policies of the resources path
-	docs      []components.Document
-	jobSpecs  []job.Spec
-	traffic   []fileSpec
-	node      *membership.Node
-	peer      *peer.Server       // the internal port
-	peerToken string             // sent to other runtimes' internal ports
-	tls       *clustertls.Config // the cluster's mutual TLS; nil without --tls-*
-	cluster   *invoke.Cluster
+	metrics  *metrics.Metrics
+	features []string
+	acl      *accesscontrol.List // who may call the apps; nil allows all
+	broker   *broker.Broker      // the embedded broker; nil with --broker=false
+	// The data dir (datadir.go): its lock when this runtime owns it;
+	// else the owner, and the owner's broker this guest uses.
+	ownerLock  *os.File
+	guestOf    *ownerRecord
+	hostBroker string
+	comps      *components.Manager
+	resil      *resiliency.Store // Resiliency policies of the resources path
+	docs       []components.Document
+	jobSpecs   []job.Spec
+	traffic    []fileSpec
+	node       *membership.Node
+	peer       *peer.Server       // the internal port
+	peerToken  string             // sent to other runtimes' internal ports
+	tls        *clustertls.Config // the cluster's mutual TLS; nil without --tls-*
+	cluster    *invoke.Cluster
 	// hosts are the apps this runtime serves, the --app-id app first.
 	// The list is complete before any server serves and never changes.
 	hosts   []*appHost
@@ -200,6 +205,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	sup := &supervisor{log: r.log}
 	// Startup, in order; a failure stops what started, in reverse.
 	units := []unit{
+		{name: "data dir", start: r.claimDataDir, stop: r.releaseDataDir},
 		{name: "configuration", start: r.loadConfig},
 		{name: "broker", start: r.startBroker, stop: func(context.Context) {
 			if r.broker != nil {
@@ -209,6 +215,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		{name: "components", start: r.loadComponents, stop: func(context.Context) { r.comps.Close() }},
 		{name: "listeners", start: r.listenAll, stop: func(context.Context) { r.closeListeners() }},
 		{name: "membership", start: r.startMembership, stop: func(context.Context) { _ = r.node.Shutdown() }},
+		{name: "data dir owner record", start: r.recordOwner},
 		{name: "internal port", start: r.servePeer, stop: func(grace context.Context) { _ = r.peer.Shutdown(grace) }},
 		{name: "app APIs", start: r.serveHosts, stop: r.stopHosts},
 		{name: "metrics", start: r.serveMetrics, stop: func(grace context.Context) {
@@ -381,7 +388,7 @@ func (r *Runtime) loadConfig(context.Context) error {
 // bindings.mecha connect to it when they initialize, and it closes after
 // them.
 func (r *Runtime) startBroker(context.Context) error {
-	if r.cfg.BrokerPort == 0 {
+	if r.cfg.NoBroker {
 		return nil
 	}
 	bc := r.cfg.Broker
@@ -394,17 +401,18 @@ func (r *Runtime) startBroker(context.Context) error {
 	bc.Logger = r.log.With("component", "broker")
 	b, err := broker.Start(bc)
 	if err != nil {
-		return fmt.Errorf("%w (--broker-port %d; -1 picks a free port, 0 turns the broker off)", err, r.cfg.BrokerPort)
+		return fmt.Errorf("%w (--broker-port %d; 0 picks a free port, --broker=false turns the broker off)", err, r.cfg.BrokerPort)
 	}
 	r.broker = b
 	r.metrics.Registry.MustRegister(b.Collector())
 	return nil
 }
 
-// brokerAddr is the embedded broker's address, "" when it is off.
+// brokerAddr is the embedded broker's address; on a guest without a
+// broker of its own, the data dir owner's; "" when there is none.
 func (r *Runtime) brokerAddr() string {
 	if r.broker == nil {
-		return ""
+		return r.hostBroker
 	}
 	return r.broker.Addr()
 }
@@ -437,7 +445,7 @@ func (r *Runtime) loadComponents(ctx context.Context) (err error) {
 	}
 	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: r.brokerAddr(), Broker: r.localBroker(), AppID: r.cfg.AppID})
 	r.comps = components.NewManager(components.Options{
-		AppID: r.cfg.AppID, Apps: ids, Paths: r.cfg.ResourcesPaths, Defaults: components.EmbeddedDefaults(r.broker != nil),
+		AppID: r.cfg.AppID, Apps: ids, Paths: r.cfg.ResourcesPaths, Defaults: components.EmbeddedDefaults(r.brokerAddr() != ""),
 		Registry: r.registry, Logger: r.log,
 	})
 	docs, err := r.comps.Load(ctx)

@@ -22,7 +22,7 @@ import (
 func testConfig(t *testing.T) Config {
 	cfg := DefaultConfig()
 	cfg.AppID = "a"
-	cfg.HTTPPort, cfg.GRPCPort, cfg.MetricsPort, cfg.InternalPort, cfg.BrokerPort = 0, 0, 0, 0, 0
+	cfg.HTTPPort, cfg.GRPCPort, cfg.MetricsPort, cfg.InternalPort, cfg.NoBroker = 0, 0, 0, 0, true
 	cfg.Membership.GossipPort, cfg.Membership.WANPort = 0, 0
 	cfg.Membership.BindAddress = "127.0.0.1"
 	cfg.DataDir = t.TempDir()

@@ -143,7 +143,7 @@ func run(duration time.Duration, rounds, conns int, mechaBin string) error {
 	cmd := exec.Command(mechaBin, "run", "--app-id", "httpapp", "--app-port", strconv.Itoa(hport),
 		"--app", fmt.Sprintf("id=grpcapp,port=%d,protocol=grpc", gport),
 		"--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0", "--gossip-port", "0",
-		"--broker-port", "0", "--log-level", "info", "--data-dir", filepath.Join(work, "data"), "--enable-profiling")
+		"--broker=false", "--log-level", "info", "--data-dir", filepath.Join(work, "data"), "--enable-profiling")
 	stderr, _ := cmd.StderrPipe()
 	cmd.Stdout = os.Stdout
 	if err := cmd.Start(); err != nil {

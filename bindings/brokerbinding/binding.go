@@ -29,7 +29,7 @@ var ErrOperation = errors.New("unsupported operation")
 // Defaults are what the runtime knows and a Component YAML may leave out.
 type Defaults struct {
 	// Brokers is the embedded broker's "host:port"; empty when it is off
-	// (mecha run --broker-port 0).
+	// (mecha run --broker=false).
 	Brokers string
 	// Broker is the embedded broker itself, nil when it is off: a binding
 	// whose metadata names no other brokers calls it in-process.

@@ -245,7 +245,7 @@ func TestInitMetadataErrors(t *testing.T) {
 		props    map[string]string
 		want     []string
 	}{
-		{"no brokers", "", map[string]string{"publishTopic": "t"}, []string{"metadata brokers", "--broker-port 0"}},
+		{"no brokers", "", map[string]string{"publishTopic": "t"}, []string{"metadata brokers", "--broker=false"}},
 		{"topics without group", brokers, map[string]string{"topics": "a"}, []string{"metadata consumerGroup"}},
 		{"initialOffset", brokers, map[string]string{"topics": "a", "consumerGroup": "g", "initialOffset": "latest"}, []string{`metadata initialOffset: want "oldest" or "newest", got "latest"`}},
 	} {

@@ -41,7 +41,7 @@ func (e *MetadataError) Is(target error) bool { return target == ErrMetadata }
 // Defaults are what the runtime knows and a Component YAML may leave out.
 type Defaults struct {
 	// Brokers is the embedded broker's "host:port"; empty when it is off
-	// (mecha run --broker-port 0).
+	// (mecha run --broker=false).
 	Brokers string
 	// Broker is the embedded broker itself, nil when it is off. A
 	// component whose metadata names no other brokers calls it
@@ -128,7 +128,7 @@ func ParseClientOptions(props map[string]string, d Defaults) (ClientOptions, err
 	}
 	o.Brokers = splitList(brokers)
 	if len(o.Brokers) == 0 && d.Broker == nil {
-		return o, &MetadataError{"brokers", "not set, and the embedded broker is off (--broker-port 0); set brokers to the host:port of a Kafka-compatible broker"}
+		return o, &MetadataError{"brokers", "not set, and the embedded broker is off (--broker=false); set brokers to the host:port of a Kafka-compatible broker"}
 	}
 	if d.Broker != nil && !slices.ContainsFunc(o.Brokers, func(b string) bool { return b != d.Broker.Addr() }) {
 		o.Local = d.Broker

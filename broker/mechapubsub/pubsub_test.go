@@ -477,7 +477,7 @@ func TestInitMetadataErrors(t *testing.T) {
 		props    map[string]string
 		want     []string
 	}{
-		{"no brokers", "", nil, []string{"metadata brokers", "--broker-port 0"}},
+		{"no brokers", "", nil, []string{"metadata brokers", "--broker=false"}},
 		{"initialOffset", brokers, map[string]string{"initialOffset": "x"}, []string{`metadata initialOffset: want "oldest" or "newest", got "x"`}},
 		{"maxMessageBytes not a number", brokers, map[string]string{"maxMessageBytes": "lots"}, []string{"metadata maxMessageBytes", `"lots"`}},
 		{"maxMessageBytes zero", brokers, map[string]string{"maxMessageBytes": "0"}, []string{"metadata maxMessageBytes"}},

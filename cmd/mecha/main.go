@@ -98,6 +98,8 @@ func runCmd(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Command = fs.Args()
+	cfg.Explicit = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { cfg.Explicit[f.Name] = true })
 	var ignored []string
 	if cfg.RunFile != "" {
 		if len(cfg.Command) > 0 {

@@ -149,7 +149,7 @@ func New(spec Spec, opts Options) (*Runner, error) {
 	case opts.Broker != nil && (spec.Source.Brokers == "" || spec.Source.Brokers == opts.Broker.Addr()):
 		r.local = opts.Broker
 	case brokers == "":
-		return nil, fmt.Errorf("%w %q: spec.source.brokers: not set, and there is no embedded broker (--broker-port 0)", ErrSpec, spec.Name)
+		return nil, fmt.Errorf("%w %q: spec.source.brokers: not set, and there is no embedded broker (--broker=false)", ErrSpec, spec.Name)
 	default:
 		r.brokers = strings.Split(brokers, ",")
 	}

@@ -1,0 +1,82 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startGuest starts `mecha run` with only an app-id, an app port (when
+// not 0) and a data dir: every port is left to the runtime.
+func startGuest(t *testing.T, dataDir, appID string, appPort int) *mecha {
+	t.Helper()
+	args := []string{"run", "--app-id", appID, "--data-dir", dataDir}
+	if appPort != 0 {
+		args = append(args, "--app-port", strconv.Itoa(appPort))
+	}
+	m := listening(start(t, bins.mecha, args...), 30*time.Second)
+	m.waitHealthy(t)
+	return m
+}
+
+// TestSeveralRuntimesOneHost: runtimes started on the data dir of
+// another (the default ~/.mecha/data, here a temp dir) need no flags:
+// they pick free ports, join the owner's gossip and publish through the
+// owner's broker, so apps on one host see each other's events and call
+// each other by app-id. (Reproduced: a second `mecha run` needed six
+// ports changed, and its events never reached the other app.)
+func TestSeveralRuntimesOneHost(t *testing.T) {
+	data := t.TempDir()
+	subPort := startHTTPApp(t)
+	// The owner: explicit free ports, so as not to take the defaults on
+	// a shared test machine.
+	owner := startMecha(t, "--app-id", "subber", "--app-port", strconv.Itoa(subPort), "--data-dir", data, "--broker-port", "0")
+	if _, err := os.Stat(filepath.Join(data, "owner.json")); err != nil {
+		t.Fatalf("the owner recorded no owner.json: %v", err)
+	}
+	calleePort := startHTTPApp(t)
+	guest := startGuest(t, data, "pubber", calleePort)
+	third := startGuest(t, data, "third", 0)
+
+	for _, g := range []*mecha{guest, third} {
+		if g.httpPort == owner.httpPort || g.httpPort == 3500 || g.brokerPort != 0 {
+			t.Fatalf("guest ports: http %d broker %d (owner http %d): want a picked HTTP port and no broker of its own", g.httpPort, g.brokerPort, owner.httpPort)
+		}
+		if !strings.Contains(g.proc.output(), "another mecha run owns the data dir") {
+			t.Fatalf("the guest does not say whose data dir it shares:\n%s", g.proc.output())
+		}
+	}
+	// Events published through either guest reach the owner's app,
+	// through the owner's broker.
+	for i, g := range []*mecha{guest, third} {
+		r := do(t, "POST", g.url("/v1.0/publish/pubsub/orders"), fmt.Sprintf(`{"from":%d}`, i), "Content-Type", "application/json")
+		expectStatus(t, r, 204)
+	}
+	got := waitReceived(t, subPort, "orders", 2)
+	if !strings.Contains(string(got[0].Body)+string(got[1].Body), `"from":1`) {
+		t.Fatalf("events: %s / %s", got[0].Body, got[1].Body)
+	}
+	// The runtimes found each other by gossip: invocation by app-id in
+	// both directions.
+	eventually(t, 20*time.Second, func() error {
+		if r := do(t, "POST", third.url("/v1.0/invoke/subber/method/echo/x"), "hi"); r.Status != 200 {
+			return fmt.Errorf("third → subber: %d %s", r.Status, r.Body)
+		}
+		if r := do(t, "POST", owner.url("/v1.0/invoke/pubber/method/echo/y"), "hi"); r.Status != 200 {
+			return fmt.Errorf("owner → pubber: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	// When the owner stops, a runtime started later owns the data dir.
+	owner.proc.stop()
+	guest.proc.stop()
+	third.proc.stop()
+	next := startMecha(t, "--app-id", "next", "--data-dir", data, "--broker-port", "0")
+	if strings.Contains(next.proc.output(), "another mecha run owns") || next.brokerPort == 0 {
+		t.Fatalf("after the owner left, the next runtime is a guest:\n%s", next.proc.output())
+	}
+}
