@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,4 +81,22 @@ func TestSeveralRuntimesOneHost(t *testing.T) {
 	if strings.Contains(next.proc.output(), "another mecha run owns") || next.brokerPort == 0 {
 		t.Fatalf("after the owner left, the next runtime is a guest:\n%s", next.proc.output())
 	}
+}
+
+// TestAppPortNothingListens: with --app-port and no app, mecha says what
+// it waits for within seconds, and connects once the app listens.
+// (Reproduced: it waited silently forever.)
+func TestAppPortNothingListens(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	m := startMechaNoWait(t, "--app-id", "late", "--app-port", strconv.Itoa(port))
+	m.proc.waitLine(regexp.MustCompile(`waiting for the app: nothing takes connections at its port yet.*addr=127.0.0.1:`+strconv.Itoa(port)), 15*time.Second)
+	app := start(t, bins.httpapp, "-port", strconv.Itoa(port))
+	app.waitLine(listeningRE, 10*time.Second)
+	m.proc.waitLine(regexp.MustCompile(`the app listens now`), 15*time.Second)
+	m.waitHealthy(t)
 }

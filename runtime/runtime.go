@@ -789,14 +789,30 @@ func port(a net.Addr) int {
 	return 0
 }
 
-// dialApp waits until the app at addr takes connections, then builds its
-// channel.
+// How often dialApp says it is still waiting for the app.
+const (
+	appWaitFirstLog = 5 * time.Second
+	appWaitLogEvery = 30 * time.Second
+)
+
+// dialApp waits until the app at addr takes connections, logging that it
+// waits after appWaitFirstLog, then builds its channel.
 func (r *Runtime) dialApp(ctx context.Context, addr, protocol string) (appchannel.Channel, error) {
+	start := time.Now()
+	nextLog := start.Add(appWaitFirstLog)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
+			if time.Since(start) >= appWaitFirstLog {
+				r.log.Info("the app listens now", "addr", addr, "waited", time.Since(start).Round(time.Second))
+			}
 			break
+		}
+		if now := time.Now(); now.After(nextLog) {
+			r.log.Warn("waiting for the app: nothing takes connections at its port yet; is it started, and listening on --app-port?",
+				"addr", addr, "waited", now.Sub(start).Round(time.Second), "err", err)
+			nextLog = now.Add(appWaitLogEvery)
 		}
 		select {
 		case <-ctx.Done():

@@ -91,11 +91,8 @@ func runCmd(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mecha run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg.BindFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	cfg.Command = fs.Args()
 	cfg.Explicit = map[string]bool{}
@@ -177,11 +174,8 @@ func brokerCmd(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where topics and committed offsets are kept")
 	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
 	cfg.BindFlags(fs, "")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mecha broker: unexpected argument %q\n", fs.Arg(0))
@@ -242,8 +236,8 @@ func streamCmd(args []string, stdout, stderr io.Writer) int {
 	admin := fs.String("admin", "127.0.0.1:9090", "mecha run's metrics (admin) address")
 	output := fs.String("o", "table", "list's output: table or json")
 	fs.Usage = func() { fmt.Fprint(stderr, streamUsage) }
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	args = fs.Args()
 	if len(args) == 0 {
@@ -265,8 +259,8 @@ func streamCmd(args []string, stdout, stderr io.Writer) int {
 		rate := sf.String("rate", "", "records per second read from the source (0 removes the limit)")
 		sampling := sf.String("sampling", "", "share of records kept, in (0, 1]")
 		cps := sf.String("checkpoints", "", "on or off")
-		if err := sf.Parse(args[2:]); err != nil {
-			return 2
+		if code, ok := parseFlags(sf, args[2:], stderr); !ok {
+			return code
 		}
 		cfg := map[string]any{}
 		if *rate != "" {

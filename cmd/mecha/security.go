@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -35,11 +34,8 @@ func caCmd(args []string, stdout, stderr io.Writer) int {
 	dir := fs.String("dir", "", "the CA's folder")
 	name := fs.String("name", "", "the CA's name (create) or the member's (issue)")
 	out := fs.String("out", "", "where issue writes the member's files (default: the CA's folder)")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args[1:], stderr); !ok {
+		return code
 	}
 	if *dir == "" {
 		fmt.Fprintln(stderr, "mecha ca: --dir is required")

@@ -55,11 +55,8 @@ func streamGenCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, streamGenUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "mecha stream gen: "+format+"\n", a...)
