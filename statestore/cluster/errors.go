@@ -95,7 +95,7 @@ func toError(err error) *Error {
 	if errors.As(err, &e) {
 		return e
 	}
-	for _, c := range []byte{CodeETagMismatch, CodeETagInvalid, CodeBadTTL, CodeValueTooBig, CodeKeyEmpty, CodeKeyTooLong, CodeNoSpace, CodeClosed, CodeFailed} {
+	for _, c := range []byte{CodeETagMismatch, CodeETagInvalid, CodeBadTTL, CodeValueTooBig, CodeKeyEmpty, CodeKeyTooLong, CodeNoSpace, CodeClosed, CodeFailed, CodeUnavailable} {
 		if errors.Is(err, sentinels[c]) {
 			return &Error{Code: c, Msg: err.Error()}
 		}
