@@ -543,3 +543,65 @@ func TestServerRefusesForeignKeys(t *testing.T) {
 		t.Fatalf("an unknown method: %v", err)
 	}
 }
+
+// A member whose map is behind the caller's waits for it before it
+// answers: a deposed leader that has not heard does not serve, and a new
+// leader that has not heard yet does not answer "moved" back.
+func TestServerWaitsForItsMap(t *testing.T) {
+	tc := newCluster(t)
+	ctx := context.Background()
+	key := tc.keyLedBy("a", "app||w")
+	slot := statestore.SlotOf(key)
+	moved := transfer(t, tc.m, slot, "b")
+	// The client knows b leads; b does not yet.
+	tc.cmaps.Store(moved)
+	b := tc.member("b")
+	timer := time.AfterFunc(50*time.Millisecond, func() { b.maps.Store(moved) })
+	defer timer.Stop()
+	b0 := b.count(MethodSet)
+	if _, err := tc.client.Set(ctx, statestore.Write{Key: key, Value: []byte("v")}); err != nil {
+		t.Fatalf("set while the new leader's map is behind: %v", err)
+	}
+	if n := b.count(MethodSet) - b0; n != 1 {
+		t.Errorf("the new leader got %d calls, want 1", n)
+	}
+	// a never hears: a caller at the new epoch is told to come back.
+	a := tc.member("a")
+	a.srv.mapWait = 50 * time.Millisecond
+	body := AppendRequest(nil, MethodGet, &Request{Store: testStore, Slots: []SlotEpoch{{Slot: slot, Epoch: moved.Slot(slot).Epoch}}, Key: key})
+	out, _ := a.srv.Handle(ctx, MethodGet, body)
+	resp, err := DecodeResponse(MethodGet, out)
+	if err != nil || resp.Err == nil || resp.Err.Code != CodeUnavailable {
+		t.Fatalf("a deposed leader with an old map: %+v %v", resp, err)
+	}
+}
+
+// The client of a member that leaves the map is closed.
+func TestClientsPrune(t *testing.T) {
+	tc := newCluster(t)
+	ctx := context.Background()
+	key := tc.keyLedBy("c", "app||p")
+	if _, _, err := tc.client.Get(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	tc.clients.mu.Lock()
+	cl := tc.clients.m["c"]
+	tc.clients.mu.Unlock()
+	if cl == nil {
+		t.Fatal("no client for c after a call to it")
+	}
+	m, err := clustermap.Apply(tc.m, clustermap.MemberLeave{ID: "c", At: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.clients.Prune(m)
+	tc.clients.mu.Lock()
+	_, still := tc.clients.m["c"]
+	tc.clients.mu.Unlock()
+	if still {
+		t.Fatal("the client of a member that left is kept")
+	}
+	if _, err := cl.Call(ctx, MethodGet, nil); !errors.Is(err, muxconn.ErrClosed) {
+		t.Fatalf("the client of a member that left: %v, want closed", err)
+	}
+}
