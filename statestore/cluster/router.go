@@ -149,8 +149,10 @@ func (r *Router) Get(ctx context.Context, key string) (it statestore.Item, ok bo
 		if err != nil {
 			return err
 		}
-		it, ok = resp.Item, resp.Found
-		it.Key = key
+		if resp.Found {
+			it, ok = resp.Item, true
+			it.Key = key
+		}
 		return nil
 	})
 	return it, ok, err
@@ -265,10 +267,12 @@ func (r *Router) BulkGet(ctx context.Context, keys []string) []statestore.GetRes
 				for j, i := range is {
 					res := &out[i]
 					rr := &resp.Results[j]
-					res.Item, res.Found = rr.Item, rr.Found
-					res.Item.Key = keys[i]
-					if rr.Err != nil {
+					switch {
+					case rr.Err != nil:
 						res.Err = rr.Err
+					case rr.Found:
+						res.Item, res.Found = rr.Item, true
+						res.Item.Key = keys[i]
 					}
 				}
 				return nil

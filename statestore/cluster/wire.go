@@ -348,8 +348,15 @@ func DecodeRequest(method uint16, b []byte) (*Request, error) {
 		r.fail("%d slots for method %#04x", n, method)
 	}
 	req.Slots = make([]SlotEpoch, n)
+	var seen [statestore.NumSlots / 64]uint64
 	for i := range req.Slots {
 		req.Slots[i] = SlotEpoch{Slot: int(r.uvarint("slot", statestore.NumSlots-1)), Epoch: r.uvarint("epoch", math.MaxUint64)}
+		if s := req.Slots[i].Slot; r.err == nil {
+			if seen[s/64]&(1<<(s%64)) != 0 {
+				r.fail("slot %d twice", s)
+			}
+			seen[s/64] |= 1 << (s % 64)
+		}
 	}
 	switch method {
 	case MethodGet:

@@ -103,6 +103,7 @@ func TestDecodeRefuses(t *testing.T) {
 		"no writes":           {MethodApply, AppendRequest(nil, MethodApply, &Request{Slots: []SlotEpoch{{1, 1}}})},
 		"delete as set":       {MethodSet, AppendRequest(nil, MethodSet, &Request{Slots: []SlotEpoch{{1, 1}}, Writes: []statestore.Write{{Key: "k", Delete: true}}})},
 		"not minimal":         {MethodGet, []byte{1, 0x80, 0x00}},
+		"a slot twice":        {MethodScan, AppendRequest(nil, MethodScan, &Request{Slots: []SlotEpoch{{3, 1}, {3, 2}}})},
 	}
 	for name, c := range cases {
 		if _, err := DecodeRequest(c.method, c.b); !errors.Is(err, ErrMalformed) {
