@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strconv"
@@ -26,6 +27,11 @@ type ComponentDefaults struct {
 	// MaxValueBytes is --max-value-bytes.
 	MaxValueBytes int
 	Logger        *slog.Logger
+	// Backend, when set, is called by Init with the component's name and
+	// its opened engine, and returns what the component serves from (a
+	// cluster router, which may serve some keys from that engine);
+	// returning nil keeps the engine. Unset, state.crux is a single node.
+	Backend func(name string, local *Engine) (Backend, error)
 }
 
 // Component is state.crux: the Crux engine as a components-contrib
@@ -37,6 +43,8 @@ type Component struct {
 	defaults ComponentDefaults
 	log      logger.Logger
 	engine   *Engine
+	// b serves the operations: Local(engine) or the runtime's Backend.
+	b Backend
 }
 
 // NewComponent returns an uninitialized state.crux.
@@ -93,6 +101,18 @@ func (c *Component) Init(_ context.Context, md state.Metadata) error {
 	if err != nil {
 		return fmt.Errorf("state.crux: %w", err)
 	}
+	c.b = Local(c.engine)
+	if c.defaults.Backend != nil {
+		b, err := c.defaults.Backend(md.Name, c.engine)
+		if err != nil {
+			_ = c.engine.Close()
+			c.engine = nil
+			return fmt.Errorf("state.crux: %w", err)
+		}
+		if b != nil {
+			c.b = b
+		}
+	}
 	return nil
 }
 
@@ -122,8 +142,8 @@ func mapErr(err error) error {
 }
 
 // Get implements state.Store.
-func (c *Component) Get(_ context.Context, req *state.GetRequest) (*state.GetResponse, error) {
-	it, ok, err := c.engine.Get(req.Key)
+func (c *Component) Get(ctx context.Context, req *state.GetRequest) (*state.GetResponse, error) {
+	it, ok, err := c.b.Get(ctx, req.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -131,11 +151,16 @@ func (c *Component) Get(_ context.Context, req *state.GetRequest) (*state.GetRes
 		return &state.GetResponse{}, nil
 	}
 	etag := ETag(it.Version)
-	resp := &state.GetResponse{Data: it.Value, ETag: &etag}
-	if !it.Expires.IsZero() {
-		resp.Metadata = map[string]string{"ttlExpireTime": it.Expires.UTC().Format(time.RFC3339)}
+	return &state.GetResponse{Data: it.Value, ETag: &etag, Metadata: ttlMetadata(it)}, nil
+}
+
+// ttlMetadata is the metadata a read reports: ttlExpireTime when the key
+// has a TTL.
+func ttlMetadata(it Item) map[string]string {
+	if it.Expires.IsZero() {
+		return nil
 	}
-	return resp, nil
+	return map[string]string{"ttlExpireTime": it.Expires.UTC().Format(time.RFC3339)}
 }
 
 func toWrite(key string, value any, etag *string, meta map[string]string, concurrency string, del bool) (Write, error) {
@@ -161,32 +186,38 @@ func toWrite(key string, value any, etag *string, meta map[string]string, concur
 }
 
 // Set implements state.Store.
-func (c *Component) Set(_ context.Context, req *state.SetRequest) error {
+func (c *Component) Set(ctx context.Context, req *state.SetRequest) error {
 	w, err := toWrite(req.Key, req.Value, req.ETag, req.Metadata, req.Options.Concurrency, false)
 	if err != nil {
 		return err
 	}
-	_, err = c.engine.Set(w)
+	_, err = c.b.Set(ctx, w)
 	return mapErr(err)
 }
 
 // Delete implements state.Store.
-func (c *Component) Delete(_ context.Context, req *state.DeleteRequest) error {
+func (c *Component) Delete(ctx context.Context, req *state.DeleteRequest) error {
 	w, _ := toWrite(req.Key, nil, req.ETag, req.Metadata, req.Options.Concurrency, true)
-	return mapErr(c.engine.Delete(w))
+	return mapErr(c.b.Delete(ctx, w))
 }
 
 // BulkGet implements state.BulkStore.
 func (c *Component) BulkGet(ctx context.Context, req []state.GetRequest, opts state.BulkGetOpts) ([]state.BulkGetResponse, error) {
-	out := make([]state.BulkGetResponse, len(req))
+	keys := make([]string, len(req))
 	for i := range req {
-		out[i].Key = req[i].Key
-		resp, err := c.Get(ctx, &req[i])
-		if err != nil {
-			out[i].Error = err.Error()
-			continue
+		keys[i] = req[i].Key
+	}
+	res := c.b.BulkGet(ctx, keys)
+	out := make([]state.BulkGetResponse, len(req))
+	for i, r := range res {
+		out[i].Key = keys[i]
+		switch {
+		case r.Err != nil:
+			out[i].Error = r.Err.Error()
+		case r.Found:
+			etag := ETag(r.Item.Version)
+			out[i].Data, out[i].ETag, out[i].Metadata = r.Item.Value, &etag, ttlMetadata(r.Item)
 		}
-		out[i].Data, out[i].ETag, out[i].Metadata = resp.Data, resp.ETag, resp.Metadata
 	}
 	return out, nil
 }
@@ -204,7 +235,7 @@ func (c *Component) BulkDelete(ctx context.Context, req []state.DeleteRequest, o
 
 // Multi implements state.TransactionalStore: all operations or none, in
 // order, durable as one log record.
-func (c *Component) Multi(_ context.Context, req *state.TransactionalStateRequest) error {
+func (c *Component) Multi(ctx context.Context, req *state.TransactionalStateRequest) error {
 	writes := make([]Write, 0, len(req.Operations))
 	for i, o := range req.Operations {
 		var (
@@ -224,21 +255,26 @@ func (c *Component) Multi(_ context.Context, req *state.TransactionalStateReques
 		}
 		writes = append(writes, w)
 	}
-	_, err := c.engine.Apply(writes)
+	_, err := c.b.Apply(ctx, writes)
 	return mapErr(err)
 }
 
 // DeleteWithPrefix implements state.DeleteWithPrefix.
-func (c *Component) DeleteWithPrefix(_ context.Context, req state.DeleteWithPrefixRequest) (state.DeleteWithPrefixResponse, error) {
+func (c *Component) DeleteWithPrefix(ctx context.Context, req state.DeleteWithPrefixRequest) (state.DeleteWithPrefixResponse, error) {
 	if err := req.Validate(); err != nil {
 		return state.DeleteWithPrefixResponse{}, err
 	}
-	n, err := c.engine.DeleteChildren(req.Prefix)
+	n, err := c.b.DeleteChildren(ctx, req.Prefix)
 	return state.DeleteWithPrefixResponse{Count: n}, err
 }
 
 // Close implements io.Closer.
 func (c *Component) Close() error {
+	if cl, ok := c.b.(io.Closer); ok {
+		if err := cl.Close(); err != nil {
+			c.log.Warnf("state.crux: closing the cluster backend: %v", err)
+		}
+	}
 	if c.engine == nil {
 		return nil
 	}
@@ -251,15 +287,15 @@ func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 // (0: no limit). It is mecha's extension for listing a user's sessions
 // (GET /v1.0-alpha1/state/{store}/scan); a {hash tag} in the prefix reads
 // one slot.
-func (c *Component) Scan(_ context.Context, prefix string, limit int) ([]state.BulkGetResponse, error) {
-	items := c.engine.Scan(prefix, limit)
+func (c *Component) Scan(ctx context.Context, prefix string, limit int) ([]state.BulkGetResponse, error) {
+	items, err := c.b.Scan(ctx, prefix, "", limit)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]state.BulkGetResponse, len(items))
 	for i, it := range items {
 		etag := ETag(it.Version)
-		out[i] = state.BulkGetResponse{Key: it.Key, Data: it.Value, ETag: &etag}
-		if !it.Expires.IsZero() {
-			out[i].Metadata = map[string]string{"ttlExpireTime": it.Expires.UTC().Format(time.RFC3339)}
-		}
+		out[i] = state.BulkGetResponse{Key: it.Key, Data: it.Value, ETag: &etag, Metadata: ttlMetadata(it)}
 	}
 	return out, nil
 }

@@ -571,6 +571,24 @@ func (e *Engine) DeleteChildren(prefix string) (int64, error) {
 }
 
 func (e *Engine) deletePrefix(prefix string, children bool) (int64, error) {
+	return e.deletePrefixIn(prefix, children, e.slotsFor(prefix))
+}
+
+// DeleteChildrenIn is DeleteChildren restricted to slots (each in
+// [0, NumSlots)): a cluster member removes the keys of the slots it
+// leads.
+func (e *Engine) DeleteChildrenIn(prefix string, slots []int) (int64, error) {
+	in := make([]uint16, 0, len(slots))
+	for _, s := range slots {
+		if s < 0 || s >= NumSlots {
+			return 0, fmt.Errorf("slot %d out of range", s)
+		}
+		in = append(in, uint16(s))
+	}
+	return e.deletePrefixIn(prefix, true, in)
+}
+
+func (e *Engine) deletePrefixIn(prefix string, children bool, slots []uint16) (int64, error) {
 	kind := byte(opDeletePrefix)
 	if children {
 		kind = opDeleteChildren
@@ -580,7 +598,7 @@ func (e *Engine) deletePrefix(prefix string, children bool) (int64, error) {
 	}
 	var n int64
 	now := e.now()
-	for _, si := range e.slotsFor(prefix) {
+	for _, si := range slots {
 		s := &e.slots[si]
 		s.mu.Lock()
 		var count int64
@@ -608,13 +626,23 @@ func (e *Engine) deletePrefix(prefix string, children bool) (int64, error) {
 	return n, nil
 }
 
+// PrefixSlot reports the one slot that can hold keys starting with
+// prefix, when the prefix contains a complete hash tag ({tag}, not
+// empty); ok is false when keys with the prefix may be in any slot.
+func PrefixSlot(prefix string) (slot int, ok bool) {
+	if i := strings.IndexByte(prefix, '{'); i >= 0 {
+		if j := strings.IndexByte(prefix[i+1:], '}'); j > 0 {
+			return int(slotOf(prefix)), true
+		}
+	}
+	return 0, false
+}
+
 // slotsFor lists the slots that can hold keys with prefix: one when the
 // prefix contains a complete hash tag, all otherwise.
 func (e *Engine) slotsFor(prefix string) []uint16 {
-	if i := strings.IndexByte(prefix, '{'); i >= 0 {
-		if j := strings.IndexByte(prefix[i+1:], '}'); j > 0 {
-			return []uint16{slotOf(prefix)}
-		}
+	if s, ok := PrefixSlot(prefix); ok {
+		return []uint16{uint16(s)}
 	}
 	out := make([]uint16, NumSlots)
 	for i := range out {
@@ -627,13 +655,30 @@ func (e *Engine) slotsFor(prefix string) []uint16 {
 // limit of them (0 means no limit). With a {hash tag} in the prefix only
 // one slot is read: that is how the IM service lists a user's sessions.
 func (e *Engine) Scan(prefix string, limit int) []Item {
+	return e.scan(e.slotsFor(prefix), prefix, "", limit)
+}
+
+// ScanIn is Scan restricted to slots (each in [0, NumSlots); others are
+// skipped) and to keys after the key after (exclusive; "" for none): a
+// cluster member's part of a scan, and its paging.
+func (e *Engine) ScanIn(slots []int, prefix, after string, limit int) []Item {
+	in := make([]uint16, 0, len(slots))
+	for _, s := range slots {
+		if s >= 0 && s < NumSlots {
+			in = append(in, uint16(s))
+		}
+	}
+	return e.scan(in, prefix, after, limit)
+}
+
+func (e *Engine) scan(slots []uint16, prefix, after string, limit int) []Item {
 	now := e.now()
 	var out []Item
-	for _, si := range e.slotsFor(prefix) {
+	for _, si := range slots {
 		s := &e.slots[si]
 		s.mu.RLock()
 		s.m.each(func(k string, en *recHeader) bool {
-			if strings.HasPrefix(k, prefix) && en.live(now) {
+			if strings.HasPrefix(k, prefix) && k > after && en.live(now) {
 				out = append(out, item(k, en))
 			}
 			return true

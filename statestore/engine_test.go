@@ -583,3 +583,49 @@ func TestCloseWhileWriting(t *testing.T) {
 		})
 	}
 }
+
+// ScanIn and DeleteChildrenIn see only the slots they are given, and
+// ScanIn only the keys after its cursor; PrefixSlot is the one slot of
+// a tagged prefix.
+func TestSlotRestrictedScanAndDelete(t *testing.T) {
+	e := open(t, t.TempDir())
+	keys := []string{"p||a", "p||b", "p||c", "p||d", "p||{t}x", "p||{t}y"}
+	for _, k := range keys {
+		if _, err := e.Set(Write{Key: k, Value: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := make([]int, NumSlots)
+	for i := range all {
+		all[i] = i
+	}
+	names := func(its []Item) string {
+		var s []string
+		for _, it := range its {
+			s = append(s, it.Key)
+		}
+		return strings.Join(s, ",")
+	}
+	if got := names(e.ScanIn(all, "p||", "p||b", 3)); got != "p||c,p||d,p||{t}x" {
+		t.Errorf("scan after p||b: %s", got)
+	}
+	if got := names(e.ScanIn([]int{SlotOf("p||a"), -1, NumSlots}, "p||", "", 0)); got != "p||a" {
+		t.Errorf("scan of p||a's slot: %s", got)
+	}
+	s, ok := PrefixSlot("p||{t}")
+	if !ok || s != SlotOf("p||{t}x") {
+		t.Errorf("PrefixSlot(p||{t}) = %d %v", s, ok)
+	}
+	if _, ok := PrefixSlot("p||{t"); ok {
+		t.Error("an open tag has a slot")
+	}
+	if n, err := e.DeleteChildrenIn("p||", []int{s}); err != nil || n != 2 {
+		t.Errorf("delete children in the tag's slot: %d %v", n, err)
+	}
+	if e.Len() != 4 {
+		t.Errorf("%d keys left, want 4", e.Len())
+	}
+	if _, err := e.DeleteChildrenIn("p||", []int{NumSlots}); err == nil {
+		t.Error("a slot out of range is accepted")
+	}
+}
