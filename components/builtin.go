@@ -76,6 +76,11 @@ type MechaOptions struct {
 	Broker broker.Local
 	// AppID is the app's id: bindings.mecha's default consumer group.
 	AppID string
+	// CruxBackend is what state.crux stores through (a cluster router),
+	// and CruxClientOnly says this runtime opens no engine of its own
+	// (statestore.ComponentDefaults' Backend and ClientOnly).
+	CruxBackend    func(name string, local *statestore.Engine) (statestore.Backend, error)
+	CruxClientOnly bool
 }
 
 // RegisterMecha registers mecha's own components: state.crux, and on
@@ -83,7 +88,8 @@ type MechaOptions struct {
 // brokers) pubsub.mecha and bindings.mecha.
 func RegisterMecha(r *Registry, o MechaOptions) {
 	r.Register("state.crux", "v1", func(l logger.Logger) any {
-		return statestore.NewComponent(l, statestore.ComponentDefaults{DataDir: o.DataDir, MaxValueBytes: o.MaxValueBytes, Logger: o.Logger})
+		return statestore.NewComponent(l, statestore.ComponentDefaults{DataDir: o.DataDir, MaxValueBytes: o.MaxValueBytes, Logger: o.Logger,
+			Backend: o.CruxBackend, ClientOnly: o.CruxClientOnly})
 	})
 	r.Register("pubsub.mecha", "v1", func(l logger.Logger) any {
 		return mechapubsub.New(l, mechapubsub.Defaults{Brokers: o.Brokers, Broker: o.Broker, Logger: o.Logger})

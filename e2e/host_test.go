@@ -14,9 +14,9 @@ import (
 
 // startGuest starts `mecha run` with only an app-id, an app port (when
 // not 0) and a data dir: every port is left to the runtime.
-func startGuest(t *testing.T, dataDir, appID string, appPort int) *mecha {
+func startGuest(t *testing.T, dataDir, appID string, appPort int, extra ...string) *mecha {
 	t.Helper()
-	args := []string{"run", "--app-id", appID, "--data-dir", dataDir}
+	args := append([]string{"run", "--app-id", appID, "--data-dir", dataDir}, extra...)
 	if appPort != 0 {
 		args = append(args, "--app-port", strconv.Itoa(appPort))
 	}
@@ -33,15 +33,29 @@ func startGuest(t *testing.T, dataDir, appID string, appPort int) *mecha {
 // ports changed, and its events never reached the other app.)
 func TestSeveralRuntimesOneHost(t *testing.T) {
 	data := t.TempDir()
+	// A store whose keys are not prefixed by the app-id (keyPrefix name),
+	// as apps that share state configure it.
+	res := t.TempDir()
+	writeFile(t, res, "shared.yaml", `apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: shared
+spec:
+  type: state.crux
+  version: v1
+  metadata:
+  - name: keyPrefix
+    value: name
+`)
 	subPort := startHTTPApp(t)
 	// The owner: explicit free ports, so as not to take the defaults on
 	// a shared test machine.
-	owner := startMecha(t, "--app-id", "subber", "--app-port", strconv.Itoa(subPort), "--data-dir", data, "--broker-port", "0")
+	owner := startMecha(t, "--app-id", "subber", "--app-port", strconv.Itoa(subPort), "--data-dir", data, "--broker-port", "0", "--resources-path", res)
 	if _, err := os.Stat(filepath.Join(data, "owner.json")); err != nil {
 		t.Fatalf("the owner recorded no owner.json: %v", err)
 	}
 	calleePort := startHTTPApp(t)
-	guest := startGuest(t, data, "pubber", calleePort)
+	guest := startGuest(t, data, "pubber", calleePort, "--resources-path", res)
 	third := startGuest(t, data, "third", 0)
 
 	for _, g := range []*mecha{guest, third} {
@@ -73,6 +87,33 @@ func TestSeveralRuntimesOneHost(t *testing.T) {
 		}
 		return nil
 	})
+	// Crux is the owner's: state saved through a guest is read through
+	// the owner, with its ETag; the guest keeps no Crux of its own.
+	expectStatus(t, do(t, "POST", guest.url("/v1.0/state/shared"), `[{"key":"{u1}session","value":{"gw":"g1"}},{"key":"{u1}device","value":"ios","metadata":{"ttlInSeconds":"3600"}}]`, "Content-Type", "application/json"), 204)
+	viaGuest := do(t, "GET", guest.url("/v1.0/state/shared/{u1}session"), nil)
+	viaOwner := do(t, "GET", owner.url("/v1.0/state/shared/{u1}session"), nil)
+	if viaOwner.Status != 200 || string(viaOwner.Body) != `{"gw":"g1"}` || viaOwner.Header.Get("ETag") == "" || viaOwner.Header.Get("ETag") != viaGuest.Header.Get("ETag") {
+		t.Fatalf("read through the owner: %d %s etag %q (through the guest %q)", viaOwner.Status, viaOwner.Body, viaOwner.Header.Get("ETag"), viaGuest.Header.Get("ETag"))
+	}
+	// A transaction through the guest, its keys in one slot by their hash
+	// tag. With one data member (the owner) a transaction may also span
+	// slots: they all live there.
+	expectStatus(t, do(t, "POST", guest.url("/v1.0/state/shared/transaction"), `{"operations":[{"operation":"upsert","request":{"key":"{u1}session","value":{"gw":"g2"}}},{"operation":"delete","request":{"key":"{u1}device"}}]}`, "Content-Type", "application/json"), 204)
+	if r := do(t, "GET", owner.url("/v1.0/state/shared/{u1}session"), nil); string(r.Body) != `{"gw":"g2"}` {
+		t.Fatalf("after the transaction: %s", r.Body)
+	}
+	if r := do(t, "GET", owner.url("/v1.0/state/shared/{u1}device"), nil); r.Status != 204 {
+		t.Fatalf("the transaction's delete: %d %s", r.Status, r.Body)
+	}
+	expectStatus(t, do(t, "POST", guest.url("/v1.0/state/shared/transaction"), `{"operations":[{"operation":"upsert","request":{"key":"a","value":1}},{"operation":"upsert","request":{"key":"b","value":2}}]}`, "Content-Type", "application/json"), 204)
+	for k, want := range map[string]string{"a": "1", "b": "2"} {
+		if r := do(t, "GET", owner.url("/v1.0/state/shared/"+k), nil); string(r.Body) != want {
+			t.Fatalf("cross-slot transaction, key %s: %d %s", k, r.Status, r.Body)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(data, "guests", "pubber", "crux")); !os.IsNotExist(err) {
+		t.Fatalf("the guest opened a Crux of its own: %v", err)
+	}
 	// When the owner stops, a runtime started later owns the data dir.
 	owner.proc.stop()
 	guest.proc.stop()

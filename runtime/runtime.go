@@ -23,6 +23,7 @@ import (
 	"mecha/broker"
 	"mecha/components"
 	"mecha/internal/authtoken"
+	"mecha/internal/muxconn"
 	"mecha/internal/netlimit"
 	"mecha/runtime/accesscontrol"
 	"mecha/runtime/apierr"
@@ -34,6 +35,7 @@ import (
 	"mecha/runtime/peer"
 	"mecha/runtime/resiliency"
 	"mecha/runtime/subscriptions"
+	"mecha/statestore/cluster"
 	"mecha/stream/job"
 )
 
@@ -66,6 +68,7 @@ type Runtime struct {
 	node       *membership.Node
 	peer       *peer.Server       // the internal port
 	peerToken  string             // sent to other runtimes' internal ports
+	crux       *cluster.Node      // what state.crux stores through (crux.go)
 	tls        *clustertls.Config // the cluster's mutual TLS; nil without --tls-*
 	cluster    *invoke.Cluster
 	// hosts are the apps this runtime serves, the --app-id app first.
@@ -361,6 +364,7 @@ func (r *Runtime) stopChildren(grace context.Context) {
 // loadConfig reads --config.
 func (r *Runtime) loadConfig(context.Context) error {
 	r.metrics = metrics.New()
+	r.peerToken = peer.Token(r.cfg.Membership.GossipKey)
 	if r.cfg.TLSCA != "" {
 		t, err := clustertls.Load(r.cfg.TLSCA, r.cfg.TLSCert, r.cfg.TLSKey)
 		if err != nil {
@@ -443,7 +447,11 @@ func (r *Runtime) loadComponents(ctx context.Context) (err error) {
 	for i, a := range r.cfg.Apps {
 		ids[i] = a.ID
 	}
-	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: r.brokerAddr(), Broker: r.localBroker(), AppID: r.cfg.AppID})
+	if err := r.startCrux(); err != nil {
+		return err
+	}
+	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: r.brokerAddr(), Broker: r.localBroker(), AppID: r.cfg.AppID,
+		CruxBackend: r.crux.Backend, CruxClientOnly: r.crux.Server == nil})
 	r.comps = components.NewManager(components.Options{
 		AppID: r.cfg.AppID, Apps: ids, Paths: r.cfg.ResourcesPaths, Defaults: components.EmbeddedDefaults(r.brokerAddr() != ""),
 		Registry: r.registry, Logger: r.log,
@@ -539,7 +547,6 @@ func (r *Runtime) startMembership(context.Context) error {
 	}
 	r.node = node
 	r.applyTrafficFiles(r.traffic)
-	r.peerToken = peer.Token(mcfg.GossipKey)
 	r.cluster = &invoke.Cluster{Local: r.primary.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: r.peerToken}
 	if r.tls != nil {
 		r.cluster.TLS = r.tls.Client("")
@@ -570,7 +577,8 @@ func (r *Runtime) resolver(l *invoke.Local) invoke.Resolver {
 // hosted here.
 func (r *Runtime) servePeer(context.Context) error {
 	r.peer = &peer.Server{Lookup: r.appChannel, Logger: r.log.With("component", "peer"), Allow: r.acl.Allow, Token: r.peerToken, Timeouts: r.cfg.Timeouts, Context: r.stopCtx,
-		Gateway: r.cfg.Membership.Gateway, Invoker: &invoke.Invoker{Resolver: peerResolver{r}}}
+		Gateway: r.cfg.Membership.Gateway, Invoker: &invoke.Invoker{Resolver: peerResolver{r}},
+		Mux: &muxconn.Server{Token: r.peerToken, Handler: r.muxHandler, Timeouts: r.cfg.Timeouts, Logger: r.log.With("component", "mux")}}
 	lis := r.internalLis
 	if r.tls != nil {
 		lis = tls.NewListener(lis, r.tls.Server())

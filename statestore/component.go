@@ -32,6 +32,9 @@ type ComponentDefaults struct {
 	// cluster router, which may serve some keys from that engine);
 	// returning nil keeps the engine. Unset, state.crux is a single node.
 	Backend func(name string, local *Engine) (Backend, error)
+	// ClientOnly, with Backend, opens no engine: the runtime stores
+	// nothing here, and Backend is called with a nil engine.
+	ClientOnly bool
 }
 
 // Component is state.crux: the Crux engine as a components-contrib
@@ -96,6 +99,17 @@ func (c *Component) Init(_ context.Context, md state.Metadata) error {
 			return fmt.Errorf("state.crux: metadata snapshotLogBytes %q is not a number", v)
 		}
 		opts.SnapshotLogBytes = n
+	}
+	if c.defaults.ClientOnly && c.defaults.Backend != nil {
+		b, err := c.defaults.Backend(md.Name, nil)
+		if err != nil {
+			return fmt.Errorf("state.crux: %w", err)
+		}
+		if b == nil {
+			return errors.New("state.crux: the runtime stores no data here and gave no cluster to store through")
+		}
+		c.b = b
+		return nil
 	}
 	c.engine, err = Open(opts)
 	if err != nil {

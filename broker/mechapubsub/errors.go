@@ -42,6 +42,10 @@ func (e *TopicError) Error() string {
 // InvalidInput marks the error for the runtime's error mapping.
 func (e *TopicError) InvalidInput() bool { return true }
 
+// BadRequest tells the API to answer 400 where a publish failure is
+// otherwise a 500 (as in daprd).
+func (e *TopicError) BadRequest() bool { return true }
+
 // maxTopicLen is Kafka's limit on a topic name (249 characters).
 const maxTopicLen = 249
 

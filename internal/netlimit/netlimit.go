@@ -84,9 +84,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 		delay = 0
 		if l.opts.MaxConns > 0 && l.open.Load() >= int64(l.opts.MaxConns) {
 			// Closed before anything is read: the client sees the
-			// connection end, and may try again or elsewhere.
-			c.Close()
+			// connection end, and may try again or elsewhere. Counted
+			// first, so whoever sees the close also sees the count.
 			l.refused.Add(1)
+			c.Close()
 			if l.logDue(&l.lastRefuseLog) {
 				l.opts.Logger.Warn("connection refused at the connection cap", "listener", l.opts.Name, "max_connections", l.opts.MaxConns, "remote", c.RemoteAddr().String())
 			}

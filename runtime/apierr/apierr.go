@@ -112,18 +112,18 @@ func StateStoreNotFound(name string) *Error {
 // StateGet wraps a store's Get failure, whatever it is (daprd does not
 // single out ETag errors on reads).
 func StateGet(key, store string, err error) *Error {
-	return mk("ERR_STATE_GET", http.StatusInternalServerError, codes.Internal, "fail to get %s from state store %s: %v", key, store, err)
+	return mk("ERR_STATE_GET", http.StatusInternalServerError, codes.Internal, "fail to get %s from state store %s: %v", key, store, err).causedBy(err)
 }
 
 // StateSave wraps a store's Set failure. The caller turns ETag errors
 // into 409 / Aborted and 400 / InvalidArgument.
 func StateSave(store string, err error) *Error {
-	return mk("ERR_STATE_SAVE", http.StatusInternalServerError, codes.Internal, "failed saving state in state store %s: %v", store, err)
+	return mk("ERR_STATE_SAVE", http.StatusInternalServerError, codes.Internal, "failed saving state in state store %s: %v", store, err).causedBy(err)
 }
 
 // StateDelete wraps a store's Delete failure; ETag errors as StateSave.
 func StateDelete(key string, err error) *Error {
-	return mk("ERR_STATE_DELETE", http.StatusInternalServerError, codes.Internal, "failed deleting state with key %s: %v", key, err)
+	return mk("ERR_STATE_DELETE", http.StatusInternalServerError, codes.Internal, "failed deleting state with key %s: %v", key, err).causedBy(err)
 }
 
 // StateDeleteBulk wraps a store's BulkDelete failure (gRPC only; daprd
@@ -135,13 +135,13 @@ func StateDeleteBulk(store string, err error) *Error {
 // StateBulkGet wraps a store's BulkGet failure. daprd's gRPC API returns
 // the store's error as it is, which gRPC sends as Unknown.
 func StateBulkGet(store string, err error) *Error {
-	return mk("ERR_STATE_BULK_GET", http.StatusInternalServerError, codes.Unknown, "failed getting state in bulk from state store %s: %v", store, err)
+	return mk("ERR_STATE_BULK_GET", http.StatusInternalServerError, codes.Unknown, "failed getting state in bulk from state store %s: %v", store, err).causedBy(err)
 }
 
 // StateTransaction wraps a failed transaction, whatever the store said
 // (daprd does not single out ETag errors here either).
 func StateTransaction(err error) *Error {
-	return mk("ERR_STATE_TRANSACTION", http.StatusInternalServerError, codes.Internal, "error while executing state transaction: %v", err)
+	return mk("ERR_STATE_TRANSACTION", http.StatusInternalServerError, codes.Internal, "error while executing state transaction: %v", err).causedBy(err)
 }
 
 // StateNotTransactional: the store cannot run transactions.
@@ -195,18 +195,27 @@ func PubSubNotFound(name string) *Error {
 // PublishFailed wraps a component's Publish failure, and a bulk publish
 // with failed entries.
 func PublishFailed(topic, pubsub string, err error) *Error {
-	e := mk("ERR_PUBSUB_PUBLISH_MESSAGE", http.StatusInternalServerError, codes.Internal,
-		"error when publishing to topic %s in pubsub %s: %v", topic, pubsub, err)
-	// mecha only: an event the component refuses for its size, or a
-	// topic name it cannot take, is the request's fault, and says so
-	// with a 4xx naming the limit or the rule.
+	return mk("ERR_PUBSUB_PUBLISH_MESSAGE", http.StatusInternalServerError, codes.Internal,
+		"error when publishing to topic %s in pubsub %s: %v", topic, pubsub, err).causedBy(err)
+}
+
+// causedBy keeps err as the cause, and, mecha only, answers for what the
+// error says of itself (otherwise the 500 daprd answers): an event
+// refused for its size (MessageTooLarge) is a 413 naming the limit; a
+// request the component will never take (BadRequest: a topic name, a Crux
+// transaction whose keys are in different slots) a 400; a
+// Crux slot whose leader cannot be reached (Retriable) a 503.
+func (e *Error) causedBy(err error) *Error {
 	var tl interface{ MessageTooLarge() bool }
-	var in interface{ InvalidInput() bool }
+	var br interface{ BadRequest() bool }
+	var rt interface{ Retriable() bool }
 	switch {
 	case errors.As(err, &tl) && tl.MessageTooLarge():
 		e.HTTP, e.GRPC = http.StatusRequestEntityTooLarge, codes.ResourceExhausted
-	case errors.As(err, &in) && in.InvalidInput():
+	case errors.As(err, &br) && br.BadRequest():
 		e.HTTP, e.GRPC = http.StatusBadRequest, codes.InvalidArgument
+	case errors.As(err, &rt) && rt.Retriable():
+		e.HTTP, e.GRPC = http.StatusServiceUnavailable, codes.Unavailable
 	}
 	e.Cause = err
 	return e

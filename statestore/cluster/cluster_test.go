@@ -605,3 +605,65 @@ func TestClientsPrune(t *testing.T) {
 		t.Fatalf("the client of a member that left: %v, want closed", err)
 	}
 }
+
+// With one data member (a single node, or the runtimes of one host
+// storing through its owner), a transaction may span slots, atomic on
+// that member's engine, from the member itself and from a client-only
+// router.
+func TestOneDataMemberTransactionSpansSlots(t *testing.T) {
+	eng, err := statestore.Open(statestore.Options{Dir: t.TempDir(), Logger: quiet(), SnapshotLogBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	m := clustermap.New()
+	for _, c := range []clustermap.Command{clustermap.Bootstrap{ClusterID: "one", Replicas: 1}} {
+		if m, err = clustermap.Apply(m, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	maps := NewMapVar(nil)
+	srv := NewServer("solo", maps, quiet())
+	srv.Attach(testStore, eng)
+	addr := serveMux(t, &muxconn.Server{Token: "tok", Logger: quiet(), Handler: srv.Handle})
+	for _, c := range []clustermap.Command{clustermap.MemberJoin{ID: "solo", Addr: addr, Roles: []string{clustermap.RoleData}, At: 1}} {
+		if m, err = clustermap.Apply(m, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range clustermap.Plan(m, clustermap.PlanConfig{}) {
+		if m, err = clustermap.Apply(m, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	maps.Store(m)
+	clients := &Clients{Token: "tok"}
+	t.Cleanup(func() { clients.Close() })
+	local := NewRouter(RouterConfig{Member: "solo", Store: testStore, Maps: maps, Engine: eng, Clients: clients, Logger: quiet()})
+	client := NewRouter(RouterConfig{Member: "client", Store: testStore, Maps: NewMapVar(m), Clients: clients, Logger: quiet()})
+	ctx := context.Background()
+	a, b := "app||a", "app||b"
+	if statestore.SlotOf(a) == statestore.SlotOf(b) {
+		t.Fatal("pick keys in different slots")
+	}
+	for i, r := range []*Router{local, client} {
+		v := fmt.Sprint(i)
+		if _, err := r.Apply(ctx, []statestore.Write{{Key: a, Value: []byte(v)}, {Key: b, Value: []byte(v)}}); err != nil {
+			t.Fatalf("router %d: a transaction across slots on one data member: %v", i, err)
+		}
+		for _, k := range []string{a, b} {
+			if it, _, _ := eng.Get(k); string(it.Value) != v {
+				t.Fatalf("router %d: %s = %q", i, k, it.Value)
+			}
+		}
+		// All or nothing: a stale etag on one key fails both.
+		bad := statestore.ETag(999)
+		_, err := r.Apply(ctx, []statestore.Write{{Key: a, Value: []byte("no")}, {Key: b, Value: []byte("no"), ETag: &bad}})
+		if !errors.Is(err, statestore.ErrETagMismatch) {
+			t.Fatalf("router %d: stale etag: %v", i, err)
+		}
+		if it, _, _ := eng.Get(a); string(it.Value) != v {
+			t.Fatalf("router %d: a failed transaction wrote %q", i, it.Value)
+		}
+	}
+}

@@ -46,7 +46,7 @@
 //	Get             0200   1      key                        found byte (0/1), item if found
 //	Set             0201   1      write                      count (1), version
 //	Delete          0202   1      write (delete flag)        (empty)
-//	Apply           0203   1      count, writes              count, version per write
+//	Apply           0203   1..N   count, writes              count, version per write
 //	BulkGet         0204   1      count, keys                count, per key: status, found byte, item
 //	BulkSet         0205   1      count, writes              count, per write: status, version
 //	Scan            0206   1..N   prefix, after, limit       count, items (key first), sorted
@@ -92,8 +92,11 @@
 // ({user1}) hashes the tag only, as in Redis Cluster. A transaction runs
 // on one slot's leader as one engine transaction, so all its keys must
 // share a slot: otherwise Apply fails with a *CrossSlotError naming two
-// keys and their slots and suggesting a hash tag (InvalidInput, so the
-// API answers 400). Bulk gets and sets are not atomic: they are split by
+// keys and their slots and suggesting a hash tag (the API answers 400).
+// With a single data member in the map (one node, or the runtimes of one
+// host storing through its owner) every slot is that member's, and a
+// transaction may span slots as on one engine: Apply then lists every
+// slot it touches, and the member checks it leads them all. Bulk gets and sets are not atomic: they are split by
 // slot, one request per slot, the slots in parallel, and may span slots.
 //
 // A scan whose prefix holds a whole hash tag reads that slot's leader

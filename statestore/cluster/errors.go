@@ -139,7 +139,7 @@ func (e *UnavailableError) Retriable() bool { return true }
 // CrossSlotError refuses a transaction whose keys are in different
 // slots: as in Redis Cluster, a transaction runs on one slot's leader,
 // so its keys must share a slot, which a hash tag makes them do.
-// InvalidInput is true: the API answers 400.
+// InvalidInput and BadRequest are true: the API answers 400.
 type CrossSlotError struct {
 	// Keys and Slots are the first key, and the first key in another
 	// slot, with their slots.
@@ -165,3 +165,7 @@ func tagged(tag, key string) string {
 
 // InvalidInput marks the error as the request's.
 func (e *CrossSlotError) InvalidInput() bool { return true }
+
+// BadRequest tells the API to answer 400 naming the keys and slots where
+// a store's errors are otherwise a 500 (as in daprd).
+func (e *CrossSlotError) BadRequest() bool { return true }

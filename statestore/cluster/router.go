@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -197,18 +198,29 @@ func (r *Router) Apply(ctx context.Context, writes []statestore.Write) (vs []uin
 	if len(writes) == 0 {
 		return nil, nil
 	}
-	slot := statestore.SlotOf(writes[0].Key)
-	for _, w := range writes[1:] {
-		if s := statestore.SlotOf(w.Key); s != slot {
-			return nil, &CrossSlotError{Keys: [2]string{writes[0].Key, w.Key}, Slots: [2]int{slot, s}}
-		}
+	slots, idx := bySlot(len(writes), func(i int) string { return writes[i].Key })
+	crossSlot := func(s int) error {
+		return &CrossSlotError{Keys: [2]string{writes[0].Key, writes[idx[s][0]].Key}, Slots: [2]int{slots[0], s}}
 	}
-	err = r.on(ctx, slot, func(t target) error {
+	if len(slots) > 1 && !oneDataMember(r.cfg.Maps.Map()) {
+		return nil, crossSlot(slots[1])
+	}
+	err = r.on(ctx, slots[0], func(t target) error {
+		// With one data member (a single node, the runtimes of one
+		// host), a transaction may span slots, as on one engine.
+		ses := make([]SlotEpoch, len(slots))
+		for i, s := range slots {
+			g := t.m.Slot(s)
+			if g == nil || g.Leader != t.leader {
+				return crossSlot(s)
+			}
+			ses[i] = SlotEpoch{Slot: s, Epoch: g.Epoch}
+		}
 		if t.local {
 			vs, err = r.cfg.Engine.Apply(writes)
 			return err
 		}
-		resp, err := r.remote(ctx, t, MethodApply, &Request{Writes: writes})
+		resp, err := r.remote(ctx, t, MethodApply, &Request{Writes: writes, Slots: ses})
 		if err != nil {
 			return err
 		}
@@ -219,6 +231,20 @@ func (r *Router) Apply(ctx context.Context, writes []statestore.Write) (vs []uin
 		return nil
 	})
 	return vs, err
+}
+
+// oneDataMember reports whether m has a single member with the data
+// role: then every slot is that member's, and a transaction may span
+// slots. With several, a transaction's keys must share a slot, as in
+// Redis Cluster, whichever members lead their slots today.
+func oneDataMember(m *clustermap.Map) bool {
+	n := 0
+	for _, mb := range m.Members {
+		if slices.Contains(mb.Roles, clustermap.RoleData) {
+			n++
+		}
+	}
+	return n == 1
 }
 
 // bySlot groups the indexes of keys by slot, in first-seen order.

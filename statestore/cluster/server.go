@@ -129,27 +129,34 @@ func awaitEpoch(ctx context.Context, maps MapSource, wait time.Duration, m *clus
 	}
 }
 
-// checkSlots refuses a key outside the request's slot: a caller must
+// checkSlots refuses a key outside the request's slots: a caller must
 // send each key to its own slot's leader.
 func checkSlots(method uint16, req *Request) *Error {
-	if !singleSlot(method) {
+	if method == MethodScan || method == MethodDeleteChildren {
 		return nil
 	}
-	slot := req.Slots[0].Slot
-	bad := func(key string) *Error {
-		return &Error{Code: CodeBadRequest, Msg: fmt.Sprintf("crux cluster: key %q is in slot %d, not %d", key, statestore.SlotOf(key), slot)}
+	in := func(key string) *Error {
+		s := statestore.SlotOf(key)
+		for _, se := range req.Slots {
+			if se.Slot == s {
+				return nil
+			}
+		}
+		return &Error{Code: CodeBadRequest, Msg: fmt.Sprintf("crux cluster: key %q is in slot %d, not in the request's %v", key, s, req.Slots)}
 	}
-	if method == MethodGet && statestore.SlotOf(req.Key) != slot {
-		return bad(req.Key)
+	if method == MethodGet {
+		if err := in(req.Key); err != nil {
+			return err
+		}
 	}
 	for _, k := range req.Keys {
-		if statestore.SlotOf(k) != slot {
-			return bad(k)
+		if err := in(k); err != nil {
+			return err
 		}
 	}
 	for i := range req.Writes {
-		if statestore.SlotOf(req.Writes[i].Key) != slot {
-			return bad(req.Writes[i].Key)
+		if err := in(req.Writes[i].Key); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -98,7 +98,9 @@ const (
 
 func knownMethod(m uint16) bool { return m >= MethodGet && m <= MethodDeleteChildren }
 
-func singleSlot(m uint16) bool { return m != MethodScan && m != MethodDeleteChildren }
+func singleSlot(m uint16) bool {
+	return m != MethodScan && m != MethodDeleteChildren && m != MethodApply
+}
 
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
