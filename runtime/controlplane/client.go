@@ -1,0 +1,100 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"time"
+
+	"mecha/internal/backoff"
+	"mecha/internal/clustermap"
+)
+
+// DefaultPollWait is how long a Client's long poll waits at a server.
+const DefaultPollWait = 30 * time.Second
+
+// Client follows the map from the servers, for runtimes that are not
+// servers: it long-polls MethodGetMap on one server after another and
+// offers the same Map / Watch / WaitNewer as Node.
+type Client struct {
+	// Servers returns the servers' addresses to poll (the runtime's gossip
+	// view); called before each poll.
+	Servers func() []string
+	// Transport reaches them.
+	Transport Transport
+	// PollWait is how long a server may hold a poll (DefaultPollWait when
+	// zero).
+	PollWait time.Duration
+	// Logger is the wiring's.
+	Logger *slog.Logger
+
+	maps *mapState
+}
+
+// NewClient returns a Client holding the empty map; Run fills it.
+func NewClient(servers func() []string, t Transport) *Client {
+	return &Client{Servers: servers, Transport: t, maps: newMapState(clustermap.New())}
+}
+
+// Run polls until ctx ends.
+func (c *Client) Run(ctx context.Context) {
+	log := c.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	wait := c.PollWait
+	if wait <= 0 {
+		wait = DefaultPollWait
+	}
+	bo := backoff.Policy{Initial: 50 * time.Millisecond, Max: 5 * time.Second}.New()
+	next := 0
+	for ctx.Err() == nil {
+		servers := c.Servers()
+		if len(servers) == 0 {
+			if bo.Wait(ctx) != nil {
+				return
+			}
+			continue
+		}
+		addr := servers[next%len(servers)]
+		m, err := c.poll(ctx, addr, wait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Debug("polling the cluster map", "addr", addr, "err", err)
+			next++
+			if bo.Wait(ctx) != nil {
+				return
+			}
+			continue
+		}
+		bo.Reset()
+		c.maps.set(m)
+	}
+}
+
+func (c *Client) poll(ctx context.Context, addr string, wait time.Duration) (*clustermap.Map, error) {
+	body := make([]byte, 12)
+	binary.BigEndian.PutUint64(body, c.maps.get().Version)
+	binary.BigEndian.PutUint32(body[8:], uint32(wait/time.Millisecond))
+	cctx, cancel := context.WithTimeout(ctx, wait+5*time.Second)
+	defer cancel()
+	b, err := c.Transport.Call(cctx, addr, MethodGetMap, body)
+	if err != nil {
+		return nil, err
+	}
+	return clustermap.DecodeMap(b)
+}
+
+// Map returns the newest map fetched. It is immutable.
+func (c *Client) Map() *clustermap.Map { return c.maps.get() }
+
+// Watch returns a channel closed at the next change of the map.
+func (c *Client) Watch() <-chan struct{} { return c.maps.watch() }
+
+// WaitNewer returns the first map whose Version is above version; when
+// ctx ends first, the current map and ctx's error.
+func (c *Client) WaitNewer(ctx context.Context, version uint64) (*clustermap.Map, error) {
+	return c.maps.waitNewer(ctx, version)
+}

@@ -1,0 +1,481 @@
+package controlplane
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mecha/internal/clustermap"
+	"mecha/internal/muxconn"
+	"mecha/internal/poll"
+)
+
+// memNet is an in-memory Transport: addresses are node names.
+type memNet struct {
+	mu    sync.Mutex
+	nodes map[string]*Node
+}
+
+func (m *memNet) Call(ctx context.Context, addr string, method uint16, body []byte) ([]byte, error) {
+	m.mu.Lock()
+	n := m.nodes[addr]
+	m.mu.Unlock()
+	if n == nil {
+		return nil, fmt.Errorf("%w: %s is down", muxconn.ErrUnreachable, addr)
+	}
+	return n.Handle(ctx, method, bytes.Clone(body))
+}
+
+func (m *memNet) set(addr string, n *Node) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.nodes == nil {
+		m.nodes = map[string]*Node{}
+	}
+	if n == nil {
+		delete(m.nodes, addr)
+	} else {
+		m.nodes[addr] = n
+	}
+}
+
+func testLogger() *slog.Logger {
+	if testing.Verbose() && os.Getenv("CONTROLPLANE_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+var names3 = []string{"srv-a", "srv-b", "srv-c"}
+
+func testConfig(name, dir string, tr Transport, tick time.Duration) Config {
+	return Config{
+		ID:                 name,
+		Addr:               name,
+		BootstrapExpect:    3,
+		Dir:                dir,
+		ClusterID:          "cluster-x",
+		TickInterval:       tick,
+		ElectionTick:       10,
+		HeartbeatTick:      1,
+		ControllerInterval: 2 * tick,
+		Transport:          tr,
+		Logger:             testLogger(),
+	}
+}
+
+// startMem starts the nodes of names on net with dirs, each told of all
+// the servers as gossip would.
+func startMem(t *testing.T, net *memNet, dirs []string, tick time.Duration, tune func(*Config)) []*Node {
+	t.Helper()
+	var peers []Peer
+	for _, name := range names3 {
+		peers = append(peers, Peer{Name: name, Addr: name})
+	}
+	nodes := make([]*Node, len(names3))
+	for i, name := range names3 {
+		cfg := testConfig(name, dirs[i], net, tick)
+		if tune != nil {
+			tune(&cfg)
+		}
+		n, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		net.set(name, n)
+		nodes[i] = n
+	}
+	for _, n := range nodes {
+		n.SetServers(peers)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			_ = n.Stop()
+		}
+	})
+	return nodes
+}
+
+func tempDirs(t *testing.T) []string {
+	base := t.TempDir()
+	dirs := make([]string, len(names3))
+	for i, name := range names3 {
+		dirs[i] = filepath.Join(base, name)
+	}
+	return dirs
+}
+
+func leaderOf(nodes []*Node) *Node {
+	for _, n := range nodes {
+		if n != nil && n.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+func followerOf(nodes []*Node) *Node {
+	for _, n := range nodes {
+		if n != nil && !n.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+func encode(t *testing.T, m *clustermap.Map) []byte {
+	t.Helper()
+	b, err := clustermap.EncodeMap(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// sameMaps waits until the nodes hold identical maps at version ≥ min and
+// returns the map.
+func sameMaps(t *testing.T, nodes []*Node, minVersion uint64) *clustermap.Map {
+	t.Helper()
+	var m *clustermap.Map
+	poll.Until(t, 10*time.Second, "identical maps on every node", func() bool {
+		m = nodes[0].Map()
+		if m.Version < minVersion {
+			return false
+		}
+		b := encode(t, m)
+		for _, n := range nodes[1:] {
+			if !bytes.Equal(encode(t, n.Map()), b) {
+				return false
+			}
+		}
+		return true
+	})
+	return m
+}
+
+func waitBootstrapped(t *testing.T, nodes []*Node) {
+	t.Helper()
+	poll.Until(t, 10*time.Second, "a leader and a bootstrapped map everywhere", func() bool {
+		if leaderOf(nodes) == nil {
+			return false
+		}
+		for _, n := range nodes {
+			if !n.Map().Bootstrapped() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func joinCmd(id string) clustermap.MemberJoin {
+	return clustermap.MemberJoin{ID: id, Addr: id + ":1", Roles: []string{clustermap.RoleData}, At: 1}
+}
+
+func TestBootstrapExpectAndProposeFromFollower(t *testing.T) {
+	net := &memNet{}
+	nodes := startMem(t, net, tempDirs(t), 50*time.Millisecond, nil)
+	waitBootstrapped(t, nodes)
+	m := sameMaps(t, nodes, 1)
+	if m.ClusterID != "cluster-x" || m.Version != 1 {
+		t.Fatalf("after bootstrap: cluster %q version %d, want cluster-x at version 1 (Bootstrap applied once)", m.ClusterID, m.Version)
+	}
+	if got := nodes[0].Leader(); got == "" || leaderOf(nodes).cfg.ID != got {
+		t.Fatalf("Leader() = %q, leader is %s", got, leaderOf(nodes).cfg.ID)
+	}
+	f := followerOf(nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.Propose(ctx, joinCmd("data-1")); err != nil {
+		t.Fatal(err)
+	}
+	// Applied here when Propose returns.
+	if f.Map().Member("data-1") == nil {
+		t.Fatal("the follower's map lacks the member its Propose returned for")
+	}
+	// A refusal comes back through the leader as clustermap's error.
+	err := f.Propose(ctx, clustermap.MemberAlive{ID: "nobody", At: 2})
+	if !errors.Is(err, clustermap.ErrUnknownMember) {
+		t.Fatalf("Propose(MemberAlive of an unknown member) = %v, want ErrUnknownMember", err)
+	}
+	// The controller assigns the slots to the data member; all agree.
+	poll.Until(t, 10*time.Second, "slots assigned by the controller", func() bool {
+		s := leaderOf(nodes).Map().Slot(0)
+		return s != nil && len(s.Replicas) > 0
+	})
+	m = sameMaps(t, nodes, leaderOf(nodes).Map().Version)
+	if m.Member("data-1") == nil || m.Slot(0).Leader != "data-1" {
+		t.Fatalf("map: member %v, slot 0 leader %q", m.Member("data-1"), m.Slot(0).Leader)
+	}
+	// Every node logged the Bootstrap in its Dir.
+	for _, n := range nodes {
+		b, err := os.ReadFile(filepath.Join(n.cfg.Dir, clusterFile))
+		if err != nil || strings.TrimSpace(string(b)) != "cluster-x" {
+			t.Fatalf("%s: cluster id file %q, %v", n.cfg.ID, b, err)
+		}
+	}
+}
+
+func TestMemberAliveAndDead(t *testing.T) {
+	net := &memNet{}
+	nodes := startMem(t, net, tempDirs(t), 50*time.Millisecond, nil)
+	waitBootstrapped(t, nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f := followerOf(nodes)
+	if err := f.MemberAlive(ctx, "d1", "d1:7", []string{clustermap.RoleData}); err != nil {
+		t.Fatal(err)
+	}
+	if mb := f.Map().Member("d1"); mb == nil || !mb.Alive() || mb.Addr != "d1:7" {
+		t.Fatalf("after MemberAlive: %+v", mb)
+	}
+	if err := f.MemberDead(ctx, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	if mb := f.Map().Member("d1"); mb.State != clustermap.StateDead {
+		t.Fatalf("after MemberDead: state %v", mb.State)
+	}
+	if err := f.MemberAlive(ctx, "d1", "d1:7", []string{clustermap.RoleData}); err != nil {
+		t.Fatal(err)
+	}
+	if mb := f.Map().Member("d1"); !mb.Alive() {
+		t.Fatalf("after MemberAlive again: state %v", mb.State)
+	}
+}
+
+func TestLeaderFailover(t *testing.T) {
+	net := &memNet{}
+	nodes := startMem(t, net, tempDirs(t), 100*time.Millisecond, nil)
+	waitBootstrapped(t, nodes)
+	old := leaderOf(nodes)
+	net.set(old.cfg.ID, nil)
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var rest []*Node
+	for _, n := range nodes {
+		if n != old {
+			rest = append(rest, n)
+		}
+	}
+	poll.Until(t, 5*time.Second, "a new leader", func() bool {
+		l := leaderOf(rest)
+		return l != nil && l != old
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rest[0].Propose(ctx, joinCmd("after-failover")); err != nil {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	t.Logf("failover: new leader %s, proposal applied %v after the leader stopped", leaderOf(rest).cfg.ID, elapsed)
+	if elapsed > 3*time.Second {
+		t.Fatalf("failover took %v, want ≤ 3s", elapsed)
+	}
+	sameMaps(t, rest, rest[0].Map().Version)
+}
+
+func TestRestartFromDir(t *testing.T) {
+	dirs := tempDirs(t)
+	net := &memNet{}
+	small := func(c *Config) { c.SnapshotEvery = 5 }
+	nodes := startMem(t, net, dirs, 50*time.Millisecond, small)
+	waitBootstrapped(t, nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 12 {
+		c := joinCmd(fmt.Sprintf("d%02d", i))
+		c.Roles = nil
+		if err := nodes[i%3].Propose(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Members without the data role: the planner has nothing to do, so
+	// the map stays as the proposals left it.
+	before := sameMaps(t, nodes, 13)
+	for i, n := range nodes {
+		net.set(names3[i], nil)
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, snapFile)); err != nil {
+			t.Fatalf("no snapshot in %s after %d entries with SnapshotEvery 5: %v", d, before.Version, err)
+		}
+	}
+	// Restart: no BootstrapExpect needed, the servers come from Dir.
+	nodes = startMem(t, net, dirs, 50*time.Millisecond, func(c *Config) { small(c); c.BootstrapExpect = 0 })
+	after := sameMaps(t, nodes, before.Version)
+	if !bytes.Equal(encode(t, after), encode(t, before)) {
+		t.Fatal("the map after restart differs from the map before")
+	}
+	poll.Until(t, 10*time.Second, "a leader after restart", func() bool { return leaderOf(nodes) != nil })
+	if err := followerOf(nodes).Propose(ctx, joinCmd("after-restart")); err != nil {
+		t.Fatal(err)
+	}
+	sameMaps(t, nodes, before.Version+1)
+	for i, n := range nodes {
+		net.set(names3[i], nil)
+		_ = n.Stop()
+	}
+
+	// Another cluster's node refuses this dir.
+	cfg := testConfig(names3[0], dirs[0], net, 50*time.Millisecond)
+	cfg.ClusterID = "cluster-y"
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = n.Start(context.Background())
+	if !errors.Is(err, ErrClusterID) || !strings.Contains(err.Error(), "cluster-x") || !strings.Contains(err.Error(), "cluster-y") {
+		t.Fatalf("Start on another cluster's dir = %v, want ErrClusterID naming cluster-x and cluster-y", err)
+	}
+}
+
+// serveMux runs a muxconn server with token on a loopback listener whose
+// handler is set later (the node needs the address first).
+func serveMux(t *testing.T, token string) (addr string, setHandler func(muxconn.Handler)) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var h muxconn.Handler
+	srv := &muxconn.Server{Token: token, Handler: func(ctx context.Context, method uint16, body []byte) ([]byte, error) {
+		mu.Lock()
+		hh := h
+		mu.Unlock()
+		if hh == nil {
+			return nil, muxconn.ErrUnknownMethod
+		}
+		return hh(ctx, method, body)
+	}}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := make([]byte, len(muxconn.Preface))
+				if _, err := io.ReadFull(c, p); err != nil || string(p) != muxconn.Preface {
+					c.Close()
+					return
+				}
+				srv.ServeConn(context.Background(), c, nil)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		_ = srv.Shutdown(context.Background())
+		wg.Wait()
+	})
+	return l.Addr().String(), func(hh muxconn.Handler) { mu.Lock(); h = hh; mu.Unlock() }
+}
+
+func TestClusterOverMuxconn(t *testing.T) {
+	const token = "peer-secret"
+	tr := &MuxTransport{Token: token}
+	t.Cleanup(func() { tr.Close() })
+	var peers []Peer
+	var setters []func(muxconn.Handler)
+	for _, name := range names3 {
+		addr, set := serveMux(t, token)
+		peers = append(peers, Peer{Name: name, Addr: addr})
+		setters = append(setters, set)
+	}
+	base := t.TempDir()
+	var nodes []*Node
+	for i, p := range peers {
+		cfg := testConfig(p.Name, filepath.Join(base, p.Name), tr, 50*time.Millisecond)
+		cfg.Addr = p.Addr
+		cfg.Servers = peers // known from the start: no SetServers needed
+		n, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		setters[i](n.Handle)
+		if err := n.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Stop() })
+		nodes = append(nodes, n)
+	}
+	waitBootstrapped(t, nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := followerOf(nodes).Propose(ctx, joinCmd("over-mux")); err != nil {
+		t.Fatal(err)
+	}
+	m := sameMaps(t, nodes, 2)
+	if m.Member("over-mux") == nil {
+		t.Fatal("member missing")
+	}
+	// A wrong token is kept out.
+	bad := &MuxTransport{Token: "wrong"}
+	defer bad.Close()
+	if _, err := bad.Call(ctx, peers[0].Addr, MethodGetMap, make([]byte, 12)); err == nil {
+		t.Fatal("a call with the wrong token succeeded")
+	}
+}
+
+func TestClientLongPoll(t *testing.T) {
+	net := &memNet{}
+	nodes := startMem(t, net, tempDirs(t), 50*time.Millisecond, nil)
+	waitBootstrapped(t, nodes)
+	c := NewClient(func() []string { return []string{"down", names3[0], names3[1]} }, net)
+	c.PollWait = 2 * time.Second
+	c.Logger = testLogger()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	m, err := c.WaitNewer(wctx, 0)
+	if err != nil || !m.Bootstrapped() {
+		t.Fatalf("first map: %v (bootstrapped %v)", err, m.Bootstrapped())
+	}
+	v := m.Version
+	watch := c.Watch()
+	if err := nodes[2].Propose(wctx, joinCmd("polled")); err != nil {
+		t.Fatal(err)
+	}
+	m, err = c.WaitNewer(wctx, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-watch:
+	default:
+		t.Fatal("Watch channel not closed after a newer map")
+	}
+	poll.Until(t, 10*time.Second, "the client's map to hold the new member", func() bool {
+		return c.Map().Member("polled") != nil
+	})
+	_ = m
+}
