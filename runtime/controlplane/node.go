@@ -32,9 +32,6 @@ const (
 	DefaultHeartbeatTick      = 1
 	DefaultControllerInterval = time.Second
 	DefaultSnapshotEvery      = 10000
-	// snapshotKeep is how many entries before a snapshot stay in the log
-	// for followers slightly behind.
-	snapshotKeep = 1000
 	// peerQueue bounds the raft messages waiting for one peer.
 	peerQueue = 256
 	// maxLongPoll bounds a MethodGetMap wait.
@@ -101,6 +98,10 @@ type Config struct {
 	// Logger is the wiring's (component=controlplane set there).
 	Logger *slog.Logger
 }
+
+// snapshotKeep is how many entries before a snapshot stay in the log
+// for followers slightly behind (a variable for tests).
+var snapshotKeep uint64 = 1000
 
 // Node is one server of the control plane's raft group.
 type Node struct {

@@ -290,9 +290,14 @@ func TestLeaderFailover(t *testing.T) {
 }
 
 func TestRestartFromDir(t *testing.T) {
+	t.Run("log only", func(t *testing.T) { testRestart(t, 0) })
+	t.Run("snapshots", func(t *testing.T) { testRestart(t, 5) })
+}
+
+func testRestart(t *testing.T, snapshotEvery uint64) {
 	dirs := tempDirs(t)
 	net := &memNet{}
-	small := func(c *Config) { c.SnapshotEvery = 5 }
+	small := func(c *Config) { c.SnapshotEvery = snapshotEvery }
 	nodes := startMem(t, net, dirs, 50*time.Millisecond, small)
 	waitBootstrapped(t, nodes)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -314,8 +319,8 @@ func TestRestartFromDir(t *testing.T) {
 		}
 	}
 	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, snapFile)); err != nil {
-			t.Fatalf("no snapshot in %s after %d entries with SnapshotEvery 5: %v", d, before.Version, err)
+		if _, err := os.Stat(filepath.Join(d, snapFile)); (err == nil) != (snapshotEvery != 0) {
+			t.Fatalf("snapshot in %s after %d entries with SnapshotEvery %d: %v", d, before.Version, snapshotEvery, err)
 		}
 	}
 	// Restart: no BootstrapExpect needed, the servers come from Dir.
@@ -344,6 +349,67 @@ func TestRestartFromDir(t *testing.T) {
 	err = n.Start(context.Background())
 	if !errors.Is(err, ErrClusterID) || !strings.Contains(err.Error(), "cluster-x") || !strings.Contains(err.Error(), "cluster-y") {
 		t.Fatalf("Start on another cluster's dir = %v, want ErrClusterID naming cluster-x and cluster-y", err)
+	}
+}
+
+func TestLaggingFollowerGetsSnapshot(t *testing.T) {
+	defer func(k uint64) { snapshotKeep = k }(snapshotKeep)
+	snapshotKeep = 0
+	dirs := tempDirs(t)
+	net := &memNet{}
+	nodes := startMem(t, net, dirs, 50*time.Millisecond, func(c *Config) { c.SnapshotEvery = 4 })
+	waitBootstrapped(t, nodes)
+	lag := followerOf(nodes)
+	var rest []*Node
+	for _, n := range nodes {
+		if n != lag {
+			rest = append(rest, n)
+		}
+	}
+	net.set(lag.cfg.ID, nil)
+	if err := lag.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	lagApplied := lag.applied
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 10 {
+		c := joinCmd(fmt.Sprintf("lag%02d", i))
+		c.Roles = nil
+		if err := rest[i%2].Propose(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, _ := leaderOf(rest).st.ms.FirstIndex()
+	if first < 5 {
+		t.Fatalf("the leader's log starts at %d: not compacted past the lagging node", first)
+	}
+	cfg := lag.cfg
+	cfg.BootstrapExpect = 0
+	cfg.SnapshotEvery = 1 << 40 // no snapshot of its own
+	back, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = back.Stop() })
+	net.set(cfg.ID, back)
+	sameMaps(t, append(rest, back), rest[0].Map().Version)
+	// It caught up from the leader's snapshot, which it keeps: a restart
+	// loads it.
+	if err := back.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := openStorage(cfg.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	snap, _ := s.ms.Snapshot()
+	if snap.Metadata.Index <= lagApplied {
+		t.Fatalf("snapshot at %d, not past the %d applied before the stop: caught up without the leader's snapshot", snap.Metadata.Index, lagApplied)
 	}
 }
 
