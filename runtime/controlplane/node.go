@@ -23,6 +23,7 @@ import (
 
 	"mecha/internal/clustermap"
 	"mecha/internal/fsutil"
+	"mecha/internal/muxconn"
 )
 
 // Defaults of Config.
@@ -952,7 +953,7 @@ func (n *Node) Handle(ctx context.Context, method uint16, body []byte) ([]byte, 
 	case MethodGetMap:
 		return handleGetMap(ctx, n.maps, body)
 	}
-	return nil, fmt.Errorf("controlplane: unknown method %#x", method)
+	return nil, muxconn.ErrUnknownMethod
 }
 
 // handleGetMap answers a MethodGetMap long poll from maps.
@@ -999,9 +1000,12 @@ func (n *Node) controlRound() {
 		}
 		cmds = []clustermap.Command{clustermap.Bootstrap{ClusterID: id, Replicas: n.cfg.Replicas, RebuildAfter: n.cfg.RebuildAfter}}
 	} else {
+		// A Tick only when a dead member is due to be declared gone:
+		// an idle cluster writes nothing to its log.
+		now := time.Now().UnixNano()
 		for _, mb := range m.Members {
-			if mb.State == clustermap.StateDead {
-				cmds = append(cmds, clustermap.Tick{Now: time.Now().UnixNano()})
+			if mb.State == clustermap.StateDead && now-mb.Since >= int64(m.Settings.RebuildAfter) {
+				cmds = append(cmds, clustermap.Tick{Now: now})
 				break
 			}
 		}

@@ -231,7 +231,7 @@ func TestBootstrapExpectAndProposeFromFollower(t *testing.T) {
 
 func TestMemberAliveAndDead(t *testing.T) {
 	net := &memNet{}
-	nodes := startMem(t, net, tempDirs(t), 50*time.Millisecond, nil)
+	nodes := startMem(t, net, tempDirs(t), 50*time.Millisecond, func(c *Config) { c.RebuildAfter = 300 * time.Millisecond })
 	waitBootstrapped(t, nodes)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -253,6 +253,21 @@ func TestMemberAliveAndDead(t *testing.T) {
 	}
 	if mb := f.Map().Member("d1"); !mb.Alive() {
 		t.Fatalf("after MemberAlive again: state %v", mb.State)
+	}
+	// Dead past RebuildAfter: the controller's Tick makes it gone.
+	if err := f.MemberDead(ctx, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 5*time.Second, "the dead member gone after RebuildAfter", func() bool {
+		return f.Map().Member("d1").State == clustermap.StateGone
+	})
+	// The idle cluster writes nothing more: the version stays.
+	v := leaderOf(nodes).Map().Version
+	l := leaderOf(nodes)
+	wctx, wcancel := context.WithTimeout(ctx, 10*l.cfg.ControllerInterval)
+	defer wcancel()
+	if m, err := l.WaitNewer(wctx, v); err == nil {
+		t.Fatalf("an idle cluster's map changed to version %d", m.Version)
 	}
 }
 
