@@ -123,10 +123,11 @@ type Node struct {
 	idBase      uint64
 	seq         atomic.Uint64
 
-	propc   chan *proposal
-	recvc   chan raftpb.Message
-	reportc chan report
-	kick    chan struct{}
+	propc     chan *proposal
+	recvc     chan raftpb.Message
+	reportc   chan report
+	kick      chan struct{}
+	transferc chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -206,6 +207,7 @@ func New(cfg Config) (*Node, error) {
 		recvc:     make(chan raftpb.Message, 256),
 		reportc:   make(chan report, 256),
 		kick:      make(chan struct{}, 1),
+		transferc: make(chan struct{}),
 		senders:   map[uint64]chan raftpb.Message{},
 		pending:   map[uint64]*proposal{},
 	}
@@ -396,9 +398,34 @@ func (n *Node) startLoop(rn *raft.RawNode) {
 
 // Stop stops the node and closes its storage; it returns the error that
 // stopped it early, if any.
+//
+// A leader first hands its leadership to its most caught-up follower
+// (raft's leader transfer), waiting at most an election timeout, so that
+// a planned restart costs the group a heartbeat rather than an election
+// timeout.
 func (n *Node) Stop() error {
 	if n.cancel == nil {
 		return nil
+	}
+	if n.IsLeader() {
+		select {
+		case n.transferc <- struct{}{}:
+		case <-n.ctx.Done():
+		}
+		deadline := time.NewTimer(n.cfg.TickInterval * time.Duration(n.cfg.ElectionTick))
+		defer deadline.Stop()
+		t := time.NewTicker(n.cfg.TickInterval / 4)
+		defer t.Stop()
+	wait:
+		for n.leader.Load() == n.id {
+			select {
+			case <-t.C:
+			case <-deadline.C:
+				break wait
+			case <-n.ctx.Done():
+				break wait
+			}
+		}
 	}
 	n.cancel()
 	n.wg.Wait()
@@ -502,9 +529,7 @@ func (n *Node) Leader() string {
 	if id == 0 {
 		return ""
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.names[id]
+	return n.nameOf(id)
 }
 
 // run is the raft loop: it ticks, steps messages and proposals, and
@@ -522,6 +547,19 @@ func (n *Node) run(rn *raft.RawNode) {
 			rn.Tick()
 		case m := <-n.recvc:
 			_ = rn.Step(m)
+			// Step what else arrived before persisting: one fsync for
+			// the batch.
+			for range cap(n.recvc) {
+				select {
+				case m := <-n.recvc:
+					_ = rn.Step(m)
+					continue
+				default:
+				}
+				break
+			}
+		case <-n.transferc:
+			n.transfer(rn)
 		case p := <-n.propc:
 			n.propose(rn, p)
 		case r := <-n.reportc:
@@ -542,6 +580,31 @@ func (n *Node) run(rn *raft.RawNode) {
 			}
 		}
 	}
+}
+
+// transfer hands the leadership to the follower whose log matches the
+// most of the leader's.
+func (n *Node) transfer(rn *raft.RawNode) {
+	st := rn.Status()
+	if st.RaftState != raft.StateLeader {
+		return
+	}
+	var to, match uint64
+	for id, pr := range st.Progress {
+		if id != n.id && pr.Match >= match {
+			to, match = id, pr.Match
+		}
+	}
+	if to != 0 {
+		n.log.Info("raft leadership transfer", "to", n.nameOf(to))
+		rn.TransferLeader(to)
+	}
+}
+
+func (n *Node) nameOf(id uint64) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.names[id]
 }
 
 func (n *Node) propose(rn *raft.RawNode, p *proposal) {

@@ -276,11 +276,13 @@ func TestLeaderFailover(t *testing.T) {
 	nodes := startMem(t, net, tempDirs(t), 100*time.Millisecond, nil)
 	waitBootstrapped(t, nodes)
 	old := leaderOf(nodes)
+	// A crash: from now on the leader is unreachable (its graceful
+	// leadership transfer cannot happen).
+	start := time.Now()
 	net.set(old.cfg.ID, nil)
 	if err := old.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	var rest []*Node
 	for _, n := range nodes {
 		if n != old {
@@ -302,6 +304,36 @@ func TestLeaderFailover(t *testing.T) {
 		t.Fatalf("failover took %v, want ≤ 3s", elapsed)
 	}
 	sameMaps(t, rest, rest[0].Map().Version)
+}
+
+func TestStopHandsOverLeadership(t *testing.T) {
+	net := &memNet{}
+	nodes := startMem(t, net, tempDirs(t), 100*time.Millisecond, nil)
+	waitBootstrapped(t, nodes)
+	old := leaderOf(nodes)
+	start := time.Now()
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	net.set(old.cfg.ID, nil)
+	var rest []*Node
+	for _, n := range nodes {
+		if n != old {
+			rest = append(rest, n)
+		}
+	}
+	poll.Until(t, 5*time.Second, "a new leader", func() bool { return leaderOf(rest) != nil })
+	elapsed := time.Since(start)
+	t.Logf("graceful stop: %s leads %v after the stop began", leaderOf(rest).cfg.ID, elapsed)
+	// Well under an election timeout (1 to 2 s at these ticks).
+	if elapsed > 900*time.Millisecond {
+		t.Fatalf("leadership moved after %v: no transfer, an election", elapsed)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rest[1].Propose(ctx, joinCmd("after-handover")); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestRestartFromDir(t *testing.T) {
