@@ -61,7 +61,10 @@
 // campaigns; the leader heartbeats every HeartbeatTick (1) tick. PreVote
 // and CheckQuorum are on, so a partitioned leader steps down and a
 // returning node does not disturb the group. A leader's loss is repaired
-// in 1 to 2 s plus an election round (the tests assert under 3 s).
+// in 1 to 2 s plus an election round (the tests assert under 3 s). A leader
+// that is stopped (Stop) first hands its leadership to its most caught-up
+// follower, so a planned restart costs a heartbeat, not an election
+// timeout.
 //
 // # Proposals, the controller, liveness
 //
