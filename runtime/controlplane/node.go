@@ -119,6 +119,7 @@ type Node struct {
 
 	leader      atomic.Uint64
 	leaderReady atomic.Bool // leader with its term's first entry applied
+	voters      atomic.Pointer[[]uint64]
 	running     atomic.Bool
 	idBase      uint64
 	seq         atomic.Uint64
@@ -148,7 +149,34 @@ type Node struct {
 type proposal struct {
 	id   uint64
 	data []byte
+	cc   *raftpb.ConfChange // a configuration change instead of data
 	done chan result
+}
+
+// setConf records the raft configuration (loop only); Voters reads it.
+func (n *Node) setConf(cs raftpb.ConfState) {
+	n.confState = cs
+	v := slices.Clone(cs.Voters)
+	n.voters.Store(&v)
+}
+
+// Voters returns the member names of raft's voters as this node last
+// applied them.
+func (n *Node) Voters() []string {
+	v := n.voters.Load()
+	if v == nil {
+		return nil
+	}
+	names := make([]string, 0, len(*v))
+	for _, id := range *v {
+		if name := n.nameOf(id); name != "" {
+			names = append(names, name)
+		} else {
+			names = append(names, fmt.Sprintf("%#x", id))
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 type result struct {
@@ -233,9 +261,6 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !exists && n.cfg.BootstrapExpect < 1 {
-		return fmt.Errorf("controlplane: %s holds no raft state and BootstrapExpect is 0: joining a running raft group is not supported yet", n.cfg.Dir)
-	}
 	st, err := openStorage(n.cfg.Dir)
 	if err != nil {
 		return err
@@ -252,7 +277,8 @@ func (n *Node) Start(ctx context.Context) error {
 			st.close()
 			return fmt.Errorf("%w: %s holds cluster %q, this node is configured for cluster %q", ErrClusterID, n.cfg.Dir, m.ClusterID, n.cfg.ClusterID)
 		}
-		n.cur, n.applied, n.snapIndex, n.confState = m, snap.Metadata.Index, snap.Metadata.Index, snap.Metadata.ConfState
+		n.cur, n.applied, n.snapIndex = m, snap.Metadata.Index, snap.Metadata.Index
+		n.setConf(snap.Metadata.ConfState)
 	} else {
 		n.cur = clustermap.New()
 	}
@@ -274,8 +300,24 @@ func (n *Node) Start(ctx context.Context) error {
 		n.startLoop(rn)
 		return nil
 	}
+	if n.cfg.BootstrapExpect < 1 {
+		return n.join()
+	}
 	n.wg.Add(1)
 	go n.waitBootstrap()
+	return nil
+}
+
+// join starts raft with no peers and an empty log: the node waits for the
+// leader, which adds it to the group (the controller does, for a live
+// server member of the map) and sends it the log or a snapshot.
+func (n *Node) join() error {
+	rn, err := raft.NewRawNode(n.raftConfig())
+	if err != nil {
+		return err
+	}
+	n.log.Info("raft joining: waiting for the leader to add this server")
+	n.startLoop(rn)
 	return nil
 }
 
@@ -316,7 +358,6 @@ func (n *Node) checkClusterID() error {
 // initial peers.
 func (n *Node) waitBootstrap() {
 	defer n.wg.Done()
-	logged := false
 	for {
 		peers := n.knownServers()
 		if len(peers) >= n.cfg.BootstrapExpect {
@@ -327,10 +368,12 @@ func (n *Node) waitBootstrap() {
 				}
 				return
 			}
-			if !logged {
-				n.log.Warn("raft bootstrap: this server is not among the first servers by name; waiting", "expect", n.cfg.BootstrapExpect)
-				logged = true
+			// Not among the first servers: the others bootstrap, and
+			// this one joins their group.
+			if err := n.join(); err != nil {
+				n.fail(err)
 			}
+			return
 		}
 		select {
 		case <-n.serversCh:
@@ -612,7 +655,14 @@ func (n *Node) propose(rn *raft.RawNode, p *proposal) {
 		p.done <- result{err: ErrNotLeader}
 		return
 	}
-	if err := rn.Propose(p.data); err != nil {
+	var err error
+	if p.cc != nil {
+		p.cc.Context = binary.BigEndian.AppendUint64(nil, p.id)
+		err = rn.ProposeConfChange(*p.cc)
+	} else {
+		err = rn.Propose(p.data)
+	}
+	if err != nil {
 		p.done <- result{err: fmt.Errorf("controlplane: propose: %w", err)}
 		return
 	}
@@ -658,7 +708,7 @@ func (n *Node) ready(rn *raft.RawNode) error {
 			return err
 		}
 		n.cur, n.applied, n.snapIndex = m, rd.Snapshot.Metadata.Index, rd.Snapshot.Metadata.Index
-		n.confState = rd.Snapshot.Metadata.ConfState
+		n.setConf(rd.Snapshot.Metadata.ConfState)
 		n.onMap(m)
 	}
 	if err := n.st.save(rd.HardState, rd.Entries); err != nil {
@@ -767,14 +817,21 @@ func (n *Node) apply(rn *raft.RawNode, e *raftpb.Entry) error {
 		if err := cc.Unmarshal(e.Data); err != nil {
 			return fmt.Errorf("controlplane: entry %d: %w", e.Index, err)
 		}
-		n.confState = *rn.ApplyConfChange(cc)
+		n.setConf(*rn.ApplyConfChange(cc))
+		n.log.Info("raft configuration changed", "change", cc.Type.String(), "server", n.nameOf(cc.NodeID), "voters", len(n.confState.Voters))
+		if len(cc.Context) == 8 {
+			if p := n.pending[binary.BigEndian.Uint64(cc.Context)]; p != nil {
+				delete(n.pending, p.id)
+				p.done <- result{index: e.Index}
+			}
+		}
 		return nil
 	case raftpb.EntryConfChangeV2:
 		var cc raftpb.ConfChangeV2
 		if err := cc.Unmarshal(e.Data); err != nil {
 			return fmt.Errorf("controlplane: entry %d: %w", e.Index, err)
 		}
-		n.confState = *rn.ApplyConfChange(cc)
+		n.setConf(*rn.ApplyConfChange(cc))
 		return nil
 	}
 	if len(e.Data) == 0 {
@@ -887,7 +944,11 @@ func (n *Node) proposeLocal(ctx context.Context, cmd []byte) (uint64, error) {
 	data := make([]byte, 8+len(cmd))
 	binary.BigEndian.PutUint64(data, id)
 	copy(data[8:], cmd)
-	p := &proposal{id: id, data: data, done: make(chan result, 1)}
+	return n.submit(ctx, &proposal{id: id, data: data, done: make(chan result, 1)})
+}
+
+// submit hands p to the raft loop and waits for its outcome.
+func (n *Node) submit(ctx context.Context, p *proposal) (uint64, error) {
 	select {
 	case n.propc <- p:
 	case <-ctx.Done():
@@ -1072,6 +1133,9 @@ func (n *Node) controlRound() {
 				break
 			}
 		}
+		if n.reconcileVoters(m) {
+			return
+		}
 		cmds = append(cmds, clustermap.Plan(m, n.cfg.Plan)...)
 	}
 	for _, c := range cmds {
@@ -1091,6 +1155,42 @@ func (n *Node) controlRound() {
 			n.log.Debug("planned command refused", "kind", c.Kind().String(), "err", err)
 		}
 	}
+}
+
+// reconcileVoters makes raft's voters follow the map's server members:
+// a live server member that is not a voter is added, a server member that
+// left is removed (never this node). One change per round, waited for; it
+// reports whether it proposed one.
+func (n *Node) reconcileVoters(m *clustermap.Map) bool {
+	var voters []uint64
+	if v := n.voters.Load(); v != nil {
+		voters = *v
+	}
+	for _, mb := range m.Members {
+		if !mb.HasRole(clustermap.RoleServer) {
+			continue
+		}
+		id := RaftID(mb.ID)
+		voter := slices.Contains(voters, id)
+		var cc *raftpb.ConfChange
+		switch {
+		case !voter && mb.Alive() && mb.Addr != "":
+			cc = &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode, NodeID: id}
+		case voter && mb.State == clustermap.StateLeft && id != n.id:
+			cc = &raftpb.ConfChange{Type: raftpb.ConfChangeRemoveNode, NodeID: id}
+		default:
+			continue
+		}
+		n.log.Info("raft configuration change", "change", cc.Type.String(), "server", mb.ID)
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ControllerInterval*5)
+		_, err := n.submit(ctx, &proposal{id: n.idBase + n.seq.Add(1), cc: cc, done: make(chan result, 1)})
+		cancel()
+		if err != nil {
+			n.log.Warn("raft configuration change", "server", mb.ID, "err", err)
+		}
+		return true
+	}
+	return false
 }
 
 // MemberAlive records that the failure detector sees member name at addr

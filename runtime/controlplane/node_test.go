@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -334,6 +335,69 @@ func TestStopHandsOverLeadership(t *testing.T) {
 	if err := rest[1].Propose(ctx, joinCmd("after-handover")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestJoinRunningGroup(t *testing.T) {
+	net := &memNet{}
+	dirs := tempDirs(t)
+	nodes := startMem(t, net, dirs, 50*time.Millisecond, func(c *Config) { c.SnapshotEvery = 4 })
+	waitBootstrapped(t, nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 6 { // past a snapshot: the new server may need it
+		c := joinCmd(fmt.Sprintf("m%d", i))
+		c.Roles = nil
+		if err := nodes[0].Propose(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A fourth server with an empty dir and no BootstrapExpect joins.
+	cfg := testConfig("srv-d", filepath.Join(filepath.Dir(dirs[0]), "srv-d"), net, 50*time.Millisecond)
+	cfg.BootstrapExpect = 0
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Stop() })
+	net.set("srv-d", d)
+	var peers []Peer
+	for _, name := range append(names3, "srv-d") {
+		peers = append(peers, Peer{Name: name, Addr: name})
+	}
+	d.SetServers(peers)
+	// Gossip reports it alive with the server role: the leader adds it.
+	if err := nodes[1].MemberAlive(ctx, "srv-d", "srv-d", []string{clustermap.RoleServer}); err != nil {
+		t.Fatal(err)
+	}
+	all := append(slices.Clone(nodes), d)
+	poll.Until(t, 10*time.Second, "srv-d a voter on every server", func() bool {
+		for _, n := range all {
+			if !slices.Contains(n.Voters(), "srv-d") || len(n.Voters()) != 4 {
+				return false
+			}
+		}
+		return true
+	})
+	sameMaps(t, all, leaderOf(nodes).Map().Version)
+
+	// It counts in the quorum: with the old leader gone, 3 of 4 go on.
+	old := leaderOf(all)
+	net.set(old.cfg.ID, nil)
+	_ = old.Stop()
+	var rest []*Node
+	for _, n := range all {
+		if n != old {
+			rest = append(rest, n)
+		}
+	}
+	if err := d.Propose(ctx, joinCmd("after-join")); err != nil {
+		t.Fatal(err)
+	}
+	sameMaps(t, rest, d.Map().Version)
 }
 
 func TestRestartFromDir(t *testing.T) {
