@@ -41,13 +41,22 @@
 // those the runtime passes to SetServers from gossip), then starts raft
 // with the first BootstrapExpect of them by name as its initial peers.
 // Every server does the same and so bootstraps with the same peers and the
-// same first entries, like Consul's --bootstrap-expect. A server that is
-// not among the first BootstrapExpect by name waits (joining a running
-// group, a raft configuration change, is not done yet). Once a leader is
+// same first entries, like Consul's --bootstrap-expect; as with Consul,
+// BootstrapExpect must be the same on every server and no more than the
+// servers that start first. Once a leader is
 // elected and has applied its term's first entry, its controller proposes
 // clustermap.Bootstrap (Config.ClusterID, or a new UUID when empty;
 // Config.Replicas, Config.RebuildAfter) if the map is not bootstrapped yet;
 // a second Bootstrap would be refused by Apply on every server alike.
+//
+// A server with an empty Dir and BootstrapExpect 0 (or one that is not
+// among the first BootstrapExpect by name) joins the running group: it
+// starts raft with no peers and waits. Raft's voters follow the map's
+// server members: the leader's controller adds a live member with the
+// "server" role that is not a voter (ConfChangeAddNode; the leader then
+// sends it the log or a snapshot) and removes a server member that left,
+// one change per round. The runtime makes a server a member the usual way,
+// MemberAlive with clustermap.RoleServer among its roles.
 //
 // A server whose Dir holds raft state restarts from it (raft's
 // RestartNode) and ignores BootstrapExpect. A Dir whose cluster id (the
