@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -85,6 +86,40 @@ func (c *Client) poll(ctx context.Context, addr string, wait time.Duration) (*cl
 		return nil, err
 	}
 	return clustermap.DecodeMap(b)
+}
+
+// Propose has a server apply c (MethodSubmit: the server proposes it
+// through the leader), trying the servers in turn until one answers or ctx
+// ends. It returns nil once c is applied on that server, or Apply's
+// refusal (matching clustermap's errors with errors.Is); the map this
+// Client holds follows at its next poll.
+func (c *Client) Propose(ctx context.Context, cmd clustermap.Command) error {
+	body, err := clustermap.Encode(cmd)
+	if err != nil {
+		return err
+	}
+	bo := backoff.Policy{Initial: 50 * time.Millisecond, Max: time.Second}.New()
+	for i := 0; ; i++ {
+		servers := c.Servers()
+		if len(servers) > 0 {
+			b, err := c.Transport.Call(ctx, servers[i%len(servers)], MethodSubmit, body)
+			if err == nil {
+				if len(b) < 9 {
+					return fmt.Errorf("controlplane: short submit answer from %s", servers[i%len(servers)])
+				}
+				if b[8] == statusRefused {
+					return refusal(string(b[9:]))
+				}
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		if err := bo.Wait(ctx); err != nil {
+			return err
+		}
+	}
 }
 
 // Map returns the newest map fetched. It is immutable.

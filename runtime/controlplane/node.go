@@ -69,7 +69,8 @@ type Config struct {
 	// SetServers).
 	Servers []Peer
 	// BootstrapExpect is how many servers a fresh node waits for before
-	// it starts raft with them. Ignored when Dir holds raft state.
+	// it starts raft with them (the first BootstrapExpect by name); 0
+	// joins a running group instead. Ignored when Dir holds raft state.
 	BootstrapExpect int
 	// Dir holds the raft log, snapshot, initial peers and cluster id.
 	Dir string
@@ -1016,6 +1017,21 @@ type remoteRefusal struct {
 func (e *remoteRefusal) Error() string { return e.msg }
 func (e *remoteRefusal) Unwrap() error { return e.sentinel }
 
+// isRefusal reports whether err is Apply's refusal (here or at the
+// leader) rather than a failure to get the command applied.
+func isRefusal(err error) bool {
+	var r *remoteRefusal
+	if errors.As(err, &r) {
+		return true
+	}
+	for _, s := range sentinels {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
 func refusal(msg string) error {
 	e := &remoteRefusal{msg: msg}
 	for _, s := range sentinels {
@@ -1076,6 +1092,24 @@ func (n *Node) Handle(ctx context.Context, method uint16, body []byte) ([]byte, 
 		return ans, nil
 	case MethodGetMap:
 		return handleGetMap(ctx, n.maps, body)
+	case MethodSubmit:
+		c, err := clustermap.Decode(body)
+		if err != nil {
+			return nil, err
+		}
+		pctx, cancel := context.WithTimeout(ctx, 10*n.cfg.TickInterval*time.Duration(n.cfg.ElectionTick))
+		defer cancel()
+		err = n.Propose(pctx, c)
+		ans := make([]byte, 9, 64)
+		switch {
+		case err == nil:
+		case isRefusal(err):
+			ans[8] = statusRefused
+			ans = append(ans, err.Error()...)
+		default:
+			return nil, err
+		}
+		return ans, nil
 	}
 	return nil, muxconn.ErrUnknownMethod
 }

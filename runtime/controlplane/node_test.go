@@ -654,5 +654,18 @@ func TestClientLongPoll(t *testing.T) {
 	poll.Until(t, 10*time.Second, "the client's map to hold the new member", func() bool {
 		return c.Map().Member("polled") != nil
 	})
-	_ = m
+	// The client proposes through any server; refusals come back.
+	if err := c.Propose(wctx, joinCmd("from-client")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Propose(wctx, clustermap.MemberAlive{ID: "nobody", At: 1}); !errors.Is(err, clustermap.ErrUnknownMember) {
+		t.Fatalf("Client.Propose of a refused command = %v, want ErrUnknownMember", err)
+	}
+	m, err = c.WaitNewer(wctx, m.Version)
+	for err == nil && m.Member("from-client") == nil {
+		m, err = c.WaitNewer(wctx, m.Version)
+	}
+	if err != nil {
+		t.Fatalf("the client's map never held the member it proposed: %v", err)
+	}
 }

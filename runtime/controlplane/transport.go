@@ -25,6 +25,11 @@ const (
 	// the answer (clustermap.EncodeMap) comes as soon as the map is newer,
 	// or with the current map when the wait is over.
 	MethodGetMap uint16 = 0x0102
+	// MethodSubmit is MethodPropose for runtimes that are not servers:
+	// any server takes it and proposes it as Node.Propose does (through
+	// the leader); the answer has MethodPropose's layout, the index being
+	// the server's.
+	MethodSubmit uint16 = 0x0103
 )
 
 // Transport calls a method on the runtime at addr (its internal port).
