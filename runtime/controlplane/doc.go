@@ -109,6 +109,9 @@
 //     wait; the answer is the map as soon as it is newer, or the current
 //     one when the wait ends. Client uses it on runtimes that are not
 //     servers.
+//   - MethodSubmit (0x0103): a command from a runtime that is not a server
+//     (Client.Propose); any server takes it and proposes it as
+//     Node.Propose does.
 //
 // Transport is the seam: MuxTransport calls muxconn clients with the
 // peer token (and the cluster TLS); tests wire nodes in memory.
