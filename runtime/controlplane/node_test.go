@@ -21,20 +21,49 @@ import (
 	"mecha/internal/poll"
 )
 
-// memNet is an in-memory Transport: addresses are node names.
+// memNet is an in-memory Transport: addresses are node names. A node
+// calls through from(its name), so that isolate can cut it off.
 type memNet struct {
-	mu    sync.Mutex
-	nodes map[string]*Node
+	mu       sync.Mutex
+	nodes    map[string]*Node
+	isolated map[string]bool
 }
 
 func (m *memNet) Call(ctx context.Context, addr string, method uint16, body []byte) ([]byte, error) {
+	return m.call(ctx, "", addr, method, body)
+}
+
+func (m *memNet) call(ctx context.Context, from, addr string, method uint16, body []byte) ([]byte, error) {
 	m.mu.Lock()
 	n := m.nodes[addr]
+	cut := m.isolated[from] || m.isolated[addr]
 	m.mu.Unlock()
-	if n == nil {
+	if n == nil || cut {
 		return nil, fmt.Errorf("%w: %s is down", muxconn.ErrUnreachable, addr)
 	}
 	return n.Handle(ctx, method, bytes.Clone(body))
+}
+
+// from is the transport of node name.
+func (m *memNet) from(name string) Transport { return memFrom{m, name} }
+
+type memFrom struct {
+	net  *memNet
+	name string
+}
+
+func (f memFrom) Call(ctx context.Context, addr string, method uint16, body []byte) ([]byte, error) {
+	return f.net.call(ctx, f.name, addr, method, body)
+}
+
+// isolate cuts name off from every other node (or heals it).
+func (m *memNet) isolate(name string, cut bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.isolated == nil {
+		m.isolated = map[string]bool{}
+	}
+	m.isolated[name] = cut
 }
 
 func (m *memNet) set(addr string, n *Node) {
@@ -85,7 +114,7 @@ func startMem(t *testing.T, net *memNet, dirs []string, tick time.Duration, tune
 	}
 	nodes := make([]*Node, len(names3))
 	for i, name := range names3 {
-		cfg := testConfig(name, dirs[i], net, tick)
+		cfg := testConfig(name, dirs[i], net.from(name), tick)
 		if tune != nil {
 			tune(&cfg)
 		}
@@ -307,6 +336,46 @@ func TestLeaderFailover(t *testing.T) {
 	sameMaps(t, rest, rest[0].Map().Version)
 }
 
+func TestPartitionedLeaderStepsDown(t *testing.T) {
+	net := &memNet{}
+	nodes := startMem(t, net, tempDirs(t), 50*time.Millisecond, nil)
+	waitBootstrapped(t, nodes)
+	old := leaderOf(nodes)
+	var rest []*Node
+	for _, n := range nodes {
+		if n != old {
+			rest = append(rest, n)
+		}
+	}
+	net.isolate(old.cfg.ID, true)
+	// CheckQuorum: the cut-off leader steps down; the majority elects.
+	poll.Until(t, 5*time.Second, "the isolated leader to step down and the majority to elect", func() bool {
+		return !old.IsLeader() && leaderOf(rest) != nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rest[0].Propose(ctx, joinCmd("during-partition")); err != nil {
+		t.Fatal(err)
+	}
+	// Its proposals wait for a leader and fail with ctx meanwhile.
+	sctx, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer scancel()
+	if err := old.Propose(sctx, joinCmd("isolated")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Propose on the isolated node = %v, want the deadline", err)
+	}
+	// Healed, it follows the new leader (PreVote: it does not depose it)
+	// and catches up.
+	newLeader := leaderOf(rest)
+	net.isolate(old.cfg.ID, false)
+	sameMaps(t, nodes, rest[0].Map().Version)
+	if l := leaderOf(nodes); l != newLeader {
+		t.Fatalf("leader after healing is %v, want %s still", l, newLeader.cfg.ID)
+	}
+	if old.Map().Member("isolated") != nil {
+		t.Fatal("the isolated node's proposal was applied")
+	}
+}
+
 func TestStopHandsOverLeadership(t *testing.T) {
 	net := &memNet{}
 	nodes := startMem(t, net, tempDirs(t), 100*time.Millisecond, nil)
@@ -353,7 +422,7 @@ func TestJoinRunningGroup(t *testing.T) {
 	}
 
 	// A fourth server with an empty dir and no BootstrapExpect joins.
-	cfg := testConfig("srv-d", filepath.Join(filepath.Dir(dirs[0]), "srv-d"), net, 50*time.Millisecond)
+	cfg := testConfig("srv-d", filepath.Join(filepath.Dir(dirs[0]), "srv-d"), net.from("srv-d"), 50*time.Millisecond)
 	cfg.BootstrapExpect = 0
 	d, err := New(cfg)
 	if err != nil {
