@@ -26,7 +26,11 @@ func (n *Node) setConf(cs raftpb.ConfState) {
 // handles every Ready (persist, send, apply, advance).
 func (n *Node) run(rn *raft.RawNode) {
 	defer n.wg.Done()
-	defer n.failPending(ErrStopped)
+	defer func() {
+		n.failPending(ErrStopped)
+		n.leader.Store(0)
+		n.leaderReady.Store(false)
+	}()
 	t := time.NewTicker(n.cfg.TickInterval)
 	defer t.Stop()
 	for {
@@ -160,6 +164,10 @@ func (n *Node) ready(rn *raft.RawNode) error {
 	}
 	if err := n.st.save(rd.HardState, rd.Entries); err != nil {
 		return err
+	}
+	if !raft.IsEmptyHardState(rd.HardState) {
+		n.term.Store(rd.HardState.Term)
+		n.commit.Store(rd.HardState.Commit)
 	}
 	var unreachable []raftpb.Message
 	for _, m := range rd.Messages {

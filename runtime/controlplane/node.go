@@ -119,6 +119,8 @@ type Node struct {
 	leader      atomic.Uint64
 	leaderReady atomic.Bool // leader with its term's first entry applied
 	voters      atomic.Pointer[[]uint64]
+	term        atomic.Uint64
+	commit      atomic.Uint64
 	running     atomic.Bool
 	idBase      uint64
 	seq         atomic.Uint64
@@ -552,6 +554,35 @@ func (n *Node) Watch() <-chan struct{} { return n.maps.watch() }
 // when ctx ends first, the current map and ctx's error.
 func (n *Node) WaitNewer(ctx context.Context, version uint64) (*clustermap.Map, error) {
 	return n.maps.waitNewer(ctx, version)
+}
+
+// Status is a node's raft state, for operators and metrics.
+type Status struct {
+	// ID is this server's member name.
+	ID string `json:"id"`
+	// Leader is the leader's name ("" when none is known).
+	Leader string `json:"leader"`
+	// Term, Commit and Applied are raft's term, commit index and the
+	// index applied to the map here.
+	Term    uint64 `json:"term"`
+	Commit  uint64 `json:"commit"`
+	Applied uint64 `json:"applied"`
+	// Voters are the servers of the raft configuration, by name.
+	Voters []string `json:"voters"`
+	// MapVersion is the applied map's version.
+	MapVersion uint64 `json:"map_version"`
+}
+
+// Status returns the node's raft state.
+func (n *Node) Status() Status {
+	n.maps.mu.Lock()
+	applied, version := n.maps.index, n.maps.m.Version
+	n.maps.mu.Unlock()
+	return Status{
+		ID: n.cfg.ID, Leader: n.Leader(),
+		Term: n.term.Load(), Commit: n.commit.Load(), Applied: applied,
+		Voters: n.Voters(), MapVersion: version,
+	}
 }
 
 // IsLeader reports whether this node is the raft leader.

@@ -227,6 +227,11 @@ func TestBootstrapExpectAndProposeFromFollower(t *testing.T) {
 		t.Fatalf("Leader() = %q, leader is %s", got, leaderOf(nodes).cfg.ID)
 	}
 	f := followerOf(nodes)
+	st := f.Status()
+	if st.ID != f.cfg.ID || st.Leader != leaderOf(nodes).cfg.ID || st.Term == 0 || st.Applied == 0 || st.Commit < st.Applied ||
+		!slices.Equal(st.Voters, names3) || st.MapVersion != 1 {
+		t.Fatalf("follower status %+v", st)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := f.Propose(ctx, joinCmd("data-1")); err != nil {
