@@ -10,7 +10,8 @@
 //
 // # What is persisted where
 //
-// Everything lives in Config.Dir (under the runtime's --data-dir):
+// Everything lives in Config.Dir (under the runtime's --data-dir), which a
+// running node holds locked (internal/dirlock):
 //
 //   - raft.wal: an append-only log of records, each
 //     size uint32 | CRC-32C uint32 (of type and payload) | type uint8 | payload,

@@ -21,6 +21,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"mecha/internal/clustermap"
+	"mecha/internal/dirlock"
 	"mecha/internal/fsutil"
 )
 
@@ -109,6 +110,7 @@ type Node struct {
 	log  *slog.Logger
 	id   uint64
 	st   *diskStorage
+	lock *dirlock.Lock
 	maps *mapState
 
 	mu        sync.Mutex
@@ -241,13 +243,31 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// Start opens the storage in Dir and starts the node: at once when Dir
-// holds raft state, else once BootstrapExpect servers are known. It
-// fails when Dir is corrupt or holds another cluster's state.
+// Start locks Dir (internal/dirlock), opens the storage in it and starts
+// the node: at once when Dir holds raft state, else once BootstrapExpect
+// servers are known (or as a joiner when BootstrapExpect is 0). It fails
+// when Dir is in use, corrupt, or holds another cluster's state. ctx
+// gives its values only: Stop stops the node.
 func (n *Node) Start(ctx context.Context) error {
-	if err := os.MkdirAll(n.cfg.Dir, 0o755); err != nil {
+	lock, err := dirlock.Acquire(n.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("controlplane: %s: %w", n.cfg.Dir, err)
+	}
+	if err := n.start(ctx); err != nil {
+		if n.cancel != nil {
+			n.cancel()
+		}
+		if n.st != nil {
+			n.st.close()
+		}
+		lock.Release()
 		return err
 	}
+	n.lock = lock
+	return nil
+}
+
+func (n *Node) start(ctx context.Context) error {
 	if err := n.checkClusterID(); err != nil {
 		return err
 	}
@@ -255,20 +275,16 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStorage(n.cfg.Dir)
-	if err != nil {
+	if n.st, err = openStorage(n.cfg.Dir); err != nil {
 		return err
 	}
-	n.st = st
-	snap, _ := st.ms.Snapshot()
+	snap, _ := n.st.ms.Snapshot()
 	if !raft.IsEmptySnap(snap) {
 		m, err := clustermap.DecodeMap(snap.Data)
 		if err != nil {
-			st.close()
 			return fmt.Errorf("controlplane: snapshot in %s: %w", n.cfg.Dir, err)
 		}
 		if n.cfg.ClusterID != "" && m.ClusterID != "" && m.ClusterID != n.cfg.ClusterID {
-			st.close()
 			return fmt.Errorf("%w: %s holds cluster %q, this node is configured for cluster %q", ErrClusterID, n.cfg.Dir, m.ClusterID, n.cfg.ClusterID)
 		}
 		n.cur, n.applied, n.snapIndex = m, snap.Metadata.Index, snap.Metadata.Index
@@ -277,17 +293,15 @@ func (n *Node) Start(ctx context.Context) error {
 		n.cur = clustermap.New()
 	}
 	n.maps.setApplied(n.cur, n.applied)
-	if peers, err := readPeers(n.cfg.Dir); err != nil {
-		st.close()
+	peers, err := readPeers(n.cfg.Dir)
+	if err != nil {
 		return err
-	} else {
-		n.addServers(peers)
 	}
+	n.addServers(peers)
 	n.ctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if exists {
 		rn, err := raft.NewRawNode(n.raftConfig())
 		if err != nil {
-			st.close()
 			return err
 		}
 		n.log.Info("raft restarting from storage", "dir", n.cfg.Dir, "applied", n.applied)
@@ -471,6 +485,10 @@ func (n *Node) Stop() error {
 	n.leader.Store(0)
 	if n.st != nil {
 		_ = n.st.close()
+	}
+	if n.lock != nil {
+		n.lock.Release()
+		n.lock = nil
 	}
 	return n.Err()
 }

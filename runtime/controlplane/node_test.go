@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"mecha/internal/clustermap"
+	"mecha/internal/dirlock"
 	"mecha/internal/muxconn"
 	"mecha/internal/poll"
 )
@@ -220,6 +221,11 @@ func TestBootstrapExpectAndProposeFromFollower(t *testing.T) {
 	nodes := startMem(t, net, tempDirs(t), 50*time.Millisecond, nil)
 	waitBootstrapped(t, nodes)
 	m := sameMaps(t, nodes, 1)
+	// A second node on the same dir is kept out.
+	second, _ := New(testConfig(names3[0], nodes[0].cfg.Dir, net.from("x"), 50*time.Millisecond))
+	if err := second.Start(context.Background()); !errors.Is(err, dirlock.ErrLocked) {
+		t.Fatalf("a second Start on a dir in use = %v, want dirlock.ErrLocked", err)
+	}
 	if m.ClusterID != "cluster-x" || m.Version != 1 {
 		t.Fatalf("after bootstrap: cluster %q version %d, want cluster-x at version 1 (Bootstrap applied once)", m.ClusterID, m.Version)
 	}
