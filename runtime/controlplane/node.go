@@ -138,6 +138,8 @@ type Node struct {
 	wg     sync.WaitGroup
 	errMu  sync.Mutex
 	err    error
+	done   chan struct{} // closed when the node stops or fails
+	once   sync.Once
 
 	// Loop state.
 	senders     map[uint64]chan raftpb.Message
@@ -233,6 +235,7 @@ func New(cfg Config) (*Node, error) {
 		kick:      make(chan struct{}, 1),
 		transferc: make(chan struct{}),
 		senders:   map[uint64]chan raftpb.Message{},
+		done:      make(chan struct{}),
 		pending:   map[uint64]*proposal{},
 	}
 	n.addServers([]Peer{{Name: cfg.ID, Addr: cfg.Addr}})
@@ -490,8 +493,13 @@ func (n *Node) Stop() error {
 		n.lock.Release()
 		n.lock = nil
 	}
+	n.once.Do(func() { close(n.done) })
 	return n.Err()
 }
+
+// Done is closed when the node stops: Stop, or a failure (see Err) that
+// the runtime should treat as fatal to the control plane.
+func (n *Node) Done() <-chan struct{} { return n.done }
 
 // Err returns the error that stopped the node (a storage failure), or nil.
 func (n *Node) Err() error {
@@ -508,6 +516,7 @@ func (n *Node) fail(err error) {
 	n.errMu.Unlock()
 	n.log.Error("control plane node stopped", "err", err)
 	n.cancel()
+	n.once.Do(func() { close(n.done) })
 }
 
 // SetServers adds the servers the runtime discovered (by gossip); a fresh

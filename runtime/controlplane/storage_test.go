@@ -2,12 +2,14 @@ package controlplane
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -228,6 +230,38 @@ func TestStorageFsyncFailureIsAnError(t *testing.T) {
 	// Nothing reached raft's view.
 	if last, _ := s.ms.LastIndex(); last != 0 {
 		t.Fatalf("memory storage holds entries up to %d after a failed save", last)
+	}
+}
+
+func TestNodeStopsOnFsyncFailure(t *testing.T) {
+	net := &memNet{}
+	dirs := tempDirs(t)
+	nodes := startMem(t, net, dirs, 50*time.Millisecond, nil)
+	waitBootstrapped(t, nodes)
+	victim := followerOf(nodes)
+	boom := errors.New("injected fsync failure")
+	t.Cleanup(fsutil.SetFaults(fsutil.Faults{Sync: func(name string) error {
+		if strings.HasPrefix(name, victim.cfg.Dir) {
+			return boom
+		}
+		return nil
+	}}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// The others go on; the victim's next save fails and stops it.
+	if err := leaderOf(nodes).Propose(ctx, joinCmd("x")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-victim.Done():
+	case <-ctx.Done():
+		t.Fatal("the node did not stop after a failed fsync")
+	}
+	if err := victim.Err(); !errors.Is(err, boom) {
+		t.Fatalf("Err() = %v, want the fsync failure", err)
+	}
+	if victim.IsLeader() {
+		t.Fatal("a failed node claims the leadership")
 	}
 }
 
