@@ -29,7 +29,8 @@
 //     followers slightly behind) and rewrites raft.wal with what is left;
 //     a snapshot received from the leader is stored the same way. Both
 //     files are replaced whole with fsutil (write, fsync, rename, directory
-//     fsync).
+//     fsync). A failed write or fsync stops the node (Done, Err): after a
+//     failed fsync the file's content is unknown, as the stores hold too.
 //   - peers.json: the initial servers (name and address) raft was
 //     bootstrapped with, so that a restarted node knows them.
 //   - cluster-id: the cluster id, written when Bootstrap is applied.
@@ -44,11 +45,11 @@
 // Every server does the same and so bootstraps with the same peers and the
 // same first entries, like Consul's --bootstrap-expect; as with Consul,
 // BootstrapExpect must be the same on every server and no more than the
-// servers that start first. Once a leader is
-// elected and has applied its term's first entry, its controller proposes
-// clustermap.Bootstrap (Config.ClusterID, or a new UUID when empty;
-// Config.Replicas, Config.RebuildAfter) if the map is not bootstrapped yet;
-// a second Bootstrap would be refused by Apply on every server alike.
+// servers that start first. Once a leader is elected and has applied its
+// term's first entry, its controller proposes clustermap.Bootstrap
+// (Config.ClusterID, or a new UUID when empty; Config.Replicas,
+// Config.RebuildAfter) if the map is not bootstrapped yet; a second
+// Bootstrap would be refused by Apply on every server alike.
 //
 // A server with an empty Dir and BootstrapExpect 0 (or one that is not
 // among the first BootstrapExpect by name) joins the running group: it
