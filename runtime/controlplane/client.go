@@ -128,8 +128,10 @@ func (c *Client) Map() *clustermap.Map { return c.maps.get() }
 // Watch returns a channel closed at the next change of the map.
 func (c *Client) Watch() <-chan struct{} { return c.maps.watch() }
 
-// WaitNewer returns the first map whose Version is above version; when
-// ctx ends first, the current map and ctx's error.
-func (c *Client) WaitNewer(ctx context.Context, version uint64) (*clustermap.Map, error) {
-	return c.maps.waitNewer(ctx, version)
+// WaitNewer waits until the map's Version is above version (then Map
+// returns it), or ctx ends (then it returns ctx's error). With Map it
+// makes Client a statestore/cluster MapSource.
+func (c *Client) WaitNewer(ctx context.Context, version uint64) error {
+	_, err := c.maps.waitNewer(ctx, version)
+	return err
 }

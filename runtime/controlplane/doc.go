@@ -99,7 +99,9 @@
 // # Transport and methods
 //
 // Servers talk over muxconn on the internal port; the runtime's muxconn
-// server dispatches the methods 0x0100–0x01FF to Node.Handle:
+// handler passes the methods MethodFirst–MethodLast (0x0100–0x01FF) to
+// Node.Handle, as it passes statestore/cluster's 0x0200–0x02FF to its
+// server:
 //
 //   - MethodRaft (0x0100): a raftpb.Message. Each peer has a sender
 //     goroutine with a queue of 256 messages; a full queue drops the
@@ -114,6 +116,10 @@
 //   - MethodSubmit (0x0103): a command from a runtime that is not a server
 //     (Client.Propose); any server takes it and proposes it as
 //     Node.Propose does.
+//
+// Node and Client both offer Map and WaitNewer(ctx, version) error, which
+// makes either a statestore/cluster MapSource: Crux routing follows the
+// applied map directly.
 //
 // Transport is the seam: MuxTransport calls muxconn clients with the
 // peer token (and the cluster TLS); tests wire nodes in memory.

@@ -577,10 +577,12 @@ func (n *Node) Map() *clustermap.Map { return n.maps.get() }
 // the applied index).
 func (n *Node) Watch() <-chan struct{} { return n.maps.watch() }
 
-// WaitNewer returns the first applied map whose Version is above version;
-// when ctx ends first, the current map and ctx's error.
-func (n *Node) WaitNewer(ctx context.Context, version uint64) (*clustermap.Map, error) {
-	return n.maps.waitNewer(ctx, version)
+// WaitNewer waits until the applied map's Version is above version (then
+// Map returns it), or ctx ends (then it returns ctx's error). With Map it
+// makes Node a statestore/cluster MapSource.
+func (n *Node) WaitNewer(ctx context.Context, version uint64) error {
+	_, err := n.maps.waitNewer(ctx, version)
+	return err
 }
 
 // Status is a node's raft state, for operators and metrics.

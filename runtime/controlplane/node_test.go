@@ -87,6 +87,17 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
+// mapSource is statestore/cluster's MapSource: Node and Client serve as one.
+type mapSource interface {
+	Map() *clustermap.Map
+	WaitNewer(ctx context.Context, version uint64) error
+}
+
+var (
+	_ mapSource = (*Node)(nil)
+	_ mapSource = (*Client)(nil)
+)
+
 var names3 = []string{"srv-a", "srv-b", "srv-c"}
 
 func testConfig(name, dir string, tr Transport, tick time.Duration) Config {
@@ -307,8 +318,8 @@ func TestMemberAliveAndDead(t *testing.T) {
 	l := leaderOf(nodes)
 	wctx, wcancel := context.WithTimeout(ctx, 10*l.cfg.ControllerInterval)
 	defer wcancel()
-	if m, err := l.WaitNewer(wctx, v); err == nil {
-		t.Fatalf("an idle cluster's map changed to version %d", m.Version)
+	if err := l.WaitNewer(wctx, v); err == nil {
+		t.Fatalf("an idle cluster's map changed to version %d", l.Map().Version)
 	}
 }
 
@@ -713,7 +724,8 @@ func TestClientLongPoll(t *testing.T) {
 
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()
-	m, err := c.WaitNewer(wctx, 0)
+	err := c.WaitNewer(wctx, 0)
+	m := c.Map()
 	if err != nil || !m.Bootstrapped() {
 		t.Fatalf("first map: %v (bootstrapped %v)", err, m.Bootstrapped())
 	}
@@ -722,10 +734,10 @@ func TestClientLongPoll(t *testing.T) {
 	if err := nodes[2].Propose(wctx, joinCmd("polled")); err != nil {
 		t.Fatal(err)
 	}
-	m, err = c.WaitNewer(wctx, v)
-	if err != nil {
+	if err := c.WaitNewer(wctx, v); err != nil {
 		t.Fatal(err)
 	}
+	m = c.Map()
 	select {
 	case <-watch:
 	default:
@@ -741,9 +753,9 @@ func TestClientLongPoll(t *testing.T) {
 	if err := c.Propose(wctx, clustermap.MemberAlive{ID: "nobody", At: 1}); !errors.Is(err, clustermap.ErrUnknownMember) {
 		t.Fatalf("Client.Propose of a refused command = %v, want ErrUnknownMember", err)
 	}
-	m, err = c.WaitNewer(wctx, m.Version)
-	for err == nil && m.Member("from-client") == nil {
-		m, err = c.WaitNewer(wctx, m.Version)
+	err = c.WaitNewer(wctx, m.Version)
+	for err == nil && c.Map().Member("from-client") == nil {
+		err = c.WaitNewer(wctx, c.Map().Version)
 	}
 	if err != nil {
 		t.Fatalf("the client's map never held the member it proposed: %v", err)

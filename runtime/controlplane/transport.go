@@ -9,9 +9,14 @@ import (
 	"mecha/internal/muxconn"
 )
 
-// Methods of the muxconn range 0x0100–0x01FF the control plane serves
-// (Node.Handle).
+// Methods of the muxconn range MethodFirst–MethodLast the control plane
+// serves (Node.Handle).
 const (
+	// MethodFirst and MethodLast bound the range the runtime's muxconn
+	// handler passes to Node.Handle.
+	MethodFirst uint16 = 0x0100
+	MethodLast  uint16 = 0x01FF
+
 	// MethodRaft carries one raftpb.Message (Marshal()ed) to the node; the
 	// answer is empty.
 	MethodRaft uint16 = 0x0100
