@@ -54,6 +54,11 @@ type Config struct {
 	BrokerPort int
 	// NoBroker turns the embedded broker off (--broker=false).
 	NoBroker bool
+	// BootstrapExpect makes this runtime a server of the Crux cluster
+	// (crux.go): the control plane waits for this many servers before
+	// its first election, and the slots are spread over them. 0: no
+	// cluster.
+	BootstrapExpect int
 	// Explicit names the flags given on the command line: a guest of
 	// another runtime's data dir (datadir.go) keeps those and picks the
 	// rest.
@@ -195,6 +200,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.BrokerPort, "broker-port", c.BrokerPort, "the embedded Kafka-compatible broker's port (0 picks a free port)")
 	fs.Var(negBool{&c.NoBroker}, "broker", "run the embedded Kafka-compatible broker (--broker=false turns it off; the default pubsub is then contrib's in-memory one)")
 	c.Broker.BindFlags(fs, "broker-")
+	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", c.BootstrapExpect, "make this runtime a server of the DC's Crux cluster, which starts once this many servers (this one included) have met through gossip; give the same number to each of them (0: state.crux stays on this host)")
 	fs.IntVar(&c.InternalPort, "internal-port", c.InternalPort, "the port other runtimes invoke this runtime's app on; 0 picks a free port")
 	c.Membership.BindFlags(fs)
 	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "the most connections each listener (app APIs, internal port, metrics) keeps open at once; past it new ones are closed at once")
@@ -257,6 +263,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxValueBytes <= 0 {
 		errs = append(errs, fmt.Sprintf("--max-value-bytes %d must be positive", c.MaxValueBytes))
+	}
+	if c.BootstrapExpect < 0 {
+		errs = append(errs, fmt.Sprintf("--bootstrap-expect %d must not be negative", c.BootstrapExpect))
 	}
 	if c.BrokerPort < -1 || c.BrokerPort > 65535 {
 		errs = append(errs, fmt.Sprintf("--broker-port %d is not a port (0 picks a free port; --broker=false turns the broker off)", c.BrokerPort))

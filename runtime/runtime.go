@@ -66,10 +66,13 @@ type Runtime struct {
 	jobSpecs   []job.Spec
 	traffic    []fileSpec
 	node       *membership.Node
-	peer       *peer.Server       // the internal port
-	peerToken  string             // sent to other runtimes' internal ports
-	crux       *cluster.Node      // what state.crux stores through (crux.go)
-	tls        *clustertls.Config // the cluster's mutual TLS; nil without --tls-*
+	peer       *peer.Server                 // the internal port
+	peerToken  string                       // sent to other runtimes' internal ports
+	crux       *cluster.Node                // what state.crux stores through (crux.go)
+	cruxMaps   *cluster.MapVar              // the map crux routes by: fixed on one host, the control plane's in the cluster
+	cp         atomic.Pointer[controlPlane] // a server's control plane, once it runs (read by muxHandler)
+	cpRun      *controlPlane                // what stopControlPlane stops
+	tls        *clustertls.Config           // the cluster's mutual TLS; nil without --tls-*
 	cluster    *invoke.Cluster
 	// hosts are the apps this runtime serves, the --app-id app first.
 	// The list is complete before any server serves and never changes.
@@ -220,6 +223,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		{name: "membership", start: r.startMembership, stop: func(context.Context) { _ = r.node.Shutdown() }},
 		{name: "data dir owner record", start: r.recordOwner},
 		{name: "internal port", start: r.servePeer, stop: func(grace context.Context) { _ = r.peer.Shutdown(grace) }},
+		{name: "control plane", start: r.startControlPlane, stop: r.stopControlPlane},
 		{name: "app APIs", start: r.serveHosts, stop: r.stopHosts},
 		{name: "metrics", start: r.serveMetrics, stop: func(grace context.Context) {
 			if r.metricsSrv != nil {
@@ -365,6 +369,14 @@ func (r *Runtime) stopChildren(grace context.Context) {
 func (r *Runtime) loadConfig(context.Context) error {
 	r.metrics = metrics.New()
 	r.peerToken = peer.Token(r.cfg.Membership.GossipKey)
+	if r.cfg.BootstrapExpect > 0 {
+		if r.guestOf != nil {
+			return fmt.Errorf("--bootstrap-expect %d: --data-dir is owned by another mecha run (pid %d), and a cluster server needs a data dir of its own", r.cfg.BootstrapExpect, r.guestOf.PID)
+		}
+		if err := r.clusterNodeName(); err != nil {
+			return err
+		}
+	}
 	if r.cfg.TLSCA != "" {
 		t, err := clustertls.Load(r.cfg.TLSCA, r.cfg.TLSCert, r.cfg.TLSKey)
 		if err != nil {

@@ -26,6 +26,14 @@ type PlanConfig struct {
 	// leaderships; 0 means DefaultMaxTransfers. Transfers away from a
 	// draining member are not bounded.
 	MaxTransfers int
+	// MinMembers holds the slots' first assignment until this many data
+	// members are eligible, so that a cluster started with N members
+	// spreads its slots over all N rather than over the first to join.
+	MinMembers int
+	// NoMoves plans no replica moves (and no surplus removals): for
+	// members that cannot copy a slot yet. The first assignment, failback
+	// and leader transfers along in-sync replicas are still planned.
+	NoMoves bool
 }
 
 // Plan returns the commands that move m towards a balanced, fully
@@ -75,12 +83,16 @@ func Plan(m *Map, cfg PlanConfig) []Command {
 	for _, pl := range p.pools {
 		pl.count(p)
 	}
-	p.reassign()
+	if !cfg.NoMoves {
+		p.reassign()
+	}
 	p.failback()
 	p.drainLeaders()
-	p.repair()
-	for _, pl := range p.pools {
-		p.balanceReplicas(pl)
+	if !cfg.NoMoves {
+		p.repair()
+		for _, pl := range p.pools {
+			p.balanceReplicas(pl)
+		}
 	}
 	for _, pl := range p.pools {
 		p.balanceLeaders(pl)
@@ -253,7 +265,7 @@ func (p *planner) assignSlots() bool {
 			elig = append(elig, mb.ID)
 		}
 	}
-	if len(elig) == 0 {
+	if len(elig) == 0 || len(elig) < p.cfg.MinMembers {
 		return false
 	}
 	rf := min(p.m.Settings.Replicas, len(elig))

@@ -82,13 +82,16 @@ type Node struct {
 	lanSize  atomic.Int32           // LAN members, for the retransmit limit
 	wanSize  atomic.Int32
 
-	outbox chan outMsg     // drained by the sender
-	metaCh chan struct{}   // wakes the meta updater
-	joined chan struct{}   // closed when the LAN join succeeded
-	ctx    context.Context // cancelled by Shutdown
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	outbox chan outMsg   // drained by the sender
+	metaCh chan struct{} // wakes the meta updater
+	// reclaimCh wakes reclaimLoop: the LAN pool holds this node's name
+	// at another address (its life before a restart).
+	reclaimCh chan struct{}
+	joined    chan struct{}   // closed when the LAN join succeeded
+	ctx       context.Context // cancelled by Shutdown
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	once      sync.Once
 
 	// leaveMu orders meta updates, Leave and the pools' shutdown: an
 	// UpdateNode after Leave would queue an alive message that replaces
@@ -123,12 +126,13 @@ func Start(cfg Config, logger *slog.Logger) (*Node, error) {
 	key, _ := cfg.key()
 	cfg.Roles, cfg.Join, cfg.WANJoin = slices.Clone(cfg.Roles), slices.Clone(cfg.Join), slices.Clone(cfg.WANJoin)
 	n := &Node{
-		cfg:    cfg,
-		log:    logger,
-		outbox: make(chan outMsg, 256),
-		metaCh: make(chan struct{}, 1),
-		joined: make(chan struct{}),
-		wake:   make(chan struct{}),
+		cfg:       cfg,
+		log:       logger,
+		outbox:    make(chan outMsg, 256),
+		metaCh:    make(chan struct{}, 1),
+		reclaimCh: make(chan struct{}, 1),
+		joined:    make(chan struct{}),
+		wake:      make(chan struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
@@ -187,6 +191,11 @@ func Start(cfg Config, logger *slog.Logger) (*Node, error) {
 	// push/pull repairs it (every 30 s at 50 nodes); 6 makes that rare.
 	lanCfg.RetransmitMult = 6
 	lanCfg.Label = "mecha-lan/" + cfg.DC
+	// A runtime that restarts under its name (a Crux cluster member keeps
+	// one) comes back on new ports: once its old life is declared dead,
+	// the new address takes its place (memberlist refuses it forever
+	// otherwise).
+	lanCfg.DeadNodeReclaimTime = time.Millisecond
 	n.lanQ = &memberlist.TransmitLimitedQueue{RetransmitMult: lanCfg.RetransmitMult, NumNodes: func() int { return int(n.lanSize.Load()) }}
 	n.lan, err = n.createPool(lanPool, lanCfg, lanT, ip, key)
 	if err != nil {
@@ -214,6 +223,7 @@ func Start(cfg Config, logger *slog.Logger) (*Node, error) {
 	n.goFunc(n.tickLoop)
 	n.goFunc(n.sender)
 	n.goFunc(n.metaUpdater)
+	n.goFunc(n.reclaimLoop)
 	if len(cfg.Join) > 0 {
 		n.goFunc(func() { n.joinLoop(lanPool, cfg.Join) })
 	} else {
@@ -263,6 +273,9 @@ func (n *Node) createPool(p pool, c *memberlist.Config, t *memberlist.NetTranspo
 	c.SecretKey = key
 	c.Delegate = &delegate{n: n, p: p}
 	c.Events = &events{n: n, p: p}
+	if p == lanPool {
+		c.Conflict = conflicts{n}
+	}
 	c.Logger = n.stdLogger(p)
 	ml, err := memberlist.Create(c)
 	if err != nil {
@@ -613,6 +626,65 @@ func (n *Node) metaUpdater() {
 		}
 	}
 }
+
+// conflicts hears of a member name at two addresses.
+type conflicts struct{ n *Node }
+
+// NotifyConflict wakes reclaimLoop when the name is this node's: it
+// restarted on other ports under its name while the pool still holds its
+// old life.
+func (c conflicts) NotifyConflict(existing, other *memberlist.Node) {
+	if existing.Name != c.n.name {
+		return
+	}
+	select {
+	case c.n.reclaimCh <- struct{}{}:
+	default:
+	}
+}
+
+// reclaimLoop takes this node's name back after a restart on other
+// ports. The others refuse its new address while they hold the old life
+// as alive or suspect, and meanwhile do not gossip with it, so it would
+// hear of its old life's death only at the next push/pull (half a
+// minute). From a conflict on, for reclaimWindow, it exchanges state
+// with the others once a second: once they have declared the old life
+// dead, an exchange gives them the new address (DeadNodeReclaimTime).
+func (n *Node) reclaimLoop() {
+	var until time.Time
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.reclaimCh:
+			if until.IsZero() {
+				n.log.Info("this node's name is held at its old address: exchanging state with the others until they take the new one")
+			}
+			until = time.Now().Add(reclaimWindow)
+			continue
+		case now := <-t.C:
+			if until.IsZero() || now.After(until) {
+				until = time.Time{}
+				continue
+			}
+		}
+		var addrs []string
+		for _, m := range n.lan.Members() {
+			if m.Name != n.name {
+				addrs = append(addrs, m.Address())
+			}
+		}
+		if len(addrs) > 0 {
+			_, _ = n.lan.Join(addrs)
+		}
+	}
+}
+
+// reclaimWindow is how long after a conflict reclaimLoop keeps
+// exchanging state: past the others' suspicion timeout.
+const reclaimWindow = 30 * time.Second
 
 // joinLoop joins pool p through addrs, retrying with backoff, and joins
 // again whenever the node finds itself alone (a healed partition
