@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	dapr "github.com/dapr/go-sdk/client"
 )
 
 // TestCruxCluster starts three runtimes on loopback, each a server of the
@@ -69,6 +74,58 @@ func TestCruxCluster(t *testing.T) {
 		t.Fatalf("a guest's write, read through c: %d %s", r.Status, r.Body)
 	}
 	guest.proc.stop()
+	// Two clients (--crux-client) hold no slots and route every key:
+	// what one saves, with a TTL or in a transaction, the other reads
+	// with its ETag and expiry.
+	clientDirs := []string{t.TempDir(), t.TempDir()}
+	d := startMecha(t, "--app-id", "im", "--crux-client", "--join", join, "--data-dir", clientDirs[0])
+	e := startMecha(t, "--app-id", "im", "--crux-client", "--join", join, "--data-dir", clientDirs[1])
+	for _, m := range []*mecha{d, e} {
+		eventually(t, 15*time.Second, func() error {
+			if r := do(t, "GET", m.url("/v1.0/state/statestore/user-0"), nil); r.Status != 200 || r.Header.Get("ETag") != etags[0] {
+				return fmt.Errorf("user-0 through a client: %d %s", r.Status, r.Body)
+			}
+			return nil
+		})
+	}
+	expectStatus(t, do(t, "POST", d.url("/v1.0/state/statestore"), `[{"key":"{u9}session","value":"s9","metadata":{"ttlInSeconds":"300"}}]`, "Content-Type", "application/json"), 204)
+	expectStatus(t, do(t, "POST", d.url("/v1.0/state/statestore/transaction"), `{"operations":[{"operation":"upsert","request":{"key":"{u9}device","value":"web"}},{"operation":"upsert","request":{"key":"{u9}seen","value":42}}]}`, "Content-Type", "application/json"), 204)
+	viaD := do(t, "GET", d.url("/v1.0/state/statestore/{u9}session"), nil)
+	viaE := do(t, "GET", e.url("/v1.0/state/statestore/{u9}session"), nil)
+	if viaE.Status != 200 || string(viaE.Body) != `"s9"` || viaE.Header.Get("ETag") != viaD.Header.Get("ETag") || viaE.Header.Get("metadata.ttlExpireTime") == "" {
+		t.Fatalf("a client's write with a TTL, read through the other: %d %s etag %q (%q) ttl %q", viaE.Status, viaE.Body, viaE.Header.Get("ETag"), viaD.Header.Get("ETag"), viaE.Header.Get("metadata.ttlExpireTime"))
+	}
+	for k, want := range map[string]string{"{u9}device": `"web"`, "{u9}seen": "42"} {
+		if r := do(t, "GET", e.url("/v1.0/state/statestore/"+k), nil); string(r.Body) != want {
+			t.Fatalf("a client's transaction, %s through the other: %d %s", k, r.Status, r.Body)
+		}
+	}
+	// The gRPC API too, with the Dapr Go SDK.
+	sdk, err := dapr.NewClientWithAddress(fmt.Sprintf("127.0.0.1:%d", e.grpcPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdk.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sdk.SaveState(ctx, "statestore", "{u9}grpc", []byte(`"via-grpc"`), nil); err != nil {
+		t.Fatalf("SaveState through a client: %v", err)
+	}
+	for i := range n {
+		it, err := sdk.GetState(ctx, "statestore", fmt.Sprintf("user-%d", i), nil)
+		if err != nil || string(it.Value) != fmt.Sprintf(`{"gw":"g%d"}`, i) || it.Etag != etags[i] {
+			t.Fatalf("GetState user-%d through a client: %v %s etag %q (want %q)", i, err, it.Value, it.Etag, etags[i])
+		}
+	}
+	if r := do(t, "GET", a.url("/v1.0/state/statestore/{u9}grpc"), nil); string(r.Body) != `"via-grpc"` {
+		t.Fatalf("a gRPC save through a client, read through a: %d %s", r.Status, r.Body)
+	}
+	for _, dir := range clientDirs {
+		if _, err := os.Stat(filepath.Join(dir, "crux")); !os.IsNotExist(err) {
+			t.Fatalf("a client opened a Crux of its own in %s: %v", dir, err)
+		}
+	}
+
 	// A transaction's keys must share a slot: a hash tag does it; keys
 	// in different slots get a 400 naming them.
 	expectStatus(t, do(t, "POST", b.url("/v1.0/state/statestore/transaction"), `{"operations":[{"operation":"upsert","request":{"key":"{u1}session","value":"s"}},{"operation":"upsert","request":{"key":"{u1}device","value":"ios"}}]}`, "Content-Type", "application/json"), 204)

@@ -59,6 +59,10 @@ type Config struct {
 	// its first election, and the slots are spread over them. 0: no
 	// cluster.
 	BootstrapExpect int
+	// CruxClient puts this runtime in its DC's Crux cluster as a client:
+	// it stores nothing, and routes every key to its slot's leader,
+	// following the map it polls from the servers gossip shows.
+	CruxClient bool
 	// Explicit names the flags given on the command line: a guest of
 	// another runtime's data dir (datadir.go) keeps those and picks the
 	// rest.
@@ -201,6 +205,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Var(negBool{&c.NoBroker}, "broker", "run the embedded Kafka-compatible broker (--broker=false turns it off; the default pubsub is then contrib's in-memory one)")
 	c.Broker.BindFlags(fs, "broker-")
 	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", c.BootstrapExpect, "make this runtime a server of the DC's Crux cluster, which starts once this many servers (this one included) have met through gossip; give the same number to each of them (0: state.crux stays on this host)")
+	fs.BoolVar(&c.CruxClient, "crux-client", c.CruxClient, "use the DC's Crux cluster without holding slots: state.crux stores route every key to its leader (the servers are found by gossip: give --join)")
 	fs.IntVar(&c.InternalPort, "internal-port", c.InternalPort, "the port other runtimes invoke this runtime's app on; 0 picks a free port")
 	c.Membership.BindFlags(fs)
 	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "the most connections each listener (app APIs, internal port, metrics) keeps open at once; past it new ones are closed at once")
@@ -266,6 +271,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BootstrapExpect < 0 {
 		errs = append(errs, fmt.Sprintf("--bootstrap-expect %d must not be negative", c.BootstrapExpect))
+	}
+	if c.CruxClient && c.BootstrapExpect > 0 {
+		errs = append(errs, "--crux-client and --bootstrap-expect: a runtime is a server of the Crux cluster or its client, not both")
 	}
 	if c.BrokerPort < -1 || c.BrokerPort > 65535 {
 		errs = append(errs, fmt.Sprintf("--broker-port %d is not a port (0 picks a free port; --broker=false turns the broker off)", c.BrokerPort))

@@ -34,8 +34,9 @@ import (
 //   - with --bootstrap-expect (the Crux cluster): the control plane's
 //     map (runtime/controlplane, a raft group of the servers), which
 //     spreads the slots over the servers; each serves the slots it leads
-//     and routes the others. A guest of a server follows the same map
-//     (a controlplane.Client polling its owner).
+//     and routes the others. A client (--crux-client) and a guest of a
+//     cluster runtime hold no slots: they poll the map from the servers
+//     gossip shows (a controlplane.Client) and route every key.
 //
 // In the cluster a slot has one copy (replicas: 1) and never moves:
 // replication and migration are not built yet, so the planner makes the
@@ -76,10 +77,15 @@ func hostMap(addr string) (*clustermap.Map, error) {
 }
 
 // clustered reports whether this runtime is in the Crux cluster: a
-// server (--bootstrap-expect), or a guest of one.
+// server (--bootstrap-expect), a client (--crux-client), or a guest of a
+// server.
 func (r *Runtime) clustered() bool {
-	return r.cfg.BootstrapExpect > 0 || r.guestOf != nil && r.guestOf.Cluster
+	return r.cfg.BootstrapExpect > 0 || r.cfg.CruxClient || r.guestOf != nil && r.guestOf.Cluster
 }
+
+// cruxStores reports whether this runtime holds Crux data: not a client
+// of the cluster, nor a guest of a data dir.
+func (r *Runtime) cruxStores() bool { return r.guestOf == nil && !r.cfg.CruxClient }
 
 // clusterNodeName settles a cluster server's member name: --node-name,
 // else the one kept in the data dir, else a new one (hostname and random
@@ -129,6 +135,9 @@ func (r *Runtime) startCrux() error {
 	member := hostOwnerID
 	if r.clustered() {
 		member = r.cfg.Membership.NodeName
+		if r.cfg.CruxClient {
+			member = "client-" + r.cfg.AppID
+		}
 		r.cruxMaps = cluster.NewMapVar(clustermap.New())
 	} else {
 		addr := "127.0.0.1:0" // the owner never calls itself
@@ -142,10 +151,11 @@ func (r *Runtime) startCrux() error {
 		r.cruxMaps = cluster.NewMapVar(m)
 	}
 	log := r.log.With("component", "crux")
-	r.crux = &cluster.Node{Member: member, Maps: r.cruxMaps, Clients: clients, Logger: log}
 	if r.guestOf != nil {
-		r.crux.Member = "guest-" + r.cfg.AppID
-	} else {
+		member = "guest-" + r.cfg.AppID
+	}
+	r.crux = &cluster.Node{Member: member, Maps: r.cruxMaps, Clients: clients, Logger: log}
+	if r.cruxStores() {
 		r.crux.Server = cluster.NewServer(member, r.cruxMaps, log)
 	}
 	return nil
@@ -176,9 +186,8 @@ func (r *Runtime) startControlPlane(ctx context.Context) error {
 		Map() *clustermap.Map
 		WaitNewer(context.Context, uint64) error
 	}
-	if r.guestOf != nil {
-		owner := r.guestOf.Internal
-		c := controlplane.NewClient(func() []string { return []string{owner} }, cp.transport)
+	if !r.cruxStores() {
+		c := controlplane.NewClient(r.clusterServers, cp.transport)
 		c.Logger = log
 		src = c
 		cp.wg.Add(1)
@@ -296,6 +305,18 @@ func (r *Runtime) reconcileMembers(ctx context.Context, n *controlplane.Node, li
 			}
 		}
 	}
+}
+
+// clusterServers are the internal addresses of the control plane's
+// servers that gossip shows: a client polls the map from them.
+func (r *Runtime) clusterServers() []string {
+	var addrs []string
+	for _, mb := range r.node.Members() {
+		if slices.Contains(mb.Meta.Roles, clustermap.RoleServer) {
+			addrs = append(addrs, memberInternal(mb))
+		}
+	}
+	return addrs
 }
 
 // memberInternal is a gossip member's internal address.

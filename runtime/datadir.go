@@ -43,8 +43,8 @@ type ownerRecord struct {
 	Internal string `json:"internal"`
 	// Broker is host:port of the owner's broker, "" when it runs none.
 	Broker string `json:"broker,omitempty"`
-	// Cluster says the owner is a Crux cluster server: its guests follow
-	// the cluster's map, polled from its internal port.
+	// Cluster says the owner is in a Crux cluster: its guests are clients
+	// of the cluster too.
 	Cluster bool `json:"cluster,omitempty"`
 }
 
@@ -135,7 +135,7 @@ func (r *Runtime) recordOwner(context.Context) error {
 		return nil
 	}
 	rec := ownerRecord{PID: os.Getpid(), AppID: r.cfg.AppID, Broker: r.brokerAddr(),
-		Gossip: r.node.GossipAddr(), Internal: r.internalLis.Addr().String(), Cluster: r.cfg.BootstrapExpect > 0}
+		Gossip: r.node.GossipAddr(), Internal: r.internalLis.Addr().String(), Cluster: r.cfg.BootstrapExpect > 0 || r.cfg.CruxClient}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
