@@ -7,18 +7,20 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # process has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# measure url script pid: one wrk run with THREADS, CONNS and DURATION;
-# prints "rps p50 p90 p99 non2xx cpu_us_per_request", the last being the
-# CPU time the measured process spent per request: unlike req/s it barely
-# moves with the noise of a shared machine. script may be empty.
+# measure url script pid [pid...]: one wrk run with THREADS, CONNS and
+# DURATION; prints "rps p50 p90 p99 non2xx cpu_us_per_request", the last
+# being the CPU time the measured processes (summed) spent per request:
+# unlike req/s it barely moves with the noise of a shared machine. script
+# may be empty.
 measure() {
-  local url=$1 script=$2 pid=$3
+  local url=$1 script=$2
+  shift 2
   local args=(-t"$THREADS" -c"$CONNS" -d"$DURATION" --latency)
   [ -n "$script" ] && args+=(-s "$script")
-  local out before after
-  before=$(cpu_ticks "$pid")
+  local out before=0 after=0 p
+  for p in "$@"; do before=$((before + $(cpu_ticks "$p"))); done
   out=$(wrk "${args[@]}" "$url")
-  after=$(cpu_ticks "$pid")
+  for p in "$@"; do after=$((after + $(cpu_ticks "$p"))); done
   awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
        / requests in / {n=$1} /Requests\/sec/ {rps=int($2)} $1=="50%" {p50=$2} $1=="90%" {p90=$2} $1=="99%" {p99=$2}
        /Non-2xx/ {err=$4} END {printf "%d %s %s %s %d %.1f\n", rps, p50, p90, p99, (err==""?0:err), ticks/hz*1e6/n}' <<<"$out"

@@ -140,7 +140,7 @@ func TestCruxCluster(t *testing.T) {
 
 	// kill -9 of c: its slots answer 503, the others 200.
 	_ = c.cmd.Process.Kill()
-	_ = c.cmd.Wait()
+	<-c.done
 	var down, up int
 	for i := range n {
 		r := do(t, "GET", a.url(fmt.Sprintf("/v1.0/state/statestore/user-%d", i)), nil)
