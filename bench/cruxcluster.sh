@@ -81,8 +81,8 @@ end
 LUA
 
 for r in $(seq "$ROUNDS"); do
-  echo "single-set $(measure "http://127.0.0.1:$SINGLE" "$work/set.lua" "$SINGLE_PID")" >> "$work/res"
-  echo "cluster-set $(measure "http://127.0.0.1:$CLIENT" "$work/set.lua" "$CLIENT_PID" "$S1_PID" "$S2_PID" "$S3_PID")" >> "$work/res"
+  echo "single-set $(measure "http://127.0.0.1:$SINGLE/v1.0/state/statestore" "$work/set.lua" "$SINGLE_PID")" >> "$work/res"
+  echo "cluster-set $(measure "http://127.0.0.1:$CLIENT/v1.0/state/statestore" "$work/set.lua" "$CLIENT_PID" "$S1_PID" "$S2_PID" "$S3_PID")" >> "$work/res"
   echo "single-get $(measure "http://127.0.0.1:$SINGLE" "$work/get.lua" "$SINGLE_PID")" >> "$work/res"
   echo "cluster-get $(measure "http://127.0.0.1:$CLIENT" "$work/get.lua" "$CLIENT_PID" "$S1_PID" "$S2_PID" "$S3_PID")" >> "$work/res"
   echo "round $r done" >&2

@@ -97,7 +97,7 @@ measure() {
   after=$(cpu_ticks "${pids[@]}")
   awk -v ticks=$((after - before)) '
     function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1e6; return v }
-    /Requests\/sec/ {rps=$2} $1=="50%" {p50=us($2)} $1=="90%" {p90=us($2)} /Non-2xx/ {err=$4}
+    /Requests\/sec/ {rps=$2} $1=="50%" {p50=us($2)} $1=="90%" {p90=us($2)} /Non-2xx/ {err=$NF}
     END {printf "%.0f %.0f %.0f %d %d\n", rps, p50, p90, ticks, (err==""?0:err)}' <<<"$out"
 }
 

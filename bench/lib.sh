@@ -23,5 +23,5 @@ measure() {
   for p in "$@"; do after=$((after + $(cpu_ticks "$p"))); done
   awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
        / requests in / {n=$1} /Requests\/sec/ {rps=int($2)} $1=="50%" {p50=$2} $1=="90%" {p90=$2} $1=="99%" {p99=$2}
-       /Non-2xx/ {err=$4} END {printf "%d %s %s %s %d %.1f\n", rps, p50, p90, p99, (err==""?0:err), ticks/hz*1e6/n}' <<<"$out"
+       /Non-2xx/ {err=$NF} END {printf "%d %s %s %s %d %.1f\n", rps, p50, p90, p99, (err==""?0:err), ticks/hz*1e6/n}' <<<"$out"
 }
