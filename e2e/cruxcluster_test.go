@@ -165,7 +165,8 @@ func TestCruxCluster(t *testing.T) {
 	restarted := time.Now()
 	eventually(t, 30*time.Second, func() error {
 		for i := range n {
-			r := do(t, "GET", b.url(fmt.Sprintf("/v1.0/state/statestore/user-%d", i)), nil)
+			m := []*mecha{b, c}[i%2] // through a survivor and the returned one
+			r := do(t, "GET", m.url(fmt.Sprintf("/v1.0/state/statestore/user-%d", i)), nil)
 			if r.Status != 200 || string(r.Body) != fmt.Sprintf(`{"gw":"g%d"}`, i) || r.Header.Get("ETag") != etags[i] {
 				return fmt.Errorf("user-%d after c returned: %d %s etag %q (was %q)", i, r.Status, r.Body, r.Header.Get("ETag"), etags[i])
 			}
