@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -126,7 +127,10 @@ func wait(t *testing.T, done chan error, what string) error {
 	case err := <-done:
 		return err
 	case <-time.After(20 * time.Second):
-		t.Fatalf("Run did not return after %s", what)
+		// What every goroutine was doing, for the hang to be found.
+		var b strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+		t.Fatalf("Run did not return after %s; goroutines:\n%s", what, b.String())
 		return nil
 	}
 }
