@@ -242,17 +242,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	usage := newUsage()
 	rateAt, rateIn, rateOut := last, int64(0), int64(0)
 	var batch []Record
-	for {
-		c := r.ctl.snapshot()
-		if c.paused != paused {
-			paused = c.paused
-			if paused {
-				r.src.PauseFetchTopics(r.topics...)
-			} else {
-				r.src.ResumeFetchTopics(r.topics...)
-			}
-		}
-		r.ctrl.Static = c.rateLimit
+	// setLimit applies a rate limit (records per second; 0: none) to the
+	// limiter.
+	setLimit := func(perSecond float64) {
+		r.ctrl.Static = perSecond
 		limit := r.ctrl.Rate()
 		switch {
 		case limit == 0:
@@ -263,6 +256,18 @@ func (r *Runner) Run(ctx context.Context) error {
 			limiter.SetLimit(rate.Limit(limit))
 			limiter.SetBurst(max(1, int(limit/10)))
 		}
+	}
+	for {
+		c := r.ctl.snapshot()
+		if c.paused != paused {
+			paused = c.paused
+			if paused {
+				r.src.PauseFetchTopics(r.topics...)
+			} else {
+				r.src.ResumeFetchTopics(r.topics...)
+			}
+		}
+		setLimit(c.rateLimit)
 		// Poll no longer than the time to the next checkpoint, so that an
 		// idle job still checkpoints what it processed, nor much longer
 		// than the idle timeout, so that idle partitions release the
@@ -303,8 +308,13 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			r.offsets[srcPart{rec.Topic, rec.Partition}] = rec.Offset + 1
 		})
-		if limiter != nil && len(batch)+int(sampledOut) > 0 {
-			_ = limiter.WaitN(ctx, min(len(batch)+int(sampledOut), limiter.Burst()))
+		// The rate limit as it is now too: a limit set while the poll
+		// waited paces what it returned, a burst's worth at a time.
+		setLimit(sc.rateLimit)
+		if limiter != nil {
+			for n := len(batch) + int(sampledOut); n > 0 && ctx.Err() == nil; n -= limiter.Burst() {
+				_ = limiter.WaitN(ctx, min(n, limiter.Burst()))
+			}
 		}
 		// Partitions that went idle may have let the watermark move.
 		now := time.Now()
