@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"mecha/internal/authtoken"
+	"mecha/internal/httpserve"
 	"mecha/internal/muxconn"
 	"mecha/internal/netlimit"
 	"mecha/runtime/apierr"
@@ -77,7 +78,7 @@ type Server struct {
 	Context context.Context
 
 	once sync.Once
-	srv  *fasthttp.Server
+	srv  *httpserve.Server
 	grpc *grpc.Server // proxied gRPC calls, on the same port
 }
 
@@ -101,7 +102,7 @@ func (s *Server) build() {
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}
-	s.srv = &fasthttp.Server{
+	s.srv = httpserve.New(&fasthttp.Server{
 		Handler:               s.handle,
 		Name:                  "mecha-peer",
 		NoDefaultServerHeader: true,
@@ -123,7 +124,7 @@ func (s *Server) build() {
 			s.Logger.Warn("peer: bad request dropped", "remote", ctx.RemoteAddr().String(), "err", err)
 			ctx.Error("bad request", fasthttp.StatusBadRequest)
 		},
-	}
+	})
 }
 
 // Shutdown stops taking connections and waits for calls in flight.

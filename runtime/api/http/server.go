@@ -15,6 +15,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"mecha/internal/httpserve"
 	"mecha/internal/netlimit"
 	"mecha/runtime/api"
 	"mecha/runtime/apierr"
@@ -27,7 +28,7 @@ type Server struct {
 	d *api.Deps
 	// base ends when the runtime stops for good.
 	base context.Context
-	srv  *fasthttp.Server
+	srv  *httpserve.Server
 	log  *slog.Logger
 
 	ops     opHandles
@@ -70,7 +71,7 @@ func New(d *api.Deps) *Server {
 	}
 	s.maxBody = maxBody
 	to := d.Timeouts.OrDefault()
-	s.srv = &fasthttp.Server{
+	s.srv = httpserve.New(&fasthttp.Server{
 		Handler:            s.handle,
 		Name:               "mecha",
 		MaxRequestBodySize: maxBody,
@@ -98,7 +99,7 @@ func New(d *api.Deps) *Server {
 			}
 			writeError(ctx, apierr.Malformed("failed reading HTTP request: %v", headerError(err)))
 		},
-	}
+	})
 	return s
 }
 
