@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -21,10 +24,10 @@ import (
 // is lost.
 func TestCruxCluster(t *testing.T) {
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
-	a := startMecha(t, "--app-id", "im", "--bootstrap-expect", "3", "--data-dir", dirs[0])
+	a := startMecha(t, "--app-id", "im", "--bootstrap-expect", "3", "--cluster-id", "e2e-crux", "--data-dir", dirs[0])
 	join := fmt.Sprintf("127.0.0.1:%d", a.gossipPort)
-	b := startMecha(t, "--app-id", "im", "--bootstrap-expect", "3", "--data-dir", dirs[1], "--join", join)
-	c := startMecha(t, "--app-id", "im", "--bootstrap-expect", "3", "--data-dir", dirs[2], "--join", join)
+	b := startMecha(t, "--app-id", "im", "--bootstrap-expect", "3", "--cluster-id", "e2e-crux", "--data-dir", dirs[1], "--join", join)
+	c := startMecha(t, "--app-id", "im", "--bootstrap-expect", "3", "--cluster-id", "e2e-crux", "--data-dir", dirs[2], "--join", join)
 	rts := []*mecha{a, b, c}
 	started := time.Now()
 	// The cluster forms: a save through each runtime succeeds.
@@ -78,8 +81,8 @@ func TestCruxCluster(t *testing.T) {
 	// what one saves, with a TTL or in a transaction, the other reads
 	// with its ETag and expiry.
 	clientDirs := []string{t.TempDir(), t.TempDir()}
-	d := startMecha(t, "--app-id", "im", "--crux-client", "--join", join, "--data-dir", clientDirs[0])
-	e := startMecha(t, "--app-id", "im", "--crux-client", "--join", join, "--data-dir", clientDirs[1])
+	d := startMecha(t, "--app-id", "im", "--crux-client", "--cluster-id", "e2e-crux", "--join", join, "--data-dir", clientDirs[0])
+	e := startMecha(t, "--app-id", "im", "--crux-client", "--cluster-id", "e2e-crux", "--join", join, "--data-dir", clientDirs[1])
 	for _, m := range []*mecha{d, e} {
 		eventually(t, 15*time.Second, func() error {
 			if r := do(t, "GET", m.url("/v1.0/state/statestore/user-0"), nil); r.Status != 200 || r.Header.Get("ETag") != etags[0] {
@@ -125,6 +128,22 @@ func TestCruxCluster(t *testing.T) {
 			t.Fatalf("a client opened a Crux of its own in %s: %v", dir, err)
 		}
 	}
+	checkCruxStatus(t, d, a, b, c)
+	// A client configured for another cluster refuses the servers' map:
+	// its requests fail with both cluster ids named, and so does its
+	// status.
+	stranger := startMecha(t, "--app-id", "im", "--crux-client", "--cluster-id", "other", "--join", join)
+	eventually(t, 15*time.Second, func() error {
+		r := do(t, "GET", stranger.url("/v1.0/state/statestore/user-0"), nil)
+		if r.Status != 503 || !strings.Contains(string(r.Body), `\"e2e-crux\"`) || !strings.Contains(string(r.Body), `\"other\"`) {
+			return fmt.Errorf("through a client of another cluster: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	if out := cruxStatusCLI(t, stranger, "-o", "json"); !strings.Contains(out, "cluster id mismatch") {
+		t.Fatalf("the status of a client of another cluster names no problem:\n%s", out)
+	}
+	stranger.proc.stop()
 
 	// A transaction's keys must share a slot: a hash tag does it; keys
 	// in different slots get a 400 naming them.
@@ -159,9 +178,16 @@ func TestCruxCluster(t *testing.T) {
 	if down == 0 || up == 0 {
 		t.Fatalf("with one of three members down: %d keys served, %d unavailable; want some of each", up, down)
 	}
+	// c cannot return under another cluster's id: its data dir belongs
+	// to this one, and the error names both.
+	wrong := startEnv(t, nil, bins.mecha, "run", "--app-id", "im", "--bootstrap-expect", "3", "--cluster-id", "another", "--data-dir", dirs[2], "--join", join,
+		"--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "-1", "--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1")
+	if code := wrong.wait(30 * time.Second); code == 0 || !strings.Contains(wrong.output(), `"e2e-crux"`) || !strings.Contains(wrong.output(), `"another"`) {
+		t.Fatalf("c on its data dir with another --cluster-id: exit %d, want a failure naming both ids:\n%s", code, wrong.output())
+	}
 	// c returns on its data dir (new ports): every key is back, with its
 	// value and ETag.
-	c = startMecha(t, "--app-id", "im", "--bootstrap-expect", "3", "--data-dir", dirs[2], "--join", join)
+	c = startMecha(t, "--app-id", "im", "--bootstrap-expect", "3", "--cluster-id", "e2e-crux", "--data-dir", dirs[2], "--join", join)
 	restarted := time.Now()
 	eventually(t, 30*time.Second, func() error {
 		for i := range n {
@@ -174,4 +200,72 @@ func TestCruxCluster(t *testing.T) {
 		return nil
 	})
 	t.Logf("every key served again %v after c restarted", time.Since(restarted).Round(time.Millisecond))
+}
+
+// cruxStatusCLI runs `mecha crux status` against m's metrics port.
+func cruxStatusCLI(t *testing.T, m *mecha, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bins.mecha, append([]string{"crux", "--admin", fmt.Sprintf("127.0.0.1:%d", m.metricsPort)}, append(args, "status")...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mecha crux status: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+// checkCruxStatus reads `mecha crux status` of client, which has routed
+// requests, with the servers in the map: every slot led by one of them,
+// each leading some, and the client's operations all remote; its metrics
+// say the same.
+func checkCruxStatus(t *testing.T, client *mecha, servers ...*mecha) {
+	t.Helper()
+	var st struct {
+		Mode      string `json:"mode"`
+		ClusterID string `json:"clusterId"`
+		Members   []struct {
+			ID      string `json:"id"`
+			State   string `json:"state"`
+			Leaders int    `json:"leaders"`
+		} `json:"members"`
+		Slots struct {
+			Total, Leaderless int
+			Balanced          bool
+		} `json:"slots"`
+		Routed struct{ Local, Remote int64 } `json:"routed"`
+	}
+	out := cruxStatusCLI(t, client, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("mecha crux status -o json: %v\n%s", err, out)
+	}
+	led := 0
+	for _, mb := range st.Members {
+		if mb.State != "alive" || mb.Leaders == 0 {
+			t.Fatalf("member %s: %s, leading %d slots\n%s", mb.ID, mb.State, mb.Leaders, out)
+		}
+		led += mb.Leaders
+	}
+	if st.Mode != "client" || st.ClusterID != "e2e-crux" || len(st.Members) != len(servers) || led != 1024 ||
+		st.Slots.Total != 1024 || st.Slots.Leaderless != 0 || !st.Slots.Balanced || st.Routed.Local != 0 || st.Routed.Remote == 0 {
+		t.Fatalf("crux status of a client:\n%s", out)
+	}
+	table := cruxStatusCLI(t, client)
+	for _, want := range []string{"this runtime: client", "cluster:      e2e-crux", "MEMBER", "LEADS"} {
+		if !strings.Contains(table, want) {
+			t.Fatalf("mecha crux status lacks %q:\n%s", want, table)
+		}
+	}
+	r := do(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/metrics", client.metricsPort), nil)
+	if !regexp.MustCompile(`(?m)^mecha_crux_routed_total\{where="remote"\} [1-9]`).Match(r.Body) ||
+		!regexp.MustCompile(`(?m)^mecha_crux_map_version [1-9]`).Match(r.Body) {
+		t.Fatalf("a client's Crux metrics:\n%s", grepLines(string(r.Body), "mecha_crux_"))
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -63,6 +63,10 @@ type Config struct {
 	// it stores nothing, and routes every key to its slot's leader,
 	// following the map it polls from the servers gossip shows.
 	CruxClient bool
+	// ClusterID, when set, names the Crux cluster this runtime belongs
+	// to: a server bootstraps it under this id and refuses a data dir of
+	// another cluster, a client refuses another cluster's map.
+	ClusterID string
 	// Explicit names the flags given on the command line: a guest of
 	// another runtime's data dir (datadir.go) keeps those and picks the
 	// rest.
@@ -205,6 +209,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Var(negBool{&c.NoBroker}, "broker", "run the embedded Kafka-compatible broker (--broker=false turns it off; the default pubsub is then contrib's in-memory one)")
 	c.Broker.BindFlags(fs, "broker-")
 	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", c.BootstrapExpect, "make this runtime a server of the DC's Crux cluster, which starts once this many servers (this one included) have met through gossip; give the same number to each of them (0: state.crux stays on this host)")
+	fs.StringVar(&c.ClusterID, "cluster-id", c.ClusterID, "the Crux cluster's id: servers bootstrap it under this id and refuse a --data-dir of another cluster; clients refuse the map of another cluster (empty: a new id at bootstrap, anything accepted)")
 	fs.BoolVar(&c.CruxClient, "crux-client", c.CruxClient, "use the DC's Crux cluster without holding slots: state.crux stores route every key to its leader (the servers are found by gossip: give --join)")
 	fs.IntVar(&c.InternalPort, "internal-port", c.InternalPort, "the port other runtimes invoke this runtime's app on; 0 picks a free port")
 	c.Membership.BindFlags(fs)
@@ -271,6 +276,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BootstrapExpect < 0 {
 		errs = append(errs, fmt.Sprintf("--bootstrap-expect %d must not be negative", c.BootstrapExpect))
+	}
+	if c.ClusterID != "" && c.BootstrapExpect == 0 && !c.CruxClient {
+		errs = append(errs, "--cluster-id "+c.ClusterID+" needs --bootstrap-expect or --crux-client: it names the Crux cluster this runtime is in")
 	}
 	if c.CruxClient && c.BootstrapExpect > 0 {
 		errs = append(errs, "--crux-client and --bootstrap-expect: a runtime is a server of the Crux cluster or its client, not both")

@@ -154,7 +154,9 @@ func (r *Runtime) startCrux() error {
 	if r.guestOf != nil {
 		member = "guest-" + r.cfg.AppID
 	}
-	r.crux = &cluster.Node{Member: member, Maps: r.cruxMaps, Clients: clients, Logger: log}
+	r.cruxStats = &cluster.Stats{}
+	r.crux = &cluster.Node{Member: member, Maps: r.cruxMaps, Clients: clients, Stats: r.cruxStats, Logger: log}
+	r.metrics.AddCrux(r.cruxMetrics)
 	if r.cruxStores() {
 		r.crux.Server = cluster.NewServer(member, r.cruxMaps, log)
 	}
@@ -189,12 +191,14 @@ func (r *Runtime) startControlPlane(ctx context.Context) error {
 	if !r.cruxStores() {
 		c := controlplane.NewClient(r.clusterServers, cp.transport)
 		c.Logger = log
+		c.ClusterID = r.cfg.ClusterID
+		c.OnProblem = r.cruxMaps.SetProblem
 		src = c
 		cp.wg.Add(1)
 		go func() { defer cp.wg.Done(); c.Run(ctx) }()
 	} else {
 		n, err := controlplane.New(controlplane.Config{
-			ID: r.cfg.Membership.NodeName, Addr: r.internalAddr(), BootstrapExpect: r.cfg.BootstrapExpect,
+			ID: r.cfg.Membership.NodeName, Addr: r.internalAddr(), BootstrapExpect: r.cfg.BootstrapExpect, ClusterID: r.cfg.ClusterID,
 			Dir: filepath.Join(r.cfg.DataDir, "controlplane"), Replicas: 1,
 			Plan:      clustermap.PlanConfig{MinMembers: r.cfg.BootstrapExpect, NoMoves: true},
 			Transport: cp.transport, Logger: log,
@@ -216,16 +220,19 @@ func (r *Runtime) startControlPlane(ctx context.Context) error {
 	cp.wg.Add(1)
 	go func() {
 		defer cp.wg.Done()
+		prev := r.cruxMaps.Map()
 		for {
 			m := src.Map()
 			r.cruxMaps.Store(m)
+			r.cruxLeaderChanges.Add(leaderChanges(prev, m))
+			prev = m
 			if src.WaitNewer(ctx, m.Version) != nil {
 				return
 			}
 		}
 	}()
 	r.cpRun = cp
-	log.Info("Crux cluster", "member", r.crux.Member, "bootstrap_expect", r.cfg.BootstrapExpect, "internal", r.internalAddr())
+	log.Info("Crux cluster", "member", r.crux.Member, "cluster_id", r.cfg.ClusterID, "bootstrap_expect", r.cfg.BootstrapExpect, "internal", r.internalAddr())
 	return nil
 }
 

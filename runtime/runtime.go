@@ -72,8 +72,11 @@ type Runtime struct {
 	cruxMaps   *cluster.MapVar              // the map crux routes by: fixed on one host, the control plane's in the cluster
 	cp         atomic.Pointer[controlPlane] // a server's control plane, once it runs (read by muxHandler)
 	cpRun      *controlPlane                // what stopControlPlane stops
+	cruxStats  *cluster.Stats               // the routers' decisions (cruxstatus.go)
 	tls        *clustertls.Config           // the cluster's mutual TLS; nil without --tls-*
 	cluster    *invoke.Cluster
+	// cruxLeaderChanges counts slots whose leader changed between maps.
+	cruxLeaderChanges atomic.Int64
 	// hosts are the apps this runtime serves, the --app-id app first.
 	// The list is complete before any server serves and never changes.
 	hosts   []*appHost
@@ -663,6 +666,7 @@ func (r *Runtime) serveMetrics(context.Context) error {
 	mux.Handle("/metrics", r.metrics.Handler())
 	mux.Handle("/v1.0-alpha1/stream/", r.admin(&r.jobs))
 	mux.Handle("/v1.0-alpha1/traffic/", r.admin(http.HandlerFunc(r.trafficAPI)))
+	mux.Handle("/v1.0-alpha1/crux/status", r.admin(http.HandlerFunc(r.cruxStatusAPI)))
 	if r.cfg.EnableProfiling {
 		mux.Handle("/debug/pprof/", r.admin(http.HandlerFunc(pprof.Index)))
 		mux.Handle("/debug/pprof/profile", r.admin(http.HandlerFunc(pprof.Profile)))

@@ -43,6 +43,8 @@ Usage:
   mecha run --app-id ID [flags] [-- app command...]
   mecha broker [--port 9092] [--data-dir DIR] [flags]
   mecha stream [--admin host:port] list|status|pause|resume|checkpoint|set ...
+  mecha crux [--admin host:port] [-o json] status
+                              Crux's members, slots and leaders, as this runtime sees them
   mecha ca create|issue ...   the cluster CA for mutual TLS between runtimes
   mecha keygen                a new --gossip-key
   mecha version
@@ -71,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return brokerCmd(args[1:], stderr)
 	case "stream":
 		return streamCmd(args[1:], stdout, stderr)
+	case "crux":
+		return cruxCmd(args[1:], stdout, stderr)
 	case "ca":
 		return caCmd(args[1:], stdout, stderr)
 	case "keygen":
@@ -297,23 +301,8 @@ func streamCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, streamUsage)
 		return 2
 	}
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		fmt.Fprintf(stderr, "mecha stream: %v\n", err)
-		return 1
-	}
-	if tok := os.Getenv("DAPR_API_TOKEN"); tok != "" {
-		req.Header.Set("dapr-api-token", tok) // the admin APIs want the runtime's API token
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		fmt.Fprintf(stderr, "mecha stream: %v (is mecha run up, with its metrics port at --admin %s?)\n", err, *admin)
-		return 1
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		fmt.Fprintf(stderr, "mecha stream: %s: %s", resp.Status, out)
+	out, ok := adminCall("mecha stream", *admin, method, url, body, stderr)
+	if !ok {
 		return 1
 	}
 	if args[0] == "list" && *output == "table" {
@@ -321,12 +310,44 @@ func streamCmd(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 	}
+	writeJSON(stdout, out)
+	return 0
+}
+
+// adminCall makes one request of a running mecha's admin API (on its
+// metrics port), with the API token of DAPR_API_TOKEN, and returns the
+// answer's body; a failure is printed, prefixed by who, with what to
+// check.
+func adminCall(who, admin, method, url, body string, stderr io.Writer) ([]byte, bool) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", who, err)
+		return nil, false
+	}
+	if tok := os.Getenv("DAPR_API_TOKEN"); tok != "" {
+		req.Header.Set("dapr-api-token", tok) // the admin APIs want the runtime's API token
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v (is mecha run up, with its metrics port at --admin %s?)\n", who, err, admin)
+		return nil, false
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		fmt.Fprintf(stderr, "%s: %s: %s", who, resp.Status, out)
+		return nil, false
+	}
+	return out, true
+}
+
+// writeJSON prints a JSON body indented.
+func writeJSON(w io.Writer, out []byte) {
 	var pretty bytes.Buffer
 	if json.Indent(&pretty, out, "", "  ") == nil {
 		out = append(pretty.Bytes(), '\n')
 	}
-	stdout.Write(out)
-	return 0
+	w.Write(out)
 }
 
 // jobTable prints `mecha stream list` as a table, a job a line.

@@ -26,6 +26,14 @@ type Client struct {
 	// PollWait is how long a server may hold a poll (DefaultPollWait when
 	// zero).
 	PollWait time.Duration
+	// ClusterID, when set, is the cluster this runtime belongs to: a
+	// server answering with another cluster's map is skipped, and the
+	// mismatch (ErrClusterID, naming both ids) is logged and given to
+	// OnProblem.
+	ClusterID string
+	// OnProblem, when set, hears why no map could be taken from the
+	// servers (a cluster id mismatch), and nil once a map is taken.
+	OnProblem func(error)
 	// Logger is the wiring's.
 	Logger *slog.Logger
 
@@ -59,6 +67,13 @@ func (c *Client) Run(ctx context.Context) {
 		}
 		addr := servers[next%len(servers)]
 		m, err := c.poll(ctx, addr, wait)
+		if err == nil && c.ClusterID != "" && m.Bootstrapped() && m.ClusterID != c.ClusterID {
+			err = fmt.Errorf("%w: server %s is in cluster %q, this runtime is configured for cluster %q (--cluster-id)", ErrClusterID, addr, m.ClusterID, c.ClusterID)
+			if c.OnProblem != nil {
+				c.OnProblem(err)
+			}
+			log.Error("the cluster map", "err", err)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -71,6 +86,9 @@ func (c *Client) Run(ctx context.Context) {
 			continue
 		}
 		bo.Reset()
+		if c.OnProblem != nil {
+			c.OnProblem(nil)
+		}
 		c.maps.set(m)
 	}
 }

@@ -163,3 +163,48 @@ func (m *Metrics) AddListener(l ListenerStats) {
 			func() float64 { return float64(l.AcceptErrors()) }),
 	)
 }
+
+// CruxStats is what the Crux wiring reports: its routing decisions and
+// the cluster map it routes by.
+type CruxStats struct {
+	// Local, Remote, Moved and Unavailable count slot operations served
+	// in process, sent to another member, answered "moved", and refused
+	// for want of a leader.
+	Local, Remote, Moved, Unavailable int64
+	// MapVersion is the map's version; LeaderChanges counts the slots
+	// whose leader changed from one map to the next.
+	MapVersion, LeaderChanges int64
+	// SlotsLed is the number of slots this runtime leads; Leaderless and
+	// Moving the slots without a leader and with a move in progress.
+	SlotsLed, Leaderless, Moving int
+}
+
+// AddCrux exports read's figures (mecha_crux_*); it is called at each
+// scrape.
+func (m *Metrics) AddCrux(read func() CruxStats) {
+	routed := func(pick func(CruxStats) int64) func() float64 {
+		return func() float64 { return float64(pick(read())) }
+	}
+	where := func(w string) prometheus.Labels { return prometheus.Labels{"where": w} }
+	const routedHelp = "Crux slot operations by where they were served: local (this runtime's engine, in process) or remote (another member)."
+	m.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_crux_routed_total", Help: routedHelp, ConstLabels: where("local")},
+			routed(func(s CruxStats) int64 { return s.Local })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_crux_routed_total", Help: routedHelp, ConstLabels: where("remote")},
+			routed(func(s CruxStats) int64 { return s.Remote })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_crux_moved_total", Help: "Crux \"moved\" answers: this runtime's map was behind, it refreshed and retried."},
+			routed(func(s CruxStats) int64 { return s.Moved })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_crux_unavailable_total", Help: "Crux operations refused because their slot had no leader (503)."},
+			routed(func(s CruxStats) int64 { return s.Unavailable })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_crux_leader_changes_total", Help: "Crux slots whose leader changed, over the maps this runtime applied."},
+			routed(func(s CruxStats) int64 { return s.LeaderChanges })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mecha_crux_map_version", Help: "The version of the Crux cluster map this runtime routes by."},
+			routed(func(s CruxStats) int64 { return s.MapVersion })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mecha_crux_slots_led", Help: "Crux slots this runtime leads."},
+			routed(func(s CruxStats) int64 { return int64(s.SlotsLed) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mecha_crux_slots_leaderless", Help: "Crux slots with no leader in the map: their keys answer 503."},
+			routed(func(s CruxStats) int64 { return int64(s.Leaderless) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mecha_crux_slots_moving", Help: "Crux slots with a move in progress."},
+			routed(func(s CruxStats) int64 { return int64(s.Moving) })),
+	)
+}

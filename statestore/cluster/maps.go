@@ -23,6 +23,22 @@ type MapVar struct {
 	mu      sync.Mutex
 	m       *clustermap.Map
 	changed chan struct{} // closed and replaced by each Store
+	problem error
+}
+
+// SetProblem records why no map has come (nil clears it): requests made
+// before the first map name it.
+func (v *MapVar) SetProblem(err error) {
+	v.mu.Lock()
+	v.problem = err
+	v.mu.Unlock()
+}
+
+// Problem is the last SetProblem's error.
+func (v *MapVar) Problem() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.problem
 }
 
 // NewMapVar returns a MapVar holding m (clustermap.New() when nil).

@@ -21,6 +21,8 @@ type Node struct {
 	// Server serves this member's slots; nil for a runtime with no data
 	// role (its routers then send every key to its leader).
 	Server *Server
+	// Stats, when set, counts every router's decisions.
+	Stats  *Stats
 	Logger *slog.Logger
 }
 
@@ -29,7 +31,7 @@ type Node struct {
 // member leads) when the node has one, unused otherwise. The router's
 // Close (the component's) detaches it.
 func (n *Node) Backend(store string, local *statestore.Engine) (statestore.Backend, error) {
-	cfg := RouterConfig{Member: n.Member, Store: store, Maps: n.Maps, Clients: n.Clients, Logger: n.Logger}
+	cfg := RouterConfig{Member: n.Member, Store: store, Maps: n.Maps, Clients: n.Clients, Stats: n.Stats, Logger: n.Logger}
 	if n.Server != nil {
 		cfg.Engine = local
 		cfg.OnClose = n.Server.Attach(store, local)

@@ -33,7 +33,9 @@ type RouterConfig struct {
 	// OnClose, when set, runs at Close (the runtime detaches the store
 	// from its Server there).
 	OnClose func()
-	Logger  *slog.Logger
+	// Stats, when set, counts the routing decisions.
+	Stats  *Stats
+	Logger *slog.Logger
 }
 
 // Router sends each operation of a store to its slot's leader: in-process
@@ -96,6 +98,7 @@ func (r *Router) on(ctx context.Context, slot int, call func(t target) error) er
 			return &UnavailableError{Slot: slot, Reason: "its leader moved again after a map refresh", Err: err}
 		}
 		r.log.Debug("crux cluster: slot moved, refreshing the map", "slot", slot, "leader", e.Leader, "epoch", e.Epoch)
+		r.cfg.Stats.moved()
 		m = awaitEpoch(ctx, r.cfg.Maps, r.cfg.MapWait, m, e.Slot, e.Epoch)
 	}
 }
@@ -103,12 +106,22 @@ func (r *Router) on(ctx context.Context, slot int, call func(t target) error) er
 func (r *Router) target(m *clustermap.Map, slot int) (target, error) {
 	g := m.Slot(slot)
 	if g == nil {
-		return target{}, &UnavailableError{Slot: slot, Reason: "no cluster map yet"}
+		r.cfg.Stats.unavailable()
+		reason := "no cluster map yet"
+		if p, ok := r.cfg.Maps.(interface{ Problem() error }); ok {
+			if err := p.Problem(); err != nil {
+				reason += ": " + err.Error()
+			}
+		}
+		return target{}, &UnavailableError{Slot: slot, Reason: reason}
 	}
 	if g.Leader == "" {
+		r.cfg.Stats.unavailable()
 		return target{}, &UnavailableError{Slot: slot, Reason: fmt.Sprintf("it has no leader (epoch %d)", g.Epoch)}
 	}
-	return target{m: m, slot: slot, epoch: g.Epoch, leader: g.Leader, local: g.Leader == r.cfg.Member && r.cfg.Engine != nil}, nil
+	local := g.Leader == r.cfg.Member && r.cfg.Engine != nil
+	r.cfg.Stats.routed(local)
+	return target{m: m, slot: slot, epoch: g.Epoch, leader: g.Leader, local: local}, nil
 }
 
 // remote sends req to t's leader and returns its answer; a failed answer
@@ -429,6 +442,7 @@ func (r *Router) fanout(ctx context.Context, slots []int, call func(m *clusterma
 			return nil
 		}
 		r.log.Debug("crux cluster: slots moved, refreshing the map", "slots", len(again), "slot", moved.Slot, "leader", moved.Leader, "epoch", moved.Epoch)
+		r.cfg.Stats.moved()
 		m = awaitEpoch(ctx, r.cfg.Maps, r.cfg.MapWait, m, moved.Slot, moved.Epoch)
 		slots = again
 	}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+const cruxUsage = `Usage:
+  mecha crux [-o json] status    Crux as this runtime sees it: its place (host, guest,
+                                 server, client), the cluster's members with the slots
+                                 each leads and holds, leaderless and moving slots, and
+                                 where this runtime's operations went
+
+Flags (before the command):
+  --admin host:port   mecha run's metrics port (default 127.0.0.1:9090)
+  -o table|json       the output (default table)
+`
+
+// cruxCmd reads the Crux status of a running mecha.
+func cruxCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mecha crux", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	admin := fs.String("admin", "127.0.0.1:9090", "mecha run's metrics (admin) address")
+	output := fs.String("o", "table", "the output: table or json")
+	fs.Usage = func() { fmt.Fprint(stderr, cruxUsage) }
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
+	}
+	if fs.NArg() != 1 || fs.Arg(0) != "status" {
+		fmt.Fprint(stderr, cruxUsage)
+		return 2
+	}
+	if *output != "table" && *output != "json" {
+		fmt.Fprintf(stderr, "mecha crux: -o %q: want table or json\n", *output)
+		return 2
+	}
+	out, ok := adminCall("mecha crux", *admin, "GET", "http://"+*admin+"/v1.0-alpha1/crux/status", "", stderr)
+	if !ok {
+		return 1
+	}
+	if *output == "table" {
+		if err := cruxTable(stdout, out); err == nil {
+			return 0
+		}
+	}
+	writeJSON(stdout, out)
+	return 0
+}
+
+// cruxTable prints the status: a summary, then a member a line.
+func cruxTable(w io.Writer, body []byte) error {
+	var st struct {
+		Mode         string `json:"mode"`
+		Member       string `json:"member"`
+		ClusterID    string `json:"clusterId"`
+		MapVersion   uint64 `json:"mapVersion"`
+		Problem      string `json:"problem"`
+		ControlPlane *struct {
+			Leader string   `json:"leader"`
+			Term   uint64   `json:"term"`
+			Voters []string `json:"voters"`
+		} `json:"controlPlane"`
+		Members []struct {
+			ID       string   `json:"id"`
+			Addr     string   `json:"addr"`
+			Roles    []string `json:"roles"`
+			State    string   `json:"state"`
+			Draining bool     `json:"draining"`
+			Leaders  int      `json:"leaders"`
+			Replicas int      `json:"replicas"`
+		} `json:"members"`
+		Slots struct {
+			Total           int  `json:"total"`
+			Leaderless      int  `json:"leaderless"`
+			UnderReplicated int  `json:"underReplicated"`
+			Moving          int  `json:"moving"`
+			Balanced        bool `json:"balanced"`
+		} `json:"slots"`
+		Moves []struct {
+			Slot  int    `json:"slot"`
+			From  string `json:"from"`
+			To    string `json:"to"`
+			Phase string `json:"phase"`
+		} `json:"moves"`
+		Routed struct {
+			Local       int64 `json:"local"`
+			Remote      int64 `json:"remote"`
+			Moved       int64 `json:"moved"`
+			Unavailable int64 `json:"unavailable"`
+		} `json:"routed"`
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "this runtime: %s, member %s\n", st.Mode, st.Member)
+	cluster := st.ClusterID
+	if cluster == "" {
+		cluster = "(none yet)"
+	}
+	fmt.Fprintf(w, "cluster:      %s, map version %d\n", cluster, st.MapVersion)
+	if st.Problem != "" {
+		fmt.Fprintf(w, "problem:      %s\n", st.Problem)
+	}
+	if cp := st.ControlPlane; cp != nil {
+		leader := cp.Leader
+		if leader == "" {
+			leader = "(none)"
+		}
+		fmt.Fprintf(w, "control plane: leader %s, term %d, voters %s\n", leader, cp.Term, strings.Join(cp.Voters, ", "))
+	}
+	balanced := "balanced"
+	if !st.Slots.Balanced {
+		balanced = "not balanced"
+	}
+	fmt.Fprintf(w, "slots:        %d, %d leaderless, %d under-replicated, %d moving, %s\n", st.Slots.Total, st.Slots.Leaderless, st.Slots.UnderReplicated, st.Slots.Moving, balanced)
+	fmt.Fprintf(w, "routed here:  %d local, %d remote, %d moved, %d unavailable\n\n", st.Routed.Local, st.Routed.Remote, st.Routed.Moved, st.Routed.Unavailable)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tADDRESS\tROLES\tSTATE\tLEADS\tHOLDS")
+	for _, m := range st.Members {
+		state := m.State
+		if m.Draining {
+			state += " (draining)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", m.ID, m.Addr, strings.Join(m.Roles, ","), state, m.Leaders, m.Replicas)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Moves) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SLOT\tFROM\tTO\tPHASE")
+		for _, mv := range st.Moves {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", mv.Slot, mv.From, mv.To, mv.Phase)
+		}
+		return tw.Flush()
+	}
+	return nil
+}
