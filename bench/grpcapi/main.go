@@ -2,9 +2,10 @@
 // run, as Dapr SDK users meet them: the gRPC API driven by the official
 // Dapr Go SDK from -conns goroutines, the HTTP API by wrk with -conns
 // connections; GetState, SaveState, PublishEvent and InvokeService to a
-// local app each way, and events delivered to an HTTP app and to a gRPC
-// app. It reports calls/s and the runtime's CPU µs per call (from
-// /proc/<pid>/stat), medians of -rounds interleaved rounds.
+// local app each way, and events delivered to an HTTP app, to a gRPC app
+// and over a streaming subscription, through the embedded broker (the
+// default pubsub). It reports calls/s and the runtime's CPU µs per call
+// (from /proc/<pid>/stat), medians of -rounds interleaved rounds.
 //
 //	go run ./bench/grpcapi -duration 8s -rounds 3
 package main
@@ -31,6 +32,7 @@ import (
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	dapr "github.com/dapr/go-sdk/client"
+	"github.com/dapr/go-sdk/service/common"
 	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -143,7 +145,7 @@ func run(duration time.Duration, rounds, conns int, mechaBin string) error {
 	cmd := exec.Command(mechaBin, "run", "--app-id", "httpapp", "--app-port", strconv.Itoa(hport),
 		"--app", fmt.Sprintf("id=grpcapp,port=%d,protocol=grpc", gport),
 		"--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--internal-port", "0", "--gossip-port", "0",
-		"--broker=false", "--log-level", "info", "--data-dir", filepath.Join(work, "data"), "--enable-profiling")
+		"--broker-port", "0", "--log-level", "info", "--data-dir", filepath.Join(work, "data"), "--enable-profiling")
 	stderr, _ := cmd.StderrPipe()
 	cmd.Stdout = os.Stdout
 	if err := cmd.Start(); err != nil {
@@ -185,6 +187,18 @@ func run(duration time.Duration, rounds, conns int, mechaBin string) error {
 	}
 	defer client.Close()
 	ctx := context.Background()
+	// The streaming subscription (SubscribeTopicEventsAlpha1): the SDK
+	// holds the stream and acknowledges each event.
+	var streamed atomic.Int64
+	stopStream, err := client.SubscribeWithHandler(ctx, dapr.SubscriptionOptions{PubsubName: "pubsub", Topic: "stream-events"},
+		func(*common.TopicEvent) common.SubscriptionResponseStatus {
+			streamed.Add(1)
+			return common.SubscriptionResponseStatusSuccess
+		})
+	if err != nil {
+		return fmt.Errorf("streaming subscription: %w", err)
+	}
+	defer func() { _ = stopStream() }()
 	value := []byte(`{"user":"u-1","conn":"c-1","gateway":"gw-1","device":"ios","lastSeen":1700000000}`)
 	if err := client.SaveState(ctx, "statestore", "bench", value, nil); err != nil {
 		return err
@@ -278,6 +292,7 @@ wrk.body = '{"orderId":42,"item":"book","qty":1}'`)
 		{"gRPC InvokeService, local app (Go SDK)", sdkRun(func(int) error { _, err := client.InvokeMethod(ctx, "httpapp", "ping", "get"); return err })},
 		{"events delivered to the HTTP app", deliveries(&ha.events, base+"/v1.0/publish/pubsub/http-events")},
 		{"events delivered to the gRPC app", deliveries(&ga.events, fmt.Sprintf("http://127.0.0.1:%d/v1.0/publish/pubsub/grpc-events", gHTTPPort))},
+		{"events delivered over a streaming subscription (Go SDK)", deliveries(&streamed, base+"/v1.0/publish/pubsub/stream-events")},
 	}
 	results := make([][]result, len(measures))
 	// BENCH_PROFILE=<part of a measure's name> takes a CPU profile of the

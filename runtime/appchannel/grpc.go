@@ -363,30 +363,6 @@ func (g *GRPC) Subscriptions(ctx context.Context) ([]Subscription, error) {
 	return subs, nil
 }
 
-// ceCoreKeys are the CloudEvent attributes carried in their own
-// TopicEventRequest fields; every other attribute goes to Extensions. The
-// set is Dapr's cloudEventDuplicateKeys, so topic, pubsubname, traceparent
-// and time appear in Extensions as they do with Dapr.
-var ceCoreKeys = map[string]bool{
-	"id": true, "source": true, "datacontenttype": true, "type": true,
-	"specversion": true, "data": true, "data_base64": true,
-}
-
-// ceExtensions builds the Extensions struct of a parsed CloudEvent.
-func ceExtensions(e *cloudevent.Event) (*structpb.Struct, error) {
-	ext := make(map[string]any, len(e.Fields))
-	for k, v := range e.Fields {
-		if !ceCoreKeys[k] {
-			ext[k] = v
-		}
-	}
-	s, err := structpb.NewStruct(ext)
-	if err != nil {
-		return nil, fmt.Errorf("%w: extensions: %w", cloudevent.ErrInvalid, err)
-	}
-	return s, nil
-}
-
 // DeliverEvent implements Channel with AppCallback.OnTopicEvent. A
 // structured event is unpacked into TopicEventRequest's fields; a raw one
 // travels as octet-stream data of a synthetic event. Verdicts as in Dapr:
@@ -413,7 +389,7 @@ func (g *GRPC) DeliverEvent(ctx context.Context, ev *TopicEvent) (EventStatus, e
 		if err != nil {
 			return StatusRetry, fmt.Errorf("deliver event on topic %s: %w", ev.Topic, err)
 		}
-		ext, err := ceExtensions(e)
+		ext, err := e.Extensions()
 		if err != nil {
 			return StatusRetry, fmt.Errorf("deliver event %s on topic %s: %w", e.ID, ev.Topic, err)
 		}
@@ -500,7 +476,7 @@ func (g *GRPC) DeliverBulk(ctx context.Context, ev *BulkEvent) (map[string]Event
 			ce, err := cloudevent.Parse(e.Event)
 			var ext *structpb.Struct
 			if err == nil {
-				ext, err = ceExtensions(ce)
+				ext, err = ce.Extensions()
 			}
 			if err != nil {
 				slog.WarnContext(ctx, "grpc app channel: bulk entry is not a valid cloudevent; left for retry",

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"mecha/internal/jsonstr"
 )
@@ -184,8 +185,11 @@ type Event struct {
 	// Data is the payload: raw JSON for JSON data, the text for a JSON
 	// string, the decoded bytes for data_base64.
 	Data []byte
-	// Fields is every top-level attribute, data decoded, for CEL routing.
-	Fields map[string]any
+
+	// raw is every top-level attribute, undecoded: Fields and Extensions
+	// decode what they need of it, so that delivering an event does not
+	// decode its data.
+	raw map[string]json.RawMessage
 }
 
 // Parse reads a structured CloudEvent. It fails on anything that is not a
@@ -198,49 +202,37 @@ func Parse(b []byte) (*Event, error) {
 	if raw == nil {
 		return nil, fmt.Errorf("%w: null", ErrInvalid)
 	}
-	e := &Event{Fields: make(map[string]any, len(raw))}
-	str := func(name string, dst *string) error {
-		v, ok := raw[name]
-		if !ok || string(v) == "null" {
-			return nil
-		}
-		if err := json.Unmarshal(v, dst); err != nil {
-			return fmt.Errorf("%w: attribute %q must be a string", ErrInvalid, name)
-		}
-		return nil
-	}
-	for name, dst := range map[string]*string{
-		"id": &e.ID, "source": &e.Source, "type": &e.Type, "specversion": &e.SpecVersion,
-		"datacontenttype": &e.DataContentType, "topic": &e.Topic, "pubsubname": &e.PubsubName,
-		"traceparent": &e.TraceParent,
+	e := &Event{raw: raw}
+	for _, a := range [...]struct {
+		name string
+		dst  *string
+	}{
+		{"id", &e.ID}, {"source", &e.Source}, {"type", &e.Type}, {"specversion", &e.SpecVersion},
+		{"datacontenttype", &e.DataContentType}, {"topic", &e.Topic}, {"pubsubname", &e.PubsubName},
+		{"traceparent", &e.TraceParent},
 	} {
-		if err := str(name, dst); err != nil {
-			return nil, err
+		v, ok := raw[a.name]
+		if !ok || string(v) == "null" {
+			continue
 		}
-	}
-	for k, v := range raw {
-		var x any
-		if err := json.Unmarshal(v, &x); err != nil {
-			return nil, fmt.Errorf("%w: attribute %q: %v", ErrInvalid, k, err)
+		s, ok := jsonString(v)
+		if !ok {
+			return nil, fmt.Errorf("%w: attribute %q must be a string", ErrInvalid, a.name)
 		}
-		e.Fields[k] = x
+		*a.dst = s
 	}
 	if d, ok := raw["data"]; ok && string(d) != "null" {
-		if len(d) > 0 && d[0] == '"' {
-			var s string
-			_ = json.Unmarshal(d, &s)
-			if IsJSONContentType(e.DataContentType) {
-				// A JSON string is itself the JSON document.
-				e.Data = d
-			} else {
-				e.Data = []byte(s)
-			}
+		if len(d) > 0 && d[0] == '"' && !IsJSONContentType(e.DataContentType) {
+			s, _ := jsonString(d)
+			e.Data = []byte(s)
 		} else {
+			// JSON data, or a JSON string that is itself the JSON
+			// document.
 			e.Data = d
 		}
 	} else if d, ok := raw["data_base64"]; ok {
-		var s string
-		if err := json.Unmarshal(d, &s); err != nil {
+		s, ok := jsonString(d)
+		if !ok {
 			return nil, fmt.Errorf("%w: attribute \"data_base64\" must be a string", ErrInvalid)
 		}
 		dec, err := base64.StdEncoding.DecodeString(s)
@@ -250,6 +242,79 @@ func Parse(b []byte) (*Event, error) {
 		e.Data = dec
 	}
 	return e, nil
+}
+
+// jsonString decodes v, a valid JSON value, as a string: without
+// encoding/json when it holds no escape (and is valid UTF-8, which
+// encoding/json would repair).
+func jsonString(v json.RawMessage) (string, bool) {
+	if len(v) < 2 || v[0] != '"' {
+		return "", false
+	}
+	if body := v[1 : len(v)-1]; bytes.IndexByte(body, '\\') < 0 && utf8.Valid(body) {
+		return string(body), true
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// decodeValue decodes one attribute's value as encoding/json decodes
+// into an any.
+func decodeValue(v json.RawMessage) (any, error) {
+	if s, ok := jsonString(v); ok {
+		return s, nil
+	}
+	var x any
+	err := json.Unmarshal(v, &x)
+	return x, err
+}
+
+// Fields decodes every top-level attribute, data included, for routing
+// rules (event.data.kind, event.type, ...).
+func (e *Event) Fields() (map[string]any, error) {
+	out := make(map[string]any, len(e.raw))
+	for k, v := range e.raw {
+		x, err := decodeValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("%w: attribute %q: %v", ErrInvalid, k, err)
+		}
+		out[k] = x
+	}
+	return out, nil
+}
+
+// coreKeys are the attributes gRPC's TopicEventRequest carries in fields
+// of their own; every other one goes to its Extensions. The set is
+// Dapr's cloudEventDuplicateKeys, so topic, pubsubname, traceparent and
+// time appear in Extensions as they do with Dapr.
+var coreKeys = map[string]bool{
+	"id": true, "source": true, "datacontenttype": true, "type": true,
+	"specversion": true, "data": true, "data_base64": true,
+}
+
+// Extensions decodes the attributes that are not core ones, as the
+// Extensions of a gRPC TopicEventRequest (Dapr's
+// ExtractCloudEventExtensions).
+func (e *Event) Extensions() (*structpb.Struct, error) {
+	ext := make(map[string]any, len(e.raw))
+	for k, v := range e.raw {
+		if coreKeys[k] {
+			continue
+		}
+		x, err := decodeValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("%w: attribute %q: %v", ErrInvalid, k, err)
+		}
+		ext[k] = x
+	}
+	s, err := structpb.NewStruct(ext)
+	if err != nil {
+		return nil, fmt.Errorf("%w: extensions: %w", ErrInvalid, err)
+	}
+	return s, nil
 }
 
 // Expired reports whether a CloudEvent carries an "expiration" attribute

@@ -2,6 +2,7 @@ package cloudevent
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -109,7 +110,69 @@ func FuzzParse(f *testing.F) {
 		if !json.Valid(out) {
 			t.Fatalf("re-wrapped event is not JSON: %s", out)
 		}
+		// The attributes decode as encoding/json decodes them.
+		checkAsEncodingJSON(t, b, ev)
 	})
+}
+
+// checkAsEncodingJSON compares ev's attributes with encoding/json's
+// reading of b: the core strings, Fields and Extensions.
+func checkAsEncodingJSON(t *testing.T, b []byte, ev *Event) {
+	t.Helper()
+	var want map[string]any
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatalf("Parse took what encoding/json refuses: %v", err)
+	}
+	got, err := ev.Fields()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Fields = %#v, encoding/json reads %#v", got, want)
+	}
+	for name, v := range map[string]string{"id": ev.ID, "source": ev.Source, "type": ev.Type, "topic": ev.Topic, "traceparent": ev.TraceParent} {
+		if w, _ := want[name].(string); w != v {
+			t.Fatalf("%s = %q, encoding/json reads %q", name, v, w)
+		}
+	}
+	ext, err := ev.Extensions()
+	if err != nil {
+		return // a value structpb cannot hold (an invalid UTF-8 key)
+	}
+	for k, v := range ext.AsMap() {
+		if coreKeys[k] || !reflect.DeepEqual(v, want[k]) {
+			t.Fatalf("extension %s = %#v, encoding/json reads %#v", k, v, want[k])
+		}
+	}
+	for k := range want {
+		if _, ok := ext.GetFields()[k]; !ok && !coreKeys[k] {
+			t.Fatalf("extension %s missing", k)
+		}
+	}
+}
+
+// Escaped strings, invalid UTF-8, nested data and extensions of every
+// JSON type read as encoding/json reads them.
+func TestParseAsEncodingJSON(t *testing.T) {
+	for _, in := range []string{
+		`{"specversion":"1.0","id":"a\"b","source":"caf\u00e9","type":"t","topic":"orders","pubsubname":"p","traceparent":"00-x","time":"2026-01-01T00:00:00Z","n":3.5,"flag":true,"none":null,"obj":{"k":[1,"x"]},"data":{"orderId":42}}`,
+		"{\"id\":\"\xff\xfe\",\"source\":\"s\",\"data\":\"text\",\"datacontenttype\":\"text/plain\"}",
+		`{"id":"1","data":"\"quoted\"","datacontenttype":"application/json"}`,
+	} {
+		ev, err := Parse([]byte(in))
+		if err != nil {
+			t.Fatalf("Parse(%s): %v", in, err)
+		}
+		checkAsEncodingJSON(t, []byte(in), ev)
+	}
+	ev, _ := Parse([]byte(`{"id":"1","topic":"orders","data":{"a":1},"custom":"x"}`))
+	ext, err := ev.Extensions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := ext.AsMap(); len(m) != 2 || m["topic"] != "orders" || m["custom"] != "x" {
+		t.Fatalf("Extensions = %v, want topic and custom only", m)
+	}
 }
 
 func FuzzComplete(f *testing.F) {

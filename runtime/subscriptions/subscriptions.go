@@ -413,7 +413,11 @@ func (d *deliverer) prepare(data []byte, topic string, contentType *string) (ce 
 		if err != nil {
 			return nil, "", nil, err
 		}
-		path, err = d.router.route(ev.Fields)
+		fields, err := ev.Fields()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		path, err = d.router.route(fields)
 		return ce, path, ev, err
 	}
 	return ce, d.router.def, nil, nil

@@ -612,10 +612,14 @@ func TestDeliveryRawPayload(t *testing.T) {
 	if string(ev.Data) != string(raw) || ev.DataContentType != "application/octet-stream" {
 		t.Errorf("data = %q content type %q, want the raw bytes as application/octet-stream", ev.Data, ev.DataContentType)
 	}
-	if got, _ := ev.Fields["data_base64"].(string); got != base64.StdEncoding.EncodeToString(raw) {
+	fields, err := ev.Fields()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := fields["data_base64"].(string); got != base64.StdEncoding.EncodeToString(raw) {
 		t.Errorf("data_base64 = %q in %s", got, te.CloudEvent)
 	}
-	if _, ok := ev.Fields["data"]; ok {
+	if _, ok := fields["data"]; ok {
 		t.Errorf("wrapped raw payload has a data field: %s", te.CloudEvent)
 	}
 	if ev.Source != "app" || ev.Topic != "raw" || ev.PubsubName != "pubsub" || ev.SpecVersion != "1.0" || ev.ID == "" {

@@ -11,7 +11,6 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
@@ -288,14 +287,6 @@ func (k *streamSink) DeliverBulk(ctx context.Context, ev *appchannel.BulkEvent) 
 	return out, nil
 }
 
-// ceCoreKeys are the CloudEvent attributes carried in their own
-// TopicEventRequest fields; every other attribute goes to Extensions, as
-// Dapr's ExtractCloudEventExtensions does.
-var ceCoreKeys = map[string]bool{
-	"id": true, "source": true, "datacontenttype": true, "type": true,
-	"specversion": true, "data": true, "data_base64": true,
-}
-
 // topicEventRequest unpacks a structured CloudEvent into a
 // TopicEventRequest; a raw event travels as octet-stream data of a
 // synthetic event. An event without an id gets one, since answers are
@@ -316,15 +307,8 @@ func topicEventRequest(ev *appchannel.TopicEvent) (*runtimev1pb.TopicEventReques
 	if err != nil {
 		return nil, fmt.Errorf("deliver event on topic %s: %w", ev.Topic, err)
 	}
-	ext := make(map[string]any, len(e.Fields))
-	for k, v := range e.Fields {
-		if !ceCoreKeys[k] {
-			ext[k] = v
-		}
-	}
-	req.Extensions, err = structpb.NewStruct(ext)
-	if err != nil {
-		return nil, fmt.Errorf("deliver event %s on topic %s: %w: extensions: %w", e.ID, ev.Topic, cloudevent.ErrInvalid, err)
+	if req.Extensions, err = e.Extensions(); err != nil {
+		return nil, fmt.Errorf("deliver event %s on topic %s: %w", e.ID, ev.Topic, err)
 	}
 	req.Id, req.Source, req.Type = e.ID, e.Source, e.Type
 	req.SpecVersion, req.DataContentType, req.Data = e.SpecVersion, e.DataContentType, e.Data
