@@ -76,6 +76,10 @@ type okApp struct {
 	runtimev1pb.UnimplementedAppCallbackServer
 }
 
+func (okApp) OnBindingEvent(context.Context, *runtimev1pb.BindingEventRequest) (*runtimev1pb.BindingEventResponse, error) {
+	return &runtimev1pb.BindingEventResponse{}, nil
+}
+
 func (okApp) OnTopicEvent(context.Context, *runtimev1pb.TopicEventRequest) (*runtimev1pb.TopicEventResponse, error) {
 	return &runtimev1pb.TopicEventResponse{Status: runtimev1pb.TopicEventResponse_SUCCESS}, nil
 }
@@ -121,6 +125,42 @@ func BenchmarkHTTPFloor(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		if err := c.Do(req, resp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// An input binding's events, one after another, to a gRPC app and to an
+// HTTP app.
+var benchBinding = &BindingEvent{Name: "orders", Data: []byte(`{"orderId":42}`), Metadata: map[string]string{"key": "k1"}}
+
+func BenchmarkDeliverBindingGRPC(b *testing.B) {
+	ch, err := NewGRPC(context.Background(), GRPCOptions{Address: serveOKApp(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ch.Close()
+	bindN(b, ch)
+}
+
+func BenchmarkDeliverBindingHTTP(b *testing.B) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = fasthttp.Serve(lis, func(*fasthttp.RequestCtx) {}) }()
+	defer lis.Close()
+	ch := NewHTTP(HTTPOptions{Address: lis.Addr().String()})
+	defer ch.Close()
+	bindN(b, ch)
+}
+
+func bindN(b *testing.B, ch Channel) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := ch.DeliverBinding(ctx, benchBinding); err != nil {
 			b.Fatal(err)
 		}
 	}
