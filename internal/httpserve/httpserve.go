@@ -10,6 +10,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/valyala/fasthttp"
 )
@@ -22,6 +23,25 @@ type Server struct {
 	mu      sync.Mutex
 	stopped bool
 	lns     []net.Listener
+	// down is stopped, read by every Accept without the lock.
+	down atomic.Bool
+}
+
+// listener refuses what it accepts once the server is shut down: a
+// Serve that reached fasthttp after fasthttp's own shutdown returned
+// would otherwise serve a connection that was waiting in the queue.
+type listener struct {
+	net.Listener
+	s *Server
+}
+
+func (l listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil && l.s.down.Load() {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	return c, err
 }
 
 // New wraps srv.
@@ -38,7 +58,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.lns = append(s.lns, ln)
 	s.mu.Unlock()
-	return s.Server.Serve(ln)
+	return s.Server.Serve(listener{ln, s})
 }
 
 // ShutdownWithContext stops taking connections and waits for requests
@@ -47,6 +67,7 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) ShutdownWithContext(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopped = true
+	s.down.Store(true)
 	lns := s.lns
 	s.mu.Unlock()
 	err := s.Server.ShutdownWithContext(ctx)

@@ -198,7 +198,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // first write the writer yields the processor once (runtime.Gosched):
 // under load the goroutines about to send on the same connection run
 // first and queue their frames, so one write carries several (a Crux
-// cluster client's GETs: +5–9% requests/s, docs/benchmarks.md); idle, it
+// cluster client's GETs: +4–9% requests/s, docs/benchmarks.md); idle, it
 // costs a few hundred nanoseconds.
 type writer struct {
 	c       net.Conn

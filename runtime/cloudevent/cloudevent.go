@@ -193,7 +193,12 @@ type Event struct {
 }
 
 // Parse reads a structured CloudEvent. It fails on anything that is not a
-// JSON object or whose core attributes are not strings.
+// JSON object or whose core attributes are not strings. The other
+// attributes, data included, are kept as they are, valid JSON, and
+// decoded only by Fields and Extensions: a number no float64 holds
+// (1e400) in the data reaches a gRPC app as it reaches an HTTP app, in
+// the data's bytes, and fails only a routing rule's or an extension's
+// decoding.
 func Parse(b []byte) (*Event, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(b, &raw); err != nil {

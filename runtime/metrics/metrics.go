@@ -167,9 +167,12 @@ func (m *Metrics) AddListener(l ListenerStats) {
 // CruxStats is what the Crux wiring reports: its routing decisions and
 // the cluster map it routes by.
 type CruxStats struct {
-	// Local, Remote, Moved and Unavailable count slot operations served
-	// in process, sent to another member, answered "moved", and refused
-	// for want of a leader.
+	// Local and Remote count the slots operations were sent to: in
+	// process (this runtime's engine) or to another member; an operation
+	// on several slots (a scan without a hash tag, a bulk call) counts
+	// each slot, and a retry after "moved" counts again. Moved counts
+	// "moved" answers, Unavailable the slots refused at once (no leader,
+	// or no map yet).
 	Local, Remote, Moved, Unavailable int64
 	// MapVersion is the map's version; LeaderChanges counts the slots
 	// whose leader changed from one map to the next.
@@ -179,32 +182,53 @@ type CruxStats struct {
 	SlotsLed, Leaderless, Moving int
 }
 
-// AddCrux exports read's figures (mecha_crux_*); it is called at each
-// scrape.
+// cruxCollector exports CruxStats, read once per scrape so that one
+// scrape's figures come from one map.
+type cruxCollector struct {
+	read                                         func() CruxStats
+	routed, moved, unavailable, changes, version *prometheus.Desc
+	led, leaderless, moving                      *prometheus.Desc
+}
+
+// AddCrux exports read's figures (mecha_crux_*); read is called once at
+// each scrape.
 func (m *Metrics) AddCrux(read func() CruxStats) {
-	routed := func(pick func(CruxStats) int64) func() float64 {
-		return func() float64 { return float64(pick(read())) }
+	m.Registry.MustRegister(&cruxCollector{
+		read:        read,
+		routed:      prometheus.NewDesc("mecha_crux_routed_total", "Crux slot routings by where the slot was served: local (this runtime's engine, in process) or remote (another member). An operation on several slots counts each; a retry after \"moved\" counts again.", []string{"where"}, nil),
+		moved:       prometheus.NewDesc("mecha_crux_moved_total", "Crux \"moved\" answers: this runtime's map was behind, it refreshed and retried.", nil, nil),
+		unavailable: prometheus.NewDesc("mecha_crux_unavailable_total", "Crux slot routings refused at once (503): the slot had no leader, or there was no cluster map yet.", nil, nil),
+		changes:     prometheus.NewDesc("mecha_crux_leader_changes_total", "Crux slots whose leader changed, over the maps this runtime applied.", nil, nil),
+		version:     prometheus.NewDesc("mecha_crux_map_version", "The version of the Crux cluster map this runtime routes by.", nil, nil),
+		led:         prometheus.NewDesc("mecha_crux_slots_led", "Crux slots this runtime leads.", nil, nil),
+		leaderless:  prometheus.NewDesc("mecha_crux_slots_leaderless", "Crux slots with no leader in the map: their keys answer 503.", nil, nil),
+		moving:      prometheus.NewDesc("mecha_crux_slots_moving", "Crux slots with a move in progress.", nil, nil),
+	})
+}
+
+// Describe implements prometheus.Collector.
+func (c *cruxCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.routed, c.moved, c.unavailable, c.changes, c.version, c.led, c.leaderless, c.moving} {
+		ch <- d
 	}
-	where := func(w string) prometheus.Labels { return prometheus.Labels{"where": w} }
-	const routedHelp = "Crux slot operations by where they were served: local (this runtime's engine, in process) or remote (another member)."
-	m.Registry.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_crux_routed_total", Help: routedHelp, ConstLabels: where("local")},
-			routed(func(s CruxStats) int64 { return s.Local })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_crux_routed_total", Help: routedHelp, ConstLabels: where("remote")},
-			routed(func(s CruxStats) int64 { return s.Remote })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_crux_moved_total", Help: "Crux \"moved\" answers: this runtime's map was behind, it refreshed and retried."},
-			routed(func(s CruxStats) int64 { return s.Moved })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_crux_unavailable_total", Help: "Crux operations refused because their slot had no leader (503)."},
-			routed(func(s CruxStats) int64 { return s.Unavailable })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mecha_crux_leader_changes_total", Help: "Crux slots whose leader changed, over the maps this runtime applied."},
-			routed(func(s CruxStats) int64 { return s.LeaderChanges })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mecha_crux_map_version", Help: "The version of the Crux cluster map this runtime routes by."},
-			routed(func(s CruxStats) int64 { return s.MapVersion })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mecha_crux_slots_led", Help: "Crux slots this runtime leads."},
-			routed(func(s CruxStats) int64 { return int64(s.SlotsLed) })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mecha_crux_slots_leaderless", Help: "Crux slots with no leader in the map: their keys answer 503."},
-			routed(func(s CruxStats) int64 { return int64(s.Leaderless) })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mecha_crux_slots_moving", Help: "Crux slots with a move in progress."},
-			routed(func(s CruxStats) int64 { return int64(s.Moving) })),
-	)
+}
+
+// Collect implements prometheus.Collector.
+func (c *cruxCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.read()
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v int64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+	counter(c.routed, s.Local, "local")
+	counter(c.routed, s.Remote, "remote")
+	counter(c.moved, s.Moved)
+	counter(c.unavailable, s.Unavailable)
+	counter(c.changes, s.LeaderChanges)
+	gauge(c.version, s.MapVersion)
+	gauge(c.led, int64(s.SlotsLed))
+	gauge(c.leaderless, int64(s.Leaderless))
+	gauge(c.moving, int64(s.Moving))
 }
