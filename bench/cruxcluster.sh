@@ -85,12 +85,15 @@ for r in $(seq "$ROUNDS"); do
   echo "cluster-set $(measure "http://127.0.0.1:$CLIENT/v1.0/state/statestore" "$work/set.lua" "$CLIENT_PID" "$S1_PID" "$S2_PID" "$S3_PID")" >> "$work/res"
   echo "single-get $(measure "http://127.0.0.1:$SINGLE" "$work/get.lua" "$SINGLE_PID")" >> "$work/res"
   echo "cluster-get $(measure "http://127.0.0.1:$CLIENT" "$work/get.lua" "$CLIENT_PID" "$S1_PID" "$S2_PID" "$S3_PID")" >> "$work/res"
+  # Latency alone: one connection, so nothing queues.
+  echo "single-get-1conn $(THREADS=1 CONNS=1 measure "http://127.0.0.1:$SINGLE" "$work/get.lua" "$SINGLE_PID")" >> "$work/res"
+  echo "cluster-get-1conn $(THREADS=1 CONNS=1 measure "http://127.0.0.1:$CLIENT" "$work/get.lua" "$CLIENT_PID" "$S1_PID" "$S2_PID" "$S3_PID")" >> "$work/res"
   echo "round $r done" >&2
 done
 
 echo "| measure | req/s (median) | p50 | p99 | non-2xx | CPU µs/request, all runtimes (median) |"
 echo "|---|---|---|---|---|---|"
-for m in single-get cluster-get single-set cluster-set; do
+for m in single-get cluster-get single-set cluster-set single-get-1conn cluster-get-1conn; do
   grep "^$m " "$work/res" | sort -k2 -n | awk -v m="$m" -v r="$ROUNDS" '
     {rps[NR]=$2; p50[NR]=$3; p99[NR]=$5; err+=$6; cpu[NR]=$7}
     END {i=int((NR+1)/2); printf "| %s | %d | %s | %s | %d | %s |\n", m, rps[i], p50[i], p99[i], err, cpu[i]}'
@@ -99,3 +102,9 @@ med() { grep "^$1 " "$work/res" | sort -k2 -n | awk '{v[NR]=$2} END {print v[int
 for op in get set; do
   awk -v c="$(med cluster-$op)" -v s="$(med single-$op)" -v op="$op" 'BEGIN {printf "%s: cluster client / single node = %.2f×\n", op, c/s}'
 done
+# The p50 the remote leader adds at one connection, beside one internal
+# round trip alone: a GET through statestore/cluster's client router to
+# a member on loopback, one at a time (its benchmark, -cpu 1).
+p50us() { grep "^$1 " "$work/res" | sort -k2 -n | awk '{v[NR]=$3} END {x=v[int((NR+1)/2)]; if (x ~ /ms$/) {sub(/ms$/,"",x); x*=1000} else sub(/us$/,"",x); print x}'; }
+rt=$(go test -run - -bench 'Get/remote' -benchtime 20000x -cpu 1 ./statestore/cluster/ | awk '/Get\/remote/ {print $3/1000}')
+awk -v c="$(p50us cluster-get-1conn)" -v s="$(p50us single-get-1conn)" -v rt="$rt" 'BEGIN {printf "p50 at one connection: cluster client adds %.0f µs; one internal round trip alone: %.0f µs\n", c-s, rt}'
