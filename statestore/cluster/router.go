@@ -273,57 +273,80 @@ func bySlot(n int, key func(i int) string) (slots []int, idx map[int][]int) {
 	return slots, idx
 }
 
-// BulkGet implements statestore.Backend: keys are read one request per
-// slot, the slots in parallel; a failure is per key.
-func (r *Router) BulkGet(ctx context.Context, keys []string) []statestore.GetResult {
-	out := make([]statestore.GetResult, len(keys))
-	slots, idx := bySlot(len(keys), func(i int) string { return keys[i] })
+// perSlot runs call once per slot of the n keys (key(i) is the i-th),
+// the slots in parallel, each on its slot's leader with r.on, and hands
+// a slot's failure to fail with the indexes of its keys.
+func (r *Router) perSlot(ctx context.Context, n int, key func(i int) string, call func(t target, is []int) error, fail func(is []int, err error)) {
+	slots, idx := bySlot(n, key)
 	var wg sync.WaitGroup
 	for _, s := range slots {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			is := idx[s]
-			err := r.on(ctx, s, func(t target) error {
-				if t.local {
-					for _, i := range is {
-						res := &out[i]
-						res.Item, res.Found, res.Err = r.cfg.Engine.Get(keys[i])
-					}
-					return nil
-				}
-				ks := make([]string, len(is))
-				for j, i := range is {
-					ks[j] = keys[i]
-				}
-				resp, err := r.remote(ctx, t, MethodBulkGet, &Request{Keys: ks})
-				if err != nil {
-					return err
-				}
-				if len(resp.Results) != len(is) {
-					return fmt.Errorf("crux cluster: %q answered %d results for %d keys", t.leader, len(resp.Results), len(is))
-				}
-				for j, i := range is {
-					res := &out[i]
-					rr := &resp.Results[j]
-					switch {
-					case rr.Err != nil:
-						res.Err = rr.Err
-					case rr.Found:
-						res.Item, res.Found = rr.Item, true
-						res.Item.Key = keys[i]
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				for _, i := range is {
-					out[i] = statestore.GetResult{Err: err}
-				}
+			if err := r.on(ctx, s, func(t target) error { return call(t, is) }); err != nil {
+				fail(is, err)
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+// pick returns all's elements at the indexes is, in order.
+func pick[T any](all []T, is []int) []T {
+	out := make([]T, len(is))
+	for j, i := range is {
+		out[j] = all[i]
+	}
+	return out
+}
+
+// remoteBulk sends a bulk request of n keys to t's leader and checks
+// that the answer has a result for each.
+func (r *Router) remoteBulk(ctx context.Context, t target, method uint16, req *Request, n int) (*Response, error) {
+	resp, err := r.remote(ctx, t, method, req)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Results) != n {
+		return nil, fmt.Errorf("crux cluster: %q answered %d results for %d keys", t.leader, len(resp.Results), n)
+	}
+	return resp, nil
+}
+
+// BulkGet implements statestore.Backend: keys are read one request per
+// slot, the slots in parallel; a failure is per key.
+func (r *Router) BulkGet(ctx context.Context, keys []string) []statestore.GetResult {
+	out := make([]statestore.GetResult, len(keys))
+	r.perSlot(ctx, len(keys), func(i int) string { return keys[i] }, func(t target, is []int) error {
+		if t.local {
+			for _, i := range is {
+				res := &out[i]
+				res.Item, res.Found, res.Err = r.cfg.Engine.Get(keys[i])
+			}
+			return nil
+		}
+		resp, err := r.remoteBulk(ctx, t, MethodBulkGet, &Request{Keys: pick(keys, is)}, len(is))
+		if err != nil {
+			return err
+		}
+		for j, i := range is {
+			res := &out[i]
+			rr := &resp.Results[j]
+			switch {
+			case rr.Err != nil:
+				res.Err = rr.Err
+			case rr.Found:
+				res.Item, res.Found = rr.Item, true
+				res.Item.Key = keys[i]
+			}
+		}
+		return nil
+	}, func(is []int, err error) {
+		for _, i := range is {
+			out[i] = statestore.GetResult{Err: err}
+		}
+	})
 	return out
 }
 
@@ -332,51 +355,33 @@ func (r *Router) BulkGet(ctx context.Context, keys []string) []statestore.GetRes
 // each write's new version (0 for a delete) and error.
 func (r *Router) BulkSet(ctx context.Context, writes []statestore.Write) ([]uint64, []error) {
 	vs, errs := make([]uint64, len(writes)), make([]error, len(writes))
-	slots, idx := bySlot(len(writes), func(i int) string { return writes[i].Key })
-	var wg sync.WaitGroup
-	for _, s := range slots {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			is := idx[s]
-			err := r.on(ctx, s, func(t target) error {
-				if t.local {
-					for _, i := range is {
-						if writes[i].Delete {
-							errs[i] = r.cfg.Engine.Delete(writes[i])
-						} else {
-							vs[i], errs[i] = r.cfg.Engine.Set(writes[i])
-						}
-					}
-					return nil
-				}
-				ws := make([]statestore.Write, len(is))
-				for j, i := range is {
-					ws[j] = writes[i]
-				}
-				resp, err := r.remote(ctx, t, MethodBulkSet, &Request{Writes: ws})
-				if err != nil {
-					return err
-				}
-				if len(resp.Results) != len(is) {
-					return fmt.Errorf("crux cluster: %q answered %d results for %d writes", t.leader, len(resp.Results), len(is))
-				}
-				for j, i := range is {
-					vs[i] = resp.Results[j].Version
-					if e := resp.Results[j].Err; e != nil {
-						errs[i] = e
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				for _, i := range is {
-					errs[i] = err
+	r.perSlot(ctx, len(writes), func(i int) string { return writes[i].Key }, func(t target, is []int) error {
+		if t.local {
+			for _, i := range is {
+				if writes[i].Delete {
+					errs[i] = r.cfg.Engine.Delete(writes[i])
+				} else {
+					vs[i], errs[i] = r.cfg.Engine.Set(writes[i])
 				}
 			}
-		}()
-	}
-	wg.Wait()
+			return nil
+		}
+		resp, err := r.remoteBulk(ctx, t, MethodBulkSet, &Request{Writes: pick(writes, is)}, len(is))
+		if err != nil {
+			return err
+		}
+		for j, i := range is {
+			vs[i] = resp.Results[j].Version
+			if e := resp.Results[j].Err; e != nil {
+				errs[i] = e
+			}
+		}
+		return nil
+	}, func(is []int, err error) {
+		for _, i := range is {
+			errs[i] = err
+		}
+	})
 	return vs, errs
 }
 
