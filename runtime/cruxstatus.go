@@ -143,10 +143,6 @@ func (r *Runtime) cruxStatusAPI(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, `{"errorCode":"ERR_METHOD_NOT_ALLOWED","message":"the Crux status is read with GET"}`, http.StatusMethodNotAllowed)
 		return
 	}
-	if r.crux == nil {
-		http.Error(w, `{"errorCode":"ERR_NOT_READY","message":"Crux has not started yet"}`, http.StatusServiceUnavailable)
-		return
-	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(r.cruxStatusNow())
 }

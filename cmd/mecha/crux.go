@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -22,11 +21,7 @@ Flags (before the command):
 
 // cruxCmd reads the Crux status of a running mecha.
 func cruxCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("mecha crux", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	admin := fs.String("admin", "127.0.0.1:9090", "mecha run's metrics (admin) address")
-	output := fs.String("o", "table", "the output: table or json")
-	fs.Usage = func() { fmt.Fprint(stderr, cruxUsage) }
+	fs, admin, output := adminFlags("mecha crux", cruxUsage, stderr)
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}

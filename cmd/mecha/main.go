@@ -235,11 +235,7 @@ func streamCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "bench" {
 		return streamBenchCmd(args[1:], stdout, stderr)
 	}
-	fs := flag.NewFlagSet("mecha stream", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	admin := fs.String("admin", "127.0.0.1:9090", "mecha run's metrics (admin) address")
-	output := fs.String("o", "table", "list's output: table or json")
-	fs.Usage = func() { fmt.Fprint(stderr, streamUsage) }
+	fs, admin, output := adminFlags("mecha stream", streamUsage, stderr)
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
@@ -312,6 +308,18 @@ func streamCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	writeJSON(stdout, out)
 	return 0
+}
+
+// adminFlags is the flag set of a command that talks to a running
+// mecha's admin API: --admin, its metrics address, and -o, the output
+// (table or json).
+func adminFlags(name, usage string, stderr io.Writer) (fs *flag.FlagSet, admin, output *string) {
+	fs = flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	admin = fs.String("admin", "127.0.0.1:9090", "mecha run's metrics (admin) address")
+	output = fs.String("o", "table", "the output: table or json")
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	return fs, admin, output
 }
 
 // adminCall makes one request of a running mecha's admin API (on its
