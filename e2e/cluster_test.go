@@ -198,14 +198,15 @@ spec:
 var wanRE = regexp.MustCompile(`msg="API listening".* wan_port=(\d+)`)
 
 // TestClusterDCFailover: two DCs, each with a gateway. A caller in dc-a is
-// served by dc-a's instance of appb; when that runtime dies (kill -9), its
-// calls fail over to dc-b's instance, through dc-b's gateway.
+// served by dc-a's instance of appb, unless it names dc-b's instance
+// (mecha-instance-id); when that runtime dies (kill -9), its calls fail
+// over to dc-b's instance, through dc-b's gateway.
 func TestClusterDCFailover(t *testing.T) {
 	// dc-b: a gateway and an instance of appb.
 	g := startMecha(t, "--app-id", "gw-b", "--dc", "dc-b", "--gateway", "--wan-port", "0")
 	gWAN := wanRE.FindStringSubmatch(g.output())[1]
 	b2Port := startHTTPApp(t)
-	startMecha(t, "--app-id", "appb", "--app-port", fmt.Sprint(b2Port), "--dc", "dc-b", "--join", fmt.Sprintf("127.0.0.1:%d", g.gossipPort))
+	b2 := startMecha(t, "--app-id", "appb", "--app-port", fmt.Sprint(b2Port), "--dc", "dc-b", "--join", fmt.Sprintf("127.0.0.1:%d", g.gossipPort))
 	// dc-a: the caller is the gateway, with its own instance of appb.
 	a := startMecha(t, "--app-id", "appa", "--dc", "dc-a", "--gateway", "--wan-port", "0", "--wan-join", "127.0.0.1:"+gWAN)
 	b1Port := startHTTPApp(t)
@@ -228,6 +229,19 @@ func TestClusterDCFailover(t *testing.T) {
 	if n := receivedCount(t, b2Port, "orders") - before2; n != 0 {
 		t.Fatalf("%d of 20 calls left dc-a while it had a healthy instance", n)
 	}
+	// A call naming dc-b's instance goes there, through dc-b's gateway,
+	// although dc-a has an instance of its own.
+	b2ID := instanceID(t, b2)
+	eventually(t, 10*time.Second, func() error {
+		before := receivedCount(t, b2Port, "orders")
+		if r := do(t, "POST", a.url("/v1.0/invoke/appb/method/orders"), `{}`, "mecha-instance-id", b2ID); r.Status != 200 {
+			return fmt.Errorf("naming instance %s: %d %s", b2ID, r.Status, r.Body)
+		}
+		if n := receivedCount(t, b2Port, "orders") - before; n != 1 {
+			return fmt.Errorf("the call naming dc-b's instance reached it %d times", n)
+		}
+		return nil
+	})
 
 	_ = b1.cmd.Process.Kill()
 	eventually(t, 20*time.Second, func() error {
@@ -602,7 +616,7 @@ func TestSeveralAppsOnOneRuntime(t *testing.T) {
 // TestGRPCProxy: an app calls another app's own gRPC service (here the
 // standard health service), unary and streaming, through its runtime with
 // the dapr-app-id metadata, as with Dapr's gRPC proxying: locally and
-// through another runtime's internal port.
+// through another runtime's internal port, and to one named instance.
 func TestGRPCProxy(t *testing.T) {
 	gPort, _ := startGRPCApp(t)
 	b := startMecha(t, "--app-id", "gsvc", "--app-port", fmt.Sprint(gPort), "--app-protocol", "grpc")
@@ -647,6 +661,13 @@ func TestGRPCProxy(t *testing.T) {
 		}
 		if md, err := runtimev1.NewDaprClient(conn).GetMetadata(context.Background(), &runtimev1.GetMetadataRequest{}); err != nil || md.GetId() == "" {
 			t.Fatalf("the Dapr API on the proxying port: %v %v", md, err)
+		}
+		// Naming the instance: b's reaches the app, another is NotFound.
+		for inst, want := range map[string]codes.Code{instanceID(t, b): codes.OK, "nobody-1": codes.NotFound} {
+			ictx := metadata.AppendToOutgoingContext(ctx, "mecha-instance-id", inst)
+			if _, err := hc.Check(ictx, &healthpb.HealthCheckRequest{}); status.Code(err) != want {
+				t.Fatalf("proxied call naming instance %s: %v, want %v", inst, err, want)
+			}
 		}
 	}
 }

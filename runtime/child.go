@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"mecha/runtime/invoke"
 )
 
 // Child is the app process the runtime started from the command after
@@ -132,6 +134,7 @@ func (h *appHost) childEnv() []string {
 		"DAPR_HTTP_PORT=" + strconv.Itoa(port(h.httpLis.Addr())),
 		"DAPR_GRPC_PORT=" + strconv.Itoa(port(h.grpcLis.Addr())),
 		"APP_ID=" + h.spec.ID,
+		invoke.EnvInstance + "=" + h.rt.node.Name(),
 	}
 	if h.spec.Port != 0 {
 		env = append(env, "APP_PORT="+strconv.Itoa(h.spec.Port))

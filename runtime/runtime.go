@@ -562,7 +562,7 @@ func (r *Runtime) startMembership(context.Context) error {
 	}
 	r.node = node
 	r.applyTrafficFiles(r.traffic)
-	r.cluster = &invoke.Cluster{Local: r.primary.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: r.peerToken}
+	r.cluster = &invoke.Cluster{Local: r.primary.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: r.peerToken, Self: node.Name()}
 	if r.tls != nil {
 		r.cluster.TLS = r.tls.Client("")
 	}
@@ -623,14 +623,19 @@ func (r *Runtime) appChannel(id string) (func() appchannel.Channel, string, bool
 type peerResolver struct{ r *Runtime }
 
 func (p peerResolver) Resolve(ctx context.Context, appID string) (invoke.Target, error) {
-	if ch, id, ok := p.r.appChannel(appID); ok {
+	inst := invoke.InstanceOf(ctx)
+	if ch, id, ok := p.r.appChannel(appID); ok && (inst == "" || inst == p.r.node.Name()) {
 		c := ch()
 		if c == nil {
 			return invoke.Target{}, invoke.ErrNoAppChannel
 		}
 		return invoke.Target{AppID: id, Channel: c}, nil
 	}
-	return p.r.cluster.ResolveLocalDC(appID)
+	if !p.r.cfg.Membership.Gateway {
+		// A call for another instance, sent here from a stale catalog.
+		return invoke.Target{}, fmt.Errorf("%w: this runtime is instance %q, not %q", invoke.ErrInstanceNotFound, p.r.node.Name(), inst)
+	}
+	return p.r.cluster.ResolveLocalDC(appID, inst)
 }
 
 // serveHosts starts every app's API servers.

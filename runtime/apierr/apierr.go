@@ -292,6 +292,17 @@ func DirectInvokeNoAppID() *Error {
 	return mk("ERR_DIRECT_INVOKE", http.StatusNotFound, codes.Internal, "failed getting app id either from the URL path or the header dapr-app-id")
 }
 
+// InstanceNotFound (mecha only): the call named one instance of the app
+// (mecha-instance-id) and no runtime hosts the app as that instance any
+// more. It is distinct from a failed invocation so that an app holding
+// a stale instance id (a session pointing at a gateway that died) can
+// drop it and act.
+func InstanceNotFound(appID, instance string, err error) *Error {
+	e := mk("ERR_INSTANCE_NOT_FOUND", http.StatusNotFound, codes.NotFound, "failed to invoke, id: %s, instance: %s: %v", appID, instance, err)
+	e.Cause = err
+	return e
+}
+
 // AppChannelNotFound: the runtime has no app to call.
 func AppChannelNotFound() *Error {
 	return mk("ERR_DIRECT_INVOKE", http.StatusInternalServerError, codes.Internal, "app channel is not initialized")

@@ -53,6 +53,9 @@ type Cluster struct {
 	// TLS, when set, is the cluster's mutual TLS for connections to other
 	// runtimes' internal ports.
 	TLS *tls.Config
+	// Self is this runtime's instance id (its node name): a call naming
+	// it (HeaderInstance) is for the app hosted here.
+	Self string
 
 	mu       sync.Mutex // guards channels and apps
 	channels map[string]*appchannel.HTTP
@@ -145,7 +148,7 @@ type localFirst struct {
 }
 
 func (r localFirst) Resolve(ctx context.Context, appID string) (Target, error) {
-	if r.l.IsSelf(appID) {
+	if r.l.IsSelf(appID) && r.c.here(InstanceOf(ctx)) {
 		return r.l.Resolve(ctx, appID)
 	}
 	return r.c.remote(ctx, appID)
@@ -153,17 +156,28 @@ func (r localFirst) Resolve(ctx context.Context, appID string) (Target, error) {
 
 // Resolve implements Resolver.
 func (c *Cluster) Resolve(ctx context.Context, appID string) (Target, error) {
-	if c.Local != nil && c.Local.IsSelf(appID) {
+	if c.Local != nil && c.Local.IsSelf(appID) && c.here(InstanceOf(ctx)) {
 		return c.Local.Resolve(ctx, appID)
 	}
 	return c.remote(ctx, appID)
 }
+
+// here reports whether a call naming instance (or none) may be served
+// by the app hosted here.
+func (c *Cluster) here(instance string) bool { return instance == "" || instance == c.Self }
 
 // remote resolves appID through the catalog.
 func (c *Cluster) remote(ctx context.Context, appID string) (Target, error) {
 	id := appID
 	if i := strings.LastIndexByte(id, '.'); i > 0 && len(c.Catalog.Instances(id)) == 0 {
 		id = id[:i] // "app.namespace"
+	}
+	if inst := InstanceOf(ctx); inst != "" {
+		addr, err := c.pickInstance(id, inst, false)
+		if err != nil {
+			return Target{}, err
+		}
+		return Target{AppID: id, Channel: c.channel(addr), Remote: true}, nil
 	}
 	get, _ := ctx.Value(headersKey{}).(func(string) string)
 	addr, done, err := c.pick(id, false, get)
@@ -174,8 +188,16 @@ func (c *Cluster) remote(ctx context.Context, appID string) (Target, error) {
 }
 
 // ResolveLocalDC is a gateway's resolution of a call from another DC:
-// only instances of its own DC, never another gateway.
-func (c *Cluster) ResolveLocalDC(appID string) (Target, error) {
+// only instances of its own DC, never another gateway. instance, when
+// set, is the one instance the call names.
+func (c *Cluster) ResolveLocalDC(appID, instance string) (Target, error) {
+	if instance != "" {
+		addr, err := c.pickInstance(appID, instance, true)
+		if err != nil {
+			return Target{}, err
+		}
+		return Target{AppID: appID, Channel: c.channel(addr), Remote: true}, nil
+	}
 	addr, done, err := c.pick(appID, true, nil)
 	if err != nil {
 		return Target{}, err
@@ -279,6 +301,39 @@ func (c *Cluster) pick(appID string, localOnly bool, header func(string) string)
 		return "", nil, fmt.Errorf("%w: %s: %v", ErrAppNotFound, appID, err)
 	}
 	return inst.Addr, done, nil
+}
+
+// pickInstance is the address to send a call for one instance of appID
+// to: the internal port of its runtime in this DC, or a gateway of its
+// DC (which resolves the instance again, in its DC only). An instance
+// that gossip confirms wins over one known only from the disk cache. No
+// balancer is involved: there is one target.
+func (c *Cluster) pickInstance(appID, instance string, localOnly bool) (string, error) {
+	dc := c.Catalog.DC()
+	var found *membership.Instance
+	for _, in := range c.Catalog.Instances(appID) {
+		if in.Node == instance && (found == nil || found.Stale && !in.Stale) {
+			found = &in
+		}
+	}
+	if found == nil {
+		return "", fmt.Errorf("%w: no runtime hosts %q as instance %q", ErrInstanceNotFound, appID, instance)
+	}
+	if !found.Healthy || found.InternalPort == 0 {
+		return "", fmt.Errorf("%w: instance %q of %q is not healthy", ErrInstanceNotFound, instance, appID)
+	}
+	d := found.DC
+	if d == "" || d == dc {
+		return net.JoinHostPort(found.Addr, strconv.Itoa(found.InternalPort)), nil
+	}
+	if localOnly {
+		return "", fmt.Errorf("%w: instance %q of %q runs in %s, not in this DC", ErrInstanceNotFound, instance, appID, d)
+	}
+	if len(found.Gateways) == 0 {
+		return "", fmt.Errorf("%w: %q runs in %s, which has no gateway", ErrAppNotFound, appID, d)
+	}
+	n := c.routing(appID).calls.Add(1)
+	return found.Gateways[n%uint64(len(found.Gateways))], nil
 }
 
 // balancer is the group's balancer, its instance set brought up to date.

@@ -15,6 +15,7 @@ import (
 
 	"mecha/internal/poll"
 
+	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
 	"mecha/runtime/membership"
 )
@@ -86,12 +87,12 @@ func TestClusterPick(t *testing.T) {
 	if _, err := c.Resolve(context.Background(), "nobody"); !errors.Is(err, ErrAppNotFound) {
 		t.Fatalf("an unknown app: %v", err)
 	}
-	if tg, err := c.ResolveLocalDC("far"); err != nil || tg.Channel == nil {
+	if tg, err := c.ResolveLocalDC("far", ""); err != nil || tg.Channel == nil {
 		t.Fatalf("a gateway resolving far in its own DC: %v (the cached instance is still one)", err)
 	}
 	cat.insts["far"] = cat.insts["far"][:1]
 	cat.ver++
-	if _, err := c.ResolveLocalDC("far"); !errors.Is(err, ErrAppNotFound) {
+	if _, err := c.ResolveLocalDC("far", ""); !errors.Is(err, ErrAppNotFound) {
 		t.Fatalf("a gateway must not send a cross-DC call on to another DC: %v", err)
 	}
 }
@@ -258,5 +259,76 @@ func TestWeightedEjectsAndProbesBack(t *testing.T) {
 	})
 	if probes.Load() == 0 {
 		t.Fatal("no probe reached the instance's runtime")
+	}
+}
+
+// TestClusterInstance: a call naming an instance goes to that instance
+// only (its runtime in this DC, its DC's gateway otherwise), the app
+// hosted here when it names this runtime, and fails with
+// ErrInstanceNotFound when no runtime hosts the app as that instance, is
+// unhealthy, or (on a gateway) is in another DC.
+func TestClusterInstance(t *testing.T) {
+	cat := &fakeCatalog{dc: "a", insts: map[string][]membership.Instance{
+		"gw": {
+			{AppID: "gw", Node: "n1", DC: "a", Addr: "10.0.0.1", InternalPort: 1, Healthy: true},
+			{AppID: "gw", Node: "n2", DC: "a", Addr: "10.0.0.2", InternalPort: 1, Healthy: true},
+			{AppID: "gw", Node: "n2", DC: "a", Addr: "10.0.0.9", InternalPort: 1, Healthy: true, Stale: true},
+			{AppID: "gw", Node: "n3", DC: "a", Addr: "10.0.0.3", InternalPort: 1, Healthy: false},
+			{AppID: "gw", Node: "n4", DC: "b", Addr: "10.1.0.1", InternalPort: 1, Healthy: true, Gateways: []string{"10.1.0.9:1"}},
+			{AppID: "gw", Node: "me", DC: "a", Addr: "10.0.0.5", InternalPort: 1, Healthy: true},
+		},
+	}}
+	local := &Local{AppID: "gw"}
+	local.SetChannel(appchannel.NewHTTP(appchannel.HTTPOptions{Address: "127.0.0.1:1"}))
+	c := &Cluster{Local: local, Catalog: cat, Self: "me"}
+	r := c.For(local)
+	resolve := func(inst string) (Target, string, error) {
+		tg, err := r.Resolve(WithInstance(context.Background(), inst), "gw")
+		if err != nil || !tg.Remote {
+			return tg, "", err
+		}
+		for a, ch := range c.channels {
+			if tg.Channel.(*appchannel.HTTP) == ch {
+				return tg, a, nil
+			}
+		}
+		t.Fatal("channel not pooled")
+		return tg, "", nil
+	}
+	for range 3 {
+		if _, a, err := resolve("n2"); err != nil || a != "10.0.0.2:1" {
+			t.Fatalf("instance n2: %s, %v; want its fresh address 10.0.0.2:1 every time", a, err)
+		}
+	}
+	if _, a, err := resolve("n4"); err != nil || a != "10.1.0.9:1" {
+		t.Fatalf("instance n4 in dc b: %s, %v; want dc b's gateway", a, err)
+	}
+	if tg, _, err := resolve("me"); err != nil || tg.Remote {
+		t.Fatalf("this runtime's own instance: remote %v, %v; want the local app", tg.Remote, err)
+	}
+	if tg, _, err := resolve(""); err != nil || tg.Remote {
+		t.Fatalf("no instance: remote %v, %v; want the local app first", tg.Remote, err)
+	}
+	for _, inst := range []string{"n3", "gone"} {
+		if _, _, err := resolve(inst); !errors.Is(err, ErrInstanceNotFound) {
+			t.Fatalf("instance %s: %v, want ErrInstanceNotFound", inst, err)
+		}
+	}
+	if _, err := c.ResolveLocalDC("gw", "n4"); !errors.Is(err, ErrInstanceNotFound) {
+		t.Fatalf("a gateway must not send an instance call on to another DC: %v", err)
+	}
+	if _, err := c.ResolveLocalDC("gw", "n1"); err != nil {
+		t.Fatalf("a gateway resolving an instance of its DC: %v", err)
+	}
+	// The pipeline names the instance to the resolver and maps the miss
+	// to its own error code.
+	inv := &Invoker{Resolver: r}
+	_, err := inv.Do(context.Background(), &Call{AppID: "gw", Verb: "POST", Instance: "gone"}, func(context.Context, Target) (int, error) {
+		t.Fatal("sent a call for a missing instance")
+		return 0, nil
+	})
+	var ae *apierr.Error
+	if !errors.As(err, &ae) || ae.Code != "ERR_INSTANCE_NOT_FOUND" || ae.HTTP != http.StatusNotFound {
+		t.Fatalf("a missing instance through the pipeline: %v, want ERR_INSTANCE_NOT_FOUND 404", err)
 	}
 }

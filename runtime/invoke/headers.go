@@ -17,6 +17,16 @@ const (
 	HeaderAPIToken = "dapr-api-token"
 	// TokenHeader carries the peer token between runtimes.
 	TokenHeader = "mecha-peer-token"
+	// HeaderInstance names the one instance of the called app a call
+	// must reach: the instance id its runtime gives the app
+	// (EnvInstance, the metadata API) and publishes in the catalog,
+	// which is the runtime's node name. It is not reserved: it travels
+	// with the call to the runtime that hosts the instance, which checks
+	// it, and the app sees it.
+	HeaderInstance = "mecha-instance-id"
+	// EnvInstance is the environment variable that gives an app started
+	// by its runtime (--app with a command) its instance id.
+	EnvInstance = "MECHA_INSTANCE_ID"
 	// ProbeHeader marks a load balancer's probe of an ejected instance:
 	// the internal port answers it itself, 204 when the app is connected.
 	ProbeHeader = "mecha-probe"

@@ -20,6 +20,10 @@ import (
 // ErrAppNotFound means no runtime hosts the requested app-id.
 var ErrAppNotFound = errors.New("app not found")
 
+// ErrInstanceNotFound means the call named one instance of the app
+// (HeaderInstance) and no runtime hosts the app as that instance.
+var ErrInstanceNotFound = errors.New("instance not found")
+
 // ErrNoAppChannel means the target is local but the runtime has no app
 // channel (no --app-port).
 var ErrNoAppChannel = errors.New("app channel is not initialized")
@@ -110,6 +114,9 @@ func (i *Invoker) Resolve(ctx context.Context, appID string) (Target, error) {
 		if errors.Is(err, ErrNoAppChannel) {
 			return Target{}, apierr.AppChannelNotFound()
 		}
+		if errors.Is(err, ErrInstanceNotFound) {
+			return Target{}, apierr.InstanceNotFound(appID, InstanceOf(ctx), err)
+		}
 		return Target{}, apierr.DirectInvoke(appID, err)
 	}
 	return t, nil
@@ -132,6 +139,26 @@ type Call struct {
 	// Header reads a request header, for a rendezvous balancer's key;
 	// nil reads none.
 	Header func(name string) string
+	// Instance, when set, names the one instance of the app the call
+	// must reach (HeaderInstance): no balancing, no retry elsewhere, and
+	// ErrInstanceNotFound when no runtime hosts the app as it.
+	Instance string
+}
+
+type instanceKey struct{}
+
+// WithInstance gives the resolvers the instance a call names.
+func WithInstance(ctx context.Context, instance string) context.Context {
+	if instance == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, instanceKey{}, instance)
+}
+
+// InstanceOf is the instance the call names, "" for any instance.
+func InstanceOf(ctx context.Context) string {
+	s, _ := ctx.Value(instanceKey{}).(string)
+	return s
 }
 
 // Send sends one attempt of a call to its target, the edge's way. It
@@ -165,6 +192,7 @@ func (i *Invoker) Do(ctx context.Context, c *Call, send Send) (Target, error) {
 	if c.Header != nil {
 		ctx = WithHeaders(ctx, c.Header)
 	}
+	ctx = WithInstance(ctx, c.Instance)
 	retriable := !c.Once && Idempotent(c.Verb)
 	var runner *resiliency.Runner
 	if i.Resiliency != nil {
@@ -178,12 +206,12 @@ func (i *Invoker) Do(ctx context.Context, c *Call, send Send) (Target, error) {
 				return t, err
 			}
 			_, err = attempt(ctx, t, send)
-			if err == nil || !retriable || !t.Remote || n == retriesUnreachable || !errors.Is(err, appchannel.ErrAppUnreachable) || ctx.Err() != nil {
+			if err == nil || !retriable || c.Instance != "" || !t.Remote || n == retriesUnreachable || !errors.Is(err, appchannel.ErrAppUnreachable) || ctx.Err() != nil {
 				break
 			}
 		}
 		if err != nil {
-			return t, apierr.DirectInvoke(c.AppID, err)
+			return t, c.failed(err)
 		}
 		return t, nil
 	}
@@ -225,7 +253,18 @@ func (i *Invoker) Do(ctx context.Context, c *Call, send Send) (Target, error) {
 	if errors.As(err, &ae) {
 		return cur, err
 	}
-	return cur, apierr.DirectInvoke(c.AppID, err)
+	return cur, c.failed(err)
+}
+
+// failed is the API error of a call that got no answer. A call for one
+// instance whose runtime cannot be reached at all found the instance
+// gone (its runtime died, and gossip has not said so yet): the caller
+// gets the same answer as when the catalog no longer has it.
+func (c *Call) failed(err error) *apierr.Error {
+	if c.Instance != "" && errors.Is(err, appchannel.ErrAppUnreachable) {
+		return apierr.InstanceNotFound(c.AppID, c.Instance, err)
+	}
+	return apierr.DirectInvoke(c.AppID, err)
 }
 
 // attempt sends one attempt and reports its outcome to the balancer.
@@ -254,7 +293,7 @@ func (t Target) instance() string {
 // the caller and callee named to it.
 func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, Target, error) {
 	var resp *appchannel.InvokeResponse
-	t, err := i.Do(ctx, &Call{AppID: appID, Method: req.Method, Verb: req.Verb}, func(ctx context.Context, t Target) (int, error) {
+	t, err := i.Do(ctx, &Call{AppID: appID, Method: req.Method, Verb: req.Verb, Instance: headerIn(req.Headers, HeaderInstance)}, func(ctx context.Context, t Target) (int, error) {
 		r := *req
 		r.Headers = WithCaller(req.Headers, i.AppID, t.AppID)
 		out, err := t.Channel.Invoke(ctx, &r)
@@ -268,6 +307,16 @@ func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.Invo
 		return nil, t, err
 	}
 	return resp, t, nil
+}
+
+// headerIn is the value of the first header named key (in any case).
+func headerIn(hs []appchannel.Header, key string) string {
+	for _, h := range hs {
+		if strings.EqualFold(h.Key, key) {
+			return h.Value
+		}
+	}
+	return ""
 }
 
 // WithCaller is headers without the reserved ones, plus the caller and

@@ -87,7 +87,7 @@ func GRPCProxy(route Router) grpc.StreamHandler {
 func RouteGRPC(ctx context.Context, inv *invoke.Invoker, caller, callee, method string, forward Forward,
 	conn func(invoke.Target) (*grpc.ClientConn, error), token string) error {
 	var ferr error
-	_, err := inv.Do(ctx, &invoke.Call{AppID: callee, Method: method, Verb: "POST", Once: true},
+	_, err := inv.Do(ctx, &invoke.Call{AppID: callee, Method: method, Verb: "POST", Once: true, Instance: firstMD(ctx, invoke.HeaderInstance)},
 		func(actx context.Context, t invoke.Target) (int, error) {
 			c, err := conn(t)
 			if err != nil {

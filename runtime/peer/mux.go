@@ -3,6 +3,7 @@ package peer
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"mecha/internal/muxconn"
+	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
 	"mecha/runtime/invoke"
 )
@@ -145,6 +147,9 @@ func (s *Server) route(ctx context.Context, method string, forward Forward) erro
 			return status.Errorf(codes.PermissionDenied, "access control policy has denied access to id: %s: %v", appID, err)
 		}
 	case !hosted && !s.Gateway:
+		if inst := first(invoke.HeaderInstance); inst != "" {
+			return apierr.InstanceNotFound(callee, inst, errors.New("this runtime does not host it (stale catalog?)"))
+		}
 		return status.Errorf(codes.NotFound, "this runtime does not host %q", callee)
 	}
 	return RouteGRPC(ctx, s.Invoker, caller, callee, method, forward, func(t invoke.Target) (*grpc.ClientConn, error) {

@@ -190,12 +190,18 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	case !hosted && !s.Gateway:
-		writeError(ctx, apierr.DirectInvoke(callee, errors.New("this runtime does not host it (stale catalog?)")))
+		err := errors.New("this runtime does not host it (stale catalog?)")
+		if inst := ctx.Request.Header.Peek(invoke.HeaderInstance); len(inst) > 0 {
+			writeError(ctx, apierr.InstanceNotFound(callee, string(inst), err))
+			return
+		}
+		writeError(ctx, apierr.DirectInvoke(callee, err))
 		return
 	}
 	invoke.ContinueTrace(&ctx.Request.Header)
 	send := invoke.NewFastHTTP(ctx, nil, caller, maxBody)
-	call := &invoke.Call{AppID: callee, Method: string(ctx.Path()), Verb: string(ctx.Method()), Once: streamed}
+	call := &invoke.Call{AppID: callee, Method: string(ctx.Path()), Verb: string(ctx.Method()), Once: streamed,
+		Instance: string(ctx.Request.Header.Peek(invoke.HeaderInstance))}
 	base := s.Context
 	if base == nil {
 		base = context.Background()

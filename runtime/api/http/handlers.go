@@ -155,7 +155,7 @@ func (s *Server) invoke(ctx *fasthttp.RequestCtx, appID string, method []byte) {
 	}
 	invoke.ContinueTrace(&ctx.Request.Header)
 	call := &invoke.Call{AppID: appID, Method: string(method), Verb: string(ctx.Method()), Once: appchannel.Unread(&ctx.Request),
-		Header: func(name string) string { return string(ctx.Request.Header.Peek(name)) }}
+		Header: func(name string) string { return string(ctx.Request.Header.Peek(name)) }, Instance: string(ctx.Request.Header.Peek(invoke.HeaderInstance))}
 	send := invoke.NewFastHTTP(ctx, p, s.d.AppID, s.maxBody)
 	cctx, done := s.longCall(ctx)
 	defer done()
