@@ -216,10 +216,16 @@ func startMechaNoWait(t *testing.T, args ...string) *mecha {
 // waits for its ports (not for health).
 func startMechaEnv(t *testing.T, env []string, args ...string) *mecha {
 	t.Helper()
+	p := startEnv(t, env, bins.mecha, mechaArgs(t, args...)...)
+	return listening(p, 20*time.Second)
+}
+
+// mechaArgs are the arguments of `mecha run` on free ports, with args
+// after them (a flag given again wins).
+func mechaArgs(t *testing.T, args ...string) []string {
 	base := []string{"run", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "-1",
 		"--internal-port", "0", "--gossip-port", "0", "--gossip-bind-address", "127.0.0.1", "--data-dir", t.TempDir()}
-	p := startEnv(t, env, bins.mecha, append(base, args...)...)
-	return listening(p, 20*time.Second)
+	return append(base, args...)
 }
 
 // listening waits for the "API listening" line of a started mecha and

@@ -6,12 +6,15 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
+	"mecha/internal/apicatalog"
 	"mecha/runtime/invoke"
+	"mecha/runtime/membership"
 )
 
 // Child is the app process the runtime started from the command after
@@ -135,6 +138,7 @@ func (h *appHost) childEnv() []string {
 		"DAPR_GRPC_PORT=" + strconv.Itoa(port(h.grpcLis.Addr())),
 		"APP_ID=" + h.spec.ID,
 		invoke.EnvInstance + "=" + h.rt.node.Name(),
+		apicatalog.EnvFile + "=" + filepath.Join(h.rt.cfg.DataDir, "membership", membership.CacheFile),
 	}
 	if h.spec.Port != 0 {
 		env = append(env, "APP_PORT="+strconv.Itoa(h.spec.Port))

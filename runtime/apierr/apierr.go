@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -39,8 +40,19 @@ func (e *Error) Error() string { return e.Message }
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Cause }
 
-// GRPCStatus lets grpc-go render the error as a status.
-func (e *Error) GRPCStatus() *status.Status { return status.New(e.GRPC, e.Message) }
+// GRPCStatus lets grpc-go render the error as a status. The Dapr error
+// code rides in an ErrorInfo detail (Reason, domain dapr.io), so that a
+// gRPC client (mecha's SDK) gets the same code as an HTTP one.
+func (e *Error) GRPCStatus() *status.Status {
+	st := status.New(e.GRPC, e.Message)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: e.Code, Domain: ErrorDomain}); err == nil {
+		return d
+	}
+	return st
+}
+
+// ErrorDomain is the ErrorInfo domain of the runtime's gRPC errors.
+const ErrorDomain = "dapr.io"
 
 // As returns err as an *Error, wrapping anything else as ERR_INTERNAL.
 func As(err error) *Error {

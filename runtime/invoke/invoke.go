@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
 	"mecha/runtime/balance"
@@ -211,7 +213,7 @@ func (i *Invoker) Do(ctx context.Context, c *Call, send Send) (Target, error) {
 			}
 		}
 		if err != nil {
-			return t, c.failed(err)
+			return t, c.failed(ctx, err)
 		}
 		return t, nil
 	}
@@ -253,18 +255,24 @@ func (i *Invoker) Do(ctx context.Context, c *Call, send Send) (Target, error) {
 	if errors.As(err, &ae) {
 		return cur, err
 	}
-	return cur, c.failed(err)
+	return cur, c.failed(ctx, err)
 }
 
 // failed is the API error of a call that got no answer. A call for one
 // instance whose runtime cannot be reached at all found the instance
 // gone (its runtime died, and gossip has not said so yet): the caller
 // gets the same answer as when the catalog no longer has it.
-func (c *Call) failed(err error) *apierr.Error {
-	if c.Instance != "" && errors.Is(err, appchannel.ErrAppUnreachable) {
+// A call whose deadline passed is DeadlineExceeded over gRPC, whatever
+// step noticed it first.
+func (c *Call) failed(ctx context.Context, err error) *apierr.Error {
+	if c.Instance != "" && errors.Is(err, appchannel.ErrAppUnreachable) && ctx.Err() == nil {
 		return apierr.InstanceNotFound(c.AppID, c.Instance, err)
 	}
-	return apierr.DirectInvoke(c.AppID, err)
+	e := apierr.DirectInvoke(c.AppID, err)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		e.GRPC = codes.DeadlineExceeded
+	}
+	return e
 }
 
 // attempt sends one attempt and reports its outcome to the balancer.

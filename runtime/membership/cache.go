@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"mecha/internal/apicatalog"
 	"mecha/internal/fsutil"
 )
 
@@ -29,6 +30,10 @@ type Snapshot struct {
 	Saved   time.Time   `json:"saved"`
 	Entries []NodeEntry `json:"entries,omitempty"`
 	Views   []DCView    `json:"views,omitempty"`
+	// APIs are the app-facing API endpoints of this DC's live runtimes,
+	// this one's included, for apps' SDKs (internal/apicatalog). A
+	// runtime reading the cache ignores them.
+	APIs []apicatalog.Endpoint `json:"apis,omitempty"`
 }
 
 // decodeSnapshot parses and checks a cache file.

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"mecha/internal/apicatalog"
 )
 
 // Instance is one runtime hosting an app-id, as the catalog knows it.
@@ -48,6 +50,9 @@ type CatalogConfig struct {
 	// failed when their failure leaves this node with no live peer: then
 	// this node's network is the likelier culprit.
 	KeepWhenIsolated bool
+	// SelfAPI is this node's app-facing API, listed in the disk cache
+	// beside the live members' (Snapshot.APIs).
+	SelfAPI apicatalog.Endpoint
 }
 
 // Event is one input of the catalog state machine.
@@ -618,6 +623,20 @@ func (c *Catalog) snapshot() Snapshot {
 	for _, k := range sortedViewKeys(c.views) {
 		s.Views = append(s.Views, c.views[k].DCView)
 	}
+	if c.cfg.SelfAPI.Node != "" {
+		s.APIs = append(s.APIs, c.cfg.SelfAPI)
+	}
+	for _, name := range sortedKeys(c.members) {
+		m := c.members[name]
+		if m.Meta.DC == c.self.DC && (m.Meta.HTTPPort > 0 || m.Meta.GRPCPort > 0) {
+			host, _, err := net.SplitHostPort(m.Addr)
+			if err != nil {
+				host = m.Addr
+			}
+			s.APIs = append(s.APIs, apicatalog.Endpoint{Node: name, Addr: host, HTTPPort: m.Meta.HTTPPort, GRPCPort: m.Meta.GRPCPort})
+		}
+	}
+	slices.SortFunc(s.APIs, func(a, b apicatalog.Endpoint) int { return strings.Compare(a.Node, b.Node) })
 	return s
 }
 

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"mecha/internal/apicatalog"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -387,5 +389,31 @@ func BenchmarkInstances(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.Instances("app-7")
+	}
+}
+
+// TestSnapshotAPIs: the disk cache lists the API endpoints of this node
+// and of the live members of its DC (host only, sorted by node), for the
+// SDK's fallback; a member that left is no longer listed.
+func TestSnapshotAPIs(t *testing.T) {
+	c := NewCatalog(NodeEntry{Node: "m", DC: "dc1", Addr: "10.0.0.1", InternalPort: 7000, Incarnation: 1}, t0,
+		CatalogConfig{SelfAPI: apicatalog.Endpoint{Node: "m", Addr: "10.0.0.1", HTTPPort: 3500, GRPCPort: 50001}})
+	c.Apply(NodeJoined{Name: "z", Addr: "10.0.0.3:7946", Meta: Meta{DC: "dc1", HTTPPort: 3501, GRPCPort: 50002, Incarnation: 1}})
+	c.Apply(NodeJoined{Name: "a", Addr: "10.0.0.2:7946", Meta: Meta{DC: "dc1", GRPCPort: 50003, Incarnation: 1}})
+	c.Apply(NodeJoined{Name: "noapi", Addr: "10.0.0.4:7946", Meta: Meta{DC: "dc1", Incarnation: 1}})
+	want := []apicatalog.Endpoint{
+		{Node: "a", Addr: "10.0.0.2", GRPCPort: 50003},
+		{Node: "m", Addr: "10.0.0.1", HTTPPort: 3500, GRPCPort: 50001},
+		{Node: "z", Addr: "10.0.0.3", HTTPPort: 3501, GRPCPort: 50002},
+	}
+	if got := c.snapshot().APIs; !reflect.DeepEqual(got, want) {
+		t.Fatalf("APIs %+v, want %+v", got, want)
+	}
+	c.Apply(NodeLeft{Name: "z"})
+	if got := c.snapshot().APIs; len(got) != 2 || got[1].Node != "m" {
+		t.Fatalf("after z left: %+v", got)
+	}
+	if got := want[2].GRPC(); got != "10.0.0.3:50002" {
+		t.Fatalf("GRPC() = %s", got)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"mecha/internal/apicatalog"
 	"mecha/internal/backoff"
 )
 
@@ -164,7 +165,8 @@ func Start(cfg Config, logger *slog.Logger) (*Node, error) {
 		Node: n.name, DC: cfg.DC, Region: cfg.Region, Addr: ip.String(),
 		InternalPort: cfg.InternalPort, Gateway: cfg.Gateway,
 		Incarnation: uint64(now.UnixNano()),
-	}, now, CatalogConfig{ViewTTL: cfg.ViewTTL, TombstoneTTL: tombstoneTTL, WantGrace: wantGrace, KeepWhenIsolated: true})
+	}, now, CatalogConfig{ViewTTL: cfg.ViewTTL, TombstoneTTL: tombstoneTTL, WantGrace: wantGrace, KeepWhenIsolated: true,
+		SelfAPI: apicatalog.Endpoint{Node: n.name, Addr: ip.String(), HTTPPort: cfg.HTTPPort, GRPCPort: cfg.GRPCPort}})
 	if cfg.DataDir != "" {
 		if snap, err := loadCache(cfg.DataDir); err != nil {
 			n.log.Warn("ignoring the catalog cache", "dir", cfg.DataDir, "err", err)

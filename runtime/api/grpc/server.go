@@ -63,6 +63,7 @@ var opTable = map[string]opName{
 	"DeleteState":                {"state", "delete"},
 	"DeleteBulkState":            {"state", "bulk_delete"},
 	"ExecuteStateTransaction":    {"state", "transaction"},
+	"QueryStateAlpha1":           {"state", "scan"},
 	"PublishEvent":               {"pubsub", "publish"},
 	"BulkPublishEventAlpha1":     {"pubsub", "bulk_publish"},
 	"SubscribeTopicEventsAlpha1": {"pubsub", "subscribe"},

@@ -397,6 +397,22 @@ func TestErrors(t *testing.T) {
 			_, err := e.raw.GetState(ctx, &runtimev1pb.GetStateRequest{StoreName: "nostore", Key: "k"})
 			return err
 		}, codes.InvalidArgument, "nostore"},
+		{"scan query that is not JSON", func() error {
+			_, err := e.raw.QueryStateAlpha1(ctx, &runtimev1pb.QueryStateRequest{StoreName: "statestore", Query: `{"prefix":`})
+			return err
+		}, codes.InvalidArgument, "key scan"},
+		{"Dapr query language", func() error {
+			_, err := e.raw.QueryStateAlpha1(ctx, &runtimev1pb.QueryStateRequest{StoreName: "statestore", Query: `{"filter":{"EQ":{"a":1}}}`})
+			return err
+		}, codes.InvalidArgument, `unknown field "filter"`},
+		{"scan query without a prefix", func() error {
+			_, err := e.raw.QueryStateAlpha1(ctx, &runtimev1pb.QueryStateRequest{StoreName: "statestore", Query: `{"page":{"limit":3}}`})
+			return err
+		}, codes.InvalidArgument, "no \"prefix\""},
+		{"scan with a negative limit", func() error {
+			_, err := e.raw.QueryStateAlpha1(ctx, &runtimev1pb.QueryStateRequest{StoreName: "statestore", Query: `{"prefix":"a","page":{"limit":-1}}`})
+			return err
+		}, codes.InvalidArgument, "negative"},
 		{"save to unknown state store", func() error {
 			_, err := e.raw.SaveState(ctx, &runtimev1pb.SaveStateRequest{StoreName: "nostore",
 				States: []*commonv1pb.StateItem{{Key: "k", Value: []byte("v")}}})

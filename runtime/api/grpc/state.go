@@ -2,12 +2,16 @@ package grpcapi
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
 
 	"github.com/dapr/components-contrib/state"
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"mecha/runtime/apierr"
 	"mecha/runtime/blocks"
 )
 
@@ -94,6 +98,46 @@ func (s *Server) GetBulkState(ctx context.Context, in *runtimev1pb.GetBulkStateR
 		out.Items[i] = &runtimev1pb.BulkStateItem{
 			Key: it.Key, Data: it.Data, Etag: strOrEmpty(it.ETag), Error: it.Error, Metadata: it.Metadata,
 		}
+	}
+	return out, nil
+}
+
+// scanQuery is the query QueryStateAlpha1 takes: mecha's key scan, the
+// gRPC form of GET /v1.0-alpha1/state/{store}/scan. Dapr's query language
+// (filters on values, sorting) is not served.
+type scanQuery struct {
+	Prefix *string `json:"prefix"`
+	Page   struct {
+		Limit int `json:"limit"`
+	} `json:"page"`
+}
+
+// QueryStateAlpha1 serves mecha's key scan: the query
+// {"prefix": "p", "page": {"limit": n}} answers the app's keys starting
+// with p, sorted, with their values and ETags (a {hash tag} in the
+// prefix reads one slot). Any other query is refused, naming what it
+// has.
+func (s *Server) QueryStateAlpha1(ctx context.Context, in *runtimev1pb.QueryStateRequest) (*runtimev1pb.QueryStateResponse, error) {
+	var q scanQuery
+	dec := json.NewDecoder(strings.NewReader(in.GetQuery()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&q); err != nil || q.Prefix == nil || q.Page.Limit < 0 {
+		why := "it has no \"prefix\""
+		switch {
+		case err != nil:
+			why = err.Error()
+		case q.Page.Limit < 0:
+			why = fmt.Sprintf("page.limit %d is negative", q.Page.Limit)
+		}
+		return nil, grpcErr(apierr.Malformed("query %q: mecha serves only the key scan {\"prefix\": \"p\", \"page\": {\"limit\": n}}: %s", in.GetQuery(), why))
+	}
+	items, err := s.d.Blocks.ScanState(ctx, in.GetStoreName(), *q.Prefix, q.Page.Limit)
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	out := &runtimev1pb.QueryStateResponse{Results: make([]*runtimev1pb.QueryStateItem, len(items))}
+	for i, it := range items {
+		out.Results[i] = &runtimev1pb.QueryStateItem{Key: it.Key, Data: it.Data, Etag: strOrEmpty(it.ETag)}
 	}
 	return out, nil
 }
