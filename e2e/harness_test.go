@@ -22,7 +22,7 @@ import (
 	"time"
 )
 
-var bins struct{ mecha, httpapp, grpcapp, checkout, orderprocessor string }
+var bins struct{ mecha, httpapp, grpcapp, checkout, orderprocessor, imgateway string }
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "mecha-e2e-bin")
@@ -35,8 +35,10 @@ func TestMain(m *testing.M) {
 	bins.grpcapp = filepath.Join(dir, "grpcapp")
 	bins.checkout = filepath.Join(dir, "checkout")
 	bins.orderprocessor = filepath.Join(dir, "orderprocessor")
+	bins.imgateway = filepath.Join(dir, "imgateway")
 	for out, pkg := range map[string]string{bins.mecha: "mecha/cmd/mecha", bins.httpapp: "mecha/e2e/testapps/httpapp", bins.grpcapp: "mecha/e2e/testapps/grpcapp",
-		bins.checkout: "mecha/e2e/testapps/quickstart/checkout", bins.orderprocessor: "mecha/e2e/testapps/quickstart/orderprocessor"} {
+		bins.checkout: "mecha/e2e/testapps/quickstart/checkout", bins.orderprocessor: "mecha/e2e/testapps/quickstart/orderprocessor",
+		bins.imgateway: "mecha/examples/im/gateway"} {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
