@@ -37,6 +37,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"mecha/internal/procstat"
 )
 
 func main() {
@@ -97,20 +99,11 @@ func listen() (net.Listener, int) {
 	return l, l.Addr().(*net.TCPAddr).Port
 }
 
-// cpuTicks is the CPU time a process has used, in clock ticks.
-func cpuTicks(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
+// cpuOf is the CPU time process pid has used so far.
+func cpuOf(pid int) time.Duration {
+	cpu, _, _, _ := procstat.Of(pid)
+	return cpu
 }
-
-// clockTicks is CLK_TCK (100 on Linux).
-const clockTicks = 100
 
 type result struct {
 	rate  float64 // calls (or events) per second
@@ -229,9 +222,9 @@ wrk.body = '{"orderId":42,"item":"book","qty":1}'`)
 			if script != "" {
 				args = append(args, "-s", script)
 			}
-			before := cpuTicks(pid)
+			before := cpuOf(pid)
 			out, _ := exec.Command("wrk", append(args, url)...).CombinedOutput()
-			after := cpuTicks(pid)
+			after := cpuOf(pid)
 			n := wrkRequests(string(out))
 			return result{rate: float64(n) / duration.Seconds(), cpuUs: perCall(after-before, n)}
 		}
@@ -240,7 +233,7 @@ wrk.body = '{"orderId":42,"item":"book","qty":1}'`)
 		return func() result {
 			var n atomic.Int64
 			var failed atomic.Int64
-			before := cpuTicks(pid)
+			before := cpuOf(pid)
 			deadline := time.Now().Add(duration)
 			var wg sync.WaitGroup
 			for g := range conns {
@@ -257,7 +250,7 @@ wrk.body = '{"orderId":42,"item":"book","qty":1}'`)
 				}()
 			}
 			wg.Wait()
-			after := cpuTicks(pid)
+			after := cpuOf(pid)
 			if f := failed.Load(); f > 0 {
 				fmt.Fprintf(os.Stderr, "grpcapi: %d calls failed\n", f)
 			}
@@ -267,14 +260,14 @@ wrk.body = '{"orderId":42,"item":"book","qty":1}'`)
 	deliveries := func(app *atomic.Int64, url string) func() result {
 		return func() result {
 			start := app.Load()
-			before := cpuTicks(pid)
+			before := cpuOf(pid)
 			out, _ := exec.Command("wrk", "-t2", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%s", duration), "-s", pubLua, url).CombinedOutput()
 			published := wrkRequests(string(out))
 			// Let the deliveries under way finish.
 			for i := 0; i < 100 && app.Load()-start < published; i++ {
 				time.Sleep(50 * time.Millisecond)
 			}
-			after := cpuTicks(pid)
+			after := cpuOf(pid)
 			got := app.Load() - start
 			return result{rate: float64(got) / duration.Seconds(), cpuUs: perCall(after-before, got)}
 		}
@@ -333,11 +326,11 @@ wrk.body = '{"orderId":42,"item":"book","qty":1}'`)
 	return nil
 }
 
-func perCall(ticks, calls int64) float64 {
+func perCall(cpu time.Duration, calls int64) float64 {
 	if calls == 0 {
 		return 0
 	}
-	return float64(ticks) / clockTicks * 1e6 / float64(calls)
+	return float64(cpu.Microseconds()) / float64(calls)
 }
 
 func wrkRequests(out string) int64 {

@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,6 +119,12 @@ func run(log *slog.Logger) error {
 	go func() { _ = webSrv.Serve(web) }()
 	go func() { _ = appSrv.Serve(app) }()
 	go g.consumeGroups(ctx)
+	if p := os.Getenv("IM_PPROF_FILE"); p != "" {
+		// The benchmark's profile of the gateway, until it stops.
+		if f, err := os.Create(p); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	log.Info("gateway listening", "web", web.Addr().String(), "app", app.Addr().String(), "instance", g.instance)
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -135,6 +142,7 @@ type gateway struct {
 	mu    sync.Mutex
 	conns map[string]*conn // by connection id
 	seq   atomic.Uint64
+	known sync.Map // users known to have logged in once
 }
 
 // conn is one browser connection.
@@ -263,12 +271,15 @@ func (g *gateway) login(ctx context.Context, c *conn) error {
 	g.mu.Lock()
 	g.conns[c.id] = c
 	g.mu.Unlock()
-	if err := g.sdk.SaveState(ctx, store, userKey(c.user, "profile"), []byte(`{}`)); err != nil {
+	// The profile (which makes the user known) and the session in one
+	// call: the hash tag puts both in one slot.
+	if err := g.sdk.ExecuteStateTransaction(ctx, store, []sdk.Op{
+		{Key: userKey(c.user, "profile"), Value: []byte(`{}`)},
+		{Key: userKey(c.user, "session:"+c.id), Value: c.sessionValue(g.instance), Opts: []sdk.StateOption{sdk.WithTTL(sessionTTL)}},
+	}); err != nil {
 		return err
 	}
-	if err := g.saveSession(ctx, c); err != nil {
-		return err
-	}
+	g.known.Store(c.user, true)
 	if err := c.write(ctx, frame{Type: "welcome", User: c.user, Conn: c.id, Inst: g.instance}); err != nil {
 		return err
 	}
@@ -288,8 +299,12 @@ func (g *gateway) login(ctx context.Context, c *conn) error {
 }
 
 func (g *gateway) saveSession(ctx context.Context, c *conn) error {
-	b, _ := json.Marshal(session{Conn: c.id, Gateway: g.instance, Device: c.device, LastSeen: time.Now().UnixMilli()})
-	return g.sdk.SaveState(ctx, store, userKey(c.user, "session:"+c.id), b, sdk.WithTTL(sessionTTL))
+	return g.sdk.SaveState(ctx, store, userKey(c.user, "session:"+c.id), c.sessionValue(g.instance), sdk.WithTTL(sessionTTL))
+}
+
+func (c *conn) sessionValue(instance string) []byte {
+	b, _ := json.Marshal(session{Conn: c.id, Gateway: instance, Device: c.device, LastSeen: time.Now().UnixMilli()})
+	return b
 }
 
 func (g *gateway) logout(c *conn) {
@@ -320,12 +335,8 @@ func (g *gateway) handle(ctx context.Context, c *conn, f *frame) error {
 		if err := checkText(f.Text); err != nil {
 			return err
 		}
-		known, err := g.sdk.GetState(ctx, store, userKey(f.To, "profile"))
-		if err != nil {
+		if err := g.checkKnown(ctx, f.To); err != nil {
 			return err
-		}
-		if !known.Exists() {
-			return fmt.Errorf("unknown user %q", f.To)
 		}
 		m := &message{ID: g.messageID(c, f), From: c.user, To: f.To, Text: f.Text, SentAt: time.Now().UnixMilli()}
 		if err := g.deliver(ctx, m); err != nil {
@@ -360,6 +371,23 @@ func (g *gateway) handle(ctx context.Context, c *conn, f *frame) error {
 		return g.sdk.DeleteState(ctx, store, userKey(c.user, "inbox:"+f.Msg))
 	}
 	return fmt.Errorf("unknown frame type %q", f.Type)
+}
+
+// checkKnown refuses a recipient who never logged in. Users are never
+// forgotten, so a known one is remembered here.
+func (g *gateway) checkKnown(ctx context.Context, user string) error {
+	if _, ok := g.known.Load(user); ok {
+		return nil
+	}
+	it, err := g.sdk.GetState(ctx, store, userKey(user, "profile"))
+	if err != nil {
+		return err
+	}
+	if !it.Exists() {
+		return fmt.Errorf("unknown user %q", user)
+	}
+	g.known.Store(user, true)
+	return nil
 }
 
 func checkText(t string) error {
@@ -400,6 +428,13 @@ func (g *gateway) deliver(ctx context.Context, m *message) error {
 		if json.Unmarshal(it.Value, &s) != nil {
 			continue
 		}
+		if s.Gateway == g.instance {
+			// The connection is here: no call through the runtime.
+			if err := g.pushLocal(ctx, s.Conn, m); err != nil {
+				_ = g.sdk.DeleteState(ctx, store, it.Key)
+			}
+			continue
+		}
 		body, _ := json.Marshal(pushRequest{Conn: s.Conn, Message: *m})
 		_, err := g.sdk.Invoke(ctx, "gateway", "push", body, sdk.ContentType("application/json"), sdk.Instance(s.Gateway))
 		switch {
@@ -427,18 +462,25 @@ func (g *gateway) push(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "malformed push: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	g.mu.Lock()
-	c := g.conns[p.Conn]
-	g.mu.Unlock()
-	if c == nil || c.user != p.Message.To {
-		http.Error(w, "no such connection here", http.StatusNotFound)
-		return
-	}
-	if err := c.write(r.Context(), msgFrame(&p.Message)); err != nil {
-		http.Error(w, "the connection failed: "+err.Error(), http.StatusNotFound)
+	if err := g.pushLocal(r.Context(), p.Conn, &p.Message); err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// pushLocal writes m to the connection id held here.
+func (g *gateway) pushLocal(ctx context.Context, id string, m *message) error {
+	g.mu.Lock()
+	c := g.conns[id]
+	g.mu.Unlock()
+	if c == nil || c.user != m.To {
+		return errors.New("no such connection here")
+	}
+	if err := c.write(ctx, msgFrame(m)); err != nil {
+		return fmt.Errorf("the connection failed: %w", err)
+	}
+	return nil
 }
 
 // consumeGroups fans group messages out to their members' inboxes.
