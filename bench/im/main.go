@@ -256,7 +256,7 @@ type user struct {
 type generator struct {
 	gws      []string
 	users    []*user
-	round    int // login rounds so far
+	round    int      // login rounds so far
 	clients  sync.Map // source address → *http.Client
 	firstErr atomic.Value
 	// sent holds each message's send time by text, until it arrives.
@@ -466,7 +466,9 @@ func (g *generator) messages(rate int, d time.Duration) (string, error) {
 		return "", errors.New("no message arrived")
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))].Round(10 * time.Microsecond) }
+	q := func(p float64) time.Duration {
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))].Round(10 * time.Microsecond)
+	}
 	return fmt.Sprintf("%d sent (%.0f/s), %d arrived, %d send failures; delivery p50 %v, p99 %v, p999 %v",
 		sent.Load(), float64(sent.Load())/elapsed.Seconds(), len(lat), failed.Load(), q(0.5), q(0.99), q(0.999)), nil
 }
