@@ -1,36 +1,40 @@
 // Command im is the reconnect-storm benchmark of the IM example
-// (examples/im): it starts two runtimes with a gateway each (runtime A the
-// Crux server, runtime B a Crux client, as make im-demo does) and drives
-// them over WebSocket, as browsers would:
+// (examples/im): it starts -gateways runtimes with a gateway each (the
+// first runtime is the Crux server, the others Crux clients, as make
+// im-demo does with two) and drives them over WebSocket, as browsers
+// would, from worker processes of its own (a process holds at most
+// -per-worker connections: descriptors are limited per process):
 //
-//  1. -conns users log in, spread over both gateways and over source
-//     addresses 127.0.0.x (one address has ~28,000 ports per gateway);
+//  1. -conns users log in, spread over the gateways and over source
+//     addresses 127.x.y.2;
 //  2. the storm: every connection closes at once and logs in again at
 //     once, as after a gateway restart;
 //  3. a steady message load at -rate messages/s for -duration between
-//     random connected users, each message acknowledged by its
-//     recipient.
+//     random users, each message acknowledged by its recipient.
 //
 // It reports logins/s and Crux session writes/s of each login phase, the
-// delivery latency (send to arrival at the recipient) p50, p99 and p999
-// with the rate reached, and the CPU and RSS of every process (mecha and
-// gateway A and B, and this generator) in each phase.
+// delivery latency (send to arrival at the recipient, one host's clock)
+// p50, p99 and p999 with the rate reached, and the CPU and RSS of every
+// process in each phase.
 //
-//	go run ./bench/im -conns 10000 -rate 2000 -duration 10s
+//	go run ./bench/im -conns 10000 -rate 1000 -duration 10s
+//	go run ./bench/im -conns 100000 -gateways 6 -rate 1000 -duration 15s
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -47,20 +51,21 @@ import (
 
 func main() {
 	conns := flag.Int("conns", 10000, "concurrent WebSocket connections (users)")
-	rate := flag.Int("rate", 2000, "messages per second in the steady phase")
+	gateways := flag.Int("gateways", 2, "runtimes, each with a gateway")
+	perWorker := flag.Int("per-worker", 15000, "connections per generator process")
+	rate := flag.Int("rate", 1000, "messages per second in the steady phase")
 	duration := flag.Duration("duration", 10*time.Second, "length of the steady phase")
-	dialers := flag.Int("dialers", 512, "logins in flight at once")
-	cpuProfile := flag.String("cpuprofile", "", "write this generator's CPU profile here")
-	flag.StringVar(&gatewayProfile, "gatewayprofile", "", "write the gateways' CPU profiles here (.a and .b)")
+	dialers := flag.Int("dialers", 512, "logins in flight at once, over all workers")
+	flag.StringVar(&gatewayProfile, "gatewayprofile", "", "write the gateways' CPU profiles here (.0, .1, …)")
+	worker := flag.String("worker", "", "internal: run as a worker for users lo:hi over the gateways gw,gw,…")
 	flag.Parse()
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err == nil && pprof.StartCPUProfile(f) == nil {
-			defer pprof.StopCPUProfile()
-		}
+	var err error
+	if *worker != "" {
+		err = runWorker(*worker, *dialers)
+	} else {
+		err = run(*conns, *gateways, *perWorker, *rate, *duration, *dialers)
 	}
-	if err := run(*conns, *rate, *duration, *dialers); err != nil {
-		pprof.StopCPUProfile()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "im:", err)
 		os.Exit(1)
 	}
@@ -91,11 +96,10 @@ func build(dir, out, pkg string) (string, error) {
 	return p, cmd.Run()
 }
 
-// child is the gateway process the runtime started: the runtime's child
-// other than its reaper.
+// child is the gateway process the runtime started (any thread of the
+// runtime may have started it).
 func child(pid int, gateway string) int {
 	for range 100 {
-		// Any thread of the runtime may have started it.
 		files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
 		var b []byte
 		for _, f := range files {
@@ -113,20 +117,22 @@ func child(pid int, gateway string) int {
 	return 0
 }
 
-func run(conns, rate int, duration time.Duration, dialers int) error {
-	// Room for every connection's two ends: the hard limit, which only
-	// CAP_SYS_RESOURCE raises.
+// maxFiles raises the soft descriptor limit to the hard one and returns
+// it: only CAP_SYS_RESOURCE raises the hard limit.
+func maxFiles() uint64 {
 	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return err
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
+		return 1024
 	}
-	if want := uint64(conns) + 1000; lim.Max < want {
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: want, Max: want}); err != nil {
-			return fmt.Errorf("%d connections need %d descriptors in this process and in the gateways, and the hard limit is %d (raising it needs CAP_SYS_RESOURCE): %w", conns, want, lim.Max, err)
-		}
-	} else {
-		lim.Cur = lim.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	lim.Cur = lim.Max
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	return lim.Max
+}
+
+func run(conns, gateways, perWorker, rate int, duration time.Duration, dialers int) error {
+	limit := maxFiles()
+	if per := conns/gateways + 500; uint64(per) > limit || uint64(perWorker+500) > limit {
+		return fmt.Errorf("%d connections per gateway and %d per worker need more than the %d descriptors a process may hold here: use more -gateways or a smaller -per-worker", conns/gateways, perWorker, limit)
 	}
 	dir, err := os.MkdirTemp("", "bench-im")
 	if err != nil {
@@ -141,44 +147,69 @@ func run(conns, rate int, duration time.Duration, dialers int) error {
 	if err != nil {
 		return err
 	}
-	webA, webB := freePort(), freePort()
-	peers := fmt.Sprintf("http://127.0.0.1:%d,http://127.0.0.1:%d", webA, webB)
-	start := func(name string, web int, extra ...string) (*exec.Cmd, *lineLog, error) {
-		args := append([]string{"run", "--app-id", "gateway", "--app-port", strconv.Itoa(freePort()), "--data-dir", filepath.Join(dir, name),
+	webs := make([]int, gateways)
+	var peers, gws []string
+	for i := range webs {
+		webs[i] = freePort()
+		peers = append(peers, fmt.Sprintf("http://127.0.0.1:%d", webs[i]))
+		gws = append(gws, fmt.Sprintf("127.0.0.1:%d", webs[i]))
+	}
+	start := func(i int, extra ...string) (*exec.Cmd, *lineLog, error) {
+		args := append([]string{"run", "--app-id", "gateway", "--app-port", strconv.Itoa(freePort()), "--data-dir", filepath.Join(dir, strconv.Itoa(i)),
 			"--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "0", "--internal-port", "0",
-			"--gossip-port", "0", "--gossip-bind-address", "127.0.0.1", "--log-level", "warn"}, extra...)
+			"--gossip-bind-address", "127.0.0.1", "--log-level", "warn"}, extra...)
 		cmd := exec.Command(mecha, append(args, "--", gateway)...)
-		cmd.Env = append(os.Environ(), fmt.Sprint("WEB_PORT=", web), "IM_WEB_PEERS="+peers, "IM_SESSION_TTL=10m")
+		cmd.Env = append(os.Environ(), fmt.Sprint("WEB_PORT=", webs[i]), "IM_WEB_PEERS="+strings.Join(peers, ","), "IM_SESSION_TTL=10m")
 		if gatewayProfile != "" {
-			cmd.Env = append(cmd.Env, "IM_PPROF_FILE="+gatewayProfile+"."+name)
+			cmd.Env = append(cmd.Env, fmt.Sprintf("IM_PPROF_FILE=%s.%d", gatewayProfile, i))
 		}
 		l := &lineLog{}
 		cmd.Stdout, cmd.Stderr = l, l
 		return cmd, l, cmd.Start()
 	}
 	gossip := strconv.Itoa(freePort())
-	a, aLog, err := start("a", webA, "--bootstrap-expect", "1", "--gossip-port", gossip)
-	if err != nil {
-		return err
+	var procs []proc
+	var logs []*lineLog
+	for i := range gateways {
+		extra := []string{"--gossip-port", gossip, "--bootstrap-expect", "1"}
+		if i > 0 {
+			extra = []string{"--gossip-port", "0", "--crux-client", "--join", "127.0.0.1:" + gossip}
+		}
+		cmd, l, err := start(i, extra...)
+		if err != nil {
+			return err
+		}
+		defer stop(cmd)
+		logs = append(logs, l)
+		procs = append(procs, proc{fmt.Sprintf("mecha %d", i), cmd.Process.Pid}, proc{fmt.Sprintf("gateway %d", i), child(cmd.Process.Pid, gateway)})
 	}
-	defer stop(a)
-	b, bLog, err := start("b", webB, "--crux-client", "--join", "127.0.0.1:"+gossip)
-	if err != nil {
-		return err
-	}
-	defer stop(b)
-	procs := []proc{{"mecha A", a.Process.Pid}, {"gateway A", child(a.Process.Pid, gateway)}, {"mecha B", b.Process.Pid},
-		{"gateway B", child(b.Process.Pid, gateway)}, {"generator", os.Getpid()}}
-	gws := []string{fmt.Sprintf("127.0.0.1:%d", webA), fmt.Sprintf("127.0.0.1:%d", webB)}
 	if err := waitReady(gws); err != nil {
-		return fmt.Errorf("%w\nA:\n%s\nB:\n%s", err, aLog.String(), bLog.String())
+		for i, l := range logs {
+			err = fmt.Errorf("%w\nruntime %d:\n%s", err, i, l.String())
+		}
+		return err
 	}
-	fmt.Printf("IM reconnect storm: %d connections over 2 gateways, %d logins in flight\n\n", conns, dialers)
-
-	g := &generator{gws: gws, users: make([]*user, conns)}
-	for i := range g.users {
-		g.users[i] = &user{name: fmt.Sprintf("u%d", i), id: i, gw: i % 2}
+	self, err := os.Executable()
+	if err != nil {
+		return err
 	}
+	nw := (conns + perWorker - 1) / perWorker
+	workers := make([]*workerProc, nw)
+	for w := range workers {
+		lo, hi := w*conns/nw, (w+1)*conns/nw
+		cmd := exec.Command(self, "-worker", fmt.Sprintf("%d:%d:%d:%s", lo, hi, w, strings.Join(gws, ",")), "-dialers", strconv.Itoa(max(1, dialers/nw)))
+		in, _ := cmd.StdinPipe()
+		out, _ := cmd.StdoutPipe()
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		defer func() { in.Close(); _ = cmd.Wait() }()
+		workers[w] = &workerProc{in: in, out: bufio.NewScanner(out)}
+		workers[w].out.Buffer(make([]byte, 1<<20), 256<<20)
+		procs = append(procs, proc{fmt.Sprintf("generator %d", w), cmd.Process.Pid})
+	}
+	fmt.Printf("IM reconnect storm: %d connections over %d gateways, %d generator processes, %d logins in flight\n\n", conns, gateways, nw, dialers)
 	phase := func(name string, f func() (string, error)) error {
 		before := sample(procs)
 		t0 := time.Now()
@@ -186,28 +217,115 @@ func run(conns, rate int, duration time.Duration, dialers int) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		report(name, res, time.Since(t0), before, sample(procs))
+		report(name, res, time.Since(t0), procs, before, sample(procs))
 		return nil
 	}
 	login := func() (string, error) {
-		d, failed := g.loginAll(dialers)
-		if failed > 0 {
-			return "", fmt.Errorf("%d of %d logins failed (the first: %v)", failed, conns, g.firstErr.Load())
+		t0 := time.Now()
+		rs, err := all(workers, "login")
+		if err != nil {
+			return "", err
 		}
-		r := float64(conns) / d.Seconds()
-		// A login writes the profile and the session and scans the inbox.
-		return fmt.Sprintf("%d logins in %v: %.0f logins/s, %.0f Crux session writes/s", conns, d.Round(time.Millisecond), r, r), nil
+		d := time.Since(t0)
+		for _, r := range rs {
+			if r.Failed > 0 {
+				return "", fmt.Errorf("%d logins failed (%s)", r.Failed, r.Err)
+			}
+		}
+		lr := float64(conns) / d.Seconds()
+		// A login is one transaction (the profile and the session) and
+		// an inbox scan.
+		return fmt.Sprintf("%d logins in %v: %.0f logins/s, %.0f Crux session writes/s", conns, d.Round(time.Millisecond), lr, lr), nil
 	}
 	if err := phase("first login", login); err != nil {
 		return err
 	}
 	if err := phase("storm (all close, all log in again)", func() (string, error) {
-		g.closeAll()
+		if _, err := all(workers, "close"); err != nil {
+			return "", err
+		}
 		return login()
 	}); err != nil {
 		return err
 	}
-	return phase(fmt.Sprintf("steady messages (%d/s for %v)", rate, duration), func() (string, error) { return g.messages(rate, duration) })
+	return phase(fmt.Sprintf("steady messages (%d/s for %v)", rate, duration), func() (string, error) {
+		t0 := time.Now()
+		rs, err := all(workers, fmt.Sprintf("send %d %d %d", rate/nw, duration, conns))
+		if err != nil {
+			return "", err
+		}
+		elapsed := time.Since(t0)
+		var sent, failed int
+		for _, r := range rs {
+			sent += r.Sent
+			failed += r.Failed
+		}
+		// Let the last ones arrive, then collect.
+		var lat []int64
+		for range 100 {
+			time.Sleep(100 * time.Millisecond)
+			rs, err := all(workers, "count")
+			if err != nil {
+				return "", err
+			}
+			n := 0
+			for _, r := range rs {
+				n += r.Arrived
+			}
+			if n >= sent {
+				break
+			}
+		}
+		if rs, err = all(workers, "latencies"); err != nil {
+			return "", err
+		}
+		for _, r := range rs {
+			lat = append(lat, r.Latencies...)
+		}
+		if len(lat) == 0 {
+			return "", fmt.Errorf("none of %d messages arrived", sent)
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		q := func(p float64) time.Duration {
+			return time.Duration(lat[min(len(lat)-1, int(p*float64(len(lat))))]).Round(10 * time.Microsecond)
+		}
+		return fmt.Sprintf("%d sent (%.0f/s), %d arrived, %d send failures; delivery p50 %v, p99 %v, p999 %v",
+			sent, float64(sent)/elapsed.Seconds(), len(lat), failed, q(0.5), q(0.99), q(0.999)), nil
+	})
+}
+
+// workerProc is a generator process, driven by lines on its stdin; it
+// answers each with one JSON line.
+type workerProc struct {
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+type answer struct {
+	Failed    int     `json:"failed"`
+	Err       string  `json:"err,omitempty"`
+	Sent      int     `json:"sent"`
+	Arrived   int     `json:"arrived"`
+	Latencies []int64 `json:"latencies,omitempty"`
+}
+
+// all sends cmd to every worker and waits for every answer.
+func all(workers []*workerProc, cmd string) ([]answer, error) {
+	for _, w := range workers {
+		if _, err := fmt.Fprintln(w.in, cmd); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]answer, len(workers))
+	for i, w := range workers {
+		if !w.out.Scan() {
+			return nil, fmt.Errorf("worker %d ended: %v", i, w.out.Err())
+		}
+		if err := json.Unmarshal(w.out.Bytes(), &out[i]); err != nil {
+			return nil, fmt.Errorf("worker %d: %q: %w", i, w.out.Text(), err)
+		}
+	}
+	return out, nil
 }
 
 func stop(c *exec.Cmd) {
@@ -221,7 +339,7 @@ func stop(c *exec.Cmd) {
 	}
 }
 
-// waitReady waits until both gateways serve and a login works on each.
+// waitReady waits until every gateway serves a login.
 func waitReady(gws []string) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for _, gw := range gws {
@@ -245,6 +363,8 @@ func waitReady(gws []string) error {
 	return nil
 }
 
+// --- the worker ---
+
 type user struct {
 	name string
 	id   int
@@ -254,15 +374,71 @@ type user struct {
 }
 
 type generator struct {
-	gws      []string
-	users    []*user
-	round    int      // login rounds so far
-	clients  sync.Map // source address → *http.Client
-	firstErr atomic.Value
-	// sent holds each message's send time by text, until it arrives.
-	sent      sync.Map
-	latencies []time.Duration
+	gws    []string
+	users  []*user
+	worker int
+	round  int // login rounds so far
+	// clients holds one HTTP client per source address.
+	clients   sync.Map
 	latMu     sync.Mutex
+	latencies []int64
+}
+
+// runWorker serves the coordinator's commands for users lo:hi.
+func runWorker(spec string, dialers int) error {
+	maxFiles()
+	parts := strings.SplitN(spec, ":", 4)
+	if len(parts) != 4 {
+		return fmt.Errorf("bad -worker %q", spec)
+	}
+	lo, _ := strconv.Atoi(parts[0])
+	hi, _ := strconv.Atoi(parts[1])
+	w, _ := strconv.Atoi(parts[2])
+	g := &generator{gws: strings.Split(parts[3], ","), worker: w}
+	for i := lo; i < hi; i++ {
+		g.users = append(g.users, &user{name: fmt.Sprintf("u%d", i), id: i, gw: i % len(g.gws)})
+	}
+	if p := os.Getenv("IM_WORKER_PROFILE"); p != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", p, w)); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
+	enc := json.NewEncoder(os.Stdout)
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		var a answer
+		switch f[0] {
+		case "login":
+			failed, err := g.loginAll(dialers)
+			a.Failed = failed
+			if err != nil {
+				a.Err = err.Error()
+			}
+		case "close":
+			g.closeAll()
+		case "send":
+			rate, _ := strconv.Atoi(f[1])
+			d, _ := strconv.ParseInt(f[2], 10, 64)
+			users, _ := strconv.Atoi(f[3])
+			g.latMu.Lock()
+			g.latencies = g.latencies[:0]
+			g.latMu.Unlock()
+			a.Sent, a.Failed = g.messages(rate, time.Duration(d), users)
+		case "count":
+			g.latMu.Lock()
+			a.Arrived = len(g.latencies)
+			g.latMu.Unlock()
+		case "latencies":
+			g.latMu.Lock()
+			a.Latencies = append([]int64(nil), g.latencies...)
+			g.latMu.Unlock()
+		}
+		if err := enc.Encode(a); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
 }
 
 // ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT.
@@ -279,7 +455,7 @@ func source(round, i int) net.IP {
 	return net.IPv4(127, byte(1+n/250), byte(n%250), 2)
 }
 
-// client dials from src, so that many source addresses share the load.
+// client dials from src.
 func (g *generator) client(src net.IP) *http.Client {
 	if c, ok := g.clients.Load(src.String()); ok {
 		return c.(*http.Client)
@@ -289,7 +465,10 @@ func (g *generator) client(src net.IP) *http.Client {
 		// bind: a source address then serves far more connections.
 		var serr error
 		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1) })
-		return errors.Join(err, serr)
+		if err != nil {
+			return err
+		}
+		return serr
 	}}
 	c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: -1}}
 	actual, _ := g.clients.LoadOrStore(src.String(), c)
@@ -298,10 +477,10 @@ func (g *generator) client(src net.IP) *http.Client {
 
 // loginAll logs every user in, dialers at a time, and waits for every
 // welcome.
-func (g *generator) loginAll(dialers int) (time.Duration, int) {
+func (g *generator) loginAll(dialers int) (int, error) {
 	g.round++
-	start := time.Now()
 	var failed atomic.Int64
+	var first atomic.Value
 	work := make(chan *user)
 	var wg sync.WaitGroup
 	for range dialers {
@@ -311,7 +490,7 @@ func (g *generator) loginAll(dialers int) (time.Duration, int) {
 			for u := range work {
 				if err := g.login(u); err != nil {
 					failed.Add(1)
-					g.firstErr.CompareAndSwap(nil, err)
+					first.CompareAndSwap(nil, err)
 				}
 			}
 		}()
@@ -321,15 +500,18 @@ func (g *generator) loginAll(dialers int) (time.Duration, int) {
 	}
 	close(work)
 	wg.Wait()
-	return time.Since(start), int(failed.Load())
+	if err, _ := first.Load().(error); err != nil {
+		return int(failed.Load()), err
+	}
+	return 0, nil
 }
 
 func (g *generator) login(u *user) error {
 	var err error
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := range 5 {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		var c *websocket.Conn
-		c, _, err = websocket.Dial(ctx, "ws://"+g.gws[u.gw]+"/ws?user="+u.name, &websocket.DialOptions{HTTPClient: g.client(source(g.round, u.id))})
+		c, _, err = websocket.Dial(ctx, "ws://"+g.gws[u.gw]+"/ws?user="+u.name, &websocket.DialOptions{HTTPClient: g.client(source(g.round*8+g.worker, u.id))})
 		if err == nil {
 			var b []byte
 			_, b, err = c.Read(ctx)
@@ -345,7 +527,7 @@ func (g *generator) login(u *user) error {
 			u.mu.Lock()
 			u.ws = c
 			u.mu.Unlock()
-			go g.read(u, c)
+			go g.read(c)
 			return nil
 		}
 		time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
@@ -353,8 +535,9 @@ func (g *generator) login(u *user) error {
 	return err
 }
 
-// read takes a connection's frames: messages are timed and acknowledged.
-func (g *generator) read(u *user, c *websocket.Conn) {
+// read takes a connection's frames: messages are timed (their text
+// carries the send time) and acknowledged.
+func (g *generator) read(c *websocket.Conn) {
 	ctx := context.Background()
 	for {
 		_, b, err := c.Read(ctx)
@@ -365,11 +548,13 @@ func (g *generator) read(u *user, c *websocket.Conn) {
 		if json.Unmarshal(b, &f) != nil || f.Type != "msg" {
 			continue
 		}
-		if t0, ok := g.sent.LoadAndDelete(f.Text); ok {
-			d := time.Since(t0.(time.Time))
-			g.latMu.Lock()
-			g.latencies = append(g.latencies, d)
-			g.latMu.Unlock()
+		if ts, _, ok := strings.Cut(f.Text, "-"); ok {
+			if sent, err := strconv.ParseInt(strings.TrimPrefix(ts, "t"), 10, 64); err == nil {
+				d := time.Now().UnixNano() - sent
+				g.latMu.Lock()
+				g.latencies = append(g.latencies, d)
+				g.latMu.Unlock()
+			}
 		}
 		ack, _ := json.Marshal(map[string]string{"type": "ack", "msg": f.Msg})
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -397,80 +582,52 @@ func (g *generator) closeAll() {
 	wg.Wait()
 }
 
-// messages sends rate messages a second for d between random users and
-// reports the delivery latency.
-func (g *generator) messages(rate int, d time.Duration) (string, error) {
-	g.latMu.Lock()
-	g.latencies = g.latencies[:0]
-	g.latMu.Unlock()
-	var sent, failed atomic.Int64
-	tick := time.Second / time.Duration(rate)
-	// Senders send in batches every 10 ms, from many goroutines.
-	const workers = 256
-	work := make(chan int, rate)
+// messages sends rate messages a second for d from this worker's users
+// to random users of all (users in all).
+func (g *generator) messages(rate int, d time.Duration, users int) (sent, failed int) {
+	var ns, nf atomic.Int64
+	tick := time.Second / time.Duration(max(rate, 1))
+	const senders = 128
+	work := make(chan int, max(rate, 1))
 	var wg sync.WaitGroup
-	for range workers {
+	for range senders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for n := range work {
 				from := g.users[rand.IntN(len(g.users))]
-				to := g.users[rand.IntN(len(g.users))]
-				text := "m" + strconv.Itoa(n)
-				f, _ := json.Marshal(map[string]string{"type": "send", "to": to.name, "text": text})
+				to := fmt.Sprintf("u%d", rand.IntN(users))
+				text := fmt.Sprintf("t%d-%d", time.Now().UnixNano(), n)
+				f, _ := json.Marshal(map[string]string{"type": "send", "to": to, "text": text})
 				from.mu.Lock()
 				c := from.ws
 				from.mu.Unlock()
 				if c == nil {
-					failed.Add(1)
+					nf.Add(1)
 					continue
 				}
-				g.sent.Store(text, time.Now())
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				err := c.Write(ctx, websocket.MessageText, f)
 				cancel()
 				if err != nil {
-					failed.Add(1)
+					nf.Add(1)
 					continue
 				}
-				sent.Add(1)
+				ns.Add(1)
 			}
 		}()
 	}
 	start := time.Now()
 	n := 0
 	for time.Since(start) < d {
-		due := int(time.Since(start) / tick)
-		for ; n < due; n++ {
+		for due := int(time.Since(start) / tick); n < due; n++ {
 			work <- n
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(work)
 	wg.Wait()
-	elapsed := time.Since(start)
-	// Let the last ones arrive.
-	for i := 0; i < 100; i++ {
-		g.latMu.Lock()
-		got := len(g.latencies)
-		g.latMu.Unlock()
-		if int64(got) >= sent.Load() {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	g.latMu.Lock()
-	lat := append([]time.Duration(nil), g.latencies...)
-	g.latMu.Unlock()
-	if len(lat) == 0 {
-		return "", errors.New("no message arrived")
-	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	q := func(p float64) time.Duration {
-		return lat[min(len(lat)-1, int(p*float64(len(lat))))].Round(10 * time.Microsecond)
-	}
-	return fmt.Sprintf("%d sent (%.0f/s), %d arrived, %d send failures; delivery p50 %v, p99 %v, p999 %v",
-		sent.Load(), float64(sent.Load())/elapsed.Seconds(), len(lat), failed.Load(), q(0.5), q(0.99), q(0.999)), nil
+	return int(ns.Load()), int(nf.Load())
 }
 
 type usage struct {
@@ -487,20 +644,23 @@ func sample(procs []proc) map[string]usage {
 	return out
 }
 
-var order = []string{"mecha A", "gateway A", "mecha B", "gateway B", "generator"}
-
-func report(name, res string, wall time.Duration, before, after map[string]usage) {
+func report(name, res string, wall time.Duration, procs []proc, before, after map[string]usage) {
 	fmt.Printf("%s: %s\n", name, res)
-	var total time.Duration
-	for _, p := range order {
-		total += after[p].cpu - before[p].cpu
+	var total, mecha time.Duration
+	for _, p := range procs {
+		cpu := after[p.name].cpu - before[p.name].cpu
+		total += cpu
+		if strings.HasPrefix(p.name, "mecha") {
+			mecha += cpu
+		}
 	}
-	for _, p := range order {
-		cpu := after[p].cpu - before[p].cpu
-		fmt.Printf("  %-10s CPU %6.2f s (%4.1f%% of the CPU used, %.2f cores)  RSS %5d MB (peak %d MB)\n", p, cpu.Seconds(),
-			100*cpu.Seconds()/max(total.Seconds(), 1e-9), cpu.Seconds()/wall.Seconds(), after[p].rss>>20, after[p].peak>>20)
+	for _, p := range procs {
+		cpu := after[p.name].cpu - before[p.name].cpu
+		fmt.Printf("  %-12s CPU %6.2f s (%4.1f%% of the CPU used, %.2f cores)  RSS %5d MB (peak %d MB)\n", p.name, cpu.Seconds(),
+			100*cpu.Seconds()/max(total.Seconds(), 1e-9), cpu.Seconds()/wall.Seconds(), after[p.name].rss>>20, after[p.name].peak>>20)
 	}
-	fmt.Println()
+	fmt.Printf("  mecha's share: %.1f%% of the CPU used (%.2f of %.2f cores busy)\n\n", 100*mecha.Seconds()/max(total.Seconds(), 1e-9),
+		total.Seconds()/wall.Seconds(), float64(runtime.NumCPU()))
 }
 
 // lineLog keeps a process's output.
