@@ -223,7 +223,7 @@ func TestSDKFallback(t *testing.T) {
 		"--join", fmt.Sprintf("127.0.0.1:%d", b.gossipPort)}
 	a := startMecha(t, args...)
 	catalog := filepath.Join(aDir, "membership", "catalog.json")
-	with := mechaSDK(t, a, sdk.WithCatalog(catalog))
+	with := mechaSDK(t, a, sdk.WithCatalog(catalog), sdk.WithAppID("gw"))
 	without := mechaSDK(t, a, sdk.WithoutFallback())
 	ctx := context.Background()
 	call := func(c *sdk.Client) error {

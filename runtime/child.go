@@ -138,7 +138,7 @@ func (h *appHost) childEnv() []string {
 		"DAPR_GRPC_PORT=" + strconv.Itoa(port(h.grpcLis.Addr())),
 		"APP_ID=" + h.spec.ID,
 		invoke.EnvInstance + "=" + h.rt.node.Name(),
-		apicatalog.EnvFile + "=" + filepath.Join(h.rt.cfg.DataDir, "membership", membership.CacheFile),
+		apicatalog.EnvFile + "=" + absPath(filepath.Join(h.rt.cfg.DataDir, "membership", membership.CacheFile)),
 	}
 	if h.spec.Port != 0 {
 		env = append(env, "APP_PORT="+strconv.Itoa(h.spec.Port))
@@ -147,6 +147,15 @@ func (h *appHost) childEnv() []string {
 		env = append(env, "DAPR_METRICS_PORT="+strconv.Itoa(port(h.rt.metricsLis.Addr())))
 	}
 	return append(env, h.spec.Env...)
+}
+
+// absPath is p from the root, so that an app started in another
+// directory (--app dir=…) finds it.
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 func (c *child) start() error {

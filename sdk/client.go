@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,8 +28,8 @@ import (
 type Option func(*options)
 
 type options struct {
-	addr, token, catalog string
-	fallback             bool
+	addr, token, catalog, app string
+	fallback                  bool
 }
 
 // WithAddress is the runtime's gRPC API address (host:port), instead of
@@ -43,6 +44,10 @@ func WithToken(token string) Option { return func(o *options) { o.token = token 
 // $MECHA_CATALOG.
 func WithCatalog(path string) Option { return func(o *options) { o.catalog = path } }
 
+// WithAppID is the app's id, instead of $APP_ID: the fallback goes only
+// to runtimes that host this app and no other.
+func WithAppID(id string) Option { return func(o *options) { o.app = id } }
+
 // WithoutFallback turns the fallback off: a call fails while the local
 // runtime is unreachable.
 func WithoutFallback() Option { return func(o *options) { o.fallback = false } }
@@ -56,6 +61,7 @@ type Client struct {
 	mu      sync.Mutex
 	peers   map[string]*endpoint // dialed fallbacks, by address
 	catalog catalogCache
+	closed  bool
 
 	fallbacks atomic.Uint64
 }
@@ -78,7 +84,7 @@ type catalogCache struct {
 // New connects to the runtime. Nothing is sent until the first call: a
 // runtime that is not up yet is not an error.
 func New(opts ...Option) (*Client, error) {
-	o := options{fallback: true, token: os.Getenv("DAPR_API_TOKEN"), catalog: os.Getenv(apicatalog.EnvFile)}
+	o := options{fallback: true, token: os.Getenv("DAPR_API_TOKEN"), catalog: os.Getenv(apicatalog.EnvFile), app: os.Getenv("APP_ID")}
 	port := os.Getenv("DAPR_GRPC_PORT")
 	if port == "" {
 		port = "50001"
@@ -100,6 +106,8 @@ func New(opts ...Option) (*Client, error) {
 func (c *Client) dial(addr string) (*endpoint, error) {
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A bulk read or a scan may answer more than gRPC's 4 MiB.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecv)),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: time.Second,
@@ -121,10 +129,14 @@ func (c *Client) dial(addr string) (*endpoint, error) {
 	return &endpoint{addr: addr, conn: conn, api: runtimev1pb.NewDaprClient(conn)}, nil
 }
 
+// maxRecv is the largest answer the client takes.
+const maxRecv = 64 << 20
+
 // Close closes the connections.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closed = true
 	errs := []error{c.local.conn.Close()}
 	for _, e := range c.peers {
 		errs = append(errs, e.conn.Close())
@@ -168,15 +180,27 @@ func unreachable(e *endpoint, err error) bool {
 	return e.conn.GetState() != connectivity.Ready
 }
 
-// others are the fallback runtimes: the catalog's API endpoints but the
-// local runtime's, dialed on first use.
+// others are the fallback runtimes: the catalog's API endpoints of the
+// runtimes that host this app alone, but the local runtime's, dialed on
+// first use. Connections to runtimes the catalog no longer lists are
+// closed.
 func (c *Client) others() []*endpoint {
 	if c.opts.catalog == "" {
 		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.refreshCatalog()
+	if c.closed {
+		return nil
+	}
+	if c.refreshCatalog() {
+		for a, e := range c.peers {
+			if !slices.Contains(c.catalog.addrs, a) {
+				_ = e.conn.Close()
+				delete(c.peers, a)
+			}
+		}
+	}
 	out := make([]*endpoint, 0, len(c.catalog.addrs))
 	for _, a := range c.catalog.addrs {
 		e := c.peers[a]
@@ -192,24 +216,25 @@ func (c *Client) others() []*endpoint {
 	return out
 }
 
-// refreshCatalog reads the catalog file again when it changed. c.mu is
-// held.
-func (c *Client) refreshCatalog() {
+// refreshCatalog reads the catalog file again when it changed, and says
+// whether it did. c.mu is held.
+func (c *Client) refreshCatalog() bool {
 	st, err := os.Stat(c.opts.catalog)
 	if err != nil || st.ModTime().Equal(c.catalog.mod) && st.Size() == c.catalog.size {
-		return
+		return false
 	}
 	f, err := apicatalog.Read(c.opts.catalog)
 	if err != nil {
-		return // keep what was read before
+		return false // keep what was read before
 	}
 	cc := catalogCache{mod: st.ModTime(), size: st.Size(), node: f.Node}
 	for _, ep := range f.APIs {
-		if a := ep.GRPC(); a != "" && ep.Node != f.Node && a != c.local.addr {
+		if a := ep.GRPC(); a != "" && ep.Serves(c.opts.app) && ep.Node != f.Node && a != c.local.addr {
 			cc.addrs = append(cc.addrs, a)
 		}
 	}
 	c.catalog = cc
+	return true
 }
 
 // ttlMetadata is the state metadata key of a TTL, in seconds.

@@ -54,8 +54,8 @@ func TestFallbackList(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(`{"node":"a","dc":"dc1","apis":[{"node":"a","addr":"10.0.0.1","grpcPort":50001},{"node":"b","addr":"127.0.0.1","grpcPort":50011},{"node":"c","addr":"10.0.0.3","grpcPort":50001},{"node":"d","addr":"10.0.0.4"}]}`)
-	c, err := New(WithAddress("127.0.0.1:50011"), WithCatalog(path))
+	write(`{"node":"a","dc":"dc1","apis":[{"node":"a","addr":"10.0.0.1","grpcPort":50001,"apps":["gw"]},{"node":"b","addr":"127.0.0.1","grpcPort":50011,"apps":["gw"]},{"node":"c","addr":"10.0.0.3","grpcPort":50001,"apps":["gw"]},{"node":"d","addr":"10.0.0.4","apps":["gw"]},{"node":"o","addr":"10.0.0.7","grpcPort":50001,"apps":["orders"]},{"node":"m","addr":"10.0.0.8","grpcPort":50001,"apps":["gw","orders"]}]}`)
+	c, err := New(WithAddress("127.0.0.1:50011"), WithCatalog(path), WithAppID("gw"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,9 +68,9 @@ func TestFallbackList(t *testing.T) {
 		return out
 	}
 	if got := addrs(); len(got) != 1 || got[0] != "10.0.0.3:50001" {
-		t.Fatalf("fallbacks %v, want only c's (a wrote the file, b is this client's address, d has no gRPC port)", got)
+		t.Fatalf("fallbacks %v, want only c's (a wrote the file, b is this client's address, d has no gRPC port, o and m host another app)", got)
 	}
-	write(`{"node":"a","dc":"dc1","apis":[{"node":"e","addr":"10.0.0.5","grpcPort":50001},{"node":"f","addr":"10.0.0.6","grpcPort":50001}]}`)
+	write(`{"node":"a","dc":"dc1","apis":[{"node":"e","addr":"10.0.0.5","grpcPort":50001,"apps":["gw"]},{"node":"f","addr":"10.0.0.6","grpcPort":50001,"apps":["gw"]}]}`)
 	if got := addrs(); len(got) != 2 || got[0] != "10.0.0.5:50001" {
 		t.Fatalf("after the file changed: %v", got)
 	}
@@ -78,9 +78,15 @@ func TestFallbackList(t *testing.T) {
 	if got := addrs(); len(got) != 2 {
 		t.Fatalf("a broken file dropped the list: %v", got)
 	}
-	if c2, _ := New(WithAddress("127.0.0.1:1"), WithCatalog("")); len(c2.others()) != 0 {
-		t.Fatal("fallbacks without a catalog")
-	} else {
+	for _, opts := range [][]Option{{WithCatalog("")}, {WithCatalog(path), WithAppID("")}} {
+		c2, _ := New(append(opts, WithAddress("127.0.0.1:1"))...)
+		if got := c2.others(); len(got) != 0 {
+			t.Fatalf("fallbacks without a catalog or an app-id: %d", len(got))
+		}
 		c2.Close()
+	}
+	c.Close()
+	if got := c.others(); len(got) != 0 {
+		t.Fatal("a closed client dials fallbacks")
 	}
 }

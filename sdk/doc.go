@@ -12,8 +12,9 @@
 // # Connecting
 //
 // New reads what a runtime gives the app it starts: DAPR_GRPC_PORT (the
-// runtime's gRPC API on 127.0.0.1), DAPR_API_TOKEN, and MECHA_CATALOG
-// (the catalog the runtime caches on disk). Options override them.
+// runtime's gRPC API on 127.0.0.1), DAPR_API_TOKEN, APP_ID, and
+// MECHA_CATALOG (the catalog the runtime caches on disk). Options
+// override them.
 //
 // # Fallback
 //
@@ -22,10 +23,11 @@
 // catalog file lists, so that it does not fail. The SDK falls back only
 // when the local runtime cannot be reached at all (its connection is
 // down), never on an answer: an error the runtime gave is the caller's.
-// The other runtime serves the call as its own app's would be served:
-// state and pub/sub reach the same Crux cluster and broker only when the
-// runtimes share them, and an invocation names that runtime's app as the
-// caller. Its API must listen where this host reaches it
+// It goes only to a runtime that hosts the same app-id and no other, so
+// that the call acts as the same app (its state keys, its caller id, its
+// subscriptions); without an app-id (APP_ID, WithAppID) there is no
+// fallback. State and pub/sub reach the same data only when the runtimes
+// share a Crux cluster and a broker. The other runtime's API must listen where this host reaches it
 // (--dapr-listen-addresses, with an API token). A call that the local
 // runtime took and then died on (Unavailable on a connection that was
 // up) is sent to another runtime too, so, as with any retry, it may be

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"google.golang.org/grpc/codes"
 )
 
 // PublishOption tunes one publish.
@@ -57,30 +58,48 @@ var ErrDrop = errors.New("sdk: drop the event")
 
 // Subscribe receives topic's events over a streaming subscription and
 // hands them to h one at a time, until ctx ends (it then returns
-// ctx.Err()) or the runtime refuses the subscription (an *Error). When
-// the stream breaks (the runtime restarts), Subscribe subscribes again,
-// to another runtime of the catalog while its own is unreachable; events
-// not acknowledged come again.
+// ctx.Err()) or the runtime refuses the subscription for good (an
+// *Error: an unknown pubsub, a denied topic, a bad token). Any other
+// failure (the stream breaks, the runtime restarts or drains, the broker
+// fails) subscribes again with a backoff up to 2 s, to another runtime
+// of the catalog while its own is unreachable; events not acknowledged
+// come again.
 func (c *Client) Subscribe(ctx context.Context, pubsub, topic string, h Handler) error {
-	wait := 50 * time.Millisecond
+	const first, most = 50 * time.Millisecond, 2 * time.Second
+	wait := first
 	for {
+		began := time.Now()
 		on, err := c.subscribeOnce(ctx, pubsub, topic, h)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !on && !errors.Is(err, ErrUnavailable) {
-			return err // refused: a wrong name, a denied topic
+		if !on && refused(err) {
+			return err
 		}
-		if on {
-			wait = 50 * time.Millisecond
+		if on && time.Since(began) > 5*time.Second {
+			wait = first // the stream lived: the next failure is a new one
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, time.Second)
+		wait = min(2*wait, most)
 	}
+}
+
+// refused reports whether a runtime refused a subscription for a reason
+// that trying again does not change.
+func refused(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Status {
+	case codes.InvalidArgument, codes.NotFound, codes.PermissionDenied, codes.Unauthenticated, codes.Unimplemented, codes.FailedPrecondition:
+		return true
+	}
+	return false
 }
 
 // subscribeOnce runs one stream until it breaks; on says whether the

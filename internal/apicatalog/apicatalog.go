@@ -27,7 +27,16 @@ type Endpoint struct {
 	Addr     string `json:"addr"`
 	HTTPPort int    `json:"httpPort,omitempty"`
 	GRPCPort int    `json:"grpcPort,omitempty"`
+	// Apps are the app-ids the runtime hosts. The ports are its first
+	// app's: another app of the same runtime has ports of its own.
+	Apps []string `json:"apps,omitempty"`
 }
+
+// Serves reports whether the endpoint is the API of app: the runtime
+// hosts app and nothing else, so its ports are app's. An SDK falls back
+// only to such a runtime, whose calls act as the same app (state keys,
+// caller id, subscriptions).
+func (e Endpoint) Serves(app string) bool { return app != "" && len(e.Apps) == 1 && e.Apps[0] == app }
 
 // GRPC is the endpoint's gRPC API address, "" without one.
 func (e Endpoint) GRPC() string { return hostPort(e.Addr, e.GRPCPort) }

@@ -92,7 +92,7 @@ func (h *HTTP) Do(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Res
 		err = h.client.Do(req, resp)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrAppUnreachable, h.client.Addr, err)
+		return fmt.Errorf("%w: %s: %w", ErrAppUnreachable, h.client.Addr, err)
 	}
 	return nil
 }

@@ -173,11 +173,11 @@ func (c *Cluster) remote(ctx context.Context, appID string) (Target, error) {
 		id = id[:i] // "app.namespace"
 	}
 	if inst := InstanceOf(ctx); inst != "" {
-		addr, err := c.pickInstance(id, inst, false)
+		addr, direct, err := c.pickInstance(id, inst, false)
 		if err != nil {
 			return Target{}, err
 		}
-		return Target{AppID: id, Channel: c.channel(addr), Remote: true}, nil
+		return Target{AppID: id, Channel: c.channel(addr), Remote: true, Instance: direct}, nil
 	}
 	get, _ := ctx.Value(headersKey{}).(func(string) string)
 	addr, done, err := c.pick(id, false, get)
@@ -192,11 +192,11 @@ func (c *Cluster) remote(ctx context.Context, appID string) (Target, error) {
 // set, is the one instance the call names.
 func (c *Cluster) ResolveLocalDC(appID, instance string) (Target, error) {
 	if instance != "" {
-		addr, err := c.pickInstance(appID, instance, true)
+		addr, _, err := c.pickInstance(appID, instance, true)
 		if err != nil {
 			return Target{}, err
 		}
-		return Target{AppID: appID, Channel: c.channel(addr), Remote: true}, nil
+		return Target{AppID: appID, Channel: c.channel(addr), Remote: true, Instance: true}, nil
 	}
 	addr, done, err := c.pick(appID, true, nil)
 	if err != nil {
@@ -304,11 +304,11 @@ func (c *Cluster) pick(appID string, localOnly bool, header func(string) string)
 }
 
 // pickInstance is the address to send a call for one instance of appID
-// to: the internal port of its runtime in this DC, or a gateway of its
-// DC (which resolves the instance again, in its DC only). An instance
-// that gossip confirms wins over one known only from the disk cache. No
-// balancer is involved: there is one target.
-func (c *Cluster) pickInstance(appID, instance string, localOnly bool) (string, error) {
+// to: the internal port of its runtime in this DC (direct), or a gateway
+// of its DC, in turn (which resolves the instance again, in its DC
+// only). An instance that gossip confirms wins over one known only from
+// the disk cache. No balancer is involved: there is one target.
+func (c *Cluster) pickInstance(appID, instance string, localOnly bool) (addr string, direct bool, err error) {
 	dc := c.Catalog.DC()
 	var found *membership.Instance
 	for _, in := range c.Catalog.Instances(appID) {
@@ -317,23 +317,23 @@ func (c *Cluster) pickInstance(appID, instance string, localOnly bool) (string, 
 		}
 	}
 	if found == nil {
-		return "", fmt.Errorf("%w: no runtime hosts %q as instance %q", ErrInstanceNotFound, appID, instance)
+		return "", false, fmt.Errorf("%w: no runtime hosts %q as instance %q", ErrInstanceNotFound, appID, instance)
 	}
 	if !found.Healthy || found.InternalPort == 0 {
-		return "", fmt.Errorf("%w: instance %q of %q is not healthy", ErrInstanceNotFound, instance, appID)
+		return "", false, fmt.Errorf("%w: instance %q of %q is not healthy", ErrInstanceNotFound, instance, appID)
 	}
 	d := found.DC
 	if d == "" || d == dc {
-		return net.JoinHostPort(found.Addr, strconv.Itoa(found.InternalPort)), nil
+		return net.JoinHostPort(found.Addr, strconv.Itoa(found.InternalPort)), true, nil
 	}
 	if localOnly {
-		return "", fmt.Errorf("%w: instance %q of %q runs in %s, not in this DC", ErrInstanceNotFound, instance, appID, d)
+		return "", false, fmt.Errorf("%w: instance %q of %q runs in %s, not in this DC", ErrInstanceNotFound, instance, appID, d)
 	}
 	if len(found.Gateways) == 0 {
-		return "", fmt.Errorf("%w: %q runs in %s, which has no gateway", ErrAppNotFound, appID, d)
+		return "", false, fmt.Errorf("%w: %q runs in %s, which has no gateway", ErrAppNotFound, appID, d)
 	}
 	n := c.routing(appID).calls.Add(1)
-	return found.Gateways[n%uint64(len(found.Gateways))], nil
+	return found.Gateways[n%uint64(len(found.Gateways))], false, nil
 }
 
 // balancer is the group's balancer, its instance set brought up to date.

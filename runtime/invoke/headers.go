@@ -24,6 +24,11 @@ const (
 	// with the call to the runtime that hosts the instance, which checks
 	// it, and the app sees it.
 	HeaderInstance = "mecha-instance-id"
+	// HeaderErrorCode marks an error answer of another runtime's
+	// internal port (not of its app) with its Dapr error code, so that
+	// the caller's gRPC API returns that error rather than an app's
+	// HTTP status.
+	HeaderErrorCode = "mecha-error-code"
 	// EnvInstance is the environment variable that gives an app started
 	// by its runtime (--app with a command) its instance id.
 	EnvInstance = "MECHA_INSTANCE_ID"

@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -39,6 +41,9 @@ type Target struct {
 	// Remote is set when Channel reaches another runtime's internal port
 	// rather than an app.
 	Remote bool
+	// Instance is set when Channel reaches the internal port of the
+	// runtime of the instance a call named (not a gateway on the way).
+	Instance bool
 	// Done, when set, takes the call's outcome and latency, for the load
 	// balancer that picked the target; call it once.
 	Done balance.Done
@@ -208,12 +213,12 @@ func (i *Invoker) Do(ctx context.Context, c *Call, send Send) (Target, error) {
 				return t, err
 			}
 			_, err = attempt(ctx, t, send)
-			if err == nil || !retriable || c.Instance != "" || !t.Remote || n == retriesUnreachable || !errors.Is(err, appchannel.ErrAppUnreachable) || ctx.Err() != nil {
+			if err == nil || !retriable || t.Instance || !t.Remote || n == retriesUnreachable || !errors.Is(err, appchannel.ErrAppUnreachable) || ctx.Err() != nil {
 				break
 			}
 		}
 		if err != nil {
-			return t, c.failed(ctx, err)
+			return t, c.failed(ctx, t, err)
 		}
 		return t, nil
 	}
@@ -255,17 +260,20 @@ func (i *Invoker) Do(ctx context.Context, c *Call, send Send) (Target, error) {
 	if errors.As(err, &ae) {
 		return cur, err
 	}
-	return cur, c.failed(ctx, err)
+	return cur, c.failed(ctx, cur, err)
 }
 
-// failed is the API error of a call that got no answer. A call for one
-// instance whose runtime cannot be reached at all found the instance
+// failed is the API error of a call to t that got no answer. A call for
+// one instance whose own runtime refuses connections found the instance
 // gone (its runtime died, and gossip has not said so yet): the caller
-// gets the same answer as when the catalog no longer has it.
-// A call whose deadline passed is DeadlineExceeded over gRPC, whatever
-// step noticed it first.
-func (c *Call) failed(ctx context.Context, err error) *apierr.Error {
-	if c.Instance != "" && errors.Is(err, appchannel.ErrAppUnreachable) && ctx.Err() == nil {
+// gets the same answer as when the catalog no longer has it. A pooled
+// connection that broke under the call says no more than that, so the
+// runtime's port is tried once more to tell. Any other failure (a
+// gateway on the way down, a timeout, an answer too large) says nothing
+// of the instance and is a failed call. A call whose deadline passed is
+// DeadlineExceeded over gRPC, whatever step noticed it first.
+func (c *Call) failed(ctx context.Context, t Target, err error) *apierr.Error {
+	if c.Instance != "" && t.Instance && ctx.Err() == nil && errors.Is(err, appchannel.ErrAppUnreachable) && refuses(t, err) {
 		return apierr.InstanceNotFound(c.AppID, c.Instance, err)
 	}
 	e := apierr.DirectInvoke(c.AppID, err)
@@ -273,6 +281,23 @@ func (c *Call) failed(ctx context.Context, err error) *apierr.Error {
 		e.GRPC = codes.DeadlineExceeded
 	}
 	return e
+}
+
+// refuses reports whether t's runtime refused the connection of err, or
+// refuses one now.
+func refuses(t Target, err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	h, ok := t.Channel.(*appchannel.HTTP)
+	if !ok {
+		return false
+	}
+	conn, derr := net.DialTimeout("tcp", h.Addr(), time.Second)
+	if derr == nil {
+		conn.Close()
+	}
+	return errors.Is(derr, syscall.ECONNREFUSED)
 }
 
 // attempt sends one attempt and reports its outcome to the balancer.
@@ -301,7 +326,7 @@ func (t Target) instance() string {
 // the caller and callee named to it.
 func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.InvokeRequest) (*appchannel.InvokeResponse, Target, error) {
 	var resp *appchannel.InvokeResponse
-	t, err := i.Do(ctx, &Call{AppID: appID, Method: req.Method, Verb: req.Verb, Instance: headerIn(req.Headers, HeaderInstance)}, func(ctx context.Context, t Target) (int, error) {
+	t, err := i.Do(ctx, &Call{AppID: appID, Method: req.Method, Verb: req.Verb, Instance: HeaderValue(req.Headers, HeaderInstance)}, func(ctx context.Context, t Target) (int, error) {
 		r := *req
 		r.Headers = WithCaller(req.Headers, i.AppID, t.AppID)
 		out, err := t.Channel.Invoke(ctx, &r)
@@ -317,8 +342,8 @@ func (i *Invoker) Invoke(ctx context.Context, appID string, req *appchannel.Invo
 	return resp, t, nil
 }
 
-// headerIn is the value of the first header named key (in any case).
-func headerIn(hs []appchannel.Header, key string) string {
+// HeaderValue is the value of the first header named key (in any case).
+func HeaderValue(hs []appchannel.Header, key string) string {
 	for _, h := range hs {
 		if strings.EqualFold(h.Key, key) {
 			return h.Value

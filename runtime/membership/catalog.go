@@ -623,8 +623,20 @@ func (c *Catalog) snapshot() Snapshot {
 	for _, k := range sortedViewKeys(c.views) {
 		s.Views = append(s.Views, c.views[k].DCView)
 	}
+	appIDs := func(apps []App) []string {
+		if len(apps) == 0 {
+			return nil
+		}
+		out := make([]string, len(apps))
+		for i, a := range apps {
+			out[i] = a.ID
+		}
+		return out
+	}
 	if c.cfg.SelfAPI.Node != "" {
-		s.APIs = append(s.APIs, c.cfg.SelfAPI)
+		self := c.cfg.SelfAPI
+		self.Apps = appIDs(c.self.Apps)
+		s.APIs = append(s.APIs, self)
 	}
 	for _, name := range sortedKeys(c.members) {
 		m := c.members[name]
@@ -633,7 +645,11 @@ func (c *Catalog) snapshot() Snapshot {
 			if err != nil {
 				host = m.Addr
 			}
-			s.APIs = append(s.APIs, apicatalog.Endpoint{Node: name, Addr: host, HTTPPort: m.Meta.HTTPPort, GRPCPort: m.Meta.GRPCPort})
+			ep := apicatalog.Endpoint{Node: name, Addr: host, HTTPPort: m.Meta.HTTPPort, GRPCPort: m.Meta.GRPCPort}
+			if e := c.entries[name]; e != nil {
+				ep.Apps = appIDs(e.Apps)
+			}
+			s.APIs = append(s.APIs, ep)
 		}
 	}
 	slices.SortFunc(s.APIs, func(a, b apicatalog.Endpoint) int { return strings.Compare(a.Node, b.Node) })

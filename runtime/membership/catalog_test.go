@@ -401,10 +401,12 @@ func TestSnapshotAPIs(t *testing.T) {
 	c.Apply(NodeJoined{Name: "z", Addr: "10.0.0.3:7946", Meta: Meta{DC: "dc1", HTTPPort: 3501, GRPCPort: 50002, Incarnation: 1}})
 	c.Apply(NodeJoined{Name: "a", Addr: "10.0.0.2:7946", Meta: Meta{DC: "dc1", GRPCPort: 50003, Incarnation: 1}})
 	c.Apply(NodeJoined{Name: "noapi", Addr: "10.0.0.4:7946", Meta: Meta{DC: "dc1", Incarnation: 1}})
+	c.Apply(LocalApps{Apps: []App{{ID: "gw", Healthy: true}}})
+	c.Apply(EntryReceived{Entry: nodeEntry("z", 1, 1, "gw", "orders")})
 	want := []apicatalog.Endpoint{
 		{Node: "a", Addr: "10.0.0.2", GRPCPort: 50003},
-		{Node: "m", Addr: "10.0.0.1", HTTPPort: 3500, GRPCPort: 50001},
-		{Node: "z", Addr: "10.0.0.3", HTTPPort: 3501, GRPCPort: 50002},
+		{Node: "m", Addr: "10.0.0.1", HTTPPort: 3500, GRPCPort: 50001, Apps: []string{"gw"}},
+		{Node: "z", Addr: "10.0.0.3", HTTPPort: 3501, GRPCPort: 50002, Apps: []string{"gw", "orders"}},
 	}
 	if got := c.snapshot().APIs; !reflect.DeepEqual(got, want) {
 		t.Fatalf("APIs %+v, want %+v", got, want)
@@ -415,5 +417,8 @@ func TestSnapshotAPIs(t *testing.T) {
 	}
 	if got := want[2].GRPC(); got != "10.0.0.3:50002" {
 		t.Fatalf("GRPC() = %s", got)
+	}
+	if !want[1].Serves("gw") || want[2].Serves("gw") || want[0].Serves("gw") || want[1].Serves("") {
+		t.Fatal("Serves: only a runtime hosting the app alone serves it")
 	}
 }

@@ -221,6 +221,9 @@ func writeError(ctx *fasthttp.RequestCtx, err error) {
 	e := apierr.As(err)
 	b, _ := json.Marshal(map[string]string{"errorCode": e.Code, "message": e.Message})
 	ctx.Response.Header.SetContentType("application/json")
+	// Says that the runtime answered, not the app: the caller's gRPC API
+	// gives the code on rather than an app's HTTP status.
+	ctx.Response.Header.Set(invoke.HeaderErrorCode, e.Code)
 	if e.HTTP == 0 {
 		e.HTTP = http.StatusInternalServerError
 	}

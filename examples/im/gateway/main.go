@@ -20,6 +20,11 @@
 // The gateway listens on two ports: WEB_PORT for browsers (the chat page
 // and /ws) and APP_PORT for its runtime (POST /push). Both are on
 // 127.0.0.1 unless IM_LISTEN says otherwise.
+//
+// It is an example: it trusts the user name a client logs in with (no
+// authentication), and APP_PORT is guarded only by the connection ids'
+// 48 random bits. Put a login in front of /ws, and keep APP_PORT where
+// only the runtime reaches it, before using it for anything real.
 package main
 
 import (
@@ -150,6 +155,26 @@ type conn struct {
 	id, user, device string
 	ws               *websocket.Conn
 	wmu              sync.Mutex
+
+	dmu       sync.Mutex
+	delivered map[string]bool // message ids sent on this connection
+	pings     int             // heartbeats so far (the read loop's)
+}
+
+// wasDelivered reports whether message id was sent on c, and records
+// that it is now. The record is bounded: past it, a message may be sent
+// twice, which the client's ids make harmless.
+func (c *conn) wasDelivered(id string) bool {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.delivered[id] {
+		return true
+	}
+	if len(c.delivered) >= 4*inboxPage {
+		clear(c.delivered)
+	}
+	c.delivered[id] = true
+	return false
 }
 
 func (c *conn) write(ctx context.Context, v any) error {
@@ -241,15 +266,18 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(maxFrame)
-	c := &conn{id: g.instance + "-" + randomID(), user: user, device: device, ws: ws}
+	c := &conn{id: g.instance + "-" + randomID(), user: user, device: device, ws: ws, delivered: map[string]bool{}}
 	ctx := r.Context()
 	defer ws.CloseNow()
+	g.mu.Lock()
+	g.conns[c.id] = c
+	g.mu.Unlock()
+	defer g.logout(c)
 	if err := g.login(ctx, c); err != nil {
 		g.log.Warn("login failed", "user", user, "err", err)
 		_ = ws.Close(websocket.StatusTryAgainLater, "login failed: "+err.Error())
 		return
 	}
-	defer g.logout(c)
 	for {
 		_, b, err := ws.Read(ctx)
 		if err != nil {
@@ -268,9 +296,6 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 
 // login registers the user, saves the session, and delivers the inbox.
 func (g *gateway) login(ctx context.Context, c *conn) error {
-	g.mu.Lock()
-	g.conns[c.id] = c
-	g.mu.Unlock()
 	// The profile (which makes the user known) and the session in one
 	// call: the hash tag puts both in one slot.
 	if err := g.sdk.ExecuteStateTransaction(ctx, store, []sdk.Op{
@@ -283,16 +308,28 @@ func (g *gateway) login(ctx context.Context, c *conn) error {
 	if err := c.write(ctx, frame{Type: "welcome", User: c.user, Conn: c.id, Inst: g.instance}); err != nil {
 		return err
 	}
-	inbox, err := g.sdk.ScanState(ctx, store, userKey(c.user, "inbox:"), 0)
+	return g.redeliver(ctx, c)
+}
+
+// inboxPage bounds what one inbox read delivers: a long inbox drains a
+// page per heartbeat as the client acknowledges.
+const inboxPage = 256
+
+// redeliver sends the connection the inbox's messages it has not been
+// sent yet (the first page): at login, and every third heartbeat, which
+// catches a message whose push failed while the connection lived.
+func (g *gateway) redeliver(ctx context.Context, c *conn) error {
+	inbox, err := g.sdk.ScanState(ctx, store, userKey(c.user, "inbox:"), inboxPage)
 	if err != nil {
 		return err
 	}
 	for _, it := range inbox {
 		var m message
-		if json.Unmarshal(it.Value, &m) == nil {
-			if err := c.write(ctx, msgFrame(&m)); err != nil {
-				return err
-			}
+		if json.Unmarshal(it.Value, &m) != nil || c.wasDelivered(m.ID) {
+			continue
+		}
+		if err := c.write(ctx, msgFrame(&m)); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -327,7 +364,16 @@ func (g *gateway) handle(ctx context.Context, c *conn, f *frame) error {
 		if err := g.saveSession(ctx, c); err != nil {
 			return err
 		}
-		return c.write(ctx, frame{Type: "pong", ID: f.ID})
+		if err := c.write(ctx, frame{Type: "pong", ID: f.ID}); err != nil {
+			return err
+		}
+		// Every third heartbeat (a minute with the page's 20 s) reads
+		// the inbox again: a message whose push failed while the
+		// connection lived waits at most that long.
+		if c.pings++; c.pings%3 == 0 {
+			return g.redeliver(ctx, c)
+		}
+		return nil
 	case "send":
 		if !validName.MatchString(f.To) {
 			return fmt.Errorf("bad recipient %q", f.To)
@@ -406,7 +452,8 @@ func checkText(t string) error {
 // a second message. Without one, the gateway's clock does.
 func (g *gateway) messageID(c *conn, f *frame) string {
 	if validName.MatchString(f.ID) {
-		return f.ID + "." + c.user
+		// ':' is not in names: no two senders' ids meet.
+		return f.ID + ":" + c.user
 	}
 	return fmt.Sprintf("%012x-%s-%d", time.Now().UnixMilli(), g.instance, g.seq.Add(1))
 }
@@ -431,7 +478,7 @@ func (g *gateway) deliver(ctx context.Context, m *message) error {
 		if s.Gateway == g.instance {
 			// The connection is here: no call through the runtime.
 			if err := g.pushLocal(ctx, s.Conn, m); err != nil {
-				_ = g.sdk.DeleteState(ctx, store, it.Key)
+				_ = g.sdk.DeleteState(ctx, store, it.Key, sdk.WithETag(it.ETag))
 			}
 			continue
 		}
@@ -441,8 +488,10 @@ func (g *gateway) deliver(ctx context.Context, m *message) error {
 		case err == nil:
 		case errors.Is(err, sdk.ErrInstanceNotFound), errors.Is(err, sdk.ErrNotFound):
 			// The gateway is gone, or no longer holds the connection:
-			// the session is stale. The message stays in the inbox.
-			_ = g.sdk.DeleteState(ctx, store, it.Key)
+			// the session is stale (unless a heartbeat just wrote it
+			// again: the ETag keeps that one). The message stays in the
+			// inbox.
+			_ = g.sdk.DeleteState(ctx, store, it.Key, sdk.WithETag(it.ETag))
 		default:
 			g.log.Warn("push failed; the message waits in the inbox", "user", m.To, "gateway", s.Gateway, "err", err)
 		}
@@ -477,15 +526,31 @@ func (g *gateway) pushLocal(ctx context.Context, id string, m *message) error {
 	if c == nil || c.user != m.To {
 		return errors.New("no such connection here")
 	}
+	if c.wasDelivered(m.ID) {
+		return nil
+	}
 	if err := c.write(ctx, msgFrame(m)); err != nil {
 		return fmt.Errorf("the connection failed: %w", err)
 	}
 	return nil
 }
 
-// consumeGroups fans group messages out to their members' inboxes.
+// consumeGroups fans group messages out to their members' inboxes, and
+// subscribes again if the runtime refused the subscription.
 func (g *gateway) consumeGroups(ctx context.Context) {
-	err := g.sdk.Subscribe(ctx, pubsub, groupTopic, func(ctx context.Context, ev *sdk.Event) error {
+	for ctx.Err() == nil {
+		if err := g.subscribeGroups(ctx); err != nil && ctx.Err() == nil {
+			g.log.Error("group subscription ended; subscribing again in 5 s", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
+}
+
+func (g *gateway) subscribeGroups(ctx context.Context) error {
+	return g.sdk.Subscribe(ctx, pubsub, groupTopic, func(ctx context.Context, ev *sdk.Event) error {
 		var m message
 		if err := json.Unmarshal(ev.Data, &m); err != nil || m.Group == "" {
 			return sdk.ErrDrop
@@ -502,16 +567,13 @@ func (g *gateway) consumeGroups(ctx context.Context) {
 			mm := m
 			mm.To = user
 			// The same id for every redelivery: the inbox keeps one.
-			mm.ID = m.ID + "-" + user
+			mm.ID = m.ID + ":" + user
 			if err := g.deliver(ctx, &mm); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err != nil && ctx.Err() == nil {
-		g.log.Error("group subscription ended", "err", err)
-	}
 }
 
 func randomID() string {

@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"mecha/runtime/apierr"
 	"mecha/runtime/appchannel"
+	"mecha/runtime/invoke"
 	"mecha/runtime/tracecontext"
 )
 
@@ -70,6 +72,9 @@ func (s *Server) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServic
 		_ = grpc.SetHeader(ctx, md)
 	}
 	if resp.Status < 200 || resp.Status > 299 {
+		if code := invoke.HeaderValue(resp.Headers, invoke.HeaderErrorCode); code != "" && t.Remote {
+			return nil, grpcErr(peerError(code, resp.Status, resp.Body))
+		}
 		if isHTTP {
 			return nil, httpAppError(resp.Status, resp.Body)
 		}
@@ -177,6 +182,17 @@ func codeFromHTTPStatus(httpStatus int) codes.Code {
 		return codes.Unavailable
 	}
 	return codes.Unknown
+}
+
+// peerError is the error another runtime answered for the call (not its
+// app): its Dapr code and message, with the gRPC code of its HTTP
+// status.
+func peerError(code string, httpStatus int, body []byte) *apierr.Error {
+	var b struct{ Message string }
+	if json.Unmarshal(body, &b) != nil || b.Message == "" {
+		b.Message = http.StatusText(httpStatus)
+	}
+	return &apierr.Error{Code: code, HTTP: httpStatus, GRPC: codeFromHTTPStatus(httpStatus), Message: b.Message}
 }
 
 // maxErrorDetail is how much of an HTTP app's error body Dapr keeps in the

@@ -409,6 +409,10 @@ func TestErrors(t *testing.T) {
 			_, err := e.raw.QueryStateAlpha1(ctx, &runtimev1pb.QueryStateRequest{StoreName: "statestore", Query: `{"page":{"limit":3}}`})
 			return err
 		}, codes.InvalidArgument, "no \"prefix\""},
+		{"scan query with data after it", func() error {
+			_, err := e.raw.QueryStateAlpha1(ctx, &runtimev1pb.QueryStateRequest{StoreName: "statestore", Query: `{"prefix":"a"} {"prefix":"b"}`})
+			return err
+		}, codes.InvalidArgument, "data after the query"},
 		{"scan with a negative limit", func() error {
 			_, err := e.raw.QueryStateAlpha1(ctx, &runtimev1pb.QueryStateRequest{StoreName: "statestore", Query: `{"prefix":"a","page":{"limit":-1}}`})
 			return err

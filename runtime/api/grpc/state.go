@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -121,7 +122,11 @@ func (s *Server) QueryStateAlpha1(ctx context.Context, in *runtimev1pb.QueryStat
 	var q scanQuery
 	dec := json.NewDecoder(strings.NewReader(in.GetQuery()))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&q); err != nil || q.Prefix == nil || q.Page.Limit < 0 {
+	err := dec.Decode(&q)
+	if err == nil && dec.More() {
+		err = errors.New("data after the query")
+	}
+	if err != nil || q.Prefix == nil || q.Page.Limit < 0 {
 		why := "it has no \"prefix\""
 		switch {
 		case err != nil:
@@ -129,7 +134,11 @@ func (s *Server) QueryStateAlpha1(ctx context.Context, in *runtimev1pb.QueryStat
 		case q.Page.Limit < 0:
 			why = fmt.Sprintf("page.limit %d is negative", q.Page.Limit)
 		}
-		return nil, grpcErr(apierr.Malformed("query %q: mecha serves only the key scan {\"prefix\": \"p\", \"page\": {\"limit\": n}}: %s", in.GetQuery(), why))
+		query := in.GetQuery()
+		if len(query) > 200 {
+			query = query[:200] + "…"
+		}
+		return nil, grpcErr(apierr.Malformed("query %q: mecha serves only the key scan {\"prefix\": \"p\", \"page\": {\"limit\": n}}: %s", query, why))
 	}
 	items, err := s.d.Blocks.ScanState(ctx, in.GetStoreName(), *q.Prefix, q.Page.Limit)
 	if err != nil {
