@@ -1140,3 +1140,26 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerError: another runtime's own error answer (marked with
+// mecha-error-code) keeps its Dapr code and message, with the gRPC code
+// of its HTTP status, in the status the caller gets.
+func TestPeerError(t *testing.T) {
+	err := grpcErr(peerError("ERR_INSTANCE_NOT_FOUND", 404, []byte(`{"errorCode":"ERR_INSTANCE_NOT_FOUND","message":"failed to invoke, id: gw, instance: n2: gone"}`)))
+	st := status.Convert(err)
+	if st.Code() != codes.NotFound || st.Message() != "failed to invoke, id: gw, instance: n2: gone" {
+		t.Fatalf("status %v %q", st.Code(), st.Message())
+	}
+	var reason string
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			reason = info.GetReason()
+		}
+	}
+	if reason != "ERR_INSTANCE_NOT_FOUND" {
+		t.Fatalf("ErrorInfo reason %q", reason)
+	}
+	if st := status.Convert(grpcErr(peerError("ERR_DIRECT_INVOKE", 500, []byte("not json")))); st.Code() != codeFromHTTPStatus(500) || st.Message() != "Internal Server Error" {
+		t.Fatalf("a body that is not JSON: %v %q", st.Code(), st.Message())
+	}
+}
