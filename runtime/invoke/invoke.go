@@ -277,7 +277,9 @@ func (c *Call) failed(ctx context.Context, t Target, err error) *apierr.Error {
 		return apierr.InstanceNotFound(c.AppID, c.Instance, err)
 	}
 	e := apierr.DirectInvoke(c.AppID, err)
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	// The send step may give up at the deadline a moment before the
+	// context's timer marks it done: the clock decides.
+	if dl, ok := ctx.Deadline(); errors.Is(ctx.Err(), context.DeadlineExceeded) || ok && !time.Now().Before(dl) {
 		e.GRPC = codes.DeadlineExceeded
 	}
 	return e
