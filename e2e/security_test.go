@@ -72,6 +72,33 @@ func TestClusterPortsStayOnLoopbackWithoutAuthentication(t *testing.T) {
 	}
 }
 
+// The embedded broker has no authentication yet: it listens on 127.0.0.1
+// even when the APIs listen beyond it (--dapr-listen-addresses), and
+// beyond loopback only with an explicit, loudly logged insecure flag.
+func TestBrokerStaysOnLoopbackWithoutAuthentication(t *testing.T) {
+	m := startMecha(t, "--app-id", "lo", "--broker-port", "0", "--dapr-listen-addresses", "0.0.0.0")
+	if !reachable(fmt.Sprintf("127.0.0.1:%d", m.brokerPort)) {
+		t.Fatal("the broker does not answer on 127.0.0.1")
+	}
+	if reachable(fmt.Sprintf("127.0.0.2:%d", m.brokerPort)) {
+		t.Fatal("the broker answers on 127.0.0.2: it listens beyond 127.0.0.1 without authentication")
+	}
+	if !reachable(fmt.Sprintf("127.0.0.2:%d", m.httpPort)) {
+		t.Fatal("--dapr-listen-addresses 0.0.0.0 did not open the HTTP API beyond 127.0.0.1")
+	}
+	out, err := exec.Command(bins.mecha, "run", "--app-id", "x", "--broker-listen-address", "0.0.0.0", "--data-dir", t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--broker-listen-address 0.0.0.0") || !strings.Contains(string(out), "--allow-insecure-broker") {
+		t.Fatalf("the broker on 0.0.0.0 without the flag: err %v, output:\n%s", err, out)
+	}
+	open := startMecha(t, "--app-id", "open", "--broker-port", "0", "--broker-listen-address", "0.0.0.0", "--allow-insecure-broker")
+	if !reachable(fmt.Sprintf("127.0.0.2:%d", open.brokerPort)) {
+		t.Error("with --allow-insecure-broker on 0.0.0.0 the broker does not answer on 127.0.0.2")
+	}
+	if !strings.Contains(open.output(), "INSECURE BROKER") {
+		t.Errorf("--allow-insecure-broker beyond loopback logged no warning:\n%s", open.output())
+	}
+}
+
 // With the cluster's mutual TLS, runtimes holding certificates of one CA
 // (made with `mecha ca`) call each other's apps; the internal port
 // refuses plain connections and certificates of another CA.

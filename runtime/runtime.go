@@ -415,7 +415,11 @@ func (r *Runtime) startBroker(context.Context) error {
 	if p < 0 {
 		p = 0
 	}
-	bc.Addr = net.JoinHostPort(r.cfg.ListenAddress, strconv.Itoa(p))
+	host := r.cfg.BrokerListenAddress
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	bc.Addr = net.JoinHostPort(host, strconv.Itoa(p))
 	bc.DataDir = filepath.Join(r.cfg.DataDir, "broker")
 	bc.Logger = r.log.With("component", "broker")
 	b, err := broker.Start(bc)
@@ -424,6 +428,9 @@ func (r *Runtime) startBroker(context.Context) error {
 	}
 	r.broker = b
 	r.metrics.Registry.MustRegister(b.Collector())
+	if !isLoopback(host) && host != "localhost" {
+		r.log.Warn("INSECURE BROKER: the embedded broker listens beyond loopback without authentication; anyone who reaches it can read and write every topic", "addr", b.Addr())
+	}
 	return nil
 }
 
