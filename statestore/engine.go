@@ -332,10 +332,11 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 	*o = op{slot: si, seq: s.seq + 1, key: w.Key}
 	if w.Delete {
 		if !exists {
-			// Nothing to delete: no record, no new version.
-			if _, stale := s.m.getHashed(hk, w.Key); !stale {
-				return s.seq, nil
-			}
+			// Nothing to delete: no record, no new version. An expired
+			// record counts as none whether or not the sweeper removed it
+			// yet, so that the slot's versions do not depend on when it
+			// ran (replicas and the cluster's routers see the same).
+			return s.seq, nil
 		}
 		o.kind = opDelete
 	} else {
@@ -601,18 +602,17 @@ func (e *Engine) deletePrefixIn(prefix string, children bool, slots []uint16) (i
 	for _, si := range slots {
 		s := &e.slots[si]
 		s.mu.Lock()
+		// Only live keys count: expired ones are as good as gone, and the
+		// slot's versions must not depend on whether the sweeper removed
+		// them yet.
 		var count int64
-		found := false
 		s.m.each(func(k string, en *recHeader) bool {
-			if matchPrefix(k, prefix, children) {
-				found = true
-				if en.live(now) {
-					count++
-				}
+			if matchPrefix(k, prefix, children) && en.live(now) {
+				count++
 			}
 			return true
 		})
-		if found {
+		if count > 0 {
 			o := op{kind: kind, slot: si, seq: s.seq + 1, key: prefix}
 			if err := e.logOps([]op{o}); err != nil {
 				s.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -627,5 +628,37 @@ func TestSlotRestrictedScanAndDelete(t *testing.T) {
 	}
 	if _, err := e.DeleteChildrenIn("p||", []int{NumSlots}); err == nil {
 		t.Error("a slot out of range is accepted")
+	}
+}
+
+// TestExpiredDeleteMakesNoVersion: deleting an expired key, singly or by
+// prefix, makes no new version whether or not the sweeper removed it yet,
+// so that the slot's versions depend only on the operations (the
+// cluster's property test caught engines whose sweeper ran at different
+// times disagreeing on versions).
+func TestExpiredDeleteMakesNoVersion(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	e := open(t, t.TempDir(), func(o *Options) {
+		o.Now = func() time.Time { return time.Unix(0, now.Load()) }
+		o.ExpiryInterval = time.Hour // the sweeper never runs here
+	})
+	defer e.Close()
+	for _, k := range []string{"{s}a", "{s}p||1"} {
+		if _, err := e.Set(Write{Key: k, Value: []byte("v"), TTLSeconds: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slot := SlotOf("{s}a")
+	before := e.SlotSeq(slot)
+	now.Add(int64(2 * time.Second))
+	if err := e.Delete(Write{Key: "{s}a"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.DeletePrefix("{s}p||"); err != nil || n != 0 {
+		t.Fatalf("delete prefix of expired keys: %d, %v", n, err)
+	}
+	if got := e.SlotSeq(slot); got != before {
+		t.Fatalf("deleting expired keys moved the slot's version from %d to %d", before, got)
 	}
 }
