@@ -125,6 +125,7 @@ func (e *events) alive(node *memberlist.Node, joined bool) {
 	if node.Name == e.n.name {
 		return
 	}
+	e.n.setPeer(e.p, node, false)
 	if e.p == wanPool {
 		if joined {
 			e.n.wanSize.Add(1)
@@ -158,6 +159,7 @@ func (e *events) NotifyLeave(node *memberlist.Node) {
 		return
 	}
 	dead := node.State == memberlist.StateDead
+	e.n.setPeer(e.p, node, true)
 	if e.p == wanPool {
 		e.n.wanSize.Add(-1)
 		e.n.log.Info("gateway left the wan", "gateway", node.Name, "dead", dead)

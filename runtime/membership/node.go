@@ -83,6 +83,13 @@ type Node struct {
 	lanSize  atomic.Int32           // LAN members, for the retransmit limit
 	wanSize  atomic.Int32
 
+	// peersMu guards peers: each pool's live members as the event
+	// delegate last saw them, copied. The sender sends to these copies:
+	// memberlist updates the Node values Members returns in place, under
+	// its own lock, so reading them later races with it.
+	peersMu sync.Mutex
+	peers   [2]map[string]memberlist.Node
+
 	outbox chan outMsg   // drained by the sender
 	metaCh chan struct{} // wakes the meta updater
 	// reclaimCh wakes reclaimLoop: the LAN pool holds this node's name
@@ -585,6 +592,34 @@ func (n *Node) tick(now time.Time) {
 	}
 }
 
+// setPeer records (or, with gone, forgets) a pool's member as the event
+// delegate sees it, under memberlist's lock: a copy of its name and
+// address.
+func (n *Node) setPeer(p pool, node *memberlist.Node, gone bool) {
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	if n.peers[p] == nil {
+		n.peers[p] = map[string]memberlist.Node{}
+	}
+	if gone {
+		delete(n.peers[p], node.Name)
+		return
+	}
+	n.peers[p][node.Name] = memberlist.Node{Name: node.Name, Addr: slices.Clone(node.Addr), Port: node.Port}
+}
+
+// peersOf is a copy of the pool's live members (this node not among
+// them).
+func (n *Node) peersOf(p pool) []memberlist.Node {
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	out := make([]memberlist.Node, 0, len(n.peers[p]))
+	for _, node := range n.peers[p] {
+		out = append(out, node)
+	}
+	return out
+}
+
 // sender makes the TCP sends, which block, off the gossip goroutines.
 func (n *Node) sender() {
 	for {
@@ -596,11 +631,11 @@ func (n *Node) sender() {
 			if m.pool == wanPool {
 				ml = n.wan
 			}
-			for _, node := range ml.Members() {
-				if node.Name == n.name || (m.to != "" && node.Name != m.to) {
+			for _, node := range n.peersOf(m.pool) {
+				if m.to != "" && node.Name != m.to {
 					continue
 				}
-				if err := ml.SendReliable(node, m.msg); err != nil && n.ctx.Err() == nil {
+				if err := ml.SendReliable(&node, m.msg); err != nil && n.ctx.Err() == nil {
 					n.log.Debug("gossip send failed", "pool", m.pool, "to", node.Name, "err", err)
 				}
 			}
