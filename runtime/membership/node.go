@@ -708,10 +708,8 @@ func (n *Node) reclaimLoop() {
 			}
 		}
 		var addrs []string
-		for _, m := range n.lan.Members() {
-			if m.Name != n.name {
-				addrs = append(addrs, m.Address())
-			}
+		for _, m := range n.peersOf(lanPool) {
+			addrs = append(addrs, m.Address())
 		}
 		if len(addrs) > 0 {
 			_, _ = n.lan.Join(addrs)
