@@ -35,11 +35,12 @@ func instanceID(t *testing.T, m *mecha) string {
 // instance (mecha-instance-id) reaches that instance only, over the HTTP
 // API and the gRPC API, from either runtime; an instance no runtime
 // hosts gets 404 ERR_INSTANCE_NOT_FOUND (gRPC NotFound), and so does the
-// instance of a runtime killed with -9, before and after gossip notices.
+// instance of a runtime killed with -9, before and after gossip notices,
+// and after it started again (a new instance, under the same name).
 // An app started by its runtime learns its id from MECHA_INSTANCE_ID.
 func TestInstanceInvocation(t *testing.T) {
 	aPort, bPort := startHTTPApp(t), startHTTPApp(t)
-	b := startMecha(t, "--app-id", "gw", "--app-port", fmt.Sprint(bPort))
+	b := startMecha(t, "--app-id", "gw", "--app-port", fmt.Sprint(bPort), "--node-name", "gw-b")
 	a := startMecha(t, "--app-id", "gw", "--app-port", fmt.Sprint(aPort), "--join", fmt.Sprintf("127.0.0.1:%d", b.gossipPort))
 	aID, bID := instanceID(t, a), instanceID(t, b)
 	if aID == bID {
@@ -116,6 +117,26 @@ func TestInstanceInvocation(t *testing.T) {
 	})
 	if d := receivedCount(t, aPort, "orders") - a1; d != 0 {
 		t.Fatalf("%d calls naming dead instance B reached A's app", d)
+	}
+
+	// B started again, under the same node name, is another instance:
+	// calls naming the new one reach it, calls naming the old one get
+	// ERR_INSTANCE_NOT_FOUND and never reach B's app.
+	b = startMecha(t, "--app-id", "gw", "--app-port", fmt.Sprint(bPort), "--node-name", "gw-b", "--join", fmt.Sprintf("127.0.0.1:%d", a.gossipPort))
+	newB := instanceID(t, b)
+	if newB == bID {
+		t.Fatalf("the restarted runtime kept instance id %q", bID)
+	}
+	eventually(t, 15*time.Second, func() error {
+		if r := call(a, newB); r.Status != 200 {
+			return fmt.Errorf("A calling the restarted instance %s: %d %s", newB, r.Status, r.Body)
+		}
+		return nil
+	})
+	b2 := receivedCount(t, bPort, "orders")
+	expectError(t, call(a, bID), 404, "ERR_INSTANCE_NOT_FOUND")
+	if d := receivedCount(t, bPort, "orders") - b2; d != 0 {
+		t.Fatalf("a call naming B's old instance reached the restarted B's app (%d)", d)
 	}
 
 	// An app started by its runtime learns its instance id.

@@ -250,7 +250,7 @@ func (m hostMetadata) Metadata() *api.Metadata {
 	md.Extended["appCommand"] = fmt.Sprint(r.cfg.Command)
 	md.Extended["daprRuntimeVersion"] = Version
 	// The id other apps name (mecha-instance-id) to reach this instance.
-	md.Extended["instanceId"] = r.node.Name()
+	md.Extended["instanceId"] = r.node.InstanceID()
 	if h.spec.Port != 0 {
 		acp := &api.AppConnectionProperties{Port: h.spec.Port, Protocol: h.spec.Protocol, ChannelAddress: r.cfg.AppChannelAddress}
 		if r.cfg.EnableAppHealthCheck {

@@ -137,7 +137,7 @@ func (h *appHost) childEnv() []string {
 		"DAPR_HTTP_PORT=" + strconv.Itoa(port(h.httpLis.Addr())),
 		"DAPR_GRPC_PORT=" + strconv.Itoa(port(h.grpcLis.Addr())),
 		"APP_ID=" + h.spec.ID,
-		invoke.EnvInstance + "=" + h.rt.node.Name(),
+		invoke.EnvInstance + "=" + h.rt.node.InstanceID(),
 		apicatalog.EnvFile + "=" + absPath(filepath.Join(h.rt.cfg.DataDir, "membership", membership.CacheFile)),
 	}
 	if h.spec.Port != 0 {

@@ -569,7 +569,7 @@ func (r *Runtime) startMembership(context.Context) error {
 	}
 	r.node = node
 	r.applyTrafficFiles(r.traffic)
-	r.cluster = &invoke.Cluster{Local: r.primary.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: r.peerToken, Self: node.Name()}
+	r.cluster = &invoke.Cluster{Local: r.primary.local, Catalog: r.node, MaxResponseBytes: r.cfg.MaxRequestSizeMB << 20, PeerToken: r.peerToken, Self: node.InstanceID()}
 	if r.tls != nil {
 		r.cluster.TLS = r.tls.Client("")
 	}
@@ -631,7 +631,7 @@ type peerResolver struct{ r *Runtime }
 
 func (p peerResolver) Resolve(ctx context.Context, appID string) (invoke.Target, error) {
 	inst := invoke.InstanceOf(ctx)
-	if ch, id, ok := p.r.appChannel(appID); ok && (inst == "" || inst == p.r.node.Name()) {
+	if ch, id, ok := p.r.appChannel(appID); ok && (inst == "" || inst == p.r.node.InstanceID()) {
 		c := ch()
 		if c == nil {
 			return invoke.Target{}, invoke.ErrNoAppChannel
@@ -640,7 +640,7 @@ func (p peerResolver) Resolve(ctx context.Context, appID string) (invoke.Target,
 	}
 	if !p.r.cfg.Membership.Gateway {
 		// A call for another instance, sent here from a stale catalog.
-		return invoke.Target{}, fmt.Errorf("%w: this runtime is instance %q, not %q", invoke.ErrInstanceNotFound, p.r.node.Name(), inst)
+		return invoke.Target{}, fmt.Errorf("%w: this runtime is instance %q, not %q", invoke.ErrInstanceNotFound, p.r.node.InstanceID(), inst)
 	}
 	return p.r.cluster.ResolveLocalDC(appID, inst)
 }

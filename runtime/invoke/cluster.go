@@ -53,8 +53,8 @@ type Cluster struct {
 	// TLS, when set, is the cluster's mutual TLS for connections to other
 	// runtimes' internal ports.
 	TLS *tls.Config
-	// Self is this runtime's instance id (its node name): a call naming
-	// it (HeaderInstance) is for the app hosted here.
+	// Self is this runtime's instance id (membership.InstanceID): a call
+	// naming it (HeaderInstance) is for the app hosted here.
 	Self string
 
 	mu       sync.Mutex // guards channels and apps
@@ -312,7 +312,7 @@ func (c *Cluster) pickInstance(appID, instance string, localOnly bool) (addr str
 	dc := c.Catalog.DC()
 	var found *membership.Instance
 	for _, in := range c.Catalog.Instances(appID) {
-		if in.Node == instance && (found == nil || found.Stale && !in.Stale) {
+		if in.ID == instance && (found == nil || found.Stale && !in.Stale) {
 			found = &in
 		}
 	}

@@ -263,24 +263,24 @@ func TestWeightedEjectsAndProbesBack(t *testing.T) {
 }
 
 // TestClusterInstance: a call naming an instance goes to that instance
-// only (its runtime in this DC, its DC's gateway otherwise), the app
+// only, that run of its runtime (n2@2 is not n2@1) (its runtime in this DC, its DC's gateway otherwise), the app
 // hosted here when it names this runtime, and fails with
 // ErrInstanceNotFound when no runtime hosts the app as that instance, is
 // unhealthy, or (on a gateway) is in another DC.
 func TestClusterInstance(t *testing.T) {
 	cat := &fakeCatalog{dc: "a", insts: map[string][]membership.Instance{
 		"gw": {
-			{AppID: "gw", Node: "n1", DC: "a", Addr: "10.0.0.1", InternalPort: 1, Healthy: true},
-			{AppID: "gw", Node: "n2", DC: "a", Addr: "10.0.0.2", InternalPort: 1, Healthy: true},
-			{AppID: "gw", Node: "n2", DC: "a", Addr: "10.0.0.9", InternalPort: 1, Healthy: true, Stale: true},
-			{AppID: "gw", Node: "n3", DC: "a", Addr: "10.0.0.3", InternalPort: 1, Healthy: false},
-			{AppID: "gw", Node: "n4", DC: "b", Addr: "10.1.0.1", InternalPort: 1, Healthy: true, Gateways: []string{"10.1.0.9:1"}},
-			{AppID: "gw", Node: "me", DC: "a", Addr: "10.0.0.5", InternalPort: 1, Healthy: true},
+			{AppID: "gw", Node: "n1", ID: "n1@1", DC: "a", Addr: "10.0.0.1", InternalPort: 1, Healthy: true},
+			{AppID: "gw", Node: "n2", ID: "n2@1", DC: "a", Addr: "10.0.0.2", InternalPort: 1, Healthy: true},
+			{AppID: "gw", Node: "n2", ID: "n2@1", DC: "a", Addr: "10.0.0.9", InternalPort: 1, Healthy: true, Stale: true},
+			{AppID: "gw", Node: "n3", ID: "n3@1", DC: "a", Addr: "10.0.0.3", InternalPort: 1, Healthy: false},
+			{AppID: "gw", Node: "n4", ID: "n4@1", DC: "b", Addr: "10.1.0.1", InternalPort: 1, Healthy: true, Gateways: []string{"10.1.0.9:1"}},
+			{AppID: "gw", Node: "me", ID: "me@1", DC: "a", Addr: "10.0.0.5", InternalPort: 1, Healthy: true},
 		},
 	}}
 	local := &Local{AppID: "gw"}
 	local.SetChannel(appchannel.NewHTTP(appchannel.HTTPOptions{Address: "127.0.0.1:1"}))
-	c := &Cluster{Local: local, Catalog: cat, Self: "me"}
+	c := &Cluster{Local: local, Catalog: cat, Self: "me@1"}
 	r := c.For(local)
 	resolve := func(inst string) (Target, string, error) {
 		tg, err := r.Resolve(WithInstance(context.Background(), inst), "gw")
@@ -296,28 +296,28 @@ func TestClusterInstance(t *testing.T) {
 		return tg, "", nil
 	}
 	for range 3 {
-		if _, a, err := resolve("n2"); err != nil || a != "10.0.0.2:1" {
-			t.Fatalf("instance n2: %s, %v; want its fresh address 10.0.0.2:1 every time", a, err)
+		if _, a, err := resolve("n2@1"); err != nil || a != "10.0.0.2:1" {
+			t.Fatalf("instance n2@1: %s, %v; want its fresh address 10.0.0.2:1 every time", a, err)
 		}
 	}
-	if _, a, err := resolve("n4"); err != nil || a != "10.1.0.9:1" {
-		t.Fatalf("instance n4 in dc b: %s, %v; want dc b's gateway", a, err)
+	if _, a, err := resolve("n4@1"); err != nil || a != "10.1.0.9:1" {
+		t.Fatalf("instance n4@1 in dc b: %s, %v; want dc b's gateway", a, err)
 	}
-	if tg, _, err := resolve("me"); err != nil || tg.Remote {
+	if tg, _, err := resolve("me@1"); err != nil || tg.Remote {
 		t.Fatalf("this runtime's own instance: remote %v, %v; want the local app", tg.Remote, err)
 	}
 	if tg, _, err := resolve(""); err != nil || tg.Remote {
 		t.Fatalf("no instance: remote %v, %v; want the local app first", tg.Remote, err)
 	}
-	for _, inst := range []string{"n3", "gone"} {
+	for _, inst := range []string{"n3@1", "n2@2", "gone"} {
 		if _, _, err := resolve(inst); !errors.Is(err, ErrInstanceNotFound) {
 			t.Fatalf("instance %s: %v, want ErrInstanceNotFound", inst, err)
 		}
 	}
-	if _, err := c.ResolveLocalDC("gw", "n4"); !errors.Is(err, ErrInstanceNotFound) {
+	if _, err := c.ResolveLocalDC("gw", "n4@1"); !errors.Is(err, ErrInstanceNotFound) {
 		t.Fatalf("a gateway must not send an instance call on to another DC: %v", err)
 	}
-	if _, err := c.ResolveLocalDC("gw", "n1"); err != nil {
+	if _, err := c.ResolveLocalDC("gw", "n1@1"); err != nil {
 		t.Fatalf("a gateway resolving an instance of its DC: %v", err)
 	}
 	// The pipeline names the instance to the resolver and maps the miss

@@ -19,8 +19,9 @@ const (
 	TokenHeader = "mecha-peer-token"
 	// HeaderInstance names the one instance of the called app a call
 	// must reach: the instance id its runtime gives the app
-	// (EnvInstance, the metadata API) and publishes in the catalog,
-	// which is the runtime's node name. It is not reserved: it travels
+	// (EnvInstance, the metadata API) and publishes in the catalog, the
+	// runtime's node name and incarnation (node@incarnation): a runtime
+	// started again is a new instance. It is not reserved: it travels
 	// with the call to the runtime that hosts the instance, which checks
 	// it, and the app sees it.
 	HeaderInstance = "mecha-instance-id"

@@ -11,10 +11,19 @@ import (
 	"mecha/internal/apicatalog"
 )
 
+// InstanceID names one run of a node: its name and its incarnation, so
+// that a runtime started again (with a new incarnation) is a new
+// instance, and a call naming the old one finds it gone.
+func InstanceID(node string, incarnation uint64) string {
+	return node + "@" + strconv.FormatUint(incarnation, 36)
+}
+
 // Instance is one runtime hosting an app-id, as the catalog knows it.
 type Instance struct {
-	AppID        string
-	Node         string
+	AppID string
+	Node  string
+	// ID is the run of the node that hosts it (InstanceID).
+	ID           string
 	DC           string
 	Region       string
 	Addr         string
@@ -499,7 +508,7 @@ func (c *Catalog) buildIndex() map[string][]Instance {
 	add := func(n *NodeEntry, stale bool, gws []string) {
 		for _, a := range n.Apps {
 			idx[a.ID] = append(idx[a.ID], Instance{
-				AppID: a.ID, Node: n.Node, DC: n.DC, Region: n.Region, Addr: n.Addr,
+				AppID: a.ID, Node: n.Node, ID: InstanceID(n.Node, n.Incarnation), DC: n.DC, Region: n.Region, Addr: n.Addr,
 				InternalPort: n.InternalPort, Healthy: a.Healthy, Gateways: gws, Stale: stale,
 			})
 		}

@@ -314,7 +314,7 @@ func TestCatalogLocalApps(t *testing.T) {
 		t.Fatal("the same apps changed the entry")
 	}
 	in := c.Instances("a")
-	if len(in) != 1 || in[0].Node != "self" || in[0].Addr != "10.0.0.1" || in[0].InternalPort != 7000 {
+	if len(in) != 1 || in[0].Node != "self" || in[0].ID != InstanceID("self", 1) || in[0].Addr != "10.0.0.1" || in[0].InternalPort != 7000 {
 		t.Fatalf("own instance %+v", in)
 	}
 	s := c.state()

@@ -70,18 +70,20 @@ type outMsg struct {
 // and never call into memberlist while holding it (memberlist calls the
 // event delegate with its node lock held).
 type Node struct {
-	cfg      Config
-	log      *slog.Logger
-	name     string
-	addr     string // advertised IP
-	lanPort  int
-	wanPort  int
-	lan, wan *memberlist.Memberlist // set by Start, then read-only
-	lanQ     *memberlist.TransmitLimitedQueue
-	wanQ     *memberlist.TransmitLimitedQueue
-	meta     atomic.Pointer[[]byte] // what NodeMeta returns
-	lanSize  atomic.Int32           // LAN members, for the retransmit limit
-	wanSize  atomic.Int32
+	cfg  Config
+	log  *slog.Logger
+	name string
+	addr string // advertised IP
+	// incarnation names this run of the node: it changes at every start.
+	incarnation uint64
+	lanPort     int
+	wanPort     int
+	lan, wan    *memberlist.Memberlist // set by Start, then read-only
+	lanQ        *memberlist.TransmitLimitedQueue
+	wanQ        *memberlist.TransmitLimitedQueue
+	meta        atomic.Pointer[[]byte] // what NodeMeta returns
+	lanSize     atomic.Int32           // LAN members, for the retransmit limit
+	wanSize     atomic.Int32
 
 	// peersMu guards peers: each pool's live members as the event
 	// delegate last saw them, copied. The sender sends to these copies:
@@ -168,10 +170,11 @@ func Start(cfg Config, logger *slog.Logger) (*Node, error) {
 	}
 	n.addr = ip.String()
 	now := time.Now()
+	n.incarnation = uint64(now.UnixNano())
 	n.cat = NewCatalog(NodeEntry{
 		Node: n.name, DC: cfg.DC, Region: cfg.Region, Addr: ip.String(),
 		InternalPort: cfg.InternalPort, Gateway: cfg.Gateway,
-		Incarnation: uint64(now.UnixNano()),
+		Incarnation: n.incarnation,
 	}, now, CatalogConfig{ViewTTL: cfg.ViewTTL, TombstoneTTL: tombstoneTTL, WantGrace: wantGrace, KeepWhenIsolated: true,
 		SelfAPI: apicatalog.Endpoint{Node: n.name, Addr: ip.String(), HTTPPort: cfg.HTTPPort, GRPCPort: cfg.GRPCPort}})
 	if cfg.DataDir != "" {
@@ -296,6 +299,10 @@ func (n *Node) createPool(p pool, c *memberlist.Config, t *memberlist.NetTranspo
 
 // Name is the node's name in its pools.
 func (n *Node) Name() string { return n.name }
+
+// InstanceID is this run of the node as apps name it to reach the app it
+// hosts (InstanceID of its name and incarnation).
+func (n *Node) InstanceID() string { return InstanceID(n.name, n.incarnation) }
 
 // DC is the node's data center.
 func (n *Node) DC() string { return n.cfg.DC }
