@@ -26,23 +26,9 @@ func mechaSDK(t *testing.T, m *mecha, opts ...sdk.Option) *sdk.Client {
 	return c
 }
 
+// sdkComponents adds an output binding; the embedded statestore and
+// pubsub stay loaded beside it.
 const sdkComponents = `apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: statestore
-spec:
-  type: state.crux
-  version: v1
----
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: pubsub
-spec:
-  type: pubsub.mecha
-  version: v1
----
-apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata:
   name: out
