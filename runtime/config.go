@@ -59,6 +59,10 @@ type Config struct {
 	// its first election, and the slots are spread over them. 0: no
 	// cluster.
 	BootstrapExpect int
+	// CruxReplicas is how many copies of each slot a new Crux cluster
+	// keeps (--crux-replicas; 3, or the member count when fewer). A
+	// cluster keeps the number it was bootstrapped with.
+	CruxReplicas int
 	// CruxClient puts this runtime in its DC's Crux cluster as a client:
 	// it stores nothing, and routes every key to its slot's leader,
 	// following the map it polls from the servers gossip shows.
@@ -124,6 +128,7 @@ func DefaultConfig() Config {
 		AppProtocol:         "http",
 		AppChannelAddress:   "127.0.0.1",
 		HTTPPort:            3500,
+		CruxReplicas:        3,
 		GRPCPort:            50001,
 		ListenAddress:       "127.0.0.1",
 		DataDir:             filepath.Join(home, ".mecha", "data"),
@@ -215,6 +220,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.BrokerPort, "broker-port", c.BrokerPort, "the embedded Kafka-compatible broker's port (0 picks a free port)")
 	fs.Var(negBool{&c.NoBroker}, "broker", "run the embedded Kafka-compatible broker (--broker=false turns it off; the default pubsub is then contrib's in-memory one)")
 	c.Broker.BindFlags(fs, "broker-")
+	fs.IntVar(&c.CruxReplicas, "crux-replicas", c.CruxReplicas, "copies of each Crux slot a new cluster keeps on its members (the leader's and its followers'), at most the member count; strong writes wait for every in-sync copy, at least 2")
 	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", c.BootstrapExpect, "make this runtime a server of the DC's Crux cluster, which starts once this many servers (this one included) have met through gossip; give the same number to each of them (0: state.crux stays on this host)")
 	fs.StringVar(&c.ClusterID, "cluster-id", c.ClusterID, "the Crux cluster's id: servers bootstrap it under this id and refuse a --data-dir of another cluster; clients refuse the map of another cluster (empty: a new id at bootstrap, anything accepted)")
 	fs.BoolVar(&c.CruxClient, "crux-client", c.CruxClient, "use the DC's Crux cluster without holding slots: state.crux stores route every key to its leader (the servers are found by gossip: give --join)")
@@ -285,6 +291,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxValueBytes <= 0 {
 		errs = append(errs, fmt.Sprintf("--max-value-bytes %d must be positive", c.MaxValueBytes))
+	}
+	if c.CruxReplicas < 0 || c.CruxReplicas > 7 {
+		errs = append(errs, fmt.Sprintf("--crux-replicas %d must be from 1 to 7 (0: 3)", c.CruxReplicas))
 	}
 	if c.BootstrapExpect < 0 {
 		errs = append(errs, fmt.Sprintf("--bootstrap-expect %d must not be negative", c.BootstrapExpect))

@@ -38,11 +38,12 @@ import (
 //     cluster runtime hold no slots: they poll the map from the servers
 //     gossip shows (a controlplane.Client) and route every key.
 //
-// In the cluster a slot has one copy (replicas: 1) and never moves:
-// replication and migration are not built yet, so the planner makes the
-// first assignment only (clustermap.PlanConfig NoMoves). A member that
-// is down leaves its slots without a leader (a 503) until it returns
-// with its data.
+// In the cluster each slot has --crux-replicas copies (3 by default): its
+// leader serves it and its followers tail its records (statestore/cluster
+// replicate.go); when a member dies the control plane makes an in-sync
+// follower the leader. Slots do not move yet (clustermap.PlanConfig
+// NoMoves): a member that joins later gets no slots, and the replicas of
+// a member gone for good are not rebuilt elsewhere.
 
 // hostOwnerID is the owner's member id in the map of a host.
 const hostOwnerID = "owner"
@@ -159,8 +160,30 @@ func (r *Runtime) startCrux() error {
 	r.metrics.AddCrux(r.cruxMetrics)
 	if r.cruxStores() {
 		r.crux.Server = cluster.NewServer(member, r.cruxMaps, log)
+		if r.cfg.BootstrapExpect > 0 {
+			rc := cluster.DefaultReplicaConfig()
+			rc.MinISR = min(rc.MinISR, r.cruxReplicas())
+			r.crux.Server.Replicate = &cluster.ReplicationConfig{Clients: clients, Propose: r.proposeISR, Replica: rc}
+		}
 	}
 	return nil
+}
+
+// cruxReplicas is the replica count a new cluster bootstraps with.
+func (r *Runtime) cruxReplicas() int {
+	if r.cfg.CruxReplicas <= 0 {
+		return 3
+	}
+	return r.cfg.CruxReplicas
+}
+
+// proposeISR sends a slot leader's in-sync set to the control plane.
+func (r *Runtime) proposeISR(ctx context.Context, c clustermap.ISRChange) error {
+	cp := r.cp.Load()
+	if cp == nil {
+		return errors.New("the control plane is not running yet")
+	}
+	return cp.node.Propose(ctx, c)
 }
 
 // controlPlane is what the cluster's wiring runs: the raft node on a
@@ -199,7 +222,7 @@ func (r *Runtime) startControlPlane(ctx context.Context) error {
 	} else {
 		n, err := controlplane.New(controlplane.Config{
 			ID: r.cfg.Membership.NodeName, Addr: r.internalAddr(), BootstrapExpect: r.cfg.BootstrapExpect, ClusterID: r.cfg.ClusterID,
-			Dir: filepath.Join(r.cfg.DataDir, "controlplane"), Replicas: 1,
+			Dir: filepath.Join(r.cfg.DataDir, "controlplane"), Replicas: r.cruxReplicas(),
 			Plan:      clustermap.PlanConfig{MinMembers: r.cfg.BootstrapExpect, NoMoves: true},
 			Transport: cp.transport, Logger: log,
 		})

@@ -177,8 +177,8 @@ func ttlMetadata(it Item) map[string]string {
 	return map[string]string{"ttlExpireTime": it.Expires.UTC().Format(time.RFC3339)}
 }
 
-func toWrite(key string, value any, etag *string, meta map[string]string, concurrency string, del bool) (Write, error) {
-	w := Write{Key: key, ETag: etag, Delete: del, FirstWrite: concurrency == state.FirstWrite}
+func toWrite(key string, value any, etag *string, meta map[string]string, o state.SetStateOption, del bool) (Write, error) {
+	w := Write{Key: key, ETag: etag, Delete: del, FirstWrite: o.Concurrency == state.FirstWrite, Strong: o.Consistency == state.Strong}
 	if !del {
 		b, err := stateutils.Marshal(value, jsonMarshal)
 		if err != nil {
@@ -201,7 +201,7 @@ func toWrite(key string, value any, etag *string, meta map[string]string, concur
 
 // Set implements state.Store.
 func (c *Component) Set(ctx context.Context, req *state.SetRequest) error {
-	w, err := toWrite(req.Key, req.Value, req.ETag, req.Metadata, req.Options.Concurrency, false)
+	w, err := toWrite(req.Key, req.Value, req.ETag, req.Metadata, req.Options, false)
 	if err != nil {
 		return err
 	}
@@ -211,7 +211,7 @@ func (c *Component) Set(ctx context.Context, req *state.SetRequest) error {
 
 // Delete implements state.Store.
 func (c *Component) Delete(ctx context.Context, req *state.DeleteRequest) error {
-	w, _ := toWrite(req.Key, nil, req.ETag, req.Metadata, req.Options.Concurrency, true)
+	w, _ := toWrite(req.Key, nil, req.ETag, req.Metadata, state.SetStateOption(req.Options), true)
 	return mapErr(c.b.Delete(ctx, w))
 }
 
@@ -258,9 +258,9 @@ func (c *Component) Multi(ctx context.Context, req *state.TransactionalStateRequ
 		)
 		switch r := o.(type) {
 		case state.SetRequest:
-			w, err = toWrite(r.Key, r.Value, r.ETag, r.Metadata, r.Options.Concurrency, false)
+			w, err = toWrite(r.Key, r.Value, r.ETag, r.Metadata, r.Options, false)
 		case state.DeleteRequest:
-			w, err = toWrite(r.Key, nil, r.ETag, r.Metadata, r.Options.Concurrency, true)
+			w, err = toWrite(r.Key, nil, r.ETag, r.Metadata, state.SetStateOption(r.Options), true)
 		default:
 			err = fmt.Errorf("operation type %T is not supported", o)
 		}

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -139,6 +140,8 @@ type Engine struct {
 	lock  *dirlock.Lock
 	// seed keys the slots' key hashes; it is per process, never stored.
 	seed maphash.Seed
+	// repl replicates the slots' records (replica.go); nil when single.
+	repl atomic.Pointer[replicatorBox]
 
 	// snapMu serializes snapshots; lastSnapLSN is guarded by it.
 	snapMu      sync.Mutex
@@ -284,6 +287,10 @@ type Write struct {
 	FirstWrite bool
 	// TTL in seconds: 0 keeps no TTL, -1 removes it, >0 expires the key.
 	TTLSeconds int64
+	// Strong waits, in a replicated store, until every in-sync replica
+	// has the write (Dapr's consistency "strong"); a single store
+	// ignores it.
+	Strong bool
 }
 
 // Set writes one key and returns its new version.
@@ -309,7 +316,23 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 	si := slotOf(w.Key)
 	s := &e.slots[si]
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	seq, wait, err := e.writeLocked(s, si, w)
+	s.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	if wait != nil {
+		if err := wait(); err != nil {
+			return 0, err
+		}
+	}
+	return seq, nil
+}
+
+// writeLocked is writeOne under the slot's lock. wait, when not nil, is
+// the replication's acknowledgement to wait for once the lock is
+// released.
+func (e *Engine) writeLocked(s *slot, si uint16, w *Write) (uint64, func() error, error) {
 	// Read the clock only when a TTL is involved.
 	var now int64
 	hk := s.m.hash(w.Key)
@@ -325,7 +348,7 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 		curVersion = cur.version
 	}
 	if err := checkConcurrency(w, curVersion, exists); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	var ops [1]op
 	o := &ops[0]
@@ -336,7 +359,7 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 			// record counts as none whether or not the sweeper removed it
 			// yet, so that the slot's versions do not depend on when it
 			// ran (replicas and the cluster's routers see the same).
-			return s.seq, nil
+			return s.seq, nil, nil
 		}
 		o.kind = opDelete
 	} else {
@@ -348,18 +371,21 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 			o.expires = now + w.TTLSeconds*int64(time.Second)
 		}
 	}
+	rep := e.replicator()
+	if rep != nil {
+		if err := rep.Admit(SlotTx{e: e, i: si}, w.Strong); err != nil {
+			return 0, nil, err
+		}
+	}
 	s.scratch = appendRecord(s.scratch[:0], ops[:])
 	t, err := e.wal.append(s.scratch)
-	if cap(s.scratch) > 64<<10 {
-		s.scratch = nil // do not keep a large value's buffer per slot
-	}
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	// Holding the slot lock while the record reaches the OS keeps
 	// readers from seeing a value a crash could still take back.
 	if err := e.wal.wait(t, e.opts.Fsync == FsyncAlways); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	s.seq = o.seq
 	if o.kind == opSet {
@@ -368,7 +394,14 @@ func (e *Engine) writeOne(w *Write) (uint64, error) {
 	} else {
 		s.m.del(o.key)
 	}
-	return o.seq, nil
+	var wait func() error
+	if rep != nil {
+		wait = rep.Logged(int(si), o.seq, 1, s.scratch, w.Strong)
+	}
+	if cap(s.scratch) > 64<<10 {
+		s.scratch = nil // do not keep a large value's buffer per slot
+	}
+	return o.seq, wait, nil
 }
 
 // checkWrite validates a write before any lock is taken.
@@ -471,11 +504,45 @@ func (e *Engine) Apply(writes []Write) ([]uint64, error) {
 		ops[i] = o
 		versions[i] = seq
 	}
+	rep := e.replicator()
+	strong := false
+	for i := range writes {
+		strong = strong || writes[i].Strong
+	}
+	if rep != nil {
+		for _, s := range locked {
+			if err := rep.Admit(SlotTx{e: e, i: s}, strong); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if err := e.logOps(ops); err != nil {
 		return nil, err
 	}
 	for i := range ops {
 		e.applyOp(&ops[i])
+	}
+	if rep == nil {
+		return versions, nil
+	}
+	var waits []func() error
+	for _, s := range locked {
+		if wait := e.replicate(rep, s, ops, strong); wait != nil {
+			waits = append(waits, wait)
+		}
+	}
+	if len(waits) == 0 {
+		return versions, nil
+	}
+	// The acknowledgements are awaited once the slots are unlocked.
+	for _, s := range locked {
+		e.slots[s].mu.Unlock()
+	}
+	locked = nil
+	for _, wait := range waits {
+		if err := wait(); err != nil {
+			return nil, err
+		}
 	}
 	return versions, nil
 }
@@ -526,6 +593,15 @@ func (e *Engine) logOps(ops []op) error {
 // engine is recovering, single-threaded).
 func (e *Engine) applyOp(o *op) {
 	s := &e.slots[o.slot]
+	switch o.kind {
+	case opInstall:
+		s.m = newKeyMap(e.seed, 0)
+		s.seq = o.seq
+		return
+	case opInstallItem:
+		s.put(o.key, o.value, o.seq, o.expires)
+		return
+	}
 	if o.seq > s.seq {
 		s.seq = o.seq
 	}
@@ -612,15 +688,31 @@ func (e *Engine) deletePrefixIn(prefix string, children bool, slots []uint16) (i
 			}
 			return true
 		})
+		var wait func() error
 		if count > 0 {
 			o := op{kind: kind, slot: si, seq: s.seq + 1, key: prefix}
+			rep := e.replicator()
+			if rep != nil {
+				if err := rep.Admit(SlotTx{e: e, i: si}, false); err != nil {
+					s.mu.Unlock()
+					return n, err
+				}
+			}
 			if err := e.logOps([]op{o}); err != nil {
 				s.mu.Unlock()
 				return n, err
 			}
 			e.applyOp(&o)
+			if rep != nil {
+				wait = e.replicate(rep, si, []op{o}, false)
+			}
 		}
 		s.mu.Unlock()
+		if wait != nil {
+			if err := wait(); err != nil {
+				return n, err
+			}
+		}
 		n += count
 	}
 	return n, nil

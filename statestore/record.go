@@ -35,6 +35,15 @@ const (
 	// opDeleteChildren deletes the keys right under a prefix: those that
 	// start with it and hold no further "||" (Dapr's DeleteWithPrefix).
 	opDeleteChildren = 4
+	// opInstall replaces a slot with a replica's copy (statestore/cluster
+	// installs one on a follower that cannot continue from its log): it
+	// empties the slot and sets its seq to the op's, even below the
+	// slot's; the opInstallItem ops after it in the same record are the
+	// copy's keys, each with its version in the seq field. Recovery
+	// applies an install wherever it finds one: the records after it are
+	// newer.
+	opInstall     = 5
+	opInstallItem = 6
 )
 
 // errBadRecord is wrapped by errors about a record that cannot be decoded.
@@ -93,7 +102,7 @@ func decodePayload(p []byte) ([]op, error) {
 		}
 		o := op{kind: p[0], slot: binary.BigEndian.Uint16(p[1:3])}
 		p = p[3:]
-		if o.kind < opSet || o.kind > opDeleteChildren || int(o.slot) >= NumSlots {
+		if o.kind < opSet || o.kind > opInstallItem || int(o.slot) >= NumSlots {
 			return nil, fmt.Errorf("%w: op %d: bad kind or slot", errBadRecord, i)
 		}
 		var k int
@@ -106,7 +115,7 @@ func decodePayload(p []byte) ([]op, error) {
 		}
 		p = p[k:]
 		kl, k := binary.Uvarint(p)
-		if k <= 0 || kl == 0 || kl > uint64(len(p)-k) {
+		if k <= 0 || (kl == 0) != (o.kind == opInstall) || kl > uint64(len(p)-k) {
 			return nil, fmt.Errorf("%w: op %d: bad key length", errBadRecord, i)
 		}
 		p = p[k:]
@@ -117,7 +126,7 @@ func decodePayload(p []byte) ([]op, error) {
 			return nil, fmt.Errorf("%w: op %d: bad value length", errBadRecord, i)
 		}
 		p = p[k:]
-		if o.kind == opSet {
+		if o.kind == opSet || o.kind == opInstallItem {
 			o.value = append(make([]byte, 0, vl), p[:vl]...)
 		}
 		p = p[vl:]

@@ -260,13 +260,18 @@ func (e *Engine) recover() (segStart uint64, fileOff int64, keys int, err error)
 		path := filepath.Join(dir, segName(s))
 		last := i == len(replay)-1
 		end, torn, err := scanSegment(path, last, func(ops []op) error {
+			installing := false
 			for j := range ops {
 				o := &ops[j]
-				if o.seq <= e.slots[o.slot].seq {
+				switch {
+				case o.kind == opInstall:
+					installing = true
+				case o.kind == opInstallItem && installing:
+				case o.seq <= e.slots[o.slot].seq:
 					continue // already in the snapshot
 				}
 				e.applyOp(o)
-				if o.kind == opSet && o.expires != 0 && o.expires <= now {
+				if (o.kind == opSet || o.kind == opInstallItem) && o.expires != 0 && o.expires <= now {
 					e.slots[o.slot].m.del(o.key)
 				}
 			}

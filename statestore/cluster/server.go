@@ -25,8 +25,13 @@ type Server struct {
 	mapWait time.Duration
 	log     *slog.Logger
 
+	// Replicate, when set before the first Attach, replicates every
+	// attached store's slots to their replicas (replicate.go).
+	Replicate *ReplicationConfig
+
 	mu     sync.RWMutex
 	stores map[string]*statestore.Engine
+	repls  map[string]*Replication
 }
 
 // NewServer returns the server of member (its id in the map). log may
@@ -41,22 +46,79 @@ func NewServer(member string, maps MapSource, log *slog.Logger) *Server {
 // Attach serves store (the component's name) from e until detach is
 // called.
 func (s *Server) Attach(store string, e *statestore.Engine) (detach func()) {
+	var rep *Replication
+	if s.Replicate != nil {
+		rep = newReplication(store, s.member, e, s.maps, *s.Replicate, s.log)
+	}
 	s.mu.Lock()
 	s.stores[store] = e
+	if rep != nil {
+		if s.repls == nil {
+			s.repls = map[string]*Replication{}
+		}
+		s.repls[store] = rep
+	}
 	s.mu.Unlock()
+	if rep != nil {
+		rep.start()
+	}
 	return func() {
 		s.mu.Lock()
 		if s.stores[store] == e {
 			delete(s.stores, store)
 		}
+		if rep != nil && s.repls[store] == rep {
+			delete(s.repls, store)
+		}
 		s.mu.Unlock()
+		if rep != nil {
+			rep.stop()
+		}
 	}
+}
+
+// Replication is store's replication on this member, nil when off.
+func (s *Server) Replication(store string) *Replication {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.repls[store]
+}
+
+// handleReplication serves MethodReplicaFetch and MethodSlotCopy.
+func (s *Server) handleReplication(ctx context.Context, method uint16, body []byte) ([]byte, error) {
+	var store string
+	var fb *FetchBatch
+	var cr *CopyRequest
+	var err error
+	if method == MethodReplicaFetch {
+		if fb, err = DecodeFetchBatch(body); err == nil {
+			store = fb.Store
+		}
+	} else {
+		if cr, err = DecodeCopyRequest(body); err == nil {
+			store = cr.Store
+		}
+	}
+	if err != nil {
+		return nil, &muxconn.Error{Code: muxconn.CodeApp, Msg: err.Error()}
+	}
+	rep := s.Replication(store)
+	if rep == nil {
+		return nil, &muxconn.Error{Code: muxconn.CodeApp, Msg: fmt.Sprintf("crux replication: store %q is not replicated on member %q", store, s.member)}
+	}
+	if fb != nil {
+		return rep.handleFetch(ctx, fb), nil
+	}
+	return rep.handleCopy(cr), nil
 }
 
 // Handle is the muxconn handler of methods MethodFirst to MethodLast.
 // Every failure of the request is in the answer (AppendResponse's status
 // byte); an error return is only muxconn.ErrUnknownMethod.
 func (s *Server) Handle(ctx context.Context, method uint16, body []byte) ([]byte, error) {
+	if method == MethodReplicaFetch || method == MethodSlotCopy {
+		return s.handleReplication(ctx, method, body)
+	}
 	if !knownMethod(method) {
 		return nil, muxconn.ErrUnknownMethod
 	}

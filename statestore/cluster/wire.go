@@ -93,7 +93,8 @@ const (
 	flagDelete     = 1
 	flagFirstWrite = 2
 	flagETag       = 4
-	flagsKnown     = flagDelete | flagFirstWrite | flagETag
+	flagStrong     = 8
+	flagsKnown     = flagDelete | flagFirstWrite | flagETag | flagStrong
 )
 
 func knownMethod(m uint16) bool { return m >= MethodGet && m <= MethodDeleteChildren }
@@ -130,6 +131,9 @@ func appendWrite(dst []byte, w *statestore.Write) []byte {
 	if w.ETag != nil {
 		f |= flagETag
 	}
+	if w.Strong {
+		f |= flagStrong
+	}
 	dst = append(dst, f)
 	dst = appendString(dst, w.Key)
 	if w.ETag != nil {
@@ -151,7 +155,7 @@ func appendWrite(dst []byte, w *statestore.Write) []byte {
 //
 // Strings and byte strings are a uvarint length and the bytes; a count
 // is a uvarint; a write is flags byte (1 delete, 2 first-write, 4 has
-// etag), key, [etag], and unless a delete, value and ttl (zigzag varint).
+// etag, 8 strong), key, [etag], and unless a delete, value and ttl (zigzag varint).
 func AppendRequest(dst []byte, method uint16, r *Request) []byte {
 	dst = append(dst, WireVersion)
 	dst = appendString(dst, r.Store)
@@ -313,7 +317,7 @@ func (r *reader) write() statestore.Write {
 		r.fail("write flags %#x", f)
 		return w
 	}
-	w.Delete, w.FirstWrite = f&flagDelete != 0, f&flagFirstWrite != 0
+	w.Delete, w.FirstWrite, w.Strong = f&flagDelete != 0, f&flagFirstWrite != 0, f&flagStrong != 0
 	w.Key = r.string("key")
 	if f&flagETag != 0 {
 		e := r.string("etag")

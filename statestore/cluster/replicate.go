@@ -1,0 +1,752 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mecha/internal/backoff"
+	"mecha/internal/clustermap"
+	"mecha/internal/muxconn"
+	"mecha/internal/replica"
+	"mecha/statestore"
+)
+
+// ReplicationConfig turns replication on for a Server's stores: each
+// slot's leader logs its records into the slot's replica.Leader, and the
+// slot's other replicas follow it (replica.Follower) by fetching over
+// the internal port.
+type ReplicationConfig struct {
+	// Clients reach the other members.
+	Clients *Clients
+	// Propose sends a leader's in-sync set to the control plane (an
+	// ISRChange); called on its own goroutine.
+	Propose func(ctx context.Context, c clustermap.ISRChange) error
+	// Replica tunes the state machines; DefaultReplicaConfig when zero.
+	Replica replica.Config
+	// FetchWait is how long a leader holds a fetch with nothing new
+	// (500 ms when zero).
+	FetchWait time.Duration
+	// TailBytes is how much of each slot's newest records a replica
+	// keeps in memory for its followers (256 KiB when zero).
+	TailBytes int
+}
+
+// DefaultReplicaConfig is Crux's replication tuning: a follower out of
+// touch for 5 s leaves the in-sync set, a strong write needs 2 copies
+// and gives up after 10 s.
+func DefaultReplicaConfig() replica.Config {
+	c := replica.DefaultConfig()
+	c.MaxLag = 5 * time.Second
+	c.MinISR = 2
+	c.AckTimeout = 10 * time.Second
+	c.FetchTimeout = 2 * time.Second
+	c.ProposalRetry = time.Second
+	return c
+}
+
+// ReplicaID is a member's replica id: a hash of its member id.
+func ReplicaID(member string) replica.ReplicaID {
+	h := fnv.New32a()
+	h.Write([]byte(member))
+	return replica.ReplicaID(h.Sum32())
+}
+
+// Replica roles of a slot.
+const (
+	roleNone = iota
+	roleLeader
+	roleFollower
+)
+
+// replSlot is one slot's replication on this member, guarded by the
+// engine's slot lock.
+type replSlot struct {
+	role     int
+	epoch    uint64
+	leaderID string // the member followed
+	leader   *replica.Leader
+	follower *replica.Follower
+	log      *slotLog
+	isr      []string // the committed ISR the leader knows
+	isrMap   uint64   // the map version it came from
+	// waiters are the strong writes awaiting their acknowledgement, by
+	// base offset.
+	waiters map[int64]chan error
+	events  []replica.Event
+}
+
+// Replication replicates one store's slots on this member.
+type Replication struct {
+	store  string
+	member string
+	self   replica.ReplicaID
+	e      *statestore.Engine
+	maps   MapSource
+	cfg    ReplicationConfig
+	log    *slog.Logger
+
+	slots [statestore.NumSlots]replSlot
+
+	// notify wakes fetches held for news (closed and replaced on an
+	// append while fetches wait).
+	notifyMu sync.Mutex
+	notify   chan struct{}
+	waiting  atomic.Int32
+
+	mu      sync.Mutex
+	fetches map[string]bool // leaders a fetch loop runs for
+
+	// isrVersion numbers the in-sync sets given to this member's
+	// leaders: each one newer than the last.
+	isrVersion atomic.Uint64
+
+	// Counters for metrics.
+	Copies    atomic.Uint64 // slot copies installed here
+	Fetched   atomic.Uint64 // records appended from leaders
+	Proposals atomic.Uint64 // ISR proposals sent
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newReplication(store, member string, e *statestore.Engine, maps MapSource, cfg ReplicationConfig, log *slog.Logger) *Replication {
+	if cfg.Replica == (replica.Config{}) {
+		cfg.Replica = DefaultReplicaConfig()
+	}
+	if cfg.FetchWait <= 0 {
+		cfg.FetchWait = 500 * time.Millisecond
+	}
+	if cfg.TailBytes <= 0 {
+		cfg.TailBytes = 256 << 10
+	}
+	r := &Replication{store: store, member: member, self: ReplicaID(member), e: e, maps: maps, cfg: cfg, log: log.With("store", store),
+		notify: make(chan struct{}), fetches: map[string]bool{}}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	for i := range r.slots {
+		e.WithSlot(i, func(t statestore.SlotTx) { r.slots[i].log = newSlotLog(t.Seq(), cfg.TailBytes) })
+	}
+	return r
+}
+
+// start follows the map and ticks the leaders.
+func (r *Replication) start() {
+	r.e.SetReplicator(r)
+	r.wg.Add(2)
+	go func() { defer r.wg.Done(); r.followMap() }()
+	go func() { defer r.wg.Done(); r.tickLoop() }()
+}
+
+// stop ends the replication; pending strong writes fail.
+func (r *Replication) stop() {
+	r.cancel()
+	r.wg.Wait()
+	r.e.SetReplicator(nil)
+	for i := range r.slots {
+		r.e.WithSlot(i, func(statestore.SlotTx) { r.becomeNone(&r.slots[i]) })
+	}
+}
+
+// errNotLeading refuses a write on a member that does not lead the slot
+// (yet, or any more).
+func notLeading(slot int, why string) error {
+	return &UnavailableError{Slot: slot, Reason: why}
+}
+
+// Admit implements statestore.Replicator.
+func (r *Replication) Admit(t statestore.SlotTx, strong bool) error {
+	slot := t.Slot()
+	s := &r.slots[slot]
+	if s.role != roleLeader || s.leader.Fenced() {
+		// The map may say more than the last reconcile did: a member
+		// made leader serves as soon as its map says so.
+		m := r.maps.Map()
+		if g := m.Slot(slot); g != nil && g.Leader == r.member && g.Epoch >= s.epoch {
+			r.lead(slot, t, s, g, m.Version, time.Now())
+		}
+	}
+	switch {
+	case s.role != roleLeader:
+		return notLeading(slot, "this member does not lead the slot's replicas")
+	case s.leader.Fenced():
+		return notLeading(slot, "this member's leadership of the slot was fenced by a newer epoch")
+	}
+	if isr, _ := s.leader.ISR(); strong && len(isr) < r.cfg.Replica.MinISR {
+		return notLeading(slot, fmt.Sprintf("strong write refused: %d in sync, %d required", len(isr), r.cfg.Replica.MinISR))
+	}
+	return nil
+}
+
+// Logged implements statestore.Replicator.
+func (r *Replication) Logged(slot int, first uint64, n int, rec []byte, strong bool) func() error {
+	s := &r.slots[slot]
+	c := replica.Eventual
+	if strong {
+		c = replica.Strong
+	}
+	if want := int64(first) - 1; want != s.log.end {
+		// Cannot happen while Admit and Logged share the slot lock. The
+		// engine is the leader's truth: its log restarts after this
+		// record, and followers behind it install copies.
+		r.log.Error("crux replication: a slot's log fell out of step with its records; followers will copy the slot", "slot", slot, "seq", first, "log_end", s.log.end)
+		end := first + uint64(n) - 1
+		s.log.restart(end, replica.EpochHistory{{Epoch: replica.Epoch(s.epoch), Start: int64(end)}})
+		if strong {
+			err := &UnavailableError{Slot: slot, Reason: "strong write: the slot's replication restarted"}
+			return func() error { return err }
+		}
+		return nil
+	}
+	base, err := s.leader.Append(replica.Batch{Count: int32(n), Data: rec}, c, time.Now())
+	if err != nil {
+		s.log.needCopy = true
+		if errors.Is(err, replica.ErrNotEnoughReplicas) {
+			err = &UnavailableError{Slot: slot, Reason: "strong write: " + err.Error()}
+		}
+		return func() error { return err }
+	}
+	var ch chan error
+	if strong {
+		ch = make(chan error, 1)
+		if s.waiters == nil {
+			s.waiters = map[int64]chan error{}
+		}
+		s.waiters[base] = ch
+	}
+	r.drain(slot, s)
+	if r.waiting.Load() > 0 {
+		r.wake()
+	}
+	if ch == nil {
+		return nil
+	}
+	return func() error { return <-ch }
+}
+
+func (r *Replication) wake() {
+	r.notifyMu.Lock()
+	close(r.notify)
+	r.notify = make(chan struct{})
+	r.notifyMu.Unlock()
+}
+
+// drain acts on the events of the slot's machine: acknowledgements and
+// ISR proposals.
+func (r *Replication) drain(slot int, s *replSlot) {
+	switch {
+	case s.leader != nil:
+		s.events = s.leader.Events(s.events[:0])
+	case s.follower != nil:
+		s.events = s.follower.Events(s.events[:0])
+	default:
+		return
+	}
+	for _, ev := range s.events {
+		switch ev.Kind {
+		case replica.EventAcked, replica.EventWriteFailed:
+			if ch := s.waiters[ev.Offset]; ch != nil {
+				delete(s.waiters, ev.Offset)
+				err := ev.Err
+				if err != nil {
+					err = &UnavailableError{Slot: slot, Reason: "strong write not acknowledged by the in-sync replicas", Err: err}
+				}
+				ch <- err
+			}
+		case replica.EventISRProposal:
+			r.propose(slot, ev)
+		}
+	}
+	clear(s.events)
+}
+
+// propose sends an ISR proposal to the control plane.
+func (r *Replication) propose(slot int, ev replica.Event) {
+	g := r.maps.Map().Slot(slot)
+	if g == nil {
+		return
+	}
+	var isr []string
+	for _, id := range g.Replicas {
+		if slices.Contains(ev.ISR, ReplicaID(id)) {
+			isr = append(isr, id)
+		}
+	}
+	r.Proposals.Add(1)
+	c := clustermap.ISRChange{Ref: clustermap.SlotRef(slot), ISR: isr, Epoch: uint64(ev.Epoch)}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+		defer cancel()
+		if err := r.cfg.Propose(ctx, c); err != nil && r.ctx.Err() == nil {
+			r.log.Debug("crux replication: ISR proposal refused", "slot", slot, "isr", isr, "err", err)
+			// Settle it with the map's set, so that the leader does not
+			// count a refused proposal's members for ever.
+			r.e.WithSlot(slot, func(statestore.SlotTx) {
+				s := &r.slots[slot]
+				g := r.maps.Map().Slot(slot)
+				if s.role == roleLeader && uint64(ev.Epoch) == s.epoch && g != nil && g.Epoch == s.epoch {
+					_ = s.leader.CommitISR(ids(g.ISR), r.isrVersion.Add(1))
+					r.drain(slot, s)
+				}
+			})
+		}
+	}()
+}
+
+// failWaiters fails every pending strong write of the slot.
+func failWaiters(slot int, s *replSlot, why string) {
+	for off, ch := range s.waiters {
+		ch <- &UnavailableError{Slot: slot, Reason: why}
+		delete(s.waiters, off)
+	}
+}
+
+func (r *Replication) becomeNone(s *replSlot) {
+	failWaiters(-1, s, "this member no longer leads the slot")
+	s.role, s.leader, s.follower, s.leaderID = roleNone, nil, nil, ""
+}
+
+// followMap reconciles every slot's role with each new map.
+func (r *Replication) followMap() {
+	var seen uint64
+	for r.ctx.Err() == nil {
+		m := r.maps.Map()
+		if m.Version != seen || seen == 0 {
+			seen = m.Version
+			r.reconcile(m)
+		}
+		_ = r.maps.WaitNewer(r.ctx, seen)
+	}
+}
+
+// ids maps member ids to replica ids.
+func ids(members []string) []replica.ReplicaID {
+	out := make([]replica.ReplicaID, len(members))
+	for i, m := range members {
+		out[i] = ReplicaID(m)
+	}
+	return out
+}
+
+// reconcile gives each slot the role the map says.
+func (r *Replication) reconcile(m *clustermap.Map) {
+	now := time.Now()
+	leaders := map[string]bool{}
+	for i := range r.slots {
+		g := m.Slot(i)
+		if g == nil {
+			continue
+		}
+		r.e.WithSlot(i, func(t statestore.SlotTx) {
+			s := &r.slots[i]
+			switch {
+			case g.Leader == r.member:
+				r.lead(i, t, s, g, m.Version, now)
+			case g.HasReplica(r.member) && g.Leader != "":
+				r.follow(i, t, s, g)
+				leaders[g.Leader] = true
+			default:
+				if s.role == roleLeader && g.Epoch > s.epoch {
+					s.leader.ObserveEpoch(replica.Epoch(g.Epoch))
+					r.drain(i, s)
+				}
+				if s.role != roleNone {
+					r.becomeNone(s)
+				}
+			}
+		})
+	}
+	r.mu.Lock()
+	for l := range leaders {
+		if !r.fetches[l] {
+			r.fetches[l] = true
+			r.wg.Add(1)
+			go func() { defer r.wg.Done(); r.fetchLoop(l) }()
+		}
+	}
+	r.mu.Unlock()
+}
+
+// lead makes (or keeps) this member the slot's leader at g's epoch.
+func (r *Replication) lead(slot int, t statestore.SlotTx, s *replSlot, g *clustermap.Group, version uint64, now time.Time) {
+	if s.role == roleLeader && s.epoch == g.Epoch {
+		if s.isrMap != version {
+			// Every new map settles a pending proposal, applied or not:
+			// the leader proposes again if the set still differs.
+			s.isrMap = version
+			s.isr = slices.Clone(g.ISR)
+			if err := s.leader.CommitISR(ids(g.ISR), r.isrVersion.Add(1)); err != nil {
+				r.log.Warn("crux replication: the map's in-sync set", "slot", slot, "err", err)
+			}
+			r.drain(slot, s)
+		}
+		return
+	}
+	var hw int64
+	switch s.role {
+	case roleLeader:
+		hw = s.leader.HighWatermark()
+	case roleFollower:
+		hw = s.follower.HighWatermark()
+	}
+	if int64(t.Seq()) != s.log.end || s.log.needCopy {
+		// The engine is the truth of a leader: its log restarts there,
+		// and followers whose tails differ install copies.
+		s.log.restart(t.Seq(), nil)
+	}
+	if s.log.history.Last() > replica.Epoch(g.Epoch) {
+		s.log.restart(t.Seq(), nil)
+	}
+	s.log.keepFrom = hw
+	failWaiters(slot, s, "the slot's leadership changed")
+	a := replica.Assignment{Self: r.self, Epoch: replica.Epoch(g.Epoch), Replicas: ids(g.Replicas), ISR: ids(g.ISR), ISRVersion: r.isrVersion.Add(1)}
+	l, err := replica.NewLeader(s.log, r.cfg.Replica, a, hw, now)
+	if err != nil {
+		r.log.Error("crux replication: cannot lead the slot", "slot", slot, "epoch", g.Epoch, "err", err)
+		r.becomeNone(s)
+		return
+	}
+	s.role, s.epoch, s.leader, s.follower, s.leaderID = roleLeader, g.Epoch, l, nil, r.member
+	s.isr, s.isrMap = slices.Clone(g.ISR), version
+	r.drain(slot, s)
+}
+
+// follow makes (or keeps) this member a follower of g's leader.
+func (r *Replication) follow(slot int, t statestore.SlotTx, s *replSlot, g *clustermap.Group) {
+	if s.role == roleFollower && s.epoch >= g.Epoch {
+		return
+	}
+	var hw int64
+	if s.role == roleLeader {
+		s.leader.ObserveEpoch(replica.Epoch(g.Epoch))
+		r.drain(slot, s)
+		hw = s.leader.HighWatermark()
+		failWaiters(slot, s, "the slot's leadership changed")
+	}
+	if s.role == roleFollower {
+		hw = s.follower.HighWatermark()
+	}
+	if s.role == roleNone && s.follower == nil && s.leader == nil {
+		// A replica this process has not followed yet: nothing proves
+		// the engine's records are the leader's.
+		s.log.needCopy = true
+	}
+	f, err := replica.NewFollower(s.log, r.cfg.Replica, r.self, hw)
+	if err != nil {
+		r.log.Error("crux replication: cannot follow the slot", "slot", slot, "err", err)
+		r.becomeNone(s)
+		return
+	}
+	f.SetLeader(ReplicaID(g.Leader), replica.Epoch(g.Epoch))
+	s.role, s.epoch, s.leader, s.follower, s.leaderID = roleFollower, g.Epoch, nil, f, g.Leader
+	s.log.keepFrom = 0
+}
+
+// tickLoop moves the leaders' time on: ISR shrinks and strong write
+// timeouts.
+func (r *Replication) tickLoop() {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		for i := range r.slots {
+			r.e.WithSlot(i, func(statestore.SlotTx) {
+				s := &r.slots[i]
+				if s.role == roleLeader {
+					s.leader.Tick(now)
+					s.log.keepFrom = s.leader.HighWatermark()
+					r.drain(i, s)
+				}
+			})
+		}
+	}
+}
+
+// fetchLoop fetches, for every slot this member follows from leader,
+// until it follows none from it.
+func (r *Replication) fetchLoop(leader string) {
+	defer func() {
+		r.mu.Lock()
+		delete(r.fetches, leader)
+		r.mu.Unlock()
+	}()
+	var (
+		bo      backoff.Backoff
+		reqs    []SlotFetch
+		copies  []int
+		buf     []byte
+		idle    int
+		waitFor = uint32(r.cfg.FetchWait / time.Millisecond)
+	)
+	for r.ctx.Err() == nil {
+		now := time.Now()
+		reqs, copies, buf = reqs[:0], copies[:0], buf[:0]
+		following := false
+		epochs := map[int]uint64{}
+		for i := range r.slots {
+			r.e.WithSlot(i, func(statestore.SlotTx) {
+				s := &r.slots[i]
+				if s.role != roleFollower || s.leaderID != leader {
+					return
+				}
+				following = true
+				if s.log.needCopy {
+					copies = append(copies, i)
+					epochs[i] = s.epoch
+					return
+				}
+				if req, ok := s.follower.Fetch(now); ok {
+					start := len(buf)
+					buf = replica.AppendFetchRequest(buf, &req)
+					reqs = append(reqs, SlotFetch{Slot: i, Frame: buf[start:len(buf):len(buf)]})
+				}
+			})
+		}
+		if !following {
+			if idle++; idle > 3 {
+				return
+			}
+			r.sleep(100 * time.Millisecond)
+			continue
+		}
+		idle = 0
+		failed := false
+		for _, slot := range copies {
+			if err := r.copySlot(leader, slot, epochs[slot]); err != nil {
+				if r.ctx.Err() == nil {
+					r.log.Debug("crux replication: slot copy failed", "slot", slot, "leader", leader, "err", err)
+				}
+				failed = true
+				break
+			}
+		}
+		if len(reqs) > 0 && !failed {
+			if err := r.fetch(leader, reqs, waitFor); err != nil {
+				if r.ctx.Err() == nil {
+					r.log.Debug("crux replication: fetch failed", "leader", leader, "err", err)
+				}
+				failed = true
+			}
+		}
+		switch {
+		case failed:
+			r.sleep(bo.Next())
+		case len(reqs) == 0 && len(copies) == 0:
+			// Every fetch is in flight or backing off.
+			r.sleep(20 * time.Millisecond)
+		default:
+			bo.Reset()
+		}
+	}
+}
+
+func (r *Replication) sleep(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-r.ctx.Done():
+	case <-t.C:
+	}
+}
+
+// call sends a replication request to member.
+func (r *Replication) call(member string, method uint16, body []byte, timeout time.Duration) ([]byte, error) {
+	cl, err := r.cfg.Clients.client(r.maps.Map(), member)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, timeout)
+	defer cancel()
+	return cl.Call(ctx, method, body)
+}
+
+// fetch sends one batch of fetches and applies the answers.
+func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32) error {
+	body := AppendFetchBatch(nil, &FetchBatch{Store: r.store, Member: r.member, WaitMs: waitMs, Slots: reqs})
+	out, err := r.call(leader, MethodReplicaFetch, body, time.Duration(waitMs)*time.Millisecond+5*time.Second)
+	if err != nil {
+		return err
+	}
+	resps, err := DecodeSlotFetches(out)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var resp replica.FetchResponse
+	for _, sf := range resps {
+		if err := replica.DecodeFetchResponse(sf.Frame, &resp); err != nil {
+			return fmt.Errorf("slot %d: %w", sf.Slot, err)
+		}
+		r.e.WithSlot(sf.Slot, func(t statestore.SlotTx) {
+			s := &r.slots[sf.Slot]
+			if s.role != roleFollower || s.leaderID != leader {
+				return
+			}
+			end := s.log.end
+			s.log.tx = &t
+			err := s.follower.HandleResponse(&resp, now)
+			s.log.tx = nil
+			if n := s.log.end - end; n > 0 {
+				r.Fetched.Add(uint64(n))
+			}
+			// A follower keeps a tail too, for when it leads.
+			s.log.keepFrom = s.follower.HighWatermark()
+			if err != nil && !s.log.needCopy && r.ctx.Err() == nil {
+				r.log.Debug("crux replication: fetch answer", "slot", sf.Slot, "leader", leader, "err", err)
+			}
+			r.drain(sf.Slot, s)
+		})
+	}
+	return nil
+}
+
+// copySlot installs a copy of the leader's slot.
+func (r *Replication) copySlot(leader string, slot int, epoch uint64) error {
+	out, err := r.call(leader, MethodSlotCopy, AppendCopyRequest(nil, &CopyRequest{Store: r.store, Slot: slot, Epoch: epoch}), 30*time.Second)
+	if err != nil {
+		return err
+	}
+	if len(out) == 0 || out[0] != 0 {
+		if len(out) == 0 {
+			return fmt.Errorf("%w: empty copy answer", ErrMalformed)
+		}
+		return errors.New(string(out[1:]))
+	}
+	c, err := DecodeSlotCopy(out[1:])
+	if err != nil {
+		return err
+	}
+	var ierr error
+	r.e.WithSlot(slot, func(t statestore.SlotTx) {
+		s := &r.slots[slot]
+		if s.role != roleFollower || s.leaderID != leader || s.epoch != epoch {
+			return // the map moved on while the copy came
+		}
+		if ierr = t.Install(c.Seq, c.Items); ierr != nil {
+			return
+		}
+		s.log.restart(c.Seq, c.History)
+		f, err := replica.NewFollower(s.log, r.cfg.Replica, r.self, min(c.HW, int64(c.Seq)))
+		if err != nil {
+			ierr = err
+			return
+		}
+		f.SetLeader(ReplicaID(leader), replica.Epoch(epoch))
+		s.follower = f
+		r.Copies.Add(1)
+	})
+	return ierr
+}
+
+// handleFetch answers a follower's fetch batch, holding it up to its
+// wait while no slot has anything new.
+func (r *Replication) handleFetch(ctx context.Context, b *FetchBatch) []byte {
+	reqs := make([]replica.FetchRequest, len(b.Slots))
+	for i, sf := range b.Slots {
+		req, err := replica.DecodeFetchRequest(sf.Frame)
+		if err != nil {
+			req = replica.FetchRequest{Replica: ReplicaID(b.Member)}
+		}
+		reqs[i] = req
+	}
+	wait := time.Duration(b.WaitMs) * time.Millisecond
+	deadline := time.Now().Add(wait)
+	var out []byte
+	for {
+		r.waiting.Add(1)
+		r.notifyMu.Lock()
+		ch := r.notify
+		r.notifyMu.Unlock()
+		var news bool
+		out, news = r.answer(b, reqs, out[:0])
+		left := time.Until(deadline)
+		if news || left <= 0 {
+			r.waiting.Add(-1)
+			return out
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+		case <-r.ctx.Done():
+		}
+		t.Stop()
+		r.waiting.Add(-1)
+		if ctx.Err() != nil || r.ctx.Err() != nil {
+			return out
+		}
+	}
+}
+
+// answer runs each slot's fetch through its leader; news says whether
+// any answer carries records or is not a plain OK.
+func (r *Replication) answer(b *FetchBatch, reqs []replica.FetchRequest, out []byte) ([]byte, bool) {
+	now := time.Now()
+	news := false
+	var resp replica.FetchResponse
+	frames := make([]SlotFetch, len(reqs))
+	var fb []byte
+	for i := range reqs {
+		slot := b.Slots[i].Slot
+		r.e.WithSlot(slot, func(statestore.SlotTx) {
+			s := &r.slots[slot]
+			if s.role != roleLeader {
+				replica.Refuse(&reqs[i], replica.CodeNotLeader, replica.Epoch(s.epoch), &resp)
+			} else if err := s.leader.HandleFetch(&reqs[i], now, &resp); err != nil {
+				r.log.Warn("crux replication: answering a fetch", "slot", slot, "err", err)
+			}
+			if s.role == roleLeader {
+				s.log.keepFrom = s.leader.HighWatermark()
+				r.drain(slot, s)
+			}
+			start := len(fb)
+			fb = replica.AppendFetchResponse(fb, &resp)
+			frames[i] = SlotFetch{Slot: slot, Frame: fb[start:len(fb):len(fb)]}
+			if resp.Code != replica.CodeOK || resp.Diverging || len(resp.Batches) > 0 {
+				news = true
+			}
+		})
+	}
+	return appendSlotFetches(out, frames), news
+}
+
+// handleCopy answers MethodSlotCopy: status 0 and the copy, or an error
+// byte and message.
+func (r *Replication) handleCopy(c *CopyRequest) []byte {
+	var sc SlotCopy
+	var refuse string
+	r.e.WithSlot(c.Slot, func(t statestore.SlotTx) {
+		s := &r.slots[c.Slot]
+		if s.role != roleLeader || s.epoch != c.Epoch {
+			refuse = fmt.Sprintf("crux replication: member %q does not lead slot %d at epoch %d", r.member, c.Slot, c.Epoch)
+			return
+		}
+		sc.Seq, sc.HW = t.Seq(), s.leader.HighWatermark()
+		// The leader's log ends at the slot's seq: its whole history
+		// covers the copy.
+		sc.History = slices.Clone(s.log.history)
+		sc.Items = t.Items()
+	})
+	if refuse != "" {
+		return append([]byte{1}, refuse...)
+	}
+	out := AppendSlotCopy([]byte{0}, &sc)
+	if len(out) > muxconn.MaxFrame-64 {
+		return append([]byte{1}, fmt.Sprintf("crux replication: slot %d holds %d bytes, more than one frame carries", c.Slot, len(out))...)
+	}
+	return out
+}

@@ -1,0 +1,361 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"mecha/internal/clustermap"
+	"mecha/internal/muxconn"
+	"mecha/internal/poll"
+	"mecha/statestore"
+)
+
+// replMember is one member of a replicated test cluster: an engine in its
+// own dir, a Server with replication on, behind a muxconn listener that
+// the test can take down (a dead or cut-off member).
+type replMember struct {
+	id     string
+	dir    string
+	eng    *statestore.Engine
+	maps   *MapVar
+	srv    *Server
+	detach func()
+	lis    net.Listener
+	addr   string
+	router *Router
+}
+
+// replCluster is three replicated members and the control plane's part
+// played by the test: it applies ISR proposals and deaths to one map and
+// publishes it to every member.
+type replCluster struct {
+	t       testing.TB
+	mu      sync.Mutex
+	m       *clustermap.Map
+	members []*replMember
+	clients *Clients
+}
+
+func newReplCluster(t testing.TB) *replCluster {
+	t.Helper()
+	rc := &replCluster{t: t, clients: &Clients{Token: "tok"}}
+	t.Cleanup(func() { rc.clients.Close() })
+	m := clustermap.New()
+	var err error
+	if m, err = clustermap.Apply(m, clustermap.Bootstrap{ClusterID: "test", Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	rc.m = m
+	for _, id := range []string{"a", "b", "c"} {
+		mb := &replMember{id: id, dir: t.TempDir()}
+		rc.members = append(rc.members, mb)
+		rc.start(mb)
+		rc.apply(clustermap.MemberJoin{ID: id, Addr: mb.addr, Roles: []string{clustermap.RoleData}, At: 1})
+	}
+	rc.plan()
+	t.Cleanup(func() {
+		for _, mb := range rc.members {
+			rc.stop(mb)
+		}
+	})
+	return rc
+}
+
+// start opens mb's engine and serves it on a new loopback listener.
+func (rc *replCluster) start(mb *replMember) {
+	t := rc.t
+	eng, err := statestore.Open(statestore.Options{Dir: mb.dir, Logger: quiet(), SnapshotLogBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb.eng = eng
+	if mb.maps == nil {
+		mb.maps = NewMapVar(rc.m)
+	}
+	mb.srv = NewServer(mb.id, mb.maps, quiet())
+	mb.srv.Replicate = &ReplicationConfig{Clients: rc.clients, Propose: rc.propose, FetchWait: 200 * time.Millisecond}
+	mb.detach = mb.srv.Attach(testStore, eng)
+	mux := &muxconn.Server{Token: "tok", Logger: quiet(), Handler: mb.srv.Handle}
+	addr := "127.0.0.1:0"
+	if mb.addr != "" {
+		addr = mb.addr
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb.lis, mb.addr = l, l.Addr().String()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				p := make([]byte, len(muxconn.Preface))
+				if _, err := c.Read(p); err != nil || string(p) != muxconn.Preface {
+					c.Close()
+					return
+				}
+				mux.ServeConn(context.Background(), c, nil)
+			}()
+		}
+	}()
+	mb.router = NewRouter(RouterConfig{Member: mb.id, Store: testStore, Maps: mb.maps, Engine: eng, Clients: rc.clients, MapWait: 300 * time.Millisecond, Logger: quiet()})
+}
+
+// stop takes mb down: its listener, replication and engine.
+func (rc *replCluster) stop(mb *replMember) {
+	if mb.eng == nil {
+		return
+	}
+	mb.lis.Close()
+	mb.detach()
+	mb.eng.Close()
+	mb.eng = nil
+}
+
+func (rc *replCluster) apply(c clustermap.Command) error { return rc.applyExcept(c, "") }
+
+// applyExcept applies c and publishes the map to every member but
+// except (cut off from the control plane).
+func (rc *replCluster) applyExcept(c clustermap.Command, except string) error {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	m, err := clustermap.Apply(rc.m, c)
+	if err != nil {
+		return err
+	}
+	rc.m = m
+	for _, mb := range rc.members {
+		if mb.maps != nil && mb.id != except {
+			mb.maps.Store(m)
+		}
+	}
+	return nil
+}
+
+func (rc *replCluster) plan() {
+	for {
+		rc.mu.Lock()
+		cmds := clustermap.Plan(rc.m, clustermap.PlanConfig{NoMoves: true})
+		rc.mu.Unlock()
+		if len(cmds) == 0 {
+			return
+		}
+		for _, c := range cmds {
+			if err := rc.apply(c); err != nil {
+				rc.t.Fatalf("plan %T: %v", c, err)
+			}
+		}
+	}
+}
+
+func (rc *replCluster) propose(_ context.Context, c clustermap.ISRChange) error {
+	return rc.apply(c)
+}
+
+func (rc *replCluster) mapNow() *clustermap.Map {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.m
+}
+
+func (rc *replCluster) member(id string) *replMember {
+	for _, mb := range rc.members {
+		if mb.id == id {
+			return mb
+		}
+	}
+	rc.t.Fatalf("no member %q", id)
+	return nil
+}
+
+// keyLedBy returns a key of a slot led by leader, the n-th such.
+func keyLedBy(m *clustermap.Map, leader string, n int) string {
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("k%d", i)
+		if m.Slot(statestore.SlotOf(k)).Leader == leader {
+			if n == 0 {
+				return k
+			}
+			n--
+		}
+	}
+}
+
+// waitValue polls mb's engine until key holds want.
+func waitValue(t *testing.T, mb *replMember, key, want string) {
+	t.Helper()
+	poll.Until(t, 10*time.Second, fmt.Sprintf("member %s: key %q = %q", mb.id, key, want), func() bool {
+		it, ok, _ := mb.eng.Get(key)
+		return ok && string(it.Value) == want
+	})
+}
+
+func TestReplicationFollowersGetWrites(t *testing.T) {
+	rc := newReplCluster(t)
+	a := rc.member("a")
+	ctx := context.Background()
+	var keys []string
+	for i := range 50 {
+		k := keyLedBy(rc.mapNow(), "a", i)
+		keys = append(keys, k)
+		if _, err := a.router.Set(ctx, statestore.Write{Key: k, Value: []byte("v-" + k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mb := range rc.members {
+		for _, k := range keys {
+			waitValue(t, mb, k, "v-"+k)
+		}
+	}
+	// Versions (ETags) are the same on every replica.
+	it, _, _ := a.eng.Get(keys[3])
+	for _, mb := range rc.members {
+		got, _, _ := mb.eng.Get(keys[3])
+		if got.Version != it.Version {
+			t.Fatalf("member %s has version %d of %q, the leader %d", mb.id, got.Version, keys[3], it.Version)
+		}
+	}
+	// A follower refuses writes to the slot.
+	b := rc.member("b")
+	if _, err := b.eng.Set(statestore.Write{Key: keys[0], Value: []byte("x")}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a write on a follower: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestReplicationStrongSurvivesLeaderDeath(t *testing.T) {
+	rc := newReplCluster(t)
+	ctx := context.Background()
+	b := rc.member("b")
+	// Strong writes through b's router to keys a leads.
+	var keys []string
+	for i := range 40 {
+		k := keyLedBy(rc.mapNow(), "a", i)
+		keys = append(keys, k)
+		if _, err := b.router.Set(ctx, statestore.Write{Key: k, Value: []byte("s-" + k), Strong: true}); err != nil {
+			t.Fatalf("strong write %q: %v", k, err)
+		}
+	}
+	// Acknowledged strong: every in-sync replica has it now, no polling.
+	for _, k := range keys {
+		for _, id := range []string{"b", "c"} {
+			mb := rc.member(id)
+			if g := rc.mapNow().Slot(statestore.SlotOf(k)); !g.InSync(id) {
+				continue
+			}
+			if it, ok, _ := mb.eng.Get(k); !ok || string(it.Value) != "s-"+k {
+				t.Fatalf("acknowledged strong write %q is not on in-sync replica %s", k, id)
+			}
+		}
+	}
+	// a dies: the control plane fails its slots over to in-sync replicas.
+	rc.stop(rc.member("a"))
+	if err := rc.apply(clustermap.MemberDead{ID: "a", At: 2}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		poll.Until(t, 10*time.Second, fmt.Sprintf("key %q after the failover", k), func() bool {
+			it, ok, err := b.router.Get(ctx, k)
+			return err == nil && ok && string(it.Value) == "s-"+k
+		})
+	}
+	// Writes go on with two replicas, strong ones included.
+	poll.Until(t, 10*time.Second, "a strong write after the failover", func() bool {
+		_, err := b.router.Set(ctx, statestore.Write{Key: keys[0], Value: []byte("after"), Strong: true})
+		return err == nil
+	})
+
+	// a returns with its data: it follows, and catches up.
+	a := rc.member("a")
+	rc.start(a)
+	if err := rc.apply(clustermap.MemberAlive{ID: "a", At: 3}); err != nil {
+		t.Fatal(err)
+	}
+	waitValue(t, a, keys[0], "after")
+	// And rejoins the in-sync set of the slot.
+	slot := statestore.SlotOf(keys[0])
+	poll.Until(t, 15*time.Second, fmt.Sprintf("a back in slot %d's in-sync set", slot), func() bool { return rc.mapNow().Slot(slot).InSync("a") })
+}
+
+func TestReplicationDivergentTailIsDropped(t *testing.T) {
+	rc := newReplCluster(t)
+	ctx := context.Background()
+	a := rc.member("a")
+	k := keyLedBy(rc.mapNow(), "a", 0)
+	if _, err := a.router.Set(ctx, statestore.Write{Key: k, Value: []byte("one"), Strong: true}); err != nil {
+		t.Fatal(err)
+	}
+	// a is cut off from the control plane, which declares it dead: b or
+	// c leads its slots at a new epoch and stops fetching from it. a,
+	// not told, still takes an eventual write that nobody fetches.
+	if err := rc.applyExcept(clustermap.MemberDead{ID: "a", At: 2}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	g := rc.mapNow().Slot(statestore.SlotOf(k))
+	nl := rc.member(g.Leader)
+	poll.Until(t, 10*time.Second, "a strong write on the new leader", func() bool {
+		_, err := nl.router.Set(ctx, statestore.Write{Key: k, Value: []byte("two"), Strong: true})
+		return err == nil
+	})
+	if _, err := a.eng.Set(statestore.Write{Key: k, Value: []byte("lost")}); err != nil {
+		t.Fatal(err)
+	}
+	// a hears of the new map: its leadership is fenced, it refuses
+	// writes, and its divergent "lost" gives way to the leader's state.
+	if err := rc.apply(clustermap.MemberAlive{ID: "a", At: 3}); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "a refuses writes to the slot", func() bool {
+		_, err := a.eng.Set(statestore.Write{Key: k, Value: []byte("x")})
+		return errors.Is(err, ErrUnavailable)
+	})
+	waitValue(t, a, k, "two")
+	want, _, _ := nl.eng.Get(k)
+	got, _, _ := a.eng.Get(k)
+	if got.Version != want.Version {
+		t.Fatalf("a has version %d, the leader %d", got.Version, want.Version)
+	}
+	// And after a restart it still matches.
+	rc.stop(a)
+	rc.start(a)
+	waitValue(t, a, k, "two")
+}
+
+// BenchmarkReplicatedSet is a write through the leader's router in a
+// three-member replicated cluster, eventual against strong, beside the
+// same write without replication (the floor).
+func BenchmarkReplicatedSet(b *testing.B) {
+	b.Run("single", func(b *testing.B) {
+		eng, err := statestore.Open(statestore.Options{Dir: b.TempDir(), Logger: quiet(), SnapshotLogBytes: -1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer eng.Close()
+		for i := 0; i < b.N; i++ {
+			if _, err := eng.Set(statestore.Write{Key: "k", Value: []byte("value")}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, mode := range []string{"eventual", "strong"} {
+		b.Run(mode, func(b *testing.B) {
+			rc := newReplCluster(b)
+			a := rc.member("a")
+			k := keyLedBy(rc.mapNow(), "a", 0)
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := a.router.Set(ctx, statestore.Write{Key: k, Value: []byte("value"), Strong: mode == "strong"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
