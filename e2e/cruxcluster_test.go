@@ -60,6 +60,21 @@ func TestCruxCluster(t *testing.T) {
 			}
 		}
 	}
+	// Each server follows the others' slots: it fetched their records,
+	// and reports the lag of the slots it leads.
+	eventually(t, 10*time.Second, func() error {
+		for i, m := range rts {
+			r := do(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/metrics", m.metricsPort), nil)
+			if !regexp.MustCompile(`(?m)^mecha_crux_replica_fetched_records_total [1-9]`).Match(r.Body) ||
+				!regexp.MustCompile(`(?m)^mecha_crux_replica_lag_records\{slot="\d+"\} \d+`).Match(r.Body) {
+				return fmt.Errorf("server %d's replication metrics:\n%s", i, grepLines(string(r.Body), "mecha_crux_replica_fetched"))
+			}
+		}
+		return nil
+	})
+	if out := cruxStatusCLI(t, a); !strings.Contains(out, "replication:") || !strings.Contains(out, "records fetched") {
+		t.Fatalf("mecha crux status of a server shows no replication:\n%s", out)
+	}
 	// A guest on a's data dir follows the cluster's map through a: it
 	// reads every key, and its writes land in the cluster.
 	guest := startGuest(t, dirs[0], "im", 0)

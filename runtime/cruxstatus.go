@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sort"
+	"time"
 
 	"mecha/internal/clustermap"
 	"mecha/runtime/metrics"
@@ -28,6 +29,7 @@ type cruxStatus struct {
 	Slots        cruxSlots         `json:"slots"`
 	Moves        []cruxMove        `json:"moves,omitempty"`
 	Routed       cruxRouted        `json:"routed"`
+	Replication  *cruxReplication  `json:"replication,omitempty"`
 }
 
 type cruxControlPlane struct {
@@ -60,6 +62,16 @@ type cruxMove struct {
 	From  string `json:"from,omitempty"`
 	To    string `json:"to"`
 	Phase string `json:"phase"`
+}
+
+// cruxReplication is this member's replication: the worst lag of the
+// slots it leads, and what it fetched and copied as a follower.
+type cruxReplication struct {
+	SlotsLagging  int     `json:"slotsLagging"`
+	MaxLagRecords int64   `json:"maxLagRecords"`
+	MaxLagMs      float64 `json:"maxLagMs"`
+	Fetched       int64   `json:"fetchedRecords"`
+	Copies        int64   `json:"copies"`
 }
 
 type cruxRouted struct {
@@ -133,6 +145,22 @@ func (r *Runtime) cruxStatusNow() cruxStatus {
 	if s := r.cruxStats; s != nil {
 		st.Routed = cruxRouted{Local: s.Local.Load(), Remote: s.Remote.Load(), Moved: s.Moved.Load(), Unavailable: s.Unavailable.Load()}
 	}
+	if r.crux != nil && r.crux.Server != nil && len(r.crux.Server.Replications()) > 0 {
+		cr := &cruxReplication{}
+		now := time.Now()
+		for _, rep := range r.crux.Server.Replications() {
+			cr.Fetched += int64(rep.Fetched.Load())
+			cr.Copies += int64(rep.Copies.Load())
+			for _, l := range rep.Lags(now) {
+				if l.Records > 0 {
+					cr.SlotsLagging++
+				}
+				cr.MaxLagRecords = max(cr.MaxLagRecords, l.Records)
+				cr.MaxLagMs = max(cr.MaxLagMs, float64(l.Behind.Microseconds())/1000)
+			}
+		}
+		st.Replication = cr
+	}
 	return st
 }
 
@@ -153,6 +181,16 @@ func (r *Runtime) cruxMetrics() metrics.CruxStats {
 	s := metrics.CruxStats{MapVersion: int64(m.Version), LeaderChanges: r.cruxLeaderChanges.Load()}
 	if st := r.cruxStats; st != nil {
 		s.Local, s.Remote, s.Moved, s.Unavailable = st.Local.Load(), st.Remote.Load(), st.Moved.Load(), st.Unavailable.Load()
+	}
+	if r.crux != nil && r.crux.Server != nil {
+		now := time.Now()
+		for _, rep := range r.crux.Server.Replications() {
+			s.Copies += int64(rep.Copies.Load())
+			s.Fetched += int64(rep.Fetched.Load())
+			for _, l := range rep.Lags(now) {
+				s.Lags = append(s.Lags, metrics.CruxSlotLag{Slot: l.Slot, Records: l.Records, Seconds: l.Behind.Seconds()})
+			}
+		}
 	}
 	if !m.Bootstrapped() {
 		return s

@@ -27,6 +27,13 @@ type Backend interface {
 	DeleteChildren(ctx context.Context, prefix string) (int64, error)
 }
 
+// StrongGetter is a Backend whose reads with Dapr's consistency "strong"
+// take another path: the cluster router confirms them with the slot's
+// in-sync replicas. A Backend without it reads the same either way.
+type StrongGetter interface {
+	GetStrong(ctx context.Context, key string) (it Item, ok bool, err error)
+}
+
 // GetResult is one key's answer to a BulkGet.
 type GetResult struct {
 	Item  Item

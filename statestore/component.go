@@ -157,7 +157,11 @@ func mapErr(err error) error {
 
 // Get implements state.Store.
 func (c *Component) Get(ctx context.Context, req *state.GetRequest) (*state.GetResponse, error) {
-	it, ok, err := c.b.Get(ctx, req.Key)
+	get := c.b.Get
+	if sg, strong := c.b.(StrongGetter); strong && req.Options.Consistency == state.Strong {
+		get = sg.GetStrong
+	}
+	it, ok, err := get(ctx, req.Key)
 	if err != nil {
 		return nil, err
 	}

@@ -136,6 +136,15 @@ func (t SlotTx) ApplyRecord(rec []byte) (int, error) {
 	return len(ops), nil
 }
 
+// Get reads key, which must be in this slot, as Engine.Get does.
+func (t SlotTx) Get(key string) (Item, bool) {
+	en, ok := t.e.slots[t.i].m.get(key)
+	if !ok || !en.live(t.e.now()) {
+		return Item{}, false
+	}
+	return item(key, en), true
+}
+
 // Items copies the slot's live keys: a copy for a replica to install.
 func (t SlotTx) Items() []Item {
 	now := t.e.now()

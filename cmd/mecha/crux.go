@@ -87,6 +87,13 @@ func cruxTable(w io.Writer, body []byte) error {
 			Moved       int64 `json:"moved"`
 			Unavailable int64 `json:"unavailable"`
 		} `json:"routed"`
+		Replication *struct {
+			SlotsLagging  int     `json:"slotsLagging"`
+			MaxLagRecords int64   `json:"maxLagRecords"`
+			MaxLagMs      float64 `json:"maxLagMs"`
+			Fetched       int64   `json:"fetchedRecords"`
+			Copies        int64   `json:"copies"`
+		} `json:"replication"`
 	}
 	if err := json.Unmarshal(body, &st); err != nil {
 		return err
@@ -112,7 +119,11 @@ func cruxTable(w io.Writer, body []byte) error {
 		balanced = "not balanced"
 	}
 	fmt.Fprintf(w, "slots:        %d, %d leaderless, %d under-replicated, %d moving, %s\n", st.Slots.Total, st.Slots.Leaderless, st.Slots.UnderReplicated, st.Slots.Moving, balanced)
-	fmt.Fprintf(w, "routed here:  %d local, %d remote, %d moved, %d unavailable\n\n", st.Routed.Local, st.Routed.Remote, st.Routed.Moved, st.Routed.Unavailable)
+	fmt.Fprintf(w, "routed here:  %d local, %d remote, %d moved, %d unavailable\n", st.Routed.Local, st.Routed.Remote, st.Routed.Moved, st.Routed.Unavailable)
+	if rp := st.Replication; rp != nil {
+		fmt.Fprintf(w, "replication:  %d led slots lagging, at most %d records and %.1f ms behind; %d records fetched, %d slot copies installed here\n", rp.SlotsLagging, rp.MaxLagRecords, rp.MaxLagMs, rp.Fetched, rp.Copies)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tADDRESS\tROLES\tSTATE\tLEADS\tHOLDS")
 	for _, m := range st.Members {

@@ -158,6 +158,15 @@ func (l *Leader) EndOffset() int64 { return l.log.EndOffset() }
 // leader's, valid until the next call.
 func (l *Leader) ISR() ([]ReplicaID, uint64) { return l.isr, l.isrVersion }
 
+// Voters are the replicas the high watermark counts: the committed
+// in-sync set and the pending proposal's members, the leader first. The
+// control plane can elect a new leader only among them, so a read that
+// every one of them confirmed (a fetch at this epoch sent after the read)
+// was served by the one leader. The slice is fresh.
+func (l *Leader) Voters() []ReplicaID {
+	return l.members(func(f *followerState) bool { return f.inISR || f.inProposal })
+}
+
 // Fenced says whether the leader learned a newer epoch.
 func (l *Leader) Fenced() bool { return l.fenced }
 

@@ -180,6 +180,19 @@ type CruxStats struct {
 	// SlotsLed is the number of slots this runtime leads; Leaderless and
 	// Moving the slots without a leader and with a move in progress.
 	SlotsLed, Leaderless, Moving int
+	// Lags are the replication lag of the slots this runtime leads (per
+	// slot: the most records an in-sync follower lacks, and for how
+	// long); Copies and Fetched count the slot copies this runtime
+	// installed as a follower and the records it fetched.
+	Lags            []CruxSlotLag
+	Copies, Fetched int64
+}
+
+// CruxSlotLag is one slot's replication lag.
+type CruxSlotLag struct {
+	Slot    int
+	Records int64
+	Seconds float64
 }
 
 // cruxCollector exports CruxStats, read once per scrape so that one
@@ -188,6 +201,7 @@ type cruxCollector struct {
 	read                                         func() CruxStats
 	routed, moved, unavailable, changes, version *prometheus.Desc
 	led, leaderless, moving                      *prometheus.Desc
+	lagRecords, lagSeconds, copies, fetched      *prometheus.Desc
 }
 
 // AddCrux exports read's figures (mecha_crux_*); read is called once at
@@ -203,12 +217,16 @@ func (m *Metrics) AddCrux(read func() CruxStats) {
 		led:         prometheus.NewDesc("mecha_crux_slots_led", "Crux slots this runtime leads.", nil, nil),
 		leaderless:  prometheus.NewDesc("mecha_crux_slots_leaderless", "Crux slots with no leader in the map: their keys answer 503.", nil, nil),
 		moving:      prometheus.NewDesc("mecha_crux_slots_moving", "Crux slots with a move in progress.", nil, nil),
+		lagRecords:  prometheus.NewDesc("mecha_crux_replica_lag_records", "Per Crux slot this runtime leads: the most records an in-sync follower lacks.", []string{"slot"}, nil),
+		lagSeconds:  prometheus.NewDesc("mecha_crux_replica_lag_seconds", "Per Crux slot this runtime leads: how long its most lagging in-sync follower has lacked records (0 when caught up).", []string{"slot"}, nil),
+		copies:      prometheus.NewDesc("mecha_crux_replica_copies_total", "Crux slot copies this runtime installed as a follower (a new, restarted or diverged replica).", nil, nil),
+		fetched:     prometheus.NewDesc("mecha_crux_replica_fetched_records_total", "Crux records this runtime fetched from slot leaders as a follower.", nil, nil),
 	})
 }
 
 // Describe implements prometheus.Collector.
 func (c *cruxCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.routed, c.moved, c.unavailable, c.changes, c.version, c.led, c.leaderless, c.moving} {
+	for _, d := range []*prometheus.Desc{c.routed, c.moved, c.unavailable, c.changes, c.version, c.led, c.leaderless, c.moving, c.lagRecords, c.lagSeconds, c.copies, c.fetched} {
 		ch <- d
 	}
 }
@@ -231,4 +249,11 @@ func (c *cruxCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.led, int64(s.SlotsLed))
 	gauge(c.leaderless, int64(s.Leaderless))
 	gauge(c.moving, int64(s.Moving))
+	counter(c.copies, s.Copies)
+	counter(c.fetched, s.Fetched)
+	for _, l := range s.Lags {
+		slot := strconv.Itoa(l.Slot)
+		ch <- prometheus.MustNewConstMetric(c.lagRecords, prometheus.GaugeValue, float64(l.Records), slot)
+		ch <- prometheus.MustNewConstMetric(c.lagSeconds, prometheus.GaugeValue, l.Seconds, slot)
+	}
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"log/slog"
 
 	"mecha/statestore"
@@ -35,6 +36,10 @@ func (n *Node) Backend(store string, local *statestore.Engine) (statestore.Backe
 	if n.Server != nil {
 		cfg.Engine = local
 		cfg.OnClose = n.Server.Attach(store, local)
+		srv := n.Server
+		cfg.GetStrong = func(ctx context.Context, key string) (statestore.Item, bool, error) {
+			return srv.GetStrong(ctx, store, local, key)
+		}
 	}
 	return NewRouter(cfg), nil
 }

@@ -80,6 +80,17 @@ type replSlot struct {
 	// base offset.
 	waiters map[int64]chan error
 	events  []replica.Event
+	// fetches counts each follower's fetches at this epoch that passed
+	// the tail check (one per request), and confirming the reads waiting
+	// on them (GetConfirmed).
+	fetches    map[replica.ReplicaID]*fetchCount
+	confirming int
+}
+
+// fetchCount is a follower's count of checked fetches, by request.
+type fetchCount struct {
+	corr uint64
+	n    uint64
 }
 
 // Replication replicates one store's slots on this member.
@@ -416,6 +427,7 @@ func (r *Replication) lead(slot int, t statestore.SlotTx, s *replSlot, g *cluste
 	}
 	s.role, s.epoch, s.leader, s.follower, s.leaderID = roleLeader, g.Epoch, l, nil, r.member
 	s.isr, s.isrMap = slices.Clone(g.ISR), version
+	s.fetches = nil
 	r.drain(slot, s)
 }
 
@@ -708,6 +720,14 @@ func (r *Replication) answer(b *FetchBatch, reqs []replica.FetchRequest, out []b
 				replica.Refuse(&reqs[i], replica.CodeNotLeader, replica.Epoch(s.epoch), &resp)
 			} else if err := s.leader.HandleFetch(&reqs[i], now, &resp); err != nil {
 				r.log.Warn("crux replication: answering a fetch", "slot", slot, "err", err)
+			} else if resp.Code == replica.CodeOK && !resp.Diverging {
+				r.counted(s, &reqs[i])
+			}
+			if s.confirming > 0 {
+				// A read waits for the followers' next fetches: answer
+				// now, and tell the read.
+				news = true
+				r.wake()
 			}
 			if s.role == roleLeader {
 				s.log.keepFrom = s.leader.HighWatermark()
@@ -747,6 +767,165 @@ func (r *Replication) handleCopy(c *CopyRequest) []byte {
 	out := AppendSlotCopy([]byte{0}, &sc)
 	if len(out) > muxconn.MaxFrame-64 {
 		return append([]byte{1}, fmt.Sprintf("crux replication: slot %d holds %d bytes, more than one frame carries", c.Slot, len(out))...)
+	}
+	return out
+}
+
+// counted records a follower's checked fetch at the leader's epoch; a
+// request answered twice (held, then answered again) counts once.
+func (r *Replication) counted(s *replSlot, req *replica.FetchRequest) {
+	if s.fetches == nil {
+		s.fetches = map[replica.ReplicaID]*fetchCount{}
+	}
+	fc := s.fetches[req.Replica]
+	if fc == nil {
+		fc = &fetchCount{}
+		s.fetches[req.Replica] = fc
+	}
+	if fc.n == 0 || fc.corr != req.Corr {
+		fc.corr = req.Corr
+		fc.n++
+	}
+}
+
+// ConfirmTimeout bounds how long a strong read waits for the in-sync
+// replicas to confirm it.
+const ConfirmTimeout = 3 * time.Second
+
+// GetConfirmed reads key on this member, the leader of its slot, and
+// answers once the read is confirmed: every replica the control plane
+// could elect (the in-sync set and a pending proposal's members) sent a
+// fetch at this leader's epoch after the read — so no other leader
+// existed then — and the high watermark passed what the read saw, so no
+// future leader lacks it. That makes the read linearizable; it costs two
+// fetch round trips. A leader alone in its in-sync set answers at once.
+func (r *Replication) GetConfirmed(ctx context.Context, key string) (statestore.Item, bool, error) {
+	slot := statestore.SlotOf(key)
+	var (
+		it    statestore.Item
+		found bool
+		err   error
+		seq   int64
+		epoch uint64
+		need  map[replica.ReplicaID]uint64
+	)
+	r.e.WithSlot(slot, func(t statestore.SlotTx) {
+		if err = r.Admit(t, false); err != nil {
+			return
+		}
+		s := &r.slots[slot]
+		it, found = t.Get(key)
+		seq, epoch = int64(t.Seq()), s.epoch
+		for _, id := range s.leader.Voters() {
+			if id == r.self {
+				continue
+			}
+			if need == nil {
+				need = map[replica.ReplicaID]uint64{}
+			}
+			var n uint64
+			if fc := s.fetches[id]; fc != nil {
+				n = fc.n
+			}
+			// The next fetch may have been sent before the read; the
+			// one after it was sent after this member answered the next.
+			need[id] = n + 2
+		}
+		s.confirming++
+	})
+	if err != nil {
+		return it, found, err
+	}
+	defer r.e.WithSlot(slot, func(statestore.SlotTx) { r.slots[slot].confirming-- })
+	r.wake() // held fetches answer now
+	timer := time.NewTimer(ConfirmTimeout)
+	defer timer.Stop()
+	for {
+		r.notifyMu.Lock()
+		ch := r.notify
+		r.notifyMu.Unlock()
+		done := false
+		r.e.WithSlot(slot, func(statestore.SlotTx) {
+			s := &r.slots[slot]
+			if s.role != roleLeader || s.epoch != epoch || s.leader.Fenced() {
+				err, done = notLeading(slot, "the slot's leader changed while a strong read was confirmed"), true
+				return
+			}
+			if s.leader.HighWatermark() < seq {
+				return
+			}
+			for id, n := range need {
+				if fc := s.fetches[id]; fc == nil || fc.n < n {
+					if !slices.Contains(s.leader.Voters(), id) {
+						continue // it left the in-sync set: it cannot lead
+					}
+					return
+				}
+			}
+			done = true
+		})
+		if done {
+			if err != nil {
+				return statestore.Item{}, false, err
+			}
+			return it, found, nil
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return statestore.Item{}, false, notLeading(slot, "strong read: the in-sync replicas did not confirm this member's leadership in time")
+		case <-ctx.Done():
+			return statestore.Item{}, false, ctx.Err()
+		}
+	}
+}
+
+// SlotLag is how far a slot's followers trail its leader here: the most
+// records any in-sync follower lacks, and for how long it has lacked
+// them (since it last held the whole log).
+type SlotLag struct {
+	Slot    int
+	Records int64
+	Behind  time.Duration
+}
+
+// Lags reports the lag of every slot this member leads.
+func (r *Replication) Lags(now time.Time) []SlotLag {
+	var out []SlotLag
+	for i := range r.slots {
+		r.e.WithSlot(i, func(statestore.SlotTx) {
+			s := &r.slots[i]
+			if s.role != roleLeader {
+				return
+			}
+			lag := SlotLag{Slot: i}
+			end := s.leader.EndOffset()
+			for _, id := range s.leader.Voters() {
+				st, ok := s.leader.Follower(id)
+				if !ok {
+					continue // the leader itself
+				}
+				pos := max(st.Offset, 0)
+				if end-pos > lag.Records {
+					lag.Records = end - pos
+				}
+				if pos < end && !st.LastCaughtUp.IsZero() {
+					lag.Behind = max(lag.Behind, now.Sub(st.LastCaughtUp))
+				}
+			}
+			out = append(out, lag)
+		})
+	}
+	return out
+}
+
+// Replications are the replicated stores on this member.
+func (s *Server) Replications() []*Replication {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*Replication, 0, len(s.repls))
+	for _, r := range s.repls {
+		out = append(out, r)
 	}
 	return out
 }

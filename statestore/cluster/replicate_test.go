@@ -106,7 +106,11 @@ func (rc *replCluster) start(mb *replMember) {
 			}()
 		}
 	}()
-	mb.router = NewRouter(RouterConfig{Member: mb.id, Store: testStore, Maps: mb.maps, Engine: eng, Clients: rc.clients, MapWait: 300 * time.Millisecond, Logger: quiet()})
+	srv := mb.srv
+	mb.router = NewRouter(RouterConfig{Member: mb.id, Store: testStore, Maps: mb.maps, Engine: eng, Clients: rc.clients, MapWait: 300 * time.Millisecond, Logger: quiet(),
+		GetStrong: func(ctx context.Context, key string) (statestore.Item, bool, error) {
+			return srv.GetStrong(ctx, testStore, eng, key)
+		}})
 }
 
 // stop takes mb down: its listener, replication and engine.
@@ -353,6 +357,70 @@ func BenchmarkReplicatedSet(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if _, err := a.router.Set(ctx, statestore.Write{Key: k, Value: []byte("value"), Strong: mode == "strong"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func TestReplicationStrongReadIsConfirmed(t *testing.T) {
+	rc := newReplCluster(t)
+	ctx := context.Background()
+	a, b := rc.member("a"), rc.member("b")
+	k := keyLedBy(rc.mapNow(), "a", 0)
+	if _, err := b.router.Set(ctx, statestore.Write{Key: k, Value: []byte("one"), Strong: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, mb := range rc.members { // through the leader's router and the others'
+		it, ok, err := mb.router.GetStrong(ctx, k)
+		if err != nil || !ok || string(it.Value) != "one" {
+			t.Fatalf("strong read through %s: %q %v %v", mb.id, it.Value, ok, err)
+		}
+	}
+	// a is cut off from the control plane, which makes b or c the
+	// leader. a still believes it leads, and its plain reads answer; a
+	// strong read through it does not, since its followers no longer
+	// fetch from it at its epoch.
+	if err := rc.applyExcept(clustermap.MemberDead{ID: "a", At: 2}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	nl := rc.member(rc.mapNow().Slot(statestore.SlotOf(k)).Leader)
+	poll.Until(t, 10*time.Second, "a strong write on the new leader", func() bool {
+		_, err := nl.router.Set(ctx, statestore.Write{Key: k, Value: []byte("two"), Strong: true})
+		return err == nil
+	})
+	if it, ok, err := a.router.Get(ctx, k); err != nil || !ok || string(it.Value) != "one" {
+		t.Fatalf("a plain read on the deposed leader: %q %v %v (it should still serve its stale copy)", it.Value, ok, err)
+	}
+	if it, _, err := a.router.GetStrong(ctx, k); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a strong read on the deposed leader: %q %v, want ErrUnavailable", it.Value, err)
+	}
+	if it, _, err := nl.router.GetStrong(ctx, k); err != nil || string(it.Value) != "two" {
+		t.Fatalf("a strong read on the new leader: %q %v", it.Value, err)
+	}
+}
+
+// BenchmarkReplicatedGetStrong is a strong read through the leader's
+// router (confirmed by two fetch round trips of each in-sync follower)
+// beside an eventual one, in a three-member replicated cluster.
+func BenchmarkReplicatedGetStrong(b *testing.B) {
+	for _, mode := range []string{"eventual", "strong"} {
+		b.Run(mode, func(b *testing.B) {
+			rc := newReplCluster(b)
+			a := rc.member("a")
+			k := keyLedBy(rc.mapNow(), "a", 0)
+			ctx := context.Background()
+			if _, err := a.router.Set(ctx, statestore.Write{Key: k, Value: []byte("value"), Strong: true}); err != nil {
+				b.Fatal(err)
+			}
+			get := a.router.Get
+			if mode == "strong" {
+				get = a.router.GetStrong
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, _, err := get(ctx, k); err != nil {
 					b.Fatal(err)
 				}
 			}

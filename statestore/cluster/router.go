@@ -30,6 +30,9 @@ type RouterConfig struct {
 	// MapWait bounds the wait for a newer map after a "moved" answer;
 	// DefaultMapWait when zero.
 	MapWait time.Duration
+	// GetStrong, when set, serves a strong read of a local slot (the
+	// Server's GetStrong); Engine.Get otherwise.
+	GetStrong func(ctx context.Context, key string) (statestore.Item, bool, error)
 	// OnClose, when set, runs at Close (the runtime detaches the store
 	// from its Server there).
 	OnClose func()
@@ -160,6 +163,31 @@ func (r *Router) Get(ctx context.Context, key string) (it statestore.Item, ok bo
 			return err
 		}
 		resp, err := r.remote(ctx, t, MethodGet, &Request{Key: key})
+		if err != nil {
+			return err
+		}
+		if resp.Found {
+			it, ok = resp.Item, true
+			it.Key = key
+		}
+		return nil
+	})
+	return it, ok, err
+}
+
+// GetStrong implements statestore.StrongGetter: a read the slot's leader
+// confirms with its in-sync replicas (linearizable).
+func (r *Router) GetStrong(ctx context.Context, key string) (it statestore.Item, ok bool, err error) {
+	err = r.on(ctx, statestore.SlotOf(key), func(t target) error {
+		if t.local {
+			if r.cfg.GetStrong == nil {
+				it, ok, err = r.cfg.Engine.Get(key)
+				return err
+			}
+			it, ok, err = r.cfg.GetStrong(ctx, key)
+			return err
+		}
+		resp, err := r.remote(ctx, t, MethodGetStrong, &Request{Key: key})
 		if err != nil {
 			return err
 		}

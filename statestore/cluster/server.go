@@ -143,7 +143,33 @@ func (s *Server) serve(ctx context.Context, method uint16, body []byte) *Respons
 	if err := checkSlots(method, req); err != nil {
 		return &Response{Err: err}
 	}
+	if method == MethodGetStrong {
+		return s.getStrong(ctx, req.Store, e, req.Key)
+	}
 	return serveEngine(e, method, req)
+}
+
+// getStrong reads key and confirms the read with the slot's in-sync
+// replicas (Replication.Confirm), when the store is replicated.
+func (s *Server) getStrong(ctx context.Context, store string, e *statestore.Engine, key string) *Response {
+	resp := &Response{}
+	var err error
+	resp.Item, resp.Found, err = s.GetStrong(ctx, store, e, key)
+	if err != nil {
+		return &Response{Err: toError(err)}
+	}
+	return resp
+}
+
+// GetStrong reads key from e, the store's engine, and when the store is
+// replicated confirms the read: the slot's in-sync replicas hold what it
+// read and still follow this member at its epoch after the read.
+func (s *Server) GetStrong(ctx context.Context, store string, e *statestore.Engine, key string) (statestore.Item, bool, error) {
+	rep := s.Replication(store)
+	if rep == nil {
+		return e.Get(key)
+	}
+	return rep.GetConfirmed(ctx, key)
 }
 
 // leads checks that this member leads every slot at the caller's epoch
@@ -206,7 +232,7 @@ func checkSlots(method uint16, req *Request) *Error {
 		}
 		return &Error{Code: CodeBadRequest, Msg: fmt.Sprintf("crux cluster: key %q is in slot %d, not in the request's %v", key, s, req.Slots)}
 	}
-	if method == MethodGet {
+	if method == MethodGet || method == MethodGetStrong {
 		if err := in(req.Key); err != nil {
 			return err
 		}

@@ -21,6 +21,10 @@ const (
 	MethodBulkSet        uint16 = 0x0205
 	MethodScan           uint16 = 0x0206
 	MethodDeleteChildren uint16 = 0x0207
+	// MethodGetStrong is a Get with consistency strong: the leader
+	// answers once its in-sync replicas confirmed it still leads and
+	// hold what it read. Its messages are MethodGet's.
+	MethodGetStrong uint16 = 0x0208
 
 	// MethodFirst and MethodLast bound the range the package owns.
 	MethodFirst uint16 = 0x0200
@@ -97,7 +101,15 @@ const (
 	flagsKnown     = flagDelete | flagFirstWrite | flagETag | flagStrong
 )
 
-func knownMethod(m uint16) bool { return m >= MethodGet && m <= MethodDeleteChildren }
+func knownMethod(m uint16) bool { return m >= MethodGet && m <= MethodGetStrong }
+
+// shape is the method whose messages m uses.
+func shape(m uint16) uint16 {
+	if m == MethodGetStrong {
+		return MethodGet
+	}
+	return m
+}
 
 func singleSlot(m uint16) bool {
 	return m != MethodScan && m != MethodDeleteChildren && m != MethodApply
@@ -157,6 +169,7 @@ func appendWrite(dst []byte, w *statestore.Write) []byte {
 // is a uvarint; a write is flags byte (1 delete, 2 first-write, 4 has
 // etag, 8 strong), key, [etag], and unless a delete, value and ttl (zigzag varint).
 func AppendRequest(dst []byte, method uint16, r *Request) []byte {
+	method = shape(method)
 	dst = append(dst, WireVersion)
 	dst = appendString(dst, r.Store)
 	dst = binary.AppendUvarint(dst, uint64(len(r.Slots)))
@@ -344,6 +357,7 @@ func DecodeRequest(method uint16, b []byte) (*Request, error) {
 	if !knownMethod(method) {
 		return nil, fmt.Errorf("%w: unknown method %#04x", ErrMalformed, method)
 	}
+	method = shape(method)
 	r := &reader{b: b}
 	if v := r.byte("version"); r.err == nil && v != WireVersion {
 		return nil, fmt.Errorf("%w: version %d, want %d", ErrMalformed, v, WireVersion)
@@ -431,6 +445,7 @@ func (r *reader) item(key bool) statestore.Item {
 // found byte and item, or the version), and for an error its fields (see
 // Error).
 func AppendResponse(dst []byte, method uint16, resp *Response) []byte {
+	method = shape(method)
 	if resp.Err != nil {
 		return appendError(dst, resp.Err)
 	}
@@ -519,6 +534,7 @@ func DecodeResponse(method uint16, b []byte) (*Response, error) {
 	if !knownMethod(method) {
 		return nil, fmt.Errorf("%w: unknown method %#04x", ErrMalformed, method)
 	}
+	method = shape(method)
 	r := &reader{b: b}
 	resp := &Response{}
 	if st := r.byte("status"); st != 0 {
