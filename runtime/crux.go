@@ -41,9 +41,16 @@ import (
 // In the cluster each slot has --crux-replicas copies (3 by default): its
 // leader serves it and its followers tail its records (statestore/cluster
 // replicate.go); when a member dies the control plane makes an in-sync
-// follower the leader. Slots do not move yet (clustermap.PlanConfig
-// NoMoves): a member that joins later gets no slots, and the replicas of
-// a member gone for good are not rebuilt elsewhere.
+// follower the leader. The control plane's planner also moves replicas
+// and leaderships: to a member that joins (the new replica copies the
+// slot, tails it, joins the in-sync set, and takes the old one's place),
+// away from a draining member, and off a member gone for longer than the
+// rebuild delay.
+
+// cruxMaxMoves bounds the slot moves in flight: a move is a copy of one
+// slot (a few hundred KiB for a session store) and a tail, cheap enough
+// to run many at once.
+const cruxMaxMoves = 64
 
 // hostOwnerID is the owner's member id in the map of a host.
 const hostOwnerID = "owner"
@@ -189,7 +196,8 @@ func (r *Runtime) proposeISR(ctx context.Context, c clustermap.ISRChange) error 
 // controlPlane is what the cluster's wiring runs: the raft node on a
 // server, the map's forwarding and the gossip feed.
 type controlPlane struct {
-	node      *controlplane.Node // nil on a guest
+	node      *controlplane.Node   // nil on a guest and a client
+	client    *controlplane.Client // the map's poller of a guest or a client
 	transport *controlplane.MuxTransport
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -217,13 +225,14 @@ func (r *Runtime) startControlPlane(ctx context.Context) error {
 		c.ClusterID = r.cfg.ClusterID
 		c.OnProblem = r.cruxMaps.SetProblem
 		src = c
+		cp.client = c
 		cp.wg.Add(1)
 		go func() { defer cp.wg.Done(); c.Run(ctx) }()
 	} else {
 		n, err := controlplane.New(controlplane.Config{
 			ID: r.cfg.Membership.NodeName, Addr: r.internalAddr(), BootstrapExpect: r.cfg.BootstrapExpect, ClusterID: r.cfg.ClusterID,
 			Dir: filepath.Join(r.cfg.DataDir, "controlplane"), Replicas: r.cruxReplicas(),
-			Plan:      clustermap.PlanConfig{MinMembers: r.cfg.BootstrapExpect, NoMoves: true},
+			Plan:      clustermap.PlanConfig{MinMembers: r.cfg.BootstrapExpect, MaxMoves: cruxMaxMoves},
 			Transport: cp.transport, Logger: log,
 		})
 		if err != nil {
@@ -255,16 +264,23 @@ func (r *Runtime) startControlPlane(ctx context.Context) error {
 		}
 	}()
 	r.cpRun = cp
+	if cp.node != nil {
+		cp.wg.Add(1)
+		go func() { defer cp.wg.Done(); r.undrainAfterRestart(ctx) }()
+	}
 	log.Info("Crux cluster", "member", r.crux.Member, "cluster_id", r.cfg.ClusterID, "bootstrap_expect", r.cfg.BootstrapExpect, "internal", r.internalAddr())
 	return nil
 }
 
 // stopControlPlane stops the feed and the raft node (a leader first hands
 // its leadership over).
-func (r *Runtime) stopControlPlane(context.Context) {
+func (r *Runtime) stopControlPlane(grace context.Context) {
 	cp := r.cpRun
 	if cp == nil {
 		return
+	}
+	if cp.node != nil {
+		r.handOffLeaderships(grace)
 	}
 	cp.cancel()
 	cp.wg.Wait()
@@ -367,4 +383,102 @@ func (r *Runtime) muxHandler(ctx context.Context, method uint16, body []byte) ([
 		}
 	}
 	return nil, muxconn.ErrUnknownMethod
+}
+
+// proposeCrux sends a command to the Crux cluster's control plane: through
+// this server's raft node, or a client's poller.
+func (r *Runtime) proposeCrux(ctx context.Context, c clustermap.Command) error {
+	cp := r.cpRun
+	switch {
+	case cp == nil:
+		return errors.New("this runtime is not in a Crux cluster (--bootstrap-expect, --crux-client)")
+	case cp.node != nil:
+		return cp.node.Propose(ctx, c)
+	case cp.client != nil:
+		return cp.client.Propose(ctx, c)
+	}
+	return errors.New("the control plane is not running")
+}
+
+// drainedFile marks a data dir whose member drained itself on a graceful
+// stop: it cancels that drain when it returns.
+const drainedFile = "crux-drained-on-stop"
+
+// handOffLeaderships runs on a graceful stop of a cluster server: it
+// drains this member (the control plane moves its leaderships to in-sync
+// replicas, each with a new epoch) and waits, within grace and at most
+// 15 s, until it leads no slot, so that a rolling restart fails no
+// request on its way down. A member alone, or whose slots have no other
+// in-sync replica, stops at once: nobody could take them.
+func (r *Runtime) handOffLeaderships(grace context.Context) {
+	self := r.cfg.Membership.NodeName
+	led := func(m *clustermap.Map) int {
+		n := 0
+		for i := range clustermap.NumSlots {
+			if g := m.Slot(i); g != nil && g.Leader == self && len(g.ISR) > 1 {
+				n++
+			}
+		}
+		return n
+	}
+	m := r.cruxMaps.Map()
+	if !m.Bootstrapped() || led(m) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(grace, 15*time.Second)
+	defer cancel()
+	log := r.log.With("component", "crux")
+	if err := fsutil.WriteFile(filepath.Join(r.cfg.DataDir, drainedFile), []byte(self+"\n")); err != nil {
+		log.Warn("crux: stopping without handing the leaderships over", "err", err)
+		return
+	}
+	if err := r.proposeCrux(ctx, clustermap.MemberDrain{ID: self}); err != nil {
+		log.Warn("crux: stopping without handing the leaderships over", "err", err)
+		return
+	}
+	start := time.Now()
+	for {
+		m = r.cruxMaps.Map()
+		n := led(m)
+		if n == 0 {
+			log.Info("crux: handed every leadership over before stopping", "took", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if r.cruxMaps.WaitNewer(ctx, m.Version) != nil {
+			log.Warn("crux: stopping while still leading slots", "slots", n, "waited", time.Since(start).Round(time.Millisecond))
+			return
+		}
+	}
+}
+
+// undrainAfterRestart cancels the drain this member's last graceful stop
+// started, once the control plane has it alive again: its leaderships
+// come back (the planner's failback) once it is in sync.
+func (r *Runtime) undrainAfterRestart(ctx context.Context) {
+	path := filepath.Join(r.cfg.DataDir, drainedFile)
+	if _, err := os.Stat(path); err != nil {
+		return
+	}
+	self := r.cfg.Membership.NodeName
+	r.log.Info("crux: this member drained itself when it last stopped; the drain ends once the control plane has it alive", "component", "crux")
+	for ctx.Err() == nil {
+		m := r.cruxMaps.Map()
+		// The cancel goes to the control plane's leader whatever this
+		// member's own map shows (it may replay a log from before the
+		// drain); cancelling a drain that is not on changes nothing.
+		if mb := m.Member(self); mb != nil && mb.Alive() {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := r.proposeCrux(pctx, clustermap.MemberDrain{ID: self, Cancel: true})
+			cancel()
+			if err == nil {
+				r.log.Info("crux: cancelled the drain of the last stop", "component", "crux")
+				_ = os.Remove(path)
+				return
+			}
+			r.log.Warn("crux: cancelling the drain of the last stop", "err", err, "component", "crux")
+		}
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		_ = r.cruxMaps.WaitNewer(wctx, m.Version)
+		cancel()
+	}
 }

@@ -1,7 +1,11 @@
 package runtime
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"time"
@@ -173,6 +177,46 @@ func (r *Runtime) cruxStatusAPI(w http.ResponseWriter, req *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(r.cruxStatusNow())
+}
+
+// cruxDrainAPI serves POST /v1.0-alpha1/crux/drain: {"member": ID,
+// "cancel": bool}, member defaulting to this runtime's. It proposes the
+// drain to the control plane, which moves the member's leaderships away,
+// then its replicas; `mecha crux status` shows the progress.
+func (r *Runtime) cruxDrainAPI(w http.ResponseWriter, req *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	fail := func(status int, code, msg string) {
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(map[string]string{"errorCode": code, "message": msg})
+	}
+	if req.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		fail(http.StatusMethodNotAllowed, "ERR_METHOD_NOT_ALLOWED", "a drain is started with POST")
+		return
+	}
+	var body struct {
+		Member string `json:"member"`
+		Cancel bool   `json:"cancel"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, req.Body, 4096)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+		fail(http.StatusBadRequest, "ERR_MALFORMED_REQUEST", "the drain request: "+err.Error())
+		return
+	}
+	if body.Member == "" {
+		body.Member = r.crux.Member
+	}
+	m := r.cruxMaps.Map()
+	if mb := m.Member(body.Member); mb == nil {
+		fail(http.StatusBadRequest, "ERR_CRUX_MEMBER", fmt.Sprintf("member %q is not in the Crux cluster map (version %d)", body.Member, m.Version))
+		return
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
+	defer cancel()
+	if err := r.proposeCrux(ctx, clustermap.MemberDrain{ID: body.Member, Cancel: body.Cancel}); err != nil {
+		fail(http.StatusServiceUnavailable, "ERR_CRUX_DRAIN", fmt.Sprintf("draining member %q: %v", body.Member, err))
+		return
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"member": body.Member, "draining": !body.Cancel})
 }
 
 // cruxMetrics is what AddCrux exports.

@@ -13,6 +13,9 @@ const cruxUsage = `Usage:
                                  server, client), the cluster's members with the slots
                                  each leads and holds, leaderless and moving slots, and
                                  where this runtime's operations went
+  mecha crux drain [MEMBER]      move MEMBER's leaderships, then its replicas, to the
+                                 other members (default: this runtime's member)
+  mecha crux undrain [MEMBER]    cancel a drain (what has moved stays moved)
 
 Flags (before the command):
   --admin host:port   mecha run's metrics port (default 127.0.0.1:9090)
@@ -24,6 +27,15 @@ func cruxCmd(args []string, stdout, stderr io.Writer) int {
 	fs, admin, output := adminFlags("mecha crux", cruxUsage, stderr)
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
+	}
+	if fs.NArg() >= 1 && (fs.Arg(0) == "drain" || fs.Arg(0) == "undrain") && fs.NArg() <= 2 {
+		body, _ := json.Marshal(map[string]any{"member": fs.Arg(1), "cancel": fs.Arg(0) == "undrain"})
+		out, ok := adminCall("mecha crux", *admin, "POST", "http://"+*admin+"/v1.0-alpha1/crux/drain", string(body), stderr)
+		if !ok {
+			return 1
+		}
+		writeJSON(stdout, out)
+		return 0
 	}
 	if fs.NArg() != 1 || fs.Arg(0) != "status" {
 		fmt.Fprint(stderr, cruxUsage)

@@ -351,6 +351,50 @@ func (l *Leader) CommitISR(isr []ReplicaID, version uint64) error {
 	return nil
 }
 
+// SetReplicas is a reassignment at the leader's epoch (a move adds a
+// replica, then drops one): replicas are the log's replicas now, isr the
+// control plane's committed in-sync set at version. A follower kept keeps
+// what the leader knows of it; a new one starts out of sync, at an
+// unknown position; a dropped one no longer counts. Pending writes stay
+// pending. Like CommitISR it settles a pending proposal.
+func (l *Leader) SetReplicas(replicas, isr []ReplicaID, version uint64, now time.Time) error {
+	if l.fenced {
+		return ErrFenced
+	}
+	if !slices.Contains(replicas, l.self) || !slices.Contains(isr, l.self) {
+		return fmt.Errorf("%w: leader %d must be among the replicas %v and the ISR %v", ErrInvalid, l.self, replicas, isr)
+	}
+	for _, id := range isr {
+		if !slices.Contains(replicas, id) {
+			return fmt.Errorf("%w: ISR member %d not among the replicas %v", ErrUnknownReplica, id, replicas)
+		}
+	}
+	followers := make([]followerState, 0, len(replicas)-1)
+	for i, id := range replicas {
+		if slices.Contains(replicas[:i], id) {
+			return fmt.Errorf("%w: replica %d twice in %v", ErrInvalid, id, replicas)
+		}
+		if id == l.self {
+			continue
+		}
+		f := followerState{id: id, pos: -1}
+		if old := l.follower(id); old != nil {
+			f = *old
+		}
+		f.inISR, f.inProposal = slices.Contains(isr, id), false
+		if f.inISR && f.lastCaughtUp.IsZero() {
+			f.lastCaughtUp = now
+		}
+		followers = append(followers, f)
+	}
+	l.followers = followers
+	l.isr = l.members(func(f *followerState) bool { return f.inISR })
+	l.isrVersion = max(l.isrVersion, version)
+	l.proposal = nil
+	l.advance()
+	return nil
+}
+
 // ObserveEpoch tells the leader the control plane's current epoch for
 // the log. A newer one than the leader's fences it: it fails every
 // pending write with ErrFenced, queues EventFenced, and from then on

@@ -467,3 +467,50 @@ func TestLeaderCaughtUpRule(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaderSetReplicas: a move adds replica 4 and then drops replica 3
+// at one epoch; a strong write pending across both is acknowledged once
+// the replicas that count hold it, and the newcomer counts only once the
+// control plane put it in the ISR.
+func TestLeaderSetReplicas(t *testing.T) {
+	cfg := testConfig()
+	cfg.MinISR = 2
+	l := newTestLeader(t, leaderLog(t), cfg, 6, 1, 2, 3)
+	fetchFrom(t, l, 2, 6, 3, at(1))
+	fetchFrom(t, l, 3, 6, 3, at(1))
+	base, err := l.Append(Batch{Count: 1, Data: []byte("w")}, Strong, at(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 4 joins out of sync: nothing changes for the write yet.
+	if err := l.SetReplicas([]ReplicaID{1, 2, 3, 4}, []ReplicaID{1, 2, 3}, 2, at(3)); err != nil {
+		t.Fatal(err)
+	}
+	if evs := only(eventsOf(l), EventAcked); len(evs) != 0 {
+		t.Fatalf("acked before the followers fetched: %v", evs)
+	}
+	fetchFrom(t, l, 2, 7, 5, at(4))
+	fetchFrom(t, l, 3, 7, 5, at(4))
+	if evs := only(eventsOf(l), EventAcked); len(evs) != 1 || evs[0].Offset != base {
+		t.Fatalf("the pending write across the reassignment: %v", evs)
+	}
+	// 4 fetched everything: it may join; then 3 is dropped.
+	fetchFrom(t, l, 4, 7, 5, at(5))
+	if err := l.SetReplicas([]ReplicaID{1, 2, 4}, []ReplicaID{1, 2, 4}, 3, at(6)); err != nil {
+		t.Fatal(err)
+	}
+	if isr, v := l.ISR(); !slices.Equal(isr, []ReplicaID{1, 2, 4}) || v != 3 {
+		t.Fatalf("ISR %v version %d", isr, v)
+	}
+	if _, ok := l.Follower(3); ok {
+		t.Fatal("a dropped replica is still a follower")
+	}
+	// A fetch from the dropped replica is refused.
+	var resp FetchResponse
+	if err := l.HandleFetch(&FetchRequest{Replica: 3, Epoch: 5, FetchOffset: 7, LastEpoch: 5}, at(7), &resp); err != nil || resp.Code != CodeUnknownReplica {
+		t.Fatalf("a fetch from the dropped replica: %v %v", resp.Code, err)
+	}
+	if err := l.SetReplicas([]ReplicaID{2, 4}, []ReplicaID{2, 4}, 4, at(8)); err == nil {
+		t.Fatal("a reassignment without the leader was accepted")
+	}
+}

@@ -87,10 +87,13 @@
 // cases a command may be applied twice; clustermap's commands are fenced
 // by epochs and states, so a repeat is refused or changes nothing.
 //
-// The leader's controller runs every Config.ControllerInterval (1 s):
+// The leader's controller runs every Config.ControllerInterval (1 s),
+// and at once whenever it applies entries (a move's next step waits on
+// the map change before it):
 // Bootstrap if needed, a Tick when a dead member is due to be declared
-// gone, then the commands clustermap.Plan returns, one at a time, each
-// waited for; refusals are ignored, the next round plans on the newer map.
+// gone, then the commands clustermap.Plan returns, all proposed at once
+// and waited for together; refusals are ignored, the
+// next round plans on the newer map.
 //
 // MemberAlive and MemberDead turn the failure detector's events into
 // MemberJoin, MemberAlive and MemberDead commands; they look at the local

@@ -200,7 +200,10 @@ func (n *Node) ready(rn *raft.RawNode) error {
 		}
 	}
 	ready := n.leader.Load() == n.id && n.applied >= n.leaderStart
-	if ready && !n.leaderReady.Load() {
+	if ready && (!n.leaderReady.Load() || len(rd.CommittedEntries) > 0) {
+		// The controller plans at once on a new leadership and on every
+		// change of the map (a move's next step waits on the last one),
+		// besides its tick.
 		n.leaderReady.Store(true)
 		select {
 		case n.kick <- struct{}{}:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -296,23 +297,32 @@ func (n *Node) controlRound() {
 		}
 		cmds = append(cmds, clustermap.Plan(m, n.cfg.Plan)...)
 	}
+	// The round's commands are proposed together and waited for
+	// together: raft orders them, each is checked against the map it
+	// lands on, and a round of hundreds (a drain's leader transfers)
+	// takes a few log writes instead of one each.
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ControllerInterval*5)
+	defer cancel()
+	var wg sync.WaitGroup
 	for _, c := range cmds {
 		data, err := clustermap.Encode(c)
 		if err != nil {
 			n.log.Error("encoding a planned command", "err", err)
-			return
+			break
 		}
-		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ControllerInterval*5)
-		_, err = n.proposeLocal(ctx, data)
-		cancel()
-		switch {
-		case err == nil:
-		case errors.Is(err, ErrNotLeader), errors.Is(err, ErrLeaderChanged), errors.Is(err, ErrStopped), n.ctx.Err() != nil:
-			return
-		default:
-			n.log.Debug("planned command refused", "kind", c.Kind().String(), "err", err)
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := n.proposeLocal(ctx, data)
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrNotLeader), errors.Is(err, ErrLeaderChanged), errors.Is(err, ErrStopped), n.ctx.Err() != nil:
+			default:
+				n.log.Debug("planned command refused", "kind", c.Kind().String(), "err", err)
+			}
+		}()
 	}
+	wg.Wait()
 }
 
 // reconcileVoters makes raft's voters follow the map's server members:

@@ -75,16 +75,29 @@ type replSlot struct {
 	follower *replica.Follower
 	log      *slotLog
 	isr      []string // the committed ISR the leader knows
+	replicas []string // the replicas it leads (a move changes them)
 	isrMap   uint64   // the map version it came from
 	// waiters are the strong writes awaiting their acknowledgement, by
 	// base offset.
 	waiters map[int64]chan error
+	// carried are strong writes this member logged as leader and was
+	// deposed before they committed: they succeed once this member, as
+	// a follower, sees the new leader's high watermark pass them with
+	// its log unchanged below their end, and fail if that log loses them.
+	carried []carriedWrite
 	events  []replica.Event
 	// fetches counts each follower's fetches at this epoch that passed
 	// the tail check (one per request), and confirming the reads waiting
 	// on them (GetConfirmed).
 	fetches    map[replica.ReplicaID]*fetchCount
 	confirming int
+}
+
+// carriedWrite is a strong write awaiting the new leader's commit.
+type carriedWrite struct {
+	ch       chan error
+	end      int64
+	deadline time.Time
 }
 
 // fetchCount is a follower's count of checked fetches, by request.
@@ -113,6 +126,7 @@ type Replication struct {
 
 	mu      sync.Mutex
 	fetches map[string]bool // leaders a fetch loop runs for
+	wanted  map[string]bool // leaders a reconcile found followed while their loop ran
 
 	// isrVersion numbers the in-sync sets given to this member's
 	// leaders: each one newer than the last.
@@ -139,7 +153,7 @@ func newReplication(store, member string, e *statestore.Engine, maps MapSource, 
 		cfg.TailBytes = 256 << 10
 	}
 	r := &Replication{store: store, member: member, self: ReplicaID(member), e: e, maps: maps, cfg: cfg, log: log.With("store", store),
-		notify: make(chan struct{}), fetches: map[string]bool{}}
+		notify: make(chan struct{}), fetches: map[string]bool{}, wanted: map[string]bool{}}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	for i := range r.slots {
 		e.WithSlot(i, func(t statestore.SlotTx) { r.slots[i].log = newSlotLog(t.Seq(), cfg.TailBytes) })
@@ -183,11 +197,17 @@ func (r *Replication) Admit(t statestore.SlotTx, strong bool) error {
 			r.lead(slot, t, s, g, m.Version, time.Now())
 		}
 	}
+	// Refused before anything is logged, as "moved": the router waits
+	// for the newer map and sends the write to the slot's leader.
 	switch {
 	case s.role != roleLeader:
-		return notLeading(slot, "this member does not lead the slot's replicas")
+		g := r.maps.Map().Slot(slot)
+		if g == nil || g.Leader == r.member {
+			return notLeading(slot, "this member does not lead the slot's replicas yet")
+		}
+		return &Error{Code: CodeMoved, Slot: slot, Epoch: g.Epoch, Leader: g.Leader}
 	case s.leader.Fenced():
-		return notLeading(slot, "this member's leadership of the slot was fenced by a newer epoch")
+		return &Error{Code: CodeMoved, Slot: slot, Epoch: s.epoch + 1}
 	}
 	if isr, _ := s.leader.ISR(); strong && len(isr) < r.cfg.Replica.MinISR {
 		return notLeading(slot, fmt.Sprintf("strong write refused: %d in sync, %d required", len(isr), r.cfg.Replica.MinISR))
@@ -265,6 +285,11 @@ func (r *Replication) drain(slot int, s *replSlot) {
 			if ch := s.waiters[ev.Offset]; ch != nil {
 				delete(s.waiters, ev.Offset)
 				err := ev.Err
+				if errors.Is(err, replica.ErrFenced) {
+					// Deposed: the new leader may hold and commit it.
+					s.carried = append(s.carried, carriedWrite{ch: ch, end: ev.End, deadline: time.Now().Add(r.cfg.Replica.AckTimeout)})
+					continue
+				}
 				if err != nil {
 					err = &UnavailableError{Slot: slot, Reason: "strong write not acknowledged by the in-sync replicas", Err: err}
 				}
@@ -272,9 +297,43 @@ func (r *Replication) drain(slot int, s *replSlot) {
 			}
 		case replica.EventISRProposal:
 			r.propose(slot, ev)
+		case replica.EventHighWatermark:
+			if s.follower != nil {
+				s.settleCarried(slot, func(c carriedWrite) (bool, error) { return c.end <= ev.Offset, nil })
+			}
+		case replica.EventTruncated, replica.EventReset:
+			s.settleCarried(slot, func(c carriedWrite) (bool, error) {
+				return c.end > ev.Offset, errCarriedLost
+			})
 		}
 	}
 	clear(s.events)
+	if s.log.needCopy {
+		s.settleCarried(slot, func(carriedWrite) (bool, error) { return true, errCarriedLost })
+	}
+}
+
+// errCarriedLost fails a strong write a deposed leader logged that its
+// successor does not hold.
+var errCarriedLost = errors.New("strong write lost with its leader's leadership")
+
+// settleCarried answers the carried writes done says are settled, with
+// its error (wrapped as unavailable) or success.
+func (s *replSlot) settleCarried(slot int, done func(carriedWrite) (bool, error)) {
+	keep := s.carried[:0]
+	for _, c := range s.carried {
+		ok, err := done(c)
+		if !ok {
+			keep = append(keep, c)
+			continue
+		}
+		if err != nil {
+			err = &UnavailableError{Slot: slot, Reason: "strong write not acknowledged", Err: err}
+		}
+		c.ch <- err
+	}
+	clear(s.carried[len(keep):])
+	s.carried = keep
 }
 
 // propose sends an ISR proposal to the control plane.
@@ -318,6 +377,7 @@ func failWaiters(slot int, s *replSlot, why string) {
 		ch <- &UnavailableError{Slot: slot, Reason: why}
 		delete(s.waiters, off)
 	}
+	s.settleCarried(slot, func(carriedWrite) (bool, error) { return true, errors.New(why) })
 }
 
 func (r *Replication) becomeNone(s *replSlot) {
@@ -369,26 +429,38 @@ func (r *Replication) reconcile(m *clustermap.Map) {
 					s.leader.ObserveEpoch(replica.Epoch(g.Epoch))
 					r.drain(i, s)
 				}
-				if s.role != roleNone {
+				held := s.role != roleNone
+				if held {
 					r.becomeNone(s)
+				}
+				if held && !g.HasReplica(r.member) && len(g.Replicas) > 0 {
+					// The slot moved away: its keys here are nobody's
+					// copy any more. Should it come back, it comes as a
+					// copy of its leader's.
+					if err := t.Install(0, nil); err != nil {
+						r.log.Warn("crux replication: dropping a slot that moved away", "slot", i, "err", err)
+					}
+					s.log.restart(0, nil)
 				}
 			}
 		})
 	}
 	r.mu.Lock()
 	for l := range leaders {
-		if !r.fetches[l] {
-			r.fetches[l] = true
-			r.wg.Add(1)
-			go func() { defer r.wg.Done(); r.fetchLoop(l) }()
+		if r.fetches[l] {
+			r.wanted[l] = true // a loop about to end for want of slots goes on
+			continue
 		}
+		r.fetches[l] = true
+		r.wg.Add(1)
+		go func() { defer r.wg.Done(); r.fetchLoop(l) }()
 	}
 	r.mu.Unlock()
 }
 
 // lead makes (or keeps) this member the slot's leader at g's epoch.
 func (r *Replication) lead(slot int, t statestore.SlotTx, s *replSlot, g *clustermap.Group, version uint64, now time.Time) {
-	if s.role == roleLeader && s.epoch == g.Epoch {
+	if s.role == roleLeader && s.epoch == g.Epoch && sameMembers(s.replicas, g.Replicas) {
 		if s.isrMap != version {
 			// Every new map settles a pending proposal, applied or not:
 			// the leader proposes again if the set still differs.
@@ -408,6 +480,18 @@ func (r *Replication) lead(slot int, t statestore.SlotTx, s *replSlot, g *cluste
 	case roleFollower:
 		hw = s.follower.HighWatermark()
 	}
+	if s.role == roleLeader && s.epoch == g.Epoch {
+		// A move added or dropped a replica: the same leadership, with
+		// the new followers; pending strong writes stay pending.
+		if err := s.leader.SetReplicas(ids(g.Replicas), ids(g.ISR), r.isrVersion.Add(1), now); err == nil {
+			s.replicas, s.isr, s.isrMap = slices.Clone(g.Replicas), slices.Clone(g.ISR), version
+			r.drain(slot, s)
+			return
+		} else { //nolint:revive // the error is logged, then the leader is rebuilt
+			r.log.Warn("crux replication: the slot's new replicas", "slot", slot, "err", err)
+			failWaiters(slot, s, "the slot's replicas changed")
+		}
+	}
 	if int64(t.Seq()) != s.log.end || s.log.needCopy {
 		// The engine is the truth of a leader: its log restarts there,
 		// and followers whose tails differ install copies.
@@ -425,9 +509,11 @@ func (r *Replication) lead(slot int, t statestore.SlotTx, s *replSlot, g *cluste
 		r.becomeNone(s)
 		return
 	}
+	if s.epoch != g.Epoch {
+		s.fetches = nil // a reconfiguration at one epoch (a move) keeps the counts
+	}
 	s.role, s.epoch, s.leader, s.follower, s.leaderID = roleLeader, g.Epoch, l, nil, r.member
-	s.isr, s.isrMap = slices.Clone(g.ISR), version
-	s.fetches = nil
+	s.isr, s.isrMap, s.replicas = slices.Clone(g.ISR), version, slices.Clone(g.Replicas)
 	r.drain(slot, s)
 }
 
@@ -438,10 +524,11 @@ func (r *Replication) follow(slot int, t statestore.SlotTx, s *replSlot, g *clus
 	}
 	var hw int64
 	if s.role == roleLeader {
+		// Fenced: its pending strong writes are carried (drain) until
+		// the new leader's high watermark shows whether they survived.
 		s.leader.ObserveEpoch(replica.Epoch(g.Epoch))
 		r.drain(slot, s)
 		hw = s.leader.HighWatermark()
-		failWaiters(slot, s, "the slot's leadership changed")
 	}
 	if s.role == roleFollower {
 		hw = s.follower.HighWatermark()
@@ -482,6 +569,11 @@ func (r *Replication) tickLoop() {
 					s.log.keepFrom = s.leader.HighWatermark()
 					r.drain(i, s)
 				}
+				if len(s.carried) > 0 {
+					s.settleCarried(i, func(c carriedWrite) (bool, error) {
+						return !now.Before(c.deadline), replica.ErrTimeout
+					})
+				}
 			})
 		}
 	}
@@ -491,9 +583,11 @@ func (r *Replication) tickLoop() {
 // until it follows none from it.
 func (r *Replication) fetchLoop(leader string) {
 	defer func() {
-		r.mu.Lock()
-		delete(r.fetches, leader)
-		r.mu.Unlock()
+		if r.ctx.Err() != nil {
+			r.mu.Lock()
+			delete(r.fetches, leader)
+			r.mu.Unlock()
+		}
 	}()
 	var (
 		bo      backoff.Backoff
@@ -529,7 +623,18 @@ func (r *Replication) fetchLoop(leader string) {
 		}
 		if !following {
 			if idle++; idle > 3 {
-				return
+				// Ends unless a reconcile wanted this leader since the
+				// loop last looked: decided under mu, where reconcile
+				// decides to start a loop.
+				r.mu.Lock()
+				if !r.wanted[leader] {
+					delete(r.fetches, leader)
+					r.mu.Unlock()
+					return
+				}
+				delete(r.wanted, leader)
+				r.mu.Unlock()
+				idle = 0
 			}
 			r.sleep(100 * time.Millisecond)
 			continue
@@ -650,6 +755,7 @@ func (r *Replication) copySlot(leader string, slot int, epoch uint64) error {
 		if ierr = t.Install(c.Seq, c.Items); ierr != nil {
 			return
 		}
+		s.settleCarried(slot, func(carriedWrite) (bool, error) { return true, errCarriedLost })
 		s.log.restart(c.Seq, c.History)
 		f, err := replica.NewFollower(s.log, r.cfg.Replica, r.self, min(c.HW, int64(c.Seq)))
 		if err != nil {
@@ -928,4 +1034,18 @@ func (s *Server) Replications() []*Replication {
 		out = append(out, r)
 	}
 	return out
+}
+
+// sameMembers says whether a and b hold the same members, in any order
+// (a leader transfer or a move's switch reorders a slot's replicas).
+func sameMembers(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, m := range a {
+		if !slices.Contains(b, m) {
+			return false
+		}
+	}
+	return true
 }

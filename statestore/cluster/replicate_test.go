@@ -229,8 +229,8 @@ func TestReplicationFollowersGetWrites(t *testing.T) {
 	}
 	// A follower refuses writes to the slot.
 	b := rc.member("b")
-	if _, err := b.eng.Set(statestore.Write{Key: keys[0], Value: []byte("x")}); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("a write on a follower: %v, want ErrUnavailable", err)
+	if _, err := b.eng.Set(statestore.Write{Key: keys[0], Value: []byte("x")}); !isMoved(err) {
+		t.Fatalf("a write on a follower: %v, want moved", err)
 	}
 }
 
@@ -318,7 +318,7 @@ func TestReplicationDivergentTailIsDropped(t *testing.T) {
 	}
 	poll.Until(t, 10*time.Second, "a refuses writes to the slot", func() bool {
 		_, err := a.eng.Set(statestore.Write{Key: k, Value: []byte("x")})
-		return errors.Is(err, ErrUnavailable)
+		return isMoved(err)
 	})
 	waitValue(t, a, k, "two")
 	want, _, _ := nl.eng.Get(k)
@@ -426,4 +426,113 @@ func BenchmarkReplicatedGetStrong(b *testing.B) {
 			}
 		})
 	}
+}
+
+// settle runs the planner with moves until it has nothing to do and no
+// move is in flight: the control plane's controller, in the test.
+func (rc *replCluster) settle(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		rc.mu.Lock()
+		cmds := clustermap.Plan(rc.m, clustermap.PlanConfig{})
+		moving := 0
+		for i := range statestore.NumSlots {
+			if rc.m.Slot(i).Move != nil {
+				moving++
+			}
+		}
+		rc.mu.Unlock()
+		if len(cmds) == 0 && moving == 0 {
+			return
+		}
+		for _, c := range cmds {
+			_ = rc.apply(c) // a command made stale by an ISR change is planned again
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the planner did not settle in %v: %d moves in flight, %d commands planned", timeout, moving, len(cmds))
+		}
+		time.Sleep(20 * time.Millisecond) // the controller's tick; the moves progress by themselves
+	}
+}
+
+func TestReplicationMoveToNewMember(t *testing.T) {
+	rc := newReplCluster(t)
+	ctx := context.Background()
+	a := rc.member("a")
+	const n = 300
+	for i := range n {
+		if _, err := a.router.Set(ctx, statestore.Write{Key: fmt.Sprintf("user-%d", i), Value: []byte(fmt.Sprint(i)), Strong: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// d joins: the planner moves replicas and leaderships to it, while
+	// writes go on.
+	d := &replMember{id: "d", dir: t.TempDir()}
+	rc.members = append(rc.members, d)
+	rc.start(d)
+	if err := rc.apply(clustermap.MemberJoin{ID: "d", Addr: d.addr, Roles: []string{clustermap.RoleData}, At: 5}); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var failures []error
+	var fmu sync.Mutex
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := fmt.Sprintf("user-%d", i%n)
+			if _, err := a.router.Set(ctx, statestore.Write{Key: k, Value: []byte(fmt.Sprint(i % n)), Strong: true}); err != nil && !errors.Is(err, ErrUnavailable) {
+				fmu.Lock()
+				failures = append(failures, fmt.Errorf("%s: %w", k, err))
+				fmu.Unlock()
+			}
+		}
+	}()
+	rc.settle(t, 60*time.Second)
+	close(stop)
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d writes failed with a non-retriable error during the moves, the first: %v", len(failures), failures[0])
+	}
+	m := rc.mapNow()
+	leads := map[string]int{}
+	for i := range statestore.NumSlots {
+		leads[m.Slot(i).Leader]++
+	}
+	for _, id := range []string{"a", "b", "c", "d"} {
+		if l := leads[id]; l < 230 || l > 282 { // 256 ± 10%
+			t.Fatalf("after the moves %s leads %d slots: %v", id, l, leads)
+		}
+	}
+	for i := range n {
+		k := fmt.Sprintf("user-%d", i)
+		it, ok, err := d.router.GetStrong(ctx, k)
+		if err != nil || !ok || string(it.Value) != fmt.Sprint(i) {
+			t.Fatalf("%s through d after the moves: %q %v %v", k, it.Value, ok, err)
+		}
+	}
+	// A member the slot moved away from holds none of its keys.
+	for i := range n {
+		k := fmt.Sprintf("user-%d", i)
+		g := m.Slot(statestore.SlotOf(k))
+		for _, mb := range rc.members {
+			if _, ok, _ := mb.eng.Get(k); ok != g.HasReplica(mb.id) {
+				t.Fatalf("%s on %s: held %v, a replica %v", k, mb.id, ok, g.HasReplica(mb.id))
+			}
+		}
+	}
+}
+
+// isMoved says whether err is a "moved" answer: the write was refused
+// before it was logged, and the router would retry it at the leader.
+func isMoved(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == CodeMoved
 }

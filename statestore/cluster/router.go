@@ -150,6 +150,11 @@ func (r *Router) remote(ctx context.Context, t target, method uint16, req *Reque
 		return nil, fmt.Errorf("crux cluster: the answer of %q: %w", t.leader, err)
 	}
 	if resp.Err != nil {
+		if resp.Err.Code == CodeUnavailable {
+			// The leader could not serve it now (a leadership or replica
+			// change, too few in sync): retriable, as a local refusal is.
+			return nil, &UnavailableError{Slot: t.slot, Reason: fmt.Sprintf("its leader %q answered", t.leader), Err: resp.Err}
+		}
 		return nil, resp.Err
 	}
 	return resp, nil
