@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Crux cluster benchmark: state GET and SET through a client runtime
-# (--crux-client) of a 3-server Crux cluster, every key's leader remote,
-# against single-node Crux (a plain `mecha run`) in the same run. wrk on
+# (--crux-client) of a 3-server Crux cluster (three replicas a slot),
+# every key's leader remote, against single-node Crux (a plain `mecha
+# run`) in the same run, and strong SETs against eventual ones. wrk on
 # CONNS connections; keys k0..k9999 (SET writes them, GET reads them).
 # Rounds alternate single-node and cluster so that the machine's noise
 # falls on both; prints the medians and their ratios.
@@ -72,6 +73,7 @@ request = function()
   return wrk.format(nil, nil, nil, '[{"key":"k' .. (n % 10000) .. '","value":{"user":"u-1","conn":"c-1","gateway":"gw-1","device":"ios","lastSeen":1700000000}}]')
 end
 LUA
+sed 's/"lastSeen":1700000000}/"lastSeen":1700000000},"options":{"consistency":"strong"}/' "$work/set.lua" > "$work/set-strong.lua"
 cat > "$work/get.lua" <<'LUA'
 local n = 0
 request = function()
@@ -83,6 +85,7 @@ LUA
 for r in $(seq "$ROUNDS"); do
   echo "single-set $(measure "http://127.0.0.1:$SINGLE/v1.0/state/statestore" "$work/set.lua" "$SINGLE_PID")" >> "$work/res"
   echo "cluster-set $(measure "http://127.0.0.1:$CLIENT/v1.0/state/statestore" "$work/set.lua" "$CLIENT_PID" "$S1_PID" "$S2_PID" "$S3_PID")" >> "$work/res"
+  echo "cluster-set-strong $(measure "http://127.0.0.1:$CLIENT/v1.0/state/statestore" "$work/set-strong.lua" "$CLIENT_PID" "$S1_PID" "$S2_PID" "$S3_PID")" >> "$work/res"
   echo "single-get $(measure "http://127.0.0.1:$SINGLE" "$work/get.lua" "$SINGLE_PID")" >> "$work/res"
   echo "cluster-get $(measure "http://127.0.0.1:$CLIENT" "$work/get.lua" "$CLIENT_PID" "$S1_PID" "$S2_PID" "$S3_PID")" >> "$work/res"
   # Latency alone: one connection, so nothing queues.
@@ -93,7 +96,7 @@ done
 
 echo "| measure | req/s (median) | p50 | p99 | non-2xx | CPU µs/request, all runtimes (median) |"
 echo "|---|---|---|---|---|---|"
-for m in single-get cluster-get single-set cluster-set single-get-1conn cluster-get-1conn; do
+for m in single-get cluster-get single-set cluster-set cluster-set-strong single-get-1conn cluster-get-1conn; do
   grep "^$m " "$work/res" | sort -k2 -n | awk -v m="$m" -v r="$ROUNDS" '
     {rps[NR]=$2; p50[NR]=$3; p99[NR]=$5; err+=$6; cpu[NR]=$7}
     END {i=int((NR+1)/2); printf "| %s | %d | %s | %s | %d | %s |\n", m, rps[i], p50[i], p99[i], err, cpu[i]}'
@@ -102,6 +105,7 @@ med() { grep "^$1 " "$work/res" | sort -k2 -n | awk '{v[NR]=$2} END {print v[int
 for op in get set; do
   awk -v c="$(med cluster-$op)" -v s="$(med single-$op)" -v op="$op" 'BEGIN {printf "%s: cluster client / single node = %.2f×\n", op, c/s}'
 done
+awk -v c="$(med cluster-set-strong)" -v s="$(med cluster-set)" 'BEGIN {printf "set: strong / eventual through the cluster client = %.2f×\n", c/s}'
 # The p50 the remote leader adds at one connection, beside one internal
 # round trip alone: a GET through statestore/cluster's client router to
 # a member on loopback, one at a time (its benchmark, -cpu 1).

@@ -63,6 +63,10 @@ type Config struct {
 	// keeps (--crux-replicas; 3, or the member count when fewer). A
 	// cluster keeps the number it was bootstrapped with.
 	CruxReplicas int
+	// CruxRebuildAfter is how long a new cluster lets a member be dead
+	// before it rebuilds its replicas on other members
+	// (--crux-rebuild-after; 0: 10 minutes).
+	CruxRebuildAfter time.Duration
 	// CruxClient puts this runtime in its DC's Crux cluster as a client:
 	// it stores nothing, and routes every key to its slot's leader,
 	// following the map it polls from the servers gossip shows.
@@ -220,6 +224,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.BrokerPort, "broker-port", c.BrokerPort, "the embedded Kafka-compatible broker's port (0 picks a free port)")
 	fs.Var(negBool{&c.NoBroker}, "broker", "run the embedded Kafka-compatible broker (--broker=false turns it off; the default pubsub is then contrib's in-memory one)")
 	c.Broker.BindFlags(fs, "broker-")
+	fs.DurationVar(&c.CruxRebuildAfter, "crux-rebuild-after", c.CruxRebuildAfter, "how long a new Crux cluster lets a member be dead before it copies that member's replicas to the other members (0: 10m)")
 	fs.IntVar(&c.CruxReplicas, "crux-replicas", c.CruxReplicas, "copies of each Crux slot a new cluster keeps on its members (the leader's and its followers'), at most the member count; strong writes wait for every in-sync copy, at least 2")
 	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", c.BootstrapExpect, "make this runtime a server of the DC's Crux cluster, which starts once this many servers (this one included) have met through gossip; give the same number to each of them (0: state.crux stays on this host)")
 	fs.StringVar(&c.ClusterID, "cluster-id", c.ClusterID, "the Crux cluster's id: servers bootstrap it under this id and refuse a --data-dir of another cluster; clients refuse the map of another cluster (empty: a new id at bootstrap, anything accepted)")
@@ -291,6 +296,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxValueBytes <= 0 {
 		errs = append(errs, fmt.Sprintf("--max-value-bytes %d must be positive", c.MaxValueBytes))
+	}
+	if c.CruxRebuildAfter < 0 {
+		errs = append(errs, fmt.Sprintf("--crux-rebuild-after %v must not be negative", c.CruxRebuildAfter))
 	}
 	if c.CruxReplicas < 0 || c.CruxReplicas > 7 {
 		errs = append(errs, fmt.Sprintf("--crux-replicas %d must be from 1 to 7 (0: 3)", c.CruxReplicas))

@@ -171,6 +171,7 @@ func (r *Runtime) startCrux() error {
 			rc := cluster.DefaultReplicaConfig()
 			rc.MinISR = min(rc.MinISR, r.cruxReplicas())
 			r.crux.Server.Replicate = &cluster.ReplicationConfig{Clients: clients, Propose: r.proposeISR, Replica: rc}
+			r.crux.Server.OnStoreFailure = r.cruxStoreFailed
 		}
 	}
 	return nil
@@ -231,7 +232,7 @@ func (r *Runtime) startControlPlane(ctx context.Context) error {
 	} else {
 		n, err := controlplane.New(controlplane.Config{
 			ID: r.cfg.Membership.NodeName, Addr: r.internalAddr(), BootstrapExpect: r.cfg.BootstrapExpect, ClusterID: r.cfg.ClusterID,
-			Dir: filepath.Join(r.cfg.DataDir, "controlplane"), Replicas: r.cruxReplicas(),
+			Dir: filepath.Join(r.cfg.DataDir, "controlplane"), Replicas: r.cruxReplicas(), RebuildAfter: r.cfg.CruxRebuildAfter,
 			Plan:      clustermap.PlanConfig{MinMembers: r.cfg.BootstrapExpect, MaxMoves: cruxMaxMoves},
 			Transport: cp.transport, Logger: log,
 		})
@@ -481,4 +482,28 @@ func (r *Runtime) undrainAfterRestart(ctx context.Context) {
 		_ = r.cruxMaps.WaitNewer(wctx, m.Version)
 		cancel()
 	}
+}
+
+// cruxStoreFailed runs when this member's store cannot write (a full or
+// failing disk): rather than fail every write to its slots for ever, it
+// drains itself, so that the control plane moves its leaderships (then
+// its replicas) to members that can write. It acts at most every 10 s;
+// the drain stays until an operator runs `mecha crux undrain` once the
+// disk is fixed.
+func (r *Runtime) cruxStoreFailed(store string, err error) {
+	now := time.Now().UnixNano()
+	last := r.cruxFailedAt.Load()
+	if now-last < int64(10*time.Second) || !r.cruxFailedAt.CompareAndSwap(last, now) {
+		return
+	}
+	self := r.cfg.Membership.NodeName
+	r.log.Error("crux: this member's store cannot write; draining it so that its slots move to members that can (run `mecha crux undrain` once the disk is fixed)",
+		"component", "crux", "store", store, "member", self, "err", err)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.proposeCrux(ctx, clustermap.MemberDrain{ID: self}); err != nil {
+			r.log.Warn("crux: draining this member after a store failure", "component", "crux", "err", err)
+		}
+	}()
 }

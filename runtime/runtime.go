@@ -77,6 +77,9 @@ type Runtime struct {
 	cluster    *invoke.Cluster
 	// cruxLeaderChanges counts slots whose leader changed between maps.
 	cruxLeaderChanges atomic.Int64
+	// cruxFailedAt is when this member last drained itself because its
+	// store could not write (Unix nanoseconds).
+	cruxFailedAt atomic.Int64
 	// hosts are the apps this runtime serves, the --app-id app first.
 	// The list is complete before any server serves and never changes.
 	hosts   []*appHost

@@ -103,7 +103,10 @@ var ErrNotContiguous = errors.New("crux replication: record does not continue th
 
 // ApplyRecord logs and applies a record the slot's leader logged (the
 // rec of its Replicator.Logged): its ops must all be this slot's, with
-// seqs following the slot's. It returns how many ops it held.
+// seqs following the slot's. It returns how many ops it held. The record
+// is buffered in the log, not yet written: the caller makes a fetch's
+// records durable at once with Engine.FlushLog, before it reports them
+// to the leader.
 func (t SlotTx) ApplyRecord(rec []byte) (int, error) {
 	if len(rec) < recordHeader {
 		return 0, fmt.Errorf("%w: %d bytes", errBadRecord, len(rec))
@@ -123,11 +126,7 @@ func (t SlotTx) ApplyRecord(rec []byte) (int, error) {
 			return 0, fmt.Errorf("%w: op %d (slot %d, seq %d, kind %d) after seq %d of slot %d", ErrNotContiguous, k, o.slot, o.seq, o.kind, s.seq, t.i)
 		}
 	}
-	tk, err := t.e.wal.append(rec)
-	if err != nil {
-		return 0, err
-	}
-	if err := t.e.wal.wait(tk, t.e.opts.Fsync == FsyncAlways); err != nil {
+	if _, err := t.e.wal.append(rec); err != nil {
 		return 0, err
 	}
 	for k := range ops {
@@ -143,6 +142,18 @@ func (t SlotTx) Get(key string) (Item, bool) {
 		return Item{}, false
 	}
 	return item(key, en), true
+}
+
+// FlushLog writes what the log buffered (fsyncing it under FsyncAlways):
+// a follower's applied records, before it reports them to its leader.
+func (e *Engine) FlushLog() error {
+	if err := e.wal.commit(e.opts.Fsync == FsyncAlways); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", ErrFailed, err)
+	}
+	return nil
 }
 
 // Items copies the slot's live keys: a copy for a replica to install.

@@ -17,7 +17,9 @@ func TestCruxCmdRefuses(t *testing.T) {
 		want string
 	}{
 		{nil, 2, "mecha crux [-o json] status"},
-		{[]string{"drain"}, 2, "mecha crux [-o json] status"},
+		{[]string{"rebalance"}, 2, "mecha crux [-o json] status"},
+		{[]string{"drain", "a", "b"}, 2, "mecha crux drain [MEMBER]"},
+		{[]string{"--admin", "127.0.0.1:1", "drain", "a"}, 1, "is mecha run up, with its metrics port at --admin 127.0.0.1:1?"},
 		{[]string{"-o", "yaml", "status"}, 2, `-o "yaml": want table or json`},
 		{[]string{"--admin", "127.0.0.1:1", "status"}, 1, "is mecha run up, with its metrics port at --admin 127.0.0.1:1?"},
 	} {

@@ -37,6 +37,7 @@ func (n *Node) Backend(store string, local *statestore.Engine) (statestore.Backe
 		cfg.Engine = local
 		cfg.OnClose = n.Server.Attach(store, local)
 		srv := n.Server
+		cfg.OnStoreFailure = srv.OnStoreFailure
 		cfg.GetStrong = func(ctx context.Context, key string) (statestore.Item, bool, error) {
 			return srv.GetStrong(ctx, store, local, key)
 		}

@@ -132,6 +132,9 @@ type Replication struct {
 	// leaders: each one newer than the last.
 	isrVersion atomic.Uint64
 
+	// onStoreFailure is the Server's OnStoreFailure for this store.
+	onStoreFailure func(error)
+
 	// Counters for metrics.
 	Copies    atomic.Uint64 // slot copies installed here
 	Fetched   atomic.Uint64 // records appended from leaders
@@ -703,6 +706,27 @@ func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32) erro
 	}
 	now := time.Now()
 	var resp replica.FetchResponse
+	var fetched int64
+	defer func() {
+		// The records applied are written before the next fetch reports
+		// them to the leader: one write for the whole answer.
+		if fetched == 0 {
+			return
+		}
+		err := r.e.FlushLog()
+		if err == nil {
+			return
+		}
+		// Not durable: these replicas must not report them. They start
+		// over from copies, which fail while the store cannot write, so
+		// the leader drops them from the in-sync set.
+		for _, sf := range resps {
+			r.e.WithSlot(sf.Slot, func(statestore.SlotTx) { r.slots[sf.Slot].log.needCopy = true })
+		}
+		if r.onStoreFailure != nil && DiskFailure(err) {
+			r.onStoreFailure(err)
+		}
+	}()
 	for _, sf := range resps {
 		if err := replica.DecodeFetchResponse(sf.Frame, &resp); err != nil {
 			return fmt.Errorf("slot %d: %w", sf.Slot, err)
@@ -718,9 +742,13 @@ func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32) erro
 			s.log.tx = nil
 			if n := s.log.end - end; n > 0 {
 				r.Fetched.Add(uint64(n))
+				fetched += n
 			}
 			// A follower keeps a tail too, for when it leads.
 			s.log.keepFrom = s.follower.HighWatermark()
+			if err != nil && DiskFailure(err) && r.onStoreFailure != nil {
+				r.onStoreFailure(err)
+			}
 			if err != nil && !s.log.needCopy && r.ctx.Err() == nil {
 				r.log.Debug("crux replication: fetch answer", "slot", sf.Slot, "leader", leader, "err", err)
 			}

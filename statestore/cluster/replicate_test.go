@@ -5,11 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"mecha/internal/clustermap"
+	"mecha/internal/fsutil"
 	"mecha/internal/muxconn"
 	"mecha/internal/poll"
 	"mecha/statestore"
@@ -39,6 +46,9 @@ type replCluster struct {
 	m       *clustermap.Map
 	members []*replMember
 	clients *Clients
+	// onStoreFailure, when set, is told the member whose store failed
+	// to write (the runtime drains it).
+	onStoreFailure func(member string)
 }
 
 func newReplCluster(t testing.TB) *replCluster {
@@ -79,6 +89,12 @@ func (rc *replCluster) start(mb *replMember) {
 	}
 	mb.srv = NewServer(mb.id, mb.maps, quiet())
 	mb.srv.Replicate = &ReplicationConfig{Clients: rc.clients, Propose: rc.propose, FetchWait: 200 * time.Millisecond}
+	id := mb.id
+	mb.srv.OnStoreFailure = func(string, error) {
+		if f := rc.onStoreFailure; f != nil {
+			f(id)
+		}
+	}
 	mb.detach = mb.srv.Attach(testStore, eng)
 	mux := &muxconn.Server{Token: "tok", Logger: quiet(), Handler: mb.srv.Handle}
 	addr := "127.0.0.1:0"
@@ -110,7 +126,8 @@ func (rc *replCluster) start(mb *replMember) {
 	mb.router = NewRouter(RouterConfig{Member: mb.id, Store: testStore, Maps: mb.maps, Engine: eng, Clients: rc.clients, MapWait: 300 * time.Millisecond, Logger: quiet(),
 		GetStrong: func(ctx context.Context, key string) (statestore.Item, bool, error) {
 			return srv.GetStrong(ctx, testStore, eng, key)
-		}})
+		},
+		OnStoreFailure: srv.OnStoreFailure})
 }
 
 // stop takes mb down: its listener, replication and engine.
@@ -430,12 +447,12 @@ func BenchmarkReplicatedGetStrong(b *testing.B) {
 
 // settle runs the planner with moves until it has nothing to do and no
 // move is in flight: the control plane's controller, in the test.
-func (rc *replCluster) settle(t *testing.T, timeout time.Duration) {
+func (rc *replCluster) settle(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		rc.mu.Lock()
-		cmds := clustermap.Plan(rc.m, clustermap.PlanConfig{})
+		cmds := clustermap.Plan(rc.m, clustermap.PlanConfig{MaxMoves: 64}) // the runtime's bound
 		moving := 0
 		for i := range statestore.NumSlots {
 			if rc.m.Slot(i).Move != nil {
@@ -535,4 +552,251 @@ func TestReplicationMoveToNewMember(t *testing.T) {
 func isMoved(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == CodeMoved
+}
+
+// TestReplicationFullDiskDrains: a member whose disk is full fails its
+// writes and reports it; drained (as the runtime does), its leaderships
+// move to in-sync replicas and the keys it led take writes again.
+func TestReplicationFullDiskDrains(t *testing.T) {
+	rc := newReplCluster(t)
+	ctx := context.Background()
+	a, b := rc.member("a"), rc.member("b")
+	k := keyLedBy(rc.mapNow(), "a", 0)
+	if _, err := b.router.Set(ctx, statestore.Write{Key: k, Value: []byte("before"), Strong: true}); err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan string, 16)
+	rc.onStoreFailure = func(id string) {
+		select {
+		case failed <- id:
+		default:
+		}
+	}
+	t.Cleanup(fsutil.SetFaults(fsutil.Faults{
+		Write: func(name string, p []byte, _ int64) (int, error) {
+			if strings.HasPrefix(name, a.dir) {
+				return 0, syscall.ENOSPC
+			}
+			return len(p), nil
+		},
+		Allocate: func(name string, _, _ int64) error {
+			if strings.HasPrefix(name, a.dir) {
+				return syscall.ENOSPC
+			}
+			return nil
+		},
+	}))
+	_, err := b.router.Set(ctx, statestore.Write{Key: k, Value: []byte("full"), Strong: true})
+	if err == nil || !errors.Is(err, statestore.ErrFailed) && !errors.Is(err, statestore.ErrNoSpace) {
+		t.Fatalf("a write to the full member's slot: %v, want its disk failure", err)
+	}
+	select {
+	case id := <-failed:
+		if id != "a" {
+			t.Fatalf("member %s reported a store failure", id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the full member did not report its store failure")
+	}
+	if err := rc.apply(clustermap.MemberDrain{ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	// The controller plans until a leads nothing.
+	poll.Until(t, 15*time.Second, "the full member's leaderships moved away", func() bool {
+		rc.mu.Lock()
+		cmds := clustermap.Plan(rc.m, clustermap.PlanConfig{})
+		rc.mu.Unlock()
+		for _, c := range cmds {
+			_ = rc.apply(c)
+		}
+		m := rc.mapNow()
+		for i := range statestore.NumSlots {
+			if m.Slot(i).Leader == "a" {
+				return false
+			}
+		}
+		return true
+	})
+	if _, err := b.router.Set(ctx, statestore.Write{Key: k, Value: []byte("after"), Strong: true}); err != nil {
+		t.Fatalf("a write after the drain: %v", err)
+	}
+	if it, _, err := b.router.GetStrong(ctx, k); err != nil || string(it.Value) != "after" {
+		t.Fatalf("read after the drain: %q %v", it.Value, err)
+	}
+}
+
+// BenchmarkReplicaLag writes eventual updates at a fixed rate (LAG_RATE,
+// 20,000/s by default) for three seconds through the leader of 64 slots
+// in a three-member replicated cluster, and measures each write's
+// replication lag: from its acknowledgement on the leader to the moment
+// a follower's engine holds it (both followers polled every 100 µs).
+// Run it once: go test -run - -bench ReplicaLag -benchtime 1x.
+func BenchmarkReplicaLag(b *testing.B) {
+	rate := 20000
+	if v := os.Getenv("LAG_RATE"); v != "" {
+		rate, _ = strconv.Atoi(v)
+	}
+	rc := newReplCluster(b)
+	a := rc.member("a")
+	followers := []*replMember{rc.member("b"), rc.member("c")}
+	m := rc.mapNow()
+	var keys []string
+	var slots []int
+	seen := map[int]bool{}
+	for i := 0; len(keys) < 64; i++ {
+		k := fmt.Sprintf("lag-%d", i)
+		s := statestore.SlotOf(k)
+		if m.Slot(s).Leader == "a" && !seen[s] && m.Slot(s).HasReplica("b") && m.Slot(s).HasReplica("c") {
+			seen[s] = true
+			keys, slots = append(keys, k), append(slots, s)
+		}
+	}
+	type sent struct {
+		seq uint64
+		at  time.Time
+	}
+	var mu sync.Mutex
+	queues := make([][]sent, len(slots)*len(followers))
+	var lags []time.Duration
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // the poller
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			now := time.Now()
+			for fi, f := range followers {
+				for si, s := range slots {
+					seq := f.eng.SlotSeq(s)
+					q := fi*len(slots) + si
+					mu.Lock()
+					for len(queues[q]) > 0 && queues[q][0].seq <= seq {
+						lags = append(lags, now.Sub(queues[q][0].at))
+						queues[q] = queues[q][1:]
+					}
+					mu.Unlock()
+				}
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	n := 0
+	for time.Since(start) < 3*time.Second {
+		due := int(time.Since(start).Seconds() * float64(rate))
+		for ; n < due; n++ {
+			i := n % len(keys)
+			v, err := a.router.Set(ctx, statestore.Write{Key: keys[i], Value: []byte("a session value of some fifty bytes, as the IM's")})
+			if err != nil {
+				b.Fatal(err)
+			}
+			now := time.Now()
+			mu.Lock()
+			for fi := range followers {
+				q := fi*len(slots) + i
+				queues[q] = append(queues[q], sent{seq: v, at: now})
+			}
+			mu.Unlock()
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	elapsed := time.Since(start)
+	// Let the followers catch up before the poller stops.
+	poll.Until(b, 10*time.Second, "the followers caught up", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, q := range queues {
+			if len(q) > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	close(stop)
+	<-done
+	b.StopTimer()
+	slices.Sort(lags)
+	pct := func(p float64) float64 { return float64(lags[int(p*float64(len(lags)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "writes/s")
+	b.ReportMetric(pct(0.5), "p50-lag-ms")
+	b.ReportMetric(pct(0.99), "p99-lag-ms")
+	b.ReportMetric(pct(1), "max-lag-ms")
+}
+
+// BenchmarkMigrate moves the slots of a three-member replicated cluster
+// holding MIGRATE_KEYS keys (1,000,000 by default) to a fourth member, as
+// the control plane's planner does, while a writer keeps updating keys,
+// and reports how long until every member leads its share with no move
+// in flight, and the writes that failed meanwhile (retriable ones).
+// Run it once: go test -run - -bench Migrate -benchtime 1x.
+func BenchmarkMigrate(b *testing.B) {
+	n := 1_000_000
+	if v := os.Getenv("MIGRATE_KEYS"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	rc := newReplCluster(b)
+	ctx := context.Background()
+	a := rc.member("a")
+	value := []byte(`{"gw":"gw-1","device":"ios","seen":1700000000}`)
+	for i := range n {
+		if _, err := a.router.Set(ctx, statestore.Write{Key: fmt.Sprintf("user-%d", i), Value: value}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	poll.Until(b, 60*time.Second, "the followers caught up", func() bool {
+		for _, id := range []string{"b", "c"} {
+			if rc.member(id).eng.Len() < n {
+				return false
+			}
+		}
+		return true
+	})
+	d := &replMember{id: "d", dir: b.TempDir()}
+	rc.members = append(rc.members, d)
+	rc.start(d)
+	stop := make(chan struct{})
+	var writes, failed, other atomic.Int64
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err := a.router.Set(ctx, statestore.Write{Key: fmt.Sprintf("user-%d", i%n), Value: value})
+			writes.Add(1)
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrUnavailable) || isMoved(err):
+				failed.Add(1)
+			default:
+				other.Add(1)
+			}
+		}
+	}()
+	b.ResetTimer()
+	start := time.Now()
+	if err := rc.apply(clustermap.MemberJoin{ID: "d", Addr: d.addr, Roles: []string{clustermap.RoleData}, At: 5}); err != nil {
+		b.Fatal(err)
+	}
+	rc.settle(b, 10*time.Minute)
+	took := time.Since(start)
+	close(stop)
+	b.StopTimer()
+	if other.Load() > 0 {
+		b.Fatalf("%d writes failed with a non-retriable error", other.Load())
+	}
+	if got := d.eng.Len(); got < n*3/4*9/10 {
+		b.Fatalf("the new member holds %d keys, want about %d", got, n*3/4)
+	}
+	b.ReportMetric(took.Seconds(), "s-to-balance")
+	b.ReportMetric(float64(d.eng.Len()), "keys-on-new-member")
+	b.ReportMetric(float64(writes.Load())/took.Seconds(), "writes/s-during")
+	b.ReportMetric(100*float64(failed.Load())/float64(max(writes.Load(), 1)), "%-retriable-errors")
 }

@@ -33,6 +33,9 @@ type RouterConfig struct {
 	// GetStrong, when set, serves a strong read of a local slot (the
 	// Server's GetStrong); Engine.Get otherwise.
 	GetStrong func(ctx context.Context, key string) (statestore.Item, bool, error)
+	// OnStoreFailure, when set, is told when the local engine cannot
+	// write (DiskFailure).
+	OnStoreFailure func(store string, err error)
 	// OnClose, when set, runs at Close (the runtime detaches the store
 	// from its Server there).
 	OnClose func()
@@ -93,6 +96,9 @@ func (r *Router) on(ctx context.Context, slot int, call func(t target) error) er
 			return err
 		}
 		err = call(t)
+		if t.local && err != nil && r.cfg.OnStoreFailure != nil && DiskFailure(err) {
+			r.cfg.OnStoreFailure(r.cfg.Store, err)
+		}
 		var e *Error
 		if !errors.As(err, &e) || e.Code != CodeMoved {
 			return err

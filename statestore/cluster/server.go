@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -28,6 +29,11 @@ type Server struct {
 	// Replicate, when set before the first Attach, replicates every
 	// attached store's slots to their replicas (replicate.go).
 	Replicate *ReplicationConfig
+	// OnStoreFailure, when set before the first Attach, is told when a
+	// store cannot write here (statestore.ErrNoSpace, ErrFailed): as a
+	// leader serving a write, or as a follower applying its leader's
+	// records. The runtime then drains this member.
+	OnStoreFailure func(store string, err error)
 
 	mu     sync.RWMutex
 	stores map[string]*statestore.Engine
@@ -49,6 +55,7 @@ func (s *Server) Attach(store string, e *statestore.Engine) (detach func()) {
 	var rep *Replication
 	if s.Replicate != nil {
 		rep = newReplication(store, s.member, e, s.maps, *s.Replicate, s.log)
+		rep.onStoreFailure = func(err error) { s.storeFailed(store, err) }
 	}
 	s.mu.Lock()
 	s.stores[store] = e
@@ -146,7 +153,24 @@ func (s *Server) serve(ctx context.Context, method uint16, body []byte) *Respons
 	if method == MethodGetStrong {
 		return s.getStrong(ctx, req.Store, e, req.Key)
 	}
-	return serveEngine(e, method, req)
+	resp := serveEngine(e, method, req)
+	if resp.Err != nil && (resp.Err.Code == CodeNoSpace || resp.Err.Code == CodeFailed) {
+		s.storeFailed(req.Store, resp.Err)
+	}
+	return resp
+}
+
+// storeFailed tells OnStoreFailure.
+func (s *Server) storeFailed(store string, err error) {
+	if s.OnStoreFailure != nil {
+		s.OnStoreFailure(store, err)
+	}
+}
+
+// DiskFailure says whether err is a store's failure to write (a full or
+// failing disk), as opposed to a refusal of the request.
+func DiskFailure(err error) bool {
+	return errors.Is(err, statestore.ErrNoSpace) || errors.Is(err, statestore.ErrFailed)
 }
 
 // getStrong reads key and confirms the read with the slot's in-sync
