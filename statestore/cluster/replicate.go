@@ -174,7 +174,11 @@ func (r *Replication) start() {
 
 // stop ends the replication; pending strong writes fail.
 func (r *Replication) stop() {
+	// Cancelled under mu: a goroutine started after (a proposal from a
+	// fetch still being answered) sees it and does not start.
+	r.mu.Lock()
 	r.cancel()
+	r.mu.Unlock()
 	r.wg.Wait()
 	r.e.SetReplicator(nil)
 	for i := range r.slots {
@@ -353,7 +357,9 @@ func (r *Replication) propose(slot int, ev replica.Event) {
 	}
 	r.Proposals.Add(1)
 	c := clustermap.ISRChange{Ref: clustermap.SlotRef(slot), ISR: isr, Epoch: uint64(ev.Epoch)}
-	r.wg.Add(1)
+	if !r.goAdd() {
+		return
+	}
 	go func() {
 		defer r.wg.Done()
 		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
@@ -453,6 +459,9 @@ func (r *Replication) reconcile(m *clustermap.Map) {
 		if r.fetches[l] {
 			r.wanted[l] = true // a loop about to end for want of slots goes on
 			continue
+		}
+		if r.ctx.Err() != nil {
+			break
 		}
 		r.fetches[l] = true
 		r.wg.Add(1)
@@ -1075,5 +1084,17 @@ func sameMembers(a, b []string) bool {
 			return false
 		}
 	}
+	return true
+}
+
+// goAdd counts a goroutine about to start in wg, unless the replication
+// stopped.
+func (r *Replication) goAdd() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ctx.Err() != nil {
+		return false
+	}
+	r.wg.Add(1)
 	return true
 }
