@@ -651,6 +651,14 @@ func BenchmarkReplicaLag(b *testing.B) {
 			keys, slots = append(keys, k), append(slots, s)
 		}
 	}
+	// The followers start with copies of the leader's slots: measured
+	// from when each has them and fetches (a strong write commits).
+	for _, k := range keys {
+		poll.Until(b, 10*time.Second, "the followers fetch", func() bool {
+			_, err := a.router.Set(context.Background(), statestore.Write{Key: k, Value: []byte("x"), Strong: true})
+			return err == nil
+		})
+	}
 	type sent struct {
 		seq uint64
 		at  time.Time
