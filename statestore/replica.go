@@ -126,7 +126,7 @@ func (t SlotTx) ApplyRecord(rec []byte) (int, error) {
 			return 0, fmt.Errorf("%w: op %d (slot %d, seq %d, kind %d) after seq %d of slot %d", ErrNotContiguous, k, o.slot, o.seq, o.kind, s.seq, t.i)
 		}
 	}
-	if _, err := t.e.wal.append(rec); err != nil {
+	if err := t.e.wal.appendUnled(rec); err != nil {
 		return 0, err
 	}
 	for k := range ops {

@@ -138,8 +138,11 @@ type wal struct {
 	syncMu sync.Mutex
 
 	// mu guards the fields below.
-	mu       sync.Mutex
-	cur      *batch // the batch buf holds
+	mu  sync.Mutex
+	cur *batch // the batch buf holds
+	// unled says buf holds only records appended by appendUnled: the
+	// next writer that waits leads the batch's commit.
+	unled    bool
 	buf      []byte
 	spare    []byte
 	appended uint64 // LSN after the last appended record
@@ -203,6 +206,20 @@ type ticket struct {
 // append adds a record to the buffer. It fails without side effects when
 // the log has failed or the disk cannot hold the record.
 func (w *wal) append(rec []byte) (ticket, error) {
+	return w.appendRec(rec, true)
+}
+
+// appendUnled adds a record that its writer commits later, with others
+// (Engine.FlushLog), and does not wait for: it never leads a batch, so a
+// writer that appends after it and waits commits the batch. (A leader
+// that never commits would leave that writer waiting, maybe while it
+// holds a lock the flusher needs.)
+func (w *wal) appendUnled(rec []byte) error {
+	_, err := w.appendRec(rec, false)
+	return err
+}
+
+func (w *wal) appendRec(rec []byte, leads bool) (ticket, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -216,7 +233,13 @@ func (w *wal) append(rec []byte) (ticket, error) {
 			return ticket{}, err
 		}
 	}
-	t := ticket{b: w.cur, lead: len(w.buf) == 0}
+	t := ticket{b: w.cur}
+	switch {
+	case !leads:
+		w.unled = w.unled || len(w.buf) == 0
+	case len(w.buf) == 0 || w.unled:
+		t.lead, w.unled = true, false
+	}
 	w.buf = append(w.buf, rec...)
 	w.appended += uint64(len(rec))
 	t.lsn = w.appended
@@ -267,6 +290,7 @@ func (w *wal) commitLocked(sync bool) error {
 	if len(data) > 0 {
 		w.cur = newBatch()
 		w.buf, w.spare = w.spare[:0], nil
+		w.unled = false
 	}
 	if w.failed != nil {
 		err := w.failed
