@@ -17,6 +17,10 @@ import (
 // connection: the request may or may not have run.
 var ErrUnreachable = errors.New("muxconn: peer unreachable")
 
+// ErrNotSent wraps (beside ErrUnreachable) a failure to connect: the
+// request was not sent, so the caller may send it elsewhere.
+var ErrNotSent = errors.New("muxconn: request not sent")
+
 // ErrClosed is returned by calls on a closed Client.
 var ErrClosed = errors.New("muxconn: client closed")
 
@@ -64,6 +68,9 @@ type result struct {
 func (cl *Client) Call(ctx context.Context, method uint16, body []byte) ([]byte, error) {
 	cc, err := cl.conn(ctx)
 	if err != nil {
+		if errors.Is(err, ErrUnreachable) {
+			err = fmt.Errorf("%w (%w)", err, ErrNotSent)
+		}
 		return nil, err
 	}
 	id := cc.ids.Add(1)
@@ -197,9 +204,10 @@ func (cc *clientConn) readLoop(br *bufio.Reader, addr string) {
 		var err error
 		f, buf, err = readFrame(br, buf)
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+			switch {
+			case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
 				err = fmt.Errorf("%w: %s: connection closed", ErrUnreachable, addr)
-			} else {
+			default:
 				err = fmt.Errorf("%w: %s: %v", ErrUnreachable, addr, err)
 			}
 			cc.fail(err)
@@ -207,6 +215,11 @@ func (cc *clientConn) readLoop(br *bufio.Reader, addr string) {
 		}
 		var r result
 		switch f.kind {
+		case KindGoAway:
+			// Every request the server read is answered: those still
+			// pending were not read. New calls go elsewhere.
+			cc.fail(&Error{Code: CodeStopping, Msg: fmt.Sprintf("%s is stopping; it did not read the request", addr)})
+			return
 		case KindResponse:
 			r.body = append([]byte(nil), f.body...)
 		case KindError:

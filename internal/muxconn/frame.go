@@ -44,6 +44,12 @@ const (
 	// KindError answers request id with an error: a code byte then a
 	// message.
 	KindError byte = 4
+	// KindGoAway is a stopping server's last frame before it closes the
+	// connection: every request it read has been answered, and it reads
+	// no more. A request still unanswered was never read (HTTP/2's
+	// GOAWAY): the client fails it with CodeStopping, which a caller may
+	// send again elsewhere.
+	KindGoAway byte = 5
 )
 
 // MaxFrame bounds a frame's size: the largest body a method may carry
@@ -106,7 +112,7 @@ func decodeFrame(b []byte) (frame, error) {
 	}
 	f := frame{kind: b[0], id: binary.BigEndian.Uint32(b[1:5]), method: binary.BigEndian.Uint16(b[5:7]), body: b[headerLen:]}
 	switch f.kind {
-	case KindHello, KindRequest, KindResponse, KindError:
+	case KindHello, KindRequest, KindResponse, KindError, KindGoAway:
 	default:
 		return frame{}, fmt.Errorf("%w: kind %d", ErrFrame, f.kind)
 	}

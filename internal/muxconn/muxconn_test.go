@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"mecha/internal/poll"
+
 	"mecha/internal/netlimit"
 )
 
@@ -200,6 +202,91 @@ func TestBusyAndStopping(t *testing.T) {
 	stop()
 	if _, err := cl.Call(context.Background(), 1, nil); err == nil {
 		t.Fatal("a call after Shutdown succeeded")
+	}
+}
+
+// A stopping server answers what it runs, then says goaway: a request
+// it never read fails with CodeStopping, which a caller may send again
+// (not "connection closed", which leaves it unknown whether it ran).
+func TestShutdownSaysGoAway(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	srv := &Server{Handler: func(ctx context.Context, m uint16, b []byte) ([]byte, error) {
+		if m == 1 {
+			started <- struct{}{}
+			<-release
+		}
+		return b, nil
+	}}
+	addr, stop := serve(t, srv)
+	defer stop()
+	cl := &Client{Addr: addr, Conns: 1}
+	defer cl.Close()
+	first := make(chan error, 1)
+	go func() {
+		out, err := cl.Call(context.Background(), 1, []byte("first"))
+		if err == nil && string(out) != "first" {
+			err = fmt.Errorf("answered %q", out)
+		}
+		first <- err
+	}()
+	<-started
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Shutdown(context.Background()) }()
+	poll.Until(t, 5*time.Second, "the server stopping", srv.ending.Load)
+	second := make(chan error, 1)
+	go func() { _, err := cl.Call(context.Background(), 2, []byte("second")); second <- err }()
+	select {
+	case err := <-second:
+		t.Fatalf("a request sent to a stopping server was answered before its running one: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("the request running at Shutdown: %v", err)
+	}
+	var e *Error
+	if err := <-second; !errors.As(err, &e) || e.Code != CodeStopping {
+		t.Fatalf("a request the stopping server did not read: %v, want CodeStopping", err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A long poll held at Shutdown is cut short after LongPollGrace (its
+// context ends) and answered before the goaway; a connection to a
+// stopped server fails as not sent.
+func TestShutdownCutsLongPolls(t *testing.T) {
+	held := make(chan struct{}, 1)
+	srv := &Server{Handler: func(ctx context.Context, m uint16, b []byte) ([]byte, error) {
+		held <- struct{}{}
+		<-ctx.Done()
+		return []byte("cut"), nil
+	}}
+	addr, stop := serve(t, srv)
+	defer stop()
+	cl := &Client{Addr: addr, Conns: 1}
+	defer cl.Close()
+	got := make(chan string, 1)
+	go func() { out, _ := cl.Call(context.Background(), 1, nil); got <- string(out) }()
+	<-held
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if d := time.Since(start); d < LongPollGrace/2 || d > LongPollGrace+3*time.Second {
+		t.Errorf("Shutdown took %v with a long poll held, want about %v", d, LongPollGrace)
+	}
+	if out := <-got; out != "cut" {
+		t.Fatalf("the long poll answered %q", out)
+	}
+	cl2 := &Client{Addr: addr, Conns: 1, DialTimeout: time.Second}
+	defer cl2.Close()
+	if _, err := cl2.Call(context.Background(), 1, nil); !errors.Is(err, ErrNotSent) {
+		t.Fatalf("a call to a stopped server: %v, want ErrNotSent", err)
 	}
 }
 

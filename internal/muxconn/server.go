@@ -10,6 +10,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mecha/internal/authtoken"
@@ -62,10 +63,15 @@ type Server struct {
 
 	// mu guards conns and stopping.
 	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
+	conns    map[net.Conn]chan struct{} // closed when ServeConn returns
 	stopping bool
+	// cancel ends the handlers' context: Shutdown cuts long polls short.
+	hctx   context.Context
+	cancel context.CancelFunc
 	// inflight counts requests under way, for Shutdown.
 	inflight sync.WaitGroup
+	// ending is stopping, for the read loops to see at each frame.
+	ending atomic.Bool
 }
 
 // ServeConn serves one connection whose Preface was already read (by the
@@ -83,15 +89,23 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, r io.Reader) {
 		return
 	}
 	if s.conns == nil {
-		s.conns = map[net.Conn]struct{}{}
+		s.conns = map[net.Conn]chan struct{}{}
+		s.hctx, s.cancel = context.WithCancel(context.Background())
 	}
-	s.conns[c] = struct{}{}
+	// The handlers' context ends with ctx, or when Shutdown cuts long
+	// polls short.
+	hctx, hcancel := context.WithCancel(ctx)
+	defer hcancel()
+	defer context.AfterFunc(s.hctx, hcancel)()
+	done := make(chan struct{})
+	s.conns[c] = done
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 		c.Close()
+		close(done)
 	}()
 	if r == nil {
 		r = c
@@ -116,8 +130,18 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, r io.Reader) {
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(to.Idle))
 		var f frame
-		f, buf, err = readFrame(br, buf)
-		if err != nil {
+		if !s.ending.Load() { // else Shutdown's deadline may have come before this one
+			f, buf, err = readFrame(br, buf)
+		}
+		if err != nil || s.ending.Load() {
+			if s.ending.Load() {
+				// Shutdown ended the reading: once every request run is
+				// answered, say so, so that the client knows the rest
+				// never ran (a frame just read is not run).
+				mine.Wait()
+				w.send(appendFrame(nil, KindGoAway, 0, 0, nil))
+				return
+			}
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				var ne net.Error
 				if !errors.As(err, &ne) || !ne.Timeout() {
@@ -152,7 +176,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, r io.Reader) {
 		mine.Add(1)
 		go func() {
 			defer func() { <-sem; s.inflight.Done(); mine.Done() }()
-			out, err := s.Handler(ctx, method, body)
+			out, err := s.Handler(hctx, method, body)
 			if err != nil {
 				var e *Error
 				if !errors.As(err, &e) {
@@ -170,25 +194,55 @@ func errorFrame(id uint32, code byte, msg string) []byte {
 	return appendFrame(nil, KindError, id, 0, append([]byte{code}, msg...))
 }
 
-// Shutdown stops taking requests, waits for those under way (or ctx),
-// then closes the connections.
+// LongPollGrace is how long Shutdown lets requests under way run before
+// it ends their context, which cuts long polls short.
+const LongPollGrace = time.Second
+
+// Shutdown stops reading requests, waits for those under way (or ctx),
+// and ends each connection with KindGoAway once the requests it ran are
+// answered: the client fails the rest, which never ran, with
+// CodeStopping. What is left when ctx ends is closed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopping = true
+	s.ending.Store(true)
+	conns := make(map[net.Conn]chan struct{}, len(s.conns))
+	for c, d := range s.conns {
+		conns[c] = d
+		_ = c.SetReadDeadline(time.Now()) // its read loop ends, then says goaway
+	}
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.inflight.Wait(); close(done) }()
 	var err error
+	cut := time.NewTimer(LongPollGrace)
+	defer cut.Stop()
 	select {
 	case <-done:
+	case <-cut.C:
+		// Long polls (a replica's fetch, a map watch) still held: their
+		// context ends, and they answer what they have.
+		s.mu.Lock()
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
+	for c, d := range conns {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			c.Close()
+			err = ctx.Err()
+		}
 	}
-	s.mu.Unlock()
 	return err
 }
 
