@@ -433,7 +433,9 @@ func (r *Runtime) handOffLeaderships(grace context.Context) {
 		log.Warn("crux: stopping without handing the leaderships over", "err", err)
 		return
 	}
-	if err := r.proposeCrux(ctx, clustermap.MemberDrain{ID: self}); err != nil {
+	// Leaderships only: the member comes back, and its replicas stay
+	// and count (a full drain would drop them to fewer copies).
+	if err := r.proposeCrux(ctx, clustermap.MemberDrain{ID: self, Leaders: true}); err != nil {
 		log.Warn("crux: stopping without handing the leaderships over", "err", err)
 		return
 	}

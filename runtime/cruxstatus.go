@@ -48,6 +48,9 @@ type cruxMember struct {
 	Roles    []string `json:"roles"`
 	State    string   `json:"state"`
 	Draining bool     `json:"draining,omitempty"`
+	// Restarting: its leaderships moved away for a restart; it keeps
+	// its replicas.
+	Restarting bool `json:"restarting,omitempty"`
 	// Leaders and Replicas count the slots it leads and holds.
 	Leaders  int `json:"leaders"`
 	Replicas int `json:"replicas"`
@@ -143,7 +146,7 @@ func (r *Runtime) cruxStatusNow() cruxStatus {
 	}
 	for _, mb := range m.Members {
 		st.Members = append(st.Members, cruxMember{ID: mb.ID, Addr: mb.Addr, Roles: mb.Roles, State: mb.State.String(),
-			Draining: mb.Draining, Leaders: leaders[mb.ID], Replicas: replicas[mb.ID]})
+			Draining: mb.Draining, Restarting: mb.Restarting, Leaders: leaders[mb.ID], Replicas: replicas[mb.ID]})
 	}
 	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i].ID < st.Members[j].ID })
 	if s := r.cruxStats; s != nil {

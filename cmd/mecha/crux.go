@@ -72,13 +72,14 @@ func cruxTable(w io.Writer, body []byte) error {
 			Voters []string `json:"voters"`
 		} `json:"controlPlane"`
 		Members []struct {
-			ID       string   `json:"id"`
-			Addr     string   `json:"addr"`
-			Roles    []string `json:"roles"`
-			State    string   `json:"state"`
-			Draining bool     `json:"draining"`
-			Leaders  int      `json:"leaders"`
-			Replicas int      `json:"replicas"`
+			ID         string   `json:"id"`
+			Addr       string   `json:"addr"`
+			Roles      []string `json:"roles"`
+			State      string   `json:"state"`
+			Draining   bool     `json:"draining"`
+			Restarting bool     `json:"restarting"`
+			Leaders    int      `json:"leaders"`
+			Replicas   int      `json:"replicas"`
 		} `json:"members"`
 		Slots struct {
 			Total           int  `json:"total"`
@@ -140,8 +141,11 @@ func cruxTable(w io.Writer, body []byte) error {
 	fmt.Fprintln(tw, "MEMBER\tADDRESS\tROLES\tSTATE\tLEADS\tHOLDS")
 	for _, m := range st.Members {
 		state := m.State
-		if m.Draining {
+		switch {
+		case m.Draining:
 			state += " (draining)"
+		case m.Restarting:
+			state += " (restarting)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", m.ID, m.Addr, strings.Join(m.Roles, ","), state, m.Leaders, m.Replicas)
 	}

@@ -317,7 +317,7 @@ func (t *txn) memberJoin(c MemberJoin) error {
 	mb.Addr, mb.DC, mb.Roles = c.Addr, c.DC, roles
 	if old.State == StateLeft {
 		// A new life: a member that left is not draining any more.
-		mb.Draining = false
+		mb.Draining, mb.Restarting = false, false
 		mb.JoinedAt = c.At
 	}
 	if !wasUp {
@@ -367,10 +367,15 @@ func (t *txn) memberDrain(c MemberDrain) error {
 	if err != nil {
 		return err
 	}
-	if mb.Draining == !c.Cancel {
+	draining, restarting := !c.Cancel && !c.Leaders, !c.Cancel && c.Leaders
+	if mb.Draining && restarting {
+		return nil // a full drain goes on: its leaderships move anyway
+	}
+	if mb.Draining == draining && mb.Restarting == restarting {
 		return nil
 	}
-	t.memberW(i).Draining = !c.Cancel
+	w := t.memberW(i)
+	w.Draining, w.Restarting = draining, restarting
 	return nil
 }
 

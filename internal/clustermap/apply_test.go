@@ -162,6 +162,16 @@ func TestApply(t *testing.T) {
 		{name: "drain cancelled", prep: []Command{MemberDrain{ID: "a"}}, cmd: MemberDrain{ID: "a", Cancel: true}, check: func(t *testing.T, old, m *Map) {
 			want(t, "draining", m.Member("a").Draining, false)
 		}},
+		{name: "restart drain", cmd: MemberDrain{ID: "a", Leaders: true}, check: func(t *testing.T, old, m *Map) {
+			want(t, "restarting", m.Member("a").Restarting, true)
+			want(t, "draining", m.Member("a").Draining, false)
+			want(t, "eligible", m.Member("a").Eligible(), false)
+		}},
+		{name: "a full drain stays full", prep: []Command{MemberDrain{ID: "a"}}, cmd: MemberDrain{ID: "a", Leaders: true}},
+		{name: "restart drain cancelled", prep: []Command{MemberDrain{ID: "a", Leaders: true}}, cmd: MemberDrain{ID: "a", Cancel: true}, check: func(t *testing.T, old, m *Map) {
+			want(t, "restarting", m.Member("a").Restarting, false)
+			want(t, "eligible", m.Member("a").Eligible(), true)
+		}},
 		{name: "drain unknown", cmd: MemberDrain{ID: "zz"}, err: ErrUnknownMember},
 		{name: "leave fails over", cmd: MemberLeave{ID: "a", At: 3}, check: func(t *testing.T, old, m *Map) {
 			want(t, "state", m.Member("a").State, StateLeft)

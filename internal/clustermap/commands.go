@@ -132,6 +132,10 @@ type MemberDrain struct {
 	ID string `json:"id"`
 	// Cancel stops a drain; what has moved stays moved.
 	Cancel bool `json:"cancel,omitempty"`
+	// Leaders moves only its leaderships: the member is restarting
+	// (a graceful stop) and keeps its replicas, which count towards the
+	// replication factor while it is away (Member.Restarting).
+	Leaders bool `json:"leaders,omitempty"`
 }
 
 // MemberLeave says the member left for good. Its leaderships fail over,

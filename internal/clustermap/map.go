@@ -115,6 +115,9 @@ type Member struct {
 	State MemberState `json:"state"`
 	// Draining asks that its leaderships, then its replicas, move away.
 	Draining bool `json:"draining,omitempty"`
+	// Restarting asks that its leaderships move away while it keeps its
+	// replicas: it stops for a restart and comes back.
+	Restarting bool `json:"restarting,omitempty"`
 	// Since is when State last changed (for a dead member: dead since),
 	// in Unix nanoseconds from the proposer's clock.
 	Since int64 `json:"since"`
@@ -134,7 +137,7 @@ func (mb *Member) Alive() bool { return mb.State == StateAlive }
 // Eligible reports whether the member may take new replicas and
 // leaderships: alive, a data member, not draining.
 func (mb *Member) Eligible() bool {
-	return mb.State == StateAlive && !mb.Draining && mb.HasRole(RoleData)
+	return mb.State == StateAlive && !mb.Draining && !mb.Restarting && mb.HasRole(RoleData)
 }
 
 func (mb *Member) clone() *Member {

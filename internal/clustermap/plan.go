@@ -551,8 +551,8 @@ func (p *planner) grow(pl *pool, gi int) {
 func (p *planner) drainReplicas(pl *pool, gi int) {
 	g := pl.groups[gi]
 	for j, mi := range pl.reps[gi] {
-		if !p.draining[mi] {
-			continue
+		if !p.draining[mi] || p.m.Members[mi].Restarting {
+			continue // a restarting member keeps its replicas
 		}
 		leads := pl.leader[gi] == mi
 		if p.leads[mi] > 0 && !leads {

@@ -244,6 +244,51 @@ func TestDrainLeadershipsFirst(t *testing.T) {
 	}
 }
 
+// TestRestartKeepsReplicas: a member stopping for a restart (a drain of
+// its leaderships only) hands its leaderships over and keeps every
+// replica while it is away, so no slot runs on fewer copies; back and
+// undrained, it leads its share again.
+func TestRestartKeepsReplicas(t *testing.T) {
+	f := fleetOn(t, PlanConfig{MaxMoves: 64})
+	f.deep = false
+	held := 0
+	f.m.eachGroup(func(r Ref, g *Group) {
+		if g.HasReplica("a") {
+			held++
+		}
+	})
+	f.must(MemberDrain{ID: "a", Leaders: true})
+	f.converge(2000)
+	f.ended()
+	if leadsAny(f.m, "a") {
+		t.Fatal("a restarting member still leads")
+	}
+	f.must(MemberDead{ID: "a", At: f.now}) // it stops, for less than RebuildAfter
+	for range 3 {
+		f.round()
+	}
+	f.must(MemberJoin{ID: "a", Addr: "a:1", Roles: []string{RoleData}, At: f.now}) // it returns
+	f.converge(2000)
+	n := 0
+	f.m.eachGroup(func(r Ref, g *Group) {
+		if g.HasReplica("a") {
+			n++
+		}
+		if len(g.Replicas) != f.m.Settings.Replicas {
+			t.Fatalf("%v has %d replicas while a restarts, want %d", r, len(g.Replicas), f.m.Settings.Replicas)
+		}
+	})
+	if n != held {
+		t.Fatalf("a holds %d groups after its restart, %d before", n, held)
+	}
+	f.must(MemberDrain{ID: "a", Cancel: true})
+	f.converge(2000)
+	f.ended()
+	if !leadsAny(f.m, "a") {
+		t.Fatal("a leads nothing once undrained")
+	}
+}
+
 // TestRebuildAfterDelay checks that a dead member's replicas stay put
 // until RebuildAfter has passed, then move elsewhere.
 func TestRebuildAfterDelay(t *testing.T) {
