@@ -189,9 +189,14 @@ spec:
 	if n := failed.Load(); n != 0 {
 		t.Errorf("%d writes failed across the reload", n)
 	}
-	if !regexp.MustCompile(`component loaded.*name=statestore.*op=updated`).MatchString(m.output()) {
-		t.Errorf("no reload of statestore logged:\n%s", m.output())
-	}
+	// The line is logged once the new store serves, and read from the
+	// process's output as it comes.
+	eventually(t, 10*time.Second, func() error {
+		if !regexp.MustCompile(`component loaded.*name=statestore.*op=updated`).MatchString(m.output()) {
+			return fmt.Errorf("no reload of statestore logged:\n%s", m.output())
+		}
+		return nil
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	for _, key := range acked {

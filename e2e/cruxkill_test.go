@@ -153,6 +153,13 @@ func TestCruxKillUnderLoad(t *testing.T) {
 // cruxSlots reads `mecha crux status -o json` of m: the slots each member
 // leads and holds, and the moves in flight.
 func cruxSlots(t *testing.T, m *mecha) (leads, holds map[string]int, moving int) {
+	leads, holds, moving, _ = cruxSlotsUnder(t, m)
+	return leads, holds, moving
+}
+
+// cruxSlotsUnder is cruxSlots and the count of under-replicated slots
+// (fewer in sync than replicas).
+func cruxSlotsUnder(t *testing.T, m *mecha) (leads, holds map[string]int, moving, under int) {
 	t.Helper()
 	var st struct {
 		Members []struct {
@@ -161,7 +168,8 @@ func cruxSlots(t *testing.T, m *mecha) (leads, holds map[string]int, moving int)
 			Replicas int    `json:"replicas"`
 		} `json:"members"`
 		Slots struct {
-			Moving int `json:"moving"`
+			Moving          int `json:"moving"`
+			UnderReplicated int `json:"underReplicated"`
 		} `json:"slots"`
 	}
 	out := cruxStatusCLI(t, m, "-o", "json")
@@ -172,7 +180,7 @@ func cruxSlots(t *testing.T, m *mecha) (leads, holds map[string]int, moving int)
 	for _, mb := range st.Members {
 		leads[mb.ID], holds[mb.ID] = mb.Leaders, mb.Replicas
 	}
-	return leads, holds, st.Slots.Moving
+	return leads, holds, st.Slots.Moving, st.Slots.UnderReplicated
 }
 
 // TestCruxJoinUnderLoad: a fourth server joins a three-server Crux
@@ -350,13 +358,18 @@ func TestCruxRollingRestart(t *testing.T) {
 		time.Sleep(time.Second)
 		servers[i].proc.stop()
 		servers[i] = startMecha(t, args(i, "--join", fmt.Sprintf("127.0.0.1:%d", servers[(i+1)%3].gossipPort))...)
-		// It takes its leaderships back once it is in sync again.
+		// It takes its leaderships back once it is in sync again; the
+		// next one stops once no slot is under-replicated, as a Kafka
+		// operator waits for no under-replicated partition.
 		eventually(t, 60*time.Second, func() error {
-			leads, _, _ := cruxSlots(t, client)
+			leads, _, _, under := cruxSlotsUnder(t, client)
 			for id, l := range leads {
 				if l < 300 {
 					return fmt.Errorf("after restarting server %d: %s leads %d slots: %v\n%s", i, id, l, leads, cruxStatusCLI(t, client))
 				}
+			}
+			if under > 0 {
+				return fmt.Errorf("after restarting server %d: %d slots under-replicated", i, under)
 			}
 			return nil
 		})

@@ -7,11 +7,15 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"mecha/statestore"
 )
 
 // regInput is one operation on a key of the Crux cluster.
@@ -265,6 +269,28 @@ func checkLinearizable(t *testing.T, base func(int) string, fault func()) {
 	case porcupine.Illegal:
 		path := t.TempDir() + "/history.html"
 		_ = porcupine.VisualizePath(registerModel, info, path)
+		// The keys whose own history breaks, in call order, for the
+		// failure's reader (the visualization is gone with TempDir).
+		byKey := map[string][]porcupine.Operation{}
+		for _, op := range history {
+			k := op.Input.(regInput).key
+			byKey[k] = append(byKey[k], op)
+		}
+		for k, ops := range byKey {
+			if porcupine.CheckOperations(registerModel, ops) {
+				continue
+			}
+			sort.Slice(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
+			var b strings.Builder
+			for _, op := range ops {
+				ret := fmt.Sprint(time.Duration(op.Return))
+				if op.Return == open {
+					ret = "unknown"
+				}
+				fmt.Fprintf(&b, "  client %d %+v -> %+v  %v..%s\n", op.ClientId, op.Input, op.Output, time.Duration(op.Call), ret)
+			}
+			t.Logf("key %s (slot %d) is not linearizable alone:\n%s", k, statestore.SlotOf(k), b.String())
+		}
 		t.Fatalf("the history is not linearizable (see %s)", path)
 	default:
 		t.Fatalf("porcupine could not decide within 60 s (%v)", res)

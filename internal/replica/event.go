@@ -123,6 +123,11 @@ type FetchRequest struct {
 	LastEpoch Epoch
 	// MaxBytes is the record budget (one batch always goes).
 	MaxBytes int32
+	// Barrier echoes the largest FetchResponse.Barrier the follower took
+	// from this leader at this epoch: a request carrying a barrier the
+	// leader set after some moment was sent after it (a read index that
+	// holds however late the network delivers older requests).
+	Barrier uint64
 }
 
 // FetchResponse is the leader's answer to a FetchRequest.
@@ -142,6 +147,10 @@ type FetchResponse struct {
 	HighWatermark int64
 	// LogStart and LogEnd are the leader's log bounds.
 	LogStart, LogEnd int64
+	// Barrier is the leader's read barrier when it answered, for the
+	// follower to echo (FetchRequest.Barrier); the leader's owner sets
+	// it.
+	Barrier uint64
 	// Diverging says the follower's tail is not in the leader's
 	// history, so it truncates: to where its own records of epochs up
 	// to DivergingEpoch end, at most DivergingEnd. Batches is empty.

@@ -27,6 +27,9 @@ type Follower struct {
 	sentAt   time.Time
 	// notBefore holds fetches back after an error answer.
 	notBefore time.Time
+	// barrier is the leader's largest read barrier taken at this epoch,
+	// echoed in every fetch.
+	barrier uint64
 
 	events []Event
 }
@@ -52,7 +55,7 @@ func (f *Follower) SetLeader(leader ReplicaID, epoch Epoch) bool {
 		return epoch == f.epoch && leader == f.leader
 	}
 	f.leader, f.epoch, f.hasLeader = leader, epoch, true
-	f.inflight = false
+	f.inflight, f.barrier = false, 0
 	f.notBefore = time.Time{}
 	return true
 }
@@ -97,6 +100,7 @@ func (f *Follower) Fetch(now time.Time) (FetchRequest, bool) {
 		FetchOffset: f.fetchAt,
 		LastEpoch:   f.log.Epochs().Last(),
 		MaxBytes:    int32(min(f.cfg.FetchMaxBytes, 1<<31-1)),
+		Barrier:     f.barrier,
 	}, true
 }
 
@@ -119,6 +123,7 @@ func (f *Follower) HandleResponse(resp *FetchResponse, now time.Time) error {
 		if resp.Epoch != f.epoch {
 			return nil
 		}
+		f.barrier = max(f.barrier, resp.Barrier)
 		if resp.Diverging {
 			return f.truncate(resp.DivergingEpoch, resp.DivergingEnd)
 		}

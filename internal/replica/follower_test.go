@@ -53,6 +53,36 @@ func TestFollowerFetch(t *testing.T) {
 	}
 }
 
+// A follower echoes the largest read barrier it took from its leader at
+// this epoch, never one from a dropped answer, and starts over with a
+// new leader.
+func TestFollowerEchoesBarrier(t *testing.T) {
+	f := newTestFollower(t, leaderLog(t), 0)
+	f.SetLeader(1, 5)
+	req, _ := f.Fetch(at(0))
+	if req.Barrier != 0 {
+		t.Fatalf("first fetch barrier %d", req.Barrier)
+	}
+	if err := f.HandleResponse(&FetchResponse{Corr: req.Corr, FetchOffset: req.FetchOffset, Epoch: 5, HighWatermark: 6, Barrier: 7}, at(1)); err != nil {
+		t.Fatal(err)
+	}
+	req, _ = f.Fetch(at(2))
+	if req.Barrier != 7 {
+		t.Fatalf("echoed barrier %d, want 7", req.Barrier)
+	}
+	// A late answer to another request carries no barrier in.
+	_ = f.HandleResponse(&FetchResponse{Corr: req.Corr + 9, FetchOffset: req.FetchOffset, Epoch: 5, Barrier: 99}, at(3))
+	// A lower barrier does not lower it.
+	_ = f.HandleResponse(&FetchResponse{Corr: req.Corr, FetchOffset: req.FetchOffset, Epoch: 5, HighWatermark: 6, Barrier: 3}, at(3))
+	if req, _ = f.Fetch(at(4)); req.Barrier != 7 {
+		t.Fatalf("echoed barrier %d, want 7", req.Barrier)
+	}
+	f.SetLeader(1, 6)
+	if req, _ = f.Fetch(at(5)); req.Barrier != 0 {
+		t.Fatalf("barrier %d carried to a new epoch", req.Barrier)
+	}
+}
+
 func TestFollowerSetLeader(t *testing.T) {
 	tests := []struct {
 		name   string

@@ -23,7 +23,7 @@ import (
 // its own envelope and multiplexes many logs on one connection.
 
 // WireVersion is the layout version every frame starts with.
-const WireVersion = 1
+const WireVersion = 2
 
 // MaxFrame bounds a frame's length. A fetch response holds up to the
 // request's MaxBytes of records, and one batch more when the first is
@@ -102,6 +102,7 @@ func AppendFetchRequest(dst []byte, r *FetchRequest) []byte {
 	dst = binary.AppendUvarint(dst, uint64(r.FetchOffset))
 	dst = binary.AppendUvarint(dst, uint64(r.LastEpoch))
 	dst = binary.AppendUvarint(dst, uint64(r.MaxBytes))
+	dst = binary.AppendUvarint(dst, r.Barrier)
 	return finish(dst, at)
 }
 
@@ -116,6 +117,7 @@ func AppendFetchResponse(dst []byte, r *FetchResponse) []byte {
 	dst = binary.AppendUvarint(dst, uint64(r.HighWatermark))
 	dst = binary.AppendUvarint(dst, uint64(r.LogStart))
 	dst = binary.AppendUvarint(dst, uint64(r.LogEnd))
+	dst = binary.AppendUvarint(dst, r.Barrier)
 	if r.Diverging {
 		dst = append(dst, flagDiverged)
 		dst = binary.AppendUvarint(dst, uint64(r.DivergingEpoch))
@@ -225,6 +227,7 @@ func DecodeFetchRequest(frame []byte) (FetchRequest, error) {
 		LastEpoch:   Epoch(r.uvarint("last epoch", math.MaxUint64)),
 		MaxBytes:    int32(r.uvarint("max bytes", math.MaxInt32)),
 	}
+	q.Barrier = r.uvarint("barrier", math.MaxUint64)
 	if err := r.end(); err != nil {
 		return FetchRequest{}, err
 	}
@@ -251,6 +254,7 @@ func DecodeFetchResponse(frame []byte, resp *FetchResponse) error {
 	resp.HighWatermark = r.offset("high watermark")
 	resp.LogStart = r.offset("log start")
 	resp.LogEnd = r.offset("log end")
+	resp.Barrier = r.uvarint("barrier", math.MaxUint64)
 	switch flags := r.byte("flags"); flags {
 	case 0:
 	case flagDiverged:

@@ -12,15 +12,15 @@ import (
 func sampleRequests() []FetchRequest {
 	return []FetchRequest{
 		{},
-		{Replica: 3, Epoch: 7, Corr: 99, FetchOffset: 1234, LastEpoch: 6, MaxBytes: 1 << 20},
-		{Replica: math.MaxUint32, Epoch: math.MaxUint64, Corr: math.MaxUint64, FetchOffset: math.MaxInt64, LastEpoch: math.MaxUint64, MaxBytes: math.MaxInt32},
+		{Replica: 3, Epoch: 7, Corr: 99, FetchOffset: 1234, LastEpoch: 6, MaxBytes: 1 << 20, Barrier: 17},
+		{Replica: math.MaxUint32, Epoch: math.MaxUint64, Corr: math.MaxUint64, FetchOffset: math.MaxInt64, LastEpoch: math.MaxUint64, MaxBytes: math.MaxInt32, Barrier: math.MaxUint64},
 	}
 }
 
 func sampleResponses() []FetchResponse {
 	return []FetchResponse{
 		{},
-		{Corr: 5, FetchOffset: 10, Epoch: 3, HighWatermark: 8, LogStart: 2, LogEnd: 12,
+		{Corr: 5, FetchOffset: 10, Epoch: 3, HighWatermark: 8, LogStart: 2, LogEnd: 12, Barrier: 41,
 			Batches: []Batch{batch(10, 3, 1, "x"), batch(11, 3, 1, "")}},
 		{Corr: 6, FetchOffset: 20, Epoch: 4, Diverging: true, DivergingEpoch: 2, DivergingEnd: 15, HighWatermark: 14, LogEnd: 30},
 		{Corr: 7, Code: CodeOutOfRange, LogStart: 100, LogEnd: 200},
@@ -70,21 +70,21 @@ func TestWireDecodeErrors(t *testing.T) {
 		{"empty", nil, true},
 		{"short header", []byte{0, 0, 0, 1, 1}, true},
 		{"length mismatch", append(AppendFetchRequest(nil, &FetchRequest{}), 0), true},
-		{"version", frameOf(2, KindFetchRequest, 0, 0, 0, 0, 0, 0), true},
+		{"version", frameOf(1, KindFetchRequest, 0, 0, 0, 0, 0, 0, 0), true},
 		{"unknown kind", frameOf(WireVersion, 9, 0, 0, 0, 0, 0, 0), true},
 		{"response as request", good, true},
 		{"request as response", AppendFetchRequest(nil, &FetchRequest{}), false},
-		{"truncated body", frameOf(WireVersion, KindFetchRequest, 0, 0, 0, 0, 0), true},
-		{"trailing bytes", frameOf(WireVersion, KindFetchRequest, 0, 0, 0, 0, 0, 0, 0), true},
+		{"truncated body", frameOf(WireVersion, KindFetchRequest, 0, 0, 0, 0, 0, 0), true},
+		{"trailing bytes", frameOf(WireVersion, KindFetchRequest, 0, 0, 0, 0, 0, 0, 0, 0), true},
 		{"varint not minimal", frameOf(WireVersion, KindFetchRequest, 0x80, 0, 0, 0, 0, 0, 0), true},
 		{"replica over 32 bits", frameOf(WireVersion, KindFetchRequest, binary.AppendUvarint(nil, math.MaxUint32+1)[:]...), true},
 		{"offset over int64", frameOf(WireVersion, KindFetchRequest, append([]byte{0, 0, 0}, binary.AppendUvarint(nil, math.MaxInt64+1)...)...), true},
-		{"unknown code", frameOf(WireVersion, KindFetchResponse, 0, 0, 0, byte(codeCount), 0, 0, 0, 0, 0), false},
-		{"unknown flag", frameOf(WireVersion, KindFetchResponse, 0, 0, 0, 0, 0, 0, 0, 2, 0), false},
-		{"more batches than bytes", frameOf(WireVersion, KindFetchResponse, 0, 0, 0, 0, 0, 0, 0, 0, 5), false},
-		{"batch without records", frameOf(WireVersion, KindFetchResponse, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0), false},
-		{"batch data past the end", frameOf(WireVersion, KindFetchResponse, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 9, 'x'), false},
-		{"batch end past int64", frameOf(WireVersion, KindFetchResponse, append(append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 1}, binary.AppendUvarint(nil, math.MaxInt64)...), 1, 2, 0)...), false},
+		{"unknown code", frameOf(WireVersion, KindFetchResponse, 0, 0, 0, byte(codeCount), 0, 0, 0, 0, 0, 0), false},
+		{"unknown flag", frameOf(WireVersion, KindFetchResponse, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0), false},
+		{"more batches than bytes", frameOf(WireVersion, KindFetchResponse, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5), false},
+		{"batch without records", frameOf(WireVersion, KindFetchResponse, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0), false},
+		{"batch data past the end", frameOf(WireVersion, KindFetchResponse, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 9, 'x'), false},
+		{"batch end past int64", frameOf(WireVersion, KindFetchResponse, append(append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, binary.AppendUvarint(nil, math.MaxInt64)...), 1, 2, 0)...), false},
 		{"cut short", good[:len(good)-1], false},
 	}
 	for _, tt := range tests {

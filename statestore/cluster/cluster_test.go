@@ -56,13 +56,14 @@ func (m *member) count(method uint16) int64 {
 // testCluster is three members a, b, c (replicas=3, slots spread by
 // Plan) and a client-only router (no engine, not in the map).
 type testCluster struct {
-	t       testing.TB
-	members []*member
-	clients *Clients
-	client  *Router // the runtime with no data role
-	cmaps   *MapVar // its map
-	clock   *clock
-	m       *clustermap.Map
+	t        testing.TB
+	members  []*member
+	clients  *Clients
+	client   *Router // the runtime with no data role
+	cmaps    *MapVar // its map
+	retryFor time.Duration
+	clock    *clock
+	m        *clustermap.Map
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -90,7 +91,8 @@ func newCluster(t testing.TB) *testCluster {
 		tc.members = append(tc.members, mb)
 	}
 	tc.cmaps = NewMapVar(nil)
-	tc.client = NewRouter(RouterConfig{Member: "client", Store: testStore, Maps: tc.cmaps, Clients: tc.clients, MapWait: 300 * time.Millisecond, Logger: quiet()})
+	tc.retryFor = time.Second
+	tc.client = NewRouter(RouterConfig{Member: "client", Store: testStore, Maps: tc.cmaps, Clients: tc.clients, MapWait: 300 * time.Millisecond, RetryFor: tc.retryFor, Logger: quiet()})
 
 	m := clustermap.New()
 	apply := func(c clustermap.Command) {
@@ -452,7 +454,7 @@ func transfer(t *testing.T, m *clustermap.Map, slot int, id string) *clustermap.
 	return m2
 }
 
-func TestMovedRetriesOnce(t *testing.T) {
+func TestMovedRetries(t *testing.T) {
 	tc := newCluster(t)
 	ctx := context.Background()
 	key := tc.keyLedBy("a", "app||mv")
@@ -479,7 +481,8 @@ func TestMovedRetriesOnce(t *testing.T) {
 		t.Fatalf("the write is not on the new leader: %v %v", it, ok)
 	}
 
-	// A map that never catches up: one retry, then unavailable.
+	// A map that never catches up: retries (backing off) for RetryFor,
+	// then unavailable.
 	key2 := tc.keyLedBy("c", "app||mv2")
 	moved2 := transfer(t, moved, statestore.SlotOf(key2), "a")
 	for _, mb := range tc.members {
@@ -487,13 +490,20 @@ func TestMovedRetriesOnce(t *testing.T) {
 	}
 	c := tc.member("c")
 	c0 := c.count(MethodGet)
+	start := time.Now()
 	_, _, err = tc.client.Get(ctx, key2)
+	took := time.Since(start)
 	var un *UnavailableError
 	if !errors.As(err, &un) || !errors.Is(err, ErrUnavailable) || un.Slot != statestore.SlotOf(key2) {
 		t.Fatalf("a map that stays stale: %v, want UnavailableError", err)
 	}
-	if n := c.count(MethodGet) - c0; n != 2 {
-		t.Errorf("the stale leader got %d calls, want 2 (the call and one retry)", n)
+	if took < tc.retryFor || took > tc.retryFor+3*time.Second {
+		t.Errorf("gave up after %v, want RetryFor (%v) and the map wait", took, tc.retryFor)
+	}
+	// Backing off from 5 ms, doubling up to 200 ms: a handful of calls,
+	// not a spin.
+	if n := c.count(MethodGet) - c0; n < 3 || n > 20 {
+		t.Errorf("the stale leader got %d calls in %v", n, took)
 	}
 }
 
@@ -571,8 +581,8 @@ func TestServerWaitsForItsMap(t *testing.T) {
 	body := AppendRequest(nil, MethodGet, &Request{Store: testStore, Slots: []SlotEpoch{{Slot: slot, Epoch: moved.Slot(slot).Epoch}}, Key: key})
 	out, _ := a.srv.Handle(ctx, MethodGet, body)
 	resp, err := DecodeResponse(MethodGet, out)
-	if err != nil || resp.Err == nil || resp.Err.Code != CodeUnavailable {
-		t.Fatalf("a deposed leader with an old map: %+v %v", resp, err)
+	if err != nil || resp.Err == nil || resp.Err.Code != CodeRetry {
+		t.Fatalf("a deposed leader with an old map: %+v %v, want CodeRetry", resp, err)
 	}
 }
 

@@ -61,30 +61,38 @@
 // state.ETagError, 409), CodeETagInvalid ErrETagInvalid (400),
 // CodeBadTTL, CodeValueTooBig, CodeKeyEmpty, CodeKeyTooLong and
 // CodeBadRequest are input errors, CodeNoSpace, CodeClosed and CodeFailed
-// the engine's own, CodeUnavailable retriable, CodeInternal the rest.
+// the engine's own, CodeUnavailable retriable, CodeInternal the rest,
+// and CodeRetry says nothing of the request was written (refused before
+// it was logged: the member's map is behind, or it is taking the slot's
+// leadership; or a deposed leader's strong write its successor's log
+// does not hold), so the caller sends it again.
 // DecodeRequest and DecodeResponse refuse anything else (trailing bytes,
 // counts over the bytes left, slots out of range, a single-slot method
 // with several slots) with an error wrapping ErrMalformed; the fuzzers
 // FuzzDecodeRequest and FuzzDecodeResponse hold them to it.
 //
-// # Moved, and the one retry
+// # Moved, and retries
 //
 // A Server serves a request only if its map names this member the leader
 // of every slot of the request at the request's epoch or a newer one. If
 // the request's epoch is newer than its own map's, it first waits (up to
 // DefaultMapWait, 2 s) for its map to catch up, so that a deposed leader
 // that has not heard does not serve, and a new leader that has not heard
-// does not send the caller back; still behind, it answers
-// CodeUnavailable. If another member leads, it answers CodeMoved with
-// the slot, its epoch and its leader.
+// does not send the caller back; still behind, it answers CodeRetry. If
+// another member leads, it answers CodeMoved with the slot, its epoch and
+// its leader.
 //
 // On CodeMoved a Router waits (up to RouterConfig.MapWait, 2 s by
 // default) for its MapSource to hold the slot at the answered epoch or
-// newer, then sends the request once more to the leader that map names.
-// The app never sees "moved": a second one is an *UnavailableError
-// (errors.Is ErrUnavailable; Retriable), as is a slot without a leader
-// (naming the slot) and a leader that cannot be reached. A request whose
-// leader failed mid-call is not retried: a write may have been applied.
+// newer, then sends the request to the leader that map names. On
+// CodeRetry, or a "moved" that names nothing newer, it backs off (5 ms,
+// doubling up to 200 ms) and sends it again; a runtime stopping refuses
+// requests unread, which counts as CodeRetry. The app never sees these
+// while a leadership changes hands: only past RouterConfig.RetryFor (5 s)
+// do they become an *UnavailableError (errors.Is ErrUnavailable;
+// Retriable), as is at once a slot without a leader (naming the slot) and
+// a leader that cannot be reached. A request whose leader failed mid-call
+// is not retried: a write may have been applied.
 //
 // # Slots and hash tags
 //

@@ -26,7 +26,8 @@ const (
 	CodeMoved                        // this member does not lead the slot: Slot, Epoch, Leader
 	CodeUnavailable                  // the slot cannot be served now (no leader, the map is behind); retriable
 	CodeInternal                     // anything else
-	codeMax          = CodeInternal
+	CodeRetry                        // nothing of the request was written (refused before it was logged, or lost for certain with a deposed leader's tail): send it again
+	codeMax          = CodeRetry
 )
 
 // ErrBadRequest is the sentinel of CodeBadRequest: an input error the
@@ -37,6 +38,10 @@ var ErrBadRequest error = inputError("bad request")
 // the router can reach now, or a retry after "moved" failed again. The
 // caller may retry.
 var ErrUnavailable = errors.New("crux cluster: slot unavailable")
+
+// ErrNotWritten is the sentinel of CodeRetry: nothing of the request was
+// written, and it may be sent again. It is an ErrUnavailable.
+var ErrNotWritten = fmt.Errorf("%w: nothing of the request was written", ErrUnavailable)
 
 // ErrRemote is the sentinel of CodeInternal: another member failed the
 // request for a reason of its own.
@@ -60,6 +65,7 @@ var sentinels = map[byte]error{
 	CodeFailed:       statestore.ErrFailed,
 	CodeUnavailable:  ErrUnavailable,
 	CodeInternal:     ErrRemote,
+	CodeRetry:        ErrNotWritten,
 }
 
 // Error is a failed answer on the wire, and the error a caller gets for
@@ -85,6 +91,12 @@ func (e *Error) Error() string {
 // Unwrap returns the code's sentinel.
 func (e *Error) Unwrap() error { return sentinels[e.Code] }
 
+// Retriable reports that a retry may succeed: the slot's leadership is
+// changing hands (moved, CodeRetry) or cannot serve now.
+func (e *Error) Retriable() bool {
+	return e.Code == CodeMoved || e.Code == CodeRetry || e.Code == CodeUnavailable
+}
+
 // toError turns an engine's (or the server's) error into its wire form.
 func toError(err error) *Error {
 	var un *UnavailableError
@@ -95,7 +107,7 @@ func toError(err error) *Error {
 	if errors.As(err, &e) {
 		return e
 	}
-	for _, c := range []byte{CodeETagMismatch, CodeETagInvalid, CodeBadTTL, CodeValueTooBig, CodeKeyEmpty, CodeKeyTooLong, CodeNoSpace, CodeClosed, CodeFailed, CodeUnavailable} {
+	for _, c := range []byte{CodeETagMismatch, CodeETagInvalid, CodeBadTTL, CodeValueTooBig, CodeKeyEmpty, CodeKeyTooLong, CodeNoSpace, CodeClosed, CodeFailed, CodeRetry, CodeUnavailable} {
 		if errors.Is(err, sentinels[c]) {
 			return &Error{Code: c, Msg: err.Error()}
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	mathbits "math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -80,95 +79,27 @@ type replSlot struct {
 	isrMap   uint64   // the map version it came from
 	// waiters are the strong writes awaiting their acknowledgement, by
 	// base offset.
-	waiters map[int64]chan error
+	waiters map[int64]waiter
 	// carried are strong writes this member logged as leader and was
 	// deposed before they committed: they succeed once this member, as
 	// a follower, sees the new leader's high watermark pass them with
 	// its log unchanged below their end, and fail if that log loses them.
 	carried []carriedWrite
 	events  []replica.Event
-	// fetches counts each follower's fetches at this epoch that passed
-	// the tail check (one per request), and confirming the reads waiting
-	// on them (GetConfirmed).
-	fetches    map[replica.ReplicaID]*fetchCount
+	// barrier is the read barrier the leader puts in its answers, one
+	// higher for each strong read (GetConfirmed); echoed holds the
+	// largest barrier each follower echoed at this epoch in a fetch that
+	// passed the tail check.
+	barrier    uint64
+	echoed     map[replica.ReplicaID]uint64
 	confirming int
-	// held are the followers' standing fetches that had nothing to
-	// answer yet: each is answered in its follower's next batch once
-	// the slot has news (a write, a confirm, a change of role).
-	held []heldFetch
 }
 
-// heldFetch is a follower's standing fetch of a slot on its leader.
-type heldFetch struct {
-	sess *fetchSession
-	req  replica.FetchRequest
-}
-
-// fetchSession is a follower's fetch session on this leader, as Kafka's
-// incremental fetch sessions (KIP-227): a batch carries only the slots
-// whose last fetch was answered, the others stay standing here, and an
-// answer carries only the slots with news. Followers holding hundreds of
-// quiet slots thus cost nothing per round; each still sends a fresh
-// fetch of every slot at least every FetchTimeout, which keeps it in
-// the in-sync set.
-type fetchSession struct {
-	dirty  [statestore.NumSlots / 64]atomic.Uint64
-	signal chan struct{} // one pending wake of the session's held batch
-}
-
-// mark says the slot has news for the session's standing fetch.
-func (fs *fetchSession) mark(slot int) {
-	fs.dirty[slot/64].Or(1 << (slot % 64))
-	select {
-	case fs.signal <- struct{}{}:
-	default:
-	}
-}
-
-// take appends the slots marked since the last take to dst.
-func (fs *fetchSession) take(dst []int) []int {
-	for w := range fs.dirty {
-		for bits := fs.dirty[w].Swap(0); bits != 0; bits &= bits - 1 {
-			dst = append(dst, w*64+mathbits.TrailingZeros64(bits))
-		}
-	}
-	return dst
-}
-
-// nudgeHeld marks the slot for every standing fetch of it: something
-// changed that they should hear of.
-func (s *replSlot) nudgeHeld(slot int) {
-	for _, h := range s.held {
-		h.sess.mark(slot)
-	}
-}
-
-// hold keeps req as sess's standing fetch of the slot, or drops it
-// (nil).
-func (s *replSlot) hold(sess *fetchSession, req *replica.FetchRequest) {
-	for i := range s.held {
-		if s.held[i].sess == sess {
-			if req == nil {
-				s.held = slices.Delete(s.held, i, i+1)
-			} else {
-				s.held[i].req = *req
-			}
-			return
-		}
-	}
-	if req != nil {
-		s.held = append(s.held, heldFetch{sess: sess, req: *req})
-	}
-}
-
-// standing is sess's standing fetch of the slot.
-func (s *replSlot) standing(sess *fetchSession) (replica.FetchRequest, bool) {
-	for _, h := range s.held {
-		if h.sess == sess {
-			return h.req, true
-		}
-	}
-	return replica.FetchRequest{}, false
+// waiter is a strong write awaiting its acknowledgement: its answer and
+// its log end.
+type waiter struct {
+	ch  chan error
+	end int64
 }
 
 // carriedWrite is a strong write awaiting the new leader's commit.
@@ -176,12 +107,6 @@ type carriedWrite struct {
 	ch       chan error
 	end      int64
 	deadline time.Time
-}
-
-// fetchCount is a follower's count of checked fetches, by request.
-type fetchCount struct {
-	corr uint64
-	n    uint64
 }
 
 // Replication replicates one store's slots on this member.
@@ -196,19 +121,15 @@ type Replication struct {
 
 	slots [statestore.NumSlots]replSlot
 
-	// notify wakes the strong reads awaiting their confirmation (closed
-	// and replaced when a fetch of a slot they wait on was answered).
+	// notify wakes fetches held for news (closed and replaced on an
+	// append while fetches wait).
 	notifyMu sync.Mutex
 	notify   chan struct{}
+	waiting  atomic.Int32
 
-	mu       sync.Mutex
-	fetches  map[string]bool // leaders a fetch loop runs for
-	wanted   map[string]bool // leaders a reconcile found followed while their loop ran
-	sessions map[string]*fetchSession
-
-	// roles counts the reconciles: a fetch loop looks at every slot
-	// again when it moved.
-	roles atomic.Uint64
+	mu      sync.Mutex
+	fetches map[string]bool // leaders a fetch loop runs for
+	wanted  map[string]bool // leaders a reconcile found followed while their loop ran
 
 	// isrVersion numbers the in-sync sets given to this member's
 	// leaders: each one newer than the last.
@@ -238,7 +159,7 @@ func newReplication(store, member string, e *statestore.Engine, maps MapSource, 
 		cfg.TailBytes = 256 << 10
 	}
 	r := &Replication{store: store, member: member, self: ReplicaID(member), e: e, maps: maps, cfg: cfg, log: log.With("store", store),
-		notify: make(chan struct{}), fetches: map[string]bool{}, wanted: map[string]bool{}, sessions: map[string]*fetchSession{}}
+		notify: make(chan struct{}), fetches: map[string]bool{}, wanted: map[string]bool{}}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	for i := range r.slots {
 		e.WithSlot(i, func(t statestore.SlotTx) { r.slots[i].log = newSlotLog(t.Seq(), cfg.TailBytes) })
@@ -264,7 +185,7 @@ func (r *Replication) stop() {
 	r.wg.Wait()
 	r.e.SetReplicator(nil)
 	for i := range r.slots {
-		r.e.WithSlot(i, func(statestore.SlotTx) { r.becomeNone(i, &r.slots[i]) })
+		r.e.WithSlot(i, func(statestore.SlotTx) { r.becomeNone(&r.slots[i]) })
 	}
 }
 
@@ -292,7 +213,7 @@ func (r *Replication) Admit(t statestore.SlotTx, strong bool) error {
 	case s.role != roleLeader:
 		g := r.maps.Map().Slot(slot)
 		if g == nil || g.Leader == r.member {
-			return notLeading(slot, "this member does not lead the slot's replicas yet")
+			return &Error{Code: CodeRetry, Msg: fmt.Sprintf("crux cluster: slot %d: member %q does not lead the slot's replicas yet", slot, r.member)}
 		}
 		return &Error{Code: CodeMoved, Slot: slot, Epoch: g.Epoch, Leader: g.Leader}
 	case s.leader.Fenced():
@@ -336,12 +257,14 @@ func (r *Replication) Logged(slot int, first uint64, n int, rec []byte, strong b
 	if strong {
 		ch = make(chan error, 1)
 		if s.waiters == nil {
-			s.waiters = map[int64]chan error{}
+			s.waiters = map[int64]waiter{}
 		}
-		s.waiters[base] = ch
+		s.waiters[base] = waiter{ch: ch, end: base + int64(n)}
 	}
 	r.drain(slot, s)
-	s.nudgeHeld(slot)
+	if r.waiting.Load() > 0 {
+		r.wake()
+	}
 	if ch == nil {
 		return nil
 	}
@@ -369,7 +292,8 @@ func (r *Replication) drain(slot int, s *replSlot) {
 	for _, ev := range s.events {
 		switch ev.Kind {
 		case replica.EventAcked, replica.EventWriteFailed:
-			if ch := s.waiters[ev.Offset]; ch != nil {
+			if w, ok := s.waiters[ev.Offset]; ok {
+				ch := w.ch
 				delete(s.waiters, ev.Offset)
 				err := ev.Err
 				if errors.Is(err, replica.ErrFenced) {
@@ -385,24 +309,34 @@ func (r *Replication) drain(slot int, s *replSlot) {
 		case replica.EventISRProposal:
 			r.propose(slot, ev)
 		case replica.EventHighWatermark:
-			if s.follower != nil {
-				s.settleCarried(slot, func(c carriedWrite) (bool, error) { return c.end <= ev.Offset, nil })
-			}
-		case replica.EventTruncated, replica.EventReset:
+			// As a follower, or as the leader at a newer epoch.
+			s.settleCarried(slot, func(c carriedWrite) (bool, error) { return c.end <= ev.Offset, nil })
+		case replica.EventTruncated:
+			// Certainly lost: the new leader's log parts from this one
+			// below the write's end, and no leader will hold it.
 			s.settleCarried(slot, func(c carriedWrite) (bool, error) {
 				return c.end > ev.Offset, errCarriedLost
+			})
+		case replica.EventReset:
+			s.settleCarried(slot, func(c carriedWrite) (bool, error) {
+				return c.end > ev.Offset, errCarriedUnknown
 			})
 		}
 	}
 	clear(s.events)
 	if s.log.needCopy {
-		s.settleCarried(slot, func(carriedWrite) (bool, error) { return true, errCarriedLost })
+		s.settleCarried(slot, func(carriedWrite) (bool, error) { return true, errCarriedUnknown })
 	}
 }
 
 // errCarriedLost fails a strong write a deposed leader logged that its
-// successor does not hold.
-var errCarriedLost = errors.New("strong write lost with its leader's leadership")
+// successor does not hold: nothing of it was written, and the router
+// sends it again (CodeRetry). errCarriedUnknown fails one whose fate
+// this member cannot tell (it starts over from a copy of the slot).
+var (
+	errCarriedLost    = errors.New("strong write lost with its leader's leadership")
+	errCarriedUnknown = errors.New("strong write not known to have survived its leader's leadership")
+)
 
 // settleCarried answers the carried writes done says are settled, with
 // its error (wrapped as unavailable) or success.
@@ -414,7 +348,10 @@ func (s *replSlot) settleCarried(slot int, done func(carriedWrite) (bool, error)
 			keep = append(keep, c)
 			continue
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, errCarriedLost):
+			err = &Error{Code: CodeRetry, Msg: fmt.Sprintf("crux cluster: slot %d: %v", slot, err)}
+		case err != nil:
 			err = &UnavailableError{Slot: slot, Reason: "strong write not acknowledged", Err: err}
 		}
 		c.ch <- err
@@ -462,16 +399,15 @@ func (r *Replication) propose(slot int, ev replica.Event) {
 
 // failWaiters fails every pending strong write of the slot.
 func failWaiters(slot int, s *replSlot, why string) {
-	for off, ch := range s.waiters {
-		ch <- &UnavailableError{Slot: slot, Reason: why}
+	for off, w := range s.waiters {
+		w.ch <- &UnavailableError{Slot: slot, Reason: why}
 		delete(s.waiters, off)
 	}
 	s.settleCarried(slot, func(carriedWrite) (bool, error) { return true, errors.New(why) })
 }
 
-func (r *Replication) becomeNone(slot int, s *replSlot) {
+func (r *Replication) becomeNone(s *replSlot) {
 	failWaiters(-1, s, "this member no longer leads the slot")
-	s.nudgeHeld(slot)
 	s.role, s.leader, s.follower, s.leaderID = roleNone, nil, nil, ""
 }
 
@@ -521,7 +457,7 @@ func (r *Replication) reconcile(m *clustermap.Map) {
 				}
 				held := s.role != roleNone
 				if held {
-					r.becomeNone(i, s)
+					r.becomeNone(s)
 				}
 				if held && !g.HasReplica(r.member) && len(g.Replicas) > 0 {
 					// The slot moved away: its keys here are nobody's
@@ -535,7 +471,6 @@ func (r *Replication) reconcile(m *clustermap.Map) {
 			}
 		})
 	}
-	r.roles.Add(1)
 	r.mu.Lock()
 	for l := range leaders {
 		if r.fetches[l] {
@@ -580,37 +515,42 @@ func (r *Replication) lead(slot int, t statestore.SlotTx, s *replSlot, g *cluste
 		if err := s.leader.SetReplicas(ids(g.Replicas), ids(g.ISR), r.isrVersion.Add(1), now); err == nil {
 			s.replicas, s.isr, s.isrMap = slices.Clone(g.Replicas), slices.Clone(g.ISR), version
 			r.drain(slot, s)
-			s.nudgeHeld(slot) // a dropped replica's standing fetch is refused
 			return
 		} else { //nolint:revive // the error is logged, then the leader is rebuilt
 			r.log.Warn("crux replication: the slot's new replicas", "slot", slot, "err", err)
 			failWaiters(slot, s, "the slot's replicas changed")
 		}
 	}
-	if int64(t.Seq()) != s.log.end || s.log.needCopy {
+	restarted := int64(t.Seq()) != s.log.end || s.log.needCopy || s.log.history.Last() > replica.Epoch(g.Epoch)
+	if restarted {
 		// The engine is the truth of a leader: its log restarts there,
 		// and followers whose tails differ install copies.
 		s.log.restart(t.Seq(), nil)
 	}
-	if s.log.history.Last() > replica.Epoch(g.Epoch) {
-		s.log.restart(t.Seq(), nil)
-	}
 	s.log.keepFrom = hw
+	if s.role == roleLeader && !restarted {
+		// Leading again at a newer epoch over the same log: its pending
+		// strong writes stay in it, and succeed once this leadership's
+		// high watermark passes them.
+		for base, w := range s.waiters {
+			s.carried = append(s.carried, carriedWrite{ch: w.ch, end: w.end, deadline: now.Add(r.cfg.Replica.AckTimeout)})
+			delete(s.waiters, base)
+		}
+	}
 	failWaiters(slot, s, "the slot's leadership changed")
 	a := replica.Assignment{Self: r.self, Epoch: replica.Epoch(g.Epoch), Replicas: ids(g.Replicas), ISR: ids(g.ISR), ISRVersion: r.isrVersion.Add(1)}
 	l, err := replica.NewLeader(s.log, r.cfg.Replica, a, hw, now)
 	if err != nil {
 		r.log.Error("crux replication: cannot lead the slot", "slot", slot, "epoch", g.Epoch, "err", err)
-		r.becomeNone(slot, s)
+		r.becomeNone(s)
 		return
 	}
 	if s.epoch != g.Epoch {
-		s.fetches = nil // a reconfiguration at one epoch (a move) keeps the counts
+		s.echoed = nil // a reconfiguration at one epoch (a move) keeps them
 	}
 	s.role, s.epoch, s.leader, s.follower, s.leaderID = roleLeader, g.Epoch, l, nil, r.member
 	s.isr, s.isrMap, s.replicas = slices.Clone(g.ISR), version, slices.Clone(g.Replicas)
 	r.drain(slot, s)
-	s.nudgeHeld(slot) // standing fetches of the last epoch are answered
 }
 
 // follow makes (or keeps) this member a follower of g's leader.
@@ -637,13 +577,12 @@ func (r *Replication) follow(slot int, t statestore.SlotTx, s *replSlot, g *clus
 	f, err := replica.NewFollower(s.log, r.cfg.Replica, r.self, hw)
 	if err != nil {
 		r.log.Error("crux replication: cannot follow the slot", "slot", slot, "err", err)
-		r.becomeNone(slot, s)
+		r.becomeNone(s)
 		return
 	}
 	f.SetLeader(ReplicaID(g.Leader), replica.Epoch(g.Epoch))
 	s.role, s.epoch, s.leader, s.follower, s.leaderID = roleFollower, g.Epoch, nil, f, g.Leader
 	s.log.keepFrom = 0
-	s.nudgeHeld(slot) // this member leads the slot no more
 }
 
 // tickLoop moves the leaders' time on: ISR shrinks and strong write
@@ -676,18 +615,8 @@ func (r *Replication) tickLoop() {
 	}
 }
 
-// scanEvery is how often a fetch loop looks at every slot it follows
-// (for fetches due again after FetchTimeout, slots to copy, and whether
-// it follows any); between scans it sends only the fetches of slots its
-// last answer carried.
-const scanEvery = 500 * time.Millisecond
-
 // fetchLoop fetches, for every slot this member follows from leader,
-// until it follows none from it. It keeps one batch at a time at the
-// leader: the batch carries the fetches due (the slots answered last
-// time, and on a scan every slot whose fetch is not standing), and the
-// leader answers it with every slot of this member's session that has
-// news, held up to FetchWait while none has.
+// until it follows none from it.
 func (r *Replication) fetchLoop(leader string) {
 	defer func() {
 		if r.ctx.Err() != nil {
@@ -697,40 +626,25 @@ func (r *Replication) fetchLoop(leader string) {
 		}
 	}()
 	var (
-		bo       backoff.Backoff
-		reqs     []SlotFetch
-		copies   []int
-		buf      []byte
-		idle     int
-		next     []int // the slots the last answer carried
-		visit    []int
-		scanned  time.Time
-		roles    uint64
-		follows  bool
-		all      = make([]int, statestore.NumSlots)
-		epochs   = map[int]uint64{}
-		waitFor  = uint32(r.cfg.FetchWait / time.Millisecond)
-		answered []int
+		bo      backoff.Backoff
+		reqs    []SlotFetch
+		copies  []int
+		buf     []byte
+		idle    int
+		waitFor = uint32(r.cfg.FetchWait / time.Millisecond)
 	)
-	for i := range all {
-		all[i] = i
-	}
 	for r.ctx.Err() == nil {
 		now := time.Now()
 		reqs, copies, buf = reqs[:0], copies[:0], buf[:0]
-		clear(epochs)
-		visit = next
-		scan := now.Sub(scanned) >= scanEvery || r.roles.Load() != roles
-		if scan {
-			visit, scanned, roles, follows = all, now, r.roles.Load(), false
-		}
-		for _, i := range visit {
+		following := false
+		epochs := map[int]uint64{}
+		for i := range r.slots {
 			r.e.WithSlot(i, func(statestore.SlotTx) {
 				s := &r.slots[i]
 				if s.role != roleFollower || s.leaderID != leader {
 					return
 				}
-				follows = true
+				following = true
 				if s.log.needCopy {
 					copies = append(copies, i)
 					epochs[i] = s.epoch
@@ -743,8 +657,7 @@ func (r *Replication) fetchLoop(leader string) {
 				}
 			})
 		}
-		next = next[:0]
-		if !follows {
+		if !following {
 			if idle++; idle > 3 {
 				// Ends unless a reconcile wanted this leader since the
 				// loop last looked: decided under mu, where reconcile
@@ -759,7 +672,6 @@ func (r *Replication) fetchLoop(leader string) {
 				r.mu.Unlock()
 				idle = 0
 			}
-			scanned = time.Time{}
 			r.sleep(100 * time.Millisecond)
 			continue
 		}
@@ -773,30 +685,22 @@ func (r *Replication) fetchLoop(leader string) {
 				failed = true
 				break
 			}
-			next = append(next, slot) // its first fetch goes in the next batch
 		}
-		if !failed {
-			var err error
-			// Sent even with no fetch due: it carries the answers of the
-			// standing ones.
-			sent := time.Now()
-			if answered, err = r.fetch(leader, reqs, waitFor, answered[:0]); err != nil {
+		if len(reqs) > 0 && !failed {
+			if err := r.fetch(leader, reqs, waitFor); err != nil {
 				if r.ctx.Err() == nil {
 					r.log.Debug("crux replication: fetch failed", "leader", leader, "err", err)
 				}
 				failed = true
 			}
-			next = append(next, answered...)
-			if len(reqs) == 0 && len(answered) == 0 && time.Since(sent) < r.cfg.FetchWait/2 {
-				// Not held: the leader keeps no session for this
-				// member (it does not know it yet).
-				r.sleep(20 * time.Millisecond)
-			}
 		}
-		if failed {
+		switch {
+		case failed:
 			r.sleep(bo.Next())
-			scanned = time.Time{}
-		} else {
+		case len(reqs) == 0 && len(copies) == 0:
+			// Every fetch is in flight or backing off.
+			r.sleep(20 * time.Millisecond)
+		default:
 			bo.Reset()
 		}
 	}
@@ -822,25 +726,26 @@ func (r *Replication) call(member string, method uint16, body []byte, timeout ti
 	return cl.Call(ctx, method, body)
 }
 
-// fetch sends one batch of fetches and applies the answers; it appends
-// the slots answered to answered.
-func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32, answered []int) ([]int, error) {
+// fetch sends one batch of fetches and applies the answers.
+func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32) error {
 	body := AppendFetchBatch(nil, &FetchBatch{Store: r.store, Member: r.member, WaitMs: waitMs, Slots: reqs})
 	out, err := r.call(leader, MethodReplicaFetch, body, time.Duration(waitMs)*time.Millisecond+5*time.Second)
 	if err != nil {
-		return answered, err
+		return err
 	}
 	resps, err := DecodeSlotFetches(out)
 	if err != nil {
-		return answered, err
+		return err
 	}
 	now := time.Now()
 	var resp replica.FetchResponse
-	var fetched int64
 	defer func() {
 		// The records applied are written before the next fetch reports
-		// them to the leader: one write for the whole answer.
-		if fetched == 0 {
+		// them to the leader: one write for the whole answer. Written
+		// whenever an answer was applied, even if no log moved: a record
+		// the engine buffered before its slot's log refused the batch
+		// would otherwise hold up every writer waiting on the log.
+		if len(resps) == 0 {
 			return
 		}
 		err := r.e.FlushLog()
@@ -859,9 +764,8 @@ func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32, answ
 	}()
 	for _, sf := range resps {
 		if err := replica.DecodeFetchResponse(sf.Frame, &resp); err != nil {
-			return answered, fmt.Errorf("slot %d: %w", sf.Slot, err)
+			return fmt.Errorf("slot %d: %w", sf.Slot, err)
 		}
-		answered = append(answered, sf.Slot)
 		r.e.WithSlot(sf.Slot, func(t statestore.SlotTx) {
 			s := &r.slots[sf.Slot]
 			if s.role != roleFollower || s.leaderID != leader {
@@ -873,7 +777,6 @@ func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32, answ
 			s.log.tx = nil
 			if n := s.log.end - end; n > 0 {
 				r.Fetched.Add(uint64(n))
-				fetched += n
 			}
 			// A follower keeps a tail too, for when it leads.
 			s.log.keepFrom = s.follower.HighWatermark()
@@ -886,7 +789,7 @@ func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32, answ
 			r.drain(sf.Slot, s)
 		})
 	}
-	return answered, nil
+	return nil
 }
 
 // copySlot installs a copy of the leader's slot.
@@ -914,7 +817,7 @@ func (r *Replication) copySlot(leader string, slot int, epoch uint64) error {
 		if ierr = t.Install(c.Seq, c.Items); ierr != nil {
 			return
 		}
-		s.settleCarried(slot, func(carriedWrite) (bool, error) { return true, errCarriedLost })
+		s.settleCarried(slot, func(carriedWrite) (bool, error) { return true, errCarriedUnknown })
 		s.log.restart(c.Seq, c.History)
 		f, err := replica.NewFollower(s.log, r.cfg.Replica, r.self, min(c.HW, int64(c.Seq)))
 		if err != nil {
@@ -928,113 +831,86 @@ func (r *Replication) copySlot(leader string, slot int, epoch uint64) error {
 	return ierr
 }
 
-// session is member's fetch session, when member is one of the map's.
-func (r *Replication) session(member string) *fetchSession {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if fs := r.sessions[member]; fs != nil {
-		return fs
-	}
-	if r.maps.Map().Member(member) == nil {
-		return nil // no standing fetches for strangers
-	}
-	fs := &fetchSession{signal: make(chan struct{}, 1)}
-	r.sessions[member] = fs
-	return fs
-}
-
-// handleFetch answers a follower's fetch batch: its fetches with news at
-// once, the others left standing, and any of the follower's standing
-// fetches with news; it holds the batch up to its wait while there is
-// none.
+// handleFetch answers a follower's fetch batch, holding it up to its
+// wait while no slot has anything new.
 func (r *Replication) handleFetch(ctx context.Context, b *FetchBatch) []byte {
-	sess := r.session(b.Member)
-	var (
-		frames []SlotFetch
-		fb     []byte
-		resp   replica.FetchResponse
-	)
-	for _, sf := range b.Slots {
+	reqs := make([]replica.FetchRequest, len(b.Slots))
+	for i, sf := range b.Slots {
 		req, err := replica.DecodeFetchRequest(sf.Frame)
 		if err != nil {
 			req = replica.FetchRequest{Replica: ReplicaID(b.Member)}
 		}
-		frames, fb = r.answerFetch(sess, sf.Slot, &req, false, &resp, frames, fb)
+		reqs[i] = req
 	}
-	if sess == nil {
-		return appendSlotFetches(nil, frames)
-	}
-	deadline := time.Now().Add(min(time.Duration(b.WaitMs)*time.Millisecond, maxWaitMs*time.Millisecond))
-	var news []int
+	wait := time.Duration(b.WaitMs) * time.Millisecond
+	deadline := time.Now().Add(wait)
+	var out []byte
 	for {
-		news = sess.take(news[:0])
-		for _, slot := range news {
-			frames, fb = r.answerFetch(sess, slot, nil, true, &resp, frames, fb)
-		}
+		r.waiting.Add(1)
+		r.notifyMu.Lock()
+		ch := r.notify
+		r.notifyMu.Unlock()
+		var news bool
+		out, news = r.answer(b, reqs, out[:0])
 		left := time.Until(deadline)
-		if len(frames) > 0 || left <= 0 {
-			return appendSlotFetches(nil, frames)
+		if news || left <= 0 {
+			r.waiting.Add(-1)
+			return out
 		}
 		t := time.NewTimer(left)
 		select {
-		case <-sess.signal:
+		case <-ch:
 		case <-t.C:
 		case <-ctx.Done():
 		case <-r.ctx.Done():
 		}
 		t.Stop()
+		r.waiting.Add(-1)
 		if ctx.Err() != nil || r.ctx.Err() != nil {
-			return appendSlotFetches(nil, frames)
+			return out
 		}
 	}
 }
 
-// answerFetch runs a fetch of the slot through its leader: req, or with
-// standing set sess's standing fetch (if any). An answer with news
-// (records, a code, a divergence, or a strong read awaiting the
-// follower's next fetch) is appended to frames; a fetch with none is
-// left standing.
-func (r *Replication) answerFetch(sess *fetchSession, slot int, req *replica.FetchRequest, standing bool, resp *replica.FetchResponse, frames []SlotFetch, fb []byte) ([]SlotFetch, []byte) {
-	r.e.WithSlot(slot, func(statestore.SlotTx) {
-		s := &r.slots[slot]
-		if standing {
-			held, ok := s.standing(sess)
-			if !ok {
-				return
+// answer runs each slot's fetch through its leader; news says whether
+// any answer carries records or is not a plain OK.
+func (r *Replication) answer(b *FetchBatch, reqs []replica.FetchRequest, out []byte) ([]byte, bool) {
+	now := time.Now()
+	news := false
+	var resp replica.FetchResponse
+	frames := make([]SlotFetch, len(reqs))
+	var fb []byte
+	for i := range reqs {
+		slot := b.Slots[i].Slot
+		r.e.WithSlot(slot, func(statestore.SlotTx) {
+			s := &r.slots[slot]
+			if s.role != roleLeader {
+				replica.Refuse(&reqs[i], replica.CodeNotLeader, replica.Epoch(s.epoch), &resp)
+			} else if err := s.leader.HandleFetch(&reqs[i], now, &resp); err != nil {
+				r.log.Warn("crux replication: answering a fetch", "slot", slot, "err", err)
+			} else if resp.Code == replica.CodeOK && !resp.Diverging {
+				r.echo(s, &reqs[i])
 			}
-			req = &held
-		}
-		if s.role != roleLeader {
-			replica.Refuse(req, replica.CodeNotLeader, replica.Epoch(s.epoch), resp)
-		} else if err := s.leader.HandleFetch(req, time.Now(), resp); err != nil {
-			r.log.Warn("crux replication: answering a fetch", "slot", slot, "err", err)
-		} else if resp.Code == replica.CodeOK && !resp.Diverging {
-			r.counted(s, req)
-		}
-		news := resp.Code != replica.CodeOK || resp.Diverging || len(resp.Batches) > 0
-		if s.confirming > 0 {
-			// A read waits for the follower's next fetch: answer now,
-			// and tell the read.
-			news = true
-			r.wake()
-		}
-		if s.role == roleLeader {
-			s.log.keepFrom = s.leader.HighWatermark()
-			r.drain(slot, s)
-		}
-		if sess != nil {
-			if news {
-				s.hold(sess, nil)
-			} else {
-				s.hold(sess, req)
-				return
+			resp.Barrier = s.barrier
+			if s.confirming > 0 {
+				// A read waits for the followers' next fetches: answer
+				// now, and tell the read.
+				news = true
+				r.wake()
 			}
-		}
-		start := len(fb)
-		fb = replica.AppendFetchResponse(fb, resp)
-		frames = append(frames, SlotFetch{Slot: slot, Frame: fb[start:len(fb):len(fb)]})
-	})
-	return frames, fb
+			if s.role == roleLeader {
+				s.log.keepFrom = s.leader.HighWatermark()
+				r.drain(slot, s)
+			}
+			start := len(fb)
+			fb = replica.AppendFetchResponse(fb, &resp)
+			frames[i] = SlotFetch{Slot: slot, Frame: fb[start:len(fb):len(fb)]}
+			if resp.Code != replica.CodeOK || resp.Diverging || len(resp.Batches) > 0 {
+				news = true
+			}
+		})
+	}
+	return appendSlotFetches(out, frames), news
 }
 
 // handleCopy answers MethodSlotCopy: status 0 and the copy, or an error
@@ -1064,21 +940,16 @@ func (r *Replication) handleCopy(c *CopyRequest) []byte {
 	return out
 }
 
-// counted records a follower's checked fetch at the leader's epoch; a
-// request answered twice (held, then answered again) counts once.
-func (r *Replication) counted(s *replSlot, req *replica.FetchRequest) {
-	if s.fetches == nil {
-		s.fetches = map[replica.ReplicaID]*fetchCount{}
+// echo records the barrier a follower's checked fetch at the leader's
+// epoch carries.
+func (r *Replication) echo(s *replSlot, req *replica.FetchRequest) {
+	if req.Barrier == 0 {
+		return
 	}
-	fc := s.fetches[req.Replica]
-	if fc == nil {
-		fc = &fetchCount{}
-		s.fetches[req.Replica] = fc
+	if s.echoed == nil {
+		s.echoed = map[replica.ReplicaID]uint64{}
 	}
-	if fc.n == 0 || fc.corr != req.Corr {
-		fc.corr = req.Corr
-		fc.n++
-	}
+	s.echoed[req.Replica] = max(s.echoed[req.Replica], req.Barrier)
 }
 
 // ConfirmTimeout bounds how long a strong read waits for the in-sync
@@ -1090,17 +961,23 @@ const ConfirmTimeout = 3 * time.Second
 // could elect (the in-sync set and a pending proposal's members) sent a
 // fetch at this leader's epoch after the read — so no other leader
 // existed then — and the high watermark passed what the read saw, so no
-// future leader lacks it. That makes the read linearizable; it costs two
-// fetch round trips. A leader alone in its in-sync set answers at once.
+// future leader lacks it. That makes the read linearizable. "Sent after
+// the read" is proven by a barrier, not by counting fetches: the read
+// raises the slot's barrier, answers carry it, and a follower's fetch
+// echoes the largest it took, so a fetch echoing the read's barrier left
+// the follower after the follower took an answer given after the read,
+// however late the network delivers older fetches (a partition that
+// heals delivers them all at once). It costs about two fetch round trips.
+// A leader alone in its in-sync set answers at once.
 func (r *Replication) GetConfirmed(ctx context.Context, key string) (statestore.Item, bool, error) {
 	slot := statestore.SlotOf(key)
 	var (
-		it    statestore.Item
-		found bool
-		err   error
-		seq   int64
-		epoch uint64
-		need  map[replica.ReplicaID]uint64
+		it      statestore.Item
+		found   bool
+		err     error
+		seq     int64
+		epoch   uint64
+		barrier uint64
 	)
 	r.e.WithSlot(slot, func(t statestore.SlotTx) {
 		if err = r.Admit(t, false); err != nil {
@@ -1109,27 +986,14 @@ func (r *Replication) GetConfirmed(ctx context.Context, key string) (statestore.
 		s := &r.slots[slot]
 		it, found = t.Get(key)
 		seq, epoch = int64(t.Seq()), s.epoch
-		for _, id := range s.leader.Voters() {
-			if id == r.self {
-				continue
-			}
-			if need == nil {
-				need = map[replica.ReplicaID]uint64{}
-			}
-			var n uint64
-			if fc := s.fetches[id]; fc != nil {
-				n = fc.n
-			}
-			// The next fetch may have been sent before the read; the
-			// one after it was sent after this member answered the next.
-			need[id] = n + 2
-		}
+		s.barrier++
+		barrier = s.barrier
 		s.confirming++
-		s.nudgeHeld(slot) // standing fetches answer now
 	})
 	if err != nil {
 		return it, found, err
 	}
+	r.wake() // held fetches answer now, with the barrier
 	defer r.e.WithSlot(slot, func(statestore.SlotTx) { r.slots[slot].confirming-- })
 	timer := time.NewTimer(ConfirmTimeout)
 	defer timer.Stop()
@@ -1147,11 +1011,8 @@ func (r *Replication) GetConfirmed(ctx context.Context, key string) (statestore.
 			if s.leader.HighWatermark() < seq {
 				return
 			}
-			for id, n := range need {
-				if fc := s.fetches[id]; fc == nil || fc.n < n {
-					if !slices.Contains(s.leader.Voters(), id) {
-						continue // it left the in-sync set: it cannot lead
-					}
+			for _, id := range s.leader.Voters() {
+				if id != r.self && s.echoed[id] < barrier {
 					return
 				}
 			}

@@ -251,6 +251,42 @@ func TestReplicationFollowersGetWrites(t *testing.T) {
 	}
 }
 
+// A follower of a quiet slot, whose fetch stands at the leader with
+// nothing to answer, still hears of the leader's newer high watermark
+// (it settles a deposed leader's carried strong writes).
+func TestReplicationQuietFollowerHearsHighWatermark(t *testing.T) {
+	rc := newReplCluster(t)
+	a := rc.member("a")
+	k := keyLedBy(rc.mapNow(), "a", 0)
+	slot := statestore.SlotOf(k)
+	followerHW := func(mb *replMember) int64 {
+		var hw int64 = -1
+		mb.eng.WithSlot(slot, func(statestore.SlotTx) {
+			if f := mb.srv.Replication(testStore).slots[slot].follower; f != nil {
+				hw = f.HighWatermark()
+			}
+		})
+		return hw
+	}
+	// The second write finds the followers tailing (the first may come
+	// with their copies of the slot).
+	for i, v := range []string{"one", "two"} {
+		if _, err := a.router.Set(context.Background(), statestore.Write{Key: k, Value: []byte(v), Strong: true}); err != nil {
+			t.Fatal(err)
+		}
+		var leaderHW int64
+		a.eng.WithSlot(slot, func(statestore.SlotTx) { leaderHW = a.srv.Replication(testStore).slots[slot].leader.HighWatermark() })
+		if leaderHW != int64(i+1) {
+			t.Fatalf("the leader's high watermark after %d strong writes: %d", i+1, leaderHW)
+		}
+		for _, mb := range rc.members {
+			if mb.id != "a" {
+				poll.Until(t, 5*time.Second, fmt.Sprintf("%s hears high watermark %d", mb.id, leaderHW), func() bool { return followerHW(mb) >= leaderHW })
+			}
+		}
+	}
+}
+
 func TestReplicationStrongSurvivesLeaderDeath(t *testing.T) {
 	rc := newReplCluster(t)
 	ctx := context.Background()

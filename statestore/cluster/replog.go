@@ -73,6 +73,7 @@ func (l *slotLog) Append(batches []replica.Batch) error {
 			}
 		}
 		if err := l.history.Assign(b.Epoch, b.Base); err != nil {
+			l.needCopy = l.needCopy || l.tx != nil // the engine holds a record the log does not
 			return err
 		}
 		b.Data = append([]byte(nil), b.Data...)

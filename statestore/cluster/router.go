@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"mecha/internal/clustermap"
+	"mecha/internal/muxconn"
 	"mecha/statestore"
 )
 
@@ -30,6 +31,10 @@ type RouterConfig struct {
 	// MapWait bounds the wait for a newer map after a "moved" answer;
 	// DefaultMapWait when zero.
 	MapWait time.Duration
+	// RetryFor bounds how long an operation follows "moved" and
+	// CodeRetry answers (a leadership changing hands) before it fails
+	// as unavailable; DefaultRetryFor when zero.
+	RetryFor time.Duration
 	// GetStrong, when set, serves a strong read of a local slot (the
 	// Server's GetStrong); Engine.Get otherwise.
 	GetStrong func(ctx context.Context, key string) (statestore.Item, bool, error)
@@ -59,6 +64,9 @@ func NewRouter(cfg RouterConfig) *Router {
 	if cfg.MapWait <= 0 {
 		cfg.MapWait = DefaultMapWait
 	}
+	if cfg.RetryFor <= 0 {
+		cfg.RetryFor = DefaultRetryFor
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -84,12 +92,21 @@ type target struct {
 	leader string
 }
 
-// on runs call on slot's leader, following one "moved" answer: the
-// router waits (up to MapWait) for a map at least as new as the answer's
-// and calls the new leader once more. A second "moved", or a leaderless
-// slot, is an UnavailableError.
+// DefaultRetryFor is RouterConfig.RetryFor's default.
+const DefaultRetryFor = 5 * time.Second
+
+// on runs call on slot's leader, following "moved" and CodeRetry answers,
+// which say nothing was written: after "moved" the router waits (up to
+// MapWait) for a map at least as new as the answer's and calls the
+// leader it names; after CodeRetry it backs off a little and calls again.
+// Past RetryFor (or ctx) the operation fails with an UnavailableError,
+// as does a leaderless slot.
 func (r *Router) on(ctx context.Context, slot int, call func(t target) error) error {
 	m := r.cfg.Maps.Map()
+	var (
+		deadline time.Time
+		pause    = 5 * time.Millisecond
+	)
 	for attempt := 0; ; attempt++ {
 		t, err := r.target(m, slot)
 		if err != nil {
@@ -100,15 +117,32 @@ func (r *Router) on(ctx context.Context, slot int, call func(t target) error) er
 			r.cfg.OnStoreFailure(r.cfg.Store, err)
 		}
 		var e *Error
-		if !errors.As(err, &e) || e.Code != CodeMoved {
+		if !errors.As(err, &e) || (e.Code != CodeMoved && e.Code != CodeRetry) {
 			return err
 		}
-		if attempt > 0 {
-			return &UnavailableError{Slot: slot, Reason: "its leader moved again after a map refresh", Err: err}
+		if attempt == 0 {
+			deadline = time.Now().Add(r.cfg.RetryFor)
 		}
-		r.log.Debug("crux cluster: slot moved, refreshing the map", "slot", slot, "leader", e.Leader, "epoch", e.Epoch)
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return &UnavailableError{Slot: slot, Reason: fmt.Sprintf("its leadership kept changing hands for %v", r.cfg.RetryFor), Err: err}
+		}
 		r.cfg.Stats.moved()
-		m = awaitEpoch(ctx, r.cfg.Maps, r.cfg.MapWait, m, e.Slot, e.Epoch)
+		if e.Code == CodeMoved && (e.Epoch > t.epoch || e.Leader != t.leader) {
+			r.log.Debug("crux cluster: slot moved, refreshing the map", "slot", slot, "leader", e.Leader, "epoch", e.Epoch)
+			m = awaitEpoch(ctx, r.cfg.Maps, r.cfg.MapWait, m, e.Slot, e.Epoch)
+			if g := m.Slot(slot); g == nil || g.Epoch != t.epoch || g.Leader != t.leader {
+				continue // a new leader to call
+			}
+		}
+		// Nothing newer to go by: the leadership is changing hands.
+		timer := time.NewTimer(pause)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+		pause = min(2*pause, 200*time.Millisecond)
+		m = r.cfg.Maps.Map()
 	}
 }
 
@@ -148,6 +182,13 @@ func (r *Router) remote(ctx context.Context, t target, method uint16, req *Reque
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
+		}
+		var me *muxconn.Error
+		if errors.Is(err, muxconn.ErrNotSent) || errors.As(err, &me) && (me.Code == muxconn.CodeStopping || me.Code == muxconn.CodeBusy) {
+			// Not sent (no connection), or refused unread: the leader's
+			// runtime is stopping (its leaderships are handed on first)
+			// or too busy.
+			return nil, &Error{Code: CodeRetry, Msg: fmt.Sprintf("crux cluster: %q did not take the request: %v", t.leader, err)}
 		}
 		return nil, &UnavailableError{Slot: t.slot, Reason: fmt.Sprintf("its leader %q did not answer", t.leader), Err: err}
 	}

@@ -208,11 +208,11 @@ func (s *Server) leads(ctx context.Context, slots []SlotEpoch) *Error {
 			m = s.awaitEpoch(ctx, m, se.Slot, se.Epoch)
 			g = m.Slot(se.Slot)
 			if g.Epoch < se.Epoch {
-				return &Error{Code: CodeUnavailable, Msg: fmt.Sprintf("crux cluster: member %q's map is behind for slot %d (epoch %d, the caller's %d)", s.member, se.Slot, g.Epoch, se.Epoch)}
+				return &Error{Code: CodeRetry, Msg: fmt.Sprintf("crux cluster: member %q's map is behind for slot %d (epoch %d, the caller's %d)", s.member, se.Slot, g.Epoch, se.Epoch)}
 			}
 		}
 		if g == nil {
-			return &Error{Code: CodeUnavailable, Msg: fmt.Sprintf("crux cluster: member %q has no cluster map yet", s.member)}
+			return &Error{Code: CodeRetry, Msg: fmt.Sprintf("crux cluster: member %q has no cluster map yet", s.member)}
 		}
 		if g.Leader != s.member {
 			return &Error{Code: CodeMoved, Slot: se.Slot, Epoch: g.Epoch, Leader: g.Leader}
