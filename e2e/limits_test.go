@@ -102,36 +102,6 @@ func TestOutOfDescriptors(t *testing.T) {
 	}
 }
 
-// A client that sends nothing, or not all its headers, within the header
-// timeout has its connection closed without a response: an answer on a
-// connection nobody asked on (Go's http.Transport keeps spare ones) is an
-// "unsolicited response" to the client.
-func TestHeaderTimeoutClosesSilently(t *testing.T) {
-	m := startMecha(t, "--app-id", "quiet", "--header-timeout", "1s")
-	for _, sent := range []string{"", "GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\n"} {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", m.httpPort))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Write([]byte(sent)); err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
-		start := time.Now()
-		got, err := io.ReadAll(c)
-		c.Close()
-		if err != nil {
-			t.Fatalf("after %q: %v (the runtime did not close the connection)", sent, err)
-		}
-		if len(got) != 0 {
-			t.Fatalf("after %q the runtime answered %q", sent, got)
-		}
-		if d := time.Since(start); d < 500*time.Millisecond {
-			t.Fatalf("after %q the connection closed after %v, before the header timeout", sent, d)
-		}
-	}
-}
-
 // Past --max-connections a new connection is closed at once, and the
 // ones under the cap are served; the refusals are counted.
 func TestConnectionCap(t *testing.T) {

@@ -8,7 +8,6 @@ package httpserve
 
 import (
 	"context"
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -76,20 +75,4 @@ func (s *Server) ShutdownWithContext(ctx context.Context) error {
 		_ = ln.Close() // already closed unless Serve had not reached fasthttp
 	}
 	return err
-}
-
-// ReadTimedOut is for a fasthttp ErrorHandler: when err is a read timeout
-// (a client that sent nothing, or not its headers, within the header
-// timeout) it closes the connection and reports true, and the handler
-// writes nothing. fasthttp would otherwise send a response on a
-// connection whose client asked nothing (Go's http.Transport opens spare
-// connections), which that client reads as an unsolicited response; a
-// net/http server closes such a connection silently too.
-func ReadTimedOut(ctx *fasthttp.RequestCtx, err error) bool {
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		return false
-	}
-	_ = ctx.Conn().Close()
-	return true
 }
