@@ -43,10 +43,34 @@ func main() {
 	keys := flag.Int("keys", 256, "keys written, round robin")
 	before := flag.Duration("before", 3*time.Second, "load before the kill")
 	after := flag.Duration("after", 12*time.Second, "load after the kill")
+	flag.StringVar(&logLevel, "log-level", "warn", "the runtimes' log level (their lines are prefixed s0..s2, client)")
 	flag.Parse()
 	if err := run(*bin, *consistency, *writers, *keys, *before, *after); err != nil {
 		fmt.Fprintln(os.Stderr, "cruxfailover:", err)
 		os.Exit(1)
+	}
+}
+
+var logLevel string
+
+// prefixed writes each line of a runtime's log with its name in front.
+type prefixed struct {
+	name string
+	mu   sync.Mutex
+	buf  []byte
+}
+
+func (w *prefixed) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, b...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		fmt.Fprintf(os.Stderr, "%s %s\n", w.name, w.buf[:i])
+		w.buf = w.buf[i+1:]
 	}
 }
 
@@ -64,12 +88,12 @@ type proc struct {
 	port int
 }
 
-func start(bin, dir string, args ...string) (*proc, error) {
+func start(bin, name, dir string, args ...string) (*proc, error) {
 	p := &proc{port: freePort()}
 	args = append([]string{"run", "--app-id", "failover", "--dapr-http-port", strconv.Itoa(p.port), "--dapr-grpc-port", "0",
-		"--metrics-port", "0", "--broker=false", "--internal-port", "0", "--log-level", "warn", "--data-dir", dir}, args...)
+		"--metrics-port", "0", "--broker=false", "--internal-port", "0", "--log-level", logLevel, "--data-dir", dir}, args...)
 	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = io.Discard, os.Stderr
+	p.cmd.Stdout, p.cmd.Stderr = io.Discard, &prefixed{name: name}
 	return p, p.cmd.Start()
 }
 
@@ -103,13 +127,13 @@ func run(bin, consistency string, writers, nkeys int, before, after time.Duratio
 		} else {
 			args = append(args, "--gossip-port", "0", "--join", fmt.Sprintf("127.0.0.1:%d", gossip))
 		}
-		p, err := start(bin, filepath.Join(work, fmt.Sprintf("s%d", i)), args...)
+		p, err := start(bin, fmt.Sprintf("s%d", i), filepath.Join(work, fmt.Sprintf("s%d", i)), args...)
 		if err != nil {
 			return err
 		}
 		procs = append(procs, p)
 	}
-	client, err := start(bin, filepath.Join(work, "client"), "--crux-client", "--gossip-port", "0", "--join", fmt.Sprintf("127.0.0.1:%d", gossip))
+	client, err := start(bin, "client", filepath.Join(work, "client"), "--crux-client", "--gossip-port", "0", "--join", fmt.Sprintf("127.0.0.1:%d", gossip))
 	if err != nil {
 		return err
 	}
@@ -169,7 +193,8 @@ func run(bin, consistency string, writers, nkeys int, before, after time.Duratio
 		}()
 	}
 	time.Sleep(before)
-	victim := procs[1+int(time.Now().UnixNano()%2)] // not the first: it holds the gossip port others joined
+	victimIdx := 1 + int(time.Now().UnixNano()%2) // not the first: it holds the gossip port others joined
+	victim := procs[victimIdx]
 	killedAt := time.Now()
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		return err
@@ -204,13 +229,16 @@ func run(bin, consistency string, writers, nkeys int, before, after time.Duratio
 		}
 	}
 	var worst time.Duration
+	var byKey []time.Duration
 	for k := 0; k < nkeys; k++ {
 		t, ok := firstOK[k]
 		if !ok {
 			return fmt.Errorf("key %d took no write in the %v after the kill", k, after)
 		}
 		worst = max(worst, t.Sub(killedAt))
+		byKey = append(byKey, t.Sub(killedAt))
 	}
+	sort.Slice(byKey, func(i, j int) bool { return byKey[i] < byKey[j] })
 	var slow []time.Duration // requests in flight across the kill or after it
 	for _, r := range results {
 		if !r.end.Before(killedAt) && r.status == 204 {
@@ -221,6 +249,8 @@ func run(bin, consistency string, writers, nkeys int, before, after time.Duratio
 	fmt.Printf("consistency=%s writers=%d keys=%d\n", consistency, writers, nkeys)
 	fmt.Printf("writes acknowledged: %d before the kill, %d after\n", okBefore, okAfter)
 	fmt.Printf("unavailability: %.2f s (from the kill until every key took a write again)\n", worst.Seconds())
+	fmt.Printf("keys writable again after: p50 %.2f s, p90 %.2f s, p99 %.2f s\n", byKey[len(byKey)/2].Seconds(), byKey[len(byKey)*9/10].Seconds(), byKey[len(byKey)*99/100].Seconds())
+	fmt.Printf("victim: s%d, killed at %s\n", victimIdx, killedAt.UTC().Format("15:04:05.000"))
 	if len(slow) > 0 {
 		fmt.Printf("latency of writes after the kill: p50 %v, p99 %v, max %v\n", slow[len(slow)/2].Round(time.Microsecond), slow[len(slow)*99/100].Round(time.Microsecond), slow[len(slow)-1].Round(time.Millisecond))
 	}

@@ -342,7 +342,17 @@ func (l *Leader) CommitISR(isr []ReplicaID, version uint64) error {
 	}
 	for i := range l.followers {
 		f := &l.followers[i]
-		f.inISR, f.inProposal = slices.Contains(isr, f.id), false
+		in := slices.Contains(isr, f.id)
+		if !in && (f.inISR || f.inProposal) {
+			// Taken out (the control plane found it dead, or refused
+			// to take it in): it joins again only on fetches made
+			// after this, as in Kafka, where a follower rejoins when a
+			// fetch reaches the high watermark. What it showed before
+			// would have the leader propose a dead member back at once,
+			// and again after each refusal.
+			f.lastCaughtUp, f.fetched = time.Time{}, false
+		}
+		f.inISR, f.inProposal = in, false
 	}
 	l.isr = l.members(func(f *followerState) bool { return f.inISR })
 	l.isrVersion = version

@@ -514,3 +514,48 @@ func TestLeaderSetReplicas(t *testing.T) {
 		t.Fatal("a reassignment without the leader was accepted")
 	}
 }
+
+// A follower the control plane takes out of the in-sync set (it found
+// the member dead) is not proposed back on what it showed before: a dead
+// member would be proposed, refused and proposed again at every tick.
+// It rejoins once it fetches again.
+func TestLeaderRemovedFollowerRejoinsOnlyByFetching(t *testing.T) {
+	l := newTestLeader(t, leaderLog(t), testConfig(), 0, 1, 2, 3)
+	fetchFrom(t, l, 2, 6, 3, at(1))
+	fetchFrom(t, l, 3, 6, 3, at(1))
+	if l.HighWatermark() != 6 {
+		t.Fatalf("hw %d", l.HighWatermark())
+	}
+	_ = eventsOf(l)
+	// Replica 3 is found dead: the control plane's own change.
+	if err := l.CommitISR([]ReplicaID{1, 2}, 2); err != nil {
+		t.Fatal(err)
+	}
+	for ms := 2; ms <= 90; ms += 5 { // within MaxLag of its last fetch
+		fetchFrom(t, l, 2, 6, 3, at(ms))
+		l.Tick(at(ms))
+	}
+	if ps := only(eventsOf(l), EventISRProposal); len(ps) != 0 {
+		t.Fatalf("proposed a member the control plane took out, with no fetch since: %v", ps)
+	}
+	// A refused expansion (as for a member the map holds dead) is the
+	// same: no new proposal until the follower fetches again.
+	fetchFrom(t, l, 3, 6, 3, at(91))
+	ps := only(eventsOf(l), EventISRProposal)
+	if len(ps) != 1 || !slices.Equal(ps[0].ISR, []ReplicaID{1, 2, 3}) {
+		t.Fatalf("after a fetch at the log end: proposals %v, want {1 2 3}", ps)
+	}
+	if err := l.CommitISR([]ReplicaID{1, 2}, 3); err != nil { // refused: version moves on, 3 stays out
+		t.Fatal(err)
+	}
+	l.Tick(at(92))
+	fetchFrom(t, l, 2, 6, 3, at(150))
+	l.Tick(at(150)) // past ProposalRetry
+	if ps := only(eventsOf(l), EventISRProposal); len(ps) != 0 {
+		t.Fatalf("proposed again after a refusal with no fetch since: %v", ps)
+	}
+	fetchFrom(t, l, 3, 6, 3, at(151))
+	if ps := only(eventsOf(l), EventISRProposal); len(ps) != 1 {
+		t.Fatalf("a fetching follower did not rejoin: %v", ps)
+	}
+}

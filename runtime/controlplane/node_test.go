@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -619,6 +620,13 @@ func TestLaggingFollowerGetsSnapshot(t *testing.T) {
 // handler is set later (the node needs the address first).
 func serveMux(t *testing.T, token string) (addr string, setHandler func(muxconn.Handler)) {
 	t.Helper()
+	return serveMuxLimited(t, token, 0)
+}
+
+// serveMuxLimited is serveMux with at most maxInFlight requests under
+// way per connection (muxconn's default when 0).
+func serveMuxLimited(t *testing.T, token string, maxInFlight int) (addr string, setHandler func(muxconn.Handler)) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -633,7 +641,7 @@ func serveMux(t *testing.T, token string) (addr string, setHandler func(muxconn.
 			return nil, muxconn.ErrUnknownMethod
 		}
 		return hh(ctx, method, body)
-	}}
+	}, MaxInFlight: maxInFlight}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -706,6 +714,59 @@ func TestClusterOverMuxconn(t *testing.T) {
 	defer bad.Close()
 	if _, err := bad.Call(ctx, peers[0].Addr, MethodGetMap, make([]byte, 12)); err == nil {
 		t.Fatal("a call with the wrong token succeeded")
+	}
+}
+
+// Raft's messages do not queue behind calls that wait (forwarded
+// proposals, map polls): with every request slot of a connection taken
+// by waiting calls, a heartbeat still gets through. Sharing one
+// connection, a failover's burst of proposals had the peer refuse the
+// heartbeats' answers, and the raft leader stepped down for want of a
+// quorum, again and again.
+func TestRaftMessagesOwnConnection(t *testing.T) {
+	const token = "peer-secret"
+	const limit = 4
+	addr, set := serveMuxLimited(t, token, limit)
+	release := make(chan struct{})
+	var waiting sync.WaitGroup
+	set(func(ctx context.Context, method uint16, body []byte) ([]byte, error) {
+		if method == MethodRaft {
+			return nil, nil
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	})
+	tr := &MuxTransport{Token: token}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var started atomic.Int32
+	for range limit {
+		waiting.Add(1)
+		go func() {
+			defer waiting.Done()
+			started.Add(1)
+			_, _ = tr.Call(ctx, addr, MethodPropose, nil)
+		}()
+	}
+	defer func() { close(release); waiting.Wait() }()
+	// Until the waiting calls hold every slot, one more is refused busy.
+	poll.Until(t, 5*time.Second, "the connection's request slots to fill", func() bool {
+		if started.Load() < limit {
+			return false
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer ccancel()
+		_, err := tr.Call(cctx, addr, MethodGetMap, nil)
+		return err != nil && !errors.Is(err, context.DeadlineExceeded)
+	})
+	for i := range 20 {
+		if _, err := tr.Call(ctx, addr, MethodRaft, []byte{}); err != nil {
+			t.Fatalf("raft message %d behind waiting calls: %v", i, err)
+		}
 	}
 }
 

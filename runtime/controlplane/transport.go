@@ -43,8 +43,13 @@ type Transport interface {
 	Call(ctx context.Context, addr string, method uint16, body []byte) ([]byte, error)
 }
 
-// MuxTransport calls other runtimes over muxconn, with one client per
-// address.
+// MuxTransport calls other runtimes over muxconn, with two clients per
+// address: one carries raft's messages alone, the other the rest
+// (forwarded proposals and map polls, which wait for the log). A burst of
+// waiting proposals then cannot fill a connection's requests in flight
+// and have the peer refuse heartbeats, which made the leader step down
+// for want of a quorum (etcd keeps its raft messages on their own
+// streams for the same reason).
 type MuxTransport struct {
 	// Token is the peer token sent in the hello.
 	Token string
@@ -55,8 +60,13 @@ type MuxTransport struct {
 	DialTimeout time.Duration
 
 	mu      sync.Mutex
-	clients map[string]*muxconn.Client
+	clients map[transportKey]*muxconn.Client
 	closed  bool
+}
+
+type transportKey struct {
+	addr string
+	raft bool
 }
 
 // Call implements Transport.
@@ -66,7 +76,8 @@ func (t *MuxTransport) Call(ctx context.Context, addr string, method uint16, bod
 		t.mu.Unlock()
 		return nil, muxconn.ErrClosed
 	}
-	c := t.clients[addr]
+	k := transportKey{addr: addr, raft: method == MethodRaft}
+	c := t.clients[k]
 	if c == nil {
 		d := t.DialTimeout
 		if d == 0 {
@@ -74,9 +85,9 @@ func (t *MuxTransport) Call(ctx context.Context, addr string, method uint16, bod
 		}
 		c = &muxconn.Client{Addr: addr, Token: t.Token, TLS: t.TLS, Conns: 1, DialTimeout: d}
 		if t.clients == nil {
-			t.clients = make(map[string]*muxconn.Client)
+			t.clients = make(map[transportKey]*muxconn.Client)
 		}
-		t.clients[addr] = c
+		t.clients[k] = c
 	}
 	t.mu.Unlock()
 	return c.Call(ctx, method, body)

@@ -120,6 +120,11 @@ type Replication struct {
 	log    *slog.Logger
 
 	slots [statestore.NumSlots]replSlot
+	// proposing marks the slots with an ISR proposal on its way to the
+	// control plane: the leader sends an unanswered proposal again every
+	// ProposalRetry, and one that is still waiting for the control plane
+	// is not sent a second time beside it.
+	proposing [statestore.NumSlots]atomic.Bool
 
 	// notify wakes fetches held for news (closed and replaced on an
 	// append while fetches wait).
@@ -372,13 +377,18 @@ func (r *Replication) propose(slot int, ev replica.Event) {
 			isr = append(isr, id)
 		}
 	}
-	r.Proposals.Add(1)
 	c := clustermap.ISRChange{Ref: clustermap.SlotRef(slot), ISR: isr, Epoch: uint64(ev.Epoch)}
-	if !r.goAdd() {
+	if !r.proposing[slot].CompareAndSwap(false, true) {
 		return
 	}
+	if !r.goAdd() {
+		r.proposing[slot].Store(false)
+		return
+	}
+	r.Proposals.Add(1)
 	go func() {
 		defer r.wg.Done()
+		defer r.proposing[slot].Store(false)
 		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 		defer cancel()
 		if err := r.cfg.Propose(ctx, c); err != nil && r.ctx.Err() == nil {
