@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -99,6 +100,46 @@ func TestOutOfDescriptors(t *testing.T) {
 	r := do(t, "GET", fmt.Sprintf("http://127.0.0.1:%d/x", m.internalPort), nil, "dapr-callee-app-id", "fd")
 	if r.Status == 0 {
 		t.Fatal("the internal port does not answer after the descriptors came back")
+	}
+}
+
+// A client that sends nothing within the header timeout, on a new
+// connection or after an answer, has its connection closed without a
+// response: an answer on a connection nobody asked on (Go's
+// http.Transport keeps spare ones) is an "unsolicited response" to the
+// client. One that sent part of a request still gets its 400
+// (TestAmbiguousFramingRefused).
+func TestHeaderTimeoutClosesSilently(t *testing.T) {
+	m := startMecha(t, "--app-id", "quiet", "--header-timeout", "1s", "--idle-timeout", "1s")
+	const healthz = "GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, sent := range []string{"", healthz} {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", m.httpPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte(sent)); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		start := time.Now()
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatalf("after %q: %v (the runtime did not close the connection)", sent, err)
+		}
+		if sent != "" {
+			// The answer to the request, then nothing more.
+			if !bytes.HasPrefix(got, []byte("HTTP/1.1 204")) || bytes.Count(got, []byte("HTTP/1.1")) != 1 {
+				t.Fatalf("after %q the runtime answered %q, want one 204", sent, got)
+			}
+			got = nil
+		}
+		if len(got) != 0 {
+			t.Fatalf("after %q the runtime answered %q", sent, got)
+		}
+		if d := time.Since(start); d < 500*time.Millisecond {
+			t.Fatalf("after %q the connection closed after %v, before the header timeout", sent, d)
+		}
 	}
 }
 

@@ -121,6 +121,9 @@ func (s *Server) build() {
 		// A malformed frame gets a 400 and the connection closes; it
 		// never reaches a handler.
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			if httpserve.ReadTimedOut(ctx, err) {
+				return
+			}
 			s.Logger.Warn("peer: bad request dropped", "remote", ctx.RemoteAddr().String(), "err", err)
 			ctx.Error("bad request", fasthttp.StatusBadRequest)
 		},

@@ -93,6 +93,9 @@ func New(d *api.Deps) *Server {
 		},
 		WriteTimeout: to.Body,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			if httpserve.ReadTimedOut(ctx, err) {
+				return
+			}
 			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 				writeError(ctx, apierr.BodyTooLarge(maxBody))
 				return
