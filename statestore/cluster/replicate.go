@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	mathbits "math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -93,6 +94,73 @@ type replSlot struct {
 	barrier    uint64
 	echoed     map[replica.ReplicaID]uint64
 	confirming int
+	// held are the followers' standing fetches that had nothing to
+	// answer yet: each is answered in its follower's next batch once
+	// the slot has news (a write, a confirm, a change of role).
+	held []heldFetch
+}
+
+// heldFetch is what a leader keeps of one follower session's fetches
+// of a slot: its standing fetch, if one waits, and the high watermark
+// its last answer carried (a follower hears of a newer one even when the
+// slot has nothing else new).
+type heldFetch struct {
+	sess     *fetchSession
+	req      replica.FetchRequest
+	standing bool
+	hwSent   int64 // -1: never answered
+}
+
+// fetchSession is a follower's fetch session on this leader, as Kafka's
+// incremental fetch sessions (KIP-227): a batch carries only the slots
+// whose last fetch was answered, the others stay standing here, and an
+// answer carries only the slots with news. Followers holding hundreds of
+// quiet slots thus cost nothing per round; each still sends a fresh
+// fetch of every slot at least every FetchTimeout, which keeps it in
+// the in-sync set.
+type fetchSession struct {
+	dirty  [statestore.NumSlots / 64]atomic.Uint64
+	signal chan struct{} // one pending wake of the session's held batch
+}
+
+// mark says the slot has news for the session's standing fetch.
+func (fs *fetchSession) mark(slot int) {
+	fs.dirty[slot/64].Or(1 << (slot % 64))
+	select {
+	case fs.signal <- struct{}{}:
+	default:
+	}
+}
+
+// take appends the slots marked since the last take to dst.
+func (fs *fetchSession) take(dst []int) []int {
+	for w := range fs.dirty {
+		for bits := fs.dirty[w].Swap(0); bits != 0; bits &= bits - 1 {
+			dst = append(dst, w*64+mathbits.TrailingZeros64(bits))
+		}
+	}
+	return dst
+}
+
+// nudgeHeld marks the slot for every standing fetch of it: something
+// changed that they should hear of.
+func (s *replSlot) nudgeHeld(slot int) {
+	for _, h := range s.held {
+		if h.standing {
+			h.sess.mark(slot)
+		}
+	}
+}
+
+// heldOf is sess's entry for the slot, made on first use.
+func (s *replSlot) heldOf(sess *fetchSession) *heldFetch {
+	for i := range s.held {
+		if s.held[i].sess == sess {
+			return &s.held[i]
+		}
+	}
+	s.held = append(s.held, heldFetch{sess: sess, hwSent: -1})
+	return &s.held[len(s.held)-1]
 }
 
 // waiter is a strong write awaiting its acknowledgement: its answer and
@@ -126,15 +194,19 @@ type Replication struct {
 	// is not sent a second time beside it.
 	proposing [statestore.NumSlots]atomic.Bool
 
-	// notify wakes fetches held for news (closed and replaced on an
-	// append while fetches wait).
+	// notify wakes the strong reads awaiting their confirmation (closed
+	// and replaced when a fetch of a slot they wait on was answered).
 	notifyMu sync.Mutex
 	notify   chan struct{}
-	waiting  atomic.Int32
 
-	mu      sync.Mutex
-	fetches map[string]bool // leaders a fetch loop runs for
-	wanted  map[string]bool // leaders a reconcile found followed while their loop ran
+	mu       sync.Mutex
+	fetches  map[string]bool // leaders a fetch loop runs for
+	wanted   map[string]bool // leaders a reconcile found followed while their loop ran
+	sessions map[string]*fetchSession
+
+	// roles counts the reconciles: a fetch loop looks at every slot
+	// again when it moved.
+	roles atomic.Uint64
 
 	// isrVersion numbers the in-sync sets given to this member's
 	// leaders: each one newer than the last.
@@ -164,7 +236,7 @@ func newReplication(store, member string, e *statestore.Engine, maps MapSource, 
 		cfg.TailBytes = 256 << 10
 	}
 	r := &Replication{store: store, member: member, self: ReplicaID(member), e: e, maps: maps, cfg: cfg, log: log.With("store", store),
-		notify: make(chan struct{}), fetches: map[string]bool{}, wanted: map[string]bool{}}
+		notify: make(chan struct{}), fetches: map[string]bool{}, wanted: map[string]bool{}, sessions: map[string]*fetchSession{}}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	for i := range r.slots {
 		e.WithSlot(i, func(t statestore.SlotTx) { r.slots[i].log = newSlotLog(t.Seq(), cfg.TailBytes) })
@@ -190,7 +262,7 @@ func (r *Replication) stop() {
 	r.wg.Wait()
 	r.e.SetReplicator(nil)
 	for i := range r.slots {
-		r.e.WithSlot(i, func(statestore.SlotTx) { r.becomeNone(&r.slots[i]) })
+		r.e.WithSlot(i, func(statestore.SlotTx) { r.becomeNone(i, &r.slots[i]) })
 	}
 }
 
@@ -267,9 +339,7 @@ func (r *Replication) Logged(slot int, first uint64, n int, rec []byte, strong b
 		s.waiters[base] = waiter{ch: ch, end: base + int64(n)}
 	}
 	r.drain(slot, s)
-	if r.waiting.Load() > 0 {
-		r.wake()
-	}
+	s.nudgeHeld(slot)
 	if ch == nil {
 		return nil
 	}
@@ -416,8 +486,9 @@ func failWaiters(slot int, s *replSlot, why string) {
 	s.settleCarried(slot, func(carriedWrite) (bool, error) { return true, errors.New(why) })
 }
 
-func (r *Replication) becomeNone(s *replSlot) {
+func (r *Replication) becomeNone(slot int, s *replSlot) {
 	failWaiters(-1, s, "this member no longer leads the slot")
+	s.nudgeHeld(slot)
 	s.role, s.leader, s.follower, s.leaderID = roleNone, nil, nil, ""
 }
 
@@ -467,7 +538,7 @@ func (r *Replication) reconcile(m *clustermap.Map) {
 				}
 				held := s.role != roleNone
 				if held {
-					r.becomeNone(s)
+					r.becomeNone(i, s)
 				}
 				if held && !g.HasReplica(r.member) && len(g.Replicas) > 0 {
 					// The slot moved away: its keys here are nobody's
@@ -481,6 +552,7 @@ func (r *Replication) reconcile(m *clustermap.Map) {
 			}
 		})
 	}
+	r.roles.Add(1)
 	r.mu.Lock()
 	for l := range leaders {
 		if r.fetches[l] {
@@ -525,6 +597,7 @@ func (r *Replication) lead(slot int, t statestore.SlotTx, s *replSlot, g *cluste
 		if err := s.leader.SetReplicas(ids(g.Replicas), ids(g.ISR), r.isrVersion.Add(1), now); err == nil {
 			s.replicas, s.isr, s.isrMap = slices.Clone(g.Replicas), slices.Clone(g.ISR), version
 			r.drain(slot, s)
+			s.nudgeHeld(slot) // a dropped replica's standing fetch is refused
 			return
 		} else { //nolint:revive // the error is logged, then the leader is rebuilt
 			r.log.Warn("crux replication: the slot's new replicas", "slot", slot, "err", err)
@@ -552,7 +625,7 @@ func (r *Replication) lead(slot int, t statestore.SlotTx, s *replSlot, g *cluste
 	l, err := replica.NewLeader(s.log, r.cfg.Replica, a, hw, now)
 	if err != nil {
 		r.log.Error("crux replication: cannot lead the slot", "slot", slot, "epoch", g.Epoch, "err", err)
-		r.becomeNone(s)
+		r.becomeNone(slot, s)
 		return
 	}
 	if s.epoch != g.Epoch {
@@ -561,6 +634,7 @@ func (r *Replication) lead(slot int, t statestore.SlotTx, s *replSlot, g *cluste
 	s.role, s.epoch, s.leader, s.follower, s.leaderID = roleLeader, g.Epoch, l, nil, r.member
 	s.isr, s.isrMap, s.replicas = slices.Clone(g.ISR), version, slices.Clone(g.Replicas)
 	r.drain(slot, s)
+	s.nudgeHeld(slot) // standing fetches of the last epoch are answered
 }
 
 // follow makes (or keeps) this member a follower of g's leader.
@@ -587,12 +661,13 @@ func (r *Replication) follow(slot int, t statestore.SlotTx, s *replSlot, g *clus
 	f, err := replica.NewFollower(s.log, r.cfg.Replica, r.self, hw)
 	if err != nil {
 		r.log.Error("crux replication: cannot follow the slot", "slot", slot, "err", err)
-		r.becomeNone(s)
+		r.becomeNone(slot, s)
 		return
 	}
 	f.SetLeader(ReplicaID(g.Leader), replica.Epoch(g.Epoch))
 	s.role, s.epoch, s.leader, s.follower, s.leaderID = roleFollower, g.Epoch, nil, f, g.Leader
 	s.log.keepFrom = 0
+	s.nudgeHeld(slot) // this member leads the slot no more
 }
 
 // tickLoop moves the leaders' time on: ISR shrinks and strong write
@@ -625,8 +700,18 @@ func (r *Replication) tickLoop() {
 	}
 }
 
+// scanEvery is how often a fetch loop looks at every slot it follows
+// (for fetches due again after FetchTimeout, slots to copy, and whether
+// it follows any); between scans it sends only the fetches of slots its
+// last answer carried.
+const scanEvery = 500 * time.Millisecond
+
 // fetchLoop fetches, for every slot this member follows from leader,
-// until it follows none from it.
+// until it follows none from it. It keeps one batch at a time at the
+// leader: the batch carries the fetches due (the slots answered last
+// time, and on a scan every slot whose fetch is not standing), and the
+// leader answers it with every slot of this member's session that has
+// news, held up to FetchWait while none has.
 func (r *Replication) fetchLoop(leader string) {
 	defer func() {
 		if r.ctx.Err() != nil {
@@ -636,25 +721,40 @@ func (r *Replication) fetchLoop(leader string) {
 		}
 	}()
 	var (
-		bo      backoff.Backoff
-		reqs    []SlotFetch
-		copies  []int
-		buf     []byte
-		idle    int
-		waitFor = uint32(r.cfg.FetchWait / time.Millisecond)
+		bo       backoff.Backoff
+		reqs     []SlotFetch
+		copies   []int
+		buf      []byte
+		idle     int
+		next     []int // the slots the last answer carried
+		visit    []int
+		scanned  time.Time
+		roles    uint64
+		follows  bool
+		all      = make([]int, statestore.NumSlots)
+		epochs   = map[int]uint64{}
+		waitFor  = uint32(r.cfg.FetchWait / time.Millisecond)
+		answered []int
 	)
+	for i := range all {
+		all[i] = i
+	}
 	for r.ctx.Err() == nil {
 		now := time.Now()
 		reqs, copies, buf = reqs[:0], copies[:0], buf[:0]
-		following := false
-		epochs := map[int]uint64{}
-		for i := range r.slots {
+		clear(epochs)
+		visit = next
+		scan := now.Sub(scanned) >= scanEvery || r.roles.Load() != roles
+		if scan {
+			visit, scanned, roles, follows = all, now, r.roles.Load(), false
+		}
+		for _, i := range visit {
 			r.e.WithSlot(i, func(statestore.SlotTx) {
 				s := &r.slots[i]
 				if s.role != roleFollower || s.leaderID != leader {
 					return
 				}
-				following = true
+				follows = true
 				if s.log.needCopy {
 					copies = append(copies, i)
 					epochs[i] = s.epoch
@@ -667,7 +767,8 @@ func (r *Replication) fetchLoop(leader string) {
 				}
 			})
 		}
-		if !following {
+		next = next[:0]
+		if !follows {
 			if idle++; idle > 3 {
 				// Ends unless a reconcile wanted this leader since the
 				// loop last looked: decided under mu, where reconcile
@@ -682,6 +783,7 @@ func (r *Replication) fetchLoop(leader string) {
 				r.mu.Unlock()
 				idle = 0
 			}
+			scanned = time.Time{}
 			r.sleep(100 * time.Millisecond)
 			continue
 		}
@@ -695,22 +797,30 @@ func (r *Replication) fetchLoop(leader string) {
 				failed = true
 				break
 			}
+			next = append(next, slot) // its first fetch goes in the next batch
 		}
-		if len(reqs) > 0 && !failed {
-			if err := r.fetch(leader, reqs, waitFor); err != nil {
+		if !failed {
+			var err error
+			// Sent even with no fetch due: it carries the answers of the
+			// standing ones.
+			sent := time.Now()
+			if answered, err = r.fetch(leader, reqs, waitFor, answered[:0]); err != nil {
 				if r.ctx.Err() == nil {
 					r.log.Debug("crux replication: fetch failed", "leader", leader, "err", err)
 				}
 				failed = true
 			}
+			next = append(next, answered...)
+			if len(reqs) == 0 && len(answered) == 0 && time.Since(sent) < r.cfg.FetchWait/2 {
+				// Not held: the leader keeps no session for this
+				// member (it does not know it yet).
+				r.sleep(20 * time.Millisecond)
+			}
 		}
-		switch {
-		case failed:
+		if failed {
 			r.sleep(bo.Next())
-		case len(reqs) == 0 && len(copies) == 0:
-			// Every fetch is in flight or backing off.
-			r.sleep(20 * time.Millisecond)
-		default:
+			scanned = time.Time{}
+		} else {
 			bo.Reset()
 		}
 	}
@@ -736,16 +846,17 @@ func (r *Replication) call(member string, method uint16, body []byte, timeout ti
 	return cl.Call(ctx, method, body)
 }
 
-// fetch sends one batch of fetches and applies the answers.
-func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32) error {
+// fetch sends one batch of fetches and applies the answers; it appends
+// the slots answered to answered.
+func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32, answered []int) ([]int, error) {
 	body := AppendFetchBatch(nil, &FetchBatch{Store: r.store, Member: r.member, WaitMs: waitMs, Slots: reqs})
 	out, err := r.call(leader, MethodReplicaFetch, body, time.Duration(waitMs)*time.Millisecond+5*time.Second)
 	if err != nil {
-		return err
+		return answered, err
 	}
 	resps, err := DecodeSlotFetches(out)
 	if err != nil {
-		return err
+		return answered, err
 	}
 	now := time.Now()
 	var resp replica.FetchResponse
@@ -774,8 +885,9 @@ func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32) erro
 	}()
 	for _, sf := range resps {
 		if err := replica.DecodeFetchResponse(sf.Frame, &resp); err != nil {
-			return fmt.Errorf("slot %d: %w", sf.Slot, err)
+			return answered, fmt.Errorf("slot %d: %w", sf.Slot, err)
 		}
+		answered = append(answered, sf.Slot)
 		r.e.WithSlot(sf.Slot, func(t statestore.SlotTx) {
 			s := &r.slots[sf.Slot]
 			if s.role != roleFollower || s.leaderID != leader {
@@ -799,7 +911,7 @@ func (r *Replication) fetch(leader string, reqs []SlotFetch, waitMs uint32) erro
 			r.drain(sf.Slot, s)
 		})
 	}
-	return nil
+	return answered, nil
 }
 
 // copySlot installs a copy of the leader's slot.
@@ -841,86 +953,119 @@ func (r *Replication) copySlot(leader string, slot int, epoch uint64) error {
 	return ierr
 }
 
-// handleFetch answers a follower's fetch batch, holding it up to its
-// wait while no slot has anything new.
+// session is member's fetch session, when member is one of the map's.
+func (r *Replication) session(member string) *fetchSession {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if fs := r.sessions[member]; fs != nil {
+		return fs
+	}
+	if r.maps.Map().Member(member) == nil {
+		return nil // no standing fetches for strangers
+	}
+	fs := &fetchSession{signal: make(chan struct{}, 1)}
+	r.sessions[member] = fs
+	return fs
+}
+
+// handleFetch answers a follower's fetch batch: its fetches with news at
+// once, the others left standing, and any of the follower's standing
+// fetches with news; it holds the batch up to its wait while there is
+// none.
 func (r *Replication) handleFetch(ctx context.Context, b *FetchBatch) []byte {
-	reqs := make([]replica.FetchRequest, len(b.Slots))
-	for i, sf := range b.Slots {
+	sess := r.session(b.Member)
+	var (
+		frames []SlotFetch
+		fb     []byte
+		resp   replica.FetchResponse
+	)
+	for _, sf := range b.Slots {
 		req, err := replica.DecodeFetchRequest(sf.Frame)
 		if err != nil {
 			req = replica.FetchRequest{Replica: ReplicaID(b.Member)}
 		}
-		reqs[i] = req
+		frames, fb = r.answerFetch(sess, sf.Slot, &req, false, &resp, frames, fb)
 	}
-	wait := time.Duration(b.WaitMs) * time.Millisecond
-	deadline := time.Now().Add(wait)
-	var out []byte
+	if sess == nil {
+		return appendSlotFetches(nil, frames)
+	}
+	deadline := time.Now().Add(min(time.Duration(b.WaitMs)*time.Millisecond, maxWaitMs*time.Millisecond))
+	var news []int
 	for {
-		r.waiting.Add(1)
-		r.notifyMu.Lock()
-		ch := r.notify
-		r.notifyMu.Unlock()
-		var news bool
-		out, news = r.answer(b, reqs, out[:0])
+		news = sess.take(news[:0])
+		for _, slot := range news {
+			frames, fb = r.answerFetch(sess, slot, nil, true, &resp, frames, fb)
+		}
 		left := time.Until(deadline)
-		if news || left <= 0 {
-			r.waiting.Add(-1)
-			return out
+		if len(frames) > 0 || left <= 0 {
+			return appendSlotFetches(nil, frames)
 		}
 		t := time.NewTimer(left)
 		select {
-		case <-ch:
+		case <-sess.signal:
 		case <-t.C:
 		case <-ctx.Done():
 		case <-r.ctx.Done():
 		}
 		t.Stop()
-		r.waiting.Add(-1)
 		if ctx.Err() != nil || r.ctx.Err() != nil {
-			return out
+			return appendSlotFetches(nil, frames)
 		}
 	}
 }
 
-// answer runs each slot's fetch through its leader; news says whether
-// any answer carries records or is not a plain OK.
-func (r *Replication) answer(b *FetchBatch, reqs []replica.FetchRequest, out []byte) ([]byte, bool) {
-	now := time.Now()
-	news := false
-	var resp replica.FetchResponse
-	frames := make([]SlotFetch, len(reqs))
-	var fb []byte
-	for i := range reqs {
-		slot := b.Slots[i].Slot
-		r.e.WithSlot(slot, func(statestore.SlotTx) {
-			s := &r.slots[slot]
-			if s.role != roleLeader {
-				replica.Refuse(&reqs[i], replica.CodeNotLeader, replica.Epoch(s.epoch), &resp)
-			} else if err := s.leader.HandleFetch(&reqs[i], now, &resp); err != nil {
-				r.log.Warn("crux replication: answering a fetch", "slot", slot, "err", err)
-			} else if resp.Code == replica.CodeOK && !resp.Diverging {
-				r.echo(s, &reqs[i])
+// answerFetch runs a fetch of the slot through its leader: req, or with
+// standing set sess's standing fetch (if any). An answer with news
+// (records, a code, a divergence, or a strong read awaiting the
+// follower's next fetch) is appended to frames; a fetch with none is
+// left standing.
+func (r *Replication) answerFetch(sess *fetchSession, slot int, req *replica.FetchRequest, standing bool, resp *replica.FetchResponse, frames []SlotFetch, fb []byte) ([]SlotFetch, []byte) {
+	r.e.WithSlot(slot, func(statestore.SlotTx) {
+		s := &r.slots[slot]
+		var h *heldFetch
+		if sess != nil {
+			h = s.heldOf(sess)
+		}
+		if standing {
+			if !h.standing {
+				return
 			}
-			resp.Barrier = s.barrier
-			if s.confirming > 0 {
-				// A read waits for the followers' next fetches: answer
-				// now, and tell the read.
-				news = true
-				r.wake()
+			held := h.req
+			req = &held
+		}
+		if s.role != roleLeader {
+			replica.Refuse(req, replica.CodeNotLeader, replica.Epoch(s.epoch), resp)
+		} else if err := s.leader.HandleFetch(req, time.Now(), resp); err != nil {
+			r.log.Warn("crux replication: answering a fetch", "slot", slot, "err", err)
+		} else if resp.Code == replica.CodeOK && !resp.Diverging {
+			r.echo(s, req)
+		}
+		resp.Barrier = s.barrier
+		news := resp.Code != replica.CodeOK || resp.Diverging || len(resp.Batches) > 0
+		if s.confirming > 0 {
+			// A read waits for the follower to echo its barrier: answer
+			// now (the answer carries the barrier), and tell the read.
+			// A standing fetch sent before the read echoes an older
+			// barrier and confirms nothing.
+			news = true
+			r.wake()
+		}
+		if s.role == roleLeader {
+			s.log.keepFrom = s.leader.HighWatermark()
+			r.drain(slot, s)
+		}
+		if h != nil {
+			if !news && resp.HighWatermark <= h.hwSent {
+				h.req, h.standing = *req, true
+				return
 			}
-			if s.role == roleLeader {
-				s.log.keepFrom = s.leader.HighWatermark()
-				r.drain(slot, s)
-			}
-			start := len(fb)
-			fb = replica.AppendFetchResponse(fb, &resp)
-			frames[i] = SlotFetch{Slot: slot, Frame: fb[start:len(fb):len(fb)]}
-			if resp.Code != replica.CodeOK || resp.Diverging || len(resp.Batches) > 0 {
-				news = true
-			}
-		})
-	}
-	return appendSlotFetches(out, frames), news
+			h.standing, h.hwSent = false, resp.HighWatermark
+		}
+		start := len(fb)
+		fb = replica.AppendFetchResponse(fb, resp)
+		frames = append(frames, SlotFetch{Slot: slot, Frame: fb[start:len(fb):len(fb)]})
+	})
+	return frames, fb
 }
 
 // handleCopy answers MethodSlotCopy: status 0 and the copy, or an error
@@ -999,11 +1144,11 @@ func (r *Replication) GetConfirmed(ctx context.Context, key string) (statestore.
 		s.barrier++
 		barrier = s.barrier
 		s.confirming++
+		s.nudgeHeld(slot) // standing fetches answer now
 	})
 	if err != nil {
 		return it, found, err
 	}
-	r.wake() // held fetches answer now, with the barrier
 	defer r.e.WithSlot(slot, func(statestore.SlotTx) { r.slots[slot].confirming-- })
 	timer := time.NewTimer(ConfirmTimeout)
 	defer timer.Stop()
