@@ -578,6 +578,9 @@ func (t *txn) isrChange(c ISRChange) error {
 	if c.Epoch != g.Epoch {
 		return fmt.Errorf("%v: isr change at epoch %d, current %d: %w", c.Ref, c.Epoch, g.Epoch, ErrStaleEpoch)
 	}
+	if c.From != nil && !sameSet(c.From, g.ISR) {
+		return fmt.Errorf("%v: isr change from %v, current %v: %w", c.Ref, c.From, g.ISR, ErrStaleISR)
+	}
 	if len(c.ISR) == 0 || len(c.ISR) > len(g.Replicas) {
 		return fmt.Errorf("%v: isr of %d members: %w", c.Ref, len(c.ISR), ErrBadISR)
 	}
@@ -603,6 +606,19 @@ func (t *txn) isrChange(c ISRChange) error {
 	}
 	t.groupW(c.Ref).ISR = isr
 	return nil
+}
+
+// sameSet says whether a and b hold the same members, in any order.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, id := range a {
+		if !slices.Contains(b, id) {
+			return false
+		}
+	}
+	return true
 }
 
 // theMove returns the group and its move, refusing when the move in

@@ -199,6 +199,13 @@ func TestApply(t *testing.T) {
 			wantIDs(t, "isr in replica order", slot(m, 0).ISR, "a", "c")
 		}},
 		{name: "isr unchanged", cmd: ISRChange{Ref: s0, ISR: []string{"c", "b", "a"}, Epoch: 1}},
+		{name: "isr change from the current set", cmd: ISRChange{Ref: s0, ISR: []string{"a", "b"}, Epoch: 1, From: []string{"c", "a", "b"}}, check: func(t *testing.T, old, m *Map) {
+			if g := m.Slot(0); !slices.Equal(g.ISR, []string{"a", "b"}) {
+				t.Fatalf("isr %v", g.ISR)
+			}
+		}},
+		{name: "isr change from a set the map no longer holds", prep: []Command{ISRChange{Ref: s0, ISR: []string{"a", "b"}, Epoch: 1}},
+			cmd: ISRChange{Ref: s0, ISR: []string{"a", "b", "c"}, Epoch: 1, From: []string{"a", "b", "c"}}, err: ErrStaleISR},
 		{name: "isr stale epoch", prep: []Command{MemberDead{ID: "a"}}, cmd: ISRChange{Ref: s0, ISR: []string{"a", "b"}, Epoch: 1}, err: ErrStaleEpoch},
 		{name: "isr without leader", cmd: ISRChange{Ref: s0, ISR: []string{"b"}, Epoch: 1}, err: ErrBadISR},
 		{name: "isr with a non-replica", cmd: ISRChange{Ref: s0, ISR: []string{"a", "d"}, Epoch: 1}, err: ErrBadISR},

@@ -173,6 +173,13 @@ type ISRChange struct {
 	ISR []string `json:"isr"`
 	// Epoch is the reporting leader's epoch.
 	Epoch uint64 `json:"epoch"`
+	// From, when set, is the in-sync set the leader proposes to change:
+	// the change applies only while the map still holds it (compare and
+	// set, as Kafka's AlterPartition checks the partition epoch). A
+	// proposal still travelling when another change lands can then never
+	// apply late, so the leader may count its members until the map's set
+	// moves.
+	From []string `json:"from,omitempty"`
 }
 
 // MoveStart begins moving the replica on From to To (From "" adds a

@@ -1,6 +1,9 @@
 package clustermap
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // The sentinel errors of Apply, Decode and Check. Every error returned
 // wraps one of them with %w and says which member, slot, partition or
@@ -45,6 +48,9 @@ var (
 	// ErrBadISR: an in-sync set that is not a subset of the replicas, lacks
 	// the leader, repeats a member or holds a member that is not alive.
 	ErrBadISR = errors.New("clustermap: bad in-sync set")
+	// ErrStaleISR: an in-sync set change based on a set the map no
+	// longer holds.
+	ErrStaleISR = errors.New("clustermap: in-sync set changed since the proposal")
 	// ErrBadAssignment: a replica list that repeats a member, has the wrong
 	// length, or names a member that cannot hold a replica.
 	ErrBadAssignment = errors.New("clustermap: bad assignment")
@@ -72,3 +78,38 @@ var (
 	// ErrCorrupt: a map that breaks an invariant (Check, DecodeMap).
 	ErrCorrupt = errors.New("clustermap: invariant broken")
 )
+
+// refusals are the errors Apply refuses a command with.
+var refusals = []error{
+	ErrNotBootstrapped, ErrBootstrapped, ErrBadCommand,
+	ErrUnknownMember, ErrMemberLeft, ErrMemberNotAlive,
+	ErrMemberDraining, ErrNotDataMember, ErrUnknownSlot,
+	ErrUnknownTopic, ErrUnknownPartition, ErrTopicExists,
+	ErrUnassigned, ErrSlotsAssigned, ErrStaleEpoch,
+	ErrBadISR, ErrStaleISR, ErrBadAssignment, ErrNotEnoughMembers,
+	ErrNoLeader, ErrIsLeader, ErrLastInSync,
+	ErrNotInSync, ErrMoveInProgress, ErrNoSuchMove,
+	ErrBadPhase, ErrBadConfig, ErrCorrupt,
+}
+
+// IsRefusal reports whether err is (or wraps) one of Apply's refusals: the
+// command was applied to the map and refused, and will never change it.
+func IsRefusal(err error) bool {
+	for _, s := range refusals {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// RefusalIn is the refusal whose text msg holds (a refusal that crossed
+// the network as text), or nil.
+func RefusalIn(msg string) error {
+	for _, s := range refusals {
+		if strings.Contains(msg, s.Error()) {
+			return s
+		}
+	}
+	return nil
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -119,20 +118,6 @@ func (n *Node) forward(ctx context.Context, addr string, cmd []byte) (uint64, er
 	}
 }
 
-// sentinels are clustermap's errors, which a refusal that crossed the
-// network wraps again so that callers can still branch with errors.Is.
-var sentinels = []error{
-	clustermap.ErrNotBootstrapped, clustermap.ErrBootstrapped, clustermap.ErrBadCommand,
-	clustermap.ErrUnknownMember, clustermap.ErrMemberLeft, clustermap.ErrMemberNotAlive,
-	clustermap.ErrMemberDraining, clustermap.ErrNotDataMember, clustermap.ErrUnknownSlot,
-	clustermap.ErrUnknownTopic, clustermap.ErrUnknownPartition, clustermap.ErrTopicExists,
-	clustermap.ErrUnassigned, clustermap.ErrSlotsAssigned, clustermap.ErrStaleEpoch,
-	clustermap.ErrBadISR, clustermap.ErrBadAssignment, clustermap.ErrNotEnoughMembers,
-	clustermap.ErrNoLeader, clustermap.ErrIsLeader, clustermap.ErrLastInSync,
-	clustermap.ErrNotInSync, clustermap.ErrMoveInProgress, clustermap.ErrNoSuchMove,
-	clustermap.ErrBadPhase, clustermap.ErrBadConfig, clustermap.ErrCorrupt,
-}
-
 // remoteRefusal is Apply's refusal as the leader reported it.
 type remoteRefusal struct {
 	msg      string
@@ -146,26 +131,11 @@ func (e *remoteRefusal) Unwrap() error { return e.sentinel }
 // leader) rather than a failure to get the command applied.
 func isRefusal(err error) bool {
 	var r *remoteRefusal
-	if errors.As(err, &r) {
-		return true
-	}
-	for _, s := range sentinels {
-		if errors.Is(err, s) {
-			return true
-		}
-	}
-	return false
+	return errors.As(err, &r) || clustermap.IsRefusal(err)
 }
 
 func refusal(msg string) error {
-	e := &remoteRefusal{msg: msg}
-	for _, s := range sentinels {
-		if strings.Contains(msg, s.Error()) {
-			e.sentinel = s
-			break
-		}
-	}
-	return e
+	return &remoteRefusal{msg: msg, sentinel: clustermap.RefusalIn(msg)}
 }
 
 // Handle serves the control plane's muxconn methods (MethodRaft,

@@ -78,6 +78,9 @@ type replSlot struct {
 	isr      []string // the committed ISR the leader knows
 	replicas []string // the replicas it leads (a move changes them)
 	isrMap   uint64   // the map version it came from
+	// refusedAt is when the control plane last refused an ISR proposal
+	// of this leader: the next waits ProposalRetry.
+	refusedAt time.Time
 	// waiters are the strong writes awaiting their acknowledgement, by
 	// base offset.
 	waiters map[int64]waiter
@@ -447,7 +450,13 @@ func (r *Replication) propose(slot int, ev replica.Event) {
 			isr = append(isr, id)
 		}
 	}
-	c := clustermap.ISRChange{Ref: clustermap.SlotRef(slot), ISR: isr, Epoch: uint64(ev.Epoch)}
+	s := &r.slots[slot] // drain calls this under the slot's lock
+	if time.Since(s.refusedAt) < r.cfg.Replica.ProposalRetry {
+		// Refused a moment ago (a member the map holds dead, say): the
+		// leader sends its proposal again after ProposalRetry.
+		return
+	}
+	c := clustermap.ISRChange{Ref: clustermap.SlotRef(slot), ISR: isr, Epoch: uint64(ev.Epoch), From: slices.Clone(s.isr)}
 	if !r.proposing[slot].CompareAndSwap(false, true) {
 		return
 	}
@@ -461,19 +470,28 @@ func (r *Replication) propose(slot int, ev replica.Event) {
 		defer r.proposing[slot].Store(false)
 		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 		defer cancel()
-		if err := r.cfg.Propose(ctx, c); err != nil && r.ctx.Err() == nil {
-			r.log.Debug("crux replication: ISR proposal refused", "slot", slot, "isr", isr, "err", err)
-			// Settle it with the map's set, so that the leader does not
-			// count a refused proposal's members for ever.
-			r.e.WithSlot(slot, func(statestore.SlotTx) {
-				s := &r.slots[slot]
-				g := r.maps.Map().Slot(slot)
-				if s.role == roleLeader && uint64(ev.Epoch) == s.epoch && g != nil && g.Epoch == s.epoch {
-					_ = s.leader.CommitISR(ids(g.ISR), r.isrVersion.Add(1))
-					r.drain(slot, s)
-				}
-			})
+		err := r.cfg.Propose(ctx, c)
+		if err == nil || r.ctx.Err() != nil {
+			return
 		}
+		r.log.Debug("crux replication: ISR proposal not applied", "slot", slot, "isr", isr, "err", err)
+		if !clustermap.IsRefusal(err) {
+			// It may still apply: the leader keeps counting its members
+			// and sends it again after ProposalRetry.
+			return
+		}
+		// Refused for good: settle it with the map's set, so that the
+		// leader does not count a refused proposal's members for ever.
+		r.e.WithSlot(slot, func(statestore.SlotTx) {
+			s := &r.slots[slot]
+			s.refusedAt = time.Now()
+			g := r.maps.Map().Slot(slot)
+			if s.role == roleLeader && uint64(ev.Epoch) == s.epoch && g != nil && g.Epoch == s.epoch {
+				s.isr = slices.Clone(g.ISR)
+				_ = s.leader.CommitISR(ids(g.ISR), r.isrVersion.Add(1))
+				r.drain(slot, s)
+			}
+		})
 	}()
 }
 
@@ -573,14 +591,19 @@ func (r *Replication) reconcile(m *clustermap.Map) {
 func (r *Replication) lead(slot int, t statestore.SlotTx, s *replSlot, g *clustermap.Group, version uint64, now time.Time) {
 	if s.role == roleLeader && s.epoch == g.Epoch && sameMembers(s.replicas, g.Replicas) {
 		if s.isrMap != version {
-			// Every new map settles a pending proposal, applied or not:
-			// the leader proposes again if the set still differs.
 			s.isrMap = version
-			s.isr = slices.Clone(g.ISR)
-			if err := s.leader.CommitISR(ids(g.ISR), r.isrVersion.Add(1)); err != nil {
-				r.log.Warn("crux replication: the map's in-sync set", "slot", slot, "err", err)
+			// A new in-sync set settles a pending proposal: applied,
+			// or never to apply (proposals compare and set the set they
+			// change). A map that changed elsewhere settles nothing: a
+			// proposal still on its way may yet apply, so the leader
+			// keeps counting its members.
+			if !slices.Equal(s.isr, g.ISR) {
+				s.isr = slices.Clone(g.ISR)
+				if err := s.leader.CommitISR(ids(g.ISR), r.isrVersion.Add(1)); err != nil {
+					r.log.Warn("crux replication: the map's in-sync set", "slot", slot, "err", err)
+				}
+				r.drain(slot, s)
 			}
-			r.drain(slot, s)
 		}
 		return
 	}

@@ -19,6 +19,7 @@ import (
 	"mecha/internal/fsutil"
 	"mecha/internal/muxconn"
 	"mecha/internal/poll"
+	"mecha/internal/replica"
 	"mecha/statestore"
 )
 
@@ -49,6 +50,9 @@ type replCluster struct {
 	// onStoreFailure, when set, is told the member whose store failed
 	// to write (the runtime drains it).
 	onStoreFailure func(member string)
+	// proposeHook, when set, sees every ISR proposal before it applies
+	// (it may hold it).
+	proposeHook func(c clustermap.ISRChange)
 }
 
 func newReplCluster(t testing.TB) *replCluster {
@@ -178,6 +182,12 @@ func (rc *replCluster) plan() {
 }
 
 func (rc *replCluster) propose(_ context.Context, c clustermap.ISRChange) error {
+	rc.mu.Lock()
+	hook := rc.proposeHook
+	rc.mu.Unlock()
+	if hook != nil {
+		hook(c)
+	}
 	return rc.apply(c)
 }
 
@@ -284,6 +294,93 @@ func TestReplicationQuietFollowerHearsHighWatermark(t *testing.T) {
 				poll.Until(t, 5*time.Second, fmt.Sprintf("%s hears high watermark %d", mb.id, leaderHW), func() bool { return followerHW(mb) >= leaderHW })
 			}
 		}
+	}
+}
+
+// An ISR proposal still on its way to the control plane is settled only
+// by a change of the slot's own in-sync set, not by a map that changed
+// elsewhere: the leader keeps counting the members it proposed, since
+// the proposal may yet apply (a leader that stopped counting a member
+// the control plane then took in could acknowledge a strong write that
+// member lacks, and the member could be elected).
+func TestReplicationProposalOutlivesUnrelatedMaps(t *testing.T) {
+	rc := newReplCluster(t)
+	a := rc.member("a")
+	k := keyLedBy(rc.mapNow(), "a", 0)
+	slot := statestore.SlotOf(k)
+	other := statestore.SlotOf(keyLedBy(rc.mapNow(), "b", 0))
+	release := make(chan struct{})
+	held := make(chan clustermap.ISRChange, 1)
+	rc.mu.Lock()
+	rc.proposeHook = func(c clustermap.ISRChange) {
+		if c.Ref == clustermap.SlotRef(slot) && len(c.ISR) == 3 {
+			select {
+			case held <- c:
+			default:
+			}
+			<-release
+		}
+	}
+	rc.mu.Unlock()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	voters := func(mb *replMember, slot int) []replica.ReplicaID {
+		var v []replica.ReplicaID
+		mb.eng.WithSlot(slot, func(statestore.SlotTx) {
+			if l := mb.srv.Replication(testStore).slots[slot].leader; l != nil {
+				v = slices.Clone(l.Voters())
+			}
+		})
+		return v
+	}
+	g := rc.mapNow().Slot(slot)
+	// The control plane takes c out; c keeps fetching, so a proposes it
+	// back in, and the proposal is held on its way.
+	if err := rc.apply(clustermap.ISRChange{Ref: clustermap.SlotRef(slot), ISR: []string{"a", "b"}, Epoch: g.Epoch}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.router.Set(context.Background(), statestore.Write{Key: k, Value: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	var p clustermap.ISRChange
+	select {
+	case p = <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a never proposed c back into the in-sync set")
+	}
+	if !slices.Equal(p.From, []string{"a", "b"}) {
+		t.Fatalf("proposal %+v: From %v, want [a b]", p, p.From)
+	}
+	// c stops (the control plane has not noticed): from now on only the
+	// proposal keeps a counting c.
+	rc.stop(rc.member("c"))
+	// A map that changed elsewhere: another slot's in-sync set.
+	og := rc.mapNow().Slot(other)
+	// (Without c, which is down and cannot be proposed back.)
+	if err := rc.apply(clustermap.ISRChange{Ref: clustermap.SlotRef(other), ISR: slices.DeleteFunc(slices.Clone(og.ISR), func(id string) bool { return id == "c" }), Epoch: og.Epoch}); err != nil {
+		t.Fatal(err)
+	}
+	b := rc.member("b")
+	poll.Until(t, 5*time.Second, "b to lead the other slot with the smaller set", func() bool { return len(voters(b, other)) == 2 })
+	poll.Until(t, 5*time.Second, "a to hear of the new map", func() bool {
+		var seen uint64
+		a.eng.WithSlot(slot, func(statestore.SlotTx) { seen = a.srv.Replication(testStore).slots[slot].isrMap })
+		return seen == rc.mapNow().Version
+	})
+	if v := voters(a, slot); !slices.Contains(v, ReplicaID("c")) {
+		t.Fatalf("a unrelated map settled the proposal still on its way: a counts %v, without c", v)
+	}
+	close(release)
+	poll.Until(t, 5*time.Second, "the proposal to apply", func() bool { return len(rc.mapNow().Slot(slot).ISR) == 3 })
+	// Once applied, a proposal based on a set the map no longer holds
+	// is refused.
+	if err := rc.apply(p); !errors.Is(err, clustermap.ErrStaleISR) {
+		t.Fatalf("the same proposal again: %v, want ErrStaleISR", err)
 	}
 }
 
