@@ -44,7 +44,9 @@ var supportedAPIs = map[int16]versionRange{
 	14: {0, 5},  // SyncGroup
 	15: {0, 5},  // DescribeGroups
 	16: {0, 4},  // ListGroups
+	17: {0, 1},  // SaslHandshake (sasl.go)
 	18: {0, 3},  // ApiVersions
+	36: {0, 2},  // SaslAuthenticate (sasl.go)
 	19: {0, 6},  // CreateTopics
 	20: {0, 5},  // DeleteTopics
 	21: {0, 2},  // DeleteRecords

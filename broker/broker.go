@@ -83,6 +83,10 @@ type Config struct {
 	// MaxRequestBytes of memory) with a frame it never finishes. 0 takes
 	// the default.
 	RequestReadTimeout time.Duration
+	// SASLUsers, when set, are the users (name to password) a client
+	// must authenticate as, by SASL PLAIN or SCRAM-SHA-256/512, before
+	// any request but ApiVersions (sasl.go).
+	SASLUsers map[string]string
 	// MaxOpenSegmentFiles bounds the partition segment files held open
 	// across all topics (see storage.SegmentFiles): the others are closed
 	// and reopened on demand. Files in use at once may pass it. 0 takes
@@ -192,6 +196,10 @@ type Broker struct {
 	closed bool
 
 	stats listenerStats
+
+	// sasl checks credentials when Config.SASLUsers is set; nil serves
+	// every connection unauthenticated.
+	sasl *saslAuth
 }
 
 // Start opens the data directory, recovers every partition and starts
@@ -228,6 +236,13 @@ func Start(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	b.groups = newCoordinator(b.offsets, cfg, b.log)
+	if len(cfg.SASLUsers) > 0 {
+		if b.sasl, err = newSASLAuth(cfg.SASLUsers); err != nil {
+			b.topics.close()
+			b.offsets.Close()
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		b.topics.close()
@@ -249,7 +264,7 @@ func Start(cfg Config) (*Broker, error) {
 	go b.acceptLoop()
 	go b.flushLoop()
 	go b.tickLoop()
-	b.log.Info("broker listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "topics", b.topics.count())
+	b.log.Info("broker listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "topics", b.topics.count(), "sasl", b.sasl != nil)
 	b.checkDescriptorLimit()
 	return b, nil
 }

@@ -44,6 +44,8 @@ type conn struct {
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when the connection closes
+
+	sasl saslConn // the reader's: its authentication
 }
 
 // pendingResp is a response slot, filled by the request's goroutine.
@@ -224,6 +226,35 @@ func (c *conn) serve() {
 				continue
 			}
 			log.Warn("broker: closing connection", "client_id", h.clientID, "api_key", h.key, "api_version", h.version, "err", err)
+			return
+		}
+		if h.key == 17 || h.key == 36 {
+			// Answered here, in order, before the next request is read:
+			// it decides what that one may be.
+			if prev != nil {
+				<-prev
+			}
+			p := &pendingResp{corr: h.corr, flexHdr: req.IsFlexible(), ready: make(chan struct{})}
+			if hs, ok := req.(*kmsg.SASLHandshakeRequest); ok {
+				p.resp = c.b.sasl.handshake(&c.sasl, hs)
+			} else {
+				p.resp = c.b.sasl.authenticate(&c.sasl, req.(*kmsg.SASLAuthenticateRequest))
+			}
+			close(p.ready)
+			if !c.enqueue(p) {
+				return
+			}
+			if c.sasl.failed {
+				log.Warn("broker: SASL authentication failed; closing the connection after the answer", "client_id", h.clientID, "mechanism", c.sasl.mech)
+				return
+			}
+			if c.sasl.authenticated() && h.key == 36 {
+				log.Debug("broker: SASL authenticated", "user", c.sasl.user, "mechanism", c.sasl.mech)
+			}
+			continue
+		}
+		if c.b.sasl != nil && !c.sasl.authenticated() && h.key != 18 {
+			log.Warn("broker: closing connection: request before SASL authentication", "client_id", h.clientID, "api_key", h.key)
 			return
 		}
 		p := &pendingResp{corr: h.corr, flexHdr: req.IsFlexible() && h.key != 18, ready: make(chan struct{})}

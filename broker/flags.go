@@ -23,7 +23,27 @@ func (c *Config) BindFlags(fs *flag.FlagSet, prefix string) {
 	fs.IntVar(&c.MaxConnections, prefix+"max-connections", c.MaxConnections, "Kafka connections served at once; one accepted past the cap is closed at once")
 	fs.DurationVar(&c.IdleTimeout, prefix+"idle-timeout", c.IdleTimeout, "close a Kafka connection with no request in progress and no bytes sent or taken for this long")
 	fs.IntVar(&c.MaxOpenSegmentFiles, prefix+"max-open-segment-files", c.MaxOpenSegmentFiles, "partition segment files held open at once; the others are closed and reopened on demand")
+	fs.Var(saslUsersFlag{&c.SASLUsers}, prefix+"sasl-users", "a file of name:password lines: clients must then authenticate by SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) as one of them")
 	fs.DurationVar(&c.RequestReadTimeout, prefix+"request-read-timeout", c.RequestReadTimeout, "close a Kafka connection whose request does not arrive whole within this long of its first byte")
+}
+
+// saslUsersFlag loads a users file as it is set.
+type saslUsersFlag struct{ v *map[string]string }
+
+func (f saslUsersFlag) String() string {
+	if f.v == nil || len(*f.v) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("(%d users)", len(*f.v))
+}
+
+func (f saslUsersFlag) Set(path string) error {
+	users, err := LoadSASLUsers(path)
+	if err != nil {
+		return err
+	}
+	*f.v = users
+	return nil
 }
 
 type int32Flag struct{ v *int32 }

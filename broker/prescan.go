@@ -176,6 +176,8 @@ var requestShapes = map[int16]*wireStruct{
 	16: wmsg(nil, // ListGroups
 		warrOf(wstr).from(4), warrOf(wstr).from(5), // StatesFilter, TypesFilter
 	),
+	17: wmsg(nil, wstr),   // SaslHandshake: Mechanism
+	36: wmsg(nil, wbytes), // SaslAuthenticate: SASLAuthBytes
 	18: wmsg(nil, // ApiVersions
 		wstr.from(3), wstr.from(3), wnstr.from(5), wi32.from(5),
 	),

@@ -1,16 +1,22 @@
 package e2e
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 // reachable reports whether something accepts TCP at addr.
@@ -72,9 +78,9 @@ func TestClusterPortsStayOnLoopbackWithoutAuthentication(t *testing.T) {
 	}
 }
 
-// The embedded broker has no authentication yet: it listens on 127.0.0.1
-// even when the APIs listen beyond it (--dapr-listen-addresses), and
-// beyond loopback only with an explicit, loudly logged insecure flag.
+// The embedded broker listens on 127.0.0.1 even when the APIs listen
+// beyond it (--dapr-listen-addresses), and beyond loopback only with SASL
+// users (--broker-sasl-users) or an explicit, loudly logged insecure flag.
 func TestBrokerStaysOnLoopbackWithoutAuthentication(t *testing.T) {
 	m := startMecha(t, "--app-id", "lo", "--broker-port", "0", "--dapr-listen-addresses", "0.0.0.0")
 	if !reachable(fmt.Sprintf("127.0.0.1:%d", m.brokerPort)) {
@@ -96,6 +102,39 @@ func TestBrokerStaysOnLoopbackWithoutAuthentication(t *testing.T) {
 	}
 	if !strings.Contains(open.output(), "INSECURE BROKER") {
 		t.Errorf("--allow-insecure-broker beyond loopback logged no warning:\n%s", open.output())
+	}
+	// With SASL users the broker may leave loopback: clients
+	// authenticate, and one that does not is refused.
+	users := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(users, []byte("app:app-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sasl := startMecha(t, "--app-id", "sasl", "--broker-port", "0", "--broker-listen-address", "0.0.0.0", "--broker-sasl-users", users)
+	if strings.Contains(sasl.output(), "INSECURE BROKER") {
+		t.Errorf("a broker with SASL users logged INSECURE BROKER:\n%s", sasl.output())
+	}
+	addr := fmt.Sprintf("127.0.0.2:%d", sasl.brokerPort)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		opts []kgo.Opt
+		ok   bool
+	}{
+		{[]kgo.Opt{kgo.SASL(scram.Auth{User: "app", Pass: "app-secret"}.AsSha512Mechanism())}, true},
+		{[]kgo.Opt{kgo.SASL(scram.Auth{User: "app", Pass: "guess"}.AsSha512Mechanism())}, false},
+		{nil, false},
+	} {
+		cl, err := kgo.NewClient(append(tc.opts, kgo.SeedBrokers(addr))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = kmsg.NewPtrMetadataRequest().RequestWith(rctx, cl)
+		rcancel()
+		cl.Close()
+		if (err == nil) != tc.ok {
+			t.Errorf("metadata through %s (authenticated: %v): %v", addr, tc.ok, err)
+		}
 	}
 }
 

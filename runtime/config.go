@@ -83,8 +83,8 @@ type Config struct {
 	// from BrokerPort, BrokerListenAddress and DataDir.
 	Broker broker.Config
 	// BrokerListenAddress is where the embedded broker listens:
-	// 127.0.0.1 unless set. It has no authentication yet, so beyond
-	// loopback it needs InsecureBroker.
+	// 127.0.0.1 unless set. Beyond loopback it needs Broker.SASLUsers
+	// (clients authenticate) or InsecureBroker.
 	BrokerListenAddress string
 	// InsecureBroker lets the broker listen beyond loopback without
 	// authentication (--allow-insecure-broker).
@@ -239,7 +239,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "this runtime's certificate, signed by the cluster CA")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "this runtime's private key")
 	fs.BoolVar(&c.InsecureCluster, "allow-insecure-cluster", c.InsecureCluster, "let gossip and the internal port listen beyond loopback without --gossip-key (anyone who reaches them can join and call the apps)")
-	fs.StringVar(&c.BrokerListenAddress, "broker-listen-address", c.BrokerListenAddress, "the address the embedded broker listens on (default 127.0.0.1; beyond loopback it needs --allow-insecure-broker)")
+	fs.StringVar(&c.BrokerListenAddress, "broker-listen-address", c.BrokerListenAddress, "the address the embedded broker listens on (default 127.0.0.1; beyond loopback it needs --broker-sasl-users or --allow-insecure-broker)")
 	fs.BoolVar(&c.InsecureBroker, "allow-insecure-broker", c.InsecureBroker, "let the embedded broker listen beyond loopback without authentication (anyone who reaches it can read and write every topic)")
 	fs.Var(appList{&c.Apps}, "app", "one more app on this host: id=ID,port=PORT[,protocol=http|grpc][,http-port=N][,grpc-port=N] (repeatable)")
 }
@@ -262,8 +262,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Sprintf("%s %d is not a port", name, p))
 		}
 	}
-	if a := c.BrokerListenAddress; a != "" && !isLoopback(a) && a != "localhost" && !c.InsecureBroker {
-		return fmt.Errorf("%w: --broker-listen-address %s: the embedded broker has no authentication yet, so anyone who reaches it could read and write every topic; keep it on loopback, or say --allow-insecure-broker", ErrConfig, a)
+	if a := c.BrokerListenAddress; a != "" && !isLoopback(a) && a != "localhost" && !c.InsecureBroker && len(c.Broker.SASLUsers) == 0 {
+		return fmt.Errorf("%w: --broker-listen-address %s: beyond loopback the embedded broker must authenticate its clients, or anyone who reaches it could read and write every topic; give it --broker-sasl-users FILE, keep it on loopback, or say --allow-insecure-broker", ErrConfig, a)
 	}
 	if err := c.clusterSecurity(); err != nil {
 		errs = append(errs, err.Error())

@@ -431,7 +431,7 @@ func (r *Runtime) startBroker(context.Context) error {
 	}
 	r.broker = b
 	r.metrics.Registry.MustRegister(b.Collector())
-	if !isLoopback(host) && host != "localhost" {
+	if !isLoopback(host) && host != "localhost" && len(r.cfg.Broker.SASLUsers) == 0 {
 		r.log.Warn("INSECURE BROKER: the embedded broker listens beyond loopback without authentication; anyone who reaches it can read and write every topic", "addr", b.Addr())
 	}
 	return nil
