@@ -24,6 +24,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,6 +88,10 @@ type Config struct {
 	// must authenticate as, by SASL PLAIN or SCRAM-SHA-256/512, before
 	// any request but ApiVersions (sasl.go).
 	SASLUsers map[string]string
+	// TLSCertFile and TLSKeyFile, when set, make the listener TLS
+	// (Kafka's SSL and SASL_SSL listeners): the broker's certificate
+	// chain and key, PEM.
+	TLSCertFile, TLSKeyFile string
 	// MaxOpenSegmentFiles bounds the partition segment files held open
 	// across all topics (see storage.SegmentFiles): the others are closed
 	// and reopened on demand. Files in use at once may pass it. 0 takes
@@ -167,6 +172,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("broker: max open segment files %d is negative", c.MaxOpenSegmentFiles)
 	case c.MinSessionTimeout > c.MaxSessionTimeout:
 		return fmt.Errorf("broker: min session timeout %s above max %s", c.MinSessionTimeout, c.MaxSessionTimeout)
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		return fmt.Errorf("broker: a TLS certificate (%q) and key (%q) go together", c.TLSCertFile, c.TLSKeyFile)
 	}
 	if err := c.Log.Validate(); err != nil {
 		return fmt.Errorf("broker: %w", err)
@@ -200,6 +207,8 @@ type Broker struct {
 	// sasl checks credentials when Config.SASLUsers is set; nil serves
 	// every connection unauthenticated.
 	sasl *saslAuth
+	// tls is the listener's TLS when Config.TLSCertFile is set.
+	tls *tls.Config
 }
 
 // Start opens the data directory, recovers every partition and starts
@@ -236,6 +245,15 @@ func Start(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	b.groups = newCoordinator(b.offsets, cfg, b.log)
+	if cfg.TLSCertFile != "" {
+		cert, cerr := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if cerr != nil {
+			b.topics.close()
+			b.offsets.Close()
+			return nil, fmt.Errorf("broker: TLS certificate %s and key %s: %w", cfg.TLSCertFile, cfg.TLSKeyFile, cerr)
+		}
+		b.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	if len(cfg.SASLUsers) > 0 {
 		if b.sasl, err = newSASLAuth(cfg.SASLUsers); err != nil {
 			b.topics.close()
@@ -264,7 +282,7 @@ func Start(cfg Config) (*Broker, error) {
 	go b.acceptLoop()
 	go b.flushLoop()
 	go b.tickLoop()
-	b.log.Info("broker listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "topics", b.topics.count(), "sasl", b.sasl != nil)
+	b.log.Info("broker listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "topics", b.topics.count(), "sasl", b.sasl != nil, "tls", b.tls != nil)
 	b.checkDescriptorLimit()
 	return b, nil
 }
@@ -296,6 +314,11 @@ func (b *Broker) acceptLoop() {
 		nc, err := b.ln.Accept()
 		if err != nil {
 			return // closed
+		}
+		if b.tls != nil {
+			// The handshake runs at the first read, under the
+			// connection's idle deadline.
+			nc = tls.Server(nc, b.tls)
 		}
 		c := newConn(b, nc)
 		b.mu.Lock()

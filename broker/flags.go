@@ -24,6 +24,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet, prefix string) {
 	fs.DurationVar(&c.IdleTimeout, prefix+"idle-timeout", c.IdleTimeout, "close a Kafka connection with no request in progress and no bytes sent or taken for this long")
 	fs.IntVar(&c.MaxOpenSegmentFiles, prefix+"max-open-segment-files", c.MaxOpenSegmentFiles, "partition segment files held open at once; the others are closed and reopened on demand")
 	fs.Var(saslUsersFlag{&c.SASLUsers}, prefix+"sasl-users", "a file of name:password lines: clients must then authenticate by SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) as one of them")
+	fs.StringVar(&c.TLSCertFile, prefix+"tls-cert", c.TLSCertFile, "with --"+prefix+"tls-key, serve Kafka clients over TLS with this certificate (PEM)")
+	fs.StringVar(&c.TLSKeyFile, prefix+"tls-key", c.TLSKeyFile, "the private key of --"+prefix+"tls-cert (PEM)")
 	fs.DurationVar(&c.RequestReadTimeout, prefix+"request-read-timeout", c.RequestReadTimeout, "close a Kafka connection whose request does not arrive whole within this long of its first byte")
 }
 

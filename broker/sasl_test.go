@@ -3,9 +3,17 @@ package broker
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -290,4 +298,86 @@ func FuzzSCRAMServer(f *testing.F) {
 			t.Fatalf("authenticated by %q then %q", first, final)
 		}
 	})
+}
+
+// testCert writes a self-signed certificate for 127.0.0.1 into dir:
+// the certificate (its own CA) and key files.
+func testCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "broker.crt"), filepath.Join(dir, "broker.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// SASL over TLS (Kafka's SASL_SSL): franz-go and kcat authenticate over
+// the encrypted connection; a plaintext client gets nowhere.
+func TestSASLOverTLS(t *testing.T) {
+	certFile, keyFile := testCert(t, t.TempDir())
+	b := startBroker(t, func(c *Config) {
+		c.SASLUsers = saslTestUsers
+		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
+	})
+	pemBytes, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemBytes)
+	mech := scram.Auth{User: "alice", Pass: "s3cret-a"}.AsSha256Mechanism()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.SASL(mech), kgo.DialTLSConfig(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}),
+		kgo.DefaultProduceTopic("tls"), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte("k"), Value: []byte("over tls")}).FirstErr(); err != nil {
+		t.Fatalf("produce over TLS: %v", err)
+	}
+	plainCl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.SASL(mech))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plainCl.Close()
+	pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer pcancel()
+	if _, err := kmsg.NewPtrMetadataRequest().RequestWith(pctx, plainCl); err == nil {
+		t.Fatal("a plaintext client was answered by a TLS listener")
+	}
+	kcat := kcatPath(t)
+	got := runKcat(t, kcat, "", "-b", b.Addr(), "-X", "security.protocol=SASL_SSL", "-X", "ssl.ca.location="+certFile,
+		"-X", "sasl.mechanisms=SCRAM-SHA-512", "-X", "sasl.username=bob", "-X", "sasl.password=s3cret-b",
+		"-C", "-t", "tls", "-o", "beginning", "-e", "-q", "-K:")
+	if got != "k:over tls\n" {
+		t.Fatalf("kcat over TLS printed %q", got)
+	}
 }
