@@ -1,6 +1,8 @@
 package mechapubsub
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -13,6 +15,9 @@ import (
 	"github.com/dapr/components-contrib/pubsub"
 	"github.com/rcrowley/go-metrics"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"mecha/broker"
 )
@@ -103,6 +108,11 @@ type ClientOptions struct {
 	PublishRetries int
 	// Logger receives the in-process group member's logs.
 	Logger *slog.Logger
+	// SASL authenticates a network client (saslUsername, saslPassword,
+	// saslMechanism); nil sends no credentials.
+	SASL sasl.Mechanism
+	// TLS, when set, dials the brokers over TLS (tls, caCert).
+	TLS *tls.Config
 }
 
 // DefaultMaxMessageBytes is the default maxMessageBytes: the embedded
@@ -112,8 +122,8 @@ type ClientOptions struct {
 const DefaultMaxMessageBytes = 8 << 20
 
 // ParseClientOptions reads brokers, clientID, consumerGroup (or
-// consumerID), initialOffset, maxMessageBytes and publishRetries from a
-// component's properties. Errors are *MetadataError.
+// consumerID), initialOffset, maxMessageBytes, the security settings
+// (parseSecurity) and publishRetries from a component's properties. Errors are *MetadataError.
 func ParseClientOptions(props map[string]string, d Defaults) (ClientOptions, error) {
 	o := ClientOptions{
 		ClientID:        "mecha",
@@ -158,6 +168,9 @@ func ParseClientOptions(props map[string]string, d Defaults) (ClientOptions, err
 		}
 		o.MaxMessageBytes = n
 	}
+	if err := o.parseSecurity(props); err != nil {
+		return o, err
+	}
 	if v := strings.TrimSpace(props["publishRetries"]); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
@@ -166,6 +179,55 @@ func ParseClientOptions(props map[string]string, d Defaults) (ClientOptions, err
 		o.PublishRetries = n
 	}
 	return o, nil
+}
+
+// parseSecurity reads saslUsername, saslPassword and saslMechanism
+// (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; Dapr's kafka spellings
+// PLAINTEXT, SHA-256 and SHA-512 too; default SCRAM-SHA-512), and tls
+// ("true" dials the brokers over TLS) with caCert (a PEM CA to trust
+// instead of the system's).
+func (o *ClientOptions) parseSecurity(props map[string]string) error {
+	user, pass := props["saslUsername"], props["saslPassword"]
+	mech := strings.ToUpper(strings.TrimSpace(props["saslMechanism"]))
+	switch {
+	case user == "" && pass == "" && mech == "":
+	case user == "" || pass == "":
+		return &MetadataError{"saslUsername", "saslUsername and saslPassword go together"}
+	default:
+		switch mech {
+		case "PLAIN", "PLAINTEXT":
+			o.SASL = plain.Auth{User: user, Pass: pass}.AsMechanism()
+		case "SCRAM-SHA-256", "SHA-256":
+			o.SASL = scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()
+		case "", "SCRAM-SHA-512", "SHA-512":
+			o.SASL = scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()
+		default:
+			return &MetadataError{"saslMechanism", fmt.Sprintf("want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got %q", mech)}
+		}
+	}
+	switch v := strings.TrimSpace(props["tls"]); v {
+	case "", "false":
+		if props["caCert"] != "" {
+			return &MetadataError{"caCert", "set without tls: \"true\""}
+		}
+	case "true":
+		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		if ca := props["caCert"]; ca != "" {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM([]byte(ca)) {
+				return &MetadataError{"caCert", "holds no PEM certificate"}
+			}
+			o.TLS.RootCAs = pool
+		}
+	default:
+		return &MetadataError{"tls", fmt.Sprintf("want \"true\" or \"false\", got %q", v)}
+	}
+	if (o.SASL != nil || o.TLS != nil) && o.Local != nil {
+		// Credentials mean a broker over the network, even when it is
+		// this runtime's own (a client of its SASL listener).
+		o.Local = nil
+	}
+	return nil
 }
 
 // partitioner places keyed records as sarama's default (hash) partitioner
@@ -187,7 +249,7 @@ func partitioner() kgo.Partitioner {
 // topics created on first use (as sarama's metadata requests create
 // them), and sarama's partitioning.
 func (o ClientOptions) kgoOpts() []kgo.Opt {
-	return []kgo.Opt{
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(o.Brokers...),
 		kgo.ClientID(o.ClientID),
 		kgo.DialTimeout(10 * time.Second),
@@ -199,6 +261,13 @@ func (o ClientOptions) kgoOpts() []kgo.Opt {
 		kgo.RecordPartitioner(partitioner()),
 		kgo.AllowAutoTopicCreation(),
 	}
+	if o.SASL != nil {
+		opts = append(opts, kgo.SASL(o.SASL))
+	}
+	if o.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(o.TLS.Clone()))
+	}
+	return opts
 }
 
 // startOffset is InitialOffset as a franz-go offset.

@@ -482,6 +482,11 @@ func TestInitMetadataErrors(t *testing.T) {
 		{"maxMessageBytes not a number", brokers, map[string]string{"maxMessageBytes": "lots"}, []string{"metadata maxMessageBytes", `"lots"`}},
 		{"maxMessageBytes zero", brokers, map[string]string{"maxMessageBytes": "0"}, []string{"metadata maxMessageBytes"}},
 		{"publishRetries", brokers, map[string]string{"publishRetries": "-1"}, []string{"metadata publishRetries"}},
+		{"saslPassword without saslUsername", brokers, map[string]string{"saslPassword": "x"}, []string{"metadata saslUsername: saslUsername and saslPassword go together"}},
+		{"saslMechanism", brokers, map[string]string{"saslUsername": "u", "saslPassword": "p", "saslMechanism": "GSSAPI"}, []string{"metadata saslMechanism", `"GSSAPI"`}},
+		{"tls", brokers, map[string]string{"tls": "yes"}, []string{`metadata tls: want "true" or "false", got "yes"`}},
+		{"caCert without tls", brokers, map[string]string{"caCert": "x"}, []string{"metadata caCert: set without tls"}},
+		{"caCert not PEM", brokers, map[string]string{"tls": "true", "caCert": "x"}, []string{"metadata caCert: holds no PEM certificate"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := mechapubsub.New(testLogger(), mechapubsub.Defaults{Brokers: tc.defaults})
@@ -698,4 +703,32 @@ func TestInProcessWithoutAddress(t *testing.T) {
 	subscribe(t, t.Context(), p, "direct", in)
 	publish(t, p, "direct", "in-process", nil)
 	poll.Until(t, waitLong, "the record", func() bool { return in.has("in-process") })
+}
+
+// Over the network, pubsub.mecha authenticates to a broker that asks for
+// SASL (saslUsername, saslPassword, saslMechanism), even when that
+// broker is this runtime's own; without credentials it is refused.
+func TestSASLOverTheNetwork(t *testing.T) {
+	b := brokertest.StartBroker(t, func(c *broker.Config) { c.SASLUsers = map[string]string{"app": "app-secret"} })
+	for _, mech := range []string{"SCRAM-SHA-512", "SHA-256", "PLAIN"} {
+		t.Run(mech, func(t *testing.T) {
+			// The broker is this process's, yet credentials make the
+			// component a network client of its SASL listener.
+			p := newPubSub(t, env{b: b, local: true}, map[string]string{"consumerID": "app1", "saslUsername": "app", "saslPassword": "app-secret", "saslMechanism": mech})
+			in := &inbox{}
+			subscribe(t, t.Context(), p, "secured", in)
+			publish(t, p, "secured", "hello "+mech, nil)
+			poll.Until(t, waitLong, "the message through SASL", func() bool { return in.has("hello " + mech) })
+		})
+	}
+	// A wrong password: Init, which connects, names the refusal.
+	p := mechapubsub.New(testLogger(), mechapubsub.Defaults{Brokers: b.Addr()})
+	err := p.Init(t.Context(), pubsub.Metadata{Base: metadata.Base{Name: "pubsub", Properties: map[string]string{"saslUsername": "app", "saslPassword": "wrong"}}})
+	if err == nil {
+		_ = p.Close()
+		t.Fatal("Init with a wrong password succeeded")
+	}
+	if !strings.Contains(err.Error(), "SASL_AUTHENTICATION_FAILED") {
+		t.Fatalf("Init with a wrong password: %v", err)
+	}
 }
