@@ -47,6 +47,8 @@ var supportedAPIs = map[int16]versionRange{
 	17: {0, 1},  // SaslHandshake (sasl.go)
 	18: {0, 3},  // ApiVersions
 	36: {0, 2},  // SaslAuthenticate (sasl.go)
+	42: {0, 2},  // DeleteGroups
+	60: {0, 1},  // DescribeCluster
 	19: {0, 6},  // CreateTopics
 	20: {0, 5},  // DeleteTopics
 	21: {0, 2},  // DeleteRecords

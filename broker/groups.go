@@ -718,6 +718,27 @@ func (c *coordinator) describe(name string) kmsg.DescribeGroupsResponseGroup {
 	return dg
 }
 
+// deleteGroup removes an empty group and its committed offsets; a
+// *kerr.Error says why not (GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP), any
+// other error is the offsets file's.
+func (c *coordinator) deleteGroup(name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[name]
+	switch {
+	case g == nil || g.state == groupDead:
+		return kerr.GroupIDNotFound
+	case len(g.members) > 0 || g.state != groupEmpty:
+		return kerr.NonEmptyGroup
+	}
+	if err := c.offsets.DeleteGroup(name); err != nil {
+		return err
+	}
+	g.state = groupDead
+	delete(c.groups, name)
+	return nil
+}
+
 // list returns every group's name, protocol type and state.
 func (c *coordinator) list() []kmsg.ListGroupsResponseGroup {
 	c.mu.Lock()

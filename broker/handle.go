@@ -69,6 +69,10 @@ func (b *Broker) handle(c caller, h requestHeader, req kmsg.Request) kmsg.Respon
 		return b.handleInitProducerID(r)
 	case *kmsg.DeleteRecordsRequest:
 		return b.handleDeleteRecords(r)
+	case *kmsg.DeleteGroupsRequest:
+		return b.handleDeleteGroups(r)
+	case *kmsg.DescribeClusterRequest:
+		return b.handleDescribeCluster(r)
 	}
 	// parseRequest admits only keys in supportedAPIs, each handled above.
 	panic("broker: no handler for " + kmsg.NameForKey(req.Key()))

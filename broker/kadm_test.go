@@ -336,3 +336,68 @@ func TestKadmGroupsAndLag(t *testing.T) {
 		t.Errorf("lag of the empty group: %d, want 7", n)
 	}
 }
+
+// DeleteGroups removes an empty group and its committed offsets, and
+// refuses a group with members (NON_EMPTY_GROUP) and an unknown one
+// (GROUP_ID_NOT_FOUND), as kadm expects; DescribeCluster lists this
+// broker as the cluster and its controller.
+func TestKadmDeleteGroupsDescribeCluster(t *testing.T) {
+	b := startBroker(t)
+	adm := newAdmin(t, b.Addr())
+	ctx := kadmCtx(t)
+	if _, err := adm.CreateTopic(ctx, 1, 1, nil, "dg"); err != nil {
+		t.Fatal(err)
+	}
+	// "idle" commits offsets and leaves; "busy" stays a member.
+	idle := kadm.Offsets{}
+	idle.Add(kadm.Offset{Topic: "dg", Partition: 0, At: 1, LeaderEpoch: -1})
+	if _, err := adm.CommitOffsets(ctx, "idle", idle); err != nil {
+		t.Fatal(err)
+	}
+	busy, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.ConsumerGroup("busy"), kgo.ConsumeTopics("dg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	poll.Until(t, waitLong, "the busy group to be stable", func() bool {
+		ds, err := adm.DescribeGroups(ctx, "busy")
+		return err == nil && ds["busy"].State == "Stable"
+	})
+	resp, err := adm.DeleteGroups(ctx, "idle", "busy", "nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g, want := range map[string]error{"idle": nil, "busy": kerr.NonEmptyGroup, "nobody": kerr.GroupIDNotFound} {
+		if got := resp[g].Err; !errors.Is(got, want) && got != want {
+			t.Errorf("delete %s: %v, want %v", g, got, want)
+		}
+	}
+	fetched, err := adm.FetchOffsets(ctx, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := fetched.Lookup("dg", 0); ok && o.At >= 0 {
+		t.Errorf("the deleted group's offset is still there: %+v", o)
+	}
+	listed, err := adm.ListGroups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := listed["idle"]; ok {
+		t.Errorf("the deleted group is still listed: %v", listed.Groups())
+	}
+
+	cl := newKgo(t, b.Addr())
+	dc := kmsg.NewPtrDescribeClusterRequest()
+	r, err := dc.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ErrorCode != 0 || r.ClusterID != clusterID || r.ControllerID != b.cfg.NodeID || len(r.Brokers) != 1 || r.Brokers[0].Port != b.port {
+		t.Fatalf("DescribeCluster: %+v", r)
+	}
+	dc.Version, dc.EndpointType = 1, 2
+	if r, err = dc.RequestWith(ctx, cl); err != nil || r.ErrorCode != kerr.UnsupportedEndpointType.Code {
+		t.Fatalf("DescribeCluster of controllers: %v, code %d", err, r.ErrorCode)
+	}
+}

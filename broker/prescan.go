@@ -176,8 +176,10 @@ var requestShapes = map[int16]*wireStruct{
 	16: wmsg(nil, // ListGroups
 		warrOf(wstr).from(4), warrOf(wstr).from(5), // StatesFilter, TypesFilter
 	),
-	17: wmsg(nil, wstr),   // SaslHandshake: Mechanism
-	36: wmsg(nil, wbytes), // SaslAuthenticate: SASLAuthBytes
+	17: wmsg(nil, wstr),                          // SaslHandshake: Mechanism
+	36: wmsg(nil, wbytes),                        // SaslAuthenticate: SASLAuthBytes
+	42: wmsg(nil, warrOf(wstr)),                  // DeleteGroups: Groups
+	60: wmsg(nil, wi8, wi8.from(1), wi8.from(2)), // DescribeCluster: IncludeClusterAuthorizedOperations, EndpointType, IncludeFencedBrokers
 	18: wmsg(nil, // ApiVersions
 		wstr.from(3), wstr.from(3), wnstr.from(5), wi32.from(5),
 	),
