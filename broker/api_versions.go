@@ -46,8 +46,10 @@ var supportedAPIs = map[int16]versionRange{
 	16: {0, 4},  // ListGroups
 	17: {0, 1},  // SaslHandshake (sasl.go)
 	18: {0, 3},  // ApiVersions
+	33: {0, 2},  // AlterConfigs
 	36: {0, 2},  // SaslAuthenticate (sasl.go)
 	42: {0, 2},  // DeleteGroups
+	44: {0, 1},  // IncrementalAlterConfigs
 	60: {0, 1},  // DescribeCluster
 	19: {0, 6},  // CreateTopics
 	20: {0, 5},  // DeleteTopics

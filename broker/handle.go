@@ -69,6 +69,10 @@ func (b *Broker) handle(c caller, h requestHeader, req kmsg.Request) kmsg.Respon
 		return b.handleInitProducerID(r)
 	case *kmsg.DeleteRecordsRequest:
 		return b.handleDeleteRecords(r)
+	case *kmsg.AlterConfigsRequest:
+		return b.handleAlterConfigs(r)
+	case *kmsg.IncrementalAlterConfigsRequest:
+		return b.handleIncrementalAlterConfigs(r)
 	case *kmsg.DeleteGroupsRequest:
 		return b.handleDeleteGroups(r)
 	case *kmsg.DescribeClusterRequest:

@@ -401,3 +401,81 @@ func TestKadmDeleteGroupsDescribeCluster(t *testing.T) {
 		t.Fatalf("DescribeCluster of controllers: %v, code %d", err, r.ErrorCode)
 	}
 }
+
+// Topic configs altered the incremental way and the whole-set way are
+// described, used, and kept across a restart; bad names, values and
+// operations are refused naming them.
+func TestKadmAlterTopicConfigs(t *testing.T) {
+	dir := t.TempDir()
+	start := func() *Broker {
+		return startBroker(t, func(c *Config) { c.DataDir = dir; c.AutoCreateTopics = false })
+	}
+	b := start()
+	adm := newAdmin(t, b.Addr())
+	ctx := kadmCtx(t)
+	if _, err := adm.CreateTopic(ctx, 2, 1, map[string]*string{"segment.bytes": strp("1048576")}, "alt"); err != nil {
+		t.Fatal(err)
+	}
+	describe := func(adm *kadm.Client) map[string]string {
+		t.Helper()
+		rs, err := adm.DescribeTopicConfigs(ctx, "alt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, c := range rs[0].Configs {
+			if c.Source == kmsg.ConfigSourceDynamicTopicConfig && c.Value != nil {
+				out[c.Key] = *c.Value
+			}
+		}
+		return out
+	}
+	resp, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{
+		{Op: kadm.SetConfig, Name: "retention.ms", Value: strp("60000")},
+		{Op: kadm.DeleteConfig, Name: "segment.bytes"},
+	}, "alt")
+	if err != nil || resp[0].Err != nil {
+		t.Fatalf("incremental alter: %v %v", err, resp)
+	}
+	if got := describe(adm); len(got) != 1 || got["retention.ms"] != "60000" {
+		t.Fatalf("after the incremental alter: %v", got)
+	}
+	if tp := b.topics.get("alt"); tp.parts[1].Config().RetentionMs != 60000 {
+		t.Fatalf("partition 1 still uses retention.ms %d", tp.parts[1].Config().RetentionMs)
+	}
+	// Refusals, each naming what was wrong; nothing changes.
+	for _, tc := range []struct {
+		cfg  kadm.AlterConfig
+		want error
+		msg  string
+	}{
+		{kadm.AlterConfig{Op: kadm.SetConfig, Name: "retention.ms", Value: strp("soon")}, kerr.InvalidConfig, `retention.ms="soon"`},
+		{kadm.AlterConfig{Op: kadm.SetConfig, Name: "compression.type", Value: strp("zstd")}, kerr.InvalidConfig, "compression.type is not a supported topic config"},
+		{kadm.AlterConfig{Op: kadm.AppendConfig, Name: "cleanup.policy", Value: strp("delete")}, kerr.InvalidRequest, "APPEND"},
+	} {
+		resp, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{tc.cfg}, "alt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(resp[0].Err, tc.want) || !strings.Contains(resp[0].ErrMessage, tc.msg) {
+			t.Errorf("%+v: %v %q, want %v naming %q", tc.cfg, resp[0].Err, resp[0].ErrMessage, tc.want, tc.msg)
+		}
+	}
+	if resp, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: strp("1")}}, "nope"); err != nil || !errors.Is(resp[0].Err, kerr.UnknownTopicOrPartition) {
+		t.Errorf("unknown topic: %v %v", err, resp)
+	}
+	// The whole-set way replaces every override.
+	resp, err = adm.AlterTopicConfigsState(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: strp("65536")}}, "alt")
+	if err != nil || resp[0].Err != nil {
+		t.Fatalf("alter: %v %v", err, resp)
+	}
+	if got := describe(adm); len(got) != 1 || got["max.message.bytes"] != "65536" {
+		t.Fatalf("after the whole-set alter: %v", got)
+	}
+	// Kept across a restart.
+	b.Close()
+	b = start()
+	if got := describe(newAdmin(t, b.Addr())); len(got) != 1 || got["max.message.bytes"] != "65536" {
+		t.Fatalf("after a restart: %v", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -157,6 +158,9 @@ var topicConfigNames = []string{"cleanup.policy", "max.message.bytes", "retentio
 func topicConfig(base storage.Config, overrides map[string]string) (storage.Config, error) {
 	cfg := base
 	for k, v := range overrides {
+		if !slices.Contains(topicConfigNames, k) {
+			return cfg, fmt.Errorf("%w: %s is not a supported topic config (supported: %s)", errInvalidConfig, k, strings.Join(topicConfigNames, ", "))
+		}
 		var n int64
 		var err error
 		if k != "cleanup.policy" {
@@ -248,6 +252,43 @@ func (r *topicRegistry) create(name string, partitions int32, configs map[string
 	r.topics[name] = t
 	r.log.Info("broker: topic created", "topic", name, "partitions", partitions)
 	return t, nil
+}
+
+// alterConfigs replaces a topic's overrides with what change makes of a
+// copy of them: checked, written to topic.json, then used by every
+// partition. With validateOnly it only checks.
+func (r *topicRegistry) alterConfigs(name string, validateOnly bool, change func(map[string]string) (map[string]string, error)) error {
+	t := r.get(name)
+	if t == nil {
+		return fmt.Errorf("%w: %s", errUnknownTopic, name)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	next, err := change(t.configs)
+	if err != nil {
+		return err
+	}
+	cfg, err := topicConfig(r.base, next)
+	if err != nil {
+		return err
+	}
+	if validateOnly {
+		return nil
+	}
+	if len(next) == 0 {
+		next = nil
+	}
+	if err := writeJSON(filepath.Join(t.dir, "topic.json"), topicFile{Partitions: int32(len(t.parts)), Configs: next}); err != nil {
+		return err
+	}
+	t.configs, t.cfg = next, cfg
+	for _, p := range t.parts {
+		if err := p.SetConfig(cfg); err != nil {
+			return err
+		}
+	}
+	r.log.Info("broker: topic configs altered", "topic", name, "configs", next)
+	return nil
 }
 
 // ensure returns a topic, creating it with the default partition count

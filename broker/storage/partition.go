@@ -237,6 +237,13 @@ func (p *Partition) readLogStart() int64 {
 	return n
 }
 
+// Config is the configuration in use.
+func (p *Partition) Config() Config {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.cfg
+}
+
 // SetConfig changes the configuration (an altered topic).
 func (p *Partition) SetConfig(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
