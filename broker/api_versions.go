@@ -47,6 +47,7 @@ var supportedAPIs = map[int16]versionRange{
 	17: {0, 1},  // SaslHandshake (sasl.go)
 	18: {0, 3},  // ApiVersions
 	33: {0, 2},  // AlterConfigs
+	35: {0, 4},  // DescribeLogDirs
 	36: {0, 2},  // SaslAuthenticate (sasl.go)
 	42: {0, 2},  // DeleteGroups
 	44: {0, 1},  // IncrementalAlterConfigs

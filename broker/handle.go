@@ -73,6 +73,8 @@ func (b *Broker) handle(c caller, h requestHeader, req kmsg.Request) kmsg.Respon
 		return b.handleAlterConfigs(r)
 	case *kmsg.IncrementalAlterConfigsRequest:
 		return b.handleIncrementalAlterConfigs(r)
+	case *kmsg.DescribeLogDirsRequest:
+		return b.handleDescribeLogDirs(r)
 	case *kmsg.DeleteGroupsRequest:
 		return b.handleDeleteGroups(r)
 	case *kmsg.DescribeClusterRequest:

@@ -479,3 +479,54 @@ func TestKadmAlterTopicConfigs(t *testing.T) {
 		t.Fatalf("after a restart: %v", got)
 	}
 }
+
+// DescribeLogDirs gives the one log dir with each partition's size, for
+// every topic (null) or the ones asked, and the file system's bytes.
+func TestKadmDescribeLogDirs(t *testing.T) {
+	b := startBroker(t)
+	adm := newAdmin(t, b.Addr())
+	ctx := kadmCtx(t)
+	createTopic(t, adm, "ld", 2, nil)
+	cl := newKgo(t, b.Addr(), kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "ld", Partition: 0, Value: []byte(strings.Repeat("x", 1000))}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	all, err := adm.DescribeAllLogDirs(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := all[b.cfg.NodeID]
+	if len(dirs) != 1 {
+		t.Fatalf("log dirs %v, want one", dirs)
+	}
+	for _, d := range dirs {
+		if d.Err != nil || d.TotalBytes <= 0 || d.UsableBytes <= 0 {
+			t.Fatalf("dir %s: err %v, total %d, usable %d", d.Dir, d.Err, d.TotalBytes, d.UsableBytes)
+		}
+		p0, ok := d.Topics.Lookup("ld", 0)
+		if !ok || p0.Size < 1000 {
+			t.Fatalf("ld/0: %+v (found %v), want at least the record's 1000 bytes", p0, ok)
+		}
+		if _, ok := d.Topics.Lookup("ld", 1); !ok {
+			t.Fatal("ld/1 missing")
+		}
+	}
+	ts := kadm.TopicsSet{}
+	ts.Add("ld", 1)
+	ts.Add("nope", 0)
+	some, err := adm.DescribeBrokerLogDirs(ctx, b.cfg.NodeID, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range some {
+		if _, ok := d.Topics.Lookup("ld", 0); ok {
+			t.Error("ld/0 answered though only ld/1 was asked")
+		}
+		if _, ok := d.Topics.Lookup("ld", 1); !ok {
+			t.Error("ld/1 missing")
+		}
+		if _, ok := d.Topics["nope"]; ok {
+			t.Error("an unknown topic answered")
+		}
+	}
+}
