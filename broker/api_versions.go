@@ -51,6 +51,7 @@ var supportedAPIs = map[int16]versionRange{
 	36: {0, 2},  // SaslAuthenticate (sasl.go)
 	42: {0, 2},  // DeleteGroups
 	44: {0, 1},  // IncrementalAlterConfigs
+	47: {0, 0},  // OffsetDelete
 	60: {0, 1},  // DescribeCluster
 	19: {0, 6},  // CreateTopics
 	20: {0, 5},  // DeleteTopics

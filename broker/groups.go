@@ -739,6 +739,31 @@ func (c *coordinator) deleteGroup(name string) error {
 	return nil
 }
 
+// subscriptions reports whether the group exists and, if so, which topics
+// its members subscribe to (none while it has no members).
+func (c *coordinator) subscriptions(name string) (func(topic string) bool, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[name]
+	if g == nil || g.state == groupDead {
+		return nil, false
+	}
+	if len(g.members) == 0 {
+		return func(string) bool { return false }, true
+	}
+	topics := map[string]bool{}
+	for _, m := range g.members {
+		var md kmsg.ConsumerMemberMetadata
+		if g.protocolType != "consumer" || md.ReadFrom(m.metadata(g.protocol)) != nil {
+			return func(string) bool { return true }, true
+		}
+		for _, t := range md.Topics {
+			topics[t] = true
+		}
+	}
+	return func(t string) bool { return topics[t] }, true
+}
+
 // list returns every group's name, protocol type and state.
 func (c *coordinator) list() []kmsg.ListGroupsResponseGroup {
 	c.mu.Lock()

@@ -75,6 +75,8 @@ func (b *Broker) handle(c caller, h requestHeader, req kmsg.Request) kmsg.Respon
 		return b.handleIncrementalAlterConfigs(r)
 	case *kmsg.DescribeLogDirsRequest:
 		return b.handleDescribeLogDirs(r)
+	case *kmsg.OffsetDeleteRequest:
+		return b.handleOffsetDelete(r)
 	case *kmsg.DeleteGroupsRequest:
 		return b.handleDeleteGroups(r)
 	case *kmsg.DescribeClusterRequest:

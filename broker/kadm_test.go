@@ -530,3 +530,57 @@ func TestKadmDescribeLogDirs(t *testing.T) {
 		}
 	}
 }
+
+// OffsetDelete drops a group's offsets for topics its members do not
+// subscribe to, keeps those of subscribed topics (GROUP_SUBSCRIBED_TO_TOPIC)
+// and answers GROUP_ID_NOT_FOUND for an unknown group.
+func TestKadmDeleteOffsets(t *testing.T) {
+	b := startBroker(t)
+	adm := newAdmin(t, b.Addr())
+	ctx := kadmCtx(t)
+	createTopic(t, adm, "sub", 1, nil)
+	createTopic(t, adm, "old", 1, nil)
+	commit := kadm.Offsets{}
+	commit.Add(kadm.Offset{Topic: "sub", Partition: 0, At: 3, LeaderEpoch: -1})
+	commit.Add(kadm.Offset{Topic: "old", Partition: 0, At: 5, LeaderEpoch: -1})
+	if _, err := adm.CommitOffsets(ctx, "od", commit); err != nil {
+		t.Fatal(err)
+	}
+	member := newKgo(t, b.Addr(), kgo.ConsumerGroup("od"), kgo.ConsumeTopics("sub"), kgo.DisableAutoCommit())
+	poll.Until(t, waitLong, "the member to join", func() bool {
+		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		member.PollRecords(pctx, 0) // drives the join
+		cancel()
+		ds, err := adm.DescribeGroups(ctx, "od")
+		return err == nil && ds["od"].State == "Stable"
+	})
+	ts := kadm.TopicsSet{}
+	ts.Add("sub", 0)
+	ts.Add("old", 0)
+	ts.Add("gone", 0)
+	resp, err := adm.DeleteOffsets(ctx, "od", ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		topic string
+		want  error
+	}{{"sub", kerr.GroupSubscribedToTopic}, {"old", nil}, {"gone", kerr.UnknownTopicOrPartition}} {
+		if got, _ := resp.Lookup(tc.topic, 0); !errors.Is(got, tc.want) && got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.topic, got, tc.want)
+		}
+	}
+	fetched, err := adm.FetchOffsets(ctx, "od")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := fetched.Lookup("sub", 0); !ok || o.At != 3 {
+		t.Errorf("sub/0 = %+v (%v), want 3 kept", o, ok)
+	}
+	if o, ok := fetched.Lookup("old", 0); ok && o.At >= 0 {
+		t.Errorf("old/0 = %+v, want deleted", o)
+	}
+	if _, err := adm.DeleteOffsets(ctx, "nobody", ts); !errors.Is(err, kerr.GroupIDNotFound) {
+		t.Errorf("unknown group: %v", err)
+	}
+}

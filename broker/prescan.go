@@ -181,6 +181,7 @@ var requestShapes = map[int16]*wireStruct{
 	33: wmsg(nil, warr(wi8, wstr, warr(wstr, wnstr)), wi8),      // AlterConfigs: Resources (Type, Name, Configs: Name, Value), ValidateOnly
 	44: wmsg(nil, warr(wi8, wstr, warr(wstr, wi8, wnstr)), wi8), // IncrementalAlterConfigs: Resources (Type, Name, Configs: Name, Op, Value), ValidateOnly
 	35: wmsg(nil, warr(wstr, warrOf(wi32))),                     // DescribeLogDirs: Topics (nullable): Topic, Partitions
+	47: wmsg(nil, wstr, warr(wstr, warr(wi32))),                 // OffsetDelete: Group, Topics: Topic, Partitions: Partition
 	42: wmsg(nil, warrOf(wstr)),                                 // DeleteGroups: Groups
 	60: wmsg(nil, wi8, wi8.from(1), wi8.from(2)),                // DescribeCluster: IncludeClusterAuthorizedOperations, EndpointType, IncludeFencedBrokers
 	18: wmsg(nil, // ApiVersions
