@@ -4,14 +4,19 @@
 // and the configs retention.ms, retention.bytes, segment.bytes,
 // max.message.bytes and cleanup.policy=delete; any other config, or a bad
 // value, fails that topic with INVALID_CONFIG naming it. The replication
-// factor must be -1 or 1 on a single node (INVALID_REPLICATION_FACTOR);
-// manual replica assignments are refused (INVALID_REQUEST). ValidateOnly
+// factor must be -1 or 1 on a single node (INVALID_REPLICATION_FACTOR).
+// A manual replica assignment (with partition count and replication
+// factor -1, as Kafka wants, else INVALID_REQUEST) gives partitions 0 to
+// n-1 each in turn, every one on this broker alone; another broker id, a
+// gap, a repeat or lists of different lengths get
+// INVALID_REPLICA_ASSIGNMENT naming the partition. ValidateOnly
 // (v1+) checks without creating. From v5 the answer carries the partition
 // count, replication factor and the topic's configs.
 package broker
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -36,9 +41,20 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 				configs[c.Name] = *c.Value
 			}
 		}
+		if len(rt.ReplicaAssignment) > 0 {
+			if rt.NumPartitions != -1 || rt.ReplicationFactor != -1 {
+				fail(kerr.InvalidRequest, "with a replica assignment, the partition count and replication factor must be -1")
+				resp.Topics = append(resp.Topics, st)
+				continue
+			}
+			if msg := b.checkAssignment(rt.ReplicaAssignment); msg != "" {
+				fail(kerr.InvalidReplicaAssignment, msg)
+				resp.Topics = append(resp.Topics, st)
+				continue
+			}
+			parts = int32(len(rt.ReplicaAssignment))
+		}
 		switch {
-		case len(rt.ReplicaAssignment) > 0:
-			fail(kerr.InvalidRequest, "manual replica assignment is not supported")
 		case rt.ReplicationFactor != -1 && rt.ReplicationFactor != 1:
 			fail(kerr.InvalidReplicationFactor, "replication factor must be 1 (or -1): this broker is a single node")
 		default:
@@ -63,6 +79,24 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 		resp.Topics = append(resp.Topics, st)
 	}
 	return resp
+}
+
+// checkAssignment says what is wrong with a manual replica assignment
+// on this single broker, or "".
+func (b *Broker) checkAssignment(as []kmsg.CreateTopicsRequestTopicReplicaAssignment) string {
+	seen := make([]bool, len(as))
+	for _, a := range as {
+		switch {
+		case a.Partition < 0 || int(a.Partition) >= len(as):
+			return fmt.Sprintf("partition %d: partitions must be 0 to %d, each once", a.Partition, len(as)-1)
+		case seen[a.Partition]:
+			return fmt.Sprintf("partition %d is assigned twice", a.Partition)
+		case len(a.Replicas) != 1 || a.Replicas[0] != b.cfg.NodeID:
+			return fmt.Sprintf("partition %d on brokers %v: this cluster has one broker, %d", a.Partition, a.Replicas, b.cfg.NodeID)
+		}
+		seen[a.Partition] = true
+	}
+	return ""
 }
 
 func createdConfigs(b *Broker, overrides map[string]string) []kmsg.CreateTopicsResponseTopicConfig {

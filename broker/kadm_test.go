@@ -584,3 +584,48 @@ func TestKadmDeleteOffsets(t *testing.T) {
 		t.Errorf("unknown group: %v", err)
 	}
 }
+
+// A manual replica assignment on the single broker creates its
+// partitions; one naming another broker, a gap or a repeat is refused
+// INVALID_REPLICA_ASSIGNMENT naming the partition.
+func TestCreateTopicsReplicaAssignment(t *testing.T) {
+	b := startBroker(t)
+	cl := newKgo(t, b.Addr())
+	ctx := kadmCtx(t)
+	create := func(name string, assign map[int32][]int32) kmsg.CreateTopicsResponseTopic {
+		req := kmsg.NewPtrCreateTopicsRequest()
+		rt := kmsg.NewCreateTopicsRequestTopic()
+		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, -1, -1
+		for p, rs := range assign {
+			a := kmsg.NewCreateTopicsRequestTopicReplicaAssignment()
+			a.Partition, a.Replicas = p, rs
+			rt.ReplicaAssignment = append(rt.ReplicaAssignment, a)
+		}
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Topics[0]
+	}
+	me := b.cfg.NodeID
+	if r := create("manual", map[int32][]int32{0: {me}, 1: {me}, 2: {me}}); r.ErrorCode != 0 || r.NumPartitions != 3 {
+		t.Fatalf("manual assignment: code %d, partitions %d", r.ErrorCode, r.NumPartitions)
+	}
+	if got := b.topics.get("manual").numPartitions(); got != 3 {
+		t.Fatalf("the topic has %d partitions, want 3", got)
+	}
+	for name, assign := range map[string]map[int32][]int32{
+		"other-broker": {0: {me + 1}},
+		"two-replicas": {0: {me, me + 1}},
+		"gap":          {0: {me}, 2: {me}},
+	} {
+		r := create(name, assign)
+		if r.ErrorCode != kerr.InvalidReplicaAssignment.Code || r.ErrorMessage == nil || !strings.Contains(*r.ErrorMessage, "partition") {
+			t.Errorf("%s: code %d, message %v", name, r.ErrorCode, r.ErrorMessage)
+		}
+		if b.topics.get(name) != nil {
+			t.Errorf("%s was created", name)
+		}
+	}
+}
