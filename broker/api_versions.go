@@ -50,7 +50,10 @@ var supportedAPIs = map[int16]versionRange{
 	35: {0, 4},  // DescribeLogDirs
 	36: {0, 2},  // SaslAuthenticate (sasl.go)
 	42: {0, 2},  // DeleteGroups
+	43: {0, 2},  // ElectLeaders (api_reassignments.go)
 	44: {0, 1},  // IncrementalAlterConfigs
+	45: {0, 0},  // AlterPartitionReassignments (api_reassignments.go)
+	46: {0, 0},  // ListPartitionReassignments (api_reassignments.go)
 	47: {0, 0},  // OffsetDelete
 	60: {0, 1},  // DescribeCluster
 	19: {0, 6},  // CreateTopics

@@ -77,6 +77,12 @@ func (b *Broker) handle(c caller, h requestHeader, req kmsg.Request) kmsg.Respon
 		return b.handleDescribeLogDirs(r)
 	case *kmsg.OffsetDeleteRequest:
 		return b.handleOffsetDelete(r)
+	case *kmsg.ElectLeadersRequest:
+		return b.handleElectLeaders(r)
+	case *kmsg.AlterPartitionAssignmentsRequest:
+		return b.handleAlterPartitionAssignments(r)
+	case *kmsg.ListPartitionReassignmentsRequest:
+		return b.handleListPartitionReassignments(r)
 	case *kmsg.DeleteGroupsRequest:
 		return b.handleDeleteGroups(r)
 	case *kmsg.DescribeClusterRequest:

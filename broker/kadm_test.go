@@ -629,3 +629,49 @@ func TestCreateTopicsReplicaAssignment(t *testing.T) {
 		}
 	}
 }
+
+// The cluster's leadership and reassignment APIs, as this one broker
+// answers them through kadm: no election needed, a reassignment onto
+// itself completes, onto another broker is refused, and none is listed.
+func TestKadmReassignmentsAndElections(t *testing.T) {
+	b := startBroker(t)
+	adm := newAdmin(t, b.Addr())
+	ctx := kadmCtx(t)
+	createTopic(t, adm, "ra", 2, nil)
+	ts := kadm.TopicsSet{}
+	ts.Add("ra", 0, 1)
+	ts.Add("nope", 0)
+	el, err := adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := int32(0); p < 2; p++ {
+		if r := el["ra"][p]; !errors.Is(r.Err, kerr.ElectionNotNeeded) {
+			t.Errorf("elect ra/%d: %v, want ELECTION_NOT_NEEDED", p, r.Err)
+		}
+	}
+	if r := el["nope"][0]; !errors.Is(r.Err, kerr.UnknownTopicOrPartition) {
+		t.Errorf("elect nope/0: %v", r.Err)
+	}
+	all, err := adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, nil)
+	if err != nil || len(all["ra"]) != 2 {
+		t.Fatalf("elect all: %v %v", err, all)
+	}
+	req := kadm.AlterPartitionAssignmentsReq{}
+	req.Assign("ra", 0, []int32{b.cfg.NodeID})
+	req.Assign("ra", 1, []int32{b.cfg.NodeID, b.cfg.NodeID + 1})
+	alt, err := adm.AlterPartitionAssignments(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := alt["ra"][0]; r.Err != nil {
+		t.Errorf("reassign ra/0 onto this broker: %v", r.Err)
+	}
+	if r := alt["ra"][1]; !errors.Is(r.Err, kerr.InvalidReplicaAssignment) || !strings.Contains(r.ErrMessage, "one broker") {
+		t.Errorf("reassign ra/1 onto another broker: %v %q", r.Err, r.ErrMessage)
+	}
+	listed, err := adm.ListPartitionReassignments(ctx, nil)
+	if err != nil || len(listed) != 0 {
+		t.Fatalf("list reassignments: %v %v", err, listed)
+	}
+}
