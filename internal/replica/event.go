@@ -1,6 +1,9 @@
 package replica
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // EventKind says what an Event reports.
 type EventKind uint8
@@ -128,6 +131,11 @@ type FetchRequest struct {
 	// leader set after some moment was sent after it (a read index that
 	// holds however late the network delivers older requests).
 	Barrier uint64
+	// Received is when the leader's transport took the request in (not
+	// on the wire; zero: when handled). A request held for long polling
+	// and handled again keeps it, so it proves the follower caught up
+	// only as of then.
+	Received time.Time
 }
 
 // FetchResponse is the leader's answer to a FetchRequest.

@@ -55,6 +55,9 @@ type followerState struct {
 	lastFetch    time.Time
 	lastFetchEnd int64
 	fetched      bool
+	// outSince is when the control plane last took it out of the
+	// in-sync set: fetches received before then prove nothing more.
+	outSince time.Time
 	// inISR: in the committed in-sync set; inProposal: in the proposal
 	// awaiting the control plane.
 	inISR, inProposal bool
@@ -243,7 +246,8 @@ func (l *Leader) Append(b Batch, c Consistency, now time.Time) (int64, error) {
 // A fetch with a newer epoch than the leader's fences the leader. When
 // the answer has no records the transport may hold the request and call
 // again when the log end or the high watermark moves (long polling):
-// handling a request twice is harmless. The error is the log's, when a
+// handling a request twice is harmless when req.Received says when it
+// came. The error is the log's, when a
 // read fails; resp is then still an answer (no records) the follower
 // can take.
 func (l *Leader) HandleFetch(req *FetchRequest, now time.Time, resp *FetchResponse) error {
@@ -288,13 +292,23 @@ func (l *Leader) HandleFetch(req *FetchRequest, now time.Time, resp *FetchRespon
 	if req.FetchOffset > f.pos {
 		f.pos = req.FetchOffset
 	}
-	switch {
-	case req.FetchOffset >= end:
-		f.lastCaughtUp = later(f.lastCaughtUp, now)
-	case f.fetched && req.FetchOffset >= f.lastFetchEnd:
-		f.lastCaughtUp = later(f.lastCaughtUp, f.lastFetch)
+	// at is when the fetch came: a held fetch answered again later
+	// shows the follower as it was then.
+	at := req.Received
+	if at.IsZero() || at.After(now) {
+		at = now
 	}
-	f.lastFetch, f.lastFetchEnd, f.fetched = now, end, true
+	if at.After(f.outSince) {
+		// (One received before the control plane took the follower
+		// out is no sign of life since.)
+		switch {
+		case req.FetchOffset >= end:
+			f.lastCaughtUp = later(f.lastCaughtUp, at)
+		case f.fetched && req.FetchOffset >= f.lastFetchEnd:
+			f.lastCaughtUp = later(f.lastCaughtUp, f.lastFetch)
+		}
+		f.lastFetch, f.lastFetchEnd, f.fetched = at, end, true
+	}
 	l.advance()
 	l.propose(now)
 	resp.HighWatermark = l.hw
@@ -330,8 +344,10 @@ func (l *Leader) Tick(now time.Time) {
 // settles the pending proposal (applied, or rejected and superseded);
 // the leader proposes again from the new set if it still differs from
 // what it sees. A member that is not among the replicas is an error and
-// changes nothing: a reassignment is a new Assignment (NewLeader).
-func (l *Leader) CommitISR(isr []ReplicaID, version uint64) error {
+// changes nothing: a reassignment is a new Assignment (NewLeader). now
+// is when the leader learned of it: a member taken out rejoins only by
+// fetches received after now.
+func (l *Leader) CommitISR(isr []ReplicaID, version uint64, now time.Time) error {
 	if l.fenced || version <= l.isrVersion {
 		return nil
 	}
@@ -350,7 +366,7 @@ func (l *Leader) CommitISR(isr []ReplicaID, version uint64) error {
 			// fetch reaches the high watermark. What it showed before
 			// would have the leader propose a dead member back at once,
 			// and again after each refusal.
-			f.lastCaughtUp, f.fetched = time.Time{}, false
+			f.lastCaughtUp, f.fetched, f.outSince = time.Time{}, false, now
 		}
 		f.inISR, f.inProposal = in, false
 	}

@@ -252,7 +252,7 @@ func TestLeaderAcks(t *testing.T) {
 				if _, err := l.Append(data("x"), Strong, at(1)); err != nil {
 					t.Fatal(err)
 				}
-				if err := l.CommitISR([]ReplicaID{1}, 2); err != nil {
+				if err := l.CommitISR([]ReplicaID{1}, 2, at(2)); err != nil {
 					t.Fatal(err)
 				}
 				return outcomes(l)
@@ -378,19 +378,19 @@ func TestLeaderISRShrink(t *testing.T) {
 		t.Fatalf("resent %v", ps)
 	}
 	// Old news changes nothing.
-	if err := l.CommitISR([]ReplicaID{1}, 1); err != nil {
+	if err := l.CommitISR([]ReplicaID{1}, 1, at(151)); err != nil {
 		t.Fatal(err)
 	}
 	if isr, v := l.ISR(); v != 1 || len(isr) != 3 {
 		t.Fatalf("isr %v v%d after old news", isr, v)
 	}
-	if err := l.CommitISR([]ReplicaID{1, 2}, 2); err != nil {
+	if err := l.CommitISR([]ReplicaID{1, 2}, 2, at(151)); err != nil {
 		t.Fatal(err)
 	}
 	if l.HighWatermark() != 6 {
 		t.Fatalf("hw %d after the shrink, want 6", l.HighWatermark())
 	}
-	if err := l.CommitISR([]ReplicaID{1, 7}, 3); !errors.Is(err, ErrUnknownReplica) {
+	if err := l.CommitISR([]ReplicaID{1, 7}, 3, at(151)); !errors.Is(err, ErrUnknownReplica) {
 		t.Fatalf("unknown member: %v", err)
 	}
 }
@@ -527,13 +527,21 @@ func TestLeaderRemovedFollowerRejoinsOnlyByFetching(t *testing.T) {
 		t.Fatalf("hw %d", l.HighWatermark())
 	}
 	_ = eventsOf(l)
+	// A fetch of 3's that came before, held for long polling.
+	held := FetchRequest{Replica: 3, Epoch: l.Epoch(), FetchOffset: 6, LastEpoch: 3, MaxBytes: 1 << 20, Received: at(1)}
 	// Replica 3 is found dead: the control plane's own change.
-	if err := l.CommitISR([]ReplicaID{1, 2}, 2); err != nil {
+	if err := l.CommitISR([]ReplicaID{1, 2}, 2, at(2)); err != nil {
 		t.Fatal(err)
 	}
 	for ms := 2; ms <= 90; ms += 5 { // within MaxLag of its last fetch
 		fetchFrom(t, l, 2, 6, 3, at(ms))
 		l.Tick(at(ms))
+		// The held fetch answered again (the log moved, say) is no
+		// fetch made since.
+		var resp FetchResponse
+		if err := l.HandleFetch(&held, at(ms), &resp); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if ps := only(eventsOf(l), EventISRProposal); len(ps) != 0 {
 		t.Fatalf("proposed a member the control plane took out, with no fetch since: %v", ps)
@@ -545,7 +553,7 @@ func TestLeaderRemovedFollowerRejoinsOnlyByFetching(t *testing.T) {
 	if len(ps) != 1 || !slices.Equal(ps[0].ISR, []ReplicaID{1, 2, 3}) {
 		t.Fatalf("after a fetch at the log end: proposals %v, want {1 2 3}", ps)
 	}
-	if err := l.CommitISR([]ReplicaID{1, 2}, 3); err != nil { // refused: version moves on, 3 stays out
+	if err := l.CommitISR([]ReplicaID{1, 2}, 3, at(91)); err != nil { // refused: version moves on, 3 stays out
 		t.Fatal(err)
 	}
 	l.Tick(at(92))

@@ -320,7 +320,7 @@ func (s *sim) onState(n *simNode, st ctrlState) {
 	}
 	if n.leader != nil {
 		if st.epoch == n.leader.Epoch() {
-			if err := n.leader.CommitISR(st.isr, st.version); err != nil {
+			if err := n.leader.CommitISR(st.isr, st.version, s.now()); err != nil {
 				s.fatalf("CommitISR: %v", err)
 			}
 			s.drainLeader(n)

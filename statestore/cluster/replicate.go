@@ -488,7 +488,7 @@ func (r *Replication) propose(slot int, ev replica.Event) {
 			g := r.maps.Map().Slot(slot)
 			if s.role == roleLeader && uint64(ev.Epoch) == s.epoch && g != nil && g.Epoch == s.epoch {
 				s.isr = slices.Clone(g.ISR)
-				_ = s.leader.CommitISR(ids(g.ISR), r.isrVersion.Add(1))
+				_ = s.leader.CommitISR(ids(g.ISR), r.isrVersion.Add(1), time.Now())
 				r.drain(slot, s)
 			}
 		})
@@ -599,7 +599,7 @@ func (r *Replication) lead(slot int, t statestore.SlotTx, s *replSlot, g *cluste
 			// keeps counting its members.
 			if !slices.Equal(s.isr, g.ISR) {
 				s.isr = slices.Clone(g.ISR)
-				if err := s.leader.CommitISR(ids(g.ISR), r.isrVersion.Add(1)); err != nil {
+				if err := s.leader.CommitISR(ids(g.ISR), r.isrVersion.Add(1), time.Now()); err != nil {
 					r.log.Warn("crux replication: the map's in-sync set", "slot", slot, "err", err)
 				}
 				r.drain(slot, s)
@@ -997,6 +997,7 @@ func (r *Replication) session(member string) *fetchSession {
 // none.
 func (r *Replication) handleFetch(ctx context.Context, b *FetchBatch) []byte {
 	sess := r.session(b.Member)
+	received := time.Now()
 	var (
 		frames []SlotFetch
 		fb     []byte
@@ -1007,6 +1008,7 @@ func (r *Replication) handleFetch(ctx context.Context, b *FetchBatch) []byte {
 		if err != nil {
 			req = replica.FetchRequest{Replica: ReplicaID(b.Member)}
 		}
+		req.Received = received
 		frames, fb = r.answerFetch(sess, sf.Slot, &req, false, &resp, frames, fb)
 	}
 	if sess == nil {
