@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"mecha/broker/acl"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -31,14 +32,20 @@ type alterOutcome struct {
 
 // alterTopicConfigs runs change on a copy of the topic's overrides and
 // installs the result; change returns an outcome to refuse with.
-func (b *Broker) alterTopicConfigs(resType kmsg.ConfigResourceType, name string, validateOnly bool, change func(map[string]string) *alterOutcome) alterOutcome {
+func (b *Broker) alterTopicConfigs(c caller, resType kmsg.ConfigResourceType, name string, validateOnly bool, change func(map[string]string) *alterOutcome) alterOutcome {
 	fail := func(code int16, format string, args ...any) alterOutcome {
 		m := fmt.Sprintf(format, args...)
 		return alterOutcome{code, &m}
 	}
 	switch resType {
 	case kmsg.ConfigResourceTypeTopic:
+		if !b.topicAllowed(c, acl.OpAlterConfigs, name) {
+			return fail(kerr.TopicAuthorizationFailed.Code, "ALTER_CONFIGS on topic %s is not allowed", name)
+		}
 	case kmsg.ConfigResourceTypeBroker:
+		if !b.clusterAllowed(c, acl.OpAlterConfigs) {
+			return fail(kerr.ClusterAuthorizationFailed.Code, "ALTER_CONFIGS on the cluster is not allowed")
+		}
 		return fail(kerr.InvalidConfig.Code, "broker configs are the runtime's flags and cannot be altered")
 	default:
 		return fail(kerr.InvalidRequest.Code, "resource type %d: only topics (2) are altered", resType)
@@ -73,10 +80,10 @@ type refusal struct{ alterOutcome }
 
 func (r *refusal) Error() string { return *r.msg }
 
-func (b *Broker) handleAlterConfigs(req *kmsg.AlterConfigsRequest) kmsg.Response {
+func (b *Broker) handleAlterConfigs(c caller, req *kmsg.AlterConfigsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
 	for _, res := range req.Resources {
-		o := b.alterTopicConfigs(res.ResourceType, res.ResourceName, req.ValidateOnly, func(m map[string]string) *alterOutcome {
+		o := b.alterTopicConfigs(c, res.ResourceType, res.ResourceName, req.ValidateOnly, func(m map[string]string) *alterOutcome {
 			clear(m)
 			for _, c := range res.Configs {
 				if c.Value == nil {
@@ -93,10 +100,10 @@ func (b *Broker) handleAlterConfigs(req *kmsg.AlterConfigsRequest) kmsg.Response
 	return resp
 }
 
-func (b *Broker) handleIncrementalAlterConfigs(req *kmsg.IncrementalAlterConfigsRequest) kmsg.Response {
+func (b *Broker) handleIncrementalAlterConfigs(c caller, req *kmsg.IncrementalAlterConfigsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
 	for _, res := range req.Resources {
-		o := b.alterTopicConfigs(res.ResourceType, res.ResourceName, req.ValidateOnly, func(m map[string]string) *alterOutcome {
+		o := b.alterTopicConfigs(c, res.ResourceType, res.ResourceName, req.ValidateOnly, func(m map[string]string) *alterOutcome {
 			for _, c := range res.Configs {
 				switch c.Op {
 				case kmsg.IncrementalAlterConfigOpSet:

@@ -7,18 +7,21 @@ package broker
 
 import (
 	"errors"
+	"mecha/broker/acl"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleCreatePartitions(req *kmsg.CreatePartitionsRequest) kmsg.Response {
+func (b *Broker) handleCreatePartitions(c caller, req *kmsg.CreatePartitionsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
 	for _, rt := range req.Topics {
 		st := kmsg.NewCreatePartitionsResponseTopic()
 		st.Topic = rt.Topic
 		var err error
-		if len(rt.Assignment) > 0 {
+		if !b.topicAllowed(c, acl.OpAlter, rt.Topic) {
+			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
+		} else if len(rt.Assignment) > 0 {
 			st.ErrorCode = kerr.InvalidRequest.Code
 			msg := "manual replica assignment is not supported"
 			st.ErrorMessage = &msg

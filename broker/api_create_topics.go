@@ -22,7 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response {
+func (b *Broker) handleCreateTopics(c caller, req *kmsg.CreateTopicsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
 	for _, rt := range req.Topics {
 		st := kmsg.NewCreateTopicsResponseTopic()
@@ -30,6 +30,11 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 		fail := func(e *kerr.Error, msg string) {
 			st.ErrorCode = e.Code
 			st.ErrorMessage = &msg
+		}
+		if !b.mayCreateTopic(c, rt.Topic) {
+			fail(kerr.TopicAuthorizationFailed, "CREATE on the cluster or the topic is not allowed")
+			resp.Topics = append(resp.Topics, st)
+			continue
 		}
 		parts := rt.NumPartitions
 		if parts == -1 {

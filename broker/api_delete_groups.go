@@ -8,17 +8,20 @@ package broker
 
 import (
 	"errors"
+	"mecha/broker/acl"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleDeleteGroups(req *kmsg.DeleteGroupsRequest) kmsg.Response {
+func (b *Broker) handleDeleteGroups(c caller, req *kmsg.DeleteGroupsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DeleteGroupsResponse)
 	for _, name := range req.Groups {
 		r := kmsg.NewDeleteGroupsResponseGroup()
 		r.Group = name
-		if err := b.groups.deleteGroup(name); err != nil {
+		if !b.groupAllowed(c, acl.OpDelete, name) {
+			r.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		} else if err := b.groups.deleteGroup(name); err != nil {
 			var ke *kerr.Error
 			if errors.As(err, &ke) {
 				r.ErrorCode = ke.Code

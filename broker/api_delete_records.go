@@ -7,6 +7,7 @@ package broker
 
 import (
 	"errors"
+	"mecha/broker/acl"
 
 	"mecha/broker/storage"
 
@@ -14,12 +15,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleDeleteRecords(req *kmsg.DeleteRecordsRequest) kmsg.Response {
+func (b *Broker) handleDeleteRecords(c caller, req *kmsg.DeleteRecordsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
 	for _, rt := range req.Topics {
 		st := kmsg.NewDeleteRecordsResponseTopic()
 		st.Topic = rt.Topic
 		t := b.topics.get(rt.Topic)
+		denied := !b.topicAllowed(c, acl.OpDelete, rt.Topic)
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewDeleteRecordsResponseTopicPartition()
 			sp.Partition, sp.LowWatermark = rp.Partition, -1
@@ -27,7 +29,9 @@ func (b *Broker) handleDeleteRecords(req *kmsg.DeleteRecordsRequest) kmsg.Respon
 			if t != nil {
 				p = t.partition(rp.Partition)
 			}
-			if p == nil {
+			if denied {
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			} else if p == nil {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			} else if low, err := p.DeleteRecords(rp.Offset); err != nil {
 				if errors.Is(err, storage.ErrOffsetOutOfRange) {

@@ -7,18 +7,21 @@ package broker
 
 import (
 	"errors"
+	"mecha/broker/acl"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleDeleteTopics(req *kmsg.DeleteTopicsRequest) kmsg.Response {
+func (b *Broker) handleDeleteTopics(c caller, req *kmsg.DeleteTopicsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DeleteTopicsResponse)
 	for _, name := range req.TopicNames {
 		st := kmsg.NewDeleteTopicsResponseTopic()
 		n := name
 		st.Topic = &n
-		if err := b.topics.remove(name); err != nil {
+		if !b.topicAllowed(c, acl.OpDelete, name) {
+			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
+		} else if err := b.topics.remove(name); err != nil {
 			msg := err.Error()
 			st.ErrorMessage = &msg
 			if errors.Is(err, errUnknownTopic) {

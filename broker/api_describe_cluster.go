@@ -10,9 +10,10 @@ package broker
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"mecha/broker/acl"
 )
 
-func (b *Broker) handleDescribeCluster(req *kmsg.DescribeClusterRequest) kmsg.Response {
+func (b *Broker) handleDescribeCluster(c caller, req *kmsg.DescribeClusterRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
 	resp.ClusterAuthorizedOperations = -2147483648
 	if req.Version >= 1 {
@@ -23,6 +24,10 @@ func (b *Broker) handleDescribeCluster(req *kmsg.DescribeClusterRequest) kmsg.Re
 			resp.ErrorMessage = &msg
 			return resp
 		}
+	}
+	if !b.clusterAllowed(c, acl.OpDescribe) {
+		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+		return resp
 	}
 	resp.ClusterID = clusterID
 	resp.ControllerID = b.cfg.NodeID

@@ -9,6 +9,7 @@
 package broker
 
 import (
+	"mecha/broker/acl"
 	"sort"
 	"strconv"
 
@@ -61,7 +62,7 @@ func (b *Broker) brokerConfigEntries() []configEntry {
 	return e
 }
 
-func (b *Broker) handleDescribeConfigs(req *kmsg.DescribeConfigsRequest) kmsg.Response {
+func (b *Broker) handleDescribeConfigs(c caller, req *kmsg.DescribeConfigsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
 	for _, rr := range req.Resources {
 		sr := kmsg.NewDescribeConfigsResponseResource()
@@ -70,6 +71,10 @@ func (b *Broker) handleDescribeConfigs(req *kmsg.DescribeConfigsRequest) kmsg.Re
 		switch rr.ResourceType {
 		case kmsg.ConfigResourceTypeTopic:
 			t := b.topics.get(rr.ResourceName)
+			if !b.topicAllowed(c, acl.OpDescribeConfigs, rr.ResourceName) {
+				sr.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				break
+			}
 			if t == nil {
 				sr.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				msg := "unknown topic " + rr.ResourceName
@@ -80,6 +85,10 @@ func (b *Broker) handleDescribeConfigs(req *kmsg.DescribeConfigsRequest) kmsg.Re
 			entries = topicConfigEntries(b.cfg.Log, t.configs)
 			t.mu.RUnlock()
 		case kmsg.ConfigResourceTypeBroker:
+			if !b.clusterAllowed(c, acl.OpDescribeConfigs) {
+				sr.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+				break
+			}
 			entries = b.brokerConfigEntries()
 		default:
 			sr.ErrorCode = kerr.InvalidRequest.Code

@@ -6,12 +6,20 @@
 package broker
 
 import (
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"mecha/broker/acl"
 )
 
-func (b *Broker) handleDescribeGroups(req *kmsg.DescribeGroupsRequest) kmsg.Response {
+func (b *Broker) handleDescribeGroups(c caller, req *kmsg.DescribeGroupsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DescribeGroupsResponse)
 	for _, name := range req.Groups {
+		if !b.groupAllowed(c, acl.OpDescribe, name) {
+			g := kmsg.NewDescribeGroupsResponseGroup()
+			g.Group, g.ErrorCode, g.AuthorizedOperations = name, kerr.GroupAuthorizationFailed.Code, -2147483648
+			resp.Groups = append(resp.Groups, g)
+			continue
+		}
 		g := b.groups.describe(name)
 		g.AuthorizedOperations = -2147483648
 		resp.Groups = append(resp.Groups, g)

@@ -8,13 +8,20 @@
 package broker
 
 import (
+	"mecha/broker/acl"
 	"syscall"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleDescribeLogDirs(req *kmsg.DescribeLogDirsRequest) kmsg.Response {
+func (b *Broker) handleDescribeLogDirs(c caller, req *kmsg.DescribeLogDirsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DescribeLogDirsResponse)
+	if !b.clusterAllowed(c, acl.OpDescribe) {
+		// (Before v3 there is no code: the answer is empty.)
+		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+		return resp
+	}
 	dir := kmsg.NewDescribeLogDirsResponseDir()
 	dir.Dir = b.topics.dir
 	want := map[string][]int32{}

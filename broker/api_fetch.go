@@ -21,6 +21,7 @@ package broker
 
 import (
 	"errors"
+	"mecha/broker/acl"
 	"time"
 
 	"mecha/broker/storage"
@@ -76,7 +77,7 @@ func (b *Broker) handleFetch(c caller, req *kmsg.FetchRequest) kmsg.Response {
 		deadline = time.Now().Add(time.Duration(req.MaxWaitMillis) * time.Millisecond)
 	}
 	b.longPoll(c, deadline, func() ([]seenPartition, bool) {
-		total, failed := b.fillFetch(req, resp)
+		total, failed := b.fillFetch(c, req, resp)
 		return resp.seen, total >= int(req.MinBytes) || failed
 	})
 	return resp
@@ -141,7 +142,7 @@ func registerFetchWait(seen []seenPartition, wake chan struct{}) (waiting []*sto
 
 // fillFetch (re)builds the response's topics and returns the record bytes
 // in it, and whether some partition has an error (answered at once).
-func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *fetchResponse) (total int, failed bool) {
+func (b *Broker) fillFetch(c caller, req *kmsg.FetchRequest, resp *fetchResponse) (total int, failed bool) {
 	resp.release() // a long poll's earlier, empty or short, read
 	resp.seen = resp.seen[:0]
 	defer func() { resp.bytes = total }()
@@ -154,6 +155,7 @@ func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *fetchResponse) (total i
 		st := kmsg.NewFetchResponseTopic()
 		st.Topic = rt.Topic
 		t := b.topics.get(rt.Topic)
+		denied := !b.topicAllowed(c, acl.OpRead, rt.Topic)
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewFetchResponseTopicPartition()
 			sp.Partition, sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = rp.Partition, -1, -1, -1
@@ -161,8 +163,14 @@ func (b *Broker) fillFetch(req *kmsg.FetchRequest, resp *fetchResponse) (total i
 			// An empty record set, never null: librdkafka rejects null.
 			sp.RecordBatches = []byte{}
 			var p *storage.Partition
-			if t != nil {
+			if t != nil && !denied {
 				p = t.partition(rp.Partition)
+			}
+			if denied {
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				failed = true
+				st.Partitions = append(st.Partitions, sp)
+				continue
 			}
 			if p == nil {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code

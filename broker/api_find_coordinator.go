@@ -9,9 +9,10 @@ package broker
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"mecha/broker/acl"
 )
 
-func (b *Broker) handleFindCoordinator(req *kmsg.FindCoordinatorRequest) kmsg.Response {
+func (b *Broker) handleFindCoordinator(c caller, req *kmsg.FindCoordinatorRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	if req.CoordinatorType != 0 {
 		resp.ErrorCode, resp.NodeID, resp.Port = kerr.CoordinatorNotAvailable.Code, -1, -1
@@ -21,6 +22,10 @@ func (b *Broker) handleFindCoordinator(req *kmsg.FindCoordinatorRequest) kmsg.Re
 	}
 	if req.CoordinatorKey == "" {
 		resp.ErrorCode, resp.NodeID, resp.Port = kerr.InvalidGroupID.Code, -1, -1
+		return resp
+	}
+	if !b.groupAllowed(c, acl.OpDescribe, req.CoordinatorKey) {
+		resp.ErrorCode, resp.NodeID, resp.Port = kerr.GroupAuthorizationFailed.Code, -1, -1
 		return resp
 	}
 	resp.NodeID, resp.Host, resp.Port = b.cfg.NodeID, b.host, b.port

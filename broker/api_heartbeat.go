@@ -6,13 +6,19 @@
 package broker
 
 import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"mecha/broker/acl"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleHeartbeat(req *kmsg.HeartbeatRequest) kmsg.Response {
+func (b *Broker) handleHeartbeat(c caller, req *kmsg.HeartbeatRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.HeartbeatResponse)
+	if !b.groupAllowed(c, acl.OpRead, req.Group) {
+		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		return resp
+	}
 	resp.ErrorCode = b.groups.heartbeat(req, time.Now())
 	return resp
 }

@@ -14,6 +14,7 @@
 package broker
 
 import (
+	"mecha/broker/acl"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -21,6 +22,11 @@ import (
 )
 
 func (b *Broker) handleJoinGroup(c caller, req *kmsg.JoinGroupRequest, h requestHeader) kmsg.Response {
+	if !b.groupAllowed(c, acl.OpRead, req.Group) {
+		r := req.ResponseKind().(*kmsg.JoinGroupResponse)
+		r.ErrorCode, r.Generation = kerr.GroupAuthorizationFailed.Code, -1
+		return r
+	}
 	resp, wait := b.groups.join(req, h.clientID, c.host, time.Now())
 	if resp != nil {
 		return resp

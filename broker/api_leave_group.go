@@ -7,18 +7,24 @@
 package broker
 
 import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"mecha/broker/acl"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleLeaveGroup(req *kmsg.LeaveGroupRequest) kmsg.Response {
+func (b *Broker) handleLeaveGroup(c caller, req *kmsg.LeaveGroupRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.LeaveGroupResponse)
 	members := req.Members
 	if req.Version < 3 {
 		m := kmsg.NewLeaveGroupRequestMember()
 		m.MemberID = req.MemberID
 		members = []kmsg.LeaveGroupRequestMember{m}
+	}
+	if !b.groupAllowed(c, acl.OpRead, req.Group) {
+		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		return resp
 	}
 	codes := b.groups.leave(req.Group, members, time.Now())
 	if req.Version < 3 {

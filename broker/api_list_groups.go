@@ -6,15 +6,22 @@
 package broker
 
 import (
+	"mecha/broker/acl"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleListGroups(req *kmsg.ListGroupsRequest) kmsg.Response {
+func (b *Broker) handleListGroups(c caller, req *kmsg.ListGroupsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ListGroupsResponse)
+	// DESCRIBE on the cluster lists every group; else only the groups
+	// c may describe (as Kafka).
+	all := b.clusterAllowed(c, acl.OpDescribe)
 	for _, g := range b.groups.list() {
 		if len(req.StatesFilter) > 0 && !containsFold(req.StatesFilter, g.GroupState) {
+			continue
+		}
+		if !all && !b.groupAllowed(c, acl.OpDescribe, g.Group) {
 			continue
 		}
 		resp.Groups = append(resp.Groups, g)

@@ -14,6 +14,7 @@ package broker
 
 import (
 	"errors"
+	"mecha/broker/acl"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -21,7 +22,7 @@ import (
 
 const clusterID = "mecha-embedded"
 
-func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
+func (b *Broker) handleMetadata(c caller, req *kmsg.MetadataRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
 	br := kmsg.NewMetadataResponseBroker()
 	br.NodeID, br.Host, br.Port = b.cfg.NodeID, b.host, b.port
@@ -46,7 +47,21 @@ func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
 		mt := kmsg.NewMetadataResponseTopic()
 		n := name
 		mt.Topic = &n
-		t, err := b.topics.ensure(name, auto && !all, b.cfg.DefaultPartitions)
+		if !b.topicAllowed(c, acl.OpDescribe, name) {
+			if all {
+				continue // a listing shows only the topics c may see
+			}
+			mt.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			resp.Topics = append(resp.Topics, mt)
+			continue
+		}
+		create := auto && !all
+		if create && b.topics.get(name) == nil && !b.mayCreateTopic(c, name) {
+			mt.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			resp.Topics = append(resp.Topics, mt)
+			continue
+		}
+		t, err := b.topics.ensure(name, create, b.cfg.DefaultPartitions)
 		switch {
 		case errors.Is(err, errInvalidTopic):
 			mt.ErrorCode = kerr.InvalidTopicException.Code

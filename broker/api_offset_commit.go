@@ -15,6 +15,7 @@
 package broker
 
 import (
+	"mecha/broker/acl"
 	"time"
 
 	"mecha/broker/storage"
@@ -23,10 +24,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleOffsetCommit(req *kmsg.OffsetCommitRequest) kmsg.Response {
+func (b *Broker) handleOffsetCommit(c caller, req *kmsg.OffsetCommitRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
 	code := int16(0)
-	if req.Version >= 1 {
+	if !b.groupAllowed(c, acl.OpRead, req.Group) {
+		code = kerr.GroupAuthorizationFailed.Code
+	} else if req.Version >= 1 {
 		code = b.groups.commitCheck(req.Group, req.MemberID, req.Generation, req.InstanceID, time.Now())
 	} else if req.Group == "" {
 		code = kerr.InvalidGroupID.Code
@@ -36,10 +39,13 @@ func (b *Broker) handleOffsetCommit(req *kmsg.OffsetCommitRequest) kmsg.Response
 	for i, rt := range req.Topics {
 		codes[i] = make([]int16, len(rt.Partitions))
 		t := b.topics.get(rt.Topic)
+		denied := code == 0 && !b.topicAllowed(c, acl.OpRead, rt.Topic)
 		for j, rp := range rt.Partitions {
 			switch {
 			case code != 0:
 				codes[i][j] = code
+			case denied:
+				codes[i][j] = kerr.TopicAuthorizationFailed.Code
 			case t == nil || t.partition(rp.Partition) == nil:
 				codes[i][j] = kerr.UnknownTopicOrPartition.Code
 			default:

@@ -11,12 +11,17 @@ package broker
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"mecha/broker/acl"
 
 	"mecha/broker/storage"
 )
 
-func (b *Broker) handleOffsetDelete(req *kmsg.OffsetDeleteRequest) kmsg.Response {
+func (b *Broker) handleOffsetDelete(c caller, req *kmsg.OffsetDeleteRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.OffsetDeleteResponse)
+	if !b.groupAllowed(c, acl.OpDelete, req.Group) {
+		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		return resp
+	}
 	subscribed, ok := b.groups.subscriptions(req.Group)
 	if !ok {
 		resp.ErrorCode = kerr.GroupIDNotFound.Code
@@ -27,10 +32,13 @@ func (b *Broker) handleOffsetDelete(req *kmsg.OffsetDeleteRequest) kmsg.Response
 		t := kmsg.NewOffsetDeleteResponseTopic()
 		t.Topic = rt.Topic
 		known := b.topics.get(rt.Topic) != nil
+		denied := !b.topicAllowed(c, acl.OpRead, rt.Topic)
 		for _, rp := range rt.Partitions {
 			p := kmsg.NewOffsetDeleteResponseTopicPartition()
 			p.Partition = rp.Partition
 			switch {
+			case denied:
+				p.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case !known:
 				p.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			case subscribed(rt.Topic):

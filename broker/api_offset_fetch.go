@@ -7,6 +7,7 @@
 package broker
 
 import (
+	"mecha/broker/acl"
 	"sort"
 
 	"mecha/broker/storage"
@@ -15,10 +16,25 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleOffsetFetch(req *kmsg.OffsetFetchRequest) kmsg.Response {
+func (b *Broker) handleOffsetFetch(c caller, req *kmsg.OffsetFetchRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
 	if req.Group == "" {
 		resp.ErrorCode = kerr.InvalidGroupID.Code
+		return resp
+	}
+	if !b.groupAllowed(c, acl.OpDescribe, req.Group) {
+		// Before v2 there is no top-level code: each partition has it.
+		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		for _, rt := range req.Topics {
+			st := kmsg.NewOffsetFetchResponseTopic()
+			st.Topic = rt.Topic
+			for _, p := range rt.Partitions {
+				sp := kmsg.NewOffsetFetchResponseTopicPartition()
+				sp.Partition, sp.Offset, sp.LeaderEpoch, sp.Metadata, sp.ErrorCode = p, -1, -1, strPtr(""), kerr.GroupAuthorizationFailed.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
 		return resp
 	}
 	fill := func(sp *kmsg.OffsetFetchResponseTopicPartition, c storage.Committed, ok bool) {
@@ -46,6 +62,9 @@ func (b *Broker) handleOffsetFetch(req *kmsg.OffsetFetchRequest) kmsg.Response {
 		}
 		sort.Strings(names)
 		for _, n := range names {
+			if !b.topicAllowed(c, acl.OpDescribe, n) {
+				continue // a listing shows only the topics c may see
+			}
 			st := kmsg.NewOffsetFetchResponseTopic()
 			st.Topic, st.Partitions = n, byTopic[n]
 			sort.Slice(st.Partitions, func(i, j int) bool { return st.Partitions[i].Partition < st.Partitions[j].Partition })
@@ -56,9 +75,16 @@ func (b *Broker) handleOffsetFetch(req *kmsg.OffsetFetchRequest) kmsg.Response {
 	for _, rt := range req.Topics {
 		st := kmsg.NewOffsetFetchResponseTopic()
 		st.Topic = rt.Topic
+		denied := !b.topicAllowed(c, acl.OpDescribe, rt.Topic)
 		for _, p := range rt.Partitions {
 			sp := kmsg.NewOffsetFetchResponseTopicPartition()
 			sp.Partition = p
+			if denied {
+				fill(&sp, storage.Committed{}, false)
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				st.Partitions = append(st.Partitions, sp)
+				continue
+			}
 			c, ok := b.offsets.Get(storage.OffsetKey{Group: req.Group, Topic: rt.Topic, Partition: p})
 			fill(&sp, c, ok)
 			st.Partitions = append(st.Partitions, sp)

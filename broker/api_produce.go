@@ -32,13 +32,14 @@ package broker
 import (
 	"errors"
 
+	"mecha/broker/acl"
 	"mecha/broker/storage"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleProduce(req *kmsg.ProduceRequest, h requestHeader) kmsg.Response {
+func (b *Broker) handleProduce(c caller, req *kmsg.ProduceRequest, h requestHeader) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	if req.Acks != -1 && req.Acks != 0 && req.Acks != 1 {
 		b.log.Warn("broker: produce refused: invalid acks", "acks", req.Acks, "client_id", h.clientID)
@@ -52,7 +53,7 @@ func (b *Broker) handleProduce(req *kmsg.ProduceRequest, h requestHeader) kmsg.R
 		code := kerr.TransactionalIDAuthorizationFailed.Code
 		if !txn {
 			var release func()
-			if t, code, release = b.produceTopic(rt.Topic); code == 0 {
+			if t, code, release = b.produceTopic(c, rt.Topic); code == 0 {
 				defer release()
 			}
 		}
@@ -98,8 +99,12 @@ func produceErrorResponse(req *kmsg.ProduceRequest, code int16) *kmsg.ProduceRes
 // auto-creation is on, and takes a slot in its queue, which release
 // gives back. A code other than 0 is the error for every partition of
 // the topic, and then there is nothing to release.
-func (b *Broker) produceTopic(name string) (t *topic, code int16, release func()) {
-	t, err := b.topics.ensure(name, b.cfg.AutoCreateTopics, b.cfg.DefaultPartitions)
+func (b *Broker) produceTopic(c caller, name string) (t *topic, code int16, release func()) {
+	if !b.topicAllowed(c, acl.OpWrite, name) {
+		return nil, kerr.TopicAuthorizationFailed.Code, nil
+	}
+	auto := b.cfg.AutoCreateTopics && (b.topics.get(name) != nil || b.mayCreateTopic(c, name))
+	t, err := b.topics.ensure(name, auto, b.cfg.DefaultPartitions)
 	switch {
 	case errors.Is(err, errInvalidTopic):
 		return nil, kerr.InvalidTopicException.Code, nil

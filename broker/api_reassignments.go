@@ -17,14 +17,19 @@ package broker
 
 import (
 	"fmt"
+	"mecha/broker/acl"
 	"slices"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func (b *Broker) handleElectLeaders(req *kmsg.ElectLeadersRequest) kmsg.Response {
+func (b *Broker) handleElectLeaders(c caller, req *kmsg.ElectLeadersRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ElectLeadersResponse)
+	denied := !b.clusterAllowed(c, acl.OpAlter)
+	if denied && req.Version >= 1 {
+		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+	}
 	asked := req.Topics
 	if asked == nil {
 		for _, t := range b.topics.all() {
@@ -43,7 +48,9 @@ func (b *Broker) handleElectLeaders(req *kmsg.ElectLeadersRequest) kmsg.Response
 		for _, p := range rt.Partitions {
 			sp := kmsg.NewElectLeadersResponseTopicPartition()
 			sp.Partition = p
-			if t == nil || t.partition(p) == nil {
+			if denied {
+				sp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+			} else if t == nil || t.partition(p) == nil {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			} else {
 				sp.ErrorCode = kerr.ElectionNotNeeded.Code
@@ -55,8 +62,12 @@ func (b *Broker) handleElectLeaders(req *kmsg.ElectLeadersRequest) kmsg.Response
 	return resp
 }
 
-func (b *Broker) handleAlterPartitionAssignments(req *kmsg.AlterPartitionAssignmentsRequest) kmsg.Response {
+func (b *Broker) handleAlterPartitionAssignments(c caller, req *kmsg.AlterPartitionAssignmentsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.AlterPartitionAssignmentsResponse)
+	if !b.clusterAllowed(c, acl.OpAlter) {
+		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+		return resp
+	}
 	for _, rt := range req.Topics {
 		t := b.topics.get(rt.Topic)
 		st := kmsg.NewAlterPartitionAssignmentsResponseTopic()
@@ -84,6 +95,10 @@ func (b *Broker) handleAlterPartitionAssignments(req *kmsg.AlterPartitionAssignm
 	return resp
 }
 
-func (b *Broker) handleListPartitionReassignments(req *kmsg.ListPartitionReassignmentsRequest) kmsg.Response {
-	return req.ResponseKind().(*kmsg.ListPartitionReassignmentsResponse)
+func (b *Broker) handleListPartitionReassignments(c caller, req *kmsg.ListPartitionReassignmentsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.ListPartitionReassignmentsResponse)
+	if !b.clusterAllowed(c, acl.OpDescribe) {
+		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+	}
+	return resp
 }

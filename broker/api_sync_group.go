@@ -9,6 +9,7 @@
 package broker
 
 import (
+	"mecha/broker/acl"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -17,6 +18,10 @@ import (
 
 func (b *Broker) handleSyncGroup(c caller, req *kmsg.SyncGroupRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.SyncGroupResponse)
+	if !b.groupAllowed(c, acl.OpRead, req.Group) {
+		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		return resp
+	}
 	res, wait, g := b.groups.sync(req, time.Now())
 	if wait != nil {
 		select {

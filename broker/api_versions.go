@@ -46,6 +46,9 @@ var supportedAPIs = map[int16]versionRange{
 	16: {0, 4},  // ListGroups
 	17: {0, 1},  // SaslHandshake (sasl.go)
 	18: {0, 3},  // ApiVersions
+	29: {0, 3},  // DescribeAcls (api_acls.go)
+	30: {0, 3},  // CreateAcls
+	31: {0, 3},  // DeleteAcls
 	33: {0, 2},  // AlterConfigs
 	35: {0, 4},  // DescribeLogDirs
 	36: {0, 2},  // SaslAuthenticate (sasl.go)

@@ -92,6 +92,13 @@ type Config struct {
 	// (Kafka's SSL and SASL_SSL listeners): the broker's certificate
 	// chain and key, PEM.
 	TLSCertFile, TLSKeyFile string
+	// ACLs turns on Kafka's simple ACLs (authorize.go): a client may do
+	// only what a binding allows. The bindings are kept in the data
+	// dir's acls.json and managed with CreateAcls, DescribeAcls and
+	// DeleteAcls.
+	ACLs bool
+	// SuperUsers pass every ACL check: user names, or User:name.
+	SuperUsers []string
 	// MaxOpenSegmentFiles bounds the partition segment files held open
 	// across all topics (see storage.SegmentFiles): the others are closed
 	// and reopened on demand. Files in use at once may pass it. 0 takes
@@ -209,6 +216,8 @@ type Broker struct {
 	sasl *saslAuth
 	// tls is the listener's TLS when Config.TLSCertFile is set.
 	tls *tls.Config
+	// acls decides requests when Config.ACLs is set; nil allows all.
+	acls *authorizer
 }
 
 // Start opens the data directory, recovers every partition and starts
@@ -253,6 +262,11 @@ func Start(cfg Config) (*Broker, error) {
 			return nil, fmt.Errorf("broker: TLS certificate %s and key %s: %w", cfg.TLSCertFile, cfg.TLSKeyFile, cerr)
 		}
 		b.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if b.acls, err = openAuthorizer(cfg); err != nil {
+		b.topics.close()
+		b.offsets.Close()
+		return nil, fmt.Errorf("broker: %w", err)
 	}
 	if len(cfg.SASLUsers) > 0 {
 		if b.sasl, err = newSASLAuth(cfg.SASLUsers); err != nil {

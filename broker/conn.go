@@ -163,7 +163,7 @@ func (c *conn) serve() {
 	var prev chan struct{} // closed when the previous ordered request is done
 	log := c.b.log.With("remote", c.nc.RemoteAddr().String())
 	host, _, _ := net.SplitHostPort(c.nc.RemoteAddr().String())
-	from := caller{done: c.done, host: "/" + host}
+	from := caller{done: c.done, host: "/" + host, ip: host, principal: anonymous}
 	for {
 		if !c.awaitRequest(r, log) {
 			return
@@ -250,6 +250,8 @@ func (c *conn) serve() {
 			}
 			if c.sasl.authenticated() && h.key == 36 {
 				log.Debug("broker: SASL authenticated", "user", c.sasl.user, "mechanism", c.sasl.mech)
+				// Read by requests started after this one only.
+				from.principal = principalOf(c.sasl.user)
 			}
 			continue
 		}
@@ -270,6 +272,7 @@ func (c *conn) serve() {
 			after, mine = prev, make(chan struct{})
 			prev = mine
 		}
+		who := from // a copy: authentication changes from
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -286,7 +289,7 @@ func (c *conn) serve() {
 			if after != nil {
 				<-after
 			}
-			p.resp = c.b.handle(from, h, req)
+			p.resp = c.b.handle(who, h, req)
 			if pooled {
 				putBuf(frame)
 			}

@@ -621,7 +621,7 @@ func TestCoordinatorLeaveGroup(t *testing.T) {
 					for _, m := range members {
 						req := kmsg.NewPtrLeaveGroupRequest()
 						req.Version, req.Group, req.MemberID = tc.version, "g", m
-						resp := b.handleLeaveGroup(req).(*kmsg.LeaveGroupResponse)
+						resp := b.handleLeaveGroup(caller{}, req).(*kmsg.LeaveGroupResponse)
 						codes = append(codes, resp.ErrorCode)
 					}
 					return codes
@@ -633,7 +633,7 @@ func TestCoordinatorLeaveGroup(t *testing.T) {
 					lm.MemberID = m
 					req.Members = append(req.Members, lm)
 				}
-				resp := b.handleLeaveGroup(req).(*kmsg.LeaveGroupResponse)
+				resp := b.handleLeaveGroup(caller{}, req).(*kmsg.LeaveGroupResponse)
 				wantCode(t, "v3 top-level code", resp.ErrorCode, nil)
 				for i, rm := range resp.Members {
 					if rm.MemberID != members[i] {

@@ -123,7 +123,7 @@ func (b *Broker) Produce(ctx context.Context, topic string, partition int32, rec
 	if err := b.usable(ctx); err != nil {
 		return -1, err
 	}
-	t, code, release := b.produceTopic(topic)
+	t, code, release := b.produceTopic(caller{}, topic)
 	var err error
 	base := int64(-1)
 	if code == 0 {

@@ -178,6 +178,9 @@ var requestShapes = map[int16]*wireStruct{
 	),
 	17: wmsg(nil, wstr),                                                    // SaslHandshake: Mechanism
 	36: wmsg(nil, wbytes),                                                  // SaslAuthenticate: SASLAuthBytes
+	29: wmsg(nil, wi8, wnstr, wi8.from(1), wnstr, wnstr, wi8, wi8),         // DescribeAcls: ResourceType, ResourceName, PatternType, Principal, Host, Operation, Permission
+	30: wmsg(nil, warr(wi8, wstr, wi8.from(1), wstr, wstr, wi8, wi8)),      // CreateAcls: Creations (as DescribeAcls, names not nullable)
+	31: wmsg(nil, warr(wi8, wnstr, wi8.from(1), wnstr, wnstr, wi8, wi8)),   // DeleteAcls: Filters (as DescribeAcls)
 	33: wmsg(nil, warr(wi8, wstr, warr(wstr, wnstr)), wi8),                 // AlterConfigs: Resources (Type, Name, Configs: Name, Value), ValidateOnly
 	44: wmsg(nil, warr(wi8, wstr, warr(wstr, wi8, wnstr)), wi8),            // IncrementalAlterConfigs: Resources (Type, Name, Configs: Name, Op, Value), ValidateOnly
 	35: wmsg(nil, warr(wstr, warrOf(wi32))),                                // DescribeLogDirs: Topics (nullable): Topic, Partitions

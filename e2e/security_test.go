@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -237,4 +239,55 @@ func TestAdminAPIsWantTheToken(t *testing.T) {
 	// Without a token, changes over a non-loopback admin port are refused.
 	n := startMecha(t, "--app-id", "adm2", "--dapr-listen-addresses", "0.0.0.0")
 	expectStatus(t, do(t, "PUT", fmt.Sprintf("http://127.0.0.1:%d/v1.0-alpha1/traffic/svc", n.metricsPort), policy), 403)
+}
+
+// With --broker-acls a Kafka client may do only what its user is
+// granted, while the runtime's own pubsub (in-process) is not held back:
+// an event published through the Dapr API is refused to a client until
+// a super user grants it READ.
+func TestBrokerACLs(t *testing.T) {
+	users := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(users, []byte("app:app-secret\nops:ops-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := startMecha(t, "--app-id", "acl", "--broker-port", "0", "--broker-sasl-users", users, "--broker-acls", "--broker-super-users", "ops")
+	expectStatus(t, do(t, "POST", m.url("/v1.0/publish/pubsub/audit"), `{"n":1}`, "Content-Type", "application/json"), 204)
+	addr := fmt.Sprintf("127.0.0.1:%d", m.brokerPort)
+	client := func(user, pass string, opts ...kgo.Opt) *kgo.Client {
+		cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(addr), kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cl.Close)
+		return cl
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	readAudit := func() (int16, []byte) {
+		req := kmsg.NewPtrFetchRequest()
+		req.MaxWaitMillis, req.MaxBytes = 100, 1<<20
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic = "audit"
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.PartitionMaxBytes = 1 << 20
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, client("app", "app-secret"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := resp.Topics[0].Partitions[0]
+		return p.ErrorCode, p.RecordBatches
+	}
+	if code, _ := readAudit(); code != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("app reads audit without a grant: code %d, want TOPIC_AUTHORIZATION_FAILED", code)
+	}
+	res, err := kadm.NewClient(client("ops", "ops-secret")).CreateACLs(ctx, kadm.NewACLs().Allow("User:app").Topics("audit").Operations(kadm.OpRead))
+	if err != nil || len(res) != 1 || res[0].Err != nil {
+		t.Fatalf("ops grants app READ on audit: %+v %v", res, err)
+	}
+	code, batches := readAudit()
+	if code != 0 || !strings.Contains(string(batches), `{"n":1}`) {
+		t.Fatalf("app reads audit after the grant: code %d, %d bytes", code, len(batches))
+	}
 }

@@ -6,8 +6,6 @@
 // Decide is the deciding core: a pure function of the bindings and a
 // request, table-tested. Store keeps the bindings in a file of the data
 // dir and answers the Kafka ACL APIs' filters.
-//
-// Not wired into the broker's handlers yet (issue 15, item 7).
 package acl
 
 import (
@@ -133,6 +131,32 @@ func Decide(bindings []Binding, r Request) bool {
 	return allowed
 }
 
+// DecideAny answers whether r's operation is allowed on some resource of
+// r's type (r.ResourceName is ignored), as Kafka's
+// authorizeByResourceType: some matching ALLOW binding of the operation
+// (or one implying it) exists, and no matching DENY covers every name
+// (a literal * or an empty prefix).
+func DecideAny(bindings []Binding, r Request) bool {
+	allowed := false
+	for _, b := range bindings {
+		if b.ResourceType != r.ResourceType || !b.matchesWho(r.Principal, r.Host) {
+			continue
+		}
+		switch b.Permission {
+		case PermDeny:
+			all := b.PatternType == PatternLiteral && b.ResourceName == Wildcard
+			if all && (b.Operation == OpAll || b.Operation == r.Operation) {
+				return false
+			}
+		case PermAllow:
+			if b.Operation == OpAll || b.Operation == r.Operation || slices.Contains(implied[r.Operation], b.Operation) {
+				allowed = true
+			}
+		}
+	}
+	return allowed
+}
+
 func (b Binding) matchesResource(typ int8, name string) bool {
 	if b.ResourceType != typ {
 		return false
@@ -161,6 +185,22 @@ type Filter struct {
 	Host         *string
 	Operation    int8
 	Permission   int8
+}
+
+// Validate checks a filter as Kafka does: no UNKNOWN (0) type, pattern,
+// operation or permission, nor one past Kafka's numbers.
+func (f Filter) Validate() error {
+	switch {
+	case f.ResourceType < ResourceAny || f.ResourceType > 7:
+		return fmt.Errorf("%w: filter resource type %d", ErrInvalid, f.ResourceType)
+	case f.PatternType < PatternAny || f.PatternType > PatternPrefixed:
+		return fmt.Errorf("%w: filter pattern type %d", ErrInvalid, f.PatternType)
+	case f.Operation < OpAny || f.Operation > 14:
+		return fmt.Errorf("%w: filter operation %d", ErrInvalid, f.Operation)
+	case f.Permission < PermAny || f.Permission > PermAllow:
+		return fmt.Errorf("%w: filter permission %d", ErrInvalid, f.Permission)
+	}
+	return nil
 }
 
 // Matches says whether b is selected.
@@ -223,6 +263,13 @@ func (s *Store) Decide(r Request) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return Decide(s.bindings, r)
+}
+
+// DecideAny answers r by DecideAny from the stored bindings.
+func (s *Store) DecideAny(r Request) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return DecideAny(s.bindings, r)
 }
 
 // Create adds bindings (one already stored is not added twice); each

@@ -117,3 +117,29 @@ func TestStore(t *testing.T) {
 		t.Fatalf("after delete and reopen: %v", got)
 	}
 }
+
+func TestDecideAny(t *testing.T) {
+	write := Request{Principal: "User:alice", Host: "h", Operation: OpWrite, ResourceType: ResourceTopic}
+	denyAll := allow(ResourceTopic, "*", PatternLiteral, "User:alice", OpWrite)
+	denyAll.Permission = PermDeny
+	denyOne := allow(ResourceTopic, "secret", PatternLiteral, "User:alice", OpWrite)
+	denyOne.Permission = PermDeny
+	for _, tc := range []struct {
+		name     string
+		bindings []Binding
+		want     bool
+	}{
+		{"nothing", nil, false},
+		{"write on one topic", []Binding{allow(ResourceTopic, "orders", PatternLiteral, "User:alice", OpWrite)}, true},
+		{"write by prefix", []Binding{allow(ResourceTopic, "o", PatternPrefixed, "User:*", OpWrite)}, true},
+		{"read only", []Binding{allow(ResourceTopic, "orders", PatternLiteral, "User:alice", OpRead)}, false},
+		{"write on a group", []Binding{allow(ResourceGroup, "orders", PatternLiteral, "User:alice", OpAll)}, false},
+		{"another user", []Binding{allow(ResourceTopic, "orders", PatternLiteral, "User:bob", OpWrite)}, false},
+		{"a deny of one topic leaves the others", []Binding{allow(ResourceTopic, "orders", PatternLiteral, "User:alice", OpWrite), denyOne}, true},
+		{"a deny of every topic", []Binding{allow(ResourceTopic, "orders", PatternLiteral, "User:alice", OpWrite), denyAll}, false},
+	} {
+		if got := DecideAny(tc.bindings, write); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
