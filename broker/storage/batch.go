@@ -35,6 +35,12 @@ var (
 	ErrBatchTooLarge = errors.New("record batch too large")
 	// ErrOffsetOutOfRange: a read below the log start or above the end.
 	ErrOffsetOutOfRange = errors.New("offset out of range")
+	// ErrNotContiguous: a follower's batches do not start at the log
+	// end, or leave a gap.
+	ErrNotContiguous = errors.New("replica batches not contiguous")
+	// ErrEpochRegress: a follower's batch has an older leader epoch than
+	// one before it.
+	ErrEpochRegress = errors.New("replica batch leader epoch goes back")
 	// ErrLogFailed: a write or fsync failed; the partition takes no more
 	// writes until it is reopened (KAFKA_STORAGE_ERROR).
 	ErrLogFailed = errors.New("partition log failed")
@@ -79,6 +85,7 @@ type BatchInfo struct {
 	BaseSequence    int32
 	NumRecords      int32
 	Transactional   bool
+	LeaderEpoch     int32 // the partition leader epoch the batch was written in
 }
 
 // ValidateBatches checks the records field of a produce request: one or
@@ -145,6 +152,7 @@ func validateOne(b []byte, maxBatch int) (BatchInfo, error) {
 		BaseSequence:    rb.FirstSequence,
 		NumRecords:      rb.NumRecords,
 		Transactional:   rb.Attributes&0x10 != 0,
+		LeaderEpoch:     rb.PartitionLeaderEpoch,
 	}, nil
 }
 
@@ -177,6 +185,7 @@ func scanBatch(b []byte, check bool) (base int64, info BatchInfo, ok bool) {
 		BaseSequence:    int32(binary.BigEndian.Uint32(b[53:])),
 		NumRecords:      int32(binary.BigEndian.Uint32(b[57:])),
 		Transactional:   binary.BigEndian.Uint16(b[21:])&0x10 != 0,
+		LeaderEpoch:     int32(binary.BigEndian.Uint32(b[epochOffset:])),
 	}
 	if info.LastOffsetDelta < 0 {
 		return 0, info, false

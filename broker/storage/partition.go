@@ -114,6 +114,16 @@ type Partition struct {
 	failed    error // set by a failed fsync or write: the log takes no more writes
 	closed    bool
 	size      int64 // bytes in all segments
+	// epoch stamps the batches Append writes (the partition leader
+	// epoch); epochs is the log's leader-epoch history, rebuilt from the
+	// batch headers on open (replica.go).
+	epoch  int32
+	epochs []EpochStart
+	// hw is the high watermark: readers see records below it. It is the
+	// log end unless the partition is replicated (SetReplicated), when
+	// the replication sets it.
+	hw         int64
+	replicated bool
 }
 
 // readHint remembers where the last read ended, so a consumer reading on
@@ -188,19 +198,24 @@ func open(dir string, cfg Config, files *SegmentFiles) (*Partition, error) {
 		}
 		p.segs, p.size, p.next = []*segment{s}, 0, p.logStart
 	}
-	if err := p.rebuildProducers(); err != nil {
+	if err := p.rebuildFromHeaders(); err != nil {
 		_ = p.closeFiles()
 		return nil, fmt.Errorf("open partition %s: %w", dir, err)
 	}
+	p.hw = p.next
 	return p, nil
 }
 
-// rebuildProducers restores idempotent producer state from the batch
-// headers of every segment, oldest first, so a producer retrying across a
-// broker restart is still de-duplicated even when its last batches were
-// rolled into sealed segments by other producers' writes. (Kafka keeps a
-// producer snapshot per segment to bound this scan; this log has none.)
-func (p *Partition) rebuildProducers() error {
+// rebuildFromHeaders restores idempotent producer state and the
+// leader-epoch history from the batch headers of every segment, oldest
+// first, so a producer retrying across a broker restart is still
+// de-duplicated even when its last batches were rolled into sealed
+// segments by other producers' writes. (Kafka keeps a producer snapshot
+// per segment and a leader-epoch checkpoint to bound this scan; this log
+// has neither.)
+func (p *Partition) rebuildFromHeaders() error {
+	clear(p.producers)
+	p.epochs = p.epochs[:0]
 	hdr := make([]byte, batchHeaderLen)
 	for _, s := range p.segs {
 		f, err := s.file.acquire()
@@ -218,6 +233,7 @@ func (p *Partition) rebuildProducers() error {
 			if info.ProducerID >= 0 {
 				p.remember(info, base)
 			}
+			p.noteEpoch(info.LeaderEpoch, base)
 			pos += int64(info.Size)
 		}
 		s.file.release()
@@ -298,9 +314,16 @@ func (p *Partition) Append(buf []byte, infos []BatchInfo) (AppendResult, error) 
 	off := base
 	for _, in := range infos {
 		binary.BigEndian.PutUint64(buf[in.Pos:], uint64(off))
-		binary.BigEndian.PutUint32(buf[in.Pos+epochOffset:], 0)
+		binary.BigEndian.PutUint32(buf[in.Pos+epochOffset:], uint32(p.epoch))
 		off += int64(in.LastOffsetDelta) + 1
 	}
+	return p.write(seg, buf, infos, base, p.epoch)
+}
+
+// write puts buf (batches at base on) at the end of seg, the active
+// segment, and accounts for them; epoch is their leader epoch, or -1 for
+// each batch's own. The caller holds mu; write releases it.
+func (p *Partition) write(seg *segment, buf []byte, infos []BatchInfo, base int64, epoch int32) (AppendResult, error) {
 	pos := seg.size
 	f, err := seg.file.acquire()
 	if err != nil {
@@ -322,17 +345,25 @@ func (p *Partition) Append(buf []byte, infos []BatchInfo) (AppendResult, error) 
 		return AppendResult{}, fmt.Errorf("append to %s: %w", p.dir, err)
 	}
 	seg.file.release()
-	off = base
+	off := base
 	for _, in := range infos {
 		seg.account(pos+int64(in.Pos), off, in, p.cfg.IndexIntervalBytes)
 		if in.ProducerID >= 0 {
 			p.remember(in, off)
 		}
+		e := epoch
+		if e < 0 {
+			e = in.LeaderEpoch
+		}
+		p.noteEpoch(e, off)
 		off += int64(in.LastOffsetDelta) + 1
 	}
 	seg.size += int64(len(buf))
 	p.size += int64(len(buf))
 	p.next = off
+	if !p.replicated {
+		p.hw = off
+	}
 	waiters := p.waiters
 	p.waiters = nil
 	syncNow := p.cfg.SyncEveryWrite
@@ -523,11 +554,12 @@ func (p *Partition) Flush() error {
 }
 
 // Offsets returns the log start offset and the high watermark (the log
-// end: a single node's log is committed as soon as it is written).
+// end, unless the partition is replicated: a single node's log is
+// committed as soon as it is written).
 func (p *Partition) Offsets() (logStart, hw int64) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return p.logStart, p.next
+	return p.logStart, p.hw
 }
 
 // Size returns the bytes in the partition's segments.
@@ -546,22 +578,33 @@ func (p *Partition) Read(offset int64, maxBytes int) (ReadResult, error) {
 
 // ReadInto is Read with the read buffers taken from alloc (nil: make), so
 // a caller can recycle them once the batches are sent. alloc may return a
-// larger slice; Batches is a part of one buffer it returned.
+// larger slice; Batches is a part of one buffer it returned. It reads
+// only below the high watermark, as consumers do.
 func (p *Partition) ReadInto(offset int64, maxBytes int, alloc func(n int) []byte) (ReadResult, error) {
+	return p.read(offset, maxBytes, alloc, false)
+}
+
+// read reads from offset to the high watermark, or with uncommitted to
+// the log end (a follower's fetch).
+func (p *Partition) read(offset int64, maxBytes int, alloc func(n int) []byte, uncommitted bool) (ReadResult, error) {
 	if alloc == nil {
 		alloc = func(n int) []byte { return make([]byte, n) }
 	}
 	p.mu.RLock()
-	res := ReadResult{HighWatermark: p.next, LogStart: p.logStart}
+	res := ReadResult{HighWatermark: p.hw, LogStart: p.logStart}
 	if p.closed {
 		p.mu.RUnlock()
 		return res, ErrClosed
+	}
+	stop := p.hw
+	if uncommitted {
+		stop = p.next
 	}
 	if offset < p.logStart || offset > p.next {
 		p.mu.RUnlock()
 		return res, fmt.Errorf("%w: %d not in [%d, %d]", ErrOffsetOutOfRange, offset, p.logStart, p.next)
 	}
-	if offset == p.next || maxBytes <= 0 {
+	if offset >= stop || maxBytes <= 0 {
 		p.mu.RUnlock()
 		return res, nil
 	}
@@ -588,7 +631,7 @@ func (p *Partition) ReadInto(offset int64, maxBytes int, alloc func(n int) []byt
 	if err != nil {
 		return res, fmt.Errorf("read %s: %w", p.dir, err)
 	}
-	data, end, endOffset, err := readFrom(seg, f, offset, pos, limit, maxBytes, interval, alloc)
+	data, end, endOffset, err := readFrom(seg, f, offset, pos, limit, stop, maxBytes, interval, alloc)
 	seg.file.release()
 	if err != nil || len(data) == 0 {
 		return res, err
@@ -603,7 +646,7 @@ func (p *Partition) ReadInto(offset int64, maxBytes int, alloc func(n int) []byt
 // readFrom reads batches of seg from pos (at or before offset's batch),
 // skipping those wholly before offset and trimming to whole batches within
 // maxBytes. It returns the file position and the offset after the data.
-func readFrom(seg *segment, f *os.File, offset, pos, limit int64, maxBytes int, interval int64, alloc func(int) []byte) (data []byte, end, endOffset int64, err error) {
+func readFrom(seg *segment, f *os.File, offset, pos, limit, stop int64, maxBytes int, interval int64, alloc func(int) []byte) (data []byte, end, endOffset int64, err error) {
 	// At least a header, or a small maxBytes with a small index interval
 	// would never see a whole header and never move on.
 	want := max(int64(maxBytes)+interval, batchHeaderLen)
@@ -638,7 +681,7 @@ func readFrom(seg *segment, f *os.File, offset, pos, limit int64, maxBytes int, 
 		if skip == 0 {
 			return nil, 0, 0, fmt.Errorf("read %s at %d: %d bytes left, shorter than a batch header", segPath(seg.dir, seg.base, ".log"), pos, limit-pos)
 		}
-		return readFrom(seg, f, offset, pos+int64(skip), limit, maxBytes, interval, alloc)
+		return readFrom(seg, f, offset, pos+int64(skip), limit, stop, maxBytes, interval, alloc)
 	}
 	buf = buf[skip:]
 	start := pos + int64(skip)
@@ -649,7 +692,7 @@ func readFrom(seg *segment, f *os.File, offset, pos, limit int64, maxBytes int, 
 		if !ok || n+info.Size > len(buf) {
 			break
 		}
-		if n > 0 && n+info.Size > maxBytes {
+		if n > 0 && (n+info.Size > maxBytes || base >= stop) {
 			break
 		}
 		n += info.Size
@@ -674,12 +717,12 @@ func readFrom(seg *segment, f *os.File, offset, pos, limit int64, maxBytes int, 
 }
 
 // Wait registers ch to be signalled (non-blocking send) by the next append
-// and reports true, or reports false without registering when the log
-// already ends past offset.
+// or move of the high watermark and reports true, or reports false
+// without registering when the high watermark is already past offset.
 func (p *Partition) Wait(offset int64, ch chan struct{}) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.next > offset || p.closed {
+	if p.hw > offset || p.closed {
 		return false
 	}
 	p.waiters = append(p.waiters, ch)
@@ -744,18 +787,17 @@ func (p *Partition) DeleteRecords(offset int64) (int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if offset == -1 {
-		offset = p.next
+		offset = p.hw
 	}
-	if offset < 0 || offset > p.next {
-		return p.logStart, fmt.Errorf("%w: %d not in [0, %d]", ErrOffsetOutOfRange, offset, p.next)
+	if offset < 0 || offset > p.hw {
+		return p.logStart, fmt.Errorf("%w: %d not in [0, %d]", ErrOffsetOutOfRange, offset, p.hw)
 	}
 	if offset <= p.logStart {
 		return p.logStart, nil
 	}
-	if err := fsutil.WriteFile(filepath.Join(p.dir, "log-start-offset"), []byte(strconv.FormatInt(offset, 10))); err != nil {
+	if err := p.saveLogStart(offset); err != nil {
 		return p.logStart, err
 	}
-	p.logStart = offset
 	p.dropBefore(offset)
 	return offset, nil
 }

@@ -15,8 +15,10 @@ import (
 type logModel struct {
 	batches  []stored
 	sizes    []int
+	epochs   []int32 // each batch's leader epoch
 	logStart int64
 	end      int64
+	epoch    int32 // the epoch appends are stamped with
 }
 
 func (m *logModel) next() int64 { return m.end }
@@ -75,6 +77,26 @@ func TestPartitionModel(t *testing.T) {
 			if len(got) != len(want) {
 				rt.Fatalf("%d batches readable, model has %d", len(got), len(want))
 			}
+			if end := p.EndOffset(); end != m.next() {
+				rt.Fatalf("EndOffset %d, model %d", end, m.next())
+			}
+			// The epoch history gives each live batch its epoch, and
+			// goes up in both epoch and start.
+			h := p.Epochs()
+			for i := 1; i < len(h); i++ {
+				if h[i].Epoch <= h[i-1].Epoch || h[i].Start <= h[i-1].Start {
+					rt.Fatalf("epoch history %v does not go up", h)
+				}
+			}
+			for i, b := range want {
+				j := len(h) - 1
+				for j >= 0 && h[j].Start > b.base {
+					j--
+				}
+				if e := m.epochs[m.find(b.base)]; j < 0 || h[j].Epoch != e {
+					rt.Fatalf("batch %d at %d has epoch %d, history %v says otherwise", i, b.base, e, h)
+				}
+			}
 			for i := range want {
 				if got[i] != want[i] {
 					rt.Fatalf("batch %d: base %d n %d, model base %d n %d", i, got[i].base, got[i].n, want[i].base, want[i].n)
@@ -96,6 +118,7 @@ func TestPartitionModel(t *testing.T) {
 					recs = append(recs, b...)
 					add = append(add, stored{off, int32(n), payload(b)})
 					sizes = append(sizes, len(b))
+					m.epochs = append(m.epochs, m.epoch)
 					off += int64(n)
 				}
 				res, err := appendRaw(p, recs)
@@ -163,6 +186,7 @@ func TestPartitionModel(t *testing.T) {
 				if p, err = files.OpenPartition(dir, cfg); err != nil {
 					rt.Fatal(err)
 				}
+				p.SetLeaderEpoch(m.epoch) // the owner's, not the log's
 				checkAll(rt)
 			},
 			"crash": func(rt *rapid.T) {
@@ -183,6 +207,7 @@ func TestPartitionModel(t *testing.T) {
 				if p, err = files.OpenPartition(dir, cfg); err != nil {
 					rt.Fatalf("Open after crash: %v", err)
 				}
+				p.SetLeaderEpoch(m.epoch)
 				// Only a suffix of whole batches is lost: those the cut
 				// reached, no more. The log then ends where the first of
 				// them started, or at the log start if that is further.
@@ -194,7 +219,27 @@ func TestPartitionModel(t *testing.T) {
 				if j < len(m.batches) {
 					m.end = max(m.batches[j].base, m.logStart)
 				}
-				m.batches, m.sizes = m.batches[:j], m.sizes[:j]
+				m.batches, m.sizes, m.epochs = m.batches[:j], m.sizes[:j], m.epochs[:j]
+				checkAll(rt)
+			},
+			"newEpoch": func(rt *rapid.T) {
+				m.epoch += int32(rapid.IntRange(1, 3).Draw(rt, "step"))
+				p.SetLeaderEpoch(m.epoch)
+			},
+			"truncate": func(rt *rapid.T) {
+				offset := rapid.Int64Range(m.logStart, m.next()).Draw(rt, "offset")
+				if err := p.Truncate(offset); err != nil {
+					rt.Fatalf("Truncate(%d): %v", offset, err)
+				}
+				// The batch holding offset goes whole.
+				j := m.find(offset)
+				if j < len(m.batches) {
+					m.end = m.batches[j].base
+					m.batches, m.sizes, m.epochs = m.batches[:j], m.sizes[:j], m.epochs[:j]
+					if m.logStart > m.end {
+						m.logStart = m.end
+					}
+				}
 				checkAll(rt)
 			},
 			"": checkAll,
