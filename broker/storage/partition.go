@@ -119,6 +119,8 @@ type Partition struct {
 	// batch headers on open (replica.go).
 	epoch  int32
 	epochs []EpochStart
+	// epochGen counts changes of epochs (EpochsSince).
+	epochGen uint64
 	// hw is the high watermark: readers see records below it. It is the
 	// log end unless the partition is replicated (SetReplicated), when
 	// the replication sets it.
@@ -216,6 +218,7 @@ func open(dir string, cfg Config, files *SegmentFiles) (*Partition, error) {
 func (p *Partition) rebuildFromHeaders() error {
 	clear(p.producers)
 	p.epochs = p.epochs[:0]
+	p.epochGen++
 	hdr := make([]byte, batchHeaderLen)
 	for _, s := range p.segs {
 		f, err := s.file.acquire()
@@ -782,7 +785,7 @@ func (p *Partition) OffsetForMaxTimestamp() (offset, maxTs int64) {
 
 // DeleteRecords moves the log start to offset (DeleteRecords API) and
 // deletes the segments wholly before it. offset -1 means the high
-// watermark.
+// watermark, above which it may not go.
 func (p *Partition) DeleteRecords(offset int64) (int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -792,6 +795,22 @@ func (p *Partition) DeleteRecords(offset int64) (int64, error) {
 	if offset < 0 || offset > p.hw {
 		return p.logStart, fmt.Errorf("%w: %d not in [0, %d]", ErrOffsetOutOfRange, offset, p.hw)
 	}
+	return p.trimTo(offset)
+}
+
+// TrimTo moves the log start to offset, at most the log end, whatever
+// the high watermark: a follower's log start follows its leader's.
+func (p *Partition) TrimTo(offset int64) (int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if offset < 0 || offset > p.next {
+		return p.logStart, fmt.Errorf("%w: %d not in [0, %d]", ErrOffsetOutOfRange, offset, p.next)
+	}
+	return p.trimTo(offset)
+}
+
+// trimTo moves the log start up to offset. The caller holds mu.
+func (p *Partition) trimTo(offset int64) (int64, error) {
 	if offset <= p.logStart {
 		return p.logStart, nil
 	}

@@ -31,6 +31,7 @@ type EpochStart struct {
 func (p *Partition) noteEpoch(epoch int32, base int64) {
 	if n := len(p.epochs); n == 0 || epoch > p.epochs[n-1].Epoch {
 		p.epochs = append(p.epochs, EpochStart{Epoch: epoch, Start: base})
+		p.epochGen++
 	}
 }
 
@@ -47,6 +48,17 @@ func (p *Partition) Epochs() []EpochStart {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return slices.Clone(p.epochs)
+}
+
+// EpochsSince returns the history and its generation when it changed
+// since gen (a caller's cached copy stays good otherwise: changed false).
+func (p *Partition) EpochsSince(gen uint64) (h []EpochStart, now uint64, changed bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if gen == p.epochGen && gen != 0 {
+		return nil, gen, false
+	}
+	return slices.Clone(p.epochs), p.epochGen, true
 }
 
 // EndOffset is the log end offset: the offset the next record gets.
@@ -282,6 +294,7 @@ func (p *Partition) Reset(offset int64) error {
 	p.segs, p.size, p.next, p.hw, p.hint = []*segment{s}, 0, offset, offset, readHint{}
 	clear(p.producers)
 	p.epochs = p.epochs[:0]
+	p.epochGen++
 	return nil
 }
 

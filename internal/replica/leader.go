@@ -213,14 +213,11 @@ func (l *Leader) Events(dst []Event) []Event {
 // its outcome comes later as EventAcked or EventWriteFailed with this
 // base offset.
 func (l *Leader) Append(b Batch, c Consistency, now time.Time) (int64, error) {
-	if l.fenced {
-		return 0, ErrFenced
+	if err := l.Admit(c); err != nil {
+		return 0, err
 	}
 	if b.Count < 1 {
 		return 0, fmt.Errorf("%w: batch of %d records", ErrInvalid, b.Count)
-	}
-	if c == Strong && len(l.isr) < l.cfg.MinISR {
-		return 0, fmt.Errorf("%w: %d in sync, %d required", ErrNotEnoughReplicas, len(l.isr), l.cfg.MinISR)
 	}
 	b.Base, b.Epoch = l.log.EndOffset(), l.epoch
 	l.one[0] = b
@@ -229,15 +226,38 @@ func (l *Leader) Append(b Batch, c Consistency, now time.Time) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("replica: append at %d: %w", b.Base, err)
 	}
+	l.Appended(b.Base, b.End(), c, now)
+	return b.Base, nil
+}
+
+// Admit says whether a write of consistency c may be appended now: not
+// when the leader is fenced (ErrFenced), nor a Strong one while the
+// in-sync set is below MinISR (ErrNotEnoughReplicas, Kafka's check
+// before it appends an acks=all produce).
+func (l *Leader) Admit(c Consistency) error {
+	if l.fenced {
+		return ErrFenced
+	}
+	if c == Strong && len(l.isr) < l.cfg.MinISR {
+		return fmt.Errorf("%w: %d in sync, %d required", ErrNotEnoughReplicas, len(l.isr), l.cfg.MinISR)
+	}
+	return nil
+}
+
+// Appended tells the leader that records [base, end) were written at its
+// log end, stamped with its epoch, by the store itself (Append's second
+// half, for a store that assigns offsets and de-duplicates retries in
+// its own log, as the broker's does): a Strong write's outcome comes
+// later as EventAcked or EventWriteFailed with base. Admit first.
+func (l *Leader) Appended(base, end int64, c Consistency, now time.Time) {
 	if c == Strong {
-		w := pendingWrite{base: b.Base, end: b.End()}
+		w := pendingWrite{base: base, end: end}
 		if l.cfg.AckTimeout > 0 {
 			w.deadline = now.Add(l.cfg.AckTimeout)
 		}
 		l.writes = append(l.writes, w)
 	}
 	l.advance()
-	return b.Base, nil
 }
 
 // HandleFetch answers a follower's fetch into resp (whose Batches array
