@@ -46,6 +46,11 @@ func (b *Broker) handleCreateTopics(c caller, req *kmsg.CreateTopicsRequest) kms
 				configs[c.Name] = *c.Value
 			}
 		}
+		if b.cl != nil {
+			b.clusterCreateTopicReq(rt, req.ValidateOnly, &st, fail)
+			resp.Topics = append(resp.Topics, st)
+			continue
+		}
 		if len(rt.ReplicaAssignment) > 0 {
 			if rt.NumPartitions != -1 || rt.ReplicationFactor != -1 {
 				fail(kerr.InvalidRequest, "with a replica assignment, the partition count and replication factor must be -1")
@@ -113,4 +118,41 @@ func createdConfigs(b *Broker, overrides map[string]string) []kmsg.CreateTopicsR
 		out = append(out, c)
 	}
 	return out
+}
+
+// clusterCreateTopicReq answers one topic of a CreateTopics in cluster
+// mode: the control plane creates it (topic configs other than the
+// replication settings are not kept by the map yet, and are refused).
+func (b *Broker) clusterCreateTopicReq(rt kmsg.CreateTopicsRequestTopic, validateOnly bool, st *kmsg.CreateTopicsResponseTopic, fail func(*kerr.Error, string)) {
+	if len(rt.Configs) > 0 {
+		fail(kerr.InvalidConfig, "topic configs are not supported by the broker cluster yet: create the topic, then alter its configs")
+		return
+	}
+	var assignment [][]int32
+	if len(rt.ReplicaAssignment) > 0 {
+		if rt.NumPartitions != -1 || rt.ReplicationFactor != -1 {
+			fail(kerr.InvalidRequest, "with a replica assignment, the partition count and replication factor must be -1")
+			return
+		}
+		assignment = make([][]int32, len(rt.ReplicaAssignment))
+		for _, a := range rt.ReplicaAssignment {
+			if a.Partition < 0 || int(a.Partition) >= len(assignment) || assignment[a.Partition] != nil {
+				fail(kerr.InvalidReplicaAssignment, fmt.Sprintf("partition %d: partitions must be 0 to %d, each once", a.Partition, len(assignment)-1))
+				return
+			}
+			assignment[a.Partition] = a.Replicas
+		}
+	}
+	if validateOnly {
+		if err := validTopicName(rt.Topic); err != nil {
+			fail(kerr.InvalidTopicException, err.Error())
+		}
+		return
+	}
+	tp, code, msg := b.clusterCreateTopic(rt.Topic, rt.NumPartitions, rt.ReplicationFactor, assignment)
+	if code != 0 {
+		fail(kerr.ErrorForCode(code).(*kerr.Error), msg)
+		return
+	}
+	st.NumPartitions, st.ReplicationFactor = int32(len(tp.Partitions)), int16(tp.Config.ReplicationFactor)
 }

@@ -172,6 +172,12 @@ func (b *Broker) fillFetch(c caller, req *kmsg.FetchRequest, resp *fetchResponse
 				st.Partitions = append(st.Partitions, sp)
 				continue
 			}
+			if p != nil && !b.leads(rt.Topic, rp.Partition) {
+				sp.ErrorCode = kerr.NotLeaderForPartition.Code
+				failed = true
+				st.Partitions = append(st.Partitions, sp)
+				continue
+			}
 			if p == nil {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				failed = true

@@ -40,6 +40,11 @@ func (b *Broker) handleListOffsets(c caller, req *kmsg.ListOffsetsRequest) kmsg.
 				st.Partitions = append(st.Partitions, sp)
 				continue
 			}
+			if p != nil && !b.leads(rt.Topic, rp.Partition) {
+				sp.ErrorCode = kerr.NotLeaderForPartition.Code
+				st.Partitions = append(st.Partitions, sp)
+				continue
+			}
 			if p == nil {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				st.Partitions = append(st.Partitions, sp)

@@ -30,6 +30,10 @@ func (b *Broker) handleMetadata(c caller, req *kmsg.MetadataRequest) kmsg.Respon
 	cid := clusterID
 	resp.ClusterID = &cid
 	resp.ControllerID = b.cfg.NodeID
+	if b.cl != nil {
+		b.clusterMetadata(c, req, resp)
+		return resp
+	}
 
 	var names []string
 	all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)

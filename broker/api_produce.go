@@ -31,6 +31,7 @@ package broker
 
 import (
 	"errors"
+	"time"
 
 	"mecha/broker/acl"
 	"mecha/broker/storage"
@@ -46,6 +47,13 @@ func (b *Broker) handleProduce(c caller, req *kmsg.ProduceRequest, h requestHead
 		return produceErrorResponse(req, kerr.InvalidRequiredAcks.Code)
 	}
 	txn := req.TransactionID != nil
+	// acks=all in a cluster: each partition's answer waits for its
+	// in-sync set, all of them at once after the appends.
+	type pending struct {
+		topic, part int
+		wait        <-chan error
+	}
+	var waits []pending
 	for _, rt := range req.Topics {
 		st := kmsg.NewProduceResponseTopic()
 		st.Topic = rt.Topic
@@ -63,15 +71,40 @@ func (b *Broker) handleProduce(c caller, req *kmsg.ProduceRequest, h requestHead
 			sp.ErrorCode = code
 			if code == 0 {
 				var err error
-				sp.BaseOffset, sp.LogStartOffset, sp.ErrorCode, err = b.appendRecords(t, rp.Partition, rp.Records, h.clientID)
+				var wait <-chan error
+				sp.BaseOffset, sp.LogStartOffset, sp.ErrorCode, wait, err = b.appendRecords(t, rp.Partition, rp.Records, h.clientID, req.Acks)
 				if err != nil {
 					msg := err.Error()
 					sp.ErrorMessage = &msg
+				}
+				if wait != nil {
+					waits = append(waits, pending{len(resp.Topics), len(st.Partitions), wait})
 				}
 			}
 			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)
+	}
+	if len(waits) > 0 {
+		timeout := time.NewTimer(time.Duration(max(req.TimeoutMillis, 1)) * time.Millisecond)
+		defer timeout.Stop()
+		for _, w := range waits {
+			sp := &resp.Topics[w.topic].Partitions[w.part]
+			select {
+			case err := <-w.wait:
+				if err != nil {
+					sp.ErrorCode = kerr.NotLeaderForPartition.Code
+					var ke *kerr.Error
+					if errors.As(err, &ke) {
+						sp.ErrorCode = ke.Code
+					}
+				}
+			case <-timeout.C:
+				sp.ErrorCode = kerr.RequestTimedOut.Code
+			case <-b.ctx.Done():
+				sp.ErrorCode = kerr.NotLeaderForPartition.Code
+			}
+		}
 	}
 	if req.Acks == 0 {
 		return nil
@@ -104,7 +137,22 @@ func (b *Broker) produceTopic(c caller, name string) (t *topic, code int16, rele
 		return nil, kerr.TopicAuthorizationFailed.Code, nil
 	}
 	auto := b.cfg.AutoCreateTopics && (b.topics.get(name) != nil || b.mayCreateTopic(c, name))
-	t, err := b.topics.ensure(name, auto, b.cfg.DefaultPartitions)
+	partitions := b.cfg.DefaultPartitions
+	if b.cl != nil {
+		// The cluster's topics are the map's: created there, then here.
+		tp := b.cl.cfg.Maps.Map().Topic(name)
+		if tp == nil && auto {
+			var code int16
+			if tp, code, _ = b.clusterCreateTopic(name, -1, -1, nil); code != 0 && code != kerr.TopicAlreadyExists.Code {
+				return nil, code, nil
+			}
+		}
+		if tp == nil {
+			return nil, kerr.UnknownTopicOrPartition.Code, nil
+		}
+		auto, partitions = true, int32(len(tp.Partitions))
+	}
+	t, err := b.topics.ensure(name, auto, partitions)
 	switch {
 	case errors.Is(err, errInvalidTopic):
 		return nil, kerr.InvalidTopicException.Code, nil
@@ -125,10 +173,10 @@ func (b *Broker) produceTopic(c caller, name string) (t *topic, code int16, rele
 // refusal is logged and returned as its Kafka error code with the reason.
 // Both produce paths (the Produce API and the in-process Produce) write
 // through it.
-func (b *Broker) appendRecords(t *topic, partition int32, records []byte, clientID string) (base, logStart int64, code int16, err error) {
+func (b *Broker) appendRecords(t *topic, partition int32, records []byte, clientID string, acks int16) (base, logStart int64, code int16, wait <-chan error, err error) {
 	p := t.partition(partition)
 	if p == nil {
-		return -1, -1, kerr.UnknownTopicOrPartition.Code, nil
+		return -1, -1, kerr.UnknownTopicOrPartition.Code, nil, nil
 	}
 	t.mu.RLock()
 	maxBatch := t.cfg.MaxBatchBytes
@@ -136,9 +184,18 @@ func (b *Broker) appendRecords(t *topic, partition int32, records []byte, client
 	infos, err := storage.ValidateBatches(records, maxBatch)
 	if err == nil {
 		var res storage.AppendResult
-		if res, err = p.Append(records, infos); err == nil {
+		if b.cl != nil {
+			res, wait, err = b.clusterAppend(t, partition, records, infos, acks)
+		} else {
+			res, err = p.Append(records, infos)
+		}
+		if err == nil {
 			logStart, _ = p.Offsets()
-			return res.Base, logStart, 0, nil
+			return res.Base, logStart, 0, wait, nil
+		}
+		var ke *kerr.Error
+		if errors.As(err, &ke) {
+			return -1, -1, ke.Code, nil, nil
 		}
 	}
 	code = produceErrorCode(err)
@@ -147,7 +204,7 @@ func (b *Broker) appendRecords(t *topic, partition int32, records []byte, client
 		level = b.log.Info
 	}
 	level("broker: produce refused", "topic", t.name, "partition", partition, "client_id", clientID, "err", err)
-	return -1, -1, code, err
+	return -1, -1, code, nil, err
 }
 
 func produceErrorCode(err error) int16 {

@@ -99,6 +99,9 @@ type Config struct {
 	ACLs bool
 	// SuperUsers pass every ACL check: user names, or User:name.
 	SuperUsers []string
+	// Cluster, when set, makes the broker one broker of a cluster that
+	// follows the control plane's map (cluster.go).
+	Cluster *ClusterConfig
 	// MaxOpenSegmentFiles bounds the partition segment files held open
 	// across all topics (see storage.SegmentFiles): the others are closed
 	// and reopened on demand. Files in use at once may pass it. 0 takes
@@ -218,6 +221,8 @@ type Broker struct {
 	tls *tls.Config
 	// acls decides requests when Config.ACLs is set; nil allows all.
 	acls *authorizer
+	// cl is the cluster mode, nil for a single broker.
+	cl *clusterState
 }
 
 // Start opens the data directory, recovers every partition and starts
@@ -292,6 +297,10 @@ func Start(cfg Config) (*Broker, error) {
 		}
 	}
 	ok = true
+	if cfg.Cluster != nil {
+		b.cl = newClusterState(*cfg.Cluster)
+		b.startCluster()
+	}
 	b.wg.Add(3)
 	go b.acceptLoop()
 	go b.flushLoop()

@@ -127,7 +127,7 @@ func (b *Broker) Produce(ctx context.Context, topic string, partition int32, rec
 	var err error
 	base := int64(-1)
 	if code == 0 {
-		base, _, code, err = b.appendRecords(t, partition, records, inProcessHost)
+		base, _, code, _, err = b.appendRecords(t, partition, records, inProcessHost, 1)
 		release()
 	}
 	if code != 0 {
