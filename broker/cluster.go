@@ -33,6 +33,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// MethodReplicaFetch is the runtime's internal-port (muxconn) method
+// that carries replica fetches to HandleReplicaFetch; the runtime routes
+// it here.
+const MethodReplicaFetch uint16 = 0x0300
+
 // MapSource gives the newest cluster map the runtime knows and lets a
 // caller wait for a newer one (the runtime's control-plane follower).
 type MapSource interface {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -274,4 +275,43 @@ func FuzzDecodeReplicaFetch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// librdkafka (kcat) produces with acks=all to the cluster, before and
+// after a leader dies, and reads everything back.
+func TestKcatCluster(t *testing.T) {
+	kcat := kcatPath(t)
+	tc := newTestCluster(t, "a", "b", "c")
+	lines := func(from, n int) string {
+		var sb strings.Builder
+		for i := from; i < from+n; i++ {
+			fmt.Fprintf(&sb, "k%d:v%d\n", i, i)
+		}
+		return sb.String()
+	}
+	brokers := strings.Join(tc.seeds(), ",")
+	runKcat(t, kcat, lines(0, 100), "-b", brokers, "-P", "-t", "kc", "-K:", "-X", "acks=all", "-X", "topic.metadata.refresh.interval.ms=500")
+	dead := tc.m.Topic("kc").Partitions[0].Leader
+	tc.stop(dead)
+	if err := tc.apply(clustermap.MemberDead{ID: dead, At: 2}); err != nil {
+		t.Fatal(err)
+	}
+	var alive []string
+	for _, s := range tc.seeds() {
+		if s != tc.addrs[dead] {
+			alive = append(alive, s)
+		}
+	}
+	brokers = strings.Join(alive, ",")
+	runKcat(t, kcat, lines(100, 100), "-b", brokers, "-P", "-t", "kc", "-K:", "-X", "acks=all")
+	got := runKcat(t, kcat, "", "-b", brokers, "-C", "-t", "kc", "-o", "beginning", "-e", "-q", "-K:")
+	seen := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(got), "\n") {
+		seen[l]++
+	}
+	for i := range 200 {
+		if l := fmt.Sprintf("k%d:v%d", i, i); seen[l] != 1 {
+			t.Fatalf("%s read %d times; kcat read %d lines", l, seen[l], len(seen))
+		}
+	}
 }

@@ -71,6 +71,12 @@ type Config struct {
 	// it stores nothing, and routes every key to its slot's leader,
 	// following the map it polls from the servers gossip shows.
 	CruxClient bool
+	// BrokerCluster makes the embedded brokers of the cluster's servers
+	// one Kafka cluster (broker/cluster.go): topics in the control
+	// plane's map, replicated partitions, failover. It needs
+	// --bootstrap-expect. Off by default while consumer groups and
+	// pubsub.mecha are not cluster-aware yet.
+	BrokerCluster bool
 	// ClusterID, when set, names the Crux cluster this runtime belongs
 	// to: a server bootstraps it under this id and refuses a data dir of
 	// another cluster, a client refuses another cluster's map.
@@ -226,6 +232,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	c.Broker.BindFlags(fs, "broker-")
 	fs.DurationVar(&c.CruxRebuildAfter, "crux-rebuild-after", c.CruxRebuildAfter, "how long a new Crux cluster lets a member be dead before it copies that member's replicas to the other members (0: 10m)")
 	fs.IntVar(&c.CruxReplicas, "crux-replicas", c.CruxReplicas, "copies of each Crux slot a new cluster keeps on its members (the leader's and its followers'), at most the member count; strong writes wait for every in-sync copy, at least 2")
+	fs.BoolVar(&c.BrokerCluster, "broker-cluster", c.BrokerCluster, "with --bootstrap-expect, make the embedded brokers of the cluster's servers one Kafka cluster: topics and partition leaders in the control plane's map, partitions replicated (min(3, brokers) copies) with failover (experimental: consumer groups and pubsub.mecha stay per broker)")
 	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", c.BootstrapExpect, "make this runtime a server of the DC's Crux cluster, which starts once this many servers (this one included) have met through gossip; give the same number to each of them (0: state.crux stays on this host)")
 	fs.StringVar(&c.ClusterID, "cluster-id", c.ClusterID, "the Crux cluster's id: servers bootstrap it under this id and refuse a --data-dir of another cluster; clients refuse the map of another cluster (empty: a new id at bootstrap, anything accepted)")
 	fs.BoolVar(&c.CruxClient, "crux-client", c.CruxClient, "use the DC's Crux cluster without holding slots: state.crux stores route every key to its leader (the servers are found by gossip: give --join)")
@@ -308,6 +315,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ClusterID != "" && c.BootstrapExpect == 0 && !c.CruxClient {
 		errs = append(errs, "--cluster-id "+c.ClusterID+" needs --bootstrap-expect or --crux-client: it names the Crux cluster this runtime is in")
+	}
+	if c.BrokerCluster && (c.BootstrapExpect <= 0 || c.NoBroker) {
+		errs = append(errs, "--broker-cluster: the broker cluster is the embedded brokers of the cluster's servers, so it needs --bootstrap-expect and the broker on")
 	}
 	if c.CruxClient && c.BootstrapExpect > 0 {
 		errs = append(errs, "--crux-client and --bootstrap-expect: a runtime is a server of the Crux cluster or its client, not both")

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"mecha/broker"
 	"mecha/internal/clustermap"
 	"mecha/internal/fsutil"
 	"mecha/internal/muxconn"
@@ -146,7 +147,9 @@ func (r *Runtime) startCrux() error {
 		if r.cfg.CruxClient {
 			member = "client-" + r.cfg.AppID
 		}
-		r.cruxMaps = cluster.NewMapVar(clustermap.New())
+		if r.cruxMaps == nil { // (the broker cluster made it already)
+			r.cruxMaps = cluster.NewMapVar(clustermap.New())
+		}
 	} else {
 		addr := "127.0.0.1:0" // the owner never calls itself
 		if r.guestOf != nil {
@@ -162,6 +165,7 @@ func (r *Runtime) startCrux() error {
 	if r.guestOf != nil {
 		member = "guest-" + r.cfg.AppID
 	}
+	r.cruxClients.Store(clients)
 	r.cruxStats = &cluster.Stats{}
 	r.crux = &cluster.Node{Member: member, Maps: r.cruxMaps, Clients: clients, Stats: r.cruxStats, Logger: log}
 	r.metrics.AddCrux(r.cruxMetrics)
@@ -378,6 +382,8 @@ func (r *Runtime) muxHandler(ctx context.Context, method uint16, body []byte) ([
 	switch {
 	case method >= cluster.MethodFirst && method <= cluster.MethodLast && r.crux.Server != nil:
 		return r.crux.Server.Handle(ctx, method, body)
+	case method == broker.MethodReplicaFetch && r.broker != nil:
+		return r.broker.HandleReplicaFetch(ctx, body)
 	case method >= controlplane.MethodFirst && method <= controlplane.MethodLast:
 		if cp := r.cp.Load(); cp != nil {
 			return cp.node.Handle(ctx, method, body)
@@ -508,4 +514,35 @@ func (r *Runtime) cruxStoreFailed(store string, err error) {
 			r.log.Warn("crux: draining this member after a store failure", "component", "crux", "err", err)
 		}
 	}()
+}
+
+// brokerOf is the Kafka address of a member's broker, for the broker
+// cluster's Metadata: its host as gossip shows it (this runtime's own
+// broker's advertised host) and the broker port it gossips.
+func (r *Runtime) brokerOf(member string) (string, int32, bool) {
+	if member == r.cfg.Membership.NodeName && r.broker != nil {
+		host, port, err := net.SplitHostPort(r.broker.Addr())
+		p, _ := strconv.Atoi(port)
+		return host, int32(p), err == nil
+	}
+	if r.node == nil {
+		return "", 0, false
+	}
+	for _, mb := range r.node.Members() {
+		if mb.Name == member && mb.Meta.BrokerPort > 0 {
+			host, _, err := net.SplitHostPort(mb.Addr)
+			return host, int32(mb.Meta.BrokerPort), err == nil
+		}
+	}
+	return "", 0, false
+}
+
+// brokerReplicaFetch carries a broker replica fetch to a member's
+// internal port.
+func (r *Runtime) brokerReplicaFetch(ctx context.Context, member string, req []byte) ([]byte, error) {
+	clients := r.cruxClients.Load()
+	if clients == nil {
+		return nil, errors.New("the cluster's connections are not up yet")
+	}
+	return clients.Call(ctx, r.cruxMaps.Map(), member, broker.MethodReplicaFetch, req)
 }

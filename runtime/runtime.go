@@ -23,6 +23,7 @@ import (
 	"mecha/broker"
 	"mecha/components"
 	"mecha/internal/authtoken"
+	"mecha/internal/clustermap"
 	"mecha/internal/muxconn"
 	"mecha/internal/netlimit"
 	"mecha/runtime/accesscontrol"
@@ -57,24 +58,25 @@ type Runtime struct {
 	broker   *broker.Broker      // the embedded broker; nil with --broker=false
 	// The data dir (datadir.go): its lock when this runtime owns it;
 	// else the owner, and the owner's broker this guest uses.
-	ownerLock  *os.File
-	guestOf    *ownerRecord
-	hostBroker string
-	comps      *components.Manager
-	resil      *resiliency.Store // Resiliency policies of the resources path
-	docs       []components.Document
-	jobSpecs   []job.Spec
-	traffic    []fileSpec
-	node       *membership.Node
-	peer       *peer.Server                 // the internal port
-	peerToken  string                       // sent to other runtimes' internal ports
-	crux       *cluster.Node                // what state.crux stores through (crux.go)
-	cruxMaps   *cluster.MapVar              // the map crux routes by: fixed on one host, the control plane's in the cluster
-	cp         atomic.Pointer[controlPlane] // a server's control plane, once it runs (read by muxHandler)
-	cpRun      *controlPlane                // what stopControlPlane stops
-	cruxStats  *cluster.Stats               // the routers' decisions (cruxstatus.go)
-	tls        *clustertls.Config           // the cluster's mutual TLS; nil without --tls-*
-	cluster    *invoke.Cluster
+	ownerLock   *os.File
+	guestOf     *ownerRecord
+	hostBroker  string
+	comps       *components.Manager
+	resil       *resiliency.Store // Resiliency policies of the resources path
+	docs        []components.Document
+	jobSpecs    []job.Spec
+	traffic     []fileSpec
+	node        *membership.Node
+	peer        *peer.Server                    // the internal port
+	peerToken   string                          // sent to other runtimes' internal ports
+	crux        *cluster.Node                   // what state.crux stores through (crux.go)
+	cruxMaps    *cluster.MapVar                 // the map crux routes by: fixed on one host, the control plane's in the cluster
+	cruxClients atomic.Pointer[cluster.Clients] // the muxconn clients to the other members (crux.go)
+	cp          atomic.Pointer[controlPlane]    // a server's control plane, once it runs (read by muxHandler)
+	cpRun       *controlPlane                   // what stopControlPlane stops
+	cruxStats   *cluster.Stats                  // the routers' decisions (cruxstatus.go)
+	tls         *clustertls.Config              // the cluster's mutual TLS; nil without --tls-*
+	cluster     *invoke.Cluster
 	// cruxLeaderChanges counts slots whose leader changed between maps.
 	cruxLeaderChanges atomic.Int64
 	// cruxFailedAt is when this member last drained itself because its
@@ -425,6 +427,12 @@ func (r *Runtime) startBroker(context.Context) error {
 	bc.Addr = net.JoinHostPort(host, strconv.Itoa(p))
 	bc.DataDir = filepath.Join(r.cfg.DataDir, "broker")
 	bc.Logger = r.log.With("component", "broker")
+	if r.cfg.BrokerCluster {
+		// The map the broker follows is Crux's: one control plane.
+		r.cruxMaps = cluster.NewMapVar(clustermap.New())
+		bc.Cluster = &broker.ClusterConfig{Self: r.cfg.Membership.NodeName, Maps: r.cruxMaps, Propose: r.proposeCrux,
+			Addr: r.brokerOf, Fetch: r.brokerReplicaFetch}
+	}
 	b, err := broker.Start(bc)
 	if err != nil {
 		return fmt.Errorf("%w (--broker-port %d; 0 picks a free port, --broker=false turns the broker off)", err, r.cfg.BrokerPort)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"sync"
@@ -57,6 +58,16 @@ func (p *Clients) client(m *clustermap.Map, member string) (*muxconn.Client, err
 		p.m[member] = cl
 	}
 	return cl, nil
+}
+
+// Call calls method on member, at the address m gives it (the broker
+// cluster's replica fetches ride the same connections).
+func (p *Clients) Call(ctx context.Context, m *clustermap.Map, member string, method uint16, body []byte) ([]byte, error) {
+	cl, err := p.client(m, member)
+	if err != nil {
+		return nil, err
+	}
+	return cl.Call(ctx, method, body)
 }
 
 // pruneLocked takes out the clients of members m no longer holds, or

@@ -1,0 +1,202 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestBrokerClusterKillLeader: three runtimes' brokers are one Kafka
+// cluster (--broker-cluster). franz-go produces with acks=all to a topic
+// of three replicas while the runtime leading a partition is killed -9:
+// the producer carries on against the new leader, and afterwards every
+// acknowledged record is read back exactly once.
+func TestBrokerClusterKillLeader(t *testing.T) {
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	args := func(i int, extra ...string) []string {
+		return append([]string{"--app-id", "bc", "--bootstrap-expect", "3", "--broker-cluster", "--broker-port", "0",
+			"--cluster-id", "e2e-broker", "--data-dir", dirs[i]}, extra...)
+	}
+	a := startMecha(t, args(0)...)
+	join := fmt.Sprintf("127.0.0.1:%d", a.gossipPort)
+	b := startMecha(t, args(1, "--join", join)...)
+	c := startMecha(t, args(2, "--join", join)...)
+	runtimes := []*mecha{a, b, c}
+	var seeds []string
+	for _, m := range runtimes {
+		seeds = append(seeds, fmt.Sprintf("127.0.0.1:%d", m.brokerPort))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	eventually(t, 60*time.Second, func() error {
+		md, err := adm.BrokerMetadata(ctx)
+		if err != nil || len(md.Brokers) != 3 {
+			return fmt.Errorf("brokers %v: %v", md.Brokers, err)
+		}
+		return nil
+	})
+	eventually(t, 30*time.Second, func() error {
+		res, err := adm.CreateTopic(ctx, 3, -1, nil, "events")
+		if err != nil {
+			return err
+		}
+		if res.Err != nil {
+			return res.Err
+		}
+		if res.ReplicationFactor != 3 {
+			t.Fatalf("replication factor %d, want 3", res.ReplicationFactor)
+		}
+		return nil
+	})
+	// The runtime leading partition 0 is the one to kill.
+	var victim *mecha
+	eventually(t, 30*time.Second, func() error {
+		md, err := adm.Metadata(ctx, "events")
+		if err != nil {
+			return err
+		}
+		p := md.Topics["events"].Partitions[0]
+		if len(p.ISR) != 3 {
+			return fmt.Errorf("partition 0's in-sync set %v", p.ISR)
+		}
+		for _, br := range md.Brokers {
+			if br.NodeID == p.Leader {
+				for _, m := range runtimes {
+					if int(br.Port) == m.brokerPort {
+						victim = m
+						return nil
+					}
+				}
+			}
+		}
+		return fmt.Errorf("no runtime has the leader %d's port", p.Leader)
+	})
+
+	prod, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("events"),
+		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.RecordDeliveryTimeout(60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	var (
+		mu       sync.Mutex
+		acked    = map[string]bool{}
+		failed   int
+		lastAck  time.Time
+		longest  time.Duration
+		killedAt time.Time
+	)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sem := make(chan struct{}, 16)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				for range cap(sem) {
+					sem <- struct{}{}
+				}
+				return
+			case sem <- struct{}{}:
+			}
+			v := strconv.Itoa(i)
+			prod.Produce(ctx, &kgo.Record{Value: []byte(v)}, func(_ *kgo.Record, err error) {
+				mu.Lock()
+				if err == nil {
+					acked[v] = true
+					now := time.Now()
+					if !killedAt.IsZero() && !lastAck.IsZero() && now.Sub(lastAck) > longest {
+						longest = now.Sub(lastAck)
+					}
+					lastAck = now
+				} else {
+					failed++
+				}
+				mu.Unlock()
+				<-sem
+			})
+		}
+	}()
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if n := count(); n < 500 {
+			return fmt.Errorf("%d acknowledged", n)
+		}
+		return nil
+	})
+	mu.Lock()
+	killedAt = time.Now()
+	before := len(acked)
+	mu.Unlock()
+	_ = victim.cmd.Process.Kill()
+	eventually(t, 60*time.Second, func() error {
+		if n := count(); n < before+500 {
+			return fmt.Errorf("%d acknowledged since the kill", n-before)
+		}
+		return nil
+	})
+	close(stop)
+	<-done
+	mu.Lock()
+	t.Logf("%d records acknowledged (%d failed); the longest gap between acknowledgements after the kill: %v", len(acked), failed, longest)
+	mu.Unlock()
+
+	var alive []string
+	for _, m := range runtimes {
+		if m != victim {
+			alive = append(alive, fmt.Sprintf("127.0.0.1:%d", m.brokerPort))
+		}
+	}
+	cons, err := kgo.NewClient(kgo.SeedBrokers(alive...), kgo.ConsumeTopics("events"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	seen := map[string]int{}
+	missing := func() int {
+		n := 0
+		for v := range acked {
+			if seen[v] == 0 {
+				n++
+			}
+		}
+		return n
+	}
+	for missing() > 0 {
+		pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
+		fs := cons.PollFetches(pctx)
+		timedOut := pctx.Err() != nil
+		pcancel()
+		if timedOut {
+			t.Fatalf("%d acknowledged records never read (%d read)", missing(), len(seen))
+		}
+		for _, e := range fs.Errors() {
+			t.Fatalf("consume %s/%d: %v", e.Topic, e.Partition, e.Err)
+		}
+		for _, r := range fs.Records() {
+			seen[string(r.Value)]++
+		}
+	}
+	for v, n := range seen {
+		if n > 1 {
+			t.Fatalf("record %s read %d times: the idempotent producer's retry was written twice", v, n)
+		}
+	}
+}
