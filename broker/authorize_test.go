@@ -194,7 +194,7 @@ func aliceProduces(ctx context.Context, t *testing.T, b *Broker) *kgo.Client {
 }
 
 // fetchCode is the error code of a fetch of topic's partition 0.
-func fetchCode(ctx context.Context, t *testing.T, cl *kgo.Client, topic string) int16 {
+func fetchCode(ctx context.Context, t *testing.T, cl kmsg.Requestor, topic string) int16 {
 	t.Helper()
 	req := kmsg.NewPtrFetchRequest()
 	req.MaxWaitMillis, req.MaxBytes = 10, 1<<20

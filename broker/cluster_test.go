@@ -66,10 +66,13 @@ type testCluster struct {
 	dirs    map[string]string
 	addrs   map[string]string
 	maps    map[string]*testMaps
+	// cut are members partitioned away: no maps reach them, and no
+	// replica fetch goes to or from them.
+	cut map[string]bool
 }
 
 func newTestCluster(t *testing.T, ids ...string) *testCluster {
-	tc := &testCluster{t: t, m: clustermap.New(), brokers: map[string]*Broker{}, dirs: map[string]string{}, addrs: map[string]string{}, maps: map[string]*testMaps{}}
+	tc := &testCluster{t: t, m: clustermap.New(), brokers: map[string]*Broker{}, dirs: map[string]string{}, addrs: map[string]string{}, maps: map[string]*testMaps{}, cut: map[string]bool{}}
 	tc.apply(clustermap.Bootstrap{ClusterID: "test", Replicas: 3})
 	for _, id := range ids {
 		tc.dirs[id] = t.TempDir()
@@ -92,8 +95,10 @@ func (tc *testCluster) apply(c clustermap.Command) error {
 		return err
 	}
 	tc.m = m
-	for _, v := range tc.maps {
-		v.store(m)
+	for id, v := range tc.maps {
+		if !tc.cut[id] {
+			v.store(m)
+		}
 	}
 	return nil
 }
@@ -109,7 +114,10 @@ func (tc *testCluster) start(id string) {
 	tc.mu.Unlock()
 	b := startBroker(tc.t, func(c *Config) {
 		c.Addr, c.DataDir = addr, tc.dirs[id]
-		c.Cluster = &ClusterConfig{Self: id, Maps: v, Propose: func(_ context.Context, c clustermap.Command) error { return tc.apply(c) }, Addr: tc.addr, Fetch: tc.fetch, FetchWait: 200 * time.Millisecond}
+		from := id
+		c.Cluster = &ClusterConfig{Fetch: func(ctx context.Context, member string, req []byte) ([]byte, error) {
+			return tc.fetch(ctx, from, member, req)
+		}, Self: id, Maps: v, Propose: func(_ context.Context, c clustermap.Command) error { return tc.apply(c) }, Addr: tc.addr, FetchWait: 200 * time.Millisecond}
 	})
 	tc.mu.Lock()
 	tc.brokers[id], tc.addrs[id] = b, b.Addr()
@@ -138,14 +146,33 @@ func (tc *testCluster) addr(member string) (string, int32, bool) {
 	return host, int32(p), true
 }
 
-func (tc *testCluster) fetch(ctx context.Context, member string, req []byte) ([]byte, error) {
+func (tc *testCluster) fetch(ctx context.Context, from, member string, req []byte) ([]byte, error) {
 	tc.mu.Lock()
 	b := tc.brokers[member]
+	cut := tc.cut[from] || tc.cut[member]
 	tc.mu.Unlock()
-	if b == nil {
+	if b == nil || cut {
 		return nil, errors.New("connection refused")
 	}
-	return b.HandleReplicaFetch(ctx, req)
+	resp, err := b.HandleReplicaFetch(ctx, req)
+	tc.mu.Lock()
+	cut = tc.cut[from] || tc.cut[member]
+	tc.mu.Unlock()
+	if cut { // the answer was lost in the partition
+		return nil, errors.New("connection reset")
+	}
+	return resp, err
+}
+
+// partition cuts id off (heal false) or brings it back with the newest
+// map.
+func (tc *testCluster) partition(id string, cut bool) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	tc.cut[id] = cut
+	if !cut {
+		tc.maps[id].store(tc.m)
+	}
 }
 
 func (tc *testCluster) seeds() []string {
@@ -313,5 +340,89 @@ func TestKcatCluster(t *testing.T) {
 		if l := fmt.Sprintf("k%d:v%d", i, i); seen[l] != 1 {
 			t.Fatalf("%s read %d times; kcat read %d lines", l, seen[l], len(seen))
 		}
+	}
+}
+
+// A leader cut off from the cluster keeps taking acks=1 writes that no
+// follower gets; the control plane elects another. When it comes back it
+// follows the new leader: its divergent tail is truncated, so it holds
+// exactly the new leader's log, and no consumer ever saw that tail.
+func TestClusterDivergentTailTruncated(t *testing.T) {
+	tc := newTestCluster(t, "a", "b", "c")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	all := newKgo(t, tc.seeds()[0], kgo.SeedBrokers(tc.seeds()...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("d"),
+		kgo.AllowAutoTopicCreation(), kgo.RecordDeliveryTimeout(20*time.Second), kgo.ProduceRequestTimeout(time.Second))
+	for i := range 10 {
+		if err := all.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint("committed-", i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := tc.m.Topic("d").Partitions[0].Leader
+	oldB := tc.brokers[old]
+	oldP := oldB.topics.get("d").partition(0)
+	poll.Until(t, 10*time.Second, "every replica to hold the 10 committed records", func() bool {
+		for _, b := range tc.brokers {
+			if b.topics.get("d").partition(0).EndOffset() != 10 {
+				return false
+			}
+		}
+		_, hw := oldP.Offsets()
+		return hw == 10
+	})
+	tc.partition(old, true)
+	// A client that only reaches the old leader, which still leads in
+	// its own map: acks=1 writes land there alone.
+	lone := newKgo(t, tc.addrs[old], kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite(), kgo.DefaultProduceTopic("d"))
+	for i := range 5 {
+		if err := lone.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint("lost-", i))}).FirstErr(); err != nil {
+			t.Fatalf("acks=1 produce to the cut-off leader: %v", err)
+		}
+	}
+	if end, _ := oldP.EndOffset(), 0; end != 15 {
+		t.Fatalf("the cut-off leader's log ends at %d, want 15", end)
+	}
+	// Nobody acknowledged the tail's replication: consumers of the old
+	// leader see none of it.
+	if _, hw := oldP.Offsets(); hw != 10 {
+		t.Fatalf("the cut-off leader's high watermark is %d, want 10", hw)
+	}
+	if code := fetchCode(ctx, t, lone.Broker(int(NodeID(old))), "d"); code != 0 {
+		t.Fatalf("fetch from the cut-off leader: code %d", code)
+	}
+	if res, _ := oldP.Read(10, 1<<20); len(res.Batches) != 0 {
+		t.Fatal("a consumer of the cut-off leader reads its uncommitted tail")
+	}
+	if err := tc.apply(clustermap.MemberDead{ID: old, At: 2}); err != nil {
+		t.Fatal(err)
+	}
+	next := tc.m.Topic("d").Partitions[0].Leader
+	if next == old || next == "" {
+		t.Fatalf("leader %q after %s was cut off", next, old)
+	}
+	for i := range 7 {
+		if err := all.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint("new-", i))}).FirstErr(); err != nil {
+			t.Fatalf("acks=all produce to the new leader: %v", err)
+		}
+	}
+	tc.partition(old, false)
+	if err := tc.apply(clustermap.MemberAlive{ID: old}); err != nil {
+		t.Fatal(err)
+	}
+	nextP := tc.brokers[next].topics.get("d").partition(0)
+	poll.Until(t, 15*time.Second, "the old leader to hold exactly the new leader's log", func() bool {
+		if oldP.EndOffset() != nextP.EndOffset() {
+			return false
+		}
+		a, _ := oldP.ReadUncommitted(0, 1<<20, nil)
+		b, _ := nextP.ReadUncommitted(0, 1<<20, nil)
+		return string(a.Batches) == string(b.Batches)
+	})
+	res, _ := oldP.ReadUncommitted(0, 1<<20, nil)
+	if strings.Contains(string(res.Batches), "lost-") {
+		t.Fatal("the old leader kept its divergent tail")
+	}
+	if !strings.Contains(string(res.Batches), "new-6") || oldP.EndOffset() != 17 {
+		t.Fatalf("the old leader ends at %d without the new leader's records", oldP.EndOffset())
 	}
 }
