@@ -21,6 +21,8 @@ func (b *Broker) handleDeleteTopics(c caller, req *kmsg.DeleteTopicsRequest) kms
 		st.Topic = &n
 		if !b.topicAllowed(c, acl.OpDelete, name) {
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
+		} else if b.cl != nil {
+			st.ErrorCode, st.ErrorMessage = b.clusterDeleteTopic(name)
 		} else if err := b.topics.remove(name); err != nil {
 			msg := err.Error()
 			st.ErrorMessage = &msg

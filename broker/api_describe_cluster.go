@@ -34,5 +34,8 @@ func (b *Broker) handleDescribeCluster(c caller, req *kmsg.DescribeClusterReques
 	br := kmsg.NewDescribeClusterResponseBroker()
 	br.NodeID, br.Host, br.Port = b.cfg.NodeID, b.host, b.port
 	resp.Brokers = []kmsg.DescribeClusterResponseBroker{br}
+	if b.cl != nil {
+		b.clusterDescribe(resp)
+	}
 	return resp
 }

@@ -30,6 +30,10 @@ func (b *Broker) handleElectLeaders(c caller, req *kmsg.ElectLeadersRequest) kms
 	if denied && req.Version >= 1 {
 		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
 	}
+	if b.cl != nil && !denied {
+		b.clusterElect(req, resp)
+		return resp
+	}
 	asked := req.Topics
 	if asked == nil {
 		for _, t := range b.topics.all() {
@@ -68,6 +72,20 @@ func (b *Broker) handleAlterPartitionAssignments(c caller, req *kmsg.AlterPartit
 		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
 		return resp
 	}
+	if b.cl != nil {
+		for _, rt := range req.Topics {
+			st := kmsg.NewAlterPartitionAssignmentsResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewAlterPartitionAssignmentsResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode, sp.ErrorMessage = b.clusterReassign(rt.Topic, rp.Partition, rp.Replicas)
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp
+	}
 	for _, rt := range req.Topics {
 		t := b.topics.get(rt.Topic)
 		st := kmsg.NewAlterPartitionAssignmentsResponseTopic()
@@ -99,6 +117,8 @@ func (b *Broker) handleListPartitionReassignments(c caller, req *kmsg.ListPartit
 	resp := req.ResponseKind().(*kmsg.ListPartitionReassignmentsResponse)
 	if !b.clusterAllowed(c, acl.OpDescribe) {
 		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+	} else if b.cl != nil {
+		b.clusterListReassignments(req, resp)
 	}
 	return resp
 }

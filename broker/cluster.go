@@ -221,6 +221,20 @@ func (b *Broker) reconcile(m *clustermap.Map) {
 		b.becomeNone(pr, kerr.NotLeaderForPartition)
 		pr.mu.Unlock()
 	}
+	if !m.Bootstrapped() {
+		return // (the empty map before the control plane runs says nothing)
+	}
+	for _, t := range b.topics.all() {
+		if m.Topic(t.name) != nil {
+			continue
+		}
+		// Deleted from the cluster: its log and committed offsets go.
+		if err := b.topics.remove(t.name); err != nil {
+			b.log.Error("broker: removing a deleted topic", "topic", t.name, "err", err)
+		} else if err := b.offsets.DeleteTopic(t.name); err != nil {
+			b.log.Error("broker: removing a deleted topic's offsets", "topic", t.name, "err", err)
+		}
+	}
 }
 
 // applyGroup moves pr to the role the map's group g gives it.

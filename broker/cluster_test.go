@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +16,9 @@ import (
 	"mecha/internal/poll"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // testMaps is a MapSource the test publishes maps to.
@@ -101,6 +104,12 @@ func (tc *testCluster) apply(c clustermap.Command) error {
 		}
 	}
 	return nil
+}
+
+func (tc *testCluster) mapNow() *clustermap.Map {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return tc.m
 }
 
 func (tc *testCluster) start(id string) {
@@ -239,12 +248,12 @@ func TestClusterReplicatesAndFailsOver(t *testing.T) {
 		}
 	}
 	// The leader of partition 0 dies; the control plane elects another.
-	dead := tc.m.Topic("orders").Partitions[0].Leader
+	dead := tc.mapNow().Topic("orders").Partitions[0].Leader
 	tc.stop(dead)
 	if err := tc.apply(clustermap.MemberDead{ID: dead, At: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if l := tc.m.Topic("orders").Partitions[0].Leader; l == dead || l == "" {
+	if l := tc.mapNow().Topic("orders").Partitions[0].Leader; l == dead || l == "" {
 		t.Fatalf("partition 0 led by %q after %s died", l, dead)
 	}
 	produce(150, 150)
@@ -318,7 +327,7 @@ func TestKcatCluster(t *testing.T) {
 	}
 	brokers := strings.Join(tc.seeds(), ",")
 	runKcat(t, kcat, lines(0, 100), "-b", brokers, "-P", "-t", "kc", "-K:", "-X", "acks=all", "-X", "topic.metadata.refresh.interval.ms=500")
-	dead := tc.m.Topic("kc").Partitions[0].Leader
+	dead := tc.mapNow().Topic("kc").Partitions[0].Leader
 	tc.stop(dead)
 	if err := tc.apply(clustermap.MemberDead{ID: dead, At: 2}); err != nil {
 		t.Fatal(err)
@@ -358,7 +367,7 @@ func TestClusterDivergentTailTruncated(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	old := tc.m.Topic("d").Partitions[0].Leader
+	old := tc.mapNow().Topic("d").Partitions[0].Leader
 	oldB := tc.brokers[old]
 	oldP := oldB.topics.get("d").partition(0)
 	poll.Until(t, 10*time.Second, "every replica to hold the 10 committed records", func() bool {
@@ -396,7 +405,7 @@ func TestClusterDivergentTailTruncated(t *testing.T) {
 	if err := tc.apply(clustermap.MemberDead{ID: old, At: 2}); err != nil {
 		t.Fatal(err)
 	}
-	next := tc.m.Topic("d").Partitions[0].Leader
+	next := tc.mapNow().Topic("d").Partitions[0].Leader
 	if next == old || next == "" {
 		t.Fatalf("leader %q after %s was cut off", next, old)
 	}
@@ -425,4 +434,109 @@ func TestClusterDivergentTailTruncated(t *testing.T) {
 	if !strings.Contains(string(res.Batches), "new-6") || oldP.EndOffset() != 17 {
 		t.Fatalf("the old leader ends at %d without the new leader's records", oldP.EndOffset())
 	}
+}
+
+// The admin APIs see one cluster and act through the control plane:
+// DescribeCluster lists the brokers Metadata lists, a reassignment moves
+// a partition's replicas (and is listed while it runs), a preferred
+// leader election gives the leadership back to the first replica, and a
+// deleted topic leaves every broker.
+func TestClusterAdmin(t *testing.T) {
+	tc := newTestCluster(t, "a", "b", "c", "d")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := newKgo(t, tc.seeds()[0], kgo.SeedBrokers(tc.seeds()...))
+	adm := kadm.NewClient(cl)
+	dreq := kmsg.NewPtrDescribeClusterRequest()
+	dreq.EndpointType = 1
+	dc, err := dreq.RequestWith(ctx, cl)
+	if err != nil || len(dc.Brokers) != 4 {
+		t.Fatalf("DescribeCluster: %+v %v, want 4 brokers", dc, err)
+	}
+	if _, err := adm.CreateTopic(ctx, 2, 3, nil, "adm"); err != nil {
+		t.Fatal(err)
+	}
+	g := tc.mapNow().Topic("adm").Partitions[0]
+	// Move partition 0 to the member that does not hold it, in place of
+	// its last replica.
+	var spare string
+	for _, id := range []string{"a", "b", "c", "d"} {
+		if !slices.Contains(g.Replicas, id) {
+			spare = id
+		}
+	}
+	target := []int32{NodeID(g.Replicas[0]), NodeID(g.Replicas[1]), NodeID(spare)}
+	req := kadm.AlterPartitionAssignmentsReq{}
+	req.Assign("adm", 0, target)
+	res, err := adm.AlterPartitionAssignments(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := res["adm"][0].Err; e != nil {
+		t.Fatalf("reassignment: %v", e)
+	}
+	// The test's control plane runs no planner: play its part until the
+	// map holds the target.
+	poll.Until(t, 20*time.Second, "partition 0 to reach its target replicas", func() bool {
+		tc.mu.Lock()
+		cmds := clustermap.Plan(tc.m, clustermap.PlanConfig{})
+		tc.mu.Unlock()
+		for _, c := range cmds {
+			_ = tc.apply(c)
+		}
+		got := tc.mapNow().Topic("adm").Partitions[0].Replicas
+		return slices.Equal(got, []string{g.Replicas[0], g.Replicas[1], spare}) && tc.mapNow().Topic("adm").Partitions[0].Move == nil
+	})
+	if p := tc.brokers[spare].topics.get("adm"); p == nil {
+		t.Fatalf("the new replica %s holds no partition", spare)
+	}
+	listed, err := adm.ListPartitionReassignments(ctx, nil)
+	if err != nil || len(listed) != 0 {
+		t.Fatalf("reassignments listed after completion: %v %v", listed, err)
+	}
+	// A preferred election: the first replica of partition 1 dies (the
+	// next in-sync one leads), comes back and catches up; the election
+	// gives it the leadership back.
+	p1 := tc.mapNow().Topic("adm").Partitions[1]
+	pref := p1.Replicas[0]
+	tc.stop(pref)
+	if err := tc.apply(clustermap.MemberDead{ID: pref, At: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if l := tc.mapNow().Topic("adm").Partitions[1].Leader; l == pref {
+		t.Fatal("no failover")
+	}
+	tc.start(pref)
+	if err := tc.apply(clustermap.MemberAlive{ID: pref, At: 3}); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 20*time.Second, "the preferred replica back in sync", func() bool {
+		return slices.Contains(tc.mapNow().Topic("adm").Partitions[1].ISR, pref)
+	})
+	el, err := adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, kadm.TopicsSet{"adm": {1: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := el["adm"][1].Err; e != nil {
+		t.Fatalf("preferred election: %v", e)
+	}
+	if l := tc.mapNow().Topic("adm").Partitions[1].Leader; l != pref {
+		t.Fatalf("partition 1 led by %s after the election, want %s", l, pref)
+	}
+	el, err = adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, kadm.TopicsSet{"adm": {1: {}}})
+	if err != nil || !errors.Is(el["adm"][1].Err, kerr.ElectionNotNeeded) {
+		t.Fatalf("a second election: %v %v, want ELECTION_NOT_NEEDED", el, err)
+	}
+	// Deleted: no broker keeps it.
+	if _, err := adm.DeleteTopic(ctx, "adm"); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "every broker to drop the deleted topic", func() bool {
+		for _, b := range tc.brokers {
+			if b.topics.get("adm") != nil {
+				return false
+			}
+		}
+		return true
+	})
 }
