@@ -21,6 +21,10 @@ func (b *Broker) handleDeleteGroups(c caller, req *kmsg.DeleteGroupsRequest) kms
 		r.Group = name
 		if !b.groupAllowed(c, acl.OpDelete, name) {
 			r.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		} else if code := b.coordinates(name); code != 0 {
+			r.ErrorCode = code
+		} else if code := b.replicateGroupDeletion(name); code != 0 {
+			r.ErrorCode = code
 		} else if err := b.groups.deleteGroup(name); err != nil {
 			var ke *kerr.Error
 			if errors.As(err, &ke) {

@@ -20,6 +20,12 @@ func (b *Broker) handleDescribeGroups(c caller, req *kmsg.DescribeGroupsRequest)
 			resp.Groups = append(resp.Groups, g)
 			continue
 		}
+		if code := b.coordinates(name); code != 0 {
+			g := kmsg.NewDescribeGroupsResponseGroup()
+			g.Group, g.ErrorCode, g.AuthorizedOperations = name, code, -2147483648
+			resp.Groups = append(resp.Groups, g)
+			continue
+		}
 		g := b.groups.describe(name)
 		g.AuthorizedOperations = -2147483648
 		resp.Groups = append(resp.Groups, g)

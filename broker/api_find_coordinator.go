@@ -28,6 +28,19 @@ func (b *Broker) handleFindCoordinator(c caller, req *kmsg.FindCoordinatorReques
 		resp.ErrorCode, resp.NodeID, resp.Port = kerr.GroupAuthorizationFailed.Code, -1, -1
 		return resp
 	}
+	if b.cl != nil {
+		member, code := b.coordinatorOf(req.CoordinatorKey)
+		host, port, ok := b.cl.cfg.Addr(member)
+		if code == 0 && !ok {
+			code = kerr.CoordinatorNotAvailable.Code
+		}
+		if code != 0 {
+			resp.ErrorCode, resp.NodeID, resp.Port = code, -1, -1
+			return resp
+		}
+		resp.NodeID, resp.Host, resp.Port = NodeID(member), host, port
+		return resp
+	}
 	resp.NodeID, resp.Host, resp.Port = b.cfg.NodeID, b.host, b.port
 	return resp
 }

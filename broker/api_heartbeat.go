@@ -19,6 +19,10 @@ func (b *Broker) handleHeartbeat(c caller, req *kmsg.HeartbeatRequest) kmsg.Resp
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp
 	}
+	if code := b.coordinates(req.Group); code != 0 {
+		resp.ErrorCode = code
+		return resp
+	}
 	resp.ErrorCode = b.groups.heartbeat(req, time.Now())
 	return resp
 }

@@ -27,6 +27,11 @@ func (b *Broker) handleJoinGroup(c caller, req *kmsg.JoinGroupRequest, h request
 		r.ErrorCode, r.Generation = kerr.GroupAuthorizationFailed.Code, -1
 		return r
 	}
+	if code := b.coordinates(req.Group); code != 0 {
+		r := req.ResponseKind().(*kmsg.JoinGroupResponse)
+		r.ErrorCode, r.Generation = code, -1
+		return r
+	}
 	resp, wait := b.groups.join(req, h.clientID, c.host, time.Now())
 	if resp != nil {
 		return resp

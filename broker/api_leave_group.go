@@ -26,6 +26,10 @@ func (b *Broker) handleLeaveGroup(c caller, req *kmsg.LeaveGroupRequest) kmsg.Re
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp
 	}
+	if code := b.coordinates(req.Group); code != 0 {
+		resp.ErrorCode = code
+		return resp
+	}
 	codes := b.groups.leave(req.Group, members, time.Now())
 	if req.Version < 3 {
 		resp.ErrorCode = codes[0]

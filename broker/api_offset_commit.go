@@ -29,6 +29,7 @@ func (b *Broker) handleOffsetCommit(c caller, req *kmsg.OffsetCommitRequest) kms
 	code := int16(0)
 	if !b.groupAllowed(c, acl.OpRead, req.Group) {
 		code = kerr.GroupAuthorizationFailed.Code
+	} else if code = b.coordinates(req.Group); code != 0 {
 	} else if req.Version >= 1 {
 		code = b.groups.commitCheck(req.Group, req.MemberID, req.Generation, req.InstanceID, time.Now())
 	} else if req.Group == "" {
@@ -63,6 +64,20 @@ func (b *Broker) handleOffsetCommit(c caller, req *kmsg.OffsetCommitRequest) kms
 				}
 				entries[storage.OffsetKey{Group: req.Group, Topic: rt.Topic, Partition: rp.Partition}] = storage.Committed{Offset: rp.Offset, LeaderEpoch: epoch, Metadata: meta}
 			}
+		}
+	}
+	if len(entries) > 0 && b.cl != nil {
+		// Replicated first: what the coordinator's store holds, the
+		// offsets partition's in-sync set holds too.
+		if code := b.commitReplicated(req.Group, entries); code != 0 {
+			for i := range codes {
+				for j := range codes[i] {
+					if codes[i][j] == 0 {
+						codes[i][j] = code
+					}
+				}
+			}
+			clear(entries)
 		}
 	}
 	if len(entries) > 0 {

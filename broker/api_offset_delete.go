@@ -22,6 +22,10 @@ func (b *Broker) handleOffsetDelete(c caller, req *kmsg.OffsetDeleteRequest) kms
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp
 	}
+	if code := b.coordinates(req.Group); code != 0 {
+		resp.ErrorCode = code
+		return resp
+	}
 	subscribed, ok := b.groups.subscriptions(req.Group)
 	if !ok {
 		resp.ErrorCode = kerr.GroupIDNotFound.Code
@@ -49,6 +53,12 @@ func (b *Broker) handleOffsetDelete(c caller, req *kmsg.OffsetDeleteRequest) kms
 			t.Partitions = append(t.Partitions, p)
 		}
 		resp.Topics = append(resp.Topics, t)
+	}
+	if len(del) > 0 && b.cl != nil {
+		if code := b.commitReplicated(req.Group, del); code != 0 {
+			resp.ErrorCode, resp.Topics = code, nil
+			return resp
+		}
 	}
 	if len(del) > 0 {
 		if err := b.offsets.Commit(del, false); err != nil {

@@ -22,15 +22,19 @@ func (b *Broker) handleOffsetFetch(c caller, req *kmsg.OffsetFetchRequest) kmsg.
 		resp.ErrorCode = kerr.InvalidGroupID.Code
 		return resp
 	}
-	if !b.groupAllowed(c, acl.OpDescribe, req.Group) {
+	code := kerr.GroupAuthorizationFailed.Code
+	if b.groupAllowed(c, acl.OpDescribe, req.Group) {
+		code = b.coordinates(req.Group)
+	}
+	if code != 0 {
 		// Before v2 there is no top-level code: each partition has it.
-		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		resp.ErrorCode = code
 		for _, rt := range req.Topics {
 			st := kmsg.NewOffsetFetchResponseTopic()
 			st.Topic = rt.Topic
 			for _, p := range rt.Partitions {
 				sp := kmsg.NewOffsetFetchResponseTopicPartition()
-				sp.Partition, sp.Offset, sp.LeaderEpoch, sp.Metadata, sp.ErrorCode = p, -1, -1, strPtr(""), kerr.GroupAuthorizationFailed.Code
+				sp.Partition, sp.Offset, sp.LeaderEpoch, sp.Metadata, sp.ErrorCode = p, -1, -1, strPtr(""), code
 				st.Partitions = append(st.Partitions, sp)
 			}
 			resp.Topics = append(resp.Topics, st)

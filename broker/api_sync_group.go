@@ -22,6 +22,10 @@ func (b *Broker) handleSyncGroup(c caller, req *kmsg.SyncGroupRequest) kmsg.Resp
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp
 	}
+	if code := b.coordinates(req.Group); code != 0 {
+		resp.ErrorCode = code
+		return resp
+	}
 	res, wait, g := b.groups.sync(req, time.Now())
 	if wait != nil {
 		select {

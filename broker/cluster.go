@@ -120,6 +120,9 @@ type partReplica struct {
 	events   []replica.Event
 
 	proposing atomic.Bool // an ISR proposal is on its way
+	// loaded: this leader of a __consumer_offsets partition has replayed
+	// it and coordinates its groups (cluster_groups.go).
+	loaded atomic.Bool
 }
 
 const (
@@ -277,6 +280,10 @@ func (b *Broker) applyGroup(pr *partReplica, g *clustermap.Group, tc clustermap.
 		pr.replicas, pr.isr = slices.Clone(g.Replicas), slices.Clone(g.ISR)
 		b.log.Info("broker: leading", "topic", pr.key.topic, "partition", pr.key.part, "epoch", g.Epoch, "isr", g.ISR)
 		b.drain(pr)
+		if pr.key.topic == offsetsTopic {
+			b.wg.Add(1)
+			go b.loadOffsets(pr, g.Epoch)
+		}
 	case g.Leader == "":
 		hw := b.roleHW(pr)
 		b.becomeNone(pr, kerr.NotLeaderForPartition)
@@ -329,6 +336,7 @@ func (b *Broker) becomeNone(pr *partReplica, e *kerr.Error) {
 		delete(pr.waiters, base)
 	}
 	pr.role, pr.leader, pr.follower, pr.leaderID = roleNone, nil, nil, ""
+	pr.loaded.Store(false)
 }
 
 // drain acts on pr's queued events and publishes its high watermark.

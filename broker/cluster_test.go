@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"mecha/broker/storage"
 	"mecha/internal/clustermap"
 	"mecha/internal/poll"
 
@@ -538,5 +539,155 @@ func TestClusterAdmin(t *testing.T) {
 			}
 		}
 		return true
+	})
+}
+
+// A consumer group across the cluster: its members, each knowing a
+// different broker, find one coordinator and share the partitions; the
+// offsets they commit are replicated and survive the coordinator's death,
+// so a member of the group after the failover goes on from them.
+func TestClusterGroups(t *testing.T) {
+	tc := newTestCluster(t, "a", "b", "c")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	seeds := tc.seeds()
+	adm := kadm.NewClient(newKgo(t, seeds[0], kgo.SeedBrokers(seeds...)))
+	if _, err := adm.CreateTopic(ctx, 4, 3, nil, "gt"); err != nil {
+		t.Fatal(err)
+	}
+	member := func(seed string) *kgo.Client {
+		return newKgo(t, seed, kgo.ConsumeTopics("gt"), kgo.ConsumerGroup("cg"), kgo.DisableAutoCommit(),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.SessionTimeout(6*time.Second))
+	}
+	m1, m2 := member(tc.addrs["a"]), member(tc.addrs["c"])
+	// Both poll so that both join.
+	got := make([]map[string]int, 2)
+	var wg sync.WaitGroup
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	var mu sync.Mutex
+	for i, m := range []*kgo.Client{m1, m2} {
+		got[i] = map[string]int{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pollCtx.Err() == nil {
+				fs := m.PollFetches(pollCtx)
+				mu.Lock()
+				for _, r := range fs.Records() {
+					got[i][string(r.Value)]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	poll.Until(t, 30*time.Second, "the group to have two members", func() bool {
+		dg, err := adm.DescribeGroups(ctx, "cg")
+		return err == nil && dg["cg"].Err == nil && len(dg["cg"].Members) == 2 && dg["cg"].State == "Stable"
+	})
+	prod := newKgo(t, seeds[0], kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("gt"), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	for i := range 40 {
+		if err := prod.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint("r", i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll.Until(t, 30*time.Second, "the two members to read the 40 records", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got[0])+len(got[1]) == 40
+	})
+	stopPolling()
+	wg.Wait()
+	if len(got[0]) == 0 || len(got[1]) == 0 {
+		t.Fatalf("the members did not share the partitions: %d and %d records", len(got[0]), len(got[1]))
+	}
+	for v := range got[0] {
+		if got[1][v] > 0 {
+			t.Fatalf("record %s read by both members", v)
+		}
+	}
+	for _, m := range []*kgo.Client{m1, m2} {
+		if err := m.CommitUncommittedOffsets(ctx); err != nil {
+			t.Fatalf("commit: %v", err)
+		}
+	}
+	m1.Close()
+	m2.Close()
+	committed := func(a *kadm.Client) (int64, error) {
+		offs, err := a.FetchOffsets(ctx, "cg")
+		if err == nil {
+			err = offs.Error()
+		}
+		var sum int64
+		offs.Each(func(o kadm.OffsetResponse) { sum += o.At })
+		return sum, err
+	}
+	if sum, err := committed(adm); err != nil || sum != 40 {
+		t.Fatalf("committed offsets sum to %d (%v), want 40", sum, err)
+	}
+	// The coordinator dies; the offsets partition fails over.
+	coord := tc.mapNow().Topic(offsetsTopic).Partitions[groupPartition("cg")].Leader
+	tc.stop(coord)
+	if err := tc.apply(clustermap.MemberDead{ID: coord, At: 2}); err != nil {
+		t.Fatal(err)
+	}
+	var alive []string
+	for _, id := range []string{"a", "b", "c"} {
+		if id != coord {
+			alive = append(alive, tc.addrs[id])
+		}
+	}
+	adm2 := kadm.NewClient(newKgo(t, alive[0], kgo.SeedBrokers(alive...)))
+	poll.Until(t, 30*time.Second, "the new coordinator to serve the 40 committed offsets", func() bool {
+		sum, err := committed(adm2)
+		return err == nil && sum == 40
+	})
+	// A member after the failover goes on from the committed offsets.
+	prod2 := newKgo(t, alive[0], kgo.SeedBrokers(alive...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("gt"))
+	for i := range 10 {
+		if err := prod2.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint("after", i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m3 := newKgo(t, alive[1], kgo.SeedBrokers(alive...), kgo.ConsumeTopics("gt"), kgo.ConsumerGroup("cg"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	seen := map[string]bool{}
+	for len(seen) < 10 {
+		pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
+		fs := m3.PollFetches(pctx)
+		timedOut := pctx.Err() != nil
+		pcancel()
+		if timedOut {
+			t.Fatalf("the member after the failover read %v", seen)
+		}
+		for _, r := range fs.Records() {
+			if !strings.HasPrefix(string(r.Value), "after") {
+				t.Fatalf("the member after the failover read %s again: the committed offsets were lost", r.Value)
+			}
+			seen[string(r.Value)] = true
+		}
+	}
+}
+
+// The committed-offset records decode what they encode, and refuse
+// anything else without a panic.
+func FuzzDecodeOffsetRecords(f *testing.F) {
+	f.Add(encodeOffsetBatch(map[storage.OffsetKey]storage.Committed{{Group: "g", Topic: "t", Partition: 3}: {Offset: 42, LeaderEpoch: 2, Metadata: "m"}}, time.Unix(1, 0)))
+	f.Add(encodeOffsetBatch(map[storage.OffsetKey]storage.Committed{{Group: "g", Topic: "t"}: {Offset: -1}}, time.Unix(1, 0)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		entries := map[storage.OffsetKey]storage.Committed{}
+		if _, err := decodeOffsetRecords(b, entries); err != nil {
+			return
+		}
+		for k, c := range entries {
+			again := map[storage.OffsetKey]storage.Committed{}
+			if _, err := decodeOffsetRecords(encodeOffsetBatch(map[storage.OffsetKey]storage.Committed{k: c}, time.Unix(1, 0)), again); err != nil {
+				t.Fatalf("re-encoding %+v: %v", k, err)
+			}
+			if c.Offset < 0 {
+				c = storage.Committed{Offset: -1}
+			}
+			if again[k] != c {
+				t.Fatalf("%+v: %+v, then %+v", k, c, again[k])
+			}
+		}
 	})
 }

@@ -739,6 +739,15 @@ func (c *coordinator) deleteGroup(name string) error {
 	return nil
 }
 
+// active reports whether the group has members or is rebalancing: then
+// it cannot be deleted.
+func (c *coordinator) active(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[name]
+	return g != nil && g.state != groupDead && (len(g.members) > 0 || g.state != groupEmpty)
+}
+
 // subscriptions reports whether the group exists and, if so, which topics
 // its members subscribe to (none while it has no members).
 func (c *coordinator) subscriptions(name string) (func(topic string) bool, bool) {
