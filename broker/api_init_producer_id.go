@@ -34,6 +34,18 @@ func (b *Broker) handleInitProducerID(c caller, req *kmsg.InitProducerIDRequest)
 		resp.ErrorCode = kerr.KafkaStorageError.Code
 		return resp
 	}
+	if b.cl != nil {
+		// Every broker of the cluster hands out ids: the node id in the
+		// high half keeps them apart, as the partitions' producer state
+		// would take one producer's first batch for a retry of
+		// another's.
+		if id > 1<<32-1 {
+			b.log.Error("broker: producer ids exhausted", "next", id)
+			resp.ErrorCode = kerr.KafkaStorageError.Code
+			return resp
+		}
+		id |= int64(b.cl.node) << 32
+	}
 	resp.ProducerID, resp.ProducerEpoch = id, 0
 	return resp
 }

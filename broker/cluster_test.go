@@ -644,8 +644,14 @@ func TestClusterGroups(t *testing.T) {
 	// A member after the failover goes on from the committed offsets.
 	prod2 := newKgo(t, alive[0], kgo.SeedBrokers(alive...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("gt"))
 	for i := range 10 {
-		if err := prod2.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint("after", i))}).FirstErr(); err != nil {
+		res := prod2.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint("after", i))})
+		if err := res.FirstErr(); err != nil {
 			t.Fatal(err)
+		}
+		// Offset -1 is a batch the broker took for a retry
+		// (DUPLICATE_SEQUENCE_NUMBER): another producer's id.
+		if r, _ := res.First(); r.Offset < 0 {
+			t.Fatalf("record %d answered as a duplicate: producer ids collide across brokers", i)
 		}
 	}
 	m3 := newKgo(t, alive[1], kgo.SeedBrokers(alive...), kgo.ConsumeTopics("gt"), kgo.ConsumerGroup("cg"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -690,4 +696,26 @@ func FuzzDecodeOffsetRecords(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Producer ids are unique across the cluster's brokers, which each hand
+// them out.
+func TestClusterProducerIDsUnique(t *testing.T) {
+	tc := newTestCluster(t, "a", "b", "c")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	seen := map[int64]string{}
+	for _, id := range []string{"a", "b", "c"} {
+		cl := newKgo(t, tc.addrs[id])
+		for range 3 {
+			resp, err := kmsg.NewPtrInitProducerIDRequest().RequestWith(ctx, cl.Broker(int(NodeID(id))))
+			if err != nil || resp.ErrorCode != 0 {
+				t.Fatalf("InitProducerId on %s: %v %d", id, err, resp.ErrorCode)
+			}
+			if other, dup := seen[resp.ProducerID]; dup {
+				t.Fatalf("producer id %d handed out by %s and %s", resp.ProducerID, other, id)
+			}
+			seen[resp.ProducerID] = id
+		}
+	}
 }
