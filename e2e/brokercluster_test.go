@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"sync"
@@ -198,5 +199,80 @@ func TestBrokerClusterKillLeader(t *testing.T) {
 		if n > 1 {
 			t.Fatalf("record %s read %d times: the idempotent producer's retry was written twice", v, n)
 		}
+	}
+}
+
+// TestBrokerClusterPubSub: with the broker cluster, pubsub.mecha is a
+// client of the cluster. Events published through the runtime of one
+// host reach the subscribing app-id on the others, each event to one of
+// its two instances (competing consumers), every event once.
+func TestBrokerClusterPubSub(t *testing.T) {
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	args := func(i int, extra ...string) []string {
+		return append([]string{"--bootstrap-expect", "3", "--broker-cluster", "--broker-port", "0", "--broker-default-partitions", "4",
+			"--cluster-id", "e2e-pubsub", "--data-dir", dirs[i]}, extra...)
+	}
+	bApp, cApp := startHTTPApp(t), startHTTPApp(t)
+	a := startMecha(t, args(0, "--app-id", "pub")...)
+	join := fmt.Sprintf("127.0.0.1:%d", a.gossipPort)
+	startMecha(t, args(1, "--app-id", "sub", "--app-port", fmt.Sprint(bApp), "--join", join)...)
+	startMecha(t, args(2, "--app-id", "sub", "--app-port", fmt.Sprint(cApp), "--join", join)...)
+	// The first publish waits for the cluster to form and the topic to
+	// be created.
+	eventually(t, 60*time.Second, func() error {
+		r := do(t, "POST", a.url("/v1.0/publish/pubsub/orders"), `{"n":0}`, "Content-Type", "application/json")
+		if r.Status != 204 {
+			return fmt.Errorf("publish: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	// Both instances of sub in its consumer group before the rest.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", a.brokerPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	eventually(t, 60*time.Second, func() error {
+		dg, err := adm.DescribeGroups(context.Background(), "sub")
+		if err != nil || dg["sub"].Err != nil || len(dg["sub"].Members) != 2 || dg["sub"].State != "Stable" {
+			return fmt.Errorf("group sub: %+v %v", dg["sub"], err)
+		}
+		return nil
+	})
+	for i := 1; i < 40; i++ {
+		expectStatus(t, do(t, "POST", a.url("/v1.0/publish/pubsub/orders"), fmt.Sprintf(`{"n":%d}`, i), "Content-Type", "application/json"), 204)
+	}
+	numbers := func(port int) []int {
+		var out []int
+		for _, r := range received(t, port, "orders") {
+			var ev struct {
+				Data struct{ N int } `json:"data"`
+			}
+			if err := json.Unmarshal(r.Body, &ev); err != nil {
+				t.Fatalf("delivery is not a CloudEvent: %s", r.Body)
+			}
+			out = append(out, ev.Data.N)
+		}
+		return out
+	}
+	eventually(t, 60*time.Second, func() error {
+		if n := len(numbers(bApp)) + len(numbers(cApp)); n < 40 {
+			return fmt.Errorf("%d of 40 events delivered", n)
+		}
+		return nil
+	})
+	seen := map[int]int{}
+	nb, nc := numbers(bApp), numbers(cApp)
+	for _, n := range append(nb, nc...) {
+		seen[n]++
+	}
+	for i := range 40 {
+		if seen[i] != 1 {
+			t.Fatalf("event %d delivered %d times (b got %v, c got %v)", i, seen[i], nb, nc)
+		}
+	}
+	if len(nb) == 0 || len(nc) == 0 {
+		t.Fatalf("one instance got every event (b %d, c %d): the app's instances do not share the partitions", len(nb), len(nc))
 	}
 }

@@ -73,9 +73,11 @@ type Config struct {
 	CruxClient bool
 	// BrokerCluster makes the embedded brokers of the cluster's servers
 	// one Kafka cluster (broker/cluster.go): topics in the control
-	// plane's map, replicated partitions, failover. It needs
-	// --bootstrap-expect. Off by default while consumer groups and
-	// pubsub.mecha are not cluster-aware yet.
+	// plane's map, replicated partitions, failover, groups coordinated
+	// across it; the runtime's pubsub.mecha, bindings.mecha and stream
+	// jobs are its Kafka clients. It needs --bootstrap-expect. Off by
+	// default while part of the admin API and the stream jobs' failover
+	// are not cluster-wide yet (docs/broker.md).
 	BrokerCluster bool
 	// ClusterID, when set, names the Crux cluster this runtime belongs
 	// to: a server bootstraps it under this id and refuses a data dir of
@@ -232,7 +234,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	c.Broker.BindFlags(fs, "broker-")
 	fs.DurationVar(&c.CruxRebuildAfter, "crux-rebuild-after", c.CruxRebuildAfter, "how long a new Crux cluster lets a member be dead before it copies that member's replicas to the other members (0: 10m)")
 	fs.IntVar(&c.CruxReplicas, "crux-replicas", c.CruxReplicas, "copies of each Crux slot a new cluster keeps on its members (the leader's and its followers'), at most the member count; strong writes wait for every in-sync copy, at least 2")
-	fs.BoolVar(&c.BrokerCluster, "broker-cluster", c.BrokerCluster, "with --bootstrap-expect, make the embedded brokers of the cluster's servers one Kafka cluster: topics and partition leaders in the control plane's map, partitions replicated (min(3, brokers) copies) with failover (experimental: consumer groups and pubsub.mecha stay per broker)")
+	fs.BoolVar(&c.BrokerCluster, "broker-cluster", c.BrokerCluster, "with --bootstrap-expect, make the embedded brokers of the cluster's servers one Kafka cluster: topics and partition leaders in the control plane's map, partitions replicated (min(3, brokers) copies) with failover, consumer groups across it, and pubsub.mecha as its client (docs/broker.md, Cluster)")
 	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", c.BootstrapExpect, "make this runtime a server of the DC's Crux cluster, which starts once this many servers (this one included) have met through gossip; give the same number to each of them (0: state.crux stays on this host)")
 	fs.StringVar(&c.ClusterID, "cluster-id", c.ClusterID, "the Crux cluster's id: servers bootstrap it under this id and refuse a --data-dir of another cluster; clients refuse the map of another cluster (empty: a new id at bootstrap, anything accepted)")
 	fs.BoolVar(&c.CruxClient, "crux-client", c.CruxClient, "use the DC's Crux cluster without holding slots: state.crux stores route every key to its leader (the servers are found by gossip: give --join)")

@@ -455,9 +455,12 @@ func (r *Runtime) brokerAddr() string {
 }
 
 // localBroker is the embedded broker for the components and jobs that call
-// it in-process, nil (not a nil *broker.Broker) when it is off.
+// it in-process, nil (not a nil *broker.Broker) when it is off. In the
+// broker cluster it is nil too: they are Kafka clients of the cluster
+// through this runtime's broker (brokerAddr), which routes them to each
+// partition's leader and each group's coordinator on any host.
 func (r *Runtime) localBroker() broker.Local {
-	if r.broker == nil {
+	if r.broker == nil || r.cfg.BrokerCluster {
 		return nil
 	}
 	return r.broker
