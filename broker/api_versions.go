@@ -46,6 +46,7 @@ var supportedAPIs = map[int16]versionRange{
 	16: {0, 4},  // ListGroups
 	17: {0, 1},  // SaslHandshake (sasl.go)
 	18: {0, 3},  // ApiVersions
+	23: {0, 4},  // OffsetForLeaderEpoch
 	29: {0, 3},  // DescribeAcls (api_acls.go)
 	30: {0, 3},  // CreateAcls
 	31: {0, 3},  // DeleteAcls

@@ -719,3 +719,64 @@ func TestClusterProducerIDsUnique(t *testing.T) {
 		}
 	}
 }
+
+// OffsetForLeaderEpoch answers from the leader's epoch history: where
+// each epoch's records end, fenced and unknown current epochs, and no
+// answer from a follower.
+func TestClusterOffsetForLeaderEpoch(t *testing.T) {
+	tc := newTestCluster(t, "a", "b", "c")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := newKgo(t, tc.seeds()[0], kgo.SeedBrokers(tc.seeds()...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("ep"), kgo.AllowAutoTopicCreation())
+	produce := func(n int) {
+		for range n {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("x")}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	produce(5)
+	g := tc.mapNow().Topic("ep").Partitions[0]
+	tc.stop(g.Leader)
+	if err := tc.apply(clustermap.MemberDead{ID: g.Leader, At: 2}); err != nil {
+		t.Fatal(err)
+	}
+	produce(3)
+	g2 := tc.mapNow().Topic("ep").Partitions[0]
+	ask := func(to string, current, epoch int32) kmsg.OffsetForLeaderEpochResponseTopicPartition {
+		t.Helper()
+		req := kmsg.NewPtrOffsetForLeaderEpochRequest()
+		req.ReplicaID = -1
+		rt := kmsg.NewOffsetForLeaderEpochRequestTopic()
+		rt.Topic = "ep"
+		rp := kmsg.NewOffsetForLeaderEpochRequestTopicPartition()
+		rp.CurrentLeaderEpoch, rp.LeaderEpoch = current, epoch
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl.Broker(int(NodeID(to))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Topics[0].Partitions[0]
+	}
+	cur := int32(g2.Epoch)
+	if p := ask(g2.Leader, cur, int32(g.Epoch)); p.ErrorCode != 0 || p.LeaderEpoch != int32(g.Epoch) || p.EndOffset != 5 {
+		t.Fatalf("epoch %d: %+v, want it to end at 5", g.Epoch, p)
+	}
+	if p := ask(g2.Leader, cur, cur); p.ErrorCode != 0 || p.LeaderEpoch != cur || p.EndOffset != 8 {
+		t.Fatalf("the current epoch %d: %+v, want it to end at the high watermark 8", cur, p)
+	}
+	if p := ask(g2.Leader, cur-1, cur); p.ErrorCode != kerr.FencedLeaderEpoch.Code {
+		t.Fatalf("an older current epoch: code %d, want FENCED_LEADER_EPOCH", p.ErrorCode)
+	}
+	if p := ask(g2.Leader, cur+1, cur); p.ErrorCode != kerr.UnknownLeaderEpoch.Code {
+		t.Fatalf("a newer current epoch: code %d, want UNKNOWN_LEADER_EPOCH", p.ErrorCode)
+	}
+	for _, id := range g2.ISR {
+		if id != g2.Leader {
+			if p := ask(id, cur, cur); p.ErrorCode != kerr.NotLeaderForPartition.Code {
+				t.Fatalf("a follower: code %d, want NOT_LEADER_OR_FOLLOWER", p.ErrorCode)
+			}
+		}
+	}
+}

@@ -90,6 +90,8 @@ func (b *Broker) handle(c caller, h requestHeader, req kmsg.Request) kmsg.Respon
 		return b.handleListPartitionReassignments(c, r)
 	case *kmsg.DeleteGroupsRequest:
 		return b.handleDeleteGroups(c, r)
+	case *kmsg.OffsetForLeaderEpochRequest:
+		return b.handleOffsetForLeaderEpoch(c, r)
 	case *kmsg.CreateACLsRequest:
 		return b.handleCreateACLs(c, r)
 	case *kmsg.DescribeACLsRequest:

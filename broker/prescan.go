@@ -176,20 +176,21 @@ var requestShapes = map[int16]*wireStruct{
 	16: wmsg(nil, // ListGroups
 		warrOf(wstr).from(4), warrOf(wstr).from(5), // StatesFilter, TypesFilter
 	),
-	17: wmsg(nil, wstr),                                                    // SaslHandshake: Mechanism
-	36: wmsg(nil, wbytes),                                                  // SaslAuthenticate: SASLAuthBytes
-	29: wmsg(nil, wi8, wnstr, wi8.from(1), wnstr, wnstr, wi8, wi8),         // DescribeAcls: ResourceType, ResourceName, PatternType, Principal, Host, Operation, Permission
-	30: wmsg(nil, warr(wi8, wstr, wi8.from(1), wstr, wstr, wi8, wi8)),      // CreateAcls: Creations (as DescribeAcls, names not nullable)
-	31: wmsg(nil, warr(wi8, wnstr, wi8.from(1), wnstr, wnstr, wi8, wi8)),   // DeleteAcls: Filters (as DescribeAcls)
-	33: wmsg(nil, warr(wi8, wstr, warr(wstr, wnstr)), wi8),                 // AlterConfigs: Resources (Type, Name, Configs: Name, Value), ValidateOnly
-	44: wmsg(nil, warr(wi8, wstr, warr(wstr, wi8, wnstr)), wi8),            // IncrementalAlterConfigs: Resources (Type, Name, Configs: Name, Op, Value), ValidateOnly
-	35: wmsg(nil, warr(wstr, warrOf(wi32))),                                // DescribeLogDirs: Topics (nullable): Topic, Partitions
-	47: wmsg(nil, wstr, warr(wstr, warr(wi32))),                            // OffsetDelete: Group, Topics: Topic, Partitions: Partition
-	43: wmsg(nil, wi8.from(1), warr(wstr, warrOf(wi32)), wi32),             // ElectLeaders: ElectionType, Topics (nullable): Topic, Partitions; TimeoutMillis
-	45: wmsg(nil, wi32, wi8.from(1), warr(wstr, warr(wi32, warrOf(wi32)))), // AlterPartitionReassignments: TimeoutMillis, AllowReplicationFactorChange, Topics: Topic, Partitions: Partition, Replicas (nullable)
-	46: wmsg(nil, wi32, warr(wstr, warrOf(wi32))),                          // ListPartitionReassignments: TimeoutMillis, Topics (nullable): Topic, Partitions
-	42: wmsg(nil, warrOf(wstr)),                                            // DeleteGroups: Groups
-	60: wmsg(nil, wi8, wi8.from(1), wi8.from(2)),                           // DescribeCluster: IncludeClusterAuthorizedOperations, EndpointType, IncludeFencedBrokers
+	17: wmsg(nil, wstr),                                                     // SaslHandshake: Mechanism
+	36: wmsg(nil, wbytes),                                                   // SaslAuthenticate: SASLAuthBytes
+	23: wmsg(nil, wi32.from(3), warr(wstr, warr(wi32, wi32.from(2), wi32))), // OffsetForLeaderEpoch: ReplicaID; Topics: Topic, Partitions: Partition, CurrentLeaderEpoch, LeaderEpoch
+	29: wmsg(nil, wi8, wnstr, wi8.from(1), wnstr, wnstr, wi8, wi8),          // DescribeAcls: ResourceType, ResourceName, PatternType, Principal, Host, Operation, Permission
+	30: wmsg(nil, warr(wi8, wstr, wi8.from(1), wstr, wstr, wi8, wi8)),       // CreateAcls: Creations (as DescribeAcls, names not nullable)
+	31: wmsg(nil, warr(wi8, wnstr, wi8.from(1), wnstr, wnstr, wi8, wi8)),    // DeleteAcls: Filters (as DescribeAcls)
+	33: wmsg(nil, warr(wi8, wstr, warr(wstr, wnstr)), wi8),                  // AlterConfigs: Resources (Type, Name, Configs: Name, Value), ValidateOnly
+	44: wmsg(nil, warr(wi8, wstr, warr(wstr, wi8, wnstr)), wi8),             // IncrementalAlterConfigs: Resources (Type, Name, Configs: Name, Op, Value), ValidateOnly
+	35: wmsg(nil, warr(wstr, warrOf(wi32))),                                 // DescribeLogDirs: Topics (nullable): Topic, Partitions
+	47: wmsg(nil, wstr, warr(wstr, warr(wi32))),                             // OffsetDelete: Group, Topics: Topic, Partitions: Partition
+	43: wmsg(nil, wi8.from(1), warr(wstr, warrOf(wi32)), wi32),              // ElectLeaders: ElectionType, Topics (nullable): Topic, Partitions; TimeoutMillis
+	45: wmsg(nil, wi32, wi8.from(1), warr(wstr, warr(wi32, warrOf(wi32)))),  // AlterPartitionReassignments: TimeoutMillis, AllowReplicationFactorChange, Topics: Topic, Partitions: Partition, Replicas (nullable)
+	46: wmsg(nil, wi32, warr(wstr, warrOf(wi32))),                           // ListPartitionReassignments: TimeoutMillis, Topics (nullable): Topic, Partitions
+	42: wmsg(nil, warrOf(wstr)),                                             // DeleteGroups: Groups
+	60: wmsg(nil, wi8, wi8.from(1), wi8.from(2)),                            // DescribeCluster: IncludeClusterAuthorizedOperations, EndpointType, IncludeFencedBrokers
 	18: wmsg(nil, // ApiVersions
 		wstr.from(3), wstr.from(3), wnstr.from(5), wi32.from(5),
 	),
