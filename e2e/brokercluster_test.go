@@ -276,3 +276,139 @@ func TestBrokerClusterPubSub(t *testing.T) {
 		t.Fatalf("one instance got every event (b %d, c %d): the app's instances do not share the partitions", len(nb), len(nc))
 	}
 }
+
+// TestBrokerClusterRollingRestart: each of the three runtimes is stopped
+// (SIGTERM) and started again in turn while franz-go produces with
+// acks=all; the next waits until no partition is under-replicated, as a
+// Kafka operator does. Every acknowledged record is there afterwards,
+// once.
+func TestBrokerClusterRollingRestart(t *testing.T) {
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	args := func(i int, extra ...string) []string {
+		return append([]string{"--app-id", "roll", "--bootstrap-expect", "3", "--broker-cluster", "--broker-port", fmt.Sprint(ports[i]),
+			"--cluster-id", "e2e-broker-roll", "--data-dir", dirs[i]}, extra...)
+	}
+	runtimes := []*mecha{startMecha(t, args(0)...)}
+	join := fmt.Sprintf("127.0.0.1:%d", runtimes[0].gossipPort)
+	runtimes = append(runtimes, startMecha(t, args(1, "--join", join)...), startMecha(t, args(2, "--join", join)...))
+	var seeds []string
+	for _, p := range ports {
+		seeds = append(seeds, fmt.Sprintf("127.0.0.1:%d", p))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	eventually(t, 60*time.Second, func() error {
+		res, err := adm.CreateTopic(ctx, 3, -1, nil, "roll")
+		if err == nil {
+			err = res.Err
+		}
+		return err
+	})
+	healthy := func() error {
+		md, err := adm.Metadata(ctx, "roll")
+		if err != nil {
+			return err
+		}
+		if len(md.Brokers) != 3 {
+			return fmt.Errorf("%d brokers", len(md.Brokers))
+		}
+		for _, p := range md.Topics["roll"].Partitions {
+			if len(p.ISR) != 3 || p.Leader < 0 {
+				return fmt.Errorf("partition %d: leader %d, in sync %v", p.Partition, p.Leader, p.ISR)
+			}
+		}
+		return nil
+	}
+	eventually(t, 30*time.Second, healthy)
+	prod, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("roll"),
+		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.RecordDeliveryTimeout(90*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	var (
+		mu     sync.Mutex
+		acked  = map[string]bool{}
+		failed []error
+	)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sem := make(chan struct{}, 8)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				for range cap(sem) {
+					sem <- struct{}{}
+				}
+				return
+			case sem <- struct{}{}:
+			}
+			v := strconv.Itoa(i)
+			prod.Produce(ctx, &kgo.Record{Value: []byte(v)}, func(_ *kgo.Record, err error) {
+				mu.Lock()
+				if err == nil {
+					acked[v] = true
+				} else {
+					failed = append(failed, err)
+				}
+				mu.Unlock()
+				time.Sleep(2 * time.Millisecond) // a steady load, not a flood
+				<-sem
+			})
+		}
+	}()
+	for i := range runtimes {
+		time.Sleep(time.Second)
+		runtimes[i].proc.stop()
+		runtimes[i] = startMecha(t, args(i, "--join", fmt.Sprintf("127.0.0.1:%d", runtimes[(i+1)%3].gossipPort))...)
+		eventually(t, 60*time.Second, healthy)
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	<-done
+	mu.Lock()
+	t.Logf("rolling restart: %d records acknowledged, %d failed", len(acked), len(failed))
+	if len(failed) > 0 {
+		t.Fatalf("%d records failed, the first: %v", len(failed), failed[0])
+	}
+	mu.Unlock()
+	cons, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics("roll"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	seen := map[string]int{}
+	for missing := len(acked); missing > 0; {
+		pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
+		fs := cons.PollFetches(pctx)
+		timedOut := pctx.Err() != nil
+		pcancel()
+		if timedOut {
+			t.Fatalf("%d acknowledged records never read (%d read)", missing, len(seen))
+		}
+		for _, e := range fs.Errors() {
+			t.Fatalf("consume %s/%d: %v", e.Topic, e.Partition, e.Err)
+		}
+		for _, r := range fs.Records() {
+			v := string(r.Value)
+			seen[v]++
+			if seen[v] == 1 && acked[v] {
+				missing--
+			}
+		}
+	}
+	for v, n := range seen {
+		if n > 1 {
+			t.Fatalf("record %s read %d times", v, n)
+		}
+	}
+}
