@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"mecha/internal/clustermap"
 	"mecha/internal/poll"
 
+	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -777,6 +781,98 @@ func TestClusterOffsetForLeaderEpoch(t *testing.T) {
 			if p := ask(id, cur, cur); p.ErrorCode != kerr.NotLeaderForPartition.Code {
 				t.Fatalf("a follower: code %d, want NOT_LEADER_OR_FOLLOWER", p.ErrorCode)
 			}
+		}
+	}
+}
+
+// sarama (at V2_7 and its default version) produces with acks=all to the
+// cluster across a leader's death and reads everything back in a
+// consumer group coordinated by the cluster.
+func TestSaramaCluster(t *testing.T) {
+	for _, v := range saramaVersions {
+		t.Run(v.name, func(t *testing.T) {
+			tc := newTestCluster(t, "a", "b", "c")
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if _, err := kadm.NewClient(newKgo(t, tc.seeds()[0], kgo.SeedBrokers(tc.seeds()...))).CreateTopic(ctx, 3, -1, nil, "st"); err != nil {
+				t.Fatal(err)
+			}
+			cfg := saramaConfig(v.version)
+			cfg.Producer.Retry.Max, cfg.Producer.Retry.Backoff = 20, 100*time.Millisecond
+			cfg.Metadata.Retry.Backoff = 100 * time.Millisecond
+			sp, err := sarama.NewSyncProducer(tc.seeds(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sp.Close()
+			send := func(from, n int) {
+				t.Helper()
+				for i := from; i < from+n; i++ {
+					if _, _, err := sp.SendMessage(&sarama.ProducerMessage{Topic: "st", Value: sarama.StringEncoder(fmt.Sprint("s", i))}); err != nil {
+						t.Fatalf("sarama send %d: %v", i, err)
+					}
+				}
+			}
+			send(0, 30)
+			dead := tc.mapNow().Topic("st").Partitions[0].Leader
+			tc.stop(dead)
+			if err := tc.apply(clustermap.MemberDead{ID: dead, At: 2}); err != nil {
+				t.Fatal(err)
+			}
+			send(30, 30)
+			var alive string
+			for _, id := range []string{"a", "b", "c"} {
+				if id != dead {
+					alive = tc.addrs[id]
+				}
+			}
+			m := startSaramaMember(t, alive, "sg", "st", "sarama-cluster", v.version)
+			poll.Until(t, 30*time.Second, "sarama's group member to read the 60 records", func() bool { return m.count() == 60 })
+			for val, n := range deliveries(m) {
+				if n != 1 {
+					t.Fatalf("%s delivered %d times", val, n)
+				}
+			}
+		})
+	}
+}
+
+// kafkajs sees the cluster: its admin, idempotent producer and consumer
+// group (roundtrip.js) work against three brokers, and again after one of
+// them died, going on from the group's committed offsets.
+func TestKafkajsCluster(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not on PATH; make test needs Node.js for the kafkajs test")
+	}
+	dir := filepath.Join("testdata", "kafkajs")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "kafkajs")); err != nil {
+		t.Skip("kafkajs is not installed; run `make deps` (npm install in broker/testdata/kafkajs)")
+	}
+	tc := newTestCluster(t, "a", "b", "c")
+	run := func(seed string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, node, "roundtrip.js", seed)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		// (The second run's CreateTopics logs TOPIC_ALREADY_EXISTS first.)
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if err != nil || lines[len(lines)-1] != "OK 50" {
+			t.Fatalf("kafkajs: %v\n%s", err, out)
+		}
+	}
+	run(tc.addrs["a"])
+	dead := tc.mapNow().Topic("kafkajs").Partitions[0].Leader
+	tc.stop(dead)
+	if err := tc.apply(clustermap.MemberDead{ID: dead, At: 2}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if id != dead {
+			run(tc.addrs[id])
+			return
 		}
 	}
 }
