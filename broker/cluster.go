@@ -38,19 +38,12 @@ import (
 // it here.
 const MethodReplicaFetch uint16 = 0x0300
 
-// MapSource gives the newest cluster map the runtime knows and lets a
-// caller wait for a newer one (the runtime's control-plane follower).
-type MapSource interface {
-	Map() *clustermap.Map
-	WaitNewer(ctx context.Context, version uint64) error
-}
-
 // ClusterConfig makes the broker one broker of a cluster.
 type ClusterConfig struct {
 	// Self is this runtime's member id in the map.
 	Self string
 	// Maps is the cluster map.
-	Maps MapSource
+	Maps clustermap.Source
 	// Propose sends a command to the control plane (in-sync set changes,
 	// topic creation) and returns once it applied or was refused.
 	Propose func(ctx context.Context, c clustermap.Command) error

@@ -26,43 +26,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// testMaps is a MapSource the test publishes maps to.
-type testMaps struct {
-	mu      sync.Mutex
-	m       *clustermap.Map
-	changed chan struct{}
-}
-
-func (v *testMaps) Map() *clustermap.Map {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.m
-}
-
-func (v *testMaps) WaitNewer(ctx context.Context, version uint64) error {
-	for {
-		v.mu.Lock()
-		m, ch := v.m, v.changed
-		v.mu.Unlock()
-		if m.Version > version {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (v *testMaps) store(m *clustermap.Map) {
-	v.mu.Lock()
-	v.m = m
-	close(v.changed)
-	v.changed = make(chan struct{})
-	v.mu.Unlock()
-}
-
 // testCluster is brokers in one process and the control plane's part
 // played by the test: it applies their proposals to one map and
 // publishes it to each; replica fetches are direct calls.
@@ -73,14 +36,14 @@ type testCluster struct {
 	brokers map[string]*Broker
 	dirs    map[string]string
 	addrs   map[string]string
-	maps    map[string]*testMaps
+	maps    map[string]*clustermap.Var
 	// cut are members partitioned away: no maps reach them, and no
 	// replica fetch goes to or from them.
 	cut map[string]bool
 }
 
 func newTestCluster(t *testing.T, ids ...string) *testCluster {
-	tc := &testCluster{t: t, m: clustermap.New(), brokers: map[string]*Broker{}, dirs: map[string]string{}, addrs: map[string]string{}, maps: map[string]*testMaps{}, cut: map[string]bool{}}
+	tc := &testCluster{t: t, m: clustermap.New(), brokers: map[string]*Broker{}, dirs: map[string]string{}, addrs: map[string]string{}, maps: map[string]*clustermap.Var{}, cut: map[string]bool{}}
 	tc.apply(clustermap.Bootstrap{ClusterID: "test", Replicas: 3})
 	for _, id := range ids {
 		tc.dirs[id] = t.TempDir()
@@ -105,7 +68,7 @@ func (tc *testCluster) apply(c clustermap.Command) error {
 	tc.m = m
 	for id, v := range tc.maps {
 		if !tc.cut[id] {
-			v.store(m)
+			v.Store(m)
 		}
 	}
 	return nil
@@ -119,7 +82,7 @@ func (tc *testCluster) mapNow() *clustermap.Map {
 
 func (tc *testCluster) start(id string) {
 	tc.mu.Lock()
-	v := &testMaps{m: tc.m, changed: make(chan struct{})}
+	v := clustermap.NewVar(tc.m)
 	tc.maps[id] = v
 	addr := "127.0.0.1:0"
 	if a := tc.addrs[id]; a != "" {
@@ -185,7 +148,7 @@ func (tc *testCluster) partition(id string, cut bool) {
 	defer tc.mu.Unlock()
 	tc.cut[id] = cut
 	if !cut {
-		tc.maps[id].store(tc.m)
+		tc.maps[id].Store(tc.m)
 	}
 }
 

@@ -1,86 +1,13 @@
 package cluster
 
-import (
-	"context"
-	"sync"
+import "mecha/internal/clustermap"
 
-	"mecha/internal/clustermap"
-)
+// MapSource is the cluster map a runtime follows (clustermap.Source).
+type MapSource = clustermap.Source
 
-// MapSource gives the newest cluster map this runtime knows (the
-// control plane's applied map), and lets a caller wait for a newer one.
-type MapSource interface {
-	// Map returns the current map; never nil (an empty map before the
-	// first one arrives). The map is immutable.
-	Map() *clustermap.Map
-	// WaitNewer blocks until the map's Version is above version, or ctx
-	// ends (then it returns ctx's error).
-	WaitNewer(ctx context.Context, version uint64) error
-}
-
-// MapVar is a MapSource the runtime stores each applied map into.
-type MapVar struct {
-	mu      sync.Mutex
-	m       *clustermap.Map
-	changed chan struct{} // closed and replaced by each Store
-	problem error
-}
-
-// SetProblem records why no map has come (nil clears it): requests made
-// before the first map name it.
-func (v *MapVar) SetProblem(err error) {
-	v.mu.Lock()
-	v.problem = err
-	v.mu.Unlock()
-}
-
-// Problem is the last SetProblem's error.
-func (v *MapVar) Problem() error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.problem
-}
+// MapVar is the map the runtime stores each applied one into
+// (clustermap.Var).
+type MapVar = clustermap.Var
 
 // NewMapVar returns a MapVar holding m (clustermap.New() when nil).
-func NewMapVar(m *clustermap.Map) *MapVar {
-	if m == nil {
-		m = clustermap.New()
-	}
-	return &MapVar{m: m, changed: make(chan struct{})}
-}
-
-// Store publishes m; a map not newer than the current one is ignored.
-func (v *MapVar) Store(m *clustermap.Map) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if m == nil || m.Version <= v.m.Version && v.m.Bootstrapped() {
-		return
-	}
-	v.m = m
-	close(v.changed)
-	v.changed = make(chan struct{})
-}
-
-// Map implements MapSource.
-func (v *MapVar) Map() *clustermap.Map {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.m
-}
-
-// WaitNewer implements MapSource.
-func (v *MapVar) WaitNewer(ctx context.Context, version uint64) error {
-	for {
-		v.mu.Lock()
-		m, ch := v.m, v.changed
-		v.mu.Unlock()
-		if m.Version > version {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
+func NewMapVar(m *clustermap.Map) *MapVar { return clustermap.NewVar(m) }
