@@ -3,14 +3,23 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"mecha/broker"
+
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestBrokerClusterKillLeader: three runtimes' brokers are one Kafka
@@ -410,5 +419,171 @@ func TestBrokerClusterRollingRestart(t *testing.T) {
 		if n > 1 {
 			t.Fatalf("record %s read %d times", v, n)
 		}
+	}
+}
+
+// TestBrokerClusterPartitionedLeader: the runtime leading a partition
+// runs in its own network namespace. Its link is cut; a producer inside
+// the namespace still writes to it with acks=1, which no follower gets,
+// while gossip finds it dead and the control plane elects another leader,
+// which takes acks=all writes. Once the link heals, the old leader
+// follows the new one and truncates its divergent tail: when it leads
+// again (a preferred election), consumers read exactly the acknowledged
+// acks=all records, and none of the tail.
+func TestBrokerClusterPartitionedLeader(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Skip("kcat is not on PATH (make deps installs it)")
+	}
+	const key = "cGFydGl0aW9uLWtleS0xNg=="
+	ns := newNetns(t, "mecha-bk", "10.233.0.1", "10.233.0.2")
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	args := func(i int, bind string) []string {
+		return []string{"--app-id", "part", "--bootstrap-expect", "3", "--broker-cluster", "--cluster-id", "e2e-broker-part", "--data-dir", dirs[i],
+			"--gossip-bind-address", bind, "--gossip-key", key, "--dapr-listen-addresses", bind,
+			"--broker-port", "0", "--broker-listen-address", bind, "--allow-insecure-broker"}
+	}
+	a := startMechaNoWait(t, args(0, ns.hostIP)...)
+	join := fmt.Sprintf("%s:%d", ns.hostIP, a.gossipPort)
+	b := startMechaNoWait(t, append(args(1, ns.hostIP), "--join", join)...)
+	c := listening(startEnv(t, nil, "ip", append([]string{"netns", "exec", ns.name, bins.mecha}, mechaArgs(t, append(args(2, ns.nsIP), "--join", join)...)...)...), 20*time.Second)
+	name := func(i int) string {
+		bs, err := os.ReadFile(filepath.Join(dirs[i], "node-name"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(bs))
+	}
+	hostSeeds := []string{fmt.Sprintf("%s:%d", ns.hostIP, a.brokerPort), fmt.Sprintf("%s:%d", ns.hostIP, b.brokerPort)}
+	cAddr := fmt.Sprintf("%s:%d", ns.nsIP, c.brokerPort)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(append(hostSeeds, cAddr)...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("dt"),
+		kgo.RecordDeliveryTimeout(60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	// One partition, led by c (its first replica).
+	nodes := []int32{broker.NodeID(name(2)), broker.NodeID(name(0)), broker.NodeID(name(1))}
+	eventually(t, 60*time.Second, func() error {
+		req := kmsg.NewPtrCreateTopicsRequest()
+		rt := kmsg.NewCreateTopicsRequestTopic()
+		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = "dt", -1, -1
+		ra := kmsg.NewCreateTopicsRequestTopicReplicaAssignment()
+		ra.Partition, ra.Replicas = 0, nodes
+		rt.ReplicaAssignment = append(rt.ReplicaAssignment, ra)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			return err
+		}
+		if code := resp.Topics[0].ErrorCode; code != 0 && code != 36 {
+			return fmt.Errorf("create: %v", kerr.ErrorForCode(code))
+		}
+		md, err := adm.Metadata(ctx, "dt")
+		if err != nil || len(md.Topics["dt"].Partitions) != 1 || len(md.Topics["dt"].Partitions[0].ISR) != 3 {
+			return fmt.Errorf("metadata %+v %v", md.Topics["dt"].Partitions, err)
+		}
+		return nil
+	})
+	for i := range 10 {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint("before-", i))}).FirstErr(); err != nil {
+			t.Fatalf("acks=all before the cut: %v", err)
+		}
+	}
+	ns.cut(t)
+	// Inside the namespace, c still leads in its own map: acks=1 writes
+	// land there alone.
+	var tail strings.Builder
+	for i := range 5 {
+		fmt.Fprintf(&tail, "lost-%d\n", i)
+	}
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.name, kcat, "-b", cAddr, "-P", "-t", "dt", "-p", "0", "-X", "acks=1")
+	cmd.Stdin = strings.NewReader(tail.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kcat inside the namespace: %v\n%s", err, out)
+	}
+	// c's own log holds them now.
+	cLog := func() string {
+		files, _ := filepath.Glob(filepath.Join(dirs[2], "broker", "topics", "dt", "0", "*.log"))
+		var sb strings.Builder
+		for _, f := range files {
+			bs, _ := os.ReadFile(f)
+			sb.Write(bs)
+		}
+		return sb.String()
+	}
+	if !strings.Contains(cLog(), "lost-4") {
+		t.Fatal("the acks=1 writes are not in the cut-off leader's log")
+	}
+	// The control plane (a and b) elects a new leader; acks=all writes go on.
+	hostCl, err := kgo.NewClient(kgo.SeedBrokers(hostSeeds...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("dt"),
+		kgo.RecordDeliveryTimeout(60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostCl.Close()
+	for i := range 10 {
+		if err := hostCl.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint("after-", i))}).FirstErr(); err != nil {
+			t.Fatalf("acks=all after the failover: %v", err)
+		}
+	}
+	ns.heal(t)
+	hostAdm := kadm.NewClient(hostCl)
+	eventually(t, 90*time.Second, func() error {
+		md, err := hostAdm.Metadata(ctx, "dt")
+		if err != nil {
+			return err
+		}
+		if p := md.Topics["dt"].Partitions[0]; len(p.ISR) != 3 {
+			return fmt.Errorf("in sync %v", p.ISR)
+		}
+		return nil
+	})
+	// c back in sync: give it the leadership back and read from it.
+	eventually(t, 30*time.Second, func() error {
+		res, err := hostAdm.ElectLeaders(ctx, kadm.ElectPreferredReplica, kadm.TopicsSet{"dt": {0: {}}})
+		if err != nil {
+			return err
+		}
+		if e := res["dt"][0].Err; e != nil && !errors.Is(e, kerr.ElectionNotNeeded) {
+			return e
+		}
+		md, err := hostAdm.Metadata(ctx, "dt")
+		if err != nil || md.Topics["dt"].Partitions[0].Leader != nodes[0] {
+			return fmt.Errorf("leader %d, want c (%d): %v", md.Topics["dt"].Partitions[0].Leader, nodes[0], err)
+		}
+		return nil
+	})
+	cons, err := kgo.NewClient(kgo.SeedBrokers(hostSeeds...), kgo.ConsumeTopics("dt"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	var got []string
+	for len(got) < 20 {
+		pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
+		fs := cons.PollFetches(pctx)
+		timedOut := pctx.Err() != nil
+		pcancel()
+		if timedOut {
+			t.Fatalf("read %v from c, want the 20 acknowledged records", got)
+		}
+		for _, r := range fs.Records() {
+			got = append(got, string(r.Value))
+		}
+	}
+	for _, v := range got {
+		if strings.HasPrefix(v, "lost-") {
+			t.Fatalf("c served its divergent tail: %v", got)
+		}
+	}
+	if len(got) != 20 {
+		t.Fatalf("read %d records from c: %v", len(got), got)
+	}
+	if strings.Contains(cLog(), "lost-") {
+		t.Fatal("c's log still holds its divergent tail")
 	}
 }
