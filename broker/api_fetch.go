@@ -80,6 +80,16 @@ func (b *Broker) handleFetch(c caller, req *kmsg.FetchRequest) kmsg.Response {
 		total, failed := b.fillFetch(c, req, resp)
 		return resp.seen, total >= int(req.MinBytes) || failed
 	})
+	if resp.ThrottleMillis > 0 && req.Version < 8 {
+		// Before KIP-219 the client does not wait: the broker does.
+		t := time.NewTimer(time.Duration(resp.ThrottleMillis) * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-c.done:
+		case <-b.ctx.Done():
+		}
+		t.Stop()
+	}
 	return resp
 }
 
@@ -151,6 +161,8 @@ func (b *Broker) fillFetch(c caller, req *kmsg.FetchRequest, resp *fetchResponse
 		remaining = int(req.MaxBytes)
 	}
 	resp.Topics = resp.Topics[:0]
+	resp.ThrottleMillis = 0
+	busy := b.diskBusy()
 	for _, rt := range req.Topics {
 		st := kmsg.NewFetchResponseTopic()
 		st.Topic = rt.Topic
@@ -183,6 +195,18 @@ func (b *Broker) fillFetch(c caller, req *kmsg.FetchRequest, resp *fetchResponse
 				failed = true
 				st.Partitions = append(st.Partitions, sp)
 				continue
+			}
+			if busy {
+				if _, hw := p.Offsets(); b.lagging(rp.FetchOffset, hw) {
+					// Lag throttling: no disk read now; come back later.
+					start, _ := p.Offsets()
+					sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = hw, hw, start
+					resp.ThrottleMillis = int32(b.cfg.Throttle.Wait / time.Millisecond)
+					b.throttled.Add(1)
+					failed = true // answer at once
+					st.Partitions = append(st.Partitions, sp)
+					continue
+				}
 			}
 			limit := int(rp.PartitionMaxBytes)
 			if limit > remaining {

@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -99,6 +100,9 @@ type Config struct {
 	ACLs bool
 	// SuperUsers pass every ACL check: user names, or User:name.
 	SuperUsers []string
+	// Throttle is lag throttling (throttle.go): fetches far behind the
+	// high watermark wait while the disk is busy.
+	Throttle ThrottleConfig
 	// Cluster, when set, makes the broker one broker of a cluster that
 	// follows the control plane's map (cluster.go).
 	Cluster *ClusterConfig
@@ -125,7 +129,7 @@ func DefaultConfig() Config {
 		FlushInterval: time.Second, TopicQueueDepth: 512, RetentionCheckInterval: time.Minute,
 		MinSessionTimeout: 6 * time.Second, MaxSessionTimeout: 30 * time.Minute,
 		MaxConnections: defaultMaxConnections, IdleTimeout: defaultIdleTimeout, RequestReadTimeout: defaultRequestReadTimeout,
-		MaxOpenSegmentFiles: defaultMaxOpenSegmentFiles,
+		MaxOpenSegmentFiles: defaultMaxOpenSegmentFiles, Throttle: DefaultThrottleConfig(),
 	}
 }
 
@@ -223,6 +227,13 @@ type Broker struct {
 	acls *authorizer
 	// cl is the cluster mode, nil for a single broker.
 	cl *clusterState
+	// disk samples the data dir's device for lag throttling;
+	// busyOverride, set by tests, stands in for its utilization.
+	disk         *diskMeter
+	busyOverride func() float64
+	// throttled counts the partition fetches lag throttling answered
+	// without records.
+	throttled atomic.Uint64
 }
 
 // Start opens the data directory, recovers every partition and starts
@@ -246,6 +257,7 @@ func Start(cfg Config) (*Broker, error) {
 		}
 	}()
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.disk = newDiskMeter(cfg.DataDir)
 	if b.offsets, err = storage.OpenOffsetStore(filepath.Join(cfg.DataDir, "groups")); err != nil {
 		return nil, fmt.Errorf("broker: offsets: %w", err)
 	}
@@ -403,6 +415,9 @@ func (b *Broker) tickLoop() {
 			return
 		case now := <-t.C:
 			b.groups.tick(now)
+			if now.Sub(b.disk.lastWall) >= time.Second {
+				b.disk.sample(now)
+			}
 		}
 	}
 }

@@ -26,6 +26,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet, prefix string) {
 	fs.Var(saslUsersFlag{&c.SASLUsers}, prefix+"sasl-users", "a file of name:password lines: clients must then authenticate by SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) as one of them")
 	fs.StringVar(&c.TLSCertFile, prefix+"tls-cert", c.TLSCertFile, "with --"+prefix+"tls-key, serve Kafka clients over TLS with this certificate (PEM)")
 	fs.StringVar(&c.TLSKeyFile, prefix+"tls-key", c.TLSKeyFile, "the private key of --"+prefix+"tls-cert (PEM)")
+	fs.Float64Var(&c.Throttle.DiskBusy, prefix+"throttle-disk-busy", c.Throttle.DiskBusy, "throttle consumers fetching far behind the tail while the log disk is this busy (0 to 1; 0: never)")
+	fs.Int64Var(&c.Throttle.LagRecords, prefix+"throttle-lag-records", c.Throttle.LagRecords, "how far behind the high watermark (records) a fetch counts as lagging, for --"+prefix+"throttle-disk-busy")
 	fs.BoolVar(&c.ACLs, prefix+"acls", c.ACLs, "enforce Kafka ACLs: deny every client request no binding allows (manage bindings with CreateAcls/DescribeAcls/DeleteAcls, as kafka-acls or kadm do; kept in the data dir's acls.json)")
 	fs.Var(superUsersFlag{&c.SuperUsers}, prefix+"super-users", "users (name or User:name, comma-separated) that pass every ACL check")
 	fs.DurationVar(&c.RequestReadTimeout, prefix+"request-read-timeout", c.RequestReadTimeout, "close a Kafka connection whose request does not arrive whole within this long of its first byte")

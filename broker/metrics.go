@@ -29,6 +29,10 @@ var (
 	timeoutsDesc = prometheus.NewDesc("mecha_broker_connection_timeouts_total",
 		"Connections closed by a timeout: idle (nothing sent or taken for the idle timeout) or request_read (a request not finished in time).",
 		[]string{"reason"}, nil)
+	throttledDesc = prometheus.NewDesc("mecha_broker_fetch_throttled_total",
+		"Partition fetches lag throttling answered without records: far behind the high watermark while the log disk was busy.", nil, nil)
+	diskBusyDesc = prometheus.NewDesc("mecha_broker_disk_utilization",
+		"The log disk's utilization over the last second (0 to 1), what lag throttling compares with its threshold.", nil, nil)
 )
 
 // Collector returns the broker's Prometheus metrics, for the process that
@@ -42,7 +46,7 @@ func (b *Broker) Collector() prometheus.Collector { return brokerCollector{b} }
 type brokerCollector struct{ b *Broker }
 
 func (c brokerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connectionsDesc, maxConnectionsDesc, refusedDesc, acceptErrorsDesc, timeoutsDesc, segmentFilesDesc, maxSegmentFilesDesc} {
+	for _, d := range []*prometheus.Desc{connectionsDesc, maxConnectionsDesc, refusedDesc, acceptErrorsDesc, timeoutsDesc, segmentFilesDesc, maxSegmentFilesDesc, throttledDesc, diskBusyDesc} {
 		ch <- d
 	}
 }
@@ -57,4 +61,6 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(timeoutsDesc, prometheus.CounterValue, float64(b.stats.readTimeouts.Load()), "request_read")
 	ch <- prometheus.MustNewConstMetric(segmentFilesDesc, prometheus.GaugeValue, float64(b.topics.files.Open()))
 	ch <- prometheus.MustNewConstMetric(maxSegmentFilesDesc, prometheus.GaugeValue, float64(b.topics.files.Max()))
+	ch <- prometheus.MustNewConstMetric(throttledDesc, prometheus.CounterValue, float64(b.throttled.Load()))
+	ch <- prometheus.MustNewConstMetric(diskBusyDesc, prometheus.GaugeValue, b.disk.utilization())
 }
