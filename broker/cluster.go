@@ -217,6 +217,7 @@ func (b *Broker) reconcile(m *clustermap.Map) {
 		b.becomeNone(pr, kerr.NotLeaderForPartition)
 		pr.mu.Unlock()
 	}
+	cl.logMoved() // held replica fetches look again: roles changed
 	if !m.Bootstrapped() {
 		return // (the empty map before the control plane runs says nothing)
 	}
@@ -660,11 +661,15 @@ func (b *Broker) fetchLoop(leader string) {
 		}
 		backoff = 50 * time.Millisecond
 		now = time.Now()
-		for i, e := range got.parts {
-			if i >= len(prs) || e.topic != prs[i].key.topic || e.part != prs[i].key.part {
-				break
+		asked := make(map[partKey]*partReplica, len(prs))
+		for _, pr := range prs {
+			asked[pr.key] = pr
+		}
+		for _, e := range got.parts {
+			pr := asked[partKey{e.topic, e.part}]
+			if pr == nil {
+				continue // not asked (a confused leader): dropped
 			}
-			pr := prs[i]
 			if err := replica.DecodeFetchResponse(e.frame, &resp); err != nil {
 				b.log.Warn("broker: bad replica fetch answer", "leader", leader, "topic", e.topic, "partition", e.part, "err", err)
 				continue
