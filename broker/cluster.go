@@ -695,24 +695,28 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// eachBroker calls fn with every live data member's broker in m whose
+// Kafka address is known: the cluster's brokers, as Metadata and
+// DescribeCluster list them.
+func (b *Broker) eachBroker(m *clustermap.Map, fn func(node int32, host string, port int32)) {
+	for _, id := range liveBrokers(m) {
+		if host, port, ok := b.cl.cfg.Addr(id); ok {
+			fn(NodeID(id), host, port)
+		}
+	}
+}
+
 // clusterMetadata fills a Metadata answer from the map: every live data
 // member's broker, and each topic's partitions with their leader, epoch,
 // replicas and in-sync set.
 func (b *Broker) clusterMetadata(c caller, req *kmsg.MetadataRequest, resp *kmsg.MetadataResponse) {
 	m := b.cl.cfg.Maps.Map()
 	resp.Brokers = resp.Brokers[:0]
-	for _, mb := range m.Members {
-		if !mb.HasRole(clustermap.RoleData) || mb.State != clustermap.StateAlive {
-			continue
-		}
-		host, port, ok := b.cl.cfg.Addr(mb.ID)
-		if !ok {
-			continue
-		}
+	b.eachBroker(m, func(node int32, host string, port int32) {
 		br := kmsg.NewMetadataResponseBroker()
-		br.NodeID, br.Host, br.Port = NodeID(mb.ID), host, port
+		br.NodeID, br.Host, br.Port = node, host, port
 		resp.Brokers = append(resp.Brokers, br)
-	}
+	})
 	resp.ControllerID = b.cl.node
 	all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)
 	var names []string
@@ -820,13 +824,7 @@ func (b *Broker) clusterCreateTopic(name string, partitions int32, rf int16, ass
 		rf = int16(len(assignment[0]))
 	}
 	if rf == -1 {
-		data := 0
-		for _, mb := range m.Members {
-			if mb.HasRole(clustermap.RoleData) && mb.State == clustermap.StateAlive {
-				data++
-			}
-		}
-		rf = int16(max(min(3, data), 1))
+		rf = int16(max(min(3, len(liveBrokers(m))), 1))
 	}
 	cmd.Config.ReplicationFactor = int(rf)
 	cmd.Config.MinInSyncReplicas = 1

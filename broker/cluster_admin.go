@@ -42,12 +42,12 @@ func proposalCode(err error) (int16, *string) {
 	return kerr.RequestTimedOut.Code, &msg
 }
 
-// liveBrokers is every live data member of m, with its node id.
-func liveBrokers(m *clustermap.Map) map[int32]string {
-	out := map[int32]string{}
+// liveBrokers is every live data member of m: the cluster's brokers.
+func liveBrokers(m *clustermap.Map) []string {
+	var out []string
 	for _, mb := range m.Members {
 		if mb.HasRole(clustermap.RoleData) && mb.State == clustermap.StateAlive {
-			out[NodeID(mb.ID)] = mb.ID
+			out = append(out, mb.ID)
 		}
 	}
 	return out
@@ -59,18 +59,11 @@ func (b *Broker) clusterDescribe(resp *kmsg.DescribeClusterResponse) {
 	m := b.cl.cfg.Maps.Map()
 	resp.ControllerID = b.cl.node
 	resp.Brokers = resp.Brokers[:0]
-	for _, mb := range m.Members {
-		if !mb.HasRole(clustermap.RoleData) || mb.State != clustermap.StateAlive {
-			continue
-		}
-		host, port, ok := b.cl.cfg.Addr(mb.ID)
-		if !ok {
-			continue
-		}
+	b.eachBroker(m, func(node int32, host string, port int32) {
 		br := kmsg.NewDescribeClusterResponseBroker()
-		br.NodeID, br.Host, br.Port = NodeID(mb.ID), host, port
+		br.NodeID, br.Host, br.Port = node, host, port
 		resp.Brokers = append(resp.Brokers, br)
-	}
+	})
 }
 
 // clusterDeleteTopic has the control plane delete a topic; every broker
@@ -176,7 +169,10 @@ func (b *Broker) clusterReassign(topic string, partition int32, nodes []int32) (
 	m := b.cl.cfg.Maps.Map()
 	cmd := clustermap.ReassignPartition{Topic: topic, Partition: int(partition)}
 	if nodes != nil {
-		live := liveBrokers(m)
+		live := map[int32]string{}
+		for _, id := range liveBrokers(m) {
+			live[NodeID(id)] = id
+		}
 		for _, n := range nodes {
 			id, ok := live[n]
 			if !ok {
