@@ -249,8 +249,10 @@ func TestBrokerClusterPubSub(t *testing.T) {
 		}
 		return nil
 	})
+	// Keyed, so that the events spread over the partitions (unkeyed
+	// ones may all go to one partition, hence one instance).
 	for i := 1; i < 40; i++ {
-		expectStatus(t, do(t, "POST", a.url("/v1.0/publish/pubsub/orders"), fmt.Sprintf(`{"n":%d}`, i), "Content-Type", "application/json"), 204)
+		expectStatus(t, do(t, "POST", a.url(fmt.Sprintf("/v1.0/publish/pubsub/orders?metadata.partitionKey=k%d", i)), fmt.Sprintf(`{"n":%d}`, i), "Content-Type", "application/json"), 204)
 	}
 	numbers := func(port int) []int {
 		var out []int
