@@ -147,7 +147,7 @@ func (n *Node) ready(rn *raft.RawNode) error {
 			if n.leaderStart == 0 {
 				n.leaderStart, _ = n.st.ms.LastIndex()
 			}
-			n.log.Info("raft leader", "term", rd.HardState.Term)
+			n.log.Info("raft leader", "term", rn.BasicStatus().Term)
 		}
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) {
