@@ -12,6 +12,10 @@
 // checks without changing. A bad name or value gets INVALID_CONFIG naming
 // it, an unknown topic UNKNOWN_TOPIC_OR_PARTITION. Broker configs (type
 // 4) are the runtime's flags: INVALID_CONFIG; other types INVALID_REQUEST.
+//
+// In the broker cluster the control plane's map holds a topic's configs
+// (and min.insync.replicas and unclean.leader.election.enable as well):
+// the change is proposed there and every broker applies it.
 package broker
 
 import (
@@ -49,6 +53,9 @@ func (b *Broker) alterTopicConfigs(c caller, resType kmsg.ConfigResourceType, na
 		return fail(kerr.InvalidConfig.Code, "broker configs are the runtime's flags and cannot be altered")
 	default:
 		return fail(kerr.InvalidRequest.Code, "resource type %d: only topics (2) are altered", resType)
+	}
+	if b.cl != nil {
+		return b.clusterAlterConfigs(name, validateOnly, change)
 	}
 	err := b.topics.alterConfigs(name, validateOnly, func(cur map[string]string) (map[string]string, error) {
 		next := maps.Clone(cur)

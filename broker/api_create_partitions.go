@@ -3,6 +3,8 @@
 // Grows a topic to Count partitions; new partitions start empty. A count
 // at or below the current one gets INVALID_PARTITIONS; manual assignments
 // are refused (INVALID_REQUEST). ValidateOnly checks without creating.
+// In the broker cluster the control plane adds the partitions, spread
+// over the brokers or as a manual assignment gives them.
 package broker
 
 import (
@@ -21,6 +23,8 @@ func (b *Broker) handleCreatePartitions(c caller, req *kmsg.CreatePartitionsRequ
 		var err error
 		if !b.topicAllowed(c, acl.OpAlter, rt.Topic) {
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
+		} else if b.cl != nil {
+			st.ErrorCode, st.ErrorMessage = b.clusterCreatePartitions(rt, req.ValidateOnly)
 		} else if len(rt.Assignment) > 0 {
 			st.ErrorCode = kerr.InvalidRequest.Code
 			msg := "manual replica assignment is not supported"

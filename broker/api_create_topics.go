@@ -47,7 +47,7 @@ func (b *Broker) handleCreateTopics(c caller, req *kmsg.CreateTopicsRequest) kms
 			}
 		}
 		if b.cl != nil {
-			b.clusterCreateTopicReq(rt, req.ValidateOnly, &st, fail)
+			b.clusterCreateTopicReq(rt, configs, req.ValidateOnly, &st, fail)
 			resp.Topics = append(resp.Topics, st)
 			continue
 		}
@@ -72,7 +72,7 @@ func (b *Broker) handleCreateTopics(c caller, req *kmsg.CreateTopicsRequest) kms
 			switch {
 			case err == nil:
 				st.NumPartitions, st.ReplicationFactor = parts, 1
-				st.Configs = createdConfigs(b, configs)
+				st.Configs = createdConfigs(topicConfigEntries(b.cfg.Log, configs))
 			case errors.Is(err, errTopicExists):
 				fail(kerr.TopicAlreadyExists, err.Error())
 			case errors.Is(err, errInvalidTopic):
@@ -109,9 +109,9 @@ func (b *Broker) checkAssignment(as []kmsg.CreateTopicsRequestTopicReplicaAssign
 	return ""
 }
 
-func createdConfigs(b *Broker, overrides map[string]string) []kmsg.CreateTopicsResponseTopicConfig {
+func createdConfigs(entries []configEntry) []kmsg.CreateTopicsResponseTopicConfig {
 	var out []kmsg.CreateTopicsResponseTopicConfig
-	for _, e := range topicConfigEntries(b.cfg.Log, overrides) {
+	for _, e := range entries {
 		c := kmsg.NewCreateTopicsResponseTopicConfig()
 		v := e.value
 		c.Name, c.Value, c.Source = e.name, &v, int8(e.source)
@@ -121,11 +121,13 @@ func createdConfigs(b *Broker, overrides map[string]string) []kmsg.CreateTopicsR
 }
 
 // clusterCreateTopicReq answers one topic of a CreateTopics in cluster
-// mode: the control plane creates it (topic configs other than the
-// replication settings are not kept by the map yet, and are refused).
-func (b *Broker) clusterCreateTopicReq(rt kmsg.CreateTopicsRequestTopic, validateOnly bool, st *kmsg.CreateTopicsResponseTopic, fail func(*kerr.Error, string)) {
-	if len(rt.Configs) > 0 {
-		fail(kerr.InvalidConfig, "topic configs are not supported by the broker cluster yet: create the topic, then alter its configs")
+// mode: the control plane creates it, with its configs
+// (min.insync.replicas and unclean.leader.election.enable besides the
+// single broker's).
+func (b *Broker) clusterCreateTopicReq(rt kmsg.CreateTopicsRequestTopic, configs map[string]string, validateOnly bool, st *kmsg.CreateTopicsResponseTopic, fail func(*kerr.Error, string)) {
+	settings, err := b.splitClusterConfigs(configs)
+	if err != nil {
+		fail(kerr.InvalidConfig, err.Error())
 		return
 	}
 	var assignment [][]int32
@@ -149,10 +151,11 @@ func (b *Broker) clusterCreateTopicReq(rt kmsg.CreateTopicsRequestTopic, validat
 		}
 		return
 	}
-	tp, code, msg := b.clusterCreateTopic(rt.Topic, rt.NumPartitions, rt.ReplicationFactor, assignment)
+	tp, code, msg := b.clusterCreateTopic(rt.Topic, rt.NumPartitions, rt.ReplicationFactor, assignment, settings)
 	if code != 0 {
 		fail(kerr.ErrorForCode(code).(*kerr.Error), msg)
 		return
 	}
 	st.NumPartitions, st.ReplicationFactor = int32(len(tp.Partitions)), int16(tp.Config.ReplicationFactor)
+	st.Configs = createdConfigs(b.clusterConfigEntries(tp))
 }

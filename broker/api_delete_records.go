@@ -3,6 +3,9 @@
 // Moves a partition's log start offset forward (offset -1 means the high
 // watermark) and deletes the segments wholly before it. The new start is
 // persisted. An offset past the high watermark gets OFFSET_OUT_OF_RANGE.
+// In the broker cluster only the partition's leader deletes
+// (NOT_LEADER_OR_FOLLOWER elsewhere); its followers trim to the leader's
+// new start when they next fetch.
 package broker
 
 import (
@@ -33,6 +36,8 @@ func (b *Broker) handleDeleteRecords(c caller, req *kmsg.DeleteRecordsRequest) k
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			} else if p == nil {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			} else if b.cl != nil && !b.leads(rt.Topic, rp.Partition) {
+				sp.ErrorCode = kerr.NotLeaderForPartition.Code
 			} else if low, err := p.DeleteRecords(rp.Offset); err != nil {
 				if errors.Is(err, storage.ErrOffsetOutOfRange) {
 					sp.ErrorCode = kerr.OffsetOutOfRange.Code

@@ -9,11 +9,12 @@
 package broker
 
 import (
-	"mecha/broker/acl"
 	"sort"
 	"strconv"
 
+	"mecha/broker/acl"
 	"mecha/broker/storage"
+	"mecha/internal/clustermap"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -75,10 +76,19 @@ func (b *Broker) handleDescribeConfigs(c caller, req *kmsg.DescribeConfigsReques
 				sr.ErrorCode = kerr.TopicAuthorizationFailed.Code
 				break
 			}
-			if t == nil {
+			var tp *clustermap.Topic
+			if b.cl != nil {
+				// The map's configs, which every broker applies.
+				tp = b.cl.cfg.Maps.Map().Topic(rr.ResourceName)
+			}
+			if tp == nil && (t == nil || b.cl != nil) {
 				sr.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				msg := "unknown topic " + rr.ResourceName
 				sr.ErrorMessage = &msg
+				break
+			}
+			if tp != nil {
+				entries = b.clusterConfigEntries(tp)
 				break
 			}
 			t.mu.RLock()

@@ -143,7 +143,7 @@ func (b *Broker) produceTopic(c caller, name string) (t *topic, code int16, rele
 		tp := b.cl.cfg.Maps.Map().Topic(name)
 		if tp == nil && auto {
 			var code int16
-			if tp, code, _ = b.clusterCreateTopic(name, -1, -1, nil); code != 0 && code != kerr.TopicAlreadyExists.Code {
+			if tp, code, _ = b.clusterCreateTopic(name, -1, -1, nil, clusterSettings{}); code != 0 && code != kerr.TopicAlreadyExists.Code {
 				return nil, code, nil
 			}
 		}

@@ -179,6 +179,9 @@ func (b *Broker) reconcile(m *clustermap.Map) {
 		if err == nil && t.numPartitions() < int32(len(tp.Partitions)) {
 			err = b.topics.addPartitions(tp.Name, int32(len(tp.Partitions)), false)
 		}
+		if err == nil {
+			err = b.topics.setConfigs(tp.Name, tp.Overrides)
+		}
 		if err != nil {
 			b.log.Error("broker: cluster topic", "topic", tp.Name, "err", err)
 			continue
@@ -752,7 +755,7 @@ func (b *Broker) clusterMetadata(c caller, req *kmsg.MetadataRequest, resp *kmsg
 				continue
 			}
 			var code int16
-			tp, code, _ = b.clusterCreateTopic(name, b.cfg.DefaultPartitions, -1, nil)
+			tp, code, _ = b.clusterCreateTopic(name, b.cfg.DefaultPartitions, -1, nil, clusterSettings{})
 			if code != 0 && code != kerr.TopicAlreadyExists.Code {
 				mt.ErrorCode = code
 				resp.Topics = append(resp.Topics, mt)
@@ -795,7 +798,7 @@ func (b *Broker) clusterMetadata(c caller, req *kmsg.MetadataRequest, resp *kmsg
 // when -1), min.insync.replicas 2 when rf is 3 or more (else 1), or the
 // manual assignment (node ids per partition). It returns once the map
 // holds the topic, or a Kafka code and why.
-func (b *Broker) clusterCreateTopic(name string, partitions int32, rf int16, assignment [][]int32) (*clustermap.Topic, int16, string) {
+func (b *Broker) clusterCreateTopic(name string, partitions int32, rf int16, assignment [][]int32, s clusterSettings) (*clustermap.Topic, int16, string) {
 	if err := validTopicName(name); err != nil {
 		return nil, kerr.InvalidTopicException.Code, err.Error()
 	}
@@ -803,34 +806,24 @@ func (b *Broker) clusterCreateTopic(name string, partitions int32, rf int16, ass
 	if partitions == -1 {
 		partitions = b.cfg.DefaultPartitions
 	}
-	cmd := clustermap.CreateTopic{Name: name, Partitions: int(partitions)}
+	cmd := clustermap.CreateTopic{Name: name, Partitions: int(partitions), Overrides: s.overrides}
 	if len(assignment) > 0 {
-		byNode := map[int32]string{}
-		for _, mb := range m.Members {
-			byNode[NodeID(mb.ID)] = mb.ID
+		ids, msg := membersOfNodes(m, assignment)
+		if msg != "" {
+			return nil, kerr.InvalidReplicaAssignment.Code, msg
 		}
-		cmd.Partitions = 0
-		for i, nodes := range assignment {
-			var ids []string
-			for _, n := range nodes {
-				id, ok := byNode[n]
-				if !ok {
-					return nil, kerr.InvalidReplicaAssignment.Code, fmt.Sprintf("partition %d: broker %d is not in the cluster", i, n)
-				}
-				ids = append(ids, id)
-			}
-			cmd.Assignment = append(cmd.Assignment, ids)
-		}
+		cmd.Partitions, cmd.Assignment = 0, ids
 		rf = int16(len(assignment[0]))
 	}
 	if rf == -1 {
 		rf = int16(max(min(3, len(liveBrokers(m))), 1))
 	}
 	cmd.Config.ReplicationFactor = int(rf)
-	cmd.Config.MinInSyncReplicas = 1
-	if rf >= 3 {
-		cmd.Config.MinInSyncReplicas = 2
+	cmd.Config.MinInSyncReplicas = defaultMinInSync(int(rf))
+	if s.minInSync != 0 {
+		cmd.Config.MinInSyncReplicas = s.minInSync
 	}
+	cmd.Config.UncleanLeaderElection = s.unclean
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
 	err := b.cl.cfg.Propose(ctx, cmd)

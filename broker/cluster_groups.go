@@ -45,7 +45,7 @@ func (b *Broker) coordinatorOf(group string) (string, int16) {
 	tp := b.cl.cfg.Maps.Map().Topic(offsetsTopic)
 	if tp == nil {
 		var code int16
-		if tp, code, _ = b.clusterCreateTopic(offsetsTopic, offsetsPartitions, -1, nil); tp == nil {
+		if tp, code, _ = b.clusterCreateTopic(offsetsTopic, offsetsPartitions, -1, nil, clusterSettings{}); tp == nil {
 			if code == kerr.TopicAlreadyExists.Code {
 				tp = b.cl.cfg.Maps.Map().Topic(offsetsTopic)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -838,4 +839,187 @@ func TestKafkajsCluster(t *testing.T) {
 			return
 		}
 	}
+}
+
+// TestClusterTopicConfigs: a topic's configs and partition count live in
+// the map, so what kadm sets through one broker every broker applies and
+// describes: CreateTopics with configs (min.insync.replicas among them),
+// IncrementalAlterConfigs and AlterConfigs, bad values refused with
+// INVALID_CONFIG, CreatePartitions spread and assigned, and DeleteRecords
+// at the leader only, its followers trimming after it.
+func TestClusterTopicConfigs(t *testing.T) {
+	tc := newTestCluster(t, "a", "b", "c")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := newKgo(t, tc.seeds()[0], kgo.SeedBrokers(tc.seeds()...))
+	adm := kadm.NewClient(cl)
+	ms := "3600000"
+	three := "3"
+	if _, err := adm.CreateTopic(ctx, 2, 3, map[string]*string{"retention.ms": &ms, "min.insync.replicas": &three}, "cfg"); err != nil {
+		t.Fatal(err)
+	}
+	if c := tc.mapNow().Topic("cfg").Config.MinInSyncReplicas; c != 3 {
+		t.Fatalf("min.insync.replicas %d in the map, want 3", c)
+	}
+	// describe asks one broker for the topic's configs.
+	describe := func(seed string) map[string]string {
+		t.Helper()
+		one := newKgo(t, seed)
+		rcs, err := kadm.NewClient(one).DescribeTopicConfigs(ctx, "cfg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := rcs.On("cfg", nil)
+		if err != nil || rc.Err != nil {
+			t.Fatalf("describe: %v %v", err, rc.Err)
+		}
+		out := map[string]string{}
+		for _, c := range rc.Configs {
+			out[c.Key] = c.MaybeValue()
+		}
+		return out
+	}
+	// applied polls until every broker's replicas use want as overrides,
+	// and every broker describes them.
+	applied := func(want map[string]string, minISR string) {
+		t.Helper()
+		poll.Until(t, 10*time.Second, fmt.Sprintf("every broker to apply %v", want), func() bool {
+			for _, id := range []string{"a", "b", "c"} {
+				tp := tc.brokers[id].topics.get("cfg")
+				if tp == nil {
+					return false
+				}
+				tp.mu.RLock()
+				same := maps.Equal(tp.configs, want)
+				tp.mu.RUnlock()
+				if !same {
+					return false
+				}
+			}
+			return true
+		})
+		for _, seed := range tc.seeds() {
+			got := describe(seed)
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("broker %s describes %s=%q, want %q", seed, k, got[k], v)
+				}
+			}
+			if got["min.insync.replicas"] != minISR {
+				t.Errorf("broker %s describes min.insync.replicas=%q, want %s", seed, got["min.insync.replicas"], minISR)
+			}
+		}
+	}
+	applied(map[string]string{"retention.ms": ms}, "3")
+
+	seg := "1048576"
+	res, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "segment.bytes", Value: &seg}, {Op: kadm.DeleteConfig, Name: "retention.ms"}}, "cfg")
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("incremental alter: %v %+v", err, res)
+	}
+	applied(map[string]string{"segment.bytes": seg}, "3")
+
+	// AlterConfigs replaces: min.insync.replicas goes back to its
+	// default, 2 at three replicas.
+	policy := "delete"
+	res, err = adm.AlterTopicConfigsState(ctx, []kadm.AlterConfig{{Name: "cleanup.policy", Value: &policy}}, "cfg")
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("alter: %v %+v", err, res)
+	}
+	applied(map[string]string{"cleanup.policy": "delete"}, "2")
+
+	for _, bad := range []kadm.AlterConfig{
+		{Op: kadm.SetConfig, Name: "min.insync.replicas", Value: kmsg.StringPtr("4")},
+		{Op: kadm.SetConfig, Name: "retention.ms", Value: kmsg.StringPtr("soon")},
+		{Op: kadm.SetConfig, Name: "no.such.config", Value: kmsg.StringPtr("1")},
+	} {
+		res, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{bad}, "cfg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(res[0].Err, kerr.InvalidConfig) || !strings.Contains(res[0].ErrMessage, bad.Name) {
+			t.Errorf("%s=%s: %v %q, want INVALID_CONFIG naming it", bad.Name, *bad.Value, res[0].Err, res[0].ErrMessage)
+		}
+	}
+	if _, err := adm.CreateTopic(ctx, 1, 3, map[string]*string{"retention.ms": kmsg.StringPtr("-5x")}, "badcfg"); !errors.Is(err, kerr.InvalidConfig) {
+		t.Errorf("create with a bad config: %v, want INVALID_CONFIG", err)
+	}
+
+	// CreatePartitions: one spread by the control plane, then one
+	// assigned by hand.
+	cp, err := adm.CreatePartitions(ctx, 1, "cfg")
+	if err != nil || cp["cfg"].Err != nil {
+		t.Fatalf("create partitions: %v %+v", err, cp)
+	}
+	if n := len(tc.mapNow().Topic("cfg").Partitions); n != 3 {
+		t.Fatalf("%d partitions in the map, want 3", n)
+	}
+	areq := kmsg.NewPtrCreatePartitionsRequest()
+	rt := kmsg.NewCreatePartitionsRequestTopic()
+	rt.Topic, rt.Count = "cfg", 4
+	as := kmsg.NewCreatePartitionsRequestTopicAssignment()
+	as.Replicas = []int32{NodeID("c"), NodeID("a"), NodeID("b")}
+	rt.Assignment = append(rt.Assignment, as)
+	areq.Topics = append(areq.Topics, rt)
+	aresp, err := areq.RequestWith(ctx, cl)
+	if err != nil || aresp.Topics[0].ErrorCode != 0 {
+		t.Fatalf("assigned create partitions: %v %+v", err, aresp)
+	}
+	if g := tc.mapNow().Topic("cfg").Partitions[3]; !slices.Equal(g.Replicas, []string{"c", "a", "b"}) || g.Leader != "c" {
+		t.Fatalf("partition 3: replicas %v led by %s, want [c a b] led by c", g.Replicas, g.Leader)
+	}
+	rt.Count = 4
+	rt.Assignment = nil
+	areq.Topics = []kmsg.CreatePartitionsRequestTopic{rt}
+	if aresp, err = areq.RequestWith(ctx, cl); err != nil || aresp.Topics[0].ErrorCode != kerr.InvalidPartitions.Code {
+		t.Fatalf("create partitions to the same count: %v %+v, want INVALID_PARTITIONS", err, aresp)
+	}
+	// Every broker holds the new partitions, and acks=all writes reach
+	// partition 3 through its leader.
+	poll.Until(t, 10*time.Second, "every broker to hold 4 partitions", func() bool {
+		for _, id := range []string{"a", "b", "c"} {
+			if tp := tc.brokers[id].topics.get("cfg"); tp == nil || tp.numPartitions() != 4 {
+				return false
+			}
+		}
+		return true
+	})
+	prod := newKgo(t, tc.seeds()[0], kgo.SeedBrokers(tc.seeds()...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequiredAcks(kgo.AllISRAcks()))
+	for i := range 10 {
+		if err := prod.ProduceSync(ctx, &kgo.Record{Topic: "cfg", Partition: 3, Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// DeleteRecords: a follower refuses, the leader deletes, and the
+	// followers trim to its new start.
+	dreq := kmsg.NewPtrDeleteRecordsRequest()
+	dt := kmsg.NewDeleteRecordsRequestTopic()
+	dt.Topic = "cfg"
+	dp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	dp.Partition, dp.Offset = 3, 4
+	dt.Partitions = append(dt.Partitions, dp)
+	dreq.Topics = append(dreq.Topics, dt)
+	// (kgo sends a DeleteRecords to each partition's leader itself; this
+	// one goes to a follower on purpose.)
+	kr, err := cl.Broker(int(NodeID("a"))).Request(ctx, dreq)
+	dresp, _ := kr.(*kmsg.DeleteRecordsResponse)
+	if err != nil || dresp.Topics[0].Partitions[0].ErrorCode != kerr.NotLeaderForPartition.Code {
+		t.Fatalf("delete records at a follower: %v %+v, want NOT_LEADER_OR_FOLLOWER", err, dresp)
+	}
+	del, err := adm.DeleteRecords(ctx, kadm.Offsets{"cfg": {3: kadm.Offset{At: 4}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := del.Lookup("cfg", 3); r.Err != nil || r.LowWatermark != 4 {
+		t.Fatalf("delete records: %+v", r)
+	}
+	poll.Until(t, 10*time.Second, "the followers to trim to offset 4", func() bool {
+		for _, id := range []string{"a", "b"} {
+			if start, _ := tc.brokers[id].topics.get("cfg").partition(3).Offsets(); start != 4 {
+				return false
+			}
+		}
+		return true
+	})
 }

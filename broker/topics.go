@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -290,6 +291,23 @@ func (r *topicRegistry) alterConfigs(name string, validateOnly bool, change func
 	r.log.Info("broker: topic configs altered", "topic", name, "configs", next)
 	return nil
 }
+
+// setConfigs makes a topic's overrides configs, if they are not already
+// (the broker cluster's map says them).
+func (r *topicRegistry) setConfigs(name string, configs map[string]string) error {
+	err := r.alterConfigs(name, false, func(cur map[string]string) (map[string]string, error) {
+		if maps.Equal(cur, configs) {
+			return nil, errConfigsUnchanged
+		}
+		return maps.Clone(configs), nil
+	})
+	if errors.Is(err, errConfigsUnchanged) {
+		return nil
+	}
+	return err
+}
+
+var errConfigsUnchanged = errors.New("broker: configs unchanged")
 
 // ensure returns a topic, creating it with the default partition count
 // when auto-creation is on.

@@ -2,6 +2,7 @@ package clustermap
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 )
 
@@ -67,6 +68,8 @@ func Apply(m *Map, c Command) (*Map, error) {
 		err = t.reassignPartition(c)
 	case SetTopicConfig:
 		err = t.setTopicConfig(c)
+	case AddPartitions:
+		err = t.addPartitions(c)
 	default:
 		err = fmt.Errorf("command %T: %w", c, ErrBadCommand)
 	}
@@ -925,29 +928,15 @@ func (t *txn) createTopic(c CreateTopic) error {
 	if err := checkTopicConfig(c.Name, cfg); err != nil {
 		return err
 	}
-	assign := c.Assignment
-	if len(assign) == 0 {
-		if cfg.ReplicationFactor > len(elig) {
-			return fmt.Errorf("topic %q: replication factor %d, %d data members: %w", c.Name, cfg.ReplicationFactor, len(elig), ErrNotEnoughMembers)
-		}
-		order, load := t.m.byLoad(elig)
-		assign = spread(order, parts, cfg.ReplicationFactor, load)
+	if err := checkOverrides(c.Name, c.Overrides); err != nil {
+		return err
 	}
-	for p, ids := range assign {
-		what := PartitionRef(c.Name, p).String()
-		if len(ids) != cfg.ReplicationFactor {
-			return fmt.Errorf("%s: %d replicas, replication factor %d: %w", what, len(ids), cfg.ReplicationFactor, ErrBadAssignment)
-		}
-		if err := t.checkReplicaList(what, ids); err != nil {
-			return err
-		}
+	assign, err := t.assignPartitions(c.Name, 0, parts, cfg.ReplicationFactor, c.Assignment, elig)
+	if err != nil {
+		return err
 	}
-	tp := &Topic{Name: c.Name, ID: t.m.Version + 1, Config: cfg, Partitions: make([]*Group, parts)}
-	groups := make([]Group, parts)
-	for p, ids := range assign {
-		groups[p] = Group{Replicas: slices.Clone(ids), Leader: ids[0], Epoch: 1, ISR: slices.Clone(ids)}
-		tp.Partitions[p] = &groups[p]
-	}
+	tp := &Topic{Name: c.Name, ID: t.m.Version + 1, Config: cfg, Overrides: maps.Clone(c.Overrides)}
+	tp.Partitions = newPartitions(assign)
 	if !t.ownTopics {
 		t.m.Topics = slices.Clone(t.m.Topics)
 		t.ownTopics = true
@@ -958,6 +947,86 @@ func (t *txn) createTopic(c CreateTopic) error {
 		t.own[g] = struct{}{}
 	}
 	t.changed = true
+	return nil
+}
+
+// assignPartitions returns the replica lists of partitions first to
+// first+n-1 of topic name: assign checked, or spread over elig.
+func (t *txn) assignPartitions(name string, first, n, rf int, assign [][]string, elig []string) ([][]string, error) {
+	if len(assign) == 0 {
+		if rf > len(elig) {
+			return nil, fmt.Errorf("topic %q: replication factor %d, %d data members: %w", name, rf, len(elig), ErrNotEnoughMembers)
+		}
+		order, load := t.m.byLoad(elig)
+		assign = spread(order, n, rf, load)
+	}
+	for p, ids := range assign {
+		what := PartitionRef(name, first+p).String()
+		if len(ids) != rf {
+			return nil, fmt.Errorf("%s: %d replicas, replication factor %d: %w", what, len(ids), rf, ErrBadAssignment)
+		}
+		if err := t.checkReplicaList(what, ids); err != nil {
+			return nil, err
+		}
+	}
+	return assign, nil
+}
+
+// newPartitions makes the groups of new partitions: each led by its
+// first replica, all in sync, at epoch 1.
+func newPartitions(assign [][]string) []*Group {
+	groups := make([]Group, len(assign))
+	out := make([]*Group, len(assign))
+	for p, ids := range assign {
+		groups[p] = Group{Replicas: slices.Clone(ids), Leader: ids[0], Epoch: 1, ISR: slices.Clone(ids)}
+		out[p] = &groups[p]
+	}
+	return out
+}
+
+// addPartitions grows a topic.
+func (t *txn) addPartitions(c AddPartitions) error {
+	i, ok := t.m.topicIndex(c.Name)
+	if !ok {
+		return fmt.Errorf("topic %q: %w", c.Name, ErrUnknownTopic)
+	}
+	cur := t.m.Topics[i]
+	have := len(cur.Partitions)
+	if c.Count <= have || c.Count > maxPartitions {
+		return fmt.Errorf("topic %q: %d partitions, want more than %d and at most %d: %w", c.Name, c.Count, have, maxPartitions, ErrBadConfig)
+	}
+	if len(c.Assignment) > 0 && len(c.Assignment) != c.Count-have {
+		return fmt.Errorf("topic %q: %d new partitions, %d assigned: %w", c.Name, c.Count-have, len(c.Assignment), ErrBadAssignment)
+	}
+	assign, err := t.assignPartitions(c.Name, have, c.Count-have, cur.Config.ReplicationFactor, c.Assignment, t.eligibleMembers())
+	if err != nil {
+		return err
+	}
+	tp := t.topicW(i)
+	tp.Partitions = append(tp.Partitions, newPartitions(assign)...)
+	for _, g := range tp.Partitions[have:] {
+		t.own[g] = struct{}{}
+	}
+	return nil
+}
+
+// Limits of a topic's overrides: Kafka's config names are short, and the
+// map is in every runtime's memory.
+const (
+	maxOverrides        = 64
+	maxOverrideNameLen  = 255
+	maxOverrideValueLen = 1024
+)
+
+func checkOverrides(name string, o map[string]string) error {
+	if len(o) > maxOverrides {
+		return fmt.Errorf("topic %q: %d configs, at most %d: %w", name, len(o), maxOverrides, ErrBadConfig)
+	}
+	for k, v := range o {
+		if k == "" || len(k) > maxOverrideNameLen || len(v) > maxOverrideValueLen {
+			return fmt.Errorf("topic %q: config %.40q of %d bytes, value of %d: %w", name, k, len(k), len(v), ErrBadConfig)
+		}
+	}
 	return nil
 }
 
@@ -1049,11 +1118,19 @@ func (t *txn) setTopicConfig(c SetTopicConfig) error {
 	if cfg.ReplicationFactor > old.ReplicationFactor && cfg.ReplicationFactor > t.m.capacity() {
 		return fmt.Errorf("topic %q: replication factor %d, %d data members: %w", c.Name, cfg.ReplicationFactor, t.m.capacity(), ErrNotEnoughMembers)
 	}
-	if cfg == old {
+	overrides := t.m.Topics[i].Overrides
+	if c.ReplaceOverrides {
+		if err := checkOverrides(c.Name, c.Overrides); err != nil {
+			return err
+		}
+		overrides = c.Overrides
+	}
+	if cfg == old && maps.Equal(overrides, t.m.Topics[i].Overrides) {
 		return nil
 	}
 	tp := t.topicW(i)
 	tp.Config = cfg
+	tp.Overrides = maps.Clone(overrides)
 	for p, g := range tp.Partitions {
 		r := PartitionRef(c.Name, p)
 		if g.Target != nil && len(g.Target) != cfg.ReplicationFactor {

@@ -2,7 +2,9 @@ package clustermap
 
 import (
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -387,6 +389,46 @@ func TestApply(t *testing.T) {
 		{name: "config unknown", cmd: SetTopicConfig{Name: "x", MinInSyncReplicas: 2}, err: ErrUnknownTopic},
 		{name: "config min isr above rf", cmd: SetTopicConfig{Name: "t", MinInSyncReplicas: 4}, err: ErrBadConfig},
 		{name: "config rf above members", cmd: SetTopicConfig{Name: "t", ReplicationFactor: 5}, err: ErrNotEnoughMembers},
+		{name: "config overrides", cmd: SetTopicConfig{Name: "t", ReplaceOverrides: true, Overrides: map[string]string{"retention.ms": "5"}}, check: func(t *testing.T, old, m *Map) {
+			want(t, "retention.ms", m.Topic("t").Overrides["retention.ms"], "5")
+			want(t, "min isr kept", m.Topic("t").Config.MinInSyncReplicas, old.Topic("t").Config.MinInSyncReplicas)
+		}},
+		{name: "config overrides cleared", prep: []Command{SetTopicConfig{Name: "t", ReplaceOverrides: true, Overrides: map[string]string{"retention.ms": "5"}}},
+			cmd: SetTopicConfig{Name: "t", ReplaceOverrides: true}, check: func(t *testing.T, old, m *Map) {
+				want(t, "overrides", len(m.Topic("t").Overrides), 0)
+			}},
+		{name: "config overrides kept without replace", prep: []Command{SetTopicConfig{Name: "t", ReplaceOverrides: true, Overrides: map[string]string{"retention.ms": "5"}}},
+			cmd: SetTopicConfig{Name: "t", MinInSyncReplicas: 2}, check: func(t *testing.T, old, m *Map) {
+				want(t, "retention.ms", m.Topic("t").Overrides["retention.ms"], "5")
+			}},
+		{name: "config overrides unchanged", prep: []Command{SetTopicConfig{Name: "t", ReplaceOverrides: true, Overrides: map[string]string{"retention.ms": "5"}}},
+			cmd: SetTopicConfig{Name: "t", ReplaceOverrides: true, Overrides: map[string]string{"retention.ms": "5"}}},
+		{name: "config override too long", cmd: SetTopicConfig{Name: "t", ReplaceOverrides: true, Overrides: map[string]string{"x": strings.Repeat("v", maxOverrideValueLen+1)}}, err: ErrBadConfig},
+		{name: "create with overrides", cmd: CreateTopic{Name: "u", Partitions: 1, Overrides: map[string]string{"retention.ms": "7"}}, check: func(t *testing.T, old, m *Map) {
+			want(t, "retention.ms", m.Topic("u").Overrides["retention.ms"], "7")
+		}},
+		{name: "add partitions", cmd: AddPartitions{Name: "t", Count: 12}, check: func(t *testing.T, old, m *Map) {
+			tp := m.Topic("t")
+			want(t, "partitions", len(tp.Partitions), 12)
+			for p, g := range tp.Partitions[len(old.Topic("t").Partitions):] {
+				want(t, fmt.Sprintf("replicas of new partition %d", p), len(g.Replicas), tp.Config.ReplicationFactor)
+				want(t, "leader", g.Leader, g.Replicas[0])
+				want(t, "epoch", g.Epoch, 1)
+				wantIDs(t, "isr", g.ISR, g.Replicas...)
+			}
+			for p := range old.Topic("t").Partitions {
+				if tp.Partitions[p] != old.Topic("t").Partitions[p] {
+					t.Errorf("partition %d changed", p)
+				}
+			}
+		}},
+		{name: "add partitions assigned", cmd: AddPartitions{Name: "t", Count: 5, Assignment: [][]string{{"d", "c", "b"}}}, check: func(t *testing.T, old, m *Map) {
+			wantIDs(t, "replicas", part(m, "t", 4).Replicas, "d", "c", "b")
+		}},
+		{name: "add partitions not more", cmd: AddPartitions{Name: "t", Count: 4}, err: ErrBadConfig},
+		{name: "add partitions unknown", cmd: AddPartitions{Name: "x", Count: 9}, err: ErrUnknownTopic},
+		{name: "add partitions assignment count", cmd: AddPartitions{Name: "t", Count: 6, Assignment: [][]string{{"d", "c", "b"}}}, err: ErrBadAssignment},
+		{name: "add partitions assignment rf", cmd: AddPartitions{Name: "t", Count: 5, Assignment: [][]string{{"d", "c"}}}, err: ErrBadAssignment},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -86,6 +86,8 @@ func Decode(b []byte) (Command, error) {
 		c, err = decodeAs[ReassignPartition](b[2:])
 	case KindSetTopicConfig:
 		c, err = decodeAs[SetTopicConfig](b[2:])
+	case KindAddPartitions:
+		c, err = decodeAs[AddPartitions](b[2:])
 	default:
 		return nil, fmt.Errorf("command kind %d: %w", b[1], ErrBadCommand)
 	}

@@ -27,10 +27,11 @@ func sampleCommands() []Command {
 		LeaderTransfer{Ref: s1, To: "c", Epoch: 2},
 		ElectLeaders{Refs: []Ref{s0, p0}},
 		RemoveReplica{Ref: s0, Member: "b"},
-		CreateTopic{Name: "t", Partitions: 2, Config: TopicConfig{ReplicationFactor: 2, MinInSyncReplicas: 1, UncleanLeaderElection: true}, Assignment: [][]string{{"a", "b"}, {"b", "a"}}},
+		CreateTopic{Name: "t", Partitions: 2, Config: TopicConfig{ReplicationFactor: 2, MinInSyncReplicas: 1, UncleanLeaderElection: true}, Assignment: [][]string{{"a", "b"}, {"b", "a"}}, Overrides: map[string]string{"retention.ms": "60000"}},
 		DeleteTopic{Name: "t"},
 		ReassignPartition{Topic: "t", Partition: 1, Replicas: []string{"a", "b"}},
-		SetTopicConfig{Name: "t", MinInSyncReplicas: 2, UncleanLeaderElection: ptr(false)},
+		SetTopicConfig{Name: "t", MinInSyncReplicas: 2, UncleanLeaderElection: ptr(false), ReplaceOverrides: true, Overrides: map[string]string{"retention.ms": "1000", "segment.bytes": "4096"}},
+		AddPartitions{Name: "t", Count: 4, Assignment: [][]string{{"a", "b"}, {"b", "a"}}},
 	}
 }
 

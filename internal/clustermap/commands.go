@@ -32,6 +32,7 @@ const (
 	KindDeleteTopic
 	KindReassignPartition
 	KindSetTopicConfig
+	KindAddPartitions
 	kindEnd
 )
 
@@ -56,6 +57,7 @@ var kindNames = [...]string{
 	KindDeleteTopic:       "delete_topic",
 	KindReassignPartition: "reassign_partition",
 	KindSetTopicConfig:    "set_topic_config",
+	KindAddPartitions:     "add_partitions",
 }
 
 // String returns the kind's name.
@@ -266,6 +268,22 @@ type CreateTopic struct {
 	// Assignment, if set, is the replica list of each partition; its
 	// length is the partition count and every list has the same length.
 	Assignment [][]string `json:"assignment,omitempty"`
+	// Overrides are the topic's Kafka configs (retention.ms, ...), which
+	// the brokers apply to their replicas; the map keeps them as given.
+	Overrides map[string]string `json:"overrides,omitempty"`
+}
+
+// AddPartitions grows a topic to Count partitions. Without Assignment
+// the new partitions' replicas are spread over the data members, least
+// loaded first.
+type AddPartitions struct {
+	// Name is the topic.
+	Name string `json:"name"`
+	// Count is the new partition count, above the current one.
+	Count int `json:"count"`
+	// Assignment, if set, is the replica list of each new partition, as
+	// long as the topic's replication factor.
+	Assignment [][]string `json:"assignment,omitempty"`
 }
 
 // DeleteTopic deletes a topic.
@@ -299,6 +317,10 @@ type SetTopicConfig struct {
 	// UncleanLeaderElection, if set, turns unclean election on or off;
 	// on, it elects at once in the topic's leaderless partitions.
 	UncleanLeaderElection *bool `json:"unclean_leader_election,omitempty"`
+	// ReplaceOverrides, if set, makes Overrides the topic's Kafka
+	// configs, replacing the ones it had.
+	ReplaceOverrides bool              `json:"replace_overrides,omitempty"`
+	Overrides        map[string]string `json:"overrides,omitempty"`
 }
 
 // Kind implements Command.
@@ -360,3 +382,6 @@ func (ReassignPartition) Kind() Kind { return KindReassignPartition }
 
 // Kind implements Command.
 func (SetTopicConfig) Kind() Kind { return KindSetTopicConfig }
+
+// Kind implements Command.
+func (AddPartitions) Kind() Kind { return KindAddPartitions }

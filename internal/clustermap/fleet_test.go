@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -234,7 +235,10 @@ func checkTransition(tb failer, old, next *Map, c Command, deep bool) {
 		if otp == nil || otp.ID != tp.ID {
 			continue
 		}
-		for p := range tp.Partitions {
+		if len(tp.Partitions) < len(otp.Partitions) {
+			tb.Fatalf("%T: topic %s shrank from %d partitions to %d", c, tp.Name, len(otp.Partitions), len(tp.Partitions))
+		}
+		for p := range otp.Partitions {
 			cmpGroup(PartitionRef(tp.Name, p), otp.Partitions[p], tp.Partitions[p], otp.Config.UncleanLeaderElection || tp.Config.UncleanLeaderElection)
 		}
 	}
@@ -300,6 +304,10 @@ func fingerprint(m *Map) uint64 {
 		u(uint64(tp.Config.ReplicationFactor))
 		u(uint64(tp.Config.MinInSyncReplicas))
 		u(uint64(b2i(tp.Config.UncleanLeaderElection)))
+		for _, k := range slices.Sorted(maps.Keys(tp.Overrides)) {
+			s(k)
+			s(tp.Overrides[k])
+		}
 		u(uint64(len(tp.Partitions)))
 		for _, p := range tp.Partitions {
 			g(p)

@@ -270,6 +270,9 @@ type Topic struct {
 	Config TopicConfig `json:"config"`
 	// Partitions are indexed by partition number.
 	Partitions []*Group `json:"partitions"`
+	// Overrides are its Kafka configs (retention.ms, ...), applied by the
+	// brokers; never changed in place.
+	Overrides map[string]string `json:"overrides,omitempty"`
 }
 
 func (tp *Topic) clone() *Topic {

@@ -144,6 +144,8 @@ func TestProperties(t *testing.T) {
 			case 14:
 				if f.m.Topic("t") != nil && rapid.IntRange(0, 3).Draw(rt, "delete") == 0 {
 					try(DeleteTopic{Name: "t"})
+				} else if tp := f.m.Topic("t"); tp != nil {
+					try(AddPartitions{Name: "t", Count: len(tp.Partitions) + rapid.IntRange(0, 2).Draw(rt, "more")})
 				} else {
 					try(CreateTopic{Name: "t", Partitions: rapid.IntRange(1, 4).Draw(rt, "partitions")})
 				}
