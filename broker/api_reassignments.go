@@ -12,7 +12,11 @@
 //     NO_REASSIGNMENT_IN_PROGRESS for a cancellation (null replicas).
 //   - ListPartitionReassignments lists none: none is ever in progress.
 //
-// The broker cluster replaces these with the control plane's moves.
+// The broker cluster replaces these with the control plane's moves. There
+// a partition of AlterPartitionReassignments may carry the tagged field
+// FromLatestTag (value 1): its new replicas start from the leader's high
+// watermark instead of copying the history (smooth expansion; `mecha
+// broker reassign --from-latest` sets it through the admin port).
 package broker
 
 import (
@@ -79,7 +83,7 @@ func (b *Broker) handleAlterPartitionAssignments(c caller, req *kmsg.AlterPartit
 			for _, rp := range rt.Partitions {
 				sp := kmsg.NewAlterPartitionAssignmentsResponseTopicPartition()
 				sp.Partition = rp.Partition
-				sp.ErrorCode, sp.ErrorMessage = b.clusterReassign(rt.Topic, rp.Partition, rp.Replicas)
+				sp.ErrorCode, sp.ErrorMessage = b.clusterReassign(rt.Topic, rp.Partition, rp.Replicas, fromLatestTagged(&rp.UnknownTags))
 				st.Partitions = append(st.Partitions, sp)
 			}
 			resp.Topics = append(resp.Topics, st)
@@ -121,4 +125,19 @@ func (b *Broker) handleListPartitionReassignments(c caller, req *kmsg.ListPartit
 		b.clusterListReassignments(req, resp)
 	}
 	return resp
+}
+
+// FromLatestTag is the tagged field of an AlterPartitionReassignments
+// partition that asks for smooth expansion (value: one byte, 1). Tags
+// Kafka does not know are ignored by Kafka's brokers.
+const FromLatestTag = 0x6d65
+
+func fromLatestTagged(t *kmsg.Tags) bool {
+	on := false
+	t.Each(func(key uint32, v []byte) {
+		if key == FromLatestTag && len(v) == 1 && v[0] == 1 {
+			on = true
+		}
+	})
+	return on
 }

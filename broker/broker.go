@@ -234,6 +234,9 @@ type Broker struct {
 	// throttled counts the partition fetches lag throttling answered
 	// without records.
 	throttled atomic.Uint64
+	// replicaServed counts the record bytes read for followers' replica
+	// fetches (mecha_broker_replica_bytes_served_total).
+	replicaServed atomic.Int64
 }
 
 // Start opens the data directory, recovers every partition and starts

@@ -302,6 +302,12 @@ func (b *Broker) applyGroup(pr *partReplica, g *clustermap.Group, tc clustermap.
 				b.log.Error("broker: cannot follow", "topic", pr.key.topic, "partition", pr.key.part, "err", err)
 				return
 			}
+			if mv := g.Move; mv != nil && mv.To == cl.self && mv.FromLatest {
+				// Smooth expansion: this new replica starts at the
+				// leader's high watermark, copying no history.
+				f.StartFromLatest()
+				b.log.Info("broker: new replica starts from the latest offset", "topic", pr.key.topic, "partition", pr.key.part)
+			}
 		}
 		f.SetLeader(replicaOf(g.Leader), replica.Epoch(g.Epoch))
 		pr.p.SetReplicated(true)
@@ -572,6 +578,9 @@ func (b *Broker) HandleReplicaFetch(ctx context.Context, frame []byte) ([]byte, 
 			}
 			if resp.Code != replica.CodeOK || resp.Diverging || len(resp.Batches) > 0 {
 				news = true
+			}
+			for _, bt := range resp.Batches {
+				b.replicaServed.Add(int64(len(bt.Data)))
 			}
 			out.parts = append(out.parts, replicaFetchPart{topic: e.topic, part: e.part, frame: replica.AppendFetchResponse(nil, &resp)})
 		}

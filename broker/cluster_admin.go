@@ -164,10 +164,11 @@ func electedAll(m *clustermap.Map, refs []clustermap.Ref) bool {
 
 // clusterReassign asks the control plane to move a partition's replicas
 // to the brokers named (node ids), or with nil to cancel; the planner
-// moves one replica at a time.
-func (b *Broker) clusterReassign(topic string, partition int32, nodes []int32) (int16, *string) {
+// moves one replica at a time. fromLatest starts the new replicas at the
+// leader's high watermark (smooth expansion).
+func (b *Broker) clusterReassign(topic string, partition int32, nodes []int32, fromLatest bool) (int16, *string) {
 	m := b.cl.cfg.Maps.Map()
-	cmd := clustermap.ReassignPartition{Topic: topic, Partition: int(partition)}
+	cmd := clustermap.ReassignPartition{Topic: topic, Partition: int(partition), FromLatest: fromLatest && nodes != nil}
 	if nodes != nil {
 		live := map[int32]string{}
 		for _, id := range liveBrokers(m) {
@@ -228,4 +229,26 @@ func (b *Broker) clusterListReassignments(req *kmsg.ListPartitionReassignmentsRe
 			resp.Topics = append(resp.Topics, st)
 		}
 	}
+}
+
+// Reassign asks the broker cluster's control plane to move a partition's
+// replicas to the brokers named (node ids; nil cancels), as
+// AlterPartitionReassignments does; fromLatest starts the new replicas at
+// the leader's high watermark (smooth expansion). The error names the
+// Kafka error and why.
+func (b *Broker) Reassign(topic string, partition int32, nodes []int32, fromLatest bool) error {
+	if b.cl == nil {
+		return errors.New("broker: reassignments need the broker cluster (--broker-cluster)")
+	}
+	if tp := b.cl.cfg.Maps.Map().Topic(topic); tp == nil || partition < 0 || int(partition) >= len(tp.Partitions) {
+		return fmt.Errorf("%w: %s/%d", kerr.UnknownTopicOrPartition, topic, partition)
+	}
+	code, msg := b.clusterReassign(topic, partition, nodes, fromLatest)
+	if code == 0 {
+		return nil
+	}
+	if msg != nil {
+		return fmt.Errorf("%w: %s", kerr.ErrorForCode(code), *msg)
+	}
+	return kerr.ErrorForCode(code)
 }

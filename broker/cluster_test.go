@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"maps"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -1022,4 +1024,143 @@ func TestClusterTopicConfigs(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestClusterSmoothExpansion: a reassignment with the FromLatest tag
+// (Kuaishou's smooth expansion) starts its new replica at the leader's
+// high watermark: the leader reads none of the history for it, the
+// replica gets the tail, and it joins the in-sync set (completing the
+// move) only once the leader's log starts at its start (retention; here
+// DeleteRecords). The same reassignment without the tag copies the
+// whole history. The bytes the leader serves its followers are compared.
+func TestClusterSmoothExpansion(t *testing.T) {
+	tc := newTestCluster(t, "a", "b", "c", "d")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cl := newKgo(t, tc.seeds()[0], kgo.SeedBrokers(tc.seeds()...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerBatchMaxBytes(1<<20))
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(ctx, 2, 3, nil, "grow"); err != nil {
+		t.Fatal(err)
+	}
+	produce := func(part int32, n int) {
+		t.Helper()
+		rs := make([]*kgo.Record, n)
+		for i := range rs {
+			value := make([]byte, 1024)
+			rand.Read(value) // (incompressible: the bytes on disk are the bytes sent)
+			rs[i] = &kgo.Record{Topic: "grow", Partition: part, Value: value}
+		}
+		if err := cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const history = 4000 // 4 MiB of history in each partition
+	produce(0, history)
+	produce(1, history)
+	// reassign moves a partition's last replica to the member that does
+	// not hold it, with the tag or without, and returns the new member
+	// and the bytes its leader served while the new replica caught up.
+	reassign := func(part int, fromLatest bool) (string, *Broker, int64) {
+		t.Helper()
+		g := tc.mapNow().Topic("grow").Partitions[part]
+		var spare string
+		for _, id := range []string{"a", "b", "c", "d"} {
+			if !slices.Contains(g.Replicas, id) {
+				spare = id
+			}
+		}
+		leader := tc.brokers[g.Leader]
+		before := leader.replicaServed.Load()
+		req := kmsg.NewPtrAlterPartitionAssignmentsRequest()
+		rt := kmsg.NewAlterPartitionAssignmentsRequestTopic()
+		rt.Topic = "grow"
+		rp := kmsg.NewAlterPartitionAssignmentsRequestTopicPartition()
+		rp.Partition = int32(part)
+		rp.Replicas = []int32{NodeID(g.Replicas[0]), NodeID(g.Replicas[1]), NodeID(spare)}
+		if fromLatest {
+			rp.UnknownTags.Set(FromLatestTag, []byte{1})
+		}
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil || resp.ErrorCode != 0 || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+			t.Fatalf("reassignment: %v %+v", err, resp)
+		}
+		tc.planUntil(t, "the move to start", func(m *clustermap.Map) bool {
+			mv := m.Topic("grow").Partitions[part].Move
+			return mv != nil && mv.To == spare && mv.FromLatest == fromLatest
+		})
+		poll.Until(t, 20*time.Second, "the new replica to catch up", func() bool {
+			tp := tc.brokers[spare].topics.get("grow")
+			if tp == nil || tp.partition(int32(part)) == nil {
+				return false
+			}
+			_, lhw := leader.topics.get("grow").partition(int32(part)).Offsets()
+			return tp.partition(int32(part)).EndOffset() >= lhw
+		})
+		return spare, tc.brokers[spare], leader.replicaServed.Load() - before
+	}
+
+	// Smooth: partition 0.
+	spare, nb, served := reassign(0, true)
+	start, _ := nb.topics.get("grow").partition(0).Offsets()
+	if start != history {
+		t.Fatalf("the smooth replica's log starts at %d, want %d (the high watermark)", start, history)
+	}
+	// It takes the tail, but stays out of the in-sync set, and the move
+	// in progress, while the leader holds history it lacks.
+	produce(0, 100)
+	poll.Until(t, 10*time.Second, "the tail to reach the smooth replica", func() bool {
+		return nb.topics.get("grow").partition(0).EndOffset() == history+100
+	})
+	tc.planRounds(t, 500*time.Millisecond)
+	if g := tc.mapNow().Topic("grow").Partitions[0]; slices.Contains(g.ISR, spare) || g.Move == nil {
+		t.Fatalf("a partial replica in sync: isr %v move %+v", g.ISR, g.Move)
+	}
+	// Retention drops the history below its start: it joins and the move
+	// completes.
+	if _, err := adm.DeleteRecords(ctx, kadm.Offsets{"grow": {0: kadm.Offset{At: history}}}); err != nil {
+		t.Fatal(err)
+	}
+	tc.planUntil(t, "the smooth move to complete", func(m *clustermap.Map) bool {
+		g := m.Topic("grow").Partitions[0]
+		return g.Move == nil && g.Target == nil && slices.Contains(g.ISR, spare) && slices.Contains(g.Replicas, spare)
+	})
+
+	// Copying: partition 1.
+	_, cb, copied := reassign(1, false)
+	if start, _ := cb.topics.get("grow").partition(1).Offsets(); start != 0 {
+		t.Fatalf("the copying replica's log starts at %d, want 0", start)
+	}
+	t.Logf("bytes the leader read for the new replica: smooth %d, copying %d", served, copied)
+	if copied < history*1024 || served*20 > copied {
+		t.Fatalf("the leader served %d bytes for the smooth replica and %d for the copying one; want the copy to be the whole history (%d) and the smooth one under 1/20 of it", served, copied, history*1024)
+	}
+}
+
+// planUntil plays the control plane's planner until done holds.
+func (tc *testCluster) planUntil(t *testing.T, what string, done func(*clustermap.Map) bool) {
+	t.Helper()
+	poll.Until(t, 20*time.Second, what, func() bool {
+		tc.planOnce()
+		return done(tc.mapNow())
+	})
+}
+
+// planRounds plays the planner for d.
+func (tc *testCluster) planRounds(t *testing.T, d time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		tc.planOnce()
+		runtime.Gosched()
+	}
+}
+
+func (tc *testCluster) planOnce() {
+	tc.mu.Lock()
+	cmds := clustermap.Plan(tc.m, clustermap.PlanConfig{})
+	tc.mu.Unlock()
+	for _, c := range cmds {
+		_ = tc.apply(c)
+	}
 }

@@ -33,6 +33,8 @@ var (
 		"Partition fetches lag throttling answered without records: far behind the high watermark while the log disk was busy.", nil, nil)
 	diskBusyDesc = prometheus.NewDesc("mecha_broker_disk_utilization",
 		"The log disk's utilization over the last second (0 to 1), what lag throttling compares with its threshold.", nil, nil)
+	replicaServedDesc = prometheus.NewDesc("mecha_broker_replica_bytes_served_total",
+		"Record bytes this broker read from its logs for its followers' replica fetches (a reassignment's copy shows here).", nil, nil)
 )
 
 // Collector returns the broker's Prometheus metrics, for the process that
@@ -46,7 +48,7 @@ func (b *Broker) Collector() prometheus.Collector { return brokerCollector{b} }
 type brokerCollector struct{ b *Broker }
 
 func (c brokerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connectionsDesc, maxConnectionsDesc, refusedDesc, acceptErrorsDesc, timeoutsDesc, segmentFilesDesc, maxSegmentFilesDesc, throttledDesc, diskBusyDesc} {
+	for _, d := range []*prometheus.Desc{connectionsDesc, maxConnectionsDesc, refusedDesc, acceptErrorsDesc, timeoutsDesc, segmentFilesDesc, maxSegmentFilesDesc, throttledDesc, diskBusyDesc, replicaServedDesc} {
 		ch <- d
 	}
 }
@@ -63,4 +65,5 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(maxSegmentFilesDesc, prometheus.GaugeValue, float64(b.topics.files.Max()))
 	ch <- prometheus.MustNewConstMetric(throttledDesc, prometheus.CounterValue, float64(b.throttled.Load()))
 	ch <- prometheus.MustNewConstMetric(diskBusyDesc, prometheus.GaugeValue, b.disk.utilization())
+	ch <- prometheus.MustNewConstMetric(replicaServedDesc, prometheus.CounterValue, float64(b.replicaServed.Load()))
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -231,8 +232,8 @@ func TestBrokerClusterPubSub(t *testing.T) {
 	bApp, cApp := startHTTPApp(t), startHTTPApp(t)
 	a := startMecha(t, args(0, "--app-id", "pub")...)
 	join := fmt.Sprintf("127.0.0.1:%d", a.gossipPort)
-	startMecha(t, args(1, "--app-id", "sub", "--app-port", fmt.Sprint(bApp), "--join", join)...)
-	startMecha(t, args(2, "--app-id", "sub", "--app-port", fmt.Sprint(cApp), "--join", join)...)
+	b := startMecha(t, args(1, "--app-id", "sub", "--app-port", fmt.Sprint(bApp), "--join", join)...)
+	c := startMecha(t, args(2, "--app-id", "sub", "--app-port", fmt.Sprint(cApp), "--join", join)...)
 	// The first publish waits for the cluster to form and the topic to
 	// be created.
 	eventually(t, 60*time.Second, func() error {
@@ -292,6 +293,94 @@ func TestBrokerClusterPubSub(t *testing.T) {
 	}
 	if len(nb) == 0 || len(nc) == 0 {
 		t.Fatalf("one instance got every event (b %d, c %d): the app's instances do not share the partitions", len(nb), len(nc))
+	}
+	smoothReassign(t, adm, a, b, c)
+}
+
+// smoothReassign runs `mecha broker reassign --from-latest` against a
+// cluster of three runtimes: a topic of two replicas moves one to the
+// third broker, which starts at the high watermark, stays out of the
+// in-sync set while the leader holds history it did not copy, and joins
+// (the reassignment completing) once that history is deleted.
+func smoothReassign(t *testing.T, adm *kadm.Client, rts ...*mecha) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := adm.CreateTopic(ctx, 1, 2, nil, "grow"); err != nil {
+		t.Fatal(err)
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", rts[0].brokerPort)), kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	for i := range 50 {
+		if err := prod.ProduceSync(ctx, &kgo.Record{Topic: "grow", Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	part := func() kadm.PartitionDetail {
+		t.Helper()
+		md, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, prod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tp := range md.Topics {
+			if tp.Topic != nil && *tp.Topic == "grow" && len(tp.Partitions) == 1 {
+				p := tp.Partitions[0]
+				return kadm.PartitionDetail{Leader: p.Leader, Replicas: p.Replicas, ISR: p.ISR}
+			}
+		}
+		t.Fatal("no metadata for grow")
+		return kadm.PartitionDetail{}
+	}
+	nodes := map[int32]bool{}
+	md, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, prod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, br := range md.Brokers {
+		nodes[br.NodeID] = true
+	}
+	p := part()
+	var spare int32 = -1
+	for n := range nodes {
+		if !slices.Contains(p.Replicas, n) {
+			spare = n
+		}
+	}
+	if spare < 0 || len(nodes) != 3 {
+		t.Fatalf("brokers %v, replicas %v: no spare broker", nodes, p.Replicas)
+	}
+	target := []int32{p.Leader, spare}
+	out, err := exec.Command(bins.mecha, "broker", "reassign", "--admin", fmt.Sprintf("127.0.0.1:%d", rts[1].metricsPort), "--from-latest",
+		"grow", "0", fmt.Sprintf("%d,%d", target[0], target[1])).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"fromLatest": true`) {
+		t.Fatalf("mecha broker reassign: %v\n%s", err, out)
+	}
+	eventually(t, 20*time.Second, func() error {
+		if p := part(); !slices.Contains(p.Replicas, spare) {
+			return fmt.Errorf("replicas %v, want %d among them", p.Replicas, spare)
+		}
+		return nil
+	})
+	if p := part(); slices.Contains(p.ISR, spare) {
+		t.Fatalf("the new replica is in sync (isr %v) while the leader holds history it did not copy", p.ISR)
+	}
+	// The history below the high watermark goes: it joins, and the
+	// reassignment completes.
+	if _, err := adm.DeleteRecords(ctx, kadm.Offsets{"grow": {0: kadm.Offset{At: 50}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		p := part()
+		if !slices.Equal(p.Replicas, target) || !slices.Contains(p.ISR, spare) {
+			return fmt.Errorf("replicas %v isr %v, want %v all in sync", p.Replicas, p.ISR, target)
+		}
+		return nil
+	})
+	if bad, err := exec.Command(bins.mecha, "broker", "reassign", "--admin", fmt.Sprintf("127.0.0.1:%d", rts[1].metricsPort), "grow", "0", "1,x").CombinedOutput(); err == nil || !strings.Contains(string(bad), `"x" is not a node id`) {
+		t.Fatalf("a bad broker id: %v\n%s", err, bad)
 	}
 }
 

@@ -187,24 +187,14 @@ func (r *Runtime) cruxStatusAPI(w http.ResponseWriter, req *http.Request) {
 // drain to the control plane, which moves the member's leaderships away,
 // then its replicas; `mecha crux status` shows the progress.
 func (r *Runtime) cruxDrainAPI(w http.ResponseWriter, req *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	fail := func(status int, code, msg string) {
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(map[string]string{"errorCode": code, "message": msg})
-	}
-	if req.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		fail(http.StatusMethodNotAllowed, "ERR_METHOD_NOT_ALLOWED", "a drain is started with POST")
-		return
-	}
 	var body struct {
 		Member string `json:"member"`
 		Cancel bool   `json:"cancel"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, req.Body, 4096)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-		fail(http.StatusBadRequest, "ERR_MALFORMED_REQUEST", "the drain request: "+err.Error())
+	if !adminPost(w, req, "drain", &body) {
 		return
 	}
+	fail := func(status int, code, msg string) { adminFail(w, status, code, msg) }
 	if body.Member == "" {
 		body.Member = r.crux.Member
 	}
@@ -270,4 +260,26 @@ func leaderChanges(prev, next *clustermap.Map) int64 {
 		}
 	}
 	return n
+}
+
+// adminPost reads the JSON body of an admin POST (what names it) into v;
+// false when it answered an error (not a POST, a malformed body).
+func adminPost(w http.ResponseWriter, req *http.Request, what string, v any) bool {
+	w.Header().Set("Content-Type", "application/json")
+	if req.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		adminFail(w, http.StatusMethodNotAllowed, "ERR_METHOD_NOT_ALLOWED", "a "+what+" is asked with POST")
+		return false
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, req.Body, 4096)).Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		adminFail(w, http.StatusBadRequest, "ERR_MALFORMED_REQUEST", "the "+what+" request: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// adminFail answers an admin request with an error.
+func adminFail(w http.ResponseWriter, status int, code, msg string) {
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"errorCode": code, "message": msg})
 }

@@ -694,6 +694,7 @@ func (r *Runtime) serveMetrics(context.Context) error {
 	mux.Handle("/v1.0-alpha1/traffic/", r.admin(http.HandlerFunc(r.trafficAPI)))
 	mux.Handle("/v1.0-alpha1/crux/status", r.admin(http.HandlerFunc(r.cruxStatusAPI)))
 	mux.Handle("/v1.0-alpha1/crux/drain", r.admin(http.HandlerFunc(r.cruxDrainAPI)))
+	mux.Handle("/v1.0-alpha1/broker/reassign", r.admin(http.HandlerFunc(r.brokerReassignAPI)))
 	if r.cfg.EnableProfiling {
 		mux.Handle("/debug/pprof/", r.admin(http.HandlerFunc(pprof.Index)))
 		mux.Handle("/debug/pprof/profile", r.admin(http.HandlerFunc(pprof.Profile)))

@@ -42,6 +42,8 @@ const usage = `mecha — a per-host multi-runtime that speaks the Dapr APIs
 Usage:
   mecha run --app-id ID [flags] [-- app command...]
   mecha broker [--port 9092] [--data-dir DIR] [flags]
+  mecha broker reassign [--from-latest] TOPIC PARTITION BROKER,...
+                              move a partition of a running mecha's broker cluster
   mecha stream [--admin host:port] list|status|pause|resume|checkpoint|set ...
   mecha crux [--admin host:port] [-o json] status
                               Crux's members, slots and leaders, as this runtime sees them
@@ -70,6 +72,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		return runCmd(args[1:], stderr)
 	case "broker":
+		if len(args) > 1 && args[1] == "reassign" {
+			return reassignCmd(args[2:], stdout, stderr)
+		}
 		return brokerCmd(args[1:], stderr)
 	case "stream":
 		return streamCmd(args[1:], stdout, stderr)

@@ -669,7 +669,10 @@ func (t *txn) moveStart(c MoveStart) error {
 	}
 	w := t.groupW(c.Ref)
 	w.Replicas = append(w.Replicas, c.To)
-	w.Move = &Move{From: c.From, To: c.To, Phase: PhaseCopying}
+	if c.FromLatest && c.Ref.IsSlot() {
+		return fmt.Errorf("%v: a slot's new replica copies the slot: %w", c.Ref, ErrBadCommand)
+	}
+	w.Move = &Move{From: c.From, To: c.To, Phase: PhaseCopying, FromLatest: c.FromLatest}
 	return nil
 }
 
@@ -877,7 +880,7 @@ func (t *txn) finishReassign(r Ref) {
 	}
 	w := t.groupW(r)
 	w.Replicas = w.Target
-	w.Target = nil
+	w.Target, w.TargetFromLatest = nil, false
 	w.ISR = inReplicaOrder(w, w.ISR)
 }
 
@@ -1076,7 +1079,8 @@ func (t *txn) reassignPartition(c ReassignPartition) error {
 	}
 	if len(c.Replicas) == 0 {
 		if g.Target != nil {
-			t.groupW(r).Target = nil
+			w := t.groupW(r)
+			w.Target, w.TargetFromLatest = nil, false
 		}
 		return nil
 	}
@@ -1091,7 +1095,7 @@ func (t *txn) reassignPartition(c ReassignPartition) error {
 		return nil
 	}
 	w := t.groupW(r)
-	w.Target = slices.Clone(c.Replicas)
+	w.Target, w.TargetFromLatest = slices.Clone(c.Replicas), c.FromLatest
 	t.finishReassign(r)
 	return nil
 }
@@ -1135,7 +1139,8 @@ func (t *txn) setTopicConfig(c SetTopicConfig) error {
 		r := PartitionRef(c.Name, p)
 		if g.Target != nil && len(g.Target) != cfg.ReplicationFactor {
 			// A reassignment to the old factor no longer fits.
-			t.groupW(r).Target = nil
+			w := t.groupW(r)
+			w.Target, w.TargetFromLatest = nil, false
 		}
 		if cfg.UncleanLeaderElection && g.Leader == "" {
 			t.elect(r)

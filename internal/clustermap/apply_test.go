@@ -374,6 +374,36 @@ func TestApply(t *testing.T) {
 				t.Error("target left set")
 			}
 		}},
+		{name: "reassign from latest", cmd: ReassignPartition{Topic: "t", Partition: 0, Replicas: []string{"d", "b", "c"}, FromLatest: true}, check: func(t *testing.T, old, m *Map) {
+			g := part(m, "t", 0)
+			if !g.TargetFromLatest {
+				t.Error("from latest not kept with the target")
+			}
+			cmds := Plan(m, PlanConfig{})
+			var start *MoveStart
+			for _, c := range cmds {
+				if ms, ok := c.(MoveStart); ok && ms.Ref == PartitionRef("t", 0) {
+					start = &ms
+				}
+			}
+			if start == nil || start.To != "d" || !start.FromLatest {
+				t.Fatalf("planned %v, want a move to d from the latest offset", cmds)
+			}
+			m2, err := Apply(m, *start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mv := part(m2, "t", 0).Move; mv == nil || !mv.FromLatest {
+				t.Fatalf("move %+v, want from latest", mv)
+			}
+		}},
+		{name: "reassign cancel clears from latest", prep: []Command{ReassignPartition{Topic: "t", Partition: 0, Replicas: []string{"d", "b", "c"}, FromLatest: true}},
+			cmd: ReassignPartition{Topic: "t", Partition: 0}, check: func(t *testing.T, old, m *Map) {
+				if g := part(m, "t", 0); g.Target != nil || g.TargetFromLatest {
+					t.Errorf("target %v from latest %v left", g.Target, g.TargetFromLatest)
+				}
+			}},
+		{name: "slot move from latest", cmd: MoveStart{Ref: SlotRef(0), To: "d", FromLatest: true}, err: ErrBadCommand},
 		{name: "reassign wrong length", cmd: ReassignPartition{Topic: "t", Partition: 0, Replicas: []string{"a", "b"}}, err: ErrBadAssignment},
 		{name: "reassign to unknown", cmd: ReassignPartition{Topic: "t", Partition: 0, Replicas: []string{"a", "b", "zz"}}, err: ErrUnknownMember},
 		{name: "reassign cancel", prep: []Command{ReassignPartition{Topic: "t", Partition: 0, Replicas: []string{"d", "b", "c"}}},

@@ -20,7 +20,7 @@ func sampleCommands() []Command {
 		Tick{Now: 5},
 		AssignSlots{Replicas: [][]string{{"a", "b"}, {"b", "a"}}},
 		ISRChange{Ref: s0, ISR: []string{"a", "b"}, Epoch: 7},
-		MoveStart{Ref: p0, From: "a", To: "d"},
+		MoveStart{Ref: p0, From: "a", To: "d", FromLatest: true},
 		MoveProgress{Ref: p0, From: "a", To: "d", Phase: PhaseTailing},
 		MoveDone{Ref: p0, To: "d"},
 		MoveAbort{Ref: p0, From: "a", To: "d"},
@@ -29,7 +29,7 @@ func sampleCommands() []Command {
 		RemoveReplica{Ref: s0, Member: "b"},
 		CreateTopic{Name: "t", Partitions: 2, Config: TopicConfig{ReplicationFactor: 2, MinInSyncReplicas: 1, UncleanLeaderElection: true}, Assignment: [][]string{{"a", "b"}, {"b", "a"}}, Overrides: map[string]string{"retention.ms": "60000"}},
 		DeleteTopic{Name: "t"},
-		ReassignPartition{Topic: "t", Partition: 1, Replicas: []string{"a", "b"}},
+		ReassignPartition{Topic: "t", Partition: 1, Replicas: []string{"a", "b"}, FromLatest: true},
 		SetTopicConfig{Name: "t", MinInSyncReplicas: 2, UncleanLeaderElection: ptr(false), ReplaceOverrides: true, Overrides: map[string]string{"retention.ms": "1000", "segment.bytes": "4096"}},
 		AddPartitions{Name: "t", Count: 4, Assignment: [][]string{{"a", "b"}, {"b", "a"}}},
 	}

@@ -193,6 +193,9 @@ type MoveStart struct {
 	From string `json:"from,omitempty"`
 	// To is the member taking the new replica.
 	To string `json:"to"`
+	// FromLatest starts a partition's new replica at the leader's high
+	// watermark instead of copying its history (smooth expansion).
+	FromLatest bool `json:"from_latest,omitempty"`
 }
 
 // MoveProgress advances a move to Phase. From and To name the move, so a
@@ -302,6 +305,12 @@ type ReassignPartition struct {
 	// Replicas is the wanted replica list, as long as the replication
 	// factor; empty cancels.
 	Replicas []string `json:"replicas,omitempty"`
+	// FromLatest starts each new replica at the leader's high watermark
+	// instead of copying the partition's history (Kuaishou's smooth
+	// expansion, KAFKA-8328): it joins the in-sync set, and the move
+	// completes, once the leader's retention has dropped what it never
+	// copied.
+	FromLatest bool `json:"from_latest,omitempty"`
 }
 
 // SetTopicConfig changes a topic's settings; zero fields and a nil

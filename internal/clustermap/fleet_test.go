@@ -291,10 +291,12 @@ func fingerprint(m *Map) uint64 {
 			s(g.Move.From)
 			s(g.Move.To)
 			u(uint64(g.Move.Phase))
+			u(uint64(b2i(g.Move.FromLatest)))
 		} else {
 			u(0)
 		}
 		ss(g.Target)
+		u(uint64(b2i(g.TargetFromLatest)))
 	}
 	m.eachSlot(func(_ Ref, sl *Group) { g(sl) })
 	u(uint64(len(m.Topics)))

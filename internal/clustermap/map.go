@@ -201,6 +201,9 @@ type Move struct {
 	To string `json:"to"`
 	// Phase is how far the move has come.
 	Phase MovePhase `json:"phase"`
+	// FromLatest: the new replica starts at the leader's high watermark
+	// (MoveStart.FromLatest).
+	FromLatest bool `json:"from_latest,omitempty"`
 }
 
 // Group is one replicated unit: a Crux slot or a broker partition. Both
@@ -225,6 +228,9 @@ type Group struct {
 	// Target is an operator's requested replica list (ReassignPartition)
 	// that the planner moves towards; nil when none.
 	Target []string `json:"target,omitempty"`
+	// TargetFromLatest: the moves towards Target start their new replicas
+	// from the latest offset (ReassignPartition.FromLatest).
+	TargetFromLatest bool `json:"target_from_latest,omitempty"`
 }
 
 func (g *Group) clone() *Group {

@@ -308,8 +308,11 @@ func (p *planner) advanceMoves() {
 func (p *planner) budget() bool { return p.moves < p.cfg.MaxMoves }
 
 // startMove plans moving group gi's replica on from (-1: add one) to to.
+// A move towards a reassignment's target starts from the latest offset
+// when the reassignment says so.
 func (p *planner) startMove(pl *pool, gi, from, to int) {
-	c := MoveStart{Ref: pl.refs[gi], To: p.m.Members[to].ID}
+	g := pl.groups[gi]
+	c := MoveStart{Ref: pl.refs[gi], To: p.m.Members[to].ID, FromLatest: g.TargetFromLatest && slices.Contains(g.Target, p.m.Members[to].ID)}
 	if from >= 0 {
 		c.From = p.m.Members[from].ID
 		pl.rc[from]--

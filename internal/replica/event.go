@@ -131,6 +131,12 @@ type FetchRequest struct {
 	// leader set after some moment was sent after it (a read index that
 	// holds however late the network delivers older requests).
 	Barrier uint64
+	// Partial says the follower's log starts where it did not copy the
+	// leader's (it started from the leader's high watermark, Kuaishou's
+	// smooth expansion): it is not counted in sync until the leader's log
+	// starts no lower than its own, so the in-sync set only ever holds
+	// replicas with all of the leader's records.
+	Partial bool
 	// Received is when the leader's transport took the request in (not
 	// on the wire; zero: when handled). A request held for long polling
 	// and handled again keeps it, so it proves the follower caught up

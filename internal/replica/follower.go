@@ -30,6 +30,12 @@ type Follower struct {
 	// barrier is the leader's largest read barrier taken at this epoch,
 	// echoed in every fetch.
 	barrier uint64
+	// latest: the next fetch asks where the leader's log is, and the
+	// log starts there (StartFromLatest). partialFrom, when not -1, is
+	// where a log started that way begins: it is partial until the
+	// leader's log starts there too.
+	latest      bool
+	partialFrom int64
 
 	events []Event
 }
@@ -41,8 +47,31 @@ func NewFollower(log Log, cfg Config, self ReplicaID, hw int64) (*Follower, erro
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Follower{cfg: cfg, log: log, self: self, hw: min(max(hw, log.StartOffset()), log.EndOffset())}, nil
+	return &Follower{cfg: cfg, log: log, self: self, hw: min(max(hw, log.StartOffset()), log.EndOffset()), partialFrom: -1}, nil
 }
+
+// StartFromLatest makes a new replica start from the leader's high
+// watermark instead of copying the leader's history (Kuaishou's smooth
+// expansion, KAFKA-8328): an empty log is reset there on the first
+// answer. Until the leader's log starts no lower than this one's (its
+// retention has dropped what this replica never copied) the follower
+// tells the leader it is partial, and is not counted in sync. A log that
+// holds records already is taken as started that way (a restart during
+// the move).
+func (f *Follower) StartFromLatest() {
+	start := f.log.StartOffset()
+	if start == f.log.EndOffset() && start == 0 {
+		f.latest = true
+		return
+	}
+	if f.partialFrom < 0 && start > 0 {
+		f.partialFrom = start
+	}
+}
+
+// Partial reports whether the log lacks records the leader still holds
+// (StartFromLatest): the follower is not counted in sync until then.
+func (f *Follower) Partial() bool { return f.latest || f.partialFrom >= 0 }
 
 // SetLeader is the control plane's news of the log's leader at epoch; it
 // reports whether that is now the leader the follower fetches from. An
@@ -93,6 +122,11 @@ func (f *Follower) Fetch(now time.Time) (FetchRequest, bool) {
 	}
 	f.corr++
 	f.inflight, f.sentAt, f.fetchAt = true, now, f.log.EndOffset()
+	if f.latest {
+		// Below any log start: the answer is out of range, and says
+		// where the leader's log is.
+		f.fetchAt = -1
+	}
 	return FetchRequest{
 		Replica:     f.self,
 		Epoch:       f.epoch,
@@ -101,6 +135,7 @@ func (f *Follower) Fetch(now time.Time) (FetchRequest, bool) {
 		LastEpoch:   f.log.Epochs().Last(),
 		MaxBytes:    int32(min(f.cfg.FetchMaxBytes, 1<<31-1)),
 		Barrier:     f.barrier,
+		Partial:     f.Partial(),
 	}, true
 }
 
@@ -127,6 +162,9 @@ func (f *Follower) HandleResponse(resp *FetchResponse, now time.Time) error {
 		if resp.Diverging {
 			return f.truncate(resp.DivergingEpoch, resp.DivergingEnd)
 		}
+		if f.partialFrom >= 0 && resp.LogStart >= f.partialFrom {
+			f.partialFrom = -1 // the leader holds nothing this log lacks
+		}
 		if resp.LogStart > f.log.StartOffset() {
 			// The log start follows the leader's (as in Kafka):
 			// records below it are gone there, and the leader
@@ -147,6 +185,9 @@ func (f *Follower) HandleResponse(resp *FetchResponse, now time.Time) error {
 		f.raise(min(resp.HighWatermark, f.log.EndOffset()))
 		return nil
 	case CodeOutOfRange:
+		if f.latest {
+			return f.startAt(resp.HighWatermark, resp.LogStart)
+		}
 		return f.outOfRange(resp.LogStart, resp.LogEnd)
 	}
 	f.notBefore = now.Add(f.cfg.RetryBackoff)
@@ -196,6 +237,21 @@ func (f *Follower) outOfRange(leaderStart, leaderEnd int64) error {
 		// history) gets here.
 		return f.cut(leaderEnd)
 	}
+	return nil
+}
+
+// startAt resets the empty log of StartFromLatest at the leader's high
+// watermark hw; it is partial if the leader's log starts below it.
+func (f *Follower) startAt(hw, leaderStart int64) error {
+	if err := f.log.Reset(hw); err != nil {
+		return fmt.Errorf("replica: reset to the leader's high watermark %d: %w", hw, err)
+	}
+	f.latest = false
+	if leaderStart < hw {
+		f.partialFrom = hw
+	}
+	f.events = append(f.events, Event{Kind: EventReset, Offset: hw})
+	f.raise(hw)
 	return nil
 }
 

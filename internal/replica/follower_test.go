@@ -388,3 +388,84 @@ func TestLeaderChange(t *testing.T) {
 		t.Fatalf("new leader's acks %v", got)
 	}
 }
+
+// TestFollowerStartsFromLatest: a replica added with StartFromLatest
+// (Kuaishou's smooth expansion) starts at the leader's high watermark
+// without reading the history, fetches only the tail, and is not
+// counted in sync while the leader still holds records it never copied;
+// once the leader's log starts at its start (retention), it joins.
+func TestFollowerStartsFromLatest(t *testing.T) {
+	l := newTestLeader(t, leaderLog(t), testConfig(), 0, 1, 2)
+	fetchFrom(t, l, 2, 6, 3, at(1)) // hw 6
+	f, err := NewFollower(memLogOf(t), testConfig(), 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.StartFromLatest()
+	f.SetLeader(1, l.Epoch())
+	req, ok := f.Fetch(at(2))
+	if !ok || req.FetchOffset != -1 || !req.Partial {
+		t.Fatalf("first fetch %+v, want a partial probe at -1", req)
+	}
+	var resp FetchResponse
+	if err := l.HandleFetch(&req, at(2), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Code != CodeOutOfRange || len(resp.Batches) != 0 {
+		t.Fatalf("probe answered %+v, want out of range and no records", resp)
+	}
+	if err := f.HandleResponse(&resp, at(2)); err != nil {
+		t.Fatal(err)
+	}
+	if f.log.StartOffset() != 6 || f.log.EndOffset() != 6 || f.HighWatermark() != 6 || !f.Partial() {
+		t.Fatalf("log [%d, %d) hw %d partial %v, want [6, 6) hw 6 partial", f.log.StartOffset(), f.log.EndOffset(), f.HighWatermark(), f.Partial())
+	}
+	if es := only(eventsOf(f), EventReset); len(es) != 1 || es[0].Offset != 6 {
+		t.Fatalf("events %v, want a reset at 6", es)
+	}
+	// New records reach it; caught up, it is still not proposed in.
+	for i := range 3 {
+		if _, err := l.Append(Batch{Count: 1, Data: []byte("t")}, Eventual, at(3+i)); err != nil {
+			t.Fatal(err)
+		}
+		replicate(t, l, at(3+i), f)
+	}
+	if f.log.EndOffset() != 9 {
+		t.Fatalf("log end %d, want 9", f.log.EndOffset())
+	}
+	l.Tick(at(10))
+	if ps := only(eventsOf(l), EventISRProposal); len(ps) != 0 {
+		t.Fatalf("a partial replica proposed in: %v", ps)
+	}
+	// Retention drops the history below 6 at the leader: the replica
+	// holds all the leader holds, and joins.
+	if err := l.log.TrimTo(6); err != nil {
+		t.Fatal(err)
+	}
+	replicate(t, l, at(11), f)
+	if f.Partial() {
+		t.Fatal("still partial after the leader's log start reached its own")
+	}
+	replicate(t, l, at(12), f)
+	ps := only(eventsOf(l), EventISRProposal)
+	if len(ps) == 0 || !slices.Contains(ps[len(ps)-1].ISR, 3) {
+		t.Fatalf("proposals %v, want replica 3 in", ps)
+	}
+	// A restarted replica with a log from the middle is partial again
+	// until the leader's start reaches it.
+	mid := memLogOf(t)
+	if err := mid.Reset(20); err != nil {
+		t.Fatal(err)
+	}
+	if err := mid.Append([]Batch{batch(20, 5, 1, "z")}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewFollower(mid, testConfig(), 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.StartFromLatest()
+	if !g.Partial() {
+		t.Fatal("a log starting at 20 is not partial")
+	}
+}

@@ -318,9 +318,9 @@ func (l *Leader) HandleFetch(req *FetchRequest, now time.Time, resp *FetchRespon
 	if at.IsZero() || at.After(now) {
 		at = now
 	}
-	if at.After(f.outSince) {
+	if at.After(f.outSince) && !req.Partial {
 		// (One received before the control plane took the follower
-		// out is no sign of life since.)
+		// out is no sign of life since; a partial one lacks records.)
 		switch {
 		case req.FetchOffset >= end:
 			f.lastCaughtUp = later(f.lastCaughtUp, at)

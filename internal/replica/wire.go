@@ -22,8 +22,10 @@ import (
 // about: the transport puts that (a Crux slot, a topic and partition) in
 // its own envelope and multiplexes many logs on one connection.
 
-// WireVersion is the layout version every frame starts with.
-const WireVersion = 2
+// WireVersion is the layout version every frame starts with. Version 3
+// carries fetch offsets plus one (a follower's probe of where the
+// leader's log is asks at -1) and a request's flags byte (partial).
+const WireVersion = 3
 
 // MaxFrame bounds a frame's length. A fetch response holds up to the
 // request's MaxBytes of records, and one batch more when the first is
@@ -42,6 +44,7 @@ const (
 const (
 	frameHeader  = 4 + 1 + 1 // length, version, kind
 	flagDiverged = 1
+	flagPartial  = 1 // a request's
 	// minBatchLen is a batch's smallest encoding: base, epoch, count
 	// and length, one byte each.
 	minBatchLen = 4
@@ -99,10 +102,15 @@ func AppendFetchRequest(dst []byte, r *FetchRequest) []byte {
 	dst = binary.AppendUvarint(dst, uint64(r.Replica))
 	dst = binary.AppendUvarint(dst, uint64(r.Epoch))
 	dst = binary.AppendUvarint(dst, r.Corr)
-	dst = binary.AppendUvarint(dst, uint64(r.FetchOffset))
+	dst = binary.AppendUvarint(dst, uint64(r.FetchOffset+1))
 	dst = binary.AppendUvarint(dst, uint64(r.LastEpoch))
 	dst = binary.AppendUvarint(dst, uint64(r.MaxBytes))
 	dst = binary.AppendUvarint(dst, r.Barrier)
+	if r.Partial {
+		dst = append(dst, flagPartial)
+	} else {
+		dst = append(dst, 0)
+	}
 	return finish(dst, at)
 }
 
@@ -111,7 +119,7 @@ func AppendFetchRequest(dst []byte, r *FetchRequest) []byte {
 func AppendFetchResponse(dst []byte, r *FetchResponse) []byte {
 	dst, at := begin(dst, KindFetchResponse)
 	dst = binary.AppendUvarint(dst, r.Corr)
-	dst = binary.AppendUvarint(dst, uint64(r.FetchOffset))
+	dst = binary.AppendUvarint(dst, uint64(r.FetchOffset+1))
 	dst = binary.AppendUvarint(dst, uint64(r.Epoch))
 	dst = append(dst, byte(r.Code))
 	dst = binary.AppendUvarint(dst, uint64(r.HighWatermark))
@@ -184,6 +192,9 @@ func (r *reader) byte(what string) byte {
 
 func (r *reader) offset(what string) int64 { return int64(r.uvarint(what, math.MaxInt64)) }
 
+// fetchOffset reads a fetch offset, sent plus one: -1 is a probe.
+func (r *reader) fetchOffset() int64 { return int64(r.uvarint("fetch offset", math.MaxInt64)) - 1 }
+
 func (r *reader) end() error {
 	if r.err == nil && len(r.b) > 0 {
 		r.fail("%d trailing bytes", len(r.b))
@@ -223,11 +234,18 @@ func DecodeFetchRequest(frame []byte) (FetchRequest, error) {
 		Replica:     ReplicaID(r.uvarint("replica", math.MaxUint32)),
 		Epoch:       Epoch(r.uvarint("epoch", math.MaxUint64)),
 		Corr:        r.uvarint("corr", math.MaxUint64),
-		FetchOffset: r.offset("fetch offset"),
+		FetchOffset: r.fetchOffset(),
 		LastEpoch:   Epoch(r.uvarint("last epoch", math.MaxUint64)),
 		MaxBytes:    int32(r.uvarint("max bytes", math.MaxInt32)),
 	}
 	q.Barrier = r.uvarint("barrier", math.MaxUint64)
+	switch flags := r.byte("flags"); flags {
+	case 0:
+	case flagPartial:
+		q.Partial = true
+	default:
+		r.fail("flags %#x", flags)
+	}
 	if err := r.end(); err != nil {
 		return FetchRequest{}, err
 	}
@@ -244,7 +262,7 @@ func DecodeFetchResponse(frame []byte, resp *FetchResponse) error {
 		return err
 	}
 	resp.Corr = r.uvarint("corr", math.MaxUint64)
-	resp.FetchOffset = r.offset("fetch offset")
+	resp.FetchOffset = r.fetchOffset()
 	resp.Epoch = Epoch(r.uvarint("epoch", math.MaxUint64))
 	if c := Code(r.byte("code")); c < codeCount {
 		resp.Code = c

@@ -13,7 +13,9 @@ func sampleRequests() []FetchRequest {
 	return []FetchRequest{
 		{},
 		{Replica: 3, Epoch: 7, Corr: 99, FetchOffset: 1234, LastEpoch: 6, MaxBytes: 1 << 20, Barrier: 17},
-		{Replica: math.MaxUint32, Epoch: math.MaxUint64, Corr: math.MaxUint64, FetchOffset: math.MaxInt64, LastEpoch: math.MaxUint64, MaxBytes: math.MaxInt32, Barrier: math.MaxUint64},
+		{Replica: math.MaxUint32, Epoch: math.MaxUint64, Corr: math.MaxUint64, FetchOffset: math.MaxInt64 - 1, LastEpoch: math.MaxUint64, MaxBytes: math.MaxInt32, Barrier: math.MaxUint64},
+		{Replica: 2, Epoch: 1, Corr: 1, FetchOffset: -1, MaxBytes: 1 << 20, Partial: true},
+		{Replica: 2, Epoch: 1, Corr: 2, FetchOffset: 500, LastEpoch: 1, MaxBytes: 1 << 20, Partial: true},
 	}
 }
 
@@ -24,6 +26,7 @@ func sampleResponses() []FetchResponse {
 			Batches: []Batch{batch(10, 3, 1, "x"), batch(11, 3, 1, "")}},
 		{Corr: 6, FetchOffset: 20, Epoch: 4, Diverging: true, DivergingEpoch: 2, DivergingEnd: 15, HighWatermark: 14, LogEnd: 30},
 		{Corr: 7, Code: CodeOutOfRange, LogStart: 100, LogEnd: 200},
+		{Corr: 9, FetchOffset: -1, Code: CodeOutOfRange, HighWatermark: 150, LogStart: 100, LogEnd: 200},
 		{Corr: 8, Code: CodeFenced, Epoch: math.MaxUint64, HighWatermark: math.MaxInt64},
 	}
 }
@@ -75,7 +78,8 @@ func TestWireDecodeErrors(t *testing.T) {
 		{"response as request", good, true},
 		{"request as response", AppendFetchRequest(nil, &FetchRequest{}), false},
 		{"truncated body", frameOf(WireVersion, KindFetchRequest, 0, 0, 0, 0, 0, 0), true},
-		{"trailing bytes", frameOf(WireVersion, KindFetchRequest, 0, 0, 0, 0, 0, 0, 0, 0), true},
+		{"trailing bytes", frameOf(WireVersion, KindFetchRequest, 0, 0, 0, 0, 0, 0, 0, 0, 0), true},
+		{"unknown request flag", frameOf(WireVersion, KindFetchRequest, 0, 0, 0, 0, 0, 0, 0, 2), true},
 		{"varint not minimal", frameOf(WireVersion, KindFetchRequest, 0x80, 0, 0, 0, 0, 0, 0), true},
 		{"replica over 32 bits", frameOf(WireVersion, KindFetchRequest, binary.AppendUvarint(nil, math.MaxUint32+1)[:]...), true},
 		{"offset over int64", frameOf(WireVersion, KindFetchRequest, append([]byte{0, 0, 0}, binary.AppendUvarint(nil, math.MaxInt64+1)...)...), true},
