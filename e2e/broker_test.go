@@ -320,17 +320,9 @@ spec:
 	run := func() *mecha {
 		return startMecha(t, "--app-id", "counter", "--resources-path", res, "--data-dir", data)
 	}
-	want := map[string]int{}
-	publish := func(m *mecha, from, to int) {
-		t.Helper()
-		for i := from; i < to; i++ {
-			page, ts := []string{"home", "cart"}[i%2], i*50
-			want[fmt.Sprintf("counts:%s:%d", page, ts/1000*1000)]++
-			expectStatus(t, do(t, "POST", m.url("/v1.0/publish/pubsub/clicks"), fmt.Sprintf(`{"page":%q,"ts":%d}`, page, ts), "Content-Type", "application/json"), 204)
-		}
-	}
+	clicks := &clickStream{}
 	m := run()
-	publish(m, 0, 120)
+	clicks.publish(t, m, 0, 120)
 	// Wait for a checkpoint past the first windows, then kill -9.
 	eventually(t, 20*time.Second, func() error {
 		r := do(t, "GET", m.url("/v1.0/state/statestore/counts:home:1000"), nil)
@@ -342,7 +334,7 @@ spec:
 		}
 		return nil
 	})
-	publish(m, 120, 160)
+	clicks.publish(t, m, 120, 160)
 	if err := m.proc.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -350,24 +342,80 @@ spec:
 
 	m = run()
 	m.proc.waitLine(regexp.MustCompile(`stream: resumed from checkpoint.* job=counts`), 20*time.Second)
-	publish(m, 160, 300)
-	// One click far ahead closes every window before it.
-	expectStatus(t, do(t, "POST", m.url("/v1.0/publish/pubsub/clicks"), `{"page":"end","ts":100000}`, "Content-Type", "application/json"), 204)
-	for key, n := range want {
+	clicks.publish(t, m, 160, 300)
+	clicks.check(t, m, clicks.counts)
+}
+
+// clickStream publishes the clicks of the stream job tests through a
+// runtime's pubsub, and keeps the reference: click i is on page home or
+// cart in turn, by user u<i mod 7>, at event time i×50 ms.
+type clickStream struct {
+	counts map[string]int             // clicks per window key
+	users  map[string]map[string]bool // distinct users per window key
+}
+
+func (c *clickStream) publish(t *testing.T, m *mecha, from, to int) {
+	t.Helper()
+	if c.counts == nil {
+		c.counts, c.users = map[string]int{}, map[string]map[string]bool{}
+	}
+	for i := from; i < to; i++ {
+		page, user, ts := []string{"home", "cart"}[i%2], fmt.Sprintf("u%d", i%7), i*50
+		key := fmt.Sprintf("counts:%s:%d", page, ts/1000*1000)
+		c.counts[key]++
+		if c.users[key] == nil {
+			c.users[key] = map[string]bool{}
+		}
+		c.users[key][user] = true
+		// (Retried: a cluster's topic may be moving its leader.)
 		eventually(t, 20*time.Second, func() error {
-			r := do(t, "GET", m.url("/v1.0/state/statestore/"+key), nil)
-			var o struct{ Value int }
-			if r.Status != 200 || json.Unmarshal(r.Body, &o) != nil || o.Value != n {
-				return fmt.Errorf("%s = %d %s, want count %d", key, r.Status, r.Body, n)
+			r := do(t, "POST", m.url("/v1.0/publish/pubsub/clicks"), fmt.Sprintf(`{"page":%q,"user":%q,"ts":%d}`, page, user, ts), "Content-Type", "application/json")
+			if r.Status != 204 {
+				return fmt.Errorf("publish: %d %s", r.Status, r.Body)
 			}
 			return nil
 		})
 	}
 }
 
+// check publishes one click far ahead, which closes every window before
+// it, then waits until each window key's value read through m is want's.
+func (c *clickStream) check(t *testing.T, m *mecha, want map[string]int) {
+	t.Helper()
+	expectStatus(t, do(t, "POST", m.url("/v1.0/publish/pubsub/clicks"), `{"page":"end","user":"x","ts":100000}`, "Content-Type", "application/json"), 204)
+	for key, n := range want {
+		eventually(t, 30*time.Second, func() error {
+			r := do(t, "GET", m.url("/v1.0/state/statestore/"+key), nil)
+			var o struct{ Value int }
+			if r.Status != 200 || json.Unmarshal(r.Body, &o) != nil || o.Value != n {
+				return fmt.Errorf("%s = %d %s, want %d", key, r.Status, r.Body, n)
+			}
+			return nil
+		})
+	}
+}
+
+// distinct is the reference's distinct users per window key.
+func (c *clickStream) distinct() map[string]int {
+	out := map[string]int{}
+	for k, us := range c.users {
+		out[k] = len(us)
+	}
+	return out
+}
+
 // clickCountJob is a StreamJob counting the clicks topic's events per
 // page in 1 s event-time windows; sink is its YAML from "  sink:" on.
-func clickCountJob(name, sink string) string {
+func clickCountJob(name, sink string) string { return clickJob(name, "count", sink) }
+
+// clickJob is a StreamJob aggregating the clicks topic's events per page
+// in 1 s event-time windows: "count", or "countDistinct" of their users
+// (the UV).
+func clickJob(name, aggregate, sink string) string {
+	user, field := "", ""
+	if aggregate == "countDistinct" {
+		user, field = "    user: data.user\n", "    field: user\n"
+	}
 	return `apiVersion: mecha.io/v1alpha1
 kind: StreamJob
 metadata:
@@ -378,14 +426,13 @@ spec:
     eventTimeField: ts
   map:
     page: data.page
-    ts: data.ts
+` + user + `    ts: data.ts
   keyBy: page
   window:
     type: tumbling
     size: 1s
   aggregate:
-    type: count
-` + sink
+    type: ` + aggregate + "\n" + field + sink
 }
 
 // Records a plain Kafka client produced, without a CloudEvent envelope,

@@ -767,6 +767,9 @@ func (r *Runtime) startWorkers(ctx context.Context, workers *sync.WaitGroup) {
 	go1(func() { r.cluster.ProbeLoop(ctx, 500*time.Millisecond) })
 	r.streams = &jobSet{r: r, ctx: ctx, workers: workers, running: map[string]*runningJob{}}
 	r.streams.sync(r.jobSpecs)
+	if r.streams.placed() {
+		go1(r.streams.followPlacement)
+	}
 }
 
 // reload applies a hot reload of the resources path.

@@ -112,6 +112,17 @@ func (b *Blocks) stateStore(name string) (*components.StateStore, error) {
 	}
 }
 
+// OwnState returns the named store for the runtime's own keys, which no
+// app's key prefix applies to (a stream job's checkpoints); release must
+// be called when the call is over.
+func (b *Blocks) OwnState(name string) (st state.Store, release func(), err error) {
+	s, err := b.stateStore(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.Store, s.Gate.Leave, nil
+}
+
 // CheckState returns the error a call to the named store fails with
 // before its request is read: none loaded, not found, and, with
 // transactional, not transactional. The HTTP API asks it when it cannot

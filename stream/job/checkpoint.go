@@ -52,7 +52,48 @@ type position struct {
 
 const checkpointVersion = 2
 
-func (r *Runner) checkpointPath() string { return filepath.Join(r.dir, "checkpoint.json") }
+// CheckpointStore keeps a job's last checkpoint, where the job resumes
+// from: a file in the data dir (FileCheckpoints), or, inside a broker
+// cluster, the replicated Crux cluster, so that another runtime can
+// resume the job when this one dies.
+type CheckpointStore interface {
+	// Load returns the last checkpoint, nil when there is none.
+	Load(ctx context.Context) ([]byte, error)
+	// Save replaces it; on an error the previous one stands. An error
+	// wrapping ErrSuperseded means another runner saved since this one
+	// loaded: this runner is no longer the job's, and stops.
+	Save(ctx context.Context, b []byte) error
+	// Where names it, for messages.
+	Where() string
+}
+
+// ErrSuperseded is a CheckpointStore's answer to a runner whose job has
+// moved to another runtime.
+var ErrSuperseded = errors.New("the job's checkpoint was saved by another runner: the job has moved")
+
+// FileCheckpoints keeps a job's checkpoint in a file, written whole to a
+// temporary file, fsynced and renamed.
+type FileCheckpoints struct{ Path string }
+
+// Load implements CheckpointStore.
+func (f FileCheckpoints) Load(context.Context) ([]byte, error) {
+	b, err := os.ReadFile(f.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// Save implements CheckpointStore.
+func (f FileCheckpoints) Save(_ context.Context, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
+		return err
+	}
+	return fsutil.WriteFile(f.Path, b)
+}
+
+// Where implements CheckpointStore.
+func (f FileCheckpoints) Where() string { return f.Path }
 
 // checkpoint writes the current state. The caller has delivered every
 // result of the records up to the offsets it records.
@@ -97,10 +138,7 @@ func (r *Runner) checkpoint(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(r.dir, 0o755); err != nil {
-		return err
-	}
-	if err := fsutil.WriteFile(r.checkpointPath(), b); err != nil {
+	if err := r.store.Save(ctx, b); err != nil {
 		return err
 	}
 	r.written = pending
@@ -116,24 +154,24 @@ func (r *Runner) checkpoint(ctx context.Context) error {
 }
 
 // restore loads the last checkpoint, if there is one.
-func (r *Runner) restore() error {
-	b, err := os.ReadFile(r.checkpointPath())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+func (r *Runner) restore(ctx context.Context) error {
+	b, err := r.store.Load(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("checkpoint %s: %w", r.store.Where(), err)
+	}
+	if b == nil {
+		return nil
 	}
 	var cp checkpointFile
 	if err := json.Unmarshal(b, &cp); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", r.checkpointPath(), err)
+		return fmt.Errorf("checkpoint %s: %w", r.store.Where(), err)
 	}
 	if (cp.Version != 1 && cp.Version != checkpointVersion) || cp.Job != r.spec.Name || cp.Topic != r.spec.Source.Topic {
 		return fmt.Errorf("checkpoint %s: version %d of job %q on topic %q does not fit job %q on topic %q; move it away to start over",
-			r.checkpointPath(), cp.Version, cp.Job, cp.Topic, r.spec.Name, r.spec.Source.Topic)
+			r.store.Where(), cp.Version, cp.Job, cp.Topic, r.spec.Name, r.spec.Source.Topic)
 	}
 	if err := r.pipe.restore(cp.Operator, cp.Dictionary); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", r.checkpointPath(), err)
+		return fmt.Errorf("checkpoint %s: %w", r.store.Where(), err)
 	}
 	for p, o := range cp.Offsets {
 		cp.Sources = append(cp.Sources, position{Topic: cp.Topic, Partition: p, Offset: o})

@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"mecha/broker"
+	"mecha/broker/brokertest"
 	"mecha/internal/poll"
 )
 
@@ -149,4 +151,75 @@ func TestCheckpointResumeExactState(t *testing.T) {
 			}
 		}
 	})
+}
+
+// memCheckpoints is a CheckpointStore in memory that can be told another
+// runner took the job over.
+type memCheckpoints struct {
+	mu     sync.Mutex
+	b      []byte
+	saves  int
+	stolen bool
+}
+
+func (m *memCheckpoints) Load(context.Context) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.b, nil
+}
+
+func (m *memCheckpoints) Save(_ context.Context, b []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stolen {
+		return fmt.Errorf("etag mismatch: %w", ErrSuperseded)
+	}
+	m.b, m.saves = append([]byte(nil), b...), m.saves+1
+	return nil
+}
+
+func (m *memCheckpoints) Where() string { return "memory" }
+
+// A job keeps its checkpoints where Options.Checkpoints says, resumes from
+// them there, and stops when the store says another runner saved since
+// (the job moved to another runtime).
+func TestCheckpointStoreAndSuperseded(t *testing.T) {
+	b := brokertest.StartBroker(t)
+	spec := Spec{Name: "moving", Source: Source{Topic: "in"}, Sink: Sink{Type: "topic", Topic: "out"},
+		Checkpoint: Checkpoint{Interval: Duration{Duration: 10 * time.Millisecond}}}
+	store := &memCheckpoints{}
+	r, err := New(spec, Options{Broker: b, Checkpoints: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	poll.Until(t, 10*time.Second, "a checkpoint in the store", func() bool {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		return store.saves > 0 && strings.Contains(string(store.b), `"job":"moving"`)
+	})
+	store.mu.Lock()
+	store.stolen = true
+	store.mu.Unlock()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrSuperseded) {
+			t.Fatalf("Run ended with %v, want ErrSuperseded", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the superseded job runs on")
+	}
+	// A new runner resumes from the store.
+	store.stolen = false
+	r2, err := New(spec, Options{Broker: b, Checkpoints: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.restore(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !r2.Counts().Restored {
+		t.Fatal("the new runner did not restore the stored checkpoint")
+	}
 }

@@ -59,7 +59,7 @@ func (r *Runner) SetSampling(share float64) error {
 
 // SetCheckpointing turns periodic checkpoints on or off.
 func (r *Runner) SetCheckpointing(on bool) error {
-	if on && r.dir == "" {
+	if on && r.store == nil {
 		return fmt.Errorf("job %q has no data dir for checkpoints", r.spec.Name)
 	}
 	r.ctl.mu.Lock()
@@ -70,7 +70,7 @@ func (r *Runner) SetCheckpointing(on bool) error {
 
 // TriggerCheckpoint asks for a checkpoint at the end of the current poll.
 func (r *Runner) TriggerCheckpoint() error {
-	if r.dir == "" {
+	if r.store == nil {
 		return fmt.Errorf("job %q has no data dir for checkpoints", r.spec.Name)
 	}
 	r.ctl.mu.Lock()

@@ -32,10 +32,13 @@ type Options struct {
 	// whose source names no other brokers reads and writes it
 	// in-process, without a socket.
 	Broker broker.Local
-	// DataDir holds the job's checkpoints (DataDir/<job>/checkpoint.json);
-	// empty turns checkpoints off, and the job starts from
-	// source.startOffset every time.
+	// DataDir holds the job's checkpoints (DataDir/<job>/checkpoint.json)
+	// unless Checkpoints is set; both empty turn checkpoints off, and the
+	// job starts from source.startOffset every time.
 	DataDir string
+	// Checkpoints, if set, keeps the job's checkpoints instead of
+	// DataDir.
+	Checkpoints CheckpointStore
 	// Stdout receives a stdout sink's results, one JSON object a line.
 	Stdout io.Writer
 	// SaveState writes a state sink's results to a state store of the
@@ -83,8 +86,8 @@ type Runner struct {
 	pipe    *Pipeline
 	brokers []string // nil in-process
 	local   broker.Local
-	topics  []string // the source, then the join's topic
-	dir     string   // checkpoint dir; "" when checkpoints are off
+	topics  []string        // the source, then the join's topic
+	store   CheckpointStore // nil when checkpoints are off
 	// offsets is the next offset per source partition; Run owns it.
 	offsets map[srcPart]int64
 	opts    Options
@@ -161,8 +164,11 @@ func New(spec Spec, opts Options) (*Runner, error) {
 	o := spec.Overload
 	r.ctrl = overload.Controller{Thresholds: overload.Thresholds{MaxBacklog: o.MaxBacklog, MaxLagMs: o.MaxLag.Milliseconds(),
 		MaxCPU: o.MaxCPU, MaxGCPauseMs: float64(o.MaxGCPause.Microseconds()) / 1000}}
-	if opts.DataDir != "" {
-		r.dir = filepath.Join(opts.DataDir, spec.Name)
+	r.store = opts.Checkpoints
+	if r.store == nil && opts.DataDir != "" {
+		r.store = FileCheckpoints{Path: filepath.Join(opts.DataDir, spec.Name, "checkpoint.json")}
+	}
+	if r.store != nil {
 		r.ctl.checkpoints = !spec.Checkpoint.Disabled
 	}
 	return r, nil
@@ -180,8 +186,8 @@ func (r *Runner) Counts() Counts {
 // records up to then are delivered. A job stopped between checkpoints
 // (a crash, or a shutdown) resumes from the last one.
 func (r *Runner) Run(ctx context.Context) error {
-	if r.dir != "" {
-		if err := r.restore(); err != nil {
+	if r.store != nil {
+		if err := r.restore(ctx); err != nil {
 			return err
 		}
 	}
@@ -374,13 +380,15 @@ func (r *Runner) Run(ctx context.Context) error {
 		// A trigger that came while the poll waited counts now: the
 		// checkpoint is at the end of the poll under way, not the next.
 		trigger := r.ctl.snapshot().trigger
-		if (c.checkpoints && time.Since(last) >= interval) || (trigger && r.dir != "") {
+		if (c.checkpoints && time.Since(last) >= interval) || (trigger && r.store != nil) {
 			if trigger {
 				r.ctl.mu.Lock()
 				r.ctl.trigger = false
 				r.ctl.mu.Unlock()
 			}
-			if err := r.checkpoint(ctx); err != nil {
+			if err := r.checkpoint(ctx); errors.Is(err, ErrSuperseded) {
+				return fmt.Errorf("stream: job %s stops: %w", r.spec.Name, err)
+			} else if err != nil {
 				r.opts.Logger.Error("stream: checkpoint failed; the previous one stands", "job", r.spec.Name, "err", err)
 			}
 			last = time.Now()

@@ -67,7 +67,7 @@ func (r *Runner) deliver(ctx context.Context, out []Result) {
 	var recs []*kgo.Record
 	var entries []StateEntry
 	var bodies [][]byte
-	tag := r.dir != ""
+	tag := r.store != nil
 	toTopic := func(topic string, key, value []byte, headers []kgo.RecordHeader, res *Result) {
 		if tag {
 			id := resultID(res, value)
