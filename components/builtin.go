@@ -13,6 +13,7 @@ import (
 	inmemorystate "github.com/dapr/components-contrib/state/in-memory"
 	mysqlstate "github.com/dapr/components-contrib/state/mysql"
 	"github.com/dapr/kit/logger"
+	"github.com/twmb/franz-go/pkg/sasl"
 
 	"mecha/bindings/brokerbinding"
 	"mecha/broker"
@@ -81,6 +82,11 @@ type MechaOptions struct {
 	// (statestore.ComponentDefaults' Backend and ClientOnly).
 	CruxBackend    func(name string, local *statestore.Engine) (statestore.Backend, error)
 	CruxClientOnly bool
+	// BrokerSASL is the runtime's own credentials for Brokers, which
+	// pubsub.mecha and bindings.mecha use when their metadata names no
+	// brokers and no credentials (a broker cluster whose brokers
+	// authenticate).
+	BrokerSASL sasl.Mechanism
 }
 
 // RegisterMecha registers mecha's own components: state.crux, and on
@@ -92,10 +98,10 @@ func RegisterMecha(r *Registry, o MechaOptions) {
 			Backend: o.CruxBackend, ClientOnly: o.CruxClientOnly})
 	})
 	r.Register("pubsub.mecha", "v1", func(l logger.Logger) any {
-		return mechapubsub.New(l, mechapubsub.Defaults{Brokers: o.Brokers, Broker: o.Broker, Logger: o.Logger})
+		return mechapubsub.New(l, mechapubsub.Defaults{Brokers: o.Brokers, Broker: o.Broker, Logger: o.Logger, SASL: o.BrokerSASL})
 	})
 	r.Register("bindings.mecha", "v1", func(l logger.Logger) any {
-		return brokerbinding.New(l, brokerbinding.Defaults{Brokers: o.Brokers, Broker: o.Broker, Logger: o.Logger, AppID: o.AppID})
+		return brokerbinding.New(l, brokerbinding.Defaults{Brokers: o.Brokers, Broker: o.Broker, Logger: o.Logger, AppID: o.AppID, SASL: o.BrokerSASL})
 	})
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 // TestBrokerClusterKillLeader: three runtimes' brokers are one Kafka
@@ -225,10 +226,19 @@ func TestBrokerClusterKillLeader(t *testing.T) {
 // its two instances (competing consumers), every event once.
 func TestBrokerClusterPubSub(t *testing.T) {
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	// The brokers authenticate and authorize: the runtimes' own pubsub
+	// clients get through as the runtime's user, Kafka clients as the
+	// users of the file.
+	users := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(users, []byte("ops:ops-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	args := func(i int, extra ...string) []string {
 		return append([]string{"--bootstrap-expect", "3", "--broker-cluster", "--broker-port", "0", "--broker-default-partitions", "4",
+			"--broker-sasl-users", users, "--broker-acls", "--broker-super-users", "ops",
 			"--cluster-id", "e2e-pubsub", "--data-dir", dirs[i]}, extra...)
 	}
+	ops := kgo.SASL(scram.Auth{User: "ops", Pass: "ops-secret"}.AsSha512Mechanism())
 	bApp, cApp := startHTTPApp(t), startHTTPApp(t)
 	a := startMecha(t, args(0, "--app-id", "pub")...)
 	join := fmt.Sprintf("127.0.0.1:%d", a.gossipPort)
@@ -244,12 +254,20 @@ func TestBrokerClusterPubSub(t *testing.T) {
 		return nil
 	})
 	// Both instances of sub in its consumer group before the rest.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", a.brokerPort)))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", a.brokerPort)), ops)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
+	anon, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", b.brokerPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	if _, err := kmsg.NewPtrMetadataRequest().RequestWith(context.Background(), anon); err == nil {
+		t.Fatal("a client without credentials was served")
+	}
 	eventually(t, 60*time.Second, func() error {
 		dg, err := adm.DescribeGroups(context.Background(), "sub")
 		if err != nil || dg["sub"].Err != nil || len(dg["sub"].Members) != 2 || dg["sub"].State != "Stable" {
@@ -294,7 +312,7 @@ func TestBrokerClusterPubSub(t *testing.T) {
 	if len(nb) == 0 || len(nc) == 0 {
 		t.Fatalf("one instance got every event (b %d, c %d): the app's instances do not share the partitions", len(nb), len(nc))
 	}
-	smoothReassign(t, adm, a, b, c)
+	smoothReassign(t, adm, []kgo.Opt{ops}, a, b, c)
 }
 
 // smoothReassign runs `mecha broker reassign --from-latest` against a
@@ -302,14 +320,14 @@ func TestBrokerClusterPubSub(t *testing.T) {
 // third broker, which starts at the high watermark, stays out of the
 // in-sync set while the leader holds history it did not copy, and joins
 // (the reassignment completing) once that history is deleted.
-func smoothReassign(t *testing.T, adm *kadm.Client, rts ...*mecha) {
+func smoothReassign(t *testing.T, adm *kadm.Client, opts []kgo.Opt, rts ...*mecha) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := adm.CreateTopic(ctx, 1, 2, nil, "grow"); err != nil {
 		t.Fatal(err)
 	}
-	prod, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", rts[0].brokerPort)), kgo.RequiredAcks(kgo.AllISRAcks()))
+	prod, err := kgo.NewClient(append(opts, kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", rts[0].brokerPort)), kgo.RequiredAcks(kgo.AllISRAcks()))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,7 +149,7 @@ func (s *jobSet) sync(specs []job.Spec) {
 func (s *jobSet) start(spec job.Spec) {
 	r := s.r
 	h := r.host(spec.Sink.App)
-	opts := job.Options{Brokers: r.brokerAddr(), Broker: r.localBroker(), DataDir: filepath.Join(r.cfg.DataDir, "stream"),
+	opts := job.Options{Brokers: r.brokerAddr(), Broker: r.localBroker(), SASL: r.brokerSASL, DataDir: filepath.Join(r.cfg.DataDir, "stream"),
 		Stdout: os.Stdout, Logger: r.log.With("job", spec.Name), SaveState: h.saveJobState,
 		InvokeApp: h.postJobResult, Publish: h.publishJobResult}
 	if s.placed() {

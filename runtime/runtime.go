@@ -2,10 +2,14 @@ package runtime
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -18,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"google.golang.org/grpc/credentials"
 
 	"mecha/broker"
@@ -61,6 +67,7 @@ type Runtime struct {
 	ownerLock   *os.File
 	guestOf     *ownerRecord
 	hostBroker  string
+	brokerSASL  sasl.Mechanism // the runtime's own clients' credentials in a broker cluster that authenticates
 	comps       *components.Manager
 	resil       *resiliency.Store // Resiliency policies of the resources path
 	docs        []components.Document
@@ -433,6 +440,20 @@ func (r *Runtime) startBroker(context.Context) error {
 		bc.Cluster = &broker.ClusterConfig{Self: r.cfg.Membership.NodeName, Maps: r.cruxMaps, Propose: r.proposeCrux,
 			Addr: r.brokerOf, Fetch: r.brokerReplicaFetch}
 	}
+	if r.cfg.BrokerCluster && len(bc.SASLUsers) > 0 {
+		// The runtime's own clients (pubsub.mecha, bindings.mecha, stream
+		// jobs) reach the cluster's brokers over the network: they
+		// authenticate as the runtime's user, which every broker of the
+		// cluster knows, and which passes the ACLs.
+		if _, taken := bc.SASLUsers[runtimeBrokerUser]; taken {
+			return fmt.Errorf("%w: --broker-sasl-users names %q, the user the runtime's own clients authenticate as in the broker cluster; rename it", ErrConfig, runtimeBrokerUser)
+		}
+		pass := r.brokerCredential()
+		bc.SASLUsers = maps.Clone(bc.SASLUsers)
+		bc.SASLUsers[runtimeBrokerUser] = pass
+		bc.SuperUsers = append(slices.Clone(bc.SuperUsers), runtimeBrokerUser)
+		r.brokerSASL = scram.Auth{User: runtimeBrokerUser, Pass: pass}.AsSha512Mechanism()
+	}
 	b, err := broker.Start(bc)
 	if err != nil {
 		return fmt.Errorf("%w (--broker-port %d; 0 picks a free port, --broker=false turns the broker off)", err, r.cfg.BrokerPort)
@@ -443,6 +464,24 @@ func (r *Runtime) startBroker(context.Context) error {
 		r.log.Warn("INSECURE BROKER: the embedded broker listens beyond loopback without authentication; anyone who reaches it can read and write every topic", "addr", b.Addr())
 	}
 	return nil
+}
+
+// runtimeBrokerUser is the SASL user the runtime's own clients of a
+// broker cluster authenticate as when its brokers authenticate
+// (--broker-sasl-users).
+const runtimeBrokerUser = "mecha-runtime"
+
+// brokerCredential is runtimeBrokerUser's password: the same on every
+// runtime of the cluster, derived from the gossip key (without one, from
+// the cluster id: a cluster on loopback, which keeps no secrets).
+func (r *Runtime) brokerCredential() string {
+	secret := r.cfg.Membership.GossipKey
+	if secret == "" {
+		secret = "cluster id " + r.cfg.ClusterID
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("mecha broker runtime user"))
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 // brokerAddr is the embedded broker's address; on a guest without a
@@ -486,7 +525,7 @@ func (r *Runtime) loadComponents(ctx context.Context) (err error) {
 	if err := r.startCrux(); err != nil {
 		return err
 	}
-	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: r.brokerAddr(), Broker: r.localBroker(), AppID: r.cfg.AppID,
+	components.RegisterMecha(r.registry, components.MechaOptions{DataDir: r.cfg.DataDir, MaxValueBytes: r.cfg.MaxValueBytes, Logger: r.log, Brokers: r.brokerAddr(), Broker: r.localBroker(), BrokerSASL: r.brokerSASL, AppID: r.cfg.AppID,
 		CruxBackend: r.crux.Backend, CruxClientOnly: r.crux.Server == nil})
 	r.comps = components.NewManager(components.Options{
 		AppID: r.cfg.AppID, Apps: ids, Paths: r.cfg.ResourcesPaths, Defaults: components.EmbeddedDefaults(r.brokerAddr() != ""),

@@ -18,6 +18,7 @@ import (
 	"github.com/dapr/components-contrib/metadata"
 	"github.com/dapr/kit/logger"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
 
 	"mecha/broker"
 	"mecha/broker/mechapubsub"
@@ -39,6 +40,9 @@ type Defaults struct {
 	Logger *slog.Logger
 	// AppID is the consumer group when the metadata names none.
 	AppID string
+	// SASL is the runtime's own credentials for Brokers
+	// (mechapubsub.Defaults.SASL).
+	SASL sasl.Mechanism
 }
 
 // Binding is bindings.mecha.
@@ -85,7 +89,7 @@ func New(l logger.Logger, d Defaults) *Binding {
 // Init parses the metadata and connects to the brokers (in-process: to
 // nothing); the consumer group joins when Read is called.
 func (b *Binding) Init(ctx context.Context, md bindings.Metadata) error {
-	o, err := mechapubsub.ParseClientOptions(md.Properties, mechapubsub.Defaults{Brokers: b.defaults.Brokers, Broker: b.defaults.Broker, Logger: b.defaults.Logger})
+	o, err := mechapubsub.ParseClientOptions(md.Properties, mechapubsub.Defaults{Brokers: b.defaults.Brokers, Broker: b.defaults.Broker, Logger: b.defaults.Logger, SASL: b.defaults.SASL})
 	if err != nil {
 		return fmt.Errorf("bindings.mecha: %w", err)
 	}

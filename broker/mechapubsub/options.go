@@ -55,6 +55,10 @@ type Defaults struct {
 	// Logger receives the logs of the in-process group member; nil
 	// discards them.
 	Logger *slog.Logger
+	// SASL is the runtime's own credentials for Brokers (a broker
+	// cluster whose brokers authenticate): a component whose metadata
+	// names neither brokers nor credentials uses them.
+	SASL sasl.Mechanism
 }
 
 // Initial offsets (initialOffset), as Kafka's ListOffsets names them.
@@ -170,6 +174,9 @@ func ParseClientOptions(props map[string]string, d Defaults) (ClientOptions, err
 	}
 	if err := o.parseSecurity(props); err != nil {
 		return o, err
+	}
+	if o.SASL == nil && strings.TrimSpace(props["brokers"]) == "" {
+		o.SASL = d.SASL
 	}
 	if v := strings.TrimSpace(props["publishRetries"]); v != "" {
 		n, err := strconv.Atoi(v)

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
 
 	"mecha/broker/inproc"
 )
@@ -80,14 +81,19 @@ func (localCluster) close() {}
 type remoteCluster struct {
 	seeds []string
 	cl    *kgo.Client
+	opts  []kgo.Opt // the client's: seeds, auto-creation, credentials
 }
 
-func newRemoteCluster(seeds []string) (*remoteCluster, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.AllowAutoTopicCreation())
+func newRemoteCluster(seeds []string, mech sasl.Mechanism) (*remoteCluster, error) {
+	opts := []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.AllowAutoTopicCreation()}
+	if mech != nil {
+		opts = append(opts, kgo.SASL(mech))
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, err
 	}
-	return &remoteCluster{seeds: seeds, cl: cl}, nil
+	return &remoteCluster{seeds: seeds, cl: cl, opts: opts}, nil
 }
 
 func (r *remoteCluster) partitions(ctx context.Context, topic string) ([]int32, error) {
@@ -106,7 +112,7 @@ func (r *remoteCluster) partitions(ctx context.Context, topic string) ([]int32, 
 }
 
 func (r *remoteCluster) consume(from map[string]map[int32]kgo.Offset) (source, error) {
-	return kgo.NewClient(kgo.SeedBrokers(r.seeds...), kgo.AllowAutoTopicCreation(), kgo.ConsumePartitions(from))
+	return kgo.NewClient(append(r.opts[:len(r.opts):len(r.opts)], kgo.ConsumePartitions(from))...)
 }
 
 func (r *remoteCluster) produce(ctx context.Context, recs ...*kgo.Record) kgo.ProduceResults {

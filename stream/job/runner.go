@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
 	"golang.org/x/time/rate"
 
 	"mecha/broker"
@@ -39,6 +40,10 @@ type Options struct {
 	// Checkpoints, if set, keeps the job's checkpoints instead of
 	// DataDir.
 	Checkpoints CheckpointStore
+	// SASL, if set, authenticates the network client of a job that reads
+	// Brokers (the runtime's own credentials); a source naming other
+	// brokers connects without.
+	SASL sasl.Mechanism
 	// Stdout receives a stdout sink's results, one JSON object a line.
 	Stdout io.Writer
 	// SaveState writes a state sink's results to a state store of the
@@ -194,7 +199,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.local != nil {
 		r.cluster = localCluster{inproc.New(r.local, inproc.Options{ClientID: "mecha-stream-" + r.spec.Name})}
 	} else {
-		rc, err := newRemoteCluster(r.brokers)
+		var mech sasl.Mechanism
+		if r.spec.Source.Brokers == "" {
+			mech = r.opts.SASL // the runtime's broker, with its credentials
+		}
+		rc, err := newRemoteCluster(r.brokers, mech)
 		if err != nil {
 			return err
 		}
