@@ -10,10 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-1}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-go build -o "$work/mecha" ./cmd/mecha
-go build -o "$work/brokercluster" ./bench/brokercluster
+. bench/lib.sh
+build_bench brokercluster
 for r in $(seq "$RUNS"); do
   echo "== run $r"
   "$work/brokercluster" -mecha "$work/mecha" -records "${RECORDS:-200000}"

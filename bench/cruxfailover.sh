@@ -9,10 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-1}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-go build -o "$work/mecha" ./cmd/mecha
-go build -o "$work/cruxfailover" ./bench/cruxfailover
+. bench/lib.sh
+build_bench cruxfailover
 for r in $(seq "$RUNS"); do
   for c in strong eventual; do
     echo "== run $r, $c"

@@ -25,3 +25,12 @@ measure() {
        / requests in / {n=$1} /Requests\/sec/ {rps=int($2)} $1=="50%" {p50=$2} $1=="90%" {p90=$2} $1=="99%" {p99=$2}
        /Non-2xx/ {err=$NF} END {printf "%d %s %s %s %d %.1f\n", rps, p50, p90, p99, (err==""?0:err), ticks/hz*1e6/n}' <<<"$out"
 }
+
+# build_bench prog: builds mecha and bench/prog into $work, a temporary
+# directory removed on exit.
+build_bench() {
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  go build -o "$work/mecha" ./cmd/mecha
+  go build -o "$work/$1" "./bench/$1"
+}

@@ -123,9 +123,11 @@ type Config struct {
 // zeros would ask for 6 GB). Producers batch 1 MiB per partition, so 32 MiB
 // is many partitions' worth; raise --max-request-bytes if you need more.
 func DefaultConfig() Config {
+	log := storage.DefaultConfig()
+	log.TailCacheBytes = defaultTailCacheBytes
 	return Config{
 		Addr: "127.0.0.1:9092", NodeID: 1, MaxRequestBytes: 32 << 20,
-		AutoCreateTopics: true, DefaultPartitions: 1, Log: storage.DefaultConfig(),
+		AutoCreateTopics: true, DefaultPartitions: 1, Log: log,
 		FlushInterval: time.Second, TopicQueueDepth: 512, RetentionCheckInterval: time.Minute,
 		MinSessionTimeout: 6 * time.Second, MaxSessionTimeout: 30 * time.Minute,
 		MaxConnections: defaultMaxConnections, IdleTimeout: defaultIdleTimeout, RequestReadTimeout: defaultRequestReadTimeout,
@@ -144,6 +146,10 @@ const (
 	// connection cap's, under a 16384 descriptor limit, while a broker
 	// writing to fewer partitions never closes a file it writes.
 	defaultMaxOpenSegmentFiles = 1024
+	// defaultTailCacheBytes is each partition's tail cache: the last
+	// 512 KiB written, a few hundred milliseconds of a busy partition,
+	// which readers at the tail are within.
+	defaultTailCacheBytes = 512 << 10
 )
 
 func (c *Config) validate() error {

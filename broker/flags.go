@@ -18,6 +18,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet, prefix string) {
 	fs.Int64Var(&c.Log.SegmentBytes, prefix+"segment-bytes", c.Log.SegmentBytes, "default segment.bytes of topics")
 	fs.Int64Var(&c.Log.RetentionMs, prefix+"retention-ms", c.Log.RetentionMs, "default retention.ms of topics (-1 keeps forever)")
 	fs.Int64Var(&c.Log.RetentionBytes, prefix+"retention-bytes", c.Log.RetentionBytes, "default retention.bytes per partition (-1 for no bound)")
+	fs.IntVar(&c.Log.TailCacheBytes, prefix+"tail-cache-bytes", c.Log.TailCacheBytes, "each partition's tail cache: the newest batches, which consumers at the tail and followers read from memory while older reads go to the files and leave the page cache (0: none)")
 	fs.Var(int32Flag{&c.TopicQueueDepth}, prefix+"topic-queue-depth", "produce requests in flight per topic before the broker answers REQUEST_TIMED_OUT")
 	fs.StringVar(&c.AdvertisedHost, prefix+"advertised-host", c.AdvertisedHost, "the host clients are told to connect to (default: the listen host)")
 	fs.IntVar(&c.MaxConnections, prefix+"max-connections", c.MaxConnections, "Kafka connections served at once; one accepted past the cap is closed at once")

@@ -33,6 +33,8 @@ var (
 		"Partition fetches lag throttling answered without records: far behind the high watermark while the log disk was busy.", nil, nil)
 	diskBusyDesc = prometheus.NewDesc("mecha_broker_disk_utilization",
 		"The log disk's utilization over the last second (0 to 1), what lag throttling compares with its threshold.", nil, nil)
+	partitionReadsDesc = prometheus.NewDesc("mecha_broker_partition_reads_total",
+		"Partition reads (fetches, replica fetches) by where they were served from: tail_cache (memory) or files.", []string{"source"}, nil)
 	replicaServedDesc = prometheus.NewDesc("mecha_broker_replica_bytes_served_total",
 		"Record bytes this broker read from its logs for its followers' replica fetches (a reassignment's copy shows here).", nil, nil)
 )
@@ -48,7 +50,7 @@ func (b *Broker) Collector() prometheus.Collector { return brokerCollector{b} }
 type brokerCollector struct{ b *Broker }
 
 func (c brokerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connectionsDesc, maxConnectionsDesc, refusedDesc, acceptErrorsDesc, timeoutsDesc, segmentFilesDesc, maxSegmentFilesDesc, throttledDesc, diskBusyDesc, replicaServedDesc} {
+	for _, d := range []*prometheus.Desc{connectionsDesc, maxConnectionsDesc, refusedDesc, acceptErrorsDesc, timeoutsDesc, segmentFilesDesc, maxSegmentFilesDesc, throttledDesc, diskBusyDesc, replicaServedDesc, partitionReadsDesc} {
 		ch <- d
 	}
 }
@@ -66,4 +68,7 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(throttledDesc, prometheus.CounterValue, float64(b.throttled.Load()))
 	ch <- prometheus.MustNewConstMetric(diskBusyDesc, prometheus.GaugeValue, b.disk.utilization())
 	ch <- prometheus.MustNewConstMetric(replicaServedDesc, prometheus.CounterValue, float64(b.replicaServed.Load()))
+	tail, files := b.topics.files.Reads()
+	ch <- prometheus.MustNewConstMetric(partitionReadsDesc, prometheus.CounterValue, float64(tail), "tail_cache")
+	ch <- prometheus.MustNewConstMetric(partitionReadsDesc, prometheus.CounterValue, float64(files), "files")
 }

@@ -29,6 +29,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"mecha/bench/internal/benchnet"
 )
 
 func main() {
@@ -44,15 +46,6 @@ func main() {
 	}
 }
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 type proc struct {
 	cmd    *exec.Cmd
 	broker string
@@ -62,7 +55,7 @@ func start(bin, dir string, args ...string) (*proc, error) {
 	if os.Getenv("LOG_LEVEL") == "" {
 		os.Setenv("LOG_LEVEL", "warn")
 	}
-	p := &proc{broker: fmt.Sprintf("127.0.0.1:%d", freePort())}
+	p := &proc{broker: fmt.Sprintf("127.0.0.1:%d", benchnet.FreePort())}
 	_, port, _ := net.SplitHostPort(p.broker)
 	args = append([]string{"run", "--app-id", "bench", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0",
 		"--internal-port", "0", "--broker-port", port, "--log-level", os.Getenv("LOG_LEVEL"), "--data-dir", dir}, args...)
@@ -89,7 +82,7 @@ func run(bin string, records, size, rate int, dur time.Duration) error {
 		return err
 	}
 	procs = append(procs, single)
-	gossip := freePort()
+	gossip := benchnet.FreePort()
 	var cluster []*proc
 	for i := range 3 {
 		args := []string{"--bootstrap-expect", "3", "--broker-cluster", "--cluster-id", "bench-broker"}

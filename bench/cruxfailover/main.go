@@ -24,7 +24,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,6 +33,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"mecha/bench/internal/benchnet"
 )
 
 func main() {
@@ -74,22 +75,13 @@ func (w *prefixed) Write(b []byte) (int, error) {
 	}
 }
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 type proc struct {
 	cmd  *exec.Cmd
 	port int
 }
 
 func start(bin, name, dir string, args ...string) (*proc, error) {
-	p := &proc{port: freePort()}
+	p := &proc{port: benchnet.FreePort()}
 	args = append([]string{"run", "--app-id", "failover", "--dapr-http-port", strconv.Itoa(p.port), "--dapr-grpc-port", "0",
 		"--metrics-port", "0", "--broker=false", "--internal-port", "0", "--log-level", logLevel, "--data-dir", dir}, args...)
 	p.cmd = exec.Command(bin, args...)
@@ -112,7 +104,7 @@ func run(bin, consistency string, writers, nkeys int, before, after time.Duratio
 		return err
 	}
 	defer os.RemoveAll(work)
-	gossip := freePort()
+	gossip := benchnet.FreePort()
 	var procs []*proc
 	defer func() {
 		for _, p := range procs {

@@ -46,6 +46,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"mecha/bench/internal/benchnet"
 	"mecha/internal/procstat"
 )
 
@@ -78,15 +79,6 @@ var gatewayProfile string
 type proc struct {
 	name string
 	pid  int
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func build(dir, out, pkg string) (string, error) {
@@ -150,12 +142,12 @@ func run(conns, gateways, perWorker, rate int, duration time.Duration, dialers i
 	webs := make([]int, gateways)
 	var peers, gws []string
 	for i := range webs {
-		webs[i] = freePort()
+		webs[i] = benchnet.FreePort()
 		peers = append(peers, fmt.Sprintf("http://127.0.0.1:%d", webs[i]))
 		gws = append(gws, fmt.Sprintf("127.0.0.1:%d", webs[i]))
 	}
 	start := func(i int, extra ...string) (*exec.Cmd, *lineLog, error) {
-		args := append([]string{"run", "--app-id", "gateway", "--app-port", strconv.Itoa(freePort()), "--data-dir", filepath.Join(dir, strconv.Itoa(i)),
+		args := append([]string{"run", "--app-id", "gateway", "--app-port", strconv.Itoa(benchnet.FreePort()), "--data-dir", filepath.Join(dir, strconv.Itoa(i)),
 			"--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0", "--broker-port", "0", "--internal-port", "0",
 			"--gossip-bind-address", "127.0.0.1", "--log-level", "warn"}, extra...)
 		cmd := exec.Command(mecha, append(args, "--", gateway)...)
@@ -167,7 +159,7 @@ func run(conns, gateways, perWorker, rate int, duration time.Duration, dialers i
 		cmd.Stdout, cmd.Stderr = l, l
 		return cmd, l, cmd.Start()
 	}
-	gossip := strconv.Itoa(freePort())
+	gossip := strconv.Itoa(benchnet.FreePort())
 	var procs []proc
 	var logs []*lineLog
 	for i := range gateways {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"mecha/internal/fsutil"
 )
@@ -28,6 +29,10 @@ import (
 // written at once.
 type SegmentFiles struct {
 	max int // 0: no bound
+
+	// tailReads and fileReads count the reads of its partitions served
+	// from their tail caches and from the files.
+	tailReads, fileReads atomic.Int64
 
 	mu   sync.Mutex // guards open, lru and the state of every segFile
 	open int        // files open, including those being closed
@@ -255,3 +260,7 @@ func (sf *segFile) retire() error {
 	c.closeEvicted(e)
 	return err
 }
+
+// Reads returns how many reads of its partitions their tail caches served
+// and how many went to the files.
+func (f *SegmentFiles) Reads() (tail, file int64) { return f.tailReads.Load(), f.fileReads.Load() }

@@ -34,6 +34,11 @@ type Config struct {
 	SyncEveryWrite bool
 	// IndexIntervalBytes is the log distance between offset index entries.
 	IndexIntervalBytes int64
+	// TailCacheBytes is the size of the partition's tail cache: its
+	// newest batches, kept in memory for the readers at the tail, while
+	// reads of older data go to the files and leave the page cache (0:
+	// no cache, every read from the files).
+	TailCacheBytes int
 }
 
 // DefaultConfig is Kafka's defaults: 1 GiB segments, 7 days, no size
@@ -111,7 +116,8 @@ type Partition struct {
 	producers map[int64]*producerState
 	waiters   []chan struct{}
 	hint      readHint
-	failed    error // set by a failed fsync or write: the log takes no more writes
+	tail      tailCache // the newest batches, in memory
+	failed    error     // set by a failed fsync or write: the log takes no more writes
 	closed    bool
 	size      int64 // bytes in all segments
 	// epoch stamps the batches Append writes (the partition leader
@@ -151,7 +157,7 @@ func open(dir string, cfg Config, files *SegmentFiles) (*Partition, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	p := &Partition{dir: dir, files: files, cfg: cfg, producers: map[int64]*producerState{}}
+	p := &Partition{dir: dir, files: files, cfg: cfg, producers: map[int64]*producerState{}, tail: tailCache{max: cfg.TailCacheBytes}}
 	p.logStart = p.readLogStart()
 	bases, err := listSegments(dir)
 	if err != nil {
@@ -270,6 +276,9 @@ func (p *Partition) SetConfig(cfg Config) error {
 	}
 	p.mu.Lock()
 	p.cfg = cfg
+	if p.tail.max = cfg.TailCacheBytes; p.tail.max <= 0 {
+		p.tail.reset()
+	}
 	p.mu.Unlock()
 	return nil
 }
@@ -363,6 +372,7 @@ func (p *Partition) write(seg *segment, buf []byte, infos []BatchInfo, base int6
 	}
 	seg.size += int64(len(buf))
 	p.size += int64(len(buf))
+	p.tail.add(buf, infos, base)
 	p.next = off
 	if !p.replicated {
 		p.hw = off
@@ -611,6 +621,15 @@ func (p *Partition) read(offset int64, maxBytes int, alloc func(n int) []byte, u
 		p.mu.RUnlock()
 		return res, nil
 	}
+	if data, ok := p.tail.read(offset, stop, maxBytes, alloc); ok {
+		p.mu.RUnlock()
+		p.files.tailReads.Add(1)
+		res.Batches = data
+		return res, nil
+	}
+	// Older than the tail: a lagging reader's read, which leaves the page
+	// cache after it when there is a tail cache.
+	cold := p.tail.max > 0
 	i := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].base > offset }) - 1
 	if i < 0 {
 		i = 0
@@ -635,7 +654,11 @@ func (p *Partition) read(offset int64, maxBytes int, alloc func(n int) []byte, u
 		return res, fmt.Errorf("read %s: %w", p.dir, err)
 	}
 	data, end, endOffset, err := readFrom(seg, f, offset, pos, limit, stop, maxBytes, interval, alloc)
+	if cold && err == nil {
+		dropFromPageCache(f, pos, end-pos)
+	}
 	seg.file.release()
+	p.files.fileReads.Add(1)
 	if err != nil || len(data) == 0 {
 		return res, err
 	}

@@ -241,6 +241,7 @@ func (p *Partition) Truncate(offset int64) error {
 	active := p.segs[len(p.segs)-1]
 	p.next = active.next
 	p.hint = readHint{}
+	p.tail.reset()
 	if p.logStart > p.next {
 		// The cut batch began before the log start (DeleteRecords mid
 		// batch): the log now starts where it ends.
@@ -292,6 +293,7 @@ func (p *Partition) Reset(offset int64) error {
 		return p.failed
 	}
 	p.segs, p.size, p.next, p.hw, p.hint = []*segment{s}, 0, offset, offset, readHint{}
+	p.tail.reset()
 	clear(p.producers)
 	p.epochs = p.epochs[:0]
 	p.epochGen++

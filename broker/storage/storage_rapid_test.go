@@ -50,6 +50,9 @@ func TestPartitionModel(t *testing.T) {
 		cfg.RetentionMs = -1
 		cfg.SegmentBytes = int64(rapid.IntRange(150, 2000).Draw(rt, "segmentBytes"))
 		cfg.IndexIntervalBytes = int64(rapid.IntRange(0, 600).Draw(rt, "indexInterval"))
+		// No tail cache, one smaller than a batch, and larger ones: the
+		// reads it serves must be the files'.
+		cfg.TailCacheBytes = rapid.SampledFrom([]int{0, 1, 400, 5000}).Draw(rt, "tailCacheBytes")
 		// 0 is no bound; 1 and 2 make every read of an older segment
 		// close and reopen files.
 		files := NewSegmentFiles(rapid.IntRange(0, 2).Draw(rt, "maxOpenFiles"))
