@@ -276,8 +276,8 @@ func (p *Partition) SetConfig(cfg Config) error {
 	}
 	p.mu.Lock()
 	p.cfg = cfg
-	if p.tail.max = cfg.TailCacheBytes; p.tail.max <= 0 {
-		p.tail.reset()
+	if cfg.TailCacheBytes != p.tail.max {
+		p.tail = tailCache{max: cfg.TailCacheBytes}
 	}
 	p.mu.Unlock()
 	return nil
